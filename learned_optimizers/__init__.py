@@ -1,0 +1,32 @@
+"""Learned optimizers g_φ: networks that produce a follower's decision.
+
+``CNNAttacker`` is the attacker of Table 1 of Jiang et al. (AISTATS 2021); ``SlimAttacker`` is
+the down-sampling variant of its Appendix B. ``build_attacker`` picks one by name.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from learned_optimizers.attacker import CNNAttacker
+from learned_optimizers.slim import SlimAttacker
+
+ATTACKER_KINDS: tuple[str, ...] = ("cnn", "slim")
+
+
+def build_attacker(
+    kind: str, in_channels: int, out_channels: int, eps: float, width: float
+) -> nn.Module:
+    """An attacker by name: ``"cnn"`` (Table 1, full resolution) or ``"slim"`` (Appendix B).
+
+    Raises:
+        ValueError: ``kind`` is not one of ``ATTACKER_KINDS``.
+    """
+    if kind == "cnn":
+        return CNNAttacker(in_channels, out_channels, eps, width=width)
+    if kind == "slim":
+        return SlimAttacker(in_channels, out_channels, eps, width=width)
+    raise ValueError(f"Unknown attacker kind {kind!r}; choose one of: {', '.join(ATTACKER_KINDS)}.")
+
+
+__all__ = ["ATTACKER_KINDS", "CNNAttacker", "SlimAttacker", "build_attacker"]
