@@ -1,0 +1,324 @@
+"""Tests for problems.adversarial.data: splits, CIFAR reading, download errors, batching."""
+
+import pickle
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bilevel.errors import UserError
+from problems.adversarial import data
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------- mnist5k
+
+
+@pytest.fixture(scope="module")
+def mnist() -> data.Splits:
+    return data.load_dataset("mnist5k")
+
+
+def _row_hashes(x: torch.Tensor) -> set[bytes]:
+    rows = (x * 255).round().to(torch.uint8).reshape(len(x), -1).numpy()
+    return {r.tobytes() for r in rows}
+
+
+def test_mnist5k_sizes_shapes_and_range(mnist):
+    sizes = {}
+    for split in ("train", "val", "test"):
+        x, y = getattr(mnist, split)
+        assert x.dtype == torch.float32 and y.dtype == torch.int64
+        assert x.shape[1:] == (1, 28, 28) and y.shape == (len(x),)
+        assert x.min() >= 0 and 0.99 <= x.max() <= 1
+        sizes[split] = len(x)
+        assert torch.bincount(y, minlength=10).tolist() == [len(x) // 10] * 10
+    assert sizes == {"train": 3500, "val": 500, "test": 1000}
+    assert mnist.info == data.dataset_info("mnist5k")
+    assert mnist.info.in_channels == 1 and mnist.info.num_classes == 10
+
+
+def test_mnist5k_splits_are_disjoint(mnist):
+    hashes = [_row_hashes(getattr(mnist, s)[0]) for s in ("train", "val", "test")]
+    assert [len(h) for h in hashes] == [3500, 500, 1000]  # no duplicate inside a split either
+    assert not hashes[0] & hashes[1] and not hashes[0] & hashes[2] and not hashes[1] & hashes[2]
+
+
+def test_mnist5k_split_is_stable_and_cache_is_not_shared(mnist):
+    first_val = mnist.val[0].clone()
+    mnist.val[0].zero_()  # a caller mutating its tensors must not change the next load
+    again = data.load_dataset("mnist5k")
+    assert torch.equal(again.val[0], first_val)
+    assert torch.equal(again.train[1], mnist.train[1])
+    assert torch.equal(again.test[0], data.load_dataset("mnist5k").test[0])
+    mnist.val[0].copy_(first_val)
+
+
+def test_mnist5k_first_examples_cover_all_classes(mnist):
+    _, y = data.subset(mnist.train, 100)
+    assert len(y) == 100 and len(set(y.tolist())) == 10
+
+
+def test_mnist5k_custom_val_size_stays_stratified():
+    s = data.load_dataset("mnist5k", val_size=1000)
+    assert (len(s.train[1]), len(s.val[1]), len(s.test[1])) == (3000, 1000, 1000)
+    assert torch.bincount(s.val[1]).tolist() == [100] * 10
+    with pytest.raises(UserError, match="--val-size"):
+        data.load_dataset("mnist5k", val_size=4000)
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(UserError) as err:
+        data.dataset_info("imagenet")
+    for name in data.DATASETS:
+        assert name in str(err.value)
+    info = data.dataset_info("cifar100")
+    assert (info.num_classes, info.in_channels, info.image_size) == (100, 3, 32)
+    assert len(info.mean) == len(info.std) == 3
+
+
+# ---------------------------------------------------------------- tiny CIFAR in the real layout
+
+
+def _image(i: int) -> np.ndarray:
+    """A distinct uint8 image [3, 32, 32] whose red pixel (0, 0) is its id."""
+    c, r, col = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
+    img = (i + 37 * c + 5 * r + 11 * col + (r * col) % 7) % 256
+    img[0, 0, 0] = i
+    return img.astype(np.uint8)
+
+
+def _flat(ids) -> np.ndarray:
+    # The documented layout: 1024 red values, then 1024 green, then 1024 blue, each row-major.
+    return np.stack([np.concatenate([_image(i)[ch].ravel() for ch in range(3)]) for i in ids])
+
+
+def _write(path: Path, ids, label_key: bytes, num_classes: int, protocol: int) -> None:
+    batch = {
+        b"batch_label": b"tiny",
+        b"data": _flat(ids),
+        label_key: [(3 * i + 1) % num_classes for i in ids],
+    }
+    if label_key == b"fine_labels":
+        batch[b"coarse_labels"] = [i % 20 for i in ids]
+    blob = pickle.dumps(batch, protocol=protocol)
+    if protocol == 2:  # name numpy's module as the official (numpy 1) files do
+        blob = blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+        assert b"numpy.core.multiarray" in blob
+    path.write_bytes(blob)
+
+
+def _make_cifar10(root: Path) -> Path:
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for b in range(5):
+        _write(folder / f"data_batch_{b + 1}", range(20 * b, 20 * b + 20), b"labels", 10, 2)
+    _write(folder / "test_batch", range(100, 120), b"labels", 10, 2)
+    return folder
+
+
+def _make_cifar100(root: Path) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    _write(folder / "train", range(60), b"fine_labels", 100, pickle.HIGHEST_PROTOCOL)
+    _write(folder / "test", range(200, 220), b"fine_labels", 100, pickle.HIGHEST_PROTOCOL)
+    return folder
+
+
+def _check_read_back(pair, num_classes: int) -> list[int]:
+    x, y = pair
+    assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
+    ids = (x[:, 0, 0, 0] * 255).round().long().tolist()
+    for k, i in enumerate(ids):
+        img = _image(i)
+        assert torch.equal(x[k], torch.from_numpy(img).float() / 255)
+        flat = _flat([i])[0]
+        assert x[k, 1, 0, 0] == flat[1024] / 255  # green channel starts at 1024
+        assert x[k, 2, 3, 5] == flat[2048 + 3 * 32 + 5] / 255  # blue, row 3, column 5
+        assert y[k] == (3 * i + 1) % num_classes
+    return ids
+
+
+def test_cifar10_is_read_back_exactly(tmp_path):
+    _make_cifar10(tmp_path)
+    s = data.load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=15)
+    train = _check_read_back(s.train, 10)
+    val = _check_read_back(s.val, 10)
+    test = _check_read_back(s.test, 10)
+    assert (len(train), len(val)) == (85, 15)
+    assert sorted(train + val) == list(range(100)) and not set(train) & set(val)
+    assert test == list(range(100, 120))  # the official test set, in its order
+    again = data.load_dataset("cifar10", data_dir=str(tmp_path), download=False, val_size=15)
+    assert torch.equal(again.val[1], s.val[1]) and torch.equal(again.val[0], s.val[0])
+    assert s.info.name == "cifar10"
+
+
+def test_cifar100_is_read_back_exactly(tmp_path):
+    _make_cifar100(tmp_path)
+    s = data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
+    train, val = _check_read_back(s.train, 100), _check_read_back(s.val, 100)
+    assert sorted(train + val) == list(range(60)) and len(val) == 10
+    assert _check_read_back(s.test, 100) == list(range(200, 220))
+
+
+def test_default_val_size_larger_than_tiny_training_set(tmp_path):
+    _make_cifar100(tmp_path)
+    with pytest.raises(UserError, match="--val-size"):
+        data.load_dataset("cifar100", data_dir=tmp_path, download=False)
+
+
+def _assert_offline_hint(err: pytest.ExceptionInfo) -> None:
+    message = str(err.value)
+    assert "--data-dir" in message and "mnist5k" in message
+    assert "\n" not in message
+
+
+def test_missing_folder_without_download(tmp_path):
+    with pytest.raises(UserError) as err:
+        data.load_dataset("cifar10", data_dir=tmp_path / "nothing", download=False)
+    _assert_offline_hint(err)
+
+
+def test_failed_download_is_a_user_error(tmp_path, monkeypatch):
+    def offline(url, root, md5):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(data, "_download_archive", offline)
+    with pytest.raises(UserError) as err:
+        data.load_dataset("cifar100", data_dir=tmp_path)
+    _assert_offline_hint(err)
+
+
+def test_torchvision_downloader_gets_official_archive(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    calls = []
+
+    def refuse(url, download_root, md5=None, **kwargs):
+        calls.append((url, Path(download_root), md5))
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", refuse)
+    with pytest.raises(UserError) as err:
+        data.load_dataset("cifar10", data_dir=tmp_path)
+    _assert_offline_hint(err)
+    assert calls == [
+        (
+            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+            tmp_path,
+            "c58f30108f718f92721af3b95e74349a",
+        )
+    ]
+
+
+def test_successful_download_is_then_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_download_archive", lambda url, root, md5: _make_cifar10(root))
+    s = data.load_dataset("cifar10", data_dir=tmp_path, val_size=20)
+    assert len(s.train[0]) == 80 and len(s.test[0]) == 20
+
+
+def test_truncated_pickle_is_a_user_error(tmp_path):
+    folder = _make_cifar10(tmp_path)
+    blob = (folder / "data_batch_3").read_bytes()
+    (folder / "data_batch_3").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(UserError, match="data_batch_3"):
+        data.load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=10)
+
+
+def test_missing_batch_file_is_a_user_error(tmp_path):
+    folder = _make_cifar10(tmp_path)
+    (folder / "test_batch").unlink()
+    with pytest.raises(UserError, match="test_batch"):
+        data.load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=10)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_with_code_is_refused(tmp_path, capsys):
+    folder = _make_cifar100(tmp_path)
+    (folder / "test").write_bytes(pickle.dumps({b"data": _Evil(), b"fine_labels": [1]}))
+    with pytest.raises(UserError, match="corrupt"):
+        data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
+    assert "pwned" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- batching
+
+
+def test_every_example_once_per_epoch():
+    x, y = torch.arange(103.0).reshape(103, 1, 1, 1), torch.arange(103)
+    gen = torch.Generator().manual_seed(0)
+    batches = list(data.iterate_batches(x, y, 10, shuffle=True, generator=gen))
+    assert len(batches) == data.num_batches(103, 10, drop_last=False) == 11
+    seen = torch.cat([yb for _, yb in batches])
+    assert sorted(seen.tolist()) == list(range(103)) and seen.tolist() != list(range(103))
+    assert all(torch.equal(xb.flatten(), yb.float()) for xb, yb in batches)  # pairs stay paired
+    plain = torch.cat([yb for _, yb in data.iterate_batches(x, y, 10, shuffle=False)])
+    assert plain.tolist() == list(range(103))
+    dropped = list(data.iterate_batches(x, y, 10, shuffle=False, drop_last=True))
+    assert len(dropped) == data.num_batches(103, 10, drop_last=True) == 10
+    assert all(len(yb) == 10 for _, yb in dropped)
+
+
+def test_shuffle_is_reproducible_with_the_same_seed():
+    x, y = torch.rand(50, 1, 2, 2), torch.arange(50)
+
+    def order(seed: int) -> list[int]:
+        gen = torch.Generator().manual_seed(seed)
+        return torch.cat(
+            [b for _, b in data.iterate_batches(x, y, 8, shuffle=True, generator=gen)]
+        ).tolist()
+
+    assert order(1) == order(1) and order(1) != order(2)
+
+
+def _windows(img: torch.Tensor) -> list[torch.Tensor]:
+    """Every crop of the 4-pixel zero-padded image, flipped and not."""
+    padded = torch.nn.functional.pad(img, (4, 4, 4, 4))
+    h, w = img.shape[-2:]
+    crops = [padded[:, i : i + h, j : j + w] for i in range(9) for j in range(9)]
+    return crops + [c.flip(-1) for c in crops]
+
+
+def test_crop_flip_keeps_content_and_range():
+    x, y = torch.rand(40, 3, 32, 32) * 0.9 + 0.1, torch.arange(40)
+    gen = torch.Generator().manual_seed(3)
+    ((xb, yb),) = data.iterate_batches(x, y, 40, shuffle=False, generator=gen, augment="crop-flip")
+    assert xb.shape == x.shape and xb.dtype == x.dtype and torch.equal(yb, y)
+    assert xb.min() >= 0 and xb.max() <= 1
+    changed = [not torch.equal(xb[k], x[k]) for k in range(40)]
+    assert sum(changed) > 30  # P(identity window) = 1/162 per image
+    flipped = 0
+    for k in range(40):
+        windows = _windows(x[k])
+        match = [i for i, win in enumerate(windows) if torch.equal(win, xb[k])]
+        assert match, f"image {k} is not a padded crop of the original"
+        flipped += match[0] >= 81
+    assert 5 < flipped < 35  # both flipped and unflipped images occur
+    gen2 = torch.Generator().manual_seed(3)
+    ((again, _),) = data.iterate_batches(
+        x, y, 40, shuffle=False, generator=gen2, augment="crop-flip"
+    )
+    assert torch.equal(again, xb)
+
+
+def test_no_augment_returns_batch_untouched():
+    x, y = torch.rand(12, 3, 32, 32), torch.arange(12)
+    for xb, yb in data.iterate_batches(x, y, 5, shuffle=False, augment=None):
+        assert torch.equal(xb, x[yb])
+
+
+def test_bad_batching_options_are_user_errors():
+    x, y = torch.rand(4, 1, 2, 2), torch.arange(4)
+    with pytest.raises(UserError, match="--batch-size"):
+        list(data.iterate_batches(x, y, 0, shuffle=False))
+    with pytest.raises(UserError, match="crop-flip"):
+        list(data.iterate_batches(x, y, 2, shuffle=False, augment="mixup"))
+    assert torch.equal(data.subset((x, y), 2)[1], y[:2])
+    assert len(data.subset((x, y), 10)[1]) == 4
