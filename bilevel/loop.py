@@ -1,0 +1,138 @@
+"""The joint training step of L2L (paper Algorithm 3; Algorithm 1 with a hand-designed follower).
+
+Per minibatch: the follower solves for z, the leader takes a step down L(θ, z), and a learned
+follower takes ``follower_steps`` steps up q(θ, z_φ). Two update modes:
+
+- ``alternating``: the paper's separate passes. Modes follow the reference code: the follower's
+  network is in eval mode while the leader steps, the leader is in eval mode while φ steps.
+- ``fused``: one forward and one backward serve θ and φ. Exact only for zero-sum problems
+  (q = L, e.g. DRO): θ's gradient descends L, and φ's gradient, reversed by a hook on z, ascends it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bilevel.errors import UserError
+from bilevel.protocol import Batch, BilevelProblem
+
+
+class UpdateMode(str, Enum):
+    ALTERNATING = "alternating"
+    FUSED = "fused"
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward (Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor) -> Tensor:
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return -grad
+
+
+def reverse_gradient(z: Tensor) -> Tensor:
+    return _ReverseGradient.apply(z)
+
+
+class JointTrainer:
+    """Owns the leader's optimizer and runs one joint step per minibatch.
+
+    A problem may define ``leader_step(batch, z, optimizer) -> Tensor`` to replace the default
+    leader step (one optimizer step on ``leader_loss``), e.g. a PPO update for GAIL.
+    """
+
+    def __init__(
+        self,
+        problem: BilevelProblem,
+        follower: Any,
+        leader_optimizer: torch.optim.Optimizer,
+        update: UpdateMode | str = UpdateMode.ALTERNATING,
+        follower_steps: int = 1,
+    ) -> None:
+        self.problem, self.follower, self.leader_optimizer = problem, follower, leader_optimizer
+        self.update, self.follower_steps = UpdateMode(update), follower_steps
+        if follower_steps < 1:
+            raise UserError("--follower-steps must be at least 1.")
+        if self.update is UpdateMode.FUSED:
+            if not getattr(follower, "learnable", False):
+                raise UserError(
+                    "--update fused needs a learned follower (naive, grad, grad-only, 2-step); "
+                    "use --update alternating with a hand-designed one."
+                )
+            if not problem.zero_sum:
+                raise UserError(
+                    "--update fused needs a zero-sum problem (follower objective = leader loss); "
+                    "use --update alternating for this problem."
+                )
+
+    def _set_modes(self, leader_train: bool, follower_train: bool) -> None:
+        self.problem.leader.train(leader_train)
+        if isinstance(self.follower, torch.nn.Module):
+            self.follower.train(follower_train)
+
+    def _leader_step(self, batch: Batch, z: Tensor) -> Tensor:
+        custom = getattr(self.problem, "leader_step", None)
+        if custom is not None:
+            return custom(batch, z, self.leader_optimizer)
+        loss = self.problem.leader_loss(batch, z)
+        self.leader_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.leader_optimizer.step()
+        return loss.detach()
+
+    def step(self, batch: Batch) -> dict[str, Tensor]:
+        """One joint step; returns detached tensors (no host sync here)."""
+        if self.update is UpdateMode.FUSED:
+            return self._fused_step(batch)
+        self._set_modes(leader_train=False, follower_train=False)
+        z = self.follower.solve(self.problem, batch)
+        self._set_modes(leader_train=True, follower_train=False)
+        out = {"leader_loss": self._leader_step(batch, z.detach())}
+        if getattr(self.follower, "learnable", False):
+            self._set_modes(leader_train=False, follower_train=True)
+            for _ in range(self.follower_steps):
+                out["follower_objective"] = self.follower.learn(self.problem, batch)
+        return out
+
+    def _fused_step(self, batch: Batch) -> dict[str, Tensor]:
+        """θ ← θ − α1 ∇θ L and φ ← φ + α2 ∇φ L from one backward (zero-sum: q = L)."""
+        follower = self.follower
+        self._set_modes(leader_train=False, follower_train=True)
+        z = reverse_gradient(follower(self.problem, batch))
+        self.problem.leader.train(True)
+        loss = self.problem.leader_loss(batch, z)
+        self.leader_optimizer.zero_grad(set_to_none=True)
+        follower.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.leader_optimizer.step()
+        follower.optimizer.step()
+        out = {"leader_loss": loss.detach(), "follower_objective": loss.detach()}
+        for _ in range(self.follower_steps - 1):  # extra φ steps beyond the shared one
+            self._set_modes(leader_train=False, follower_train=True)
+            out["follower_objective"] = follower.learn(self.problem, batch)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "leader": self.problem.leader.state_dict(),
+            "leader_optimizer": self.leader_optimizer.state_dict(),
+        }
+        if isinstance(self.follower, torch.nn.Module):
+            state["follower"] = self.follower.state_dict()
+            state["follower_optimizer"] = self.follower.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.problem.leader.load_state_dict(state["leader"])
+        self.leader_optimizer.load_state_dict(state["leader_optimizer"])
+        if isinstance(self.follower, torch.nn.Module):
+            self.follower.load_state_dict(state["follower"])
+            self.follower.optimizer.load_state_dict(state["follower_optimizer"])

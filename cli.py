@@ -1,0 +1,155 @@
+"""bilevel-l2l command line: ``solve`` a bilevel problem, ``bench`` methods side by side.
+
+Thin by design: every command parses options, calls one function of a package, and prints.
+Errors a user can cause print one sentence and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bilevel.errors import UserError
+
+app = typer.Typer(
+    help="Learning to learn for bilevel problems: a leader (θ) against a learned follower (g_φ).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+solve_app = typer.Typer(help="Train a leader and its follower jointly on one bilevel problem.")
+bench_app = typer.Typer(help="Benchmarks: methods side by side in one process.")
+app.add_typer(solve_app, name="solve", no_args_is_help=True)
+app.add_typer(bench_app, name="bench", no_args_is_help=True)
+console = Console()
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a ``UserError`` (or a bad value from a constructor) into one sentence and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (UserError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def print_table(title: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=title)
+    for key in rows[0]:
+        table.add_column(key, justify="right" if key != "method" else "left")
+    for row in rows:
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+
+
+def _milestones(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(
+            f"--milestones takes epochs separated by commas, like 30,60,90; got {text!r}."
+        ) from None
+
+
+@solve_app.command("adversarial-dro")
+@user_errors
+def solve_adversarial_dro(
+    dataset: str = typer.Option(
+        "mnist5k", help="mnist5k (embedded, offline), cifar10 or cifar100."
+    ),
+    data_dir: str = typer.Option(
+        "./data", help="Where CIFAR is read from (downloaded if missing)."
+    ),
+    model: str = typer.Option(
+        None, help="small-cnn, preact-resnet18 or wrn-34-10 [default: follows the data set]."
+    ),
+    follower: str = typer.Option(
+        "2-step",
+        help="How the follower finds δ: none (plain training), fgsm (random start), pgm (PGM-k), "
+        "or a learned attacker: naive, grad, grad-only, 2-step, 2-step-grad-only.",
+    ),
+    eps: float = typer.Option(
+        None, help="L∞ radius ε in [0,1] pixels [default: 0.3 MNIST, 0.031 CIFAR]."
+    ),
+    pgm_steps: int = typer.Option(10, help="k of PGM-k training."),
+    pgm_step_size: float = typer.Option(
+        None, help="η of PGM-k [default: 0.007 CIFAR, 2.5ε/k MNIST]."
+    ),
+    epochs: int = typer.Option(None, help="Training epochs [default: 100 CIFAR, 10 mnist5k]."),
+    batch_size: int = typer.Option(128),
+    lr: float = typer.Option(
+        None, help="Leader SGD learning rate [default: 0.1 CIFAR, 0.05 mnist5k]."
+    ),
+    milestones: str = typer.Option(None, help="Epochs where lr ×0.1, e.g. 30,60,90."),
+    attacker: str = typer.Option(
+        None, help="Learned attacker: cnn (Table 1) or slim (Appendix B)."
+    ),
+    attacker_width: float = typer.Option(None, help="Channel multiplier of the attacker."),
+    update: str = typer.Option(
+        "alternating", help="alternating (the paper) or fused (one backward)."
+    ),
+    follower_steps: int = typer.Option(1, help="Follower (φ) updates per leader update."),
+    train_size: int = typer.Option(None, help="Use only the first N training examples."),
+    eval_size: int = typer.Option(None, help="Use only the first N validation and test examples."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
+    resume: bool = typer.Option(False, help="Continue the run in --out where it stopped."),
+    interrupt_after_epoch: int = typer.Option(None, hidden=True),
+) -> None:
+    """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7)."""
+    from problems.adversarial.config import DROConfig
+    from problems.adversarial.solve import solve_dro
+
+    cfg = DROConfig(
+        dataset=dataset, data_dir=data_dir, model=model, follower=follower, eps=eps,
+        pgm_steps=pgm_steps, pgm_step_size=pgm_step_size, epochs=epochs, batch_size=batch_size,
+        lr=lr, milestones=_milestones(milestones), attacker=attacker,
+        attacker_width=attacker_width, update=update, follower_steps=follower_steps,
+        train_size=train_size, eval_size=eval_size, seed=seed, device=device,
+    )  # fmt: skip
+    results = solve_dro(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
+    if results is None:
+        console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
+        return
+    print_table(f"adversarial-dro, {cfg.follower} follower, {cfg.dataset} (test split)", [results])
+    console.print(f"run folder: {out} (report.md, curves.png, metrics.jsonl)")
+
+
+@bench_app.command("dro")
+@user_errors
+def bench_dro(
+    epochs: int = typer.Option(20, help="Epochs for every method."),
+    methods: str = typer.Option("none,fgsm,pgm,grad,2-step", help="Followers, comma-separated."),
+    update: str = typer.Option("alternating", help="Update mode of the learned followers."),
+    seed: int = typer.Option(0),
+    train_size: int = typer.Option(None, help="Use only the first N training examples."),
+    eval_size: int = typer.Option(None, help="Use only the first N validation and test examples."),
+    out: Path = typer.Option(Path("runs/bench-dro"), help="Folder for the runs."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the table as JSON here."),
+) -> None:
+    """mnist5k, small CNN, ε = 0.3: methods side by side; PGD-40 (step 0.01) on the test split."""
+    from problems.adversarial.bench import bench_dro as run_bench
+
+    rows = run_bench(
+        [m.strip() for m in methods.split(",") if m.strip()], epochs, seed, update, out,
+        json_path, train_size=train_size, eval_size=eval_size,
+    )  # fmt: skip
+    print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split)", rows)
+
+
+if __name__ == "__main__":
+    app()

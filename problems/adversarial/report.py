@@ -1,0 +1,63 @@
+"""A run's ``report.md`` and training-curve plot (PNG), written atomically into the run folder."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bilevel.run import RunDir, atomic_write_bytes, atomic_write_text  # noqa: E402
+
+
+def plot_training_curves(
+    run: RunDir, history: list[dict[str, Any]], name: str = "curves.png"
+) -> None:
+    """Losses (leader L, follower q) and validation accuracies (clean, PGD) against epochs."""
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (
+        ("leader_loss", "leader loss L"),
+        ("follower_objective", "follower objective q"),
+    ):
+        if any(key in row for row in history):
+            ax_loss.plot(
+                epochs, [row.get(key, float("nan")) for row in history], marker="o", label=label
+            )
+    ax_loss.set(xlabel="epoch", ylabel="mean over the epoch", title="training losses")
+    ax_loss.legend()
+    for key in sorted(
+        {k for row in history for k in row if k.startswith("val_") and k.endswith("acc")}
+    ):
+        ax_acc.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o", label=key)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="validation split", ylim=(0, 1))
+    ax_acc.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(run.path / name, buffer.getvalue())
+
+
+def write_report(
+    run: RunDir, config: dict[str, Any], history: list[dict[str, Any]], results: dict[str, Any]
+) -> None:
+    """``report.md``: the final test table, the per-epoch metrics and every resolved option."""
+    lines = [f"# Run {run.path.name}", "", "## Test split (best epoch on the validation split)", ""]
+    lines += ["| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in results.items()]
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    lines += ["", "## Per epoch", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |" for row in history]
+    lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in config.items()]
+    lines += ["", "![training curves](curves.png)", ""]
+    atomic_write_text(run.path / "report.md", "\n".join(lines))
+    plot_training_curves(run, history)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,127 @@
+"""``solve adversarial-dro``: build the DRO problem and its follower from a ``DROConfig``, train
+them jointly (Algorithm 1 or 3), select the best epoch on the validation split, and report clean
+and PGD accuracy on the test split.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bilevel.fit import fit
+from bilevel.followers import SignGradientAscent
+from bilevel.loop import JointTrainer
+from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.config import DROConfig, build_follower, resolve_device
+from problems.adversarial.data import iterate_batches, load_dataset, num_batches, subset
+from problems.adversarial.dro import AdversarialDRO, accuracy, robust_accuracy
+from problems.adversarial.models import build_model
+from problems.adversarial.report import write_report
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds are set once, from ``--seed`` (DESIGN.md, "Conventions")."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pgd(steps: int, eps: float, step_size: float | None = None) -> SignGradientAscent:
+    """PGD-k for evaluation: PGM-k with a uniform random start; default step 2.5 ε / k."""
+    return SignGradientAscent(steps, step_size or 2.5 * eps / steps, random_start=True)
+
+
+def solve_dro(
+    cfg: DROConfig,
+    out: str | Path,
+    resume: bool = False,
+    interrupt_after_epoch: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any] | None:
+    """Train one DRO run into ``out``; return the test results (None if interrupted on purpose)."""
+    cfg.resolve()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    splits = load_dataset(cfg.dataset, cfg.data_dir)
+    info = splits.info
+    train = subset(splits.train, cfg.train_size) if cfg.train_size else splits.train
+    val = subset(splits.val, cfg.eval_size) if cfg.eval_size else splits.val
+    test = subset(splits.test, cfg.eval_size) if cfg.eval_size else splits.test
+
+    model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std)
+    model = model.to(device)
+    follower = build_follower(cfg, info)
+    if isinstance(follower, torch.nn.Module):
+        follower.to(device)
+    problem = AdversarialDRO(model, cfg.eps)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
+    trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps)
+    run = RunDir(out)
+    run.prepare(cfg.to_dict(), resume)
+
+    augment = None if cfg.augment == "none" else cfg.augment
+
+    def train_batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        for xb, yb in iterate_batches(
+            *train, cfg.batch_size, shuffle=True, generator=generator, augment=augment
+        ):
+            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+
+    val_dev = tuple(t.to(device) for t in val)
+    selection_attack = pgd(cfg.select_pgd_steps, cfg.eps)
+
+    def validate() -> dict[str, float]:
+        with torch.random.fork_rng(devices=[]):  # the same PGD starts every epoch
+            torch.manual_seed(cfg.seed)
+            return {
+                "val_clean_acc": accuracy(model, *val_dev),
+                f"val_pgd{cfg.select_pgd_steps}_acc": robust_accuracy(
+                    model, *val_dev, selection_attack, cfg.eps
+                ),
+            }
+
+    select_key = "val_clean_acc" if cfg.follower == "none" else f"val_pgd{cfg.select_pgd_steps}_acc"
+    result = fit(
+        trainer,
+        scheduler,
+        train_batches,
+        num_batches(len(train[0]), cfg.batch_size),
+        validate,
+        run,
+        cfg.epochs,
+        select_key,
+        resume=resume,
+        interrupt_after_epoch=interrupt_after_epoch,
+        show_progress=show_progress,
+    )
+    if result.interrupted:
+        return None
+
+    best = load_checkpoint(run.best_checkpoint)
+    model.load_state_dict(best["leader"])
+    test_dev = tuple(t.to(device) for t in test)
+    tic = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        results: dict[str, Any] = {
+            "best_epoch": int(best["epoch"]),
+            "test_clean_acc": accuracy(model, *test_dev),
+            f"test_pgd{cfg.eval_pgd_steps}_acc": robust_accuracy(
+                model, *test_dev, pgd(cfg.eval_pgd_steps, cfg.eps, cfg.eval_step_size), cfg.eps
+            ),
+        }
+    results["train_seconds"] = round(result.train_seconds, 2)
+    results["eval_seconds"] = round(time.perf_counter() - tic, 2)
+    run.write_json("results.json", results)
+    write_report(run, cfg.to_dict(), result.history, results)
+    return results
