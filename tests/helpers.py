@@ -1,0 +1,41 @@
+"""Small building blocks shared by the tests."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_example(name: str):
+    """Import ``examples/<name>.py`` as a module (examples are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TinyConvAttacker(nn.Module):
+    """A g_φ with no batch norm: ε · tanh(conv(relu(conv(a)))). For exact-gradient comparisons."""
+
+    def __init__(self, in_channels: int, out_channels: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, out_channels, 3, padding=1),
+        )
+
+    def forward(self, a: Tensor) -> Tensor:
+        return self.eps * torch.tanh(self.body(a))
+
+
+def image_batch(n: int = 8, channels: int = 1, size: int = 28, classes: int = 10):
+    x = torch.rand(n, channels, size, size)
+    y = torch.randint(0, classes, (n,))
+    return x, y

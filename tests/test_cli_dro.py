@@ -1,0 +1,172 @@
+"""``cli.py solve adversarial-dro`` end to end on a slice of mnist5k: the run folder, exact resume,
+and every bad input of the core issue (one sentence, exit code 2, earlier files untouched)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "--train-size",
+    "256",
+    "--eval-size",
+    "64",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "2",
+    "--eps",
+    "0.1",
+]
+runner = CliRunner()
+
+
+def solve(out: Path, *extra: str):
+    args = ["solve", "adversarial-dro", *SMALL, "--out", str(out), *extra]
+    return runner.invoke(app, args, catch_exceptions=False)
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("train_seconds")  # wall-clock time is the one thing allowed to differ
+    return rows
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "unbroken"
+    result = solve(out, "--follower", "2-step")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_folder_holds_config_metrics_checkpoints_report_and_plot(unbroken: Path) -> None:
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "report.md", "curves.png"):
+        assert (unbroken / name).is_file(), name
+    config = json.loads((unbroken / "config.json").read_text())
+    assert (
+        config["eps"] == 0.1 and config["model"] == "small-cnn" and config["follower"] == "2-step"
+    )
+    rows = _metrics(unbroken)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    results = json.loads((unbroken / "results.json").read_text())
+    assert 0.0 <= results["test_pgd20_acc"] <= results["test_clean_acc"] <= 1.0
+    assert results["test_clean_acc"] > 0.2  # it learned something in 2 small epochs (chance: 0.1)
+    assert (unbroken / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path, tmp_path) -> None:
+    out = tmp_path / "broken"
+    first = solve(out, "--follower", "2-step", "--interrupt-after-epoch", "1")
+    assert first.exit_code == 0 and "resume" in first.output
+    assert len(_metrics(out)) == 1 and not (out / "results.json").exists()
+    second = solve(out, "--follower", "2-step", "--resume")
+    assert second.exit_code == 0, second.output
+    assert _metrics(out) == _metrics(unbroken)
+    assert (
+        json.loads((out / "results.json").read_text())["test_pgd20_acc"]
+        == json.loads((unbroken / "results.json").read_text())["test_pgd20_acc"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--follower", "pgd-magic"], "Unknown --follower"),
+        (["--dataset", "imagenet"], "Unknown --dataset"),
+        (["--model", "vgg"], "Unknown --model"),
+        (["--eps", "0"], "--eps must be in (0, 1]"),
+        (["--eps", "1.5"], "--eps must be in (0, 1]"),
+        (["--update", "fused", "--follower", "pgm"], "learned follower"),
+        (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "--data-dir"),
+    ],
+)
+def test_bad_input_gives_one_sentence_and_exit_code_2(tmp_path, args, words) -> None:
+    result = solve(tmp_path / "run", *args)
+    assert result.exit_code == 2
+    assert words in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_resume_with_another_configuration_is_refused_and_changes_nothing(unbroken: Path) -> None:
+    before = _snapshot(unbroken)
+    result = solve(unbroken, "--follower", "pgm", "--resume")
+    assert result.exit_code == 2 and "another configuration" in result.output
+    assert _snapshot(unbroken) == before
+
+
+def test_a_new_run_refuses_to_overwrite_a_finished_one(unbroken: Path) -> None:
+    before = _snapshot(unbroken)
+    result = solve(unbroken, "--follower", "2-step")
+    assert result.exit_code == 2 and "--resume" in result.output
+    assert _snapshot(unbroken) == before
+
+
+@pytest.mark.parametrize("garbage", [b"not a checkpoint", b""])
+def test_corrupt_checkpoint_is_refused_and_other_files_kept(
+    unbroken: Path, tmp_path, garbage
+) -> None:
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name, data in _snapshot(unbroken).items():
+        (out / name).write_bytes(data)
+    (out / "last.pt").write_bytes(garbage)
+    before = _snapshot(out)
+    result = solve(out, "--follower", "2-step", "--resume", "--epochs", "2")
+    assert result.exit_code == 2 and "not a readable checkpoint" in result.output
+    assert _snapshot(out) == before
+
+
+def test_foreign_checkpoint_is_refused(unbroken: Path, tmp_path) -> None:
+    """A checkpoint of another follower (PGM has no φ) under this run's config."""
+    pgm = tmp_path / "pgm"
+    assert solve(pgm, "--follower", "pgm", "--epochs", "1").exit_code == 0
+    out = tmp_path / "mixed"
+    out.mkdir()
+    for name, data in _snapshot(unbroken).items():
+        (out / name).write_bytes(data)
+    (out / "last.pt").write_bytes((pgm / "last.pt").read_bytes())
+    result = solve(out, "--follower", "2-step", "--resume")
+    assert result.exit_code == 2 and "does not fit" in result.output
+
+
+def test_nan_loss_stops_with_a_sentence_and_exit_2(tmp_path) -> None:
+    result = solve(tmp_path / "nan", "--follower", "fgsm", "--lr", "1e30", "--epochs", "1")
+    assert result.exit_code == 2
+    assert "NaN" in result.output and "learning rate" in result.output
+    assert not (tmp_path / "nan" / "last.pt").exists()
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "cli.py",
+            "solve",
+            "adversarial-dro",
+            "--eps",
+            "-1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--eps" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout

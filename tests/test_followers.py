@@ -1,0 +1,94 @@
+"""Followers: feasibility (ε-ball ∩ [0,1] box), PGM's ascent, the learned follower's ascent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import TinyConvAttacker, image_batch
+
+from bilevel import InputMode, LearnedFollower, NoFollower, SignGradientAscent, normalise_per_sample
+from learned_optimizers import build_attacker
+from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.models import SmallCNN
+
+EPS = 0.3
+
+
+def _problem() -> AdversarialDRO:
+    torch.manual_seed(0)
+    return AdversarialDRO(SmallCNN().eval(), EPS)
+
+
+def _feasible(batch, delta: torch.Tensor) -> None:
+    x, _ = batch
+    assert delta.abs().max() <= EPS + 1e-6
+    assert (x + delta).min() >= -1e-6 and (x + delta).max() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("mode", list(InputMode))
+def test_learned_follower_is_feasible(kind: str, steps: int, mode: InputMode) -> None:
+    problem = _problem()
+    x, y = image_batch(6)
+    x[:3] = x[:3].round()  # pixels at 0 and 1: the box binds, not only the ball
+    net = build_attacker(kind, mode.in_channels(1), 1, EPS, 0.125)
+    follower = LearnedFollower(net, steps=steps, input_mode=mode)
+    with torch.no_grad():  # huge outputs: the tanh saturates at ±ε, the box must still hold
+        for p in net.parameters():
+            p.mul_(50.0)
+    delta = follower.solve(problem, (x, y))
+    _feasible((x, y), delta)
+    assert delta.abs().max() > 0.5 * EPS  # it really moved
+
+
+@pytest.mark.parametrize("follower", [SignGradientAscent(1, 1.25 * EPS, random_start=True),
+                                      SignGradientAscent(10, 0.075, random_start=True),
+                                      SignGradientAscent(3, 1.0), NoFollower()])  # fmt: skip
+def test_hand_designed_followers_are_feasible(follower) -> None:
+    problem = _problem()
+    batch = image_batch(16)
+    batch[0][:8] = batch[0][:8].round()
+    _feasible(batch, follower.solve(problem, batch))
+
+
+def test_pgm_raises_the_loss_and_more_steps_raise_it_more() -> None:
+    problem = _problem()
+    batch = image_batch(64)
+    with torch.no_grad():
+        clean = problem.follower_objective(batch, torch.zeros_like(batch[0]))
+    losses = {}
+    for steps in (1, 5, 20):
+        trials = []
+        for seed in range(3):
+            torch.manual_seed(seed)
+            delta = SignGradientAscent(steps, 2.5 * EPS / steps, random_start=True).solve(
+                problem, batch
+            )
+            with torch.no_grad():
+                trials.append(float(problem.follower_objective(batch, delta)))
+        losses[steps] = sum(trials) / len(trials)
+    assert losses[1] > float(clean)
+    assert losses[1] < losses[5] < losses[20]
+
+
+def test_gradient_is_normalised_per_sample() -> None:
+    g = torch.randn(5, 1, 4, 4) * torch.tensor([1e-6, 1.0, 10.0, 1e3, 5.0]).view(5, 1, 1, 1)
+    n = normalise_per_sample(g)
+    assert torch.allclose(n.flatten(1).abs().amax(1), torch.ones(5))
+    assert torch.equal(n.sign(), g.sign())
+    assert torch.allclose(normalise_per_sample(g[2:3]), n[2:3])  # independent of the batch
+
+
+def test_learned_follower_learns_to_raise_q_on_a_fixed_leader() -> None:
+    problem = _problem()
+    batch = image_batch(32)
+    follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=1, lr=1e-2, weight_decay=0.0)
+    with torch.no_grad():
+        before = float(problem.follower_objective(batch, follower.solve(problem, batch)))
+    for _ in range(30):
+        follower.learn(problem, batch)
+    with torch.no_grad():
+        after = float(problem.follower_objective(batch, follower.solve(problem, batch)))
+    assert after > before + 0.05
+    assert all(p.grad is None for p in problem.leader.parameters())  # θ untouched by φ's step
