@@ -131,13 +131,18 @@ class LearnedFollower(nn.Module):
         with torch.no_grad():
             return self(problem, batch)
 
-    def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor:
-        """One Adam step of φ up the follower objective q(θ, z_φ); θ's gradients are untouched."""
-        objective = problem.follower_objective(batch, self(problem, batch))
+    def ascend(self, objective: Tensor) -> None:
+        """One Adam step of φ up ``objective`` (a q(θ, z_φ) with its graph to φ); θ's gradients
+        are untouched (``autograd.grad`` on φ only)."""
         params = [p for p in self.net.parameters() if p.requires_grad]
         grads = torch.autograd.grad(-objective, params, allow_unused=True)
         self.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         self.optimizer.step()
+
+    def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor:
+        """Solve afresh and take one Adam step of φ up the follower objective q(θ, z_φ)."""
+        objective = problem.follower_objective(batch, self(problem, batch))
+        self.ascend(objective)
         return objective.detach()

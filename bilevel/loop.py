@@ -3,8 +3,8 @@
 Per minibatch: the follower solves for z, the leader takes a step down L(θ, z), and a learned
 follower takes ``follower_steps`` steps up q(θ, z_φ). Two update modes:
 
-- ``alternating``: the paper's separate passes. Modes follow the reference code: the follower's
-  network is in eval mode while the leader steps, the leader is in eval mode while φ steps.
+- ``alternating``: the paper's separate passes (θ's step, then φ's step at the updated θ), with no
+  pass computed twice. The leader is in eval mode whenever the follower's passes run.
 - ``fused``: one forward and one backward serve θ and φ. Exact only for zero-sum problems
   (q = L, e.g. DRO): θ's gradient descends L, and φ's gradient, reversed by a hook on z, ascends it.
 """
@@ -92,14 +92,29 @@ class JointTrainer:
         """One joint step; returns detached tensors (no host sync here)."""
         if self.update is UpdateMode.FUSED:
             return self._fused_step(batch)
-        self._set_modes(leader_train=False, follower_train=False)
-        z = self.follower.solve(self.problem, batch)
-        self._set_modes(leader_train=True, follower_train=False)
+        if not getattr(self.follower, "learnable", False):
+            self._set_modes(leader_train=False, follower_train=False)
+            z = self.follower.solve(self.problem, batch)
+            self._set_modes(leader_train=True, follower_train=False)
+            return {"leader_loss": self._leader_step(batch, z.detach())}
+        return self._alternating_learned_step(batch)
+
+    def _alternating_learned_step(self, batch: Batch) -> dict[str, Tensor]:
+        """Algorithm 3 in separate passes, none computed twice: the gradient input and g_φ's
+        forward are made once, with their graph kept; θ steps on the detached z; then φ ascends
+        q(θ_new, z_φ) at the updated leader, backpropagating through the kept graph.
+        (The reference code recomputes both passes for φ's step.)"""
+        follower = self.follower
+        self._set_modes(leader_train=False, follower_train=True)
+        z = follower(self.problem, batch)
+        self.problem.leader.train(True)
         out = {"leader_loss": self._leader_step(batch, z.detach())}
-        if getattr(self.follower, "learnable", False):
-            self._set_modes(leader_train=False, follower_train=True)
-            for _ in range(self.follower_steps):
-                out["follower_objective"] = self.follower.learn(self.problem, batch)
+        self.problem.leader.train(False)
+        objective = self.problem.follower_objective(batch, z)
+        follower.ascend(objective)
+        out["follower_objective"] = objective.detach()
+        for _ in range(self.follower_steps - 1):  # extra φ steps need fresh solves
+            out["follower_objective"] = follower.learn(self.problem, batch)
         return out
 
     def _fused_step(self, batch: Batch) -> dict[str, Tensor]:
