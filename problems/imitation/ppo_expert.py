@@ -1,0 +1,74 @@
+"""Experts for environments without a scripted one: SB3 PPO trained here on the true reward
+(``cli.py expert train --env ID``) and saved next to the demonstrations, then used like a scripted
+expert. ``expert_policy`` picks the scripted expert when there is one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from bilevel.errors import UserError
+from problems.imitation.experts import SCRIPTED, Policy
+
+
+def check_env_id(env_id: str) -> None:
+    """A ``UserError`` naming the fix when gymnasium does not know ``env_id`` or cannot build it."""
+    try:
+        gym.spec(env_id)
+    except gym.error.Error:
+        raise UserError(
+            f"Unknown environment {env_id!r}; use a gymnasium id such as Pendulum-v1, "
+            f"CartPole-v1, Acrobot-v1 or MountainCarContinuous-v0."
+        ) from None
+
+
+def ppo_expert_path(env_id: str, cache_dir: str | Path) -> Path:
+    return Path(cache_dir) / "experts" / f"{env_id}-ppo.zip"
+
+
+def train_expert(
+    env_id: str, steps: int, cache_dir: str | Path, seed: int = 0, verbose: int = 0
+) -> tuple[Path, float]:
+    """Train SB3 PPO (default hyper-parameters, 4 envs) on the true reward for ``steps`` steps;
+    save it atomically; return the path and its mean return over 10 deterministic episodes."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from problems.imitation.experts import rollout
+
+    check_env_id(env_id)
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1; got {steps}.")
+    model = PPO("MlpPolicy", make_vec_env(env_id, n_envs=4, seed=seed), seed=seed, verbose=verbose)
+    model.learn(total_timesteps=steps)
+    path = ppo_expert_path(env_id, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        model.save(Path(tmp) / "model.zip")
+        (Path(tmp) / "model.zip").replace(path)
+    returns = rollout(env_id, _wrap(model), 10, seed=20_000).episode_returns
+    return path, float(returns.mean())
+
+
+def _wrap(model) -> Policy:
+    return lambda obs: np.asarray(model.predict(obs, deterministic=True)[0])
+
+
+def expert_policy(env_id: str, cache_dir: str | Path) -> Policy:
+    """The scripted expert of ``env_id``, else the PPO expert trained by ``expert train``."""
+    check_env_id(env_id)
+    if env_id in SCRIPTED:
+        return SCRIPTED[env_id]
+    path = ppo_expert_path(env_id, cache_dir)
+    if not path.is_file():
+        raise UserError(
+            f"{env_id} has no scripted expert and none was trained; run "
+            f"`python cli.py expert train --env {env_id}` first."
+        )
+    from stable_baselines3 import PPO
+
+    return _wrap(PPO.load(path, device="cpu"))

@@ -1,0 +1,65 @@
+"""Scripted experts reach their stated returns in real rollouts on gymnasium 1.4, and
+demonstrations are cached as ``.npz`` on first use and read back afterwards (issue 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import problems.imitation.demonstrations as demonstrations
+from bilevel.errors import UserError
+from problems.imitation.demonstrations import demo_path, load_demonstrations
+from problems.imitation.experts import SCRIPTED, random_policy, rollout
+
+# env -> (episodes, lowest acceptable mean return, highest acceptable mean return)
+STATED = {
+    "CartPole-v1": (3, 500.0, 500.0),  # 500 ± 0
+    "Pendulum-v1": (30, -175.0, -135.0),  # about −154
+    "Acrobot-v1": (10, -110.0, -65.0),  # about −84
+    "MountainCarContinuous-v0": (3, 85.0, 95.0),  # about 89
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(STATED))
+def test_scripted_expert_reaches_its_stated_return(env_id: str) -> None:
+    episodes, low, high = STATED[env_id]
+    returns = rollout(env_id, SCRIPTED[env_id], episodes, seed=1000).episode_returns
+    assert len(returns) == episodes
+    assert low <= returns.mean() <= high, returns
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_expert_beats_random_by_far(env_id: str) -> None:
+    expert = rollout(env_id, SCRIPTED[env_id], 3, seed=0).episode_returns.mean()
+    rand = rollout(env_id, random_policy(env_id, 0), 3, seed=0).episode_returns.mean()
+    assert expert > rand + 100  # random: about 20 on CartPole, about −1200 on Pendulum
+
+
+def test_demonstrations_are_cached_on_first_use_and_read_back(tmp_path, monkeypatch) -> None:
+    first = load_demonstrations("CartPole-v1", episodes=2, seed=5, cache_dir=tmp_path)
+    path = demo_path("CartPole-v1", 2, 5, tmp_path)
+    assert path.is_file() and path.suffix == ".npz"
+    assert first.observations.shape == (1000, 4) and first.actions.shape == (1000,)
+    assert first.episode_returns.tolist() == [500.0, 500.0]
+    with np.load(path) as data:
+        assert sorted(data.files) == ["actions", "episode_returns", "observations"]
+
+    def no_rollout(*args, **kwargs):
+        raise AssertionError("a cached file must be read, not rolled out again")
+
+    monkeypatch.setattr(demonstrations, "rollout", no_rollout)
+    again = load_demonstrations("CartPole-v1", episodes=2, seed=5, cache_dir=tmp_path)
+    np.testing.assert_array_equal(again.observations, first.observations)
+    np.testing.assert_array_equal(again.actions, first.actions)
+
+
+def test_bad_requests_are_one_sentence_user_errors(tmp_path) -> None:
+    path = demo_path("CartPole-v1", 1, 0, tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a readable demonstrations file"):
+        load_demonstrations("CartPole-v1", episodes=1, seed=0, cache_dir=tmp_path)
+    with pytest.raises(UserError, match="Unknown environment"):
+        load_demonstrations("NoSuchEnv-v9", cache_dir=tmp_path)
+    with pytest.raises(UserError, match="expert train"):
+        load_demonstrations("LunarLander-v3", cache_dir=tmp_path)
