@@ -1,10 +1,12 @@
 """The joint training step of L2L (paper Algorithm 3; Algorithm 1 with a hand-designed follower).
 
 Per minibatch: the follower solves for z, the leader takes a step down L(θ, z), and a learned
-follower takes ``follower_steps`` steps up q(θ, z_φ). Two update modes:
+follower takes ``follower_steps`` steps up q(θ, z_φ). Three update modes:
 
 - ``alternating``: the paper's separate passes (θ's step, then φ's step at the updated θ), with no
   pass computed twice. The leader is in eval mode whenever the follower's passes run.
+- ``follower-first``: the same passes in Algorithm 4's order: φ's step up q(θ, z_φ), then θ's step
+  on that same z_φ (detached). For a hand-designed follower it is ``alternating``.
 - ``fused``: one forward and one backward serve θ and φ. Exact only for zero-sum problems
   (q = L, e.g. DRO): θ's gradient descends L, and φ's gradient, reversed by a hook on z, ascends it.
 """
@@ -17,12 +19,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bilevel.decisions import detach
 from bilevel.errors import UserError
+from bilevel.hypergradients import hypergradient_step
 from bilevel.protocol import Batch, BilevelProblem
 
 
 class UpdateMode(str, Enum):
     ALTERNATING = "alternating"
+    FOLLOWER_FIRST = "follower-first"
     FUSED = "fused"
 
 
@@ -82,6 +87,8 @@ class JointTrainer:
         custom = getattr(self.problem, "leader_step", None)
         if custom is not None:
             return custom(batch, z, self.leader_optimizer)
+        if getattr(self.problem, "hypergradient", None) is not None:  # dz*/dθ, hypergradients.py
+            return hypergradient_step(self.problem, batch, z, self.leader_optimizer)
         loss = self.problem.leader_loss(batch, z)
         self.leader_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,7 +103,7 @@ class JointTrainer:
             self._set_modes(leader_train=False, follower_train=False)
             z = self.follower.solve(self.problem, batch)
             self._set_modes(leader_train=True, follower_train=False)
-            return {"leader_loss": self._leader_step(batch, z.detach())}
+            return {"leader_loss": self._leader_step(batch, detach(z))}  # z may be a list (ψ)
         return self._alternating_learned_step(batch)
 
     def _alternating_learned_step(self, batch: Batch) -> dict[str, Tensor]:
@@ -107,11 +114,16 @@ class JointTrainer:
         follower = self.follower
         self._set_modes(leader_train=False, follower_train=True)
         z = follower(self.problem, batch)
+        follower_first = self.update is UpdateMode.FOLLOWER_FIRST  # Algorithm 4's order
+        if follower_first:
+            objective = self.problem.follower_objective(batch, z)
+            follower.ascend(objective)
         self.problem.leader.train(True)
         out = {"leader_loss": self._leader_step(batch, z.detach())}
         self.problem.leader.train(False)
-        objective = self.problem.follower_objective(batch, z)
-        follower.ascend(objective)
+        if not follower_first:
+            objective = self.problem.follower_objective(batch, z)
+            follower.ascend(objective)
         out["follower_objective"] = objective.detach()
         for _ in range(self.follower_steps - 1):  # extra φ steps need fresh solves
             out["follower_objective"] = follower.learn(self.problem, batch)

@@ -1,0 +1,127 @@
+"""The leader's gradient of L(θ, z*(θ)): which hypergradient a problem uses, and the leader step.
+
+A problem chooses by one attribute, with no other change to its class:
+
+    hypergradient = "danskin" | "unrolled" | "implicit-cg" | "implicit-neumann"
+
+or a ``Hypergradient(method, ...)`` with the method's options. ``JointTrainer`` then steps the
+leader with ``hypergradient_step``; a problem without the attribute keeps the plain step.
+
+- ``danskin``: ∇_θ L(θ, z) at the follower's z, held fixed. Exact for zero-sum problems at the
+  follower's optimum (Danskin's theorem; paper Eq. 2-3); an approximation otherwise.
+- ``unrolled``: backprop through ``unroll_steps`` projected ascent steps of size
+  ``unroll_step_size`` from ``init_follower`` (``bilevel.unrolled``). The follower's own z is not
+  used: the unrolled z_T(θ) is the decision. ``first_order`` drops the second-order terms.
+- ``implicit-cg`` / ``implicit-neumann``: the implicit function theorem at the follower's z
+  (``bilevel.implicit``), with ``cg_iterations`` CG steps (operator scaling ``cg_scale``) or
+  ``neumann_terms`` terms of step ``neumann_step``. Needs z to be a stationary point (interior) or
+  held at bounds of a box constraint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+from bilevel.decisions import Decision, grad_or_zeros
+from bilevel.errors import UserError
+from bilevel.implicit import implicit_hypergradient
+from bilevel.protocol import Batch, BilevelProblem
+from bilevel.unrolled import unrolled_hypergradient
+
+
+class Method(str, Enum):
+    DANSKIN = "danskin"
+    UNROLLED = "unrolled"
+    IMPLICIT_CG = "implicit-cg"
+    IMPLICIT_NEUMANN = "implicit-neumann"
+
+
+@dataclass(frozen=True)
+class Hypergradient:
+    """A hypergradient method and its options (see the module docstring)."""
+
+    method: Method | str = Method.DANSKIN
+    unroll_steps: int = 10
+    unroll_step_size: float = 0.1
+    first_order: bool = False
+    cg_iterations: int = 20
+    cg_scale: float = 1.0
+    cg_tol: float = 0.0
+    neumann_terms: int = 20
+    neumann_step: float = 0.1
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "method", Method(self.method))
+        except ValueError:
+            names = ", ".join(m.value for m in Method)
+            raise UserError(
+                f"Unknown hypergradient {self.method!r}; choose one of {names}."
+            ) from None
+        if self.first_order and self.method is not Method.UNROLLED:
+            raise UserError(
+                "first_order applies to the unrolled hypergradient only; the first-order implicit "
+                "hypergradient is danskin."
+            )
+        if min(self.unroll_steps, self.cg_iterations, self.neumann_terms) < 1:
+            raise UserError("Hypergradient step, iteration and term counts must be at least 1.")
+
+
+def resolve(problem: BilevelProblem) -> Hypergradient:
+    """The problem's ``hypergradient`` attribute as a ``Hypergradient`` (danskin if absent)."""
+    choice = getattr(problem, "hypergradient", Method.DANSKIN)
+    return choice if isinstance(choice, Hypergradient) else Hypergradient(choice)
+
+
+def hypergradient(
+    problem: BilevelProblem, batch: Batch, z: Decision, config: Hypergradient | None = None
+) -> tuple[Tensor, list[Tensor]]:
+    """(leader loss, ∇_θ L(θ, z*(θ))) for the leader's parameters that require grad.
+
+    ``z`` is the follower's solution (ignored by ``unrolled``, which makes its own z_T(θ)).
+    """
+    config = resolve(problem) if config is None else config
+    params = [p for p in problem.leader.parameters() if p.requires_grad]
+    if config.method is Method.DANSKIN:
+        with torch.enable_grad():
+            loss = problem.leader_loss(batch, z)
+            return loss.detach(), grad_or_zeros(loss, params)
+    if config.method is Method.UNROLLED:
+        return unrolled_hypergradient(
+            problem, batch, config.unroll_steps, config.unroll_step_size, config.first_order
+        )
+    if config.method is Method.IMPLICIT_CG:
+        return implicit_hypergradient(
+            problem,
+            batch,
+            z,
+            solver="cg",
+            iterations=config.cg_iterations,
+            scale=config.cg_scale,
+            tol=config.cg_tol,
+        )
+    return implicit_hypergradient(
+        problem,
+        batch,
+        z,
+        solver="neumann",
+        iterations=config.neumann_terms,
+        step=config.neumann_step,
+    )
+
+
+def hypergradient_step(
+    problem: BilevelProblem, batch: Batch, z: Decision, optimizer: torch.optim.Optimizer
+) -> Tensor:
+    """One leader step along the problem's hypergradient; returns the (detached) leader loss."""
+    loss, grads = hypergradient(problem, batch, z)
+    params = [p for p in problem.leader.parameters() if p.requires_grad]
+    optimizer.zero_grad(set_to_none=True)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.detach()
+    optimizer.step()
+    return loss

@@ -1,0 +1,240 @@
+"""Hypergradients against closed forms (float64): the linear-quadratic bilevel problem (implicit
+by CG and Neumann, unrolled), ridge regression's dw*/dλ, and Danskin on DRO with a linear model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from bilevel import JointTrainer, SignGradientAscent
+from bilevel.hypergradients import Hypergradient, hypergradient
+from bilevel.implicit import conjugate_gradient, implicit_hypergradient
+from bilevel.unrolled import GradientAscent, ascent, unroll, unrolled_hypergradient
+from problems.adversarial.dro import AdversarialDRO
+
+DT = torch.float64
+N, M = 5, 3  # dim w, dim λ
+
+
+class Vector(nn.Module):
+    def __init__(self, value: Tensor) -> None:
+        super().__init__()
+        self.value = nn.Parameter(value.clone())
+
+
+class LinearQuadratic:
+    """Inner min_w ½wᵀAw − wᵀBλ (the follower maximises its negative), outer ½‖w − c‖²."""
+
+    zero_sum = False
+
+    def __init__(self, a: Tensor, b: Tensor, c: Tensor, lam: Tensor) -> None:
+        self.a, self.b, self.c, self.leader = a, b, c, Vector(lam)
+
+    def init_follower(self, batch, random_start: bool = False) -> Tensor:
+        return torch.zeros(N, dtype=DT)
+
+    def project(self, batch, z: Tensor) -> Tensor:
+        return z
+
+    def follower_objective(self, batch, w: Tensor) -> Tensor:
+        return -(0.5 * w @ self.a @ w - w @ self.b @ self.leader.value)
+
+    def leader_loss(self, batch, w: Tensor) -> Tensor:
+        return 0.5 * (w - self.c).pow(2).sum()
+
+    def follower_features(self, batch, w: Tensor) -> Tensor:
+        return w
+
+    def optimum(self) -> Tensor:
+        return torch.linalg.solve(self.a, self.b @ self.leader.value.detach())
+
+
+def lq(seed: int = 0) -> LinearQuadratic:
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(N, N, generator=g, dtype=DT)
+    a = q @ q.T / N + 0.3 * torch.eye(N, dtype=DT)  # SPD, spread-out spectrum
+    b = torch.randn(N, M, generator=g, dtype=DT)
+    c = torch.randn(N, generator=g, dtype=DT)
+    return LinearQuadratic(a, b, c, torch.randn(M, generator=g, dtype=DT))
+
+
+def implicit_closed_form(p: LinearQuadratic) -> Tensor:
+    """∇λ = Bᵀ A⁻¹ (w* − c)."""
+    return p.b.T @ torch.linalg.solve(p.a, p.optimum() - p.c)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.1, 7.0])
+def test_implicit_cg_is_exact_after_n_iterations_for_any_scaling(scale: float) -> None:
+    p = lq()
+    _, (grad,) = implicit_hypergradient(p, None, p.optimum(), "cg", iterations=N, scale=scale)
+    torch.testing.assert_close(grad, implicit_closed_form(p), rtol=1e-10, atol=1e-12)
+
+
+def test_cg_with_fewer_iterations_than_n_is_not_yet_exact() -> None:
+    """Guards the test above: exactness needs all n Krylov directions on this spectrum."""
+    p = lq()
+    _, (grad,) = implicit_hypergradient(p, None, p.optimum(), "cg", iterations=2)
+    assert (grad - implicit_closed_form(p)).abs().max() > 1e-4
+
+
+def test_cg_scaling_does_not_change_the_iterates() -> None:
+    """Each CG iterate (not only the converged one) is the same for s = 1 and s = 0.1."""
+    p = lq(1)
+    b = [torch.randn(N, dtype=DT)]
+    apply_a = lambda v: [p.a @ v[0]]  # noqa: E731
+    for k in range(1, N + 1):
+        one = conjugate_gradient(apply_a, b, k, scale=1.0)[0]
+        torch.testing.assert_close(conjugate_gradient(apply_a, b, k, scale=0.1)[0], one)
+    torch.testing.assert_close(one, torch.linalg.solve(p.a, b[0]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("terms", [1, 4, 9])
+def test_neumann_with_k_terms_is_the_truncated_series(terms: int) -> None:
+    """α Σ_{k<K} (I − αA)^k = (I − (I − αA)^K) A⁻¹: ∇λ = Bᵀ (I − P_K) A⁻¹ (w* − c)."""
+    p, alpha = lq(), 0.3
+    _, (grad,) = implicit_hypergradient(
+        p, None, p.optimum(), "neumann", iterations=terms, step=alpha
+    )
+    power = torch.linalg.matrix_power(torch.eye(N, dtype=DT) - alpha * p.a, terms)
+    expected = p.b.T @ (torch.eye(N, dtype=DT) - power) @ torch.linalg.solve(p.a, p.optimum() - p.c)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+    assert (grad - implicit_closed_form(p)).abs().max() > 1e-6  # truncated, not converged
+
+
+@pytest.mark.parametrize("steps", [1, 3, 12])
+def test_unrolled_steps_match_the_closed_form_trajectory_and_gradient(steps: int) -> None:
+    """w_T = (I − P) A⁻¹ B λ with P = (I − αA)^T; ∇λ = [(I − P) A⁻¹ B]ᵀ (w_T − c)."""
+    p, alpha = lq(), 0.25
+    jac = (
+        torch.eye(N, dtype=DT)
+        - torch.linalg.matrix_power(torch.eye(N, dtype=DT) - alpha * p.a, steps)
+    ) @ torch.linalg.solve(p.a, p.b)
+    w_t = unroll(p, None, steps, ascent(alpha), create_graph=False)
+    torch.testing.assert_close(w_t, jac @ p.leader.value.detach(), rtol=1e-12, atol=1e-12)
+    loss, (grad,) = unrolled_hypergradient(p, None, steps, alpha)
+    torch.testing.assert_close(grad, jac.T @ (w_t - p.c), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(loss, p.leader_loss(None, w_t))
+
+
+def test_first_order_unrolling_drops_the_path_through_w() -> None:
+    """L = ½‖w − c‖² has no direct λ term, so the first-order (Danskin-like) gradient is zero."""
+    p = lq()
+    _, (grad,) = unrolled_hypergradient(p, None, 5, 0.25, first_order=True)
+    assert torch.equal(grad, torch.zeros(M, dtype=DT))
+
+
+def test_implicit_solve_via_the_config_and_the_follower_solution() -> None:
+    """The framework's GradientAscent follower solves the inner problem; implicit-neumann with
+    many terms then converges to the exact implicit gradient."""
+    p = lq()
+    w = GradientAscent(steps=2000, step_size=0.3).solve(p, None)
+    torch.testing.assert_close(w, p.optimum(), rtol=1e-10, atol=1e-12)
+    config = Hypergradient("implicit-neumann", neumann_terms=2000, neumann_step=0.3)
+    _, (grad,) = hypergradient(p, None, w, config)
+    torch.testing.assert_close(grad, implicit_closed_form(p), rtol=1e-9, atol=1e-10)
+
+
+# --- ridge regression ---------------------------------------------------------------------------
+
+
+class Ridge:
+    """Follower: w* = argmin ½‖Xw − y‖² + ½λ‖w‖². Leader loss ⟨e, w⟩ (batch = e): its gradient
+    in λ is eᵀ dw*/dλ, so the basis vectors e_i read off dw*/dλ row by row."""
+
+    zero_sum = False
+
+    def __init__(self, x: Tensor, y: Tensor, lam: float) -> None:
+        self.x, self.y, self.leader = x, y, Vector(torch.tensor(lam, dtype=DT))
+
+    def init_follower(self, batch, random_start: bool = False) -> Tensor:
+        return torch.zeros(self.x.shape[1], dtype=DT)
+
+    def project(self, batch, w: Tensor) -> Tensor:
+        return w
+
+    def follower_objective(self, batch, w: Tensor) -> Tensor:
+        lam = self.leader.value
+        return -(0.5 * (self.x @ w - self.y).pow(2).sum() + 0.5 * lam * w.pow(2).sum())
+
+    def leader_loss(self, batch: Tensor, w: Tensor) -> Tensor:
+        return batch @ w
+
+    def follower_features(self, batch, w: Tensor) -> Tensor:
+        return w
+
+
+def test_ridge_dw_dlambda_is_minus_the_regularised_inverse_times_w() -> None:
+    """dw*/dλ = −(XᵀX + λI)⁻¹ w*, with w* found by the framework's follower."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(40, 4, generator=g, dtype=DT), torch.randn(40, generator=g, dtype=DT)
+    p = Ridge(x, y, lam=2.0)
+    reg = x.T @ x + 2.0 * torch.eye(4, dtype=DT)
+    w_star = torch.linalg.solve(reg, x.T @ y)
+    step = 1.0 / float(torch.linalg.eigvalsh(reg).max())
+    w = GradientAscent(steps=3000, step_size=step).solve(p, None)
+    torch.testing.assert_close(w, w_star, rtol=1e-10, atol=1e-12)
+    rows = [
+        implicit_hypergradient(p, e, w, "cg", iterations=4)[1][0] for e in torch.eye(4, dtype=DT)
+    ]
+    torch.testing.assert_close(
+        torch.stack(rows), -torch.linalg.solve(reg, w_star), rtol=1e-8, atol=1e-10
+    )
+
+
+# --- zero-sum: Danskin on DRO with a linear model -----------------------------------------------
+
+
+class LinearScore(nn.Module):
+    """Two-class logits (−s/2, s/2) with s = wᵀx, so CE = log(1 + exp(−ỹ wᵀx)), ỹ = 2y − 1."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(dim, dtype=DT))
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.flatten(1) @ self.w
+        return torch.stack([-s / 2, s / 2], dim=1)
+
+
+def _dro(eps: float = 0.1):
+    torch.manual_seed(0)
+    problem = AdversarialDRO(LinearScore(6), eps)
+    x = 0.3 + 0.4 * torch.rand(16, 1, 2, 3, dtype=DT)  # the [0, 1] box never binds for ε = 0.1
+    return problem, (x, torch.randint(0, 2, (16,)))
+
+
+def test_dro_linear_follower_optimum_is_the_closed_form_vertex() -> None:
+    problem, (x, y) = _dro()
+    delta = SignGradientAscent(steps=3, step_size=0.1).solve(problem, (x, y))
+    sign_y = (2 * y - 1).to(DT).view(-1, 1, 1, 1)
+    expected = -0.1 * sign_y * torch.sign(problem.leader.w.detach()).view(1, 1, 2, 3)
+    torch.testing.assert_close(delta, expected, rtol=0, atol=1e-15)
+
+
+def test_danskin_and_implicit_cg_agree_on_linear_dro_and_equal_the_robust_gradient() -> None:
+    """At δ* every coordinate sits on the L∞ ball's face, so dδ*/dw = 0: the implicit correction
+    vanishes and both equal ∇_w mean log(1 + exp(−ỹ wᵀx + ε‖w‖₁))."""
+    problem, (x, y) = _dro()
+    delta = SignGradientAscent(steps=3, step_size=0.1).solve(problem, (x, y))
+    _, (danskin,) = hypergradient(problem, (x, y), delta, Hypergradient("danskin"))
+    _, (implicit,) = hypergradient(problem, (x, y), delta, Hypergradient("implicit-cg"))
+    w = problem.leader.w.detach().requires_grad_(True)
+    sign_y = (2 * y - 1).to(DT)
+    robust = nn.functional.softplus(-sign_y * (x.flatten(1) @ w) + 0.1 * w.abs().sum()).mean()
+    (closed,) = torch.autograd.grad(robust, w)
+    torch.testing.assert_close(danskin, closed, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(implicit, danskin, rtol=1e-12, atol=1e-14)
+
+
+def test_joint_trainer_steps_dro_identically_with_danskin_and_implicit_cg() -> None:
+    thetas = {}
+    for method in ("danskin", "implicit-cg"):
+        problem, batch = _dro()
+        problem.hypergradient = method
+        opt = torch.optim.SGD(problem.leader.parameters(), lr=0.5)
+        trainer = JointTrainer(problem, SignGradientAscent(steps=2, step_size=0.1), opt)
+        for _ in range(3):
+            trainer.step(batch)
+        thetas[method] = problem.leader.w.detach().clone()
+    torch.testing.assert_close(thetas["implicit-cg"], thetas["danskin"], rtol=1e-12, atol=1e-14)
