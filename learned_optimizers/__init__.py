@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from learned_optimizers.attacker import CNNAttacker
+from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer as CoordinateLSTMOptimizer
 from learned_optimizers.slim import SlimAttacker
 
 ATTACKER_KINDS: tuple[str, ...] = ("cnn", "slim")

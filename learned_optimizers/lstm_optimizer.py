@@ -1,0 +1,73 @@
+"""A coordinate-wise LSTM optimizer (Andrychowicz et al., NeurIPS 2016, "Learning to learn by
+gradient descent by gradient descent"): g_φ for parameter-space followers.
+
+Every coordinate i of the optimizee's parameter vector is updated by the same small LSTM (weights
+φ shared across coordinates; coordinates are the batch dimension), from its own gradient and its
+own hidden state:
+
+    [u_i, h_i'] = LSTM_φ(pre(∇_i), h_i),        ψ_i ← ψ_i + s · u_i
+
+with the gradient pre-processing of the paper's Section 3.2 / Appendix A (p = 10):
+
+    pre(g) = (log|g| / p, sign g)     if |g| ≥ e^{-p}
+             (−1, e^{p} g)            otherwise,
+
+which keeps inputs of very different magnitudes in a usable range, and an output scale s (0.1 in
+the paper; smaller here, see ``output_scale``). The step is an ascent step: the caller feeds the
+gradient of the objective it maximises. Two LSTM layers of 20 units, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+LSTMState = list[tuple[Tensor, Tensor]]  # (h, c) per layer, each (coordinates, hidden)
+
+
+def preprocess_gradient(grad: Tensor, p: float = 10.0) -> Tensor:
+    """Andrychowicz et al. (2016), Appendix A: (coordinates,) -> (coordinates, 2)."""
+    big = grad.abs() >= math.exp(-p)
+    magnitude = torch.where(big, grad.abs().clamp_min(1e-30).log() / p, torch.full_like(grad, -1.0))
+    direction = torch.where(big, grad.sign(), grad * math.exp(p))
+    return torch.stack([magnitude, direction], dim=-1)
+
+
+class CoordinateLSTMOptimizer(nn.Module):
+    """u = s · Linear(LSTM_φ(pre(g), h)), applied to every coordinate with shared φ."""
+
+    def __init__(
+        self,
+        hidden_size: int = 20,
+        num_layers: int = 2,
+        output_scale: float = 0.01,
+        preprocess_p: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if hidden_size < 1 or num_layers < 1:
+            raise ValueError("CoordinateLSTMOptimizer needs hidden_size and num_layers >= 1")
+        self.hidden_size, self.output_scale, self.preprocess_p = (
+            hidden_size,
+            output_scale,
+            preprocess_p,
+        )
+        sizes = [2] + [hidden_size] * num_layers
+        self.cells = nn.ModuleList(nn.LSTMCell(a, hidden_size) for a in sizes[:-1])
+        self.head = nn.Linear(hidden_size, 1)
+
+    def init_state(self, coordinates: int, device: torch.device | None = None) -> LSTMState:
+        """Zero hidden and cell states for ``coordinates`` coordinates."""
+        zeros = torch.zeros(coordinates, self.hidden_size, device=device)
+        return [(zeros, zeros.clone()) for _ in self.cells]
+
+    def forward(self, grad: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """One update: ``grad`` (coordinates,) -> (update (coordinates,), new state)."""
+        x = preprocess_gradient(grad.reshape(-1), self.preprocess_p)
+        new_state: LSTMState = []
+        for cell, (h, c) in zip(self.cells, state, strict=True):
+            h, c = cell(x, (h, c))
+            new_state.append((h, c))
+            x = h
+        return self.output_scale * self.head(x).squeeze(-1).view_as(grad), new_state

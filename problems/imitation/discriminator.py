@@ -1,0 +1,120 @@
+"""The GAIL discriminator D_ψ(s, a) = σ(ℓ_ψ(s, a)) as a function of an explicit parameter vector ψ
+(the follower's decision z is ψ itself), and the rewards it gives the policy.
+
+ψ is one flat tensor, evaluated with ``torch.func.functional_call`` on a template MLP: the follower
+can then update ψ by any rule (Adam, a learned optimizer) and be differentiated through that rule,
+without module state in the way. Inputs are the observation, standardised with the expert's
+mean and standard deviation, and the action (one-hot for discrete actions, divided by the action
+bound for continuous ones).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+REWARDS = ("gail", "airl")
+
+
+class Discriminator:
+    """ℓ_ψ(s, a): an MLP (ReLU, ``hidden`` units per layer) with parameters given as a flat ψ."""
+
+    def __init__(
+        self,
+        observation_space: gym.spaces.Box,
+        action_space: gym.spaces.Space,
+        expert_observations: np.ndarray,
+        hidden: tuple[int, ...] = (32, 32),
+    ) -> None:
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        if self.discrete:
+            self.action_dim = int(action_space.n)
+            self.action_scale = None
+        else:
+            self.action_dim = int(np.prod(action_space.shape))
+            high = np.abs(np.concatenate([action_space.low, action_space.high]).reshape(2, -1))
+            self.action_scale = torch.as_tensor(high.max(0), dtype=torch.float32).clamp_min(1e-6)
+        obs = torch.as_tensor(expert_observations, dtype=torch.float32)
+        self.obs_mean, self.obs_std = obs.mean(0), obs.std(0).clamp_min(0.1)
+        sizes = [obs.shape[1] + self.action_dim, *hidden, 1]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        self.net = nn.Sequential(*layers[:-1])
+        self.names = [name for name, _ in self.net.named_parameters()]
+        self.shapes = [p.shape for p in self.net.parameters()]
+        self.num_params = sum(p.numel() for p in self.net.parameters())
+
+    def init_params(self) -> Tensor:
+        """ψ0: PyTorch's default initialisation of the template, flattened."""
+        return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()])
+
+    def inputs(self, observations: np.ndarray | Tensor, actions: np.ndarray | Tensor) -> Tensor:
+        """x = [standardised s, encoded a] for a batch of (s, a)."""
+        obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
+        obs = (obs.reshape(obs.shape[0], -1) - self.obs_mean) / self.obs_std
+        act = torch.as_tensor(np.asarray(actions))
+        if self.discrete:
+            act = F.one_hot(act.reshape(-1).long(), self.action_dim).float()
+        else:
+            act = act.reshape(act.shape[0], -1).float() / self.action_scale
+        return torch.cat([obs, act], dim=1)
+
+    def logits(self, psi: Tensor, x: Tensor) -> Tensor:
+        """ℓ_ψ(x), shape (batch,)."""
+        params, start = {}, 0
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            n = shape.numel()
+            params[name] = psi[start : start + n].view(shape)
+            start += n
+        return functional_call(self.net, params, (x,)).squeeze(-1)
+
+
+def policy_reward(logits: Tensor, kind: str = "gail") -> Tensor:
+    """The policy's reward from D = σ(ℓ).
+
+    ``gail``: r = −log(1 − D) = softplus(ℓ) (Ho & Ermon 2016; positive, a survival bonus);
+    ``airl``: r = log D − log(1 − D) = ℓ (Fu et al. 2018; signed, no survival bias).
+    """
+    if kind == "gail":
+        return F.softplus(logits)
+    if kind == "airl":
+        return logits
+    raise ValueError(f"Unknown --reward {kind!r}; choose one of: {', '.join(REWARDS)}.")
+
+
+def discriminator_objective(
+    disc: Discriminator,
+    psi: Tensor,
+    expert_x: Tensor,
+    policy_x: Tensor,
+    grad_penalty: float = 0.0,
+) -> Tensor:
+    """q(θ, ψ) = E_expert[log D] + E_π[log(1 − D)] − λ · GP (expert labelled 1).
+
+    GP (Gulrajani et al. 2017, as used for GAIL by Kostrikov et al. 2019): E[(‖∇_x ℓ(x̂)‖ − 1)²]
+    at x̂ = u·x_E + (1 − u)·x_π, u ~ U(0, 1); kept differentiable in ψ (``create_graph``).
+    """
+    q = F.logsigmoid(disc.logits(psi, expert_x)).mean()
+    q = q + F.logsigmoid(-disc.logits(psi, policy_x)).mean()
+    if grad_penalty > 0:
+        u = torch.rand(expert_x.shape[0], 1)
+        mixed = (u * expert_x + (1 - u) * policy_x).requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(disc.logits(psi, mixed).sum(), mixed, create_graph=True)
+        q = q - grad_penalty * (grad.norm(dim=1) - 1).pow(2).mean()
+    return q
+
+
+def discriminator_accuracy(
+    disc: Discriminator, psi: Tensor, expert_x: Tensor, policy_x: Tensor
+) -> float:
+    """Fraction of expert pairs with D > 1/2 and policy pairs with D < 1/2, averaged."""
+    with torch.no_grad():
+        expert = (disc.logits(psi, expert_x) > 0).float().mean()
+        policy = (disc.logits(psi, policy_x) < 0).float().mean()
+    return float((expert + policy) / 2)

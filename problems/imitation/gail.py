@@ -1,0 +1,153 @@
+"""GAIL (Ho & Ermon 2016) as a bilevel problem (issue 4; DESIGN.md, "The protocol"):
+
+    min_θ  −E_π_θ[r_ψ*(s, a)] − β H(π_θ)    s.t.   ψ* ∈ argmax_ψ q(θ, ψ),
+    q(θ, ψ) = E_expert[log D_ψ] + E_π_θ[log(1 − D_ψ)],    r_ψ = −log(1 − D_ψ)  (or log D − log(1 − D)).
+
+Leader: the SB3 PPO policy π_θ; its step (``leader_step``) is one PPO update (collect ``n_steps``
+per env, then ``n_epochs`` of clipped-surrogate minibatch steps with entropy bonus β) on fresh
+rollouts scored by the current D through ``DiscriminatorReward``. Follower: ψ, which carries over
+between rounds (``init_follower`` returns the last ψ, ``leader_step`` stores the new one).
+
+A batch is an equal-sized sample of discriminator inputs from the expert demonstrations and from the
+policy's latest rollout (state-action pairs of the policy before this round's PPO update, as in
+the ``imitation`` library). Every round re-seeds the environments and numpy from (seed, round), so
+a resumed run collects exactly what the unbroken run collects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from torch import Tensor
+
+from problems.imitation.discriminator import (
+    Discriminator,
+    discriminator_objective,
+    policy_reward,
+)
+from problems.imitation.experts import Rollout, rollout
+
+
+@dataclass
+class GAILBatch:
+    """Discriminator inputs: ``expert`` and ``policy``, both (batch, input_dim)."""
+
+    expert: Tensor
+    policy: Tensor
+
+
+class GAIL:
+    """The bilevel problem; ``model`` is an SB3 PPO whose env is wrapped in DiscriminatorReward
+    with ``self.reward`` as its reward function."""
+
+    zero_sum = False
+
+    def __init__(
+        self,
+        model: PPO,
+        disc: Discriminator,
+        demos: Rollout,
+        batch_size: int = 256,
+        reward: str = "gail",
+        grad_penalty: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        policy_reward(torch.zeros(1), reward)  # checks the name
+        self.model, self.disc, self.reward_kind = model, disc, reward
+        self.leader = model.policy
+        self.batch_size, self.grad_penalty, self.seed = batch_size, grad_penalty, seed
+        self.expert_x = disc.inputs(demos.observations, demos.actions)
+        self.psi = disc.init_params()
+        self.round = 0
+        self.policy_x = torch.zeros(0, self.expert_x.shape[1])
+
+    # the protocol ---------------------------------------------------------------------------
+    def init_follower(self, batch: GAILBatch, random_start: bool = False) -> Tensor:
+        """The last ψ (the discriminator carries over between rounds)."""
+        return self.psi.clone()
+
+    def follower_objective(self, batch: GAILBatch, z: Tensor) -> Tensor:
+        return discriminator_objective(self.disc, z, batch.expert, batch.policy, self.grad_penalty)
+
+    def project(self, batch: GAILBatch, z: Tensor) -> Tensor:
+        """Z is all of ℝ^dim ψ: the identity."""
+        return z
+
+    def leader_loss(self, batch: GAILBatch, z: Tensor) -> Tensor:
+        """−E_π[r_ψ(s, a)] on the batch's policy pairs: what the leader's PPO step lowers (the
+        step itself goes through the environment, see ``leader_step``)."""
+        return -policy_reward(self.disc.logits(z, batch.policy), self.reward_kind).mean()
+
+    def follower_features(self, batch: GAILBatch, z: Tensor) -> Tensor:
+        """The discriminator inputs of the batch (a coordinate-wise optimizer needs none)."""
+        return torch.cat([batch.expert, batch.policy])
+
+    def leader_step(self, batch: GAILBatch, z: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
+        """Keep ψ = z, then one PPO update (SB3 ``learn`` for one rollout, ``optimizer`` is the
+        policy's own) on rollouts rewarded by D_ψ. Returns −(mean D-reward of the rollout)."""
+        self.psi = z.detach().clone()
+        self.round += 1
+        round_seed = self.seed * 100_003 + self.round
+        np.random.seed(round_seed % 2**32)
+        self.model.env.seed(round_seed)
+        self.model._last_obs = None  # start fresh episodes from the seeded resets
+        steps = self.model.n_steps * self.model.n_envs
+        self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
+        buffer = self.model.rollout_buffer
+        self.policy_x = self._policy_inputs(buffer.observations, buffer.actions)
+        return -torch.as_tensor(buffer.rewards, dtype=torch.float32).mean()
+
+    # data ----------------------------------------------------------------------------------
+    def _policy_inputs(self, observations: np.ndarray, actions: np.ndarray) -> Tensor:
+        obs = observations.reshape(-1, observations.shape[-1])
+        act = actions.reshape(obs.shape[0], -1)
+        space = self.model.action_space
+        if isinstance(space, gym.spaces.Box):
+            act = np.clip(act, space.low, space.high)  # what the environment executed
+        return self.disc.inputs(obs, act)
+
+    def collect_initial(self, env_id: str, episodes: int) -> None:
+        """Fill the policy buffer with rollouts of the initial policy (before round 1)."""
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            return np.asarray(self.model.predict(obs, deterministic=False)[0])
+
+        r = rollout(env_id, act, episodes, seed=self.seed * 7919 + 17)
+        self.policy_x = self._policy_inputs(r.observations, r.actions)
+
+    def sample_batch(self, generator: torch.Generator) -> GAILBatch:
+        """``batch_size`` pairs from each side, drawn with replacement by ``generator``."""
+        e = torch.randint(len(self.expert_x), (self.batch_size,), generator=generator)
+        p = torch.randint(len(self.policy_x), (self.batch_size,), generator=generator)
+        return GAILBatch(self.expert_x[e], self.policy_x[p])
+
+    def fresh_batch(self, batch: GAILBatch) -> GAILBatch:
+        """A new sample of the same round (the learned follower's meta-objective batch)."""
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.round + 50_000)
+        return self.sample_batch(generator)
+
+    def reward(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """r_ψ(s, a) for the reward wrapper, from the current ψ."""
+        with torch.no_grad():
+            logits = self.disc.logits(self.psi, self._policy_inputs(observations, actions))
+            return policy_reward(logits, self.reward_kind).numpy()
+
+    # checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "psi": self.psi,
+            "round": self.round,
+            "policy_x": self.policy_x,
+            "num_timesteps": self.model.num_timesteps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.psi = state["psi"].clone()
+        self.round = int(state["round"])
+        self.policy_x = state["policy_x"].clone()
+        self.model.num_timesteps = int(state["num_timesteps"])

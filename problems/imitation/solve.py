@@ -1,0 +1,197 @@
+"""``solve gail``: build GAIL (SB3 PPO leader, discriminator ψ follower) from a ``GAILConfig``,
+train with the shared joint loop (``bilevel.JointTrainer`` + ``bilevel.fit``: run folder, metrics,
+checkpoints, exact resume, progress bar), select the best epoch on validation episodes, and report
+the return of that policy on held-out test episodes.
+
+Evaluation (every epoch, deterministic policy, ground-truth reward): the return, the normalised
+return (R − R_random) / (R_expert − R_random), and imitation fidelity on the learner's own visited
+states: the fraction of its actions that match the expert's (discrete) or the mean absolute
+action error (continuous). Return alone can mislead: on CartPole, survival is rewarded whatever
+the expert does (issue 4).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+from bilevel.fit import fit
+from bilevel.loop import JointTrainer
+from bilevel.run import RunDir, load_checkpoint
+from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer
+from problems.adversarial.report import write_report
+from problems.imitation.config import GAILConfig
+from problems.imitation.demonstrations import load_demonstrations
+from problems.imitation.discriminator import Discriminator, discriminator_accuracy
+from problems.imitation.experts import Policy, random_policy, rollout
+from problems.imitation.followers import AdamFollower, LSTMFollower
+from problems.imitation.gail import GAIL
+from problems.imitation.plots import plot_gail_curves
+from problems.imitation.ppo_expert import expert_policy
+from problems.imitation.reward import DiscriminatorReward
+
+VAL_SEED, TEST_SEED, RANDOM_SEED = 20_000, 40_000, 30_000
+
+
+class GAILTrainer(JointTrainer):
+    """``JointTrainer`` whose checkpoint also holds the problem's state (ψ, round, policy buffer)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "problem": self.problem.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.problem.load_state_dict(state["problem"])
+
+
+def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
+    """The problem (with its PPO model and wrapped env), the follower, and the demonstrations."""
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    demos = load_demonstrations(cfg.env, cfg.demo_episodes, cache_dir=cfg.cache_dir)
+    probe = gym.make(cfg.env)
+    disc = Discriminator(
+        probe.observation_space,
+        probe.action_space,
+        demos.observations,
+        (cfg.disc_hidden, cfg.disc_hidden),
+    )
+    continuous = isinstance(probe.action_space, gym.spaces.Box)
+    problem_ref: list[GAIL] = []
+    venv = DiscriminatorReward(
+        make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed),
+        lambda obs, act: problem_ref[0].reward(obs, act),
+    )
+    model = PPO(
+        "MlpPolicy", venv, learning_rate=cfg.ppo_lr, n_steps=cfg.n_steps,
+        batch_size=cfg.ppo_batch_size, n_epochs=cfg.ppo_epochs, gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, use_sde=cfg.use_sde and continuous,
+        seed=cfg.seed, device="cpu", verbose=0,
+    )  # fmt: skip
+    problem = GAIL(model, disc, demos, cfg.disc_batch_size, cfg.reward, cfg.grad_penalty, cfg.seed)
+    problem_ref.append(problem)
+    if cfg.follower == "adam":
+        follower = AdamFollower(disc.num_params, cfg.disc_steps, cfg.disc_lr)
+    else:
+        net = CoordinateLSTMOptimizer(cfg.lstm_hidden, output_scale=cfg.lstm_output_scale)
+        follower = LSTMFollower(disc.num_params, net, cfg.lstm_steps, cfg.lstm_lr)
+    return problem, follower, demos
+
+
+def evaluate(
+    problem: GAIL,
+    env_id: str,
+    expert: Policy,
+    episodes: int,
+    seed: int,
+    r_random: float,
+    r_expert: float,
+) -> dict[str, float]:
+    """Return, normalised return and fidelity of the deterministic policy (ground-truth reward)."""
+    model = problem.model
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(obs, deterministic=True)[0])
+
+    with torch.random.fork_rng(devices=[]):
+        r = rollout(env_id, act, episodes, seed)
+    expert_actions = np.stack([expert(o) for o in r.observations])
+    ret = float(r.episode_returns.mean())
+    out = {"return": ret, "normalised_return": (ret - r_random) / (r_expert - r_random)}
+    if problem.disc.discrete:
+        out["action_agreement"] = float(
+            (expert_actions.reshape(-1) == r.actions.reshape(-1)).mean()
+        )
+    else:
+        err = np.abs(
+            expert_actions.reshape(len(r.actions), -1) - r.actions.reshape(len(r.actions), -1)
+        )
+        out["action_error"] = float(err.mean())
+    return out
+
+
+def solve_gail(
+    cfg: GAILConfig,
+    out: str | Path,
+    resume: bool = False,
+    interrupt_after_epoch: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any] | None:
+    """Train one GAIL run into ``out``; return the test results (None if interrupted on purpose).
+
+    Runs on one torch thread (restored afterwards): the policy and discriminator are small MLPs,
+    and more threads only add contention on a shared machine.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _solve(cfg, out, resume, interrupt_after_epoch, show_progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _solve(
+    cfg: GAILConfig,
+    out: str | Path,
+    resume: bool,
+    interrupt_after_epoch: int | None,
+    show_progress: bool,
+) -> dict[str, Any] | None:
+    cfg.resolve()
+    run = RunDir(out)
+    run.prepare(cfg.to_dict(), resume)
+    problem, follower, demos = build(cfg)
+    expert = expert_policy(cfg.env, cfg.cache_dir)
+    r_expert = float(demos.episode_returns.mean())
+    r_random = float(
+        rollout(cfg.env, random_policy(cfg.env, cfg.seed), 10, RANDOM_SEED).episode_returns.mean()
+    )
+    trainer = GAILTrainer(problem, follower, problem.model.policy.optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.leader_optimizer, lambda _: 1.0)
+    if not resume:
+        problem.collect_initial(cfg.env, episodes=max(1, cfg.n_envs))
+
+    def train_batches(epoch: int):
+        for _ in range(cfg.rounds_per_epoch):
+            generator = torch.Generator().manual_seed(cfg.seed * 100_003 + problem.round + 1)
+            yield problem.sample_batch(generator)
+
+    def validate() -> dict[str, float]:
+        val = evaluate(problem, cfg.env, expert, cfg.eval_episodes, VAL_SEED, r_random, r_expert)
+        batch = problem.fresh_batch(None)
+        acc = discriminator_accuracy(problem.disc, problem.psi, batch.expert, batch.policy)
+        row = {f"val_{k}": v for k, v in val.items()}
+        return {**row, "val_disc_acc": acc, "env_steps": int(problem.model.num_timesteps)}
+
+    result = fit(
+        trainer, scheduler, train_batches, cfg.rounds_per_epoch, validate, run, cfg.epochs,
+        "val_return", resume=resume, interrupt_after_epoch=interrupt_after_epoch,
+        show_progress=show_progress,
+    )  # fmt: skip
+    if result.interrupted:
+        return None
+    final = result.history[-1]
+    best = load_checkpoint(run.best_checkpoint)
+    problem.leader.load_state_dict(best["leader"])
+    test = evaluate(problem, cfg.env, expert, cfg.test_episodes, TEST_SEED, r_random, r_expert)
+    results: dict[str, Any] = {
+        "best_epoch": int(best["epoch"]),
+        **{f"test_{k}": v for k, v in test.items()},
+        "final_val_normalised_return": final["val_normalised_return"],
+        "expert_return": r_expert,
+        "random_return": r_random,
+        "env_steps": final["env_steps"],
+        "train_seconds": round(result.train_seconds, 2),
+    }
+    run.write_json("results.json", results)
+    write_report(run, cfg.to_dict(), result.history, results)
+    plot_gail_curves(run, result.history)
+    return results
