@@ -59,8 +59,11 @@ class CoordinateLSTMOptimizer(nn.Module):
 
     def init_state(self, coordinates: int, device: torch.device | None = None) -> LSTMState:
         """Zero hidden and cell states for ``coordinates`` coordinates."""
-        zeros = torch.zeros(coordinates, self.hidden_size, device=device)
-        return [(zeros, zeros.clone()) for _ in self.cells]
+        shape = (coordinates, self.hidden_size)
+        return [
+            (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+            for _ in self.cells
+        ]  # distinct tensors: a loaded state must not write one layer's state into another
 
     def forward(self, grad: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """One update: ``grad`` (coordinates,) -> (update (coordinates,), new state)."""

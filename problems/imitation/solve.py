@@ -147,14 +147,16 @@ def _solve(
 ) -> dict[str, Any] | None:
     cfg.resolve()
     run = RunDir(out)
+    problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     run.prepare(cfg.to_dict(), resume)
-    problem, follower, demos = build(cfg)
     expert = expert_policy(cfg.env, cfg.cache_dir)
     r_expert = float(demos.episode_returns.mean())
     r_random = float(
         rollout(cfg.env, random_policy(cfg.env, cfg.seed), 10, RANDOM_SEED).episode_returns.mean()
     )
-    trainer = GAILTrainer(problem, follower, problem.model.policy.optimizer)
+    trainer = GAILTrainer(
+        problem, follower, problem.model.policy.optimizer, follower_steps=cfg.lstm_meta_steps
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.leader_optimizer, lambda _: 1.0)
     if not resume:
         problem.collect_initial(cfg.env, episodes=max(1, cfg.n_envs))
