@@ -151,5 +151,108 @@ def bench_dro(
     print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split)", rows)
 
 
+expert_app = typer.Typer(help="Experts for imitation: scripted ones, or PPO trained here.")
+app.add_typer(expert_app, name="expert", no_args_is_help=True)
+
+
+@solve_app.command("gail")
+@user_errors
+def solve_gail_command(
+    env: str = typer.Option("Pendulum-v1", help="A gymnasium id (Pendulum-v1, CartPole-v1 ...)."),
+    follower: str = typer.Option("adam", help="adam (GAIL) or l2l (LSTM optimizer, L2L-GAIL)."),
+    steps: int = typer.Option(100_000, help="Environment steps of the policy's rollouts."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("runs/gail"), help="The run folder."),
+    resume: bool = typer.Option(False, help="Continue the run in --out where it stopped."),
+    reward: str = typer.Option("gail", help="gail: −log(1−D); airl: log D − log(1−D)."),
+    grad_penalty: float = typer.Option(0.0, help="Gradient penalty λ on D (10 is usual)."),
+    disc_steps: int = typer.Option(3, help="Adam follower: steps on ψ per round."),
+    disc_lr: float = typer.Option(1e-3, help="Adam follower: learning rate."),
+    lstm_steps: int = typer.Option(5, help="L2L follower: unrolled steps K per round."),
+    n_envs: int = typer.Option(4, help="Parallel environments of PPO."),
+    n_steps: int = typer.Option(None, help="PPO steps per env and round [default: per env]."),
+    eval_episodes: int = typer.Option(5, help="Validation episodes per epoch (model selection)."),
+    test_episodes: int = typer.Option(20, help="Test episodes for the final table."),
+    cache_dir: str = typer.Option("data/demos", help="Where demonstrations are cached."),
+    interrupt_after_epoch: int = typer.Option(None, hidden=True),
+) -> None:
+    """GAIL as a bilevel problem: PPO policy (leader) against the discriminator ψ (follower)."""
+    from problems.imitation.config import GAILConfig
+    from problems.imitation.solve import solve_gail
+
+    cfg = GAILConfig(
+        env=env, follower=follower, steps=steps, seed=seed, reward=reward,
+        grad_penalty=grad_penalty, disc_steps=disc_steps, disc_lr=disc_lr, lstm_steps=lstm_steps,
+        n_envs=n_envs, n_steps=n_steps, eval_episodes=eval_episodes, test_episodes=test_episodes,
+        cache_dir=cache_dir,
+    )  # fmt: skip
+    results = solve_gail(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
+    if results is None:
+        console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
+        return
+    print_table(f"gail, {follower} follower, {env} (test episodes, best epoch)", [results])
+    console.print(f"run folder: {out} (report.md, gail.png, metrics.jsonl)")
+
+
+@app.command("gail-stability")
+@user_errors
+def gail_stability(
+    env: str = typer.Option("Pendulum-v1", help="A gymnasium id."),
+    seeds: int = typer.Option(5, help="Seeds 0..N-1 per follower."),
+    followers: str = typer.Option("adam,l2l", help="Followers, comma-separated."),
+    steps: int = typer.Option(100_000, help="Environment steps per run."),
+    jobs: int = typer.Option(1, help="Worker processes (runs in parallel where cores allow)."),
+    out: Path = typer.Option(Path("runs/gail-stability"), help="Folder for the runs."),
+) -> None:
+    """GAIL vs L2L-GAIL across seeds: return curves, reliability metrics, permutation test."""
+    from problems.imitation.config import GAILConfig
+    from problems.imitation.stability import run_stability
+
+    names = [f.strip() for f in followers.split(",") if f.strip()]
+    if seeds < 1 or jobs < 1 or not names:
+        raise UserError("--seeds and --jobs must be at least 1, and --followers name one or more.")
+    rows = run_stability(GAILConfig(env=env, steps=steps), names, seeds, out, jobs)
+    print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows)
+    console.print(f"written: {out}/stability.png, stability.md, stability.json")
+
+
+@expert_app.command("train")
+@user_errors
+def expert_train(
+    env: str = typer.Option(..., help="A gymnasium id without a scripted expert."),
+    steps: int = typer.Option(200_000, help="PPO environment steps."),
+    seed: int = typer.Option(0),
+    cache_dir: str = typer.Option("data/demos", help="Where the expert is saved."),
+) -> None:
+    """Train a PPO expert on the true reward; GAIL then uses it for demonstrations."""
+    from problems.imitation.ppo_expert import train_expert
+
+    path, mean_return = train_expert(env, steps, cache_dir, seed)
+    console.print(f"expert saved to {path}; mean return {mean_return:.1f} over 10 episodes")
+
+
+@bench_app.command("ait")
+@user_errors
+def bench_ait(
+    epochs: int = typer.Option(10, help="Epochs for every run."),
+    methods: str = typer.Option("ait,grad", help="AIT followers, comma-separated."),
+    directions: str = typer.Option("toward,away", help="Feature directions, comma-separated."),
+    seed: int = Shared.seed,
+    train_size: int = Shared.train_size,
+    eval_size: int = Shared.eval_size,
+    out: Path = typer.Option(Path("runs/bench-ait"), help="Folder for the runs."),
+    json_path: Path = Shared.json_path,
+) -> None:
+    """mnist5k, small CNN, ε = 0.3: AIT vs L2L-AIT; PGD-40 and CW-PGD-40 on the test split."""
+    from problems.adversarial.bench_ait import bench_ait as run_bench
+
+    rows = run_bench(
+        [m.strip() for m in methods.split(",") if m.strip()],
+        [d.strip() for d in directions.split(",") if d.strip()], epochs, seed, out, json_path,
+        train_size=train_size, eval_size=eval_size,
+    )  # fmt: skip
+    print_table("bench ait: mnist5k, small CNN, ε = 0.3 (test split)", rows)
+
+
 if __name__ == "__main__":
     app()
