@@ -231,28 +231,5 @@ def expert_train(
     console.print(f"expert saved to {path}; mean return {mean_return:.1f} over 10 episodes")
 
 
-@bench_app.command("ait")
-@user_errors
-def bench_ait(
-    epochs: int = typer.Option(10, help="Epochs for every run."),
-    methods: str = typer.Option("ait,grad", help="AIT followers, comma-separated."),
-    directions: str = typer.Option("toward,away", help="Feature directions, comma-separated."),
-    seed: int = Shared.seed,
-    train_size: int = Shared.train_size,
-    eval_size: int = Shared.eval_size,
-    out: Path = typer.Option(Path("runs/bench-ait"), help="Folder for the runs."),
-    json_path: Path = Shared.json_path,
-) -> None:
-    """mnist5k, small CNN, ε = 0.3: AIT vs L2L-AIT; PGD-40 and CW-PGD-40 on the test split."""
-    from problems.adversarial.bench_ait import bench_ait as run_bench
-
-    rows = run_bench(
-        [m.strip() for m in methods.split(",") if m.strip()],
-        [d.strip() for d in directions.split(",") if d.strip()], epochs, seed, out, json_path,
-        train_size=train_size, eval_size=eval_size,
-    )  # fmt: skip
-    print_table("bench ait: mnist5k, small CNN, ε = 0.3 (test split)", rows)
-
-
 if __name__ == "__main__":
     app()
