@@ -1,0 +1,96 @@
+"""``cli.py solve gail`` end to end on Pendulum-v1 for a tiny budget: the run folder, exact resume,
+and bad inputs (one sentence, exit code 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+TINY = ["--env", "Pendulum-v1", "--steps", "600", "--n-envs", "1", "--n-steps", "200"]
+TINY += ["--eval-episodes", "1", "--test-episodes", "2"]
+runner = CliRunner()
+
+
+def solve(out: Path, cache: Path, *extra: str):
+    args = ["solve", "gail", *TINY, "--cache-dir", str(cache), "--out", str(out), *extra]
+    return runner.invoke(app, args, catch_exceptions=False)
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("train_seconds")  # wall-clock time is the one thing allowed to differ
+    return rows
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("demos")
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory, cache) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "unbroken"
+    result = solve(out, cache, "--follower", "l2l")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_folder_holds_config_metrics_checkpoints_report_and_plots(unbroken: Path) -> None:
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "report.md", "gail.png"):
+        assert (unbroken / name).is_file(), name
+    config = json.loads((unbroken / "config.json").read_text())
+    assert config["follower"] == "l2l" and config["env"] == "Pendulum-v1"
+    assert config["lstm_steps"] == 5 and config["gamma"] == 0.9  # resolved defaults are recorded
+    rows = _metrics(unbroken)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert [r["env_steps"] for r in rows] == [200, 400, 600]
+    assert all(0.0 <= r["val_disc_acc"] <= 1.0 for r in rows)
+    results = json.loads((unbroken / "results.json").read_text())
+    assert results["expert_return"] > results["random_return"] + 500
+    norm = (results["test_return"] - results["random_return"]) / (
+        results["expert_return"] - results["random_return"]
+    )
+    assert results["test_normalised_return"] == pytest.approx(norm)
+    assert (unbroken / "gail.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(
+    unbroken, cache, tmp_path
+) -> None:
+    out = tmp_path / "broken"
+    first = solve(out, cache, "--follower", "l2l", "--interrupt-after-epoch", "1")
+    assert first.exit_code == 0 and "resume" in first.output
+    assert len(_metrics(out)) == 1 and not (out / "results.json").exists()
+    second = solve(out, cache, "--follower", "l2l", "--resume")
+    assert second.exit_code == 0, second.output
+    assert _metrics(out) == _metrics(unbroken)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--follower", "sgd"], "Unknown --follower"),
+        (["--env", "NoSuchEnv-v0"], "Unknown environment"),
+        (["--reward", "wasserstein"], "Unknown --reward"),
+        (["--lstm-steps", "0"], "--lstm-steps must be at least 1"),
+    ],
+)
+def test_bad_inputs_are_one_sentence_and_exit_2(extra, message, cache, tmp_path) -> None:
+    out = tmp_path / "bad"
+    result = solve(out, cache, *extra)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused(unbroken, cache) -> None:
+    before = (unbroken / "metrics.jsonl").read_bytes()
+    result = solve(unbroken, cache, "--follower", "l2l")
+    assert result.exit_code == 2 and "already holds a run" in result.output
+    assert (unbroken / "metrics.jsonl").read_bytes() == before
