@@ -98,22 +98,26 @@ def unrolled_hypergradient(
 
 
 class GradientAscent:
-    """Projected gradient ascent on q, z ← Π(z + α ∇_z q), ``steps`` times from ``init_follower``.
+    """Projected ascent on q, z ← Π(z + u(z, ∇_z q)), ``steps`` times from ``init_follower``.
 
-    The follower whose trajectory the "unrolled" hypergradient differentiates; for a concave q it
-    converges to z* and so also serves the implicit hypergradients. Stateless: ``learn`` does
-    nothing.
+    u is α·∇_z q (α = ``step_size``) unless another ``update`` rule is given (e.g. a mirror step
+    on softmax logits). The follower whose trajectory the "unrolled" hypergradient differentiates;
+    for a concave q it converges to z* and so also serves the implicit hypergradients. Stateless:
+    ``learn`` does nothing.
     """
 
     learnable = False
 
-    def __init__(self, steps: int, step_size: float) -> None:
+    def __init__(
+        self, steps: int, step_size: float = 0.1, update: UpdateRule | None = None
+    ) -> None:
         if steps < 1:
             raise ValueError("GradientAscent needs at least one step")
         self.steps, self.step_size = steps, step_size
+        self.update = ascent(step_size) if update is None else update
 
     def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
-        return unroll(problem, batch, self.steps, ascent(self.step_size), create_graph=False)
+        return unroll(problem, batch, self.steps, self.update, create_graph=False)
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> None:
         return None
