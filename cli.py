@@ -64,51 +64,74 @@ def _milestones(text: str | None) -> list[int] | None:
         ) from None
 
 
+class Shared:
+    """typer options of the adversarial commands, declared once (solve adversarial-dro and
+    adversarial-ait, bench dro and ait); a command's own options stay in its signature."""
+
+    dataset = typer.Option("mnist5k", help="mnist5k (embedded, offline), cifar10 or cifar100.")
+    data_dir = typer.Option("./data", help="Where CIFAR is read from (downloaded if missing).")
+    model = typer.Option(
+        None, help="small-cnn, preact-resnet18 or wrn-34-10 [default: follows the data set]."
+    )
+    eps = typer.Option(None, help="L∞ radius ε in [0,1] pixels [default: 0.3 MNIST, 0.031 CIFAR].")
+    batch_size = typer.Option(128)
+    lr = typer.Option(None, help="Leader SGD learning rate [default: 0.1 CIFAR, 0.05 mnist5k].")
+    milestones = typer.Option(None, help="Epochs where lr ×0.1, e.g. 30,60,90.")
+    attacker = typer.Option(None, help="Learned attacker: cnn (Table 1) or slim (Appendix B).")
+    attacker_width = typer.Option(None, help="Channel multiplier of the attacker.")
+    follower_steps = typer.Option(1, help="Follower (φ) updates per leader update.")
+    train_size = typer.Option(None, help="Use only the first N training examples.")
+    eval_size = typer.Option(None, help="Use only the first N validation and test examples.")
+    seed = typer.Option(0)
+    device = typer.Option("auto", help="auto, cpu or cuda.")
+    resume = typer.Option(False, help="Continue the run in --out where it stopped.")
+    interrupt_after_epoch = typer.Option(None, hidden=True)
+    json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
+
+
+def _print_solved(
+    results: dict[str, Any] | None, title: str, out: Path, interrupt_after_epoch: int | None
+) -> None:
+    if results is None:
+        console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
+        return
+    print_table(title, [results])
+    console.print(f"run folder: {out} (report.md, curves.png, metrics.jsonl)")
+
+
 @solve_app.command("adversarial-dro")
 @user_errors
 def solve_adversarial_dro(
-    dataset: str = typer.Option(
-        "mnist5k", help="mnist5k (embedded, offline), cifar10 or cifar100."
-    ),
-    data_dir: str = typer.Option(
-        "./data", help="Where CIFAR is read from (downloaded if missing)."
-    ),
-    model: str = typer.Option(
-        None, help="small-cnn, preact-resnet18 or wrn-34-10 [default: follows the data set]."
-    ),
+    dataset: str = Shared.dataset,
+    data_dir: str = Shared.data_dir,
+    model: str = Shared.model,
     follower: str = typer.Option(
         "2-step",
         help="How the follower finds δ: none (plain training), fgsm (random start), pgm (PGM-k), "
         "or a learned attacker: naive, grad, grad-only, 2-step, 2-step-grad-only.",
     ),
-    eps: float = typer.Option(
-        None, help="L∞ radius ε in [0,1] pixels [default: 0.3 MNIST, 0.031 CIFAR]."
-    ),
+    eps: float = Shared.eps,
     pgm_steps: int = typer.Option(10, help="k of PGM-k training."),
     pgm_step_size: float = typer.Option(
         None, help="η of PGM-k [default: 0.007 CIFAR, 2.5ε/k MNIST]."
     ),
     epochs: int = typer.Option(None, help="Training epochs [default: 100 CIFAR, 10 mnist5k]."),
-    batch_size: int = typer.Option(128),
-    lr: float = typer.Option(
-        None, help="Leader SGD learning rate [default: 0.1 CIFAR, 0.05 mnist5k]."
-    ),
-    milestones: str = typer.Option(None, help="Epochs where lr ×0.1, e.g. 30,60,90."),
-    attacker: str = typer.Option(
-        None, help="Learned attacker: cnn (Table 1) or slim (Appendix B)."
-    ),
-    attacker_width: float = typer.Option(None, help="Channel multiplier of the attacker."),
+    batch_size: int = Shared.batch_size,
+    lr: float = Shared.lr,
+    milestones: str = Shared.milestones,
+    attacker: str = Shared.attacker,
+    attacker_width: float = Shared.attacker_width,
     update: str = typer.Option(
-        "alternating", help="alternating (the paper) or fused (one backward)."
+        "alternating", help="alternating (the paper), follower-first or fused (one backward)."
     ),
-    follower_steps: int = typer.Option(1, help="Follower (φ) updates per leader update."),
-    train_size: int = typer.Option(None, help="Use only the first N training examples."),
-    eval_size: int = typer.Option(None, help="Use only the first N validation and test examples."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    follower_steps: int = Shared.follower_steps,
+    train_size: int = Shared.train_size,
+    eval_size: int = Shared.eval_size,
+    seed: int = Shared.seed,
+    device: str = Shared.device,
     out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
-    resume: bool = typer.Option(False, help="Continue the run in --out where it stopped."),
-    interrupt_after_epoch: int = typer.Option(None, hidden=True),
+    resume: bool = Shared.resume,
+    interrupt_after_epoch: int = Shared.interrupt_after_epoch,
 ) -> None:
     """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7)."""
     from problems.adversarial.config import DROConfig
@@ -122,11 +145,58 @@ def solve_adversarial_dro(
         train_size=train_size, eval_size=eval_size, seed=seed, device=device,
     )  # fmt: skip
     results = solve_dro(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
-    if results is None:
-        console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
-        return
-    print_table(f"adversarial-dro, {cfg.follower} follower, {cfg.dataset} (test split)", [results])
-    console.print(f"run folder: {out} (report.md, curves.png, metrics.jsonl)")
+    title = f"adversarial-dro, {cfg.follower} follower, {cfg.dataset} (test split)"
+    _print_solved(results, title, out, interrupt_after_epoch)
+
+
+@solve_app.command("adversarial-ait")
+@user_errors
+def solve_adversarial_ait(
+    dataset: str = Shared.dataset,
+    data_dir: str = Shared.data_dir,
+    model: str = Shared.model,
+    follower: str = typer.Option(
+        "ait",
+        help="ait (one signed step of size ε, the AIT Net), or a learned attacker: grad "
+        "(L2L-AIT, Algorithm 4), 2-step, naive, grad-only, 2-step-grad-only.",
+    ),
+    eps: float = Shared.eps,
+    eps_y: float = typer.Option(0.5, help="Label mixing ε_y of ỹ (Algorithm 2)."),
+    pairing: str = typer.Option("reversed", help="Partners: reversed batch or permutation."),
+    ait_direction: str = typer.Option(
+        "toward", help="Features toward the partner's (AIT) or away (Eq. 6 as printed)."
+    ),
+    epochs: int = typer.Option(None, help="[default: 200 CIFAR, 10 mnist5k]"),
+    batch_size: int = Shared.batch_size,
+    lr: float = Shared.lr,
+    milestones: str = Shared.milestones,
+    attacker: str = Shared.attacker,
+    attacker_width: float = Shared.attacker_width,
+    update: str = typer.Option(
+        "follower-first", help="follower-first (Algorithm 4: φ, then θ) or alternating."
+    ),
+    follower_steps: int = Shared.follower_steps,
+    train_size: int = Shared.train_size,
+    eval_size: int = Shared.eval_size,
+    seed: int = Shared.seed,
+    device: str = Shared.device,
+    out: Path = typer.Option(Path("runs/ait"), help="The run folder."),
+    resume: bool = Shared.resume,
+    interrupt_after_epoch: int = Shared.interrupt_after_epoch,
+) -> None:
+    """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
+    from problems.adversarial.solve_ait import AITConfig, solve_ait
+
+    cfg = AITConfig(
+        dataset=dataset, data_dir=data_dir, model=model, follower=follower, eps=eps, eps_y=eps_y,
+        pairing=pairing, ait_direction=ait_direction, epochs=epochs, batch_size=batch_size, lr=lr,
+        milestones=_milestones(milestones), attacker=attacker, attacker_width=attacker_width,
+        update=update, follower_steps=follower_steps, train_size=train_size,
+        eval_size=eval_size, seed=seed, device=device,
+    )  # fmt: skip
+    results = solve_ait(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
+    title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"
+    _print_solved(results, title, out, interrupt_after_epoch)
 
 
 @bench_app.command("dro")
@@ -135,11 +205,11 @@ def bench_dro(
     epochs: int = typer.Option(20, help="Epochs for every method."),
     methods: str = typer.Option("none,fgsm,pgm,grad,2-step", help="Followers, comma-separated."),
     update: str = typer.Option("alternating", help="Update mode of the learned followers."),
-    seed: int = typer.Option(0),
-    train_size: int = typer.Option(None, help="Use only the first N training examples."),
-    eval_size: int = typer.Option(None, help="Use only the first N validation and test examples."),
+    seed: int = Shared.seed,
+    train_size: int = Shared.train_size,
+    eval_size: int = Shared.eval_size,
     out: Path = typer.Option(Path("runs/bench-dro"), help="Folder for the runs."),
-    json_path: Path = typer.Option(None, "--json", help="Also write the table as JSON here."),
+    json_path: Path = Shared.json_path,
 ) -> None:
     """mnist5k, small CNN, ε = 0.3: methods side by side; PGD-40 (step 0.01) on the test split."""
     from problems.adversarial.bench import bench_dro as run_bench

@@ -13,15 +13,17 @@ Defaults (every one is written, resolved, into ``config.json``):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from bilevel.errors import UserError
 from bilevel.followers import InputMode, LearnedFollower, NoFollower, SignGradientAscent
 from bilevel.loop import UpdateMode
 from learned_optimizers import ATTACKER_KINDS, build_attacker
 from problems.adversarial.data import DATASETS, DatasetInfo
+from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.models import MODEL_NAMES
 
 # --follower name -> (unrolled steps, input mode) for learned followers
@@ -60,13 +62,20 @@ _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
 
 @dataclass
 class DROConfig:
-    """Every option of a DRO run; ``None`` means "the data set's default" until ``resolve()``."""
+    """Every option of a DRO run; ``None`` means "the data set's default" until ``resolve()``.
+
+    A subclass names another adversarial problem for the same run machinery (``solve_dro``): it
+    overrides ``FOLLOWER_CHOICES``, ``build_problem``, ``make_follower`` and ``training_batch``.
+    """
+
+    FOLLOWER_CHOICES: ClassVar[tuple[str, ...]] = FOLLOWERS
 
     dataset: str = "mnist5k"
     data_dir: str = "./data"
     model: str | None = None
     follower: str = "2-step"
     eps: float | None = None
+    eps_warmup: int | None = None  # epochs of linear ε ramp; default: a third of them on mnist5k
     pgm_steps: int = 10
     pgm_step_size: float | None = None  # default: 0.007 on CIFAR (the paper), else 2.5 ε / k
     epochs: int | None = None
@@ -97,7 +106,7 @@ class DROConfig:
         d = _DATASET_DEFAULTS[self.dataset]
         self.model = self.model or d["model"]
         _choose("--model", self.model, MODEL_NAMES)
-        _choose("--follower", self.follower, FOLLOWERS)
+        _choose("--follower", self.follower, self.FOLLOWER_CHOICES)
         self.attacker = self.attacker or d["attacker"]
         _choose("--attacker", self.attacker, ATTACKER_KINDS)
         _choose("--update", self.update, tuple(m.value for m in UpdateMode))
@@ -106,6 +115,10 @@ class DROConfig:
         if not 0 < self.eps <= 1:
             raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {self.eps}.")
         self.epochs = d["epochs"] if self.epochs is None else self.epochs
+        if self.eps_warmup is None:
+            self.eps_warmup = 0 if self.dataset != "mnist5k" else self.epochs // 3
+        if not 0 <= self.eps_warmup <= self.epochs:
+            raise UserError(f"--eps-warmup must be between 0 and --epochs; got {self.eps_warmup}.")
         self.lr = d["lr"] if self.lr is None else self.lr
         self.attacker_width = (
             d["attacker_width"] if self.attacker_width is None else self.attacker_width
@@ -152,6 +165,20 @@ class DROConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def build_problem(self, model: nn.Module, info: DatasetInfo) -> AdversarialDRO:
+        """The bilevel problem this configuration trains: DRO (Eq. 2-3)."""
+        return AdversarialDRO(model, self.eps)
+
+    def make_follower(self, info: DatasetInfo) -> NoFollower | SignGradientAscent | LearnedFollower:
+        """The follower named by ``--follower`` (``build_follower``)."""
+        return build_follower(self, info)
+
+    def training_batch(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The problem's batch made from a minibatch ``(x, y)``; DRO uses it as it is."""
+        return x, y
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DROConfig:

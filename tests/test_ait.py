@@ -1,0 +1,223 @@
+"""Adversarial interpolation training (Eq. 5-6, Algorithms 2 and 4): the label mixing, the partners,
+the follower's direction and feasibility, the signs of one joint step in each update order, and
+``cli.py solve adversarial-ait`` end to end on a slice of mnist5k with an exact resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TinyConvAttacker
+from typer.testing import CliRunner
+
+from bilevel import JointTrainer, LearnedFollower, SignGradientAscent
+from bilevel.run import load_checkpoint
+from cli import app
+from problems.adversarial.ait import (
+    AdversarialInterpolation,
+    interpolated_labels,
+    pair_batch,
+    partners,
+)
+from problems.adversarial.data import load_dataset
+from problems.adversarial.models import SmallCNN
+
+EPS = 0.3
+
+
+def _digits(n: int = 64):
+    x, y = load_dataset("mnist5k").test
+    return pair_batch(x[:n], y[:n], "reversed")
+
+
+def _problem(direction: str = "toward", eps_y: float = 0.5) -> AdversarialInterpolation:
+    torch.manual_seed(0)
+    return AdversarialInterpolation(SmallCNN().eval(), EPS, 10, eps_y, direction)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_label_mixing_sums_to_one_and_matches_algorithm_2(classes: int) -> None:
+    eps_y = 0.5
+    y = torch.tensor([0, 3, 7, 7])
+    y_partner = torch.tensor([5, 3, 1, 7])  # samples 1 and 3 share their partner's class
+    mixed = interpolated_labels(y, y_partner, classes, eps_y)
+    torch.testing.assert_close(mixed.sum(1), torch.ones(4))
+    share = eps_y / (classes - 1)
+    for i in range(4):
+        expected = torch.full((classes,), share)
+        expected[y_partner[i]] = 0.0  # (1 − y_j) removes the partner's class
+        expected[y[i]] += 1 - eps_y
+        torch.testing.assert_close(mixed[i], expected)
+    # closed forms: different classes → 1 − ε_y + ε_y/(C−1) on y_i; same class → 1 − ε_y
+    assert mixed[0, 0] == pytest.approx(1 - eps_y + share) and mixed[0, 5] == 0
+    assert mixed[1, 3] == pytest.approx(1 - eps_y)
+
+
+def test_leader_loss_is_soft_label_cross_entropy_and_hard_ce_at_eps_y_zero() -> None:
+    batch = _digits(16)
+    z = torch.zeros_like(batch[0])
+    problem = _problem(eps_y=0.5)
+    log_p = F.log_softmax(problem.leader(batch[0]), dim=1)
+    manual = -(problem.labels(batch) * log_p).sum(1).mean()
+    torch.testing.assert_close(problem.leader_loss(batch, z), manual)
+    hard = _problem(eps_y=0.0)
+    torch.testing.assert_close(
+        hard.leader_loss(batch, z), F.cross_entropy(hard.leader(batch[0]), batch[1])
+    )
+
+
+def test_partners_reversed_and_random_cycle() -> None:
+    assert partners(5, "reversed").tolist() == [4, 3, 2, 1, 0]
+    j = partners(32, "permutation", torch.Generator().manual_seed(3))
+    assert sorted(j.tolist()) == list(range(32))  # a permutation
+    assert (j != torch.arange(32)).all()  # nobody is their own partner
+    again = partners(32, "permutation", torch.Generator().manual_seed(3))
+    assert torch.equal(j, again)  # drawn from the generator only (exact resume)
+
+
+@pytest.mark.parametrize("direction", ["toward", "away"])
+def test_ait_follower_moves_features_toward_or_away_inside_the_ball(direction: str) -> None:
+    problem = _problem(direction)
+    batch = _digits(64)
+    x = batch[0]
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        start = problem.project(batch, problem.init_follower(batch))
+        torch.manual_seed(1)  # the same uniform start for the one signed step of size ε
+        delta = SignGradientAscent(1, EPS, random_start=True).solve(problem, batch)
+    assert delta.abs().max() <= EPS + 1e-6
+    assert (x + delta).min() >= 0 and (x + delta).max() <= 1
+    with torch.no_grad():
+        before = problem.cosine_distance(batch, start)
+        after = problem.cosine_distance(batch, delta)
+        clean = problem.cosine_distance(batch, torch.zeros_like(x))
+    closer = (after < before).float().mean()
+    if direction == "toward":
+        assert after.mean() < before.mean() and after.mean() < clean.mean() and closer > 0.9
+    else:
+        assert after.mean() > before.mean() and after.mean() > clean.mean() and closer < 0.1
+    # q is what the follower maximises: −mean(1 − cos) toward, +mean(1 − cos) away
+    sign = -1.0 if direction == "toward" else 1.0
+    torch.testing.assert_close(problem.follower_objective(batch, delta), sign * after.mean())
+
+
+@pytest.mark.parametrize(
+    ("update", "direction"),
+    [("follower-first", "toward"), ("follower-first", "away"), ("alternating", "toward")],
+)
+def test_one_joint_step_moves_leader_down_L_and_learned_follower_up_q(
+    update: str, direction: str
+) -> None:
+    problem = _problem(direction)
+    follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=1, lr=1e-2, weight_decay=0.0)
+    optimizer = torch.optim.SGD(problem.leader.parameters(), lr=0.05)
+    batch = _digits(32)
+
+    def follower_q(p: AdversarialInterpolation) -> tuple[float, torch.Tensor]:
+        with torch.random.fork_rng():
+            torch.manual_seed(2)  # the same uniform start before and after
+            z = follower.solve(p, batch)
+            return float(p.follower_objective(batch, z).detach()), z
+
+    q_before, z_before = follower_q(problem)
+    with torch.no_grad():
+        L_before = float(problem.leader_loss(batch, z_before))
+    old_leader = copy.deepcopy(problem.leader)
+    JointTrainer(problem, follower, optimizer, update).step(batch)
+    with torch.no_grad():
+        assert float(problem.leader_loss(batch, z_before)) < L_before  # θ went down L
+    old = AdversarialInterpolation(old_leader.eval(), EPS, 10, 0.5, direction)
+    assert follower_q(old)[0] > q_before  # φ went up q against the same leader
+
+
+def test_follower_first_steps_phi_before_theta() -> None:
+    """Algorithm 4's order: φ's step sees the leader before θ's step, alternating's sees it after,
+    so the same start gives different φ; with a zero leader learning rate the two agree."""
+
+    def phi_after(update: str, leader_lr: float) -> list[torch.Tensor]:
+        problem = _problem("toward")
+        torch.manual_seed(5)
+        follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), lr=1e-2, weight_decay=0.0)
+        optimizer = torch.optim.SGD(problem.leader.parameters(), lr=leader_lr)
+        torch.manual_seed(6)
+        JointTrainer(problem, follower, optimizer, update).step(_digits(32))
+        return [p.detach().clone() for p in follower.net.parameters()]
+
+    for a, b in zip(phi_after("follower-first", 0.0), phi_after("alternating", 0.0), strict=True):
+        torch.testing.assert_close(a, b)
+    differs = [
+        not torch.allclose(a, b)
+        for a, b in zip(
+            phi_after("follower-first", 1.0), phi_after("alternating", 1.0), strict=True
+        )
+    ]
+    assert any(differs)
+
+
+# ---- CLI end to end -------------------------------------------------------------------------
+
+SMALL = ["--train-size", "192", "--eval-size", "32", "--batch-size", "32", "--epochs", "2"]
+SMALL += ["--eps", "0.1", "--lr", "0.1", "--follower", "grad", "--pairing", "permutation"]
+runner = CliRunner()
+
+
+def _solve(out: Path, *extra: str):
+    args = ["solve", "adversarial-ait", *SMALL, "--out", str(out), *extra]
+    return runner.invoke(app, args, catch_exceptions=False)
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ait") / "unbroken"
+    result = _solve(out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_cli_run_folder_has_the_dro_layout_and_records_the_options(unbroken: Path) -> None:
+    for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt", "report.md", "curves.png"):
+        assert (unbroken / name).is_file(), name
+    config = json.loads((unbroken / "config.json").read_text())
+    assert config["model"] == "small-cnn" and config["dataset"] == "mnist5k"
+    assert config["eps"] == 0.1 and config["eps_y"] == 0.5 and config["follower"] == "grad"
+    assert config["ait_direction"] == "toward" and config["update"] == "follower-first"
+    assert set(load_checkpoint(unbroken / "best.pt")) == {"epoch", "leader"}
+    rows = _metrics(unbroken)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["follower_objective"] <= 0 for r in rows)  # toward: q = −mean(1 − cos) ≤ 0
+    results = json.loads((unbroken / "results.json").read_text())
+    assert 0.0 <= results["test_pgd20_acc"] <= results["test_clean_acc"] <= 1.0
+    assert results["test_clean_acc"] > 0.2  # learned something in 2 small epochs (chance: 0.1)
+
+
+def test_cli_resume_ends_with_the_unbroken_metrics(unbroken: Path, tmp_path: Path) -> None:
+    out = tmp_path / "broken"
+    first = _solve(out, "--interrupt-after-epoch", "1")
+    assert first.exit_code == 0 and "resume" in first.output
+    assert _solve(out, "--resume").exit_code == 0
+    assert _metrics(out) == _metrics(unbroken)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--ait-direction", "sideways"], "Unknown --ait-direction"),
+        (["--pairing", "random"], "Unknown --pairing"),
+        (["--eps-y", "1.5"], "--eps-y must be in [0, 1]"),
+        (["--update", "fused"], "zero-sum"),
+        (["--follower", "pgm"], "Unknown --follower"),
+    ],
+)
+def test_cli_bad_input_gives_one_sentence_and_exit_2(tmp_path: Path, args, words) -> None:
+    result = _solve(tmp_path / "run", *args)
+    assert result.exit_code == 2 and words in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
