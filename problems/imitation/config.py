@@ -81,8 +81,8 @@ class GAILConfig:
                 setattr(self, key, value)
         for name in (
             "steps", "n_envs", "n_steps", "ppo_batch_size", "ppo_epochs", "disc_hidden",
-            "disc_batch_size", "disc_steps", "lstm_steps", "lstm_hidden", "lstm_meta_steps", "demo_episodes",
-            "eval_episodes", "test_episodes", "rounds_per_epoch",
+            "disc_batch_size", "disc_steps", "lstm_steps", "lstm_hidden", "lstm_meta_steps",
+            "demo_episodes", "eval_episodes", "test_episodes", "rounds_per_epoch",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise UserError(

@@ -15,11 +15,13 @@ Any other environment gets a PPO expert from ``cli.py expert train --env ID`` (`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 Policy = Callable[[np.ndarray], np.ndarray]  # one observation -> one action
 
@@ -105,3 +107,15 @@ def random_policy(env_id: str, seed: int) -> Policy:
     space = gym.make(env_id).action_space
     space.seed(seed)
     return lambda obs: np.asarray(space.sample())
+
+
+@contextmanager
+def single_thread() -> Iterator[None]:
+    """One torch thread inside, the previous count restored after: the policies and
+    discriminators here are small MLPs, and more threads only add contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ from problems.adversarial.report import write_report
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
-from problems.imitation.experts import Policy, random_policy, rollout
+from problems.imitation.experts import Policy, random_policy, rollout, single_thread
 from problems.imitation.followers import AdamFollower, LSTMFollower
 from problems.imitation.gail import GAIL
 from problems.imitation.plots import plot_gail_curves
@@ -130,12 +130,8 @@ def solve_gail(
     Runs on one torch thread (restored afterwards): the policy and discriminator are small MLPs,
     and more threads only add contention on a shared machine.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         return _solve(cfg, out, resume, interrupt_after_epoch, show_progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _solve(

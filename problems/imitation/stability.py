@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bilevel.errors import UserError
 from bilevel.run import RunDir, atomic_write_bytes, atomic_write_text
 from problems.imitation.config import GAILConfig
 from problems.imitation.reliability import (
@@ -43,6 +44,12 @@ from problems.imitation.solve import solve_gail
 def _run_one(cfg: GAILConfig, out: str) -> str:
     run = RunDir(out)
     if (run.path / "results.json").is_file():
+        old = json.loads(run.config_path.read_text())
+        if old != json.loads(json.dumps(cfg.to_dict())):
+            raise UserError(
+                f"{out} holds a finished run with other options; use another --out "
+                "or the options it was run with."
+            )
         return out
     solve_gail(cfg, out, resume=run.last_checkpoint.is_file(), show_progress=False)
     return out
