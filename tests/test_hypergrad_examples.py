@@ -35,7 +35,7 @@ def test_l2_tuning_reaches_the_closed_form_optimal_lambda(l2: dict) -> None:
 
 
 def test_kl_dro_follower_finds_softmax_weights_and_the_log_mean_exp_value(kl: dict) -> None:
-    assert kl["weights_error"] < 1e-12  # max |q − softmax(ℓ/τ)|
+    assert kl["weights_error"] < 1e-11  # max |q − softmax(ℓ/τ)|
     assert kl["value_error"] < 1e-10  # |q(θ, z) − τ log mean exp(ℓ/τ)|
 
 

@@ -52,8 +52,11 @@ def test_joint_step_moves_the_leader_along_the_chosen_hypergradient(method: str)
 
 def test_a_string_choice_is_accepted_and_nonsense_is_a_user_error() -> None:
     p = lq()
-    p.hypergradient = "implicit-cg"
-    JointTrainer(p, GradientAscent(10, 0.3), torch.optim.SGD(p.leader.parameters(), 0.1)).step(None)
+    p.hypergradient = "implicit-cg"  # default options: 20 CG iterations ≥ n = 5
+    expected = p.leader.value.detach() - LR * _expected_step("implicit-cg", p)
+    opt = torch.optim.SGD(p.leader.parameters(), lr=LR)
+    JointTrainer(p, GradientAscent(400, 0.3), opt).step(None)
+    torch.testing.assert_close(p.leader.value.detach(), expected, rtol=1e-9, atol=1e-11)
     with pytest.raises(UserError, match="Unknown hypergradient 'implicit-lu'"):
         Hypergradient("implicit-lu")
     with pytest.raises(UserError, match="first_order applies to the unrolled"):
