@@ -238,3 +238,48 @@ def test_joint_trainer_steps_dro_identically_with_danskin_and_implicit_cg() -> N
             trainer.step(batch)
         thetas[method] = problem.leader.w.detach().clone()
     torch.testing.assert_close(thetas["implicit-cg"], thetas["danskin"], rtol=1e-12, atol=1e-14)
+
+
+# --- a box constraint with some coordinates held at a bound ------------------------------------
+
+
+class BoxedQuadratic:
+    """Follower: max_{z ∈ [−1, 1]^n} −½‖z − Mθ‖², so z* = clamp(Mθ, −1, 1) and
+    dz*/dθ = diag(|Mθ| < 1) M. Leader: ½‖z − c‖²."""
+
+    zero_sum = False
+
+    def __init__(self, m: Tensor, c: Tensor, theta: Tensor) -> None:
+        self.m, self.c, self.leader = m, c, Vector(theta)
+
+    def init_follower(self, batch, random_start: bool = False) -> Tensor:
+        return torch.zeros(len(self.c), dtype=DT)
+
+    def project(self, batch, z: Tensor) -> Tensor:
+        return z.clamp(-1.0, 1.0)
+
+    def follower_objective(self, batch, z: Tensor) -> Tensor:
+        return -0.5 * (z - self.m @ self.leader.value).pow(2).sum()
+
+    def leader_loss(self, batch, z: Tensor) -> Tensor:
+        return 0.5 * (z - self.c).pow(2).sum()
+
+    def follower_features(self, batch, z: Tensor) -> Tensor:
+        return z
+
+
+@pytest.mark.parametrize("method", ["implicit-cg", "implicit-neumann"])
+def test_implicit_gradient_on_a_box_uses_only_the_free_coordinates(method: str) -> None:
+    g = torch.Generator().manual_seed(4)
+    m = 1.5 * torch.randn(8, 3, generator=g, dtype=DT)
+    p = BoxedQuadratic(
+        m, torch.randn(8, generator=g, dtype=DT), torch.randn(3, generator=g, dtype=DT)
+    )
+    target = m @ p.leader.value.detach()
+    free = target.abs() < 1
+    assert 0 < int(free.sum()) < 8  # both kinds of coordinates are present
+    z = GradientAscent(steps=3, step_size=1.0).solve(p, None)
+    torch.testing.assert_close(z, target.clamp(-1, 1), rtol=0, atol=1e-15)
+    config = Hypergradient(method, cg_iterations=8, neumann_terms=3, neumann_step=1.0)
+    _, (grad,) = hypergradient(p, None, z, config)
+    torch.testing.assert_close(grad, m.T @ (free.to(DT) * (z - p.c)), rtol=1e-12, atol=1e-14)
