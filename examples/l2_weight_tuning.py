@@ -101,6 +101,7 @@ def data(seed: int = 0, n: int = 40, n_val: int = 40, dim: int = 10) -> Batch:
 
 
 METHODS = {
+    "danskin": Hypergradient("danskin"),  # blind to dw*/dλ: zero here
     "implicit-cg": Hypergradient("implicit-cg", cg_iterations=10),
     "implicit-neumann": Hypergradient("implicit-neumann", neumann_terms=STEPS, neumann_step=STEP),
     "unrolled": Hypergradient("unrolled", unroll_steps=STEPS, unroll_step_size=STEP),
