@@ -89,11 +89,17 @@ class Shared:
     json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
 
 
+def _names(text: str) -> list[str]:
+    """A comma-separated option as a list of names."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _print_solved(
     results: dict[str, Any] | None, title: str, out: Path, interrupt_after_epoch: int | None
 ) -> None:
-    if results is None:
-        console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
+    if results is None:  # stopped on purpose, or a torchrun process other than rank 0
+        if interrupt_after_epoch is not None:
+            console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
         return
     print_table(title, [results])
     console.print(f"run folder: {out} (report.md, curves.png, metrics.jsonl)")
@@ -132,8 +138,17 @@ def solve_adversarial_dro(
     out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
+    eps_warmup: int = typer.Option(
+        None,
+        help="Epochs of linear ε ramp from 0 [default: a third of --epochs on mnist5k, 0 CIFAR].",
+    ),
+    crash_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
-    """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7)."""
+    """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7).
+
+    Multi-process: torchrun --nproc_per_node=N cli.py solve adversarial-dro ... (gloo on CPU,
+    nccl on GPU); each process takes 1/N of every minibatch.
+    """
     from problems.adversarial.config import DROConfig
     from problems.adversarial.solve import solve_dro
 
@@ -143,8 +158,12 @@ def solve_adversarial_dro(
         lr=lr, milestones=_milestones(milestones), attacker=attacker,
         attacker_width=attacker_width, update=update, follower_steps=follower_steps,
         train_size=train_size, eval_size=eval_size, seed=seed, device=device,
+        eps_warmup=eps_warmup,
     )  # fmt: skip
-    results = solve_dro(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
+    results = solve_dro(
+        cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch,
+        crash_after_epoch=crash_after_epoch,
+    )  # fmt: skip
     title = f"adversarial-dro, {cfg.follower} follower, {cfg.dataset} (test split)"
     _print_solved(results, title, out, interrupt_after_epoch)
 
@@ -215,10 +234,93 @@ def bench_dro(
     from problems.adversarial.bench import bench_dro as run_bench
 
     rows = run_bench(
-        [m.strip() for m in methods.split(",") if m.strip()], epochs, seed, update, out,
-        json_path, train_size=train_size, eval_size=eval_size,
+        _names(methods), epochs, seed, update, out, json_path, train_size=train_size,
+        eval_size=eval_size,
     )  # fmt: skip
     print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split)", rows)
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_run(
+    run_dir: Path = typer.Argument(
+        ...,
+        help="A run folder written by `solve` (or, with --model, "
+        "the folder to write eval.json into).",
+    ),
+    attacks: str = typer.Option(
+        "default",
+        help="default (FGSM, PGD-20/100 CE and CW, CW-L∞, noise, learned, transfer), "
+        "full (default + AutoAttack standard), or a list: fgsm,pgd20,pgd100-cw,cw-linf,noise,"
+        "learned,transfer,autoattack,square.",
+    ),
+    n_examples: int = typer.Option(None, help="First N test examples [default: all]."),
+    eps: float = typer.Option(None, help="L∞ radius ε [default: the run's]."),
+    restarts: int = typer.Option(1, help="PGD restarts R (worst of R per example)."),
+    step_size: float = typer.Option(
+        None, help="PGD step [default: 0.003 CIFAR (the paper), 2.5 ε / k digits]."
+    ),
+    noise_samples: int = typer.Option(100, help="Random-noise draws per example."),
+    surrogate: Path = typer.Option(None, help="Run folder of a transfer (black-box) source."),
+    attacker_from: list[Path] = typer.Option(None, help="Also attack with this L2L run's g_φ."),
+    model: Path = typer.Option(
+        None, help="A plain state-dict file to evaluate instead of best.pt."
+    ),
+    dataset: str = typer.Option("mnist5k", help="With --model and no config.json: the data set."),
+    arch: str = typer.Option(None, help="With --model and no config.json: the architecture."),
+    checklist: bool = typer.Option(True, help="Run the gradient-masking checklist sweeps."),
+    aa_margin: float = typer.Option(0.02, help="Largest PGD − AutoAttack gap that passes."),
+    compare: list[Path] = typer.Option(None, help="Run folders with an eval.json to show beside."),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(500),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Attack a trained run on the test split; write eval.json, eval.md and plots into it."""
+    from problems.adversarial.evaluation import EvalOptions, evaluate
+    from problems.adversarial.evaluation.report import checklist_lines, read_eval, table_rows
+
+    ev = evaluate(EvalOptions(
+        run_dir, attacks, n_examples, eps, restarts, step_size, noise_samples, surrogate,
+        attacker_from or [], model, dataset, arch, checklist, aa_margin, seed=seed,
+        batch_size=batch_size, device=device, compare=compare or [],
+    ))  # fmt: skip
+    evals = {str(run_dir): ev} | {str(p): read_eval(p) for p in compare or []}
+    print_table(f"evaluate: {ev['dataset']} test, n = {ev['n_examples']}, ε = {ev['eps']:g}",
+                table_rows(evals))  # fmt: skip
+    for line in checklist_lines(ev):
+        console.print(line, markup=False)
+    console.print(f"written: {run_dir}/eval.json, eval.md, {', '.join(ev['plots'])}")
+
+
+@bench_app.command("speed")
+@user_errors
+def bench_speed(
+    model: str = typer.Option("preact-resnet18", help="The leader network."),
+    attacker: str = typer.Option("cnn", help="cnn (Table 1) or slim (Appendix B)."),
+    attacker_width: float = typer.Option(0.25, help="Channel multiplier of the attacker."),
+    batch_size: int = typer.Option(128),
+    batches: int = typer.Option(3, help="Timed steps per method in each round."),
+    rounds: int = typer.Option(3, help="Interleaved rounds (A B C ... A B C); the median is kept."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    amp: bool = typer.Option(False, help="bf16 autocast."),
+    channels_last: bool = typer.Option(False, help="channels_last memory format."),
+    methods: str = typer.Option(None, help="Comma-separated subset of the methods."),
+    json_path: Path = typer.Option(None, "--json", help="Also write the table as JSON here."),
+) -> None:
+    """Seconds per training step: plain, FGSM-RS, PGM-10, Grad and 2-Step L2L (paper Table 3)."""
+    from problems.adversarial.speed import METHODS, SpeedConfig
+    from problems.adversarial.speed import bench_speed as run_bench
+
+    chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
+    cfg = SpeedConfig(
+        model=model, attacker=attacker, attacker_width=attacker_width, batch_size=batch_size,
+        batches=batches, rounds=rounds, device=device, amp=amp, channels_last=channels_last,
+        methods=chosen,
+    )  # fmt: skip
+    rows = run_bench(cfg, json_path)
+    print_table(
+        f"bench speed: {model}, attacker {attacker} x{attacker_width}, batch {batch_size}", rows
+    )
 
 
 expert_app = typer.Typer(help="Experts for imitation: scripted ones, or PPO trained here.")
@@ -257,8 +359,9 @@ def solve_gail_command(
         cache_dir=cache_dir,
     )  # fmt: skip
     results = solve_gail(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
-    if results is None:
-        console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
+    if results is None:  # stopped on purpose, or a torchrun process other than rank 0
+        if interrupt_after_epoch is not None:
+            console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
         return
     print_table(f"gail, {follower} follower, {env} (test episodes, best epoch)", [results])
     console.print(f"run folder: {out} (report.md, gail.png, metrics.jsonl)")
@@ -273,6 +376,9 @@ def gail_stability(
     steps: int = typer.Option(100_000, help="Environment steps per run."),
     jobs: int = typer.Option(1, help="Worker processes (runs in parallel where cores allow)."),
     out: Path = typer.Option(Path("runs/gail-stability"), help="Folder for the runs."),
+    lstm_lr: float = typer.Option(3e-3, help="L2L follower: meta-Adam learning rate of φ."),
+    lstm_meta_steps: int = typer.Option(2, help="L2L follower: φ steps per round."),
+    grad_penalty: float = typer.Option(0.0, help="Gradient penalty λ on D, both followers."),
 ) -> None:
     """GAIL vs L2L-GAIL across seeds: return curves, reliability metrics, permutation test."""
     from problems.imitation.config import GAILConfig
@@ -281,7 +387,11 @@ def gail_stability(
     names = [f.strip() for f in followers.split(",") if f.strip()]
     if seeds < 1 or jobs < 1 or not names:
         raise UserError("--seeds and --jobs must be at least 1, and --followers name one or more.")
-    rows = run_stability(GAILConfig(env=env, steps=steps), names, seeds, out, jobs)
+    base = GAILConfig(
+        env=env, steps=steps, lstm_lr=lstm_lr, lstm_meta_steps=lstm_meta_steps,
+        grad_penalty=grad_penalty,
+    )  # fmt: skip
+    rows = run_stability(base, names, seeds, out, jobs)
     print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows)
     console.print(f"written: {out}/stability.png, stability.md, stability.json")
 
@@ -299,6 +409,28 @@ def expert_train(
 
     path, mean_return = train_expert(env, steps, cache_dir, seed)
     console.print(f"expert saved to {path}; mean return {mean_return:.1f} over 10 episodes")
+
+
+@bench_app.command("ait")
+@user_errors
+def bench_ait(
+    epochs: int = typer.Option(10, help="Epochs for every run."),
+    methods: str = typer.Option("ait,grad", help="AIT followers, comma-separated."),
+    directions: str = typer.Option("toward,away", help="Feature directions, comma-separated."),
+    seed: int = Shared.seed,
+    train_size: int = Shared.train_size,
+    eval_size: int = Shared.eval_size,
+    out: Path = typer.Option(Path("runs/bench-ait"), help="Folder for the runs."),
+    json_path: Path = Shared.json_path,
+) -> None:
+    """mnist5k, small CNN, ε = 0.3: AIT vs L2L-AIT; PGD-40 and CW-PGD-40 on the test split."""
+    from problems.adversarial.bench_ait import bench_ait as run_bench
+
+    rows = run_bench(
+        _names(methods), _names(directions), epochs, seed, out, json_path,
+        train_size=train_size, eval_size=eval_size,
+    )  # fmt: skip
+    print_table("bench ait: mnist5k, small CNN, ε = 0.3 (test split)", rows)
 
 
 if __name__ == "__main__":

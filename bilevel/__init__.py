@@ -3,6 +3,7 @@
 Knows nothing of images, CIFAR or gymnasium (DESIGN.md).
 """
 
+from bilevel import distributed
 from bilevel.errors import UserError
 from bilevel.followers import (
     InputMode,
@@ -24,6 +25,7 @@ __all__ = [
     "SignGradientAscent",
     "UpdateMode",
     "UserError",
+    "distributed",
     "follower_gradient",
     "normalise_per_sample",
     "reverse_gradient",

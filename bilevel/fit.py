@@ -53,11 +53,13 @@ def fit(
     resume: bool = False,
     interrupt_after_epoch: int | None = None,
     show_progress: bool = True,
+    is_main: bool = True,
 ) -> FitResult:
     """Train for ``epochs``; keep ``best.pt`` (leader only) at the highest ``validate()[select_key]``.
 
     ``train_batches(epoch)`` yields that epoch's minibatches. ``interrupt_after_epoch`` stops the
-    run as a kill would, right after that epoch's checkpoint (used to test ``--resume``).
+    run as a kill would, right after that epoch's checkpoint (used to test ``--resume``). Only the
+    main process (``is_main``, rank 0 under torchrun) writes files and shows progress.
     """
     history: list[dict[str, Any]] = []
     start_epoch, best, train_seconds = 1, -math.inf, 0.0
@@ -74,9 +76,10 @@ def fit(
         torch.set_rng_state(state["rng"])
         history, best = list(state["history"]), float(state["best"])
         start_epoch, train_seconds = int(state["epoch"]) + 1, float(state["train_seconds"])
-        run.write_metrics(history)  # drop any row written after the checkpoint
+        if is_main:
+            run.write_metrics(history)  # drop any row written after the checkpoint
 
-    with _progress(show_progress) as progress:
+    with _progress(show_progress and is_main) as progress:
         for epoch in range(start_epoch, epochs + 1):
             task = progress.add_task("", total=batches_per_epoch, epoch=epoch, stats="")
             sums: dict[str, torch.Tensor] = {}
@@ -102,10 +105,11 @@ def fit(
             history.append(row)
             if row[select_key] > best:
                 best = row[select_key]
-                atomic_torch_save(
-                    {"epoch": epoch, "leader": trainer.problem.leader.state_dict()},
-                    run.best_checkpoint,
-                )
+                if is_main:
+                    atomic_torch_save(
+                        {"epoch": epoch, "leader": trainer.problem.leader.state_dict()},
+                        run.best_checkpoint,
+                    )
             checkpoint = {
                 "epoch": epoch,
                 "trainer": trainer.state_dict(),
@@ -115,8 +119,9 @@ def fit(
                 "history": history,
                 "train_seconds": train_seconds,
             }
-            atomic_torch_save(checkpoint, run.last_checkpoint)
-            run.write_metrics(history)
+            if is_main:
+                atomic_torch_save(checkpoint, run.last_checkpoint)
+                run.write_metrics(history)
             shown = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_"))
             progress.update(task, stats=shown)
             if interrupt_after_epoch is not None and epoch == interrupt_after_epoch < epochs:

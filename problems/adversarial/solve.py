@@ -5,6 +5,7 @@ and PGD accuracy on the test split.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bilevel import distributed
 from bilevel.fit import fit
 from bilevel.followers import SignGradientAscent
 from bilevel.loop import JointTrainer
@@ -57,21 +59,31 @@ def set_eps(problem: Any, follower: Any, eps: float) -> None:
         net.eps = eps
 
 
+def _crash_once(context: distributed.Context) -> None:
+    """Kill the last process mid-epoch on the first attempt only: tests that
+    ``torchrun --max-restarts 1`` resumes from the last checkpoint with no epoch lost or repeated."""
+    if context.rank == context.world_size - 1 and not distributed.restarted_by_torchrun():
+        os._exit(1)
+
+
 def solve_dro(
     cfg: DROConfig,
     out: str | Path,
     resume: bool = False,
     interrupt_after_epoch: int | None = None,
     show_progress: bool = True,
+    crash_after_epoch: int | None = None,
 ) -> dict[str, Any] | None:
-    """Train one DRO run into ``out``; return the test results (None if interrupted on purpose).
+    """Train one DRO run into ``out``; return the test results (None if interrupted on purpose,
+    and on every process but rank 0 under ``torchrun``).
 
     A ``DROConfig`` subclass (e.g. ``AITConfig``) trains its own problem, follower and batches
     here with the same selection, checkpoints, resume, test table and report.
     """
     cfg.resolve()
     device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+    context = distributed.init_from_env(device)
+    seed_everything(cfg.seed)  # the same on every process: θ and φ start identical
     splits = load_dataset(cfg.dataset, cfg.data_dir)
     info = splits.info
     train = subset(splits.train, cfg.train_size) if cfg.train_size else splits.train
@@ -89,8 +101,15 @@ def solve_dro(
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
     trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps)
+    if context.world_size > 1:
+        for opt in (optimizer, getattr(follower, "optimizer", None)):
+            if opt is not None:
+                distributed.average_gradients_before_each_step(opt)
     run = RunDir(out)
-    run.prepare(cfg.to_dict(), resume)
+    resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
+    if context.is_main:
+        run.prepare(cfg.to_dict(), resume)
+    distributed.barrier()
 
     augment = None if cfg.augment == "none" else cfg.augment
 
@@ -104,6 +123,9 @@ def solve_dro(
             )
         ):
             set_eps(problem, follower, warmed_up_eps(cfg.eps, cfg.eps_warmup, epoch, i, per_epoch))
+            if crash_after_epoch is not None and epoch == crash_after_epoch + 1 and i == 1:
+                _crash_once(context)
+            xb, yb = distributed.shard(xb, context), distributed.shard(yb, context)
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             yield cfg.training_batch(xb, yb, generator)
 
@@ -133,8 +155,10 @@ def solve_dro(
         resume=resume,
         interrupt_after_epoch=interrupt_after_epoch,
         show_progress=show_progress,
+        is_main=context.is_main,
     )
-    if result.interrupted:
+    distributed.barrier()  # best.pt is written
+    if result.interrupted or not context.is_main:
         return None
 
     best = load_checkpoint(run.best_checkpoint)

@@ -1,0 +1,174 @@
+"""``bench speed``: the cost of one training step per method (paper Table 3), measured in one process
+and interleaved (A B C ... A B C ...) so the machine's drift cancels.
+
+Methods: plain training, FGSM with random start, PGM-10, and Grad / 2-Step L2L with the alternating
+and the fused update, on random CIFAR-shaped batches (timing does not depend on pixel values).
+Peak memory: ``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident set size of a
+fresh child process per method, above its size once the model and batch exist (RSS cannot be
+reset inside one process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bilevel.errors import UserError
+from bilevel.followers import LearnedFollower, NoFollower, SignGradientAscent
+from bilevel.loop import JointTrainer
+from bilevel.run import atomic_write_text
+from learned_optimizers import build_attacker
+from problems.adversarial.config import resolve_device
+from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.models import MODEL_NAMES, build_model
+
+METHODS = (
+    "plain",
+    "fgsm-rs",
+    "pgm-10",
+    "grad-alternating",
+    "grad-fused",
+    "2-step-alternating",
+    "2-step-fused",
+)
+EPS = 8 / 255
+
+
+@dataclass
+class SpeedConfig:
+    model: str = "preact-resnet18"
+    attacker: str = "cnn"
+    attacker_width: float = 0.25
+    batch_size: int = 128
+    batches: int = 3  # timed steps per method per round
+    rounds: int = 3  # interleaved rounds; the median over rounds is reported
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    methods: tuple[str, ...] = METHODS
+
+
+def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
+    """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for small-cnn)."""
+    if method not in METHODS:
+        raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}.")
+    if cfg.model not in MODEL_NAMES:
+        raise UserError(f"Unknown --model {cfg.model!r}; choose one of: {', '.join(MODEL_NAMES)}.")
+    torch.manual_seed(0)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    channels, size = (1, 28) if cfg.model == "small-cnn" else (3, 32)  # digits or CIFAR shape
+    model = build_model(cfg.model, 10, channels, (0.5,) * channels, (0.25,) * channels)
+    model = model.to(device, memory_format=memory_format)
+    update = "fused" if method.endswith("fused") else "alternating"
+    if method == "plain":
+        follower: Any = NoFollower()
+    elif method == "fgsm-rs":
+        follower = SignGradientAscent(1, 1.25 * EPS, random_start=True)
+    elif method == "pgm-10":
+        follower = SignGradientAscent(10, 2 / 255, random_start=True)
+    else:
+        net = build_attacker(cfg.attacker, 2 * channels, channels, EPS, cfg.attacker_width)
+        net = net.to(device, memory_format=memory_format)
+        follower = LearnedFollower(net, steps=2 if method.startswith("2-step") else 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    trainer = JointTrainer(AdversarialDRO(model, EPS), follower, optimizer, update)
+    x = torch.rand(cfg.batch_size, channels, size, size, device=device)
+    x = x.to(memory_format=memory_format)
+    y = torch.randint(0, 10, (cfg.batch_size,), device=device)
+    return trainer, (x, y)
+
+
+def _autocast(cfg: SpeedConfig, device: torch.device):
+    if not cfg.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
+    """Child process: peak RSS (MiB) of two steps above the RSS with model and batch built."""
+    torch.set_num_threads(torch.get_num_threads())
+    device = torch.device("cpu")
+    trainer, batch = make_trainer(method, cfg, device)
+    with open("/proc/self/statm") as f:
+        base = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    with _autocast(cfg, device):
+        for _ in range(2):
+            trainer.step(batch)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    queue.put(peak - base)
+    queue.close()
+    queue.join_thread()
+    os._exit(0)  # skip interpreter teardown, which can hang on torch's worker threads
+
+
+def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> float:
+    if device.type == "cuda":
+        trainer, batch = make_trainer(method, cfg, device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with _autocast(cfg, device):
+            trainer.step(batch)
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_memory_child, args=(method, cfg, queue))
+    proc.start()
+    value = queue.get(timeout=3600)
+    proc.join(timeout=60)
+    if proc.is_alive():
+        proc.kill()
+    return float(value)
+
+
+def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[str, Any]]:
+    """Seconds per batch (median over interleaved rounds), ratios to plain and PGM-10, peak memory."""
+    device = resolve_device(cfg.device)
+    trainers = {m: make_trainer(m, cfg, device) for m in cfg.methods}
+    with _autocast(cfg, device):
+        for trainer, batch in trainers.values():  # warm-up: allocator, kernels, Adam state
+            trainer.step(batch)
+    _sync(device)
+    times: dict[str, list[float]] = {m: [] for m in cfg.methods}
+    for _ in range(cfg.rounds):
+        for method, (trainer, batch) in trainers.items():
+            tic = time.perf_counter()
+            with _autocast(cfg, device):
+                for _ in range(cfg.batches):
+                    trainer.step(batch)
+            _sync(device)
+            times[method].append((time.perf_counter() - tic) / cfg.batches)
+    del trainers
+    seconds = {m: statistics.median(t) for m, t in times.items()}
+    plain, pgm = seconds.get("plain"), seconds.get("pgm-10")
+    rows = []
+    for method in cfg.methods:
+        rows.append(
+            {
+                "method": method,
+                "seconds_per_batch": round(seconds[method], 4),
+                "ratio_to_plain": round(seconds[method] / plain, 3) if plain else None,
+                "ratio_to_pgm10": round(seconds[method] / pgm, 3) if pgm else None,
+                "peak_memory_mib": round(peak_memory_mib(method, cfg, device), 1),
+            }
+        )
+    if json_path is not None:
+        payload = {"config": asdict(cfg), "device": str(device), "rows": rows}
+        atomic_write_text(Path(json_path), json.dumps(payload, indent=2) + "\n")
+    return rows
