@@ -1,4 +1,4 @@
-"""bilevel: the problem protocol, followers, the joint L2L loop and run folders.
+"""bilevel: the problem protocol, followers, the joint L2L loop, hypergradients, run folders.
 
 Knows nothing of images, CIFAR or gymnasium (DESIGN.md).
 """
@@ -12,12 +12,16 @@ from bilevel.followers import (
     SignGradientAscent,
     normalise_per_sample,
 )
+from bilevel.hypergradients import Hypergradient, hypergradient, hypergradient_step
 from bilevel.loop import JointTrainer, UpdateMode, reverse_gradient
 from bilevel.protocol import Batch, BilevelProblem, follower_gradient
+from bilevel.unrolled import GradientAscent, unroll
 
 __all__ = [
     "Batch",
     "BilevelProblem",
+    "GradientAscent",
+    "Hypergradient",
     "InputMode",
     "JointTrainer",
     "LearnedFollower",
@@ -27,6 +31,9 @@ __all__ = [
     "UserError",
     "distributed",
     "follower_gradient",
+    "hypergradient",
+    "hypergradient_step",
     "normalise_per_sample",
     "reverse_gradient",
+    "unroll",
 ]
