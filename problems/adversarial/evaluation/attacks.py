@@ -1,0 +1,273 @@
+"""Evaluation attacks under the L∞ threat model: each turns (model, x, y) into a feasible x_adv.
+
+Every attack here is a small class over ``Attack`` (the torchattacks shape: the base owns eval
+mode, batching and the feasibility check; a subclass writes ``perturb``). Gradient attacks are
+the framework's followers run on a DRO problem (DESIGN.md: "evaluation attacks are followers too"):
+
+- PGD-k, cross-entropy: ``SignGradientAscent(k, η, random_start=True)`` on ``AdversarialDRO``
+  (Madry et al. 2018; paper Eq. 4), worst of R restarts per example.
+- PGD-k, CW margin: the same follower on ``MarginDRO``, whose q is the margin
+  max_{j≠y} Z_j − Z_y (Carlini & Wagner 2017's f_6, as PGD-CW in TRADES and the paper).
+- FGSM: one sign step of size ε from x (Goodfellow et al. 2015).
+- the learned attacker g_φ of an L2L run: its ``LearnedFollower`` (paper Eq. 7).
+- transfer: any of the above run on a surrogate model, the result scored on the target.
+- random noise: N uniform samples in the ε-ball; an example is broken if any sample breaks it.
+- CW-L∞ (Carlini & Wagner 2017, Section V, "L∞ attack"): Adam on the margin objective in tanh
+  space. Its τ-search stops at τ = ε, where the penalty Σ max(|δ_i| − τ, 0) vanishes inside the
+  ball, so what remains is the change of variables onto the feasible box and Adam on f.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bilevel.followers import SignGradientAscent
+from problems.adversarial.dro import AdversarialDRO, ImageBatch
+
+FEASIBILITY_SLACK = 1e-5  # float rounding allowed on ‖x_adv − x‖∞ ≤ ε and x_adv ∈ [0, 1]
+
+
+def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-example margin max_{j≠y} Z_j − Z_y (> 0 exactly when the example is misclassified)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return others.amax(1) - true
+
+
+class MarginDRO(AdversarialDRO):
+    """The DRO problem with the CW margin as the follower objective q (PGD-CW)."""
+
+    def follower_objective(self, batch: ImageBatch, z: Tensor) -> Tensor:
+        x, y = batch
+        return cw_margin(self.leader(x + z), y).mean()
+
+
+class Attack:
+    """Base of every evaluation attack: ``name``, ``params()`` (every hyper-parameter, for
+    eval.json) and ``perturb(model, x, y) -> x_adv`` with ‖x_adv − x‖∞ ≤ ε and x_adv ∈ [0, 1]."""
+
+    name: str
+    eps: float
+    white_box = True  # uses the target's gradients (False: transfer, noise, Square)
+
+    def params(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class AttackResult:
+    """Per-example correctness under one attack; accuracy is its mean."""
+
+    name: str
+    params: dict[str, Any]
+    correct: Tensor  # bool [n]
+    seconds: float
+    x_adv_head: Tensor  # the first few adversarial examples, for the Figure 4/5 plot
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct.float().mean().item()
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
+    """Predicted labels, in batches, without gradients."""
+    with torch.no_grad():
+        return torch.cat(
+            [model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        )
+
+
+def run_attack(
+    attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500, keep: int = 4
+) -> AttackResult:
+    """Run ``attack`` over (x, y) in batches with the model in eval mode; check that every
+    x_adv is feasible (a violation is a bug, so it raises) and return per-example correctness."""
+    model.eval()
+    tic = time.perf_counter()
+    correct, head = [], []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        x_adv = attack.perturb(model, xb, yb).detach()
+        gap = (x_adv - xb).abs().max().item() if len(xb) else 0.0
+        if gap > attack.eps + FEASIBILITY_SLACK or x_adv.min() < 0 or x_adv.max() > 1:
+            raise RuntimeError(f"{attack.name} left the ε-ball or the [0,1] box (‖δ‖∞ = {gap:g}).")
+        correct.append(predict(model, x_adv, batch_size) == yb)
+        if sum(len(h) for h in head) < keep:
+            head.append(x_adv[:keep])
+    return AttackResult(
+        attack.name,
+        attack.params(),
+        torch.cat(correct).cpu(),
+        time.perf_counter() - tic,
+        torch.cat(head)[:keep].cpu(),
+    )
+
+
+def _keep_first_break(
+    model: nn.Module, x_adv: Tensor, candidate: Tensor, y: Tensor, broken: Tensor
+):
+    """Per example, keep the first candidate that breaks it (worst of several tries)."""
+    with torch.no_grad():
+        now = (model(candidate).argmax(1) != y) & ~broken
+    x_adv = torch.where(now.view(-1, *[1] * (x_adv.dim() - 1)), candidate, x_adv)
+    return x_adv, broken | now
+
+
+class FollowerAttack(Attack):
+    """A follower of the framework run on a DRO problem of the model (PGD-k, FGSM, learned g_φ),
+    worst of ``restarts`` runs per example."""
+
+    def __init__(
+        self,
+        name: str,
+        follower: Any,
+        eps: float,
+        loss: str = "ce",
+        restarts: int = 1,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if loss not in ("ce", "cw"):
+            raise ValueError(f"Unknown attack loss {loss!r}; choose ce or cw.")
+        if restarts < 1:
+            raise ValueError(f"--restarts must be at least 1; got {restarts}.")
+        self.name, self.follower, self.eps = name, follower, eps
+        self.loss, self.restarts, self.extra = loss, restarts, extra or {}
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"eps": self.eps, "loss": self.loss, "restarts": self.restarts}
+        if isinstance(self.follower, SignGradientAscent):
+            out |= {
+                "steps": self.follower.steps,
+                "step_size": self.follower.step_size,
+                "random_start": self.follower.random_start,
+            }
+        else:
+            out["follower"] = type(self.follower).__name__
+            out |= {k: getattr(self.follower, k) for k in ("steps",) if hasattr(self.follower, k)}
+        return out | self.extra
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        if isinstance(self.follower, nn.Module):
+            self.follower.eval()
+        problem = (MarginDRO if self.loss == "cw" else AdversarialDRO)(model, self.eps)
+        x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)
+        for _ in range(self.restarts):
+            delta = self.follower.solve(problem, (x, y))
+            x_adv, broken = _keep_first_break(model, x_adv, x + delta, y, broken)
+            if broken.all():
+                break
+        return x_adv
+
+
+def pgd_attack(
+    steps: int, eps: float, step_size: float, loss: str = "ce", restarts: int = 1
+) -> FollowerAttack:
+    """PGD-k with a uniform random start (the paper's protocol), on the CE or CW-margin loss."""
+    name = f"pgd{steps}" + ("-cw" if loss == "cw" else "")
+    return FollowerAttack(
+        name, SignGradientAscent(steps, step_size, random_start=True), eps, loss, restarts
+    )
+
+
+def fgsm_attack(eps: float) -> FollowerAttack:
+    """FGSM: x + ε · sign ∇ CE at x, no random start (Goodfellow et al. 2015)."""
+    return FollowerAttack("fgsm", SignGradientAscent(1, eps, random_start=False), eps)
+
+
+class TransferAttack(Attack):
+    """Black-box transfer: ``inner`` is run on a surrogate model, its x_adv scored on the target."""
+
+    white_box = False
+
+    def __init__(self, name: str, inner: Attack, surrogate: nn.Module, source: str) -> None:
+        self.name, self.inner, self.surrogate, self.source = name, inner, surrogate, source
+        self.eps = inner.eps
+
+    def params(self) -> dict[str, Any]:
+        return {"surrogate": self.source, "attack_on_surrogate": self.inner.name} | (
+            self.inner.params()
+        )
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        self.surrogate.eval()
+        return self.inner.perturb(self.surrogate, x, y)
+
+
+class RandomNoise(Attack):
+    """``samples`` draws of δ ~ U[−ε, ε]^d per example (clipped to the box); broken if any
+    draw is misclassified. Draws stop for an example once it is broken."""
+
+    name = "noise"
+    white_box = False
+
+    def __init__(self, eps: float, samples: int = 100) -> None:
+        if samples < 1:
+            raise ValueError(f"--noise-samples must be at least 1; got {samples}.")
+        self.eps, self.samples = eps, samples
+
+    def params(self) -> dict[str, Any]:
+        return {"eps": self.eps, "samples": self.samples, "distribution": "uniform in the ε-ball"}
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)
+        for _ in range(self.samples):
+            left = ~broken
+            if not left.any():
+                break
+            xs = x[left]
+            draw = (xs + torch.empty_like(xs).uniform_(-self.eps, self.eps)).clamp(0, 1)
+            sub, hit = _keep_first_break(model, x_adv[left], draw, y[left], broken[left])
+            x_adv[left], broken[left] = sub, hit
+        return x_adv
+
+
+class CarliniWagnerLinf(Attack):
+    """CW-L∞ at τ = ε: x_adv = lo + (hi − lo)(tanh w + 1)/2 over the feasible box
+    [max(x − ε, 0), min(x + ε, 1)], Adam on the margin max(Z_y − max_{j≠y} Z_j, −κ) for
+    ``iterations`` steps; an example is broken if any iterate is misclassified."""
+
+    name = "cw-linf"
+
+    def __init__(
+        self, eps: float, iterations: int = 100, lr: float = 0.1, kappa: float = 0.0
+    ) -> None:
+        if iterations < 1:
+            raise ValueError(f"CW needs at least one iteration; got {iterations}.")
+        self.eps, self.iterations, self.lr, self.kappa = eps, iterations, lr, kappa
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "eps": self.eps,
+            "iterations": self.iterations,
+            "optimizer": "Adam",
+            "lr": self.lr,
+            "kappa": self.kappa,
+            "tau": self.eps,
+            "start": "x, pulled 5% inside the tanh range",
+        }
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        lo, hi = (x - self.eps).clamp(0, 1), (x + self.eps).clamp(0, 1)
+        width = (hi - lo).clamp_min(1e-12)
+        start = ((x - lo) / width * 2 - 1).clamp(-0.9, 0.9)  # tanh saturates at ±1: no gradient
+        w = torch.atanh(start).requires_grad_(True)
+        optimizer = torch.optim.Adam([w], lr=self.lr)
+        x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)
+        for _ in range(self.iterations):
+            candidate = lo + width * (torch.tanh(w) + 1) / 2
+            with torch.enable_grad():
+                loss = (-cw_margin(model(candidate), y)).clamp_min(-self.kappa).sum()
+                (w.grad,) = torch.autograd.grad(loss, w)  # the model's .grad stays untouched
+            optimizer.step()
+            x_adv, broken = _keep_first_break(model, x_adv, candidate.detach(), y, broken)
+            if broken.all():
+                break
+        return x_adv

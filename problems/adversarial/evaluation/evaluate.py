@@ -1,0 +1,254 @@
+"""``evaluate RUN_DIR``: attack a run's selected classifier on the TEST split with every attack
+asked for, report each attack's accuracy and the per-example worst case
+
+    robust accuracy = (1/n) Σ_i min_{a ∈ attacks ∪ {clean}} 1[f(x_i^a) = y_i],
+
+run the gradient-masking checklist (Carlini et al. 2019) and write ``eval.json`` (every number and
+every attack's settings, per-example results included), ``eval.md`` and plots into the run folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bilevel.errors import UserError
+from bilevel.run import RunDir
+from problems.adversarial.config import resolve_device
+from problems.adversarial.data import load_dataset, subset
+from problems.adversarial.evaluation import checklist as cl
+from problems.adversarial.evaluation.attacks import (
+    Attack,
+    AttackResult,
+    pgd_attack,
+    predict,
+    run_attack,
+)
+from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
+from problems.adversarial.evaluation.report import write_outputs
+from problems.adversarial.evaluation.runs import (
+    has_learned_attacker,
+    load_classifier,
+    load_learned_attacker,
+)
+from problems.adversarial.evaluation.suite import SuiteOptions, attack_names, build_attack
+
+STEPS_GRID = (10, 20, 50, 100)
+EPS_FRACTIONS = (0.25, 0.5, 1.0)
+LARGE_EPS = {1: 0.5, 3: 0.3}  # by input channels: digits, CIFAR (Carlini et al. 2019)
+
+
+@dataclass
+class EvalOptions:
+    """Every option of ``evaluate``; ``None`` means "the run's value"."""
+
+    run_dir: Path
+    attacks: str = "default"
+    n_examples: int | None = None
+    eps: float | None = None
+    restarts: int = 1
+    step_size: float | None = None
+    noise_samples: int = 100
+    surrogate: Path | None = None
+    attacker_from: list[Path] = field(default_factory=list)
+    model: Path | None = None
+    dataset: str = "mnist5k"
+    arch: str | None = None
+    checklist: bool = True
+    aa_margin: float = 0.02
+    steps_grid: tuple[int, ...] = STEPS_GRID
+    tolerance: float = 0.005
+    seed: int = 0
+    batch_size: int = 500
+    device: str = "auto"
+    compare: list[Path] = field(default_factory=list)
+
+
+class Evaluator:
+    """Runs attacks with a fixed seed each (so PGD-20 and PGD-100 share their random starts) and
+    remembers results by name and settings, so the checklist reuses what the table computed."""
+
+    def __init__(self, model: torch.nn.Module, x: Tensor, y: Tensor, seed: int, batch: int):
+        self.model, self.x, self.y, self.seed, self.batch = model, x, y, seed, batch
+        self._cache: dict[str, AttackResult] = {}
+
+    def run(self, attack: Attack, seed_offset: int = 0) -> AttackResult:
+        key = f"{attack.name}|{sorted(attack.params().items())!r}|{seed_offset}"
+        if key not in self._cache:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed + seed_offset)
+                self._cache[key] = run_attack(attack, self.model, self.x, self.y, self.batch)
+        return self._cache[key]
+
+
+def _check_options(o: EvalOptions) -> None:
+    if o.eps is not None and not 0 < o.eps <= 1:
+        raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {o.eps}.")
+    for name in ("restarts", "noise_samples", "batch_size"):
+        if getattr(o, name) < 1:
+            raise UserError(
+                f"--{name.replace('_', '-')} must be at least 1; got {getattr(o, name)}."
+            )
+    if o.step_size is not None and not 0 < o.step_size <= 1:
+        raise UserError(f"--step-size must be in (0, 1]; got {o.step_size}.")
+
+
+def evaluate(o: EvalOptions) -> dict[str, Any]:
+    """Evaluate one run (see the module docstring); returns what ``eval.json`` holds."""
+    _check_options(o)
+    device = resolve_device(o.device)
+    run_dir = Path(o.run_dir)
+    loaded = load_classifier(run_dir, o.model, o.dataset, o.arch, device)
+    model, info, config = loaded.model, loaded.info, loaded.config
+    eps = float(
+        o.eps
+        if o.eps is not None
+        else config.get("eps") or (0.3 if info.in_channels == 1 else 0.031)
+    )
+    test = load_dataset(info.name, config.get("data_dir", "./data")).test
+    x, y = subset(test, o.n_examples) if o.n_examples else test
+    x, y = x.to(device), y.to(device)
+
+    suite = SuiteOptions(
+        eps=eps, cifar=info.name != "mnist5k", restarts=o.restarts, step_size=o.step_size,
+        noise_samples=o.noise_samples, seed=o.seed, batch_size=o.batch_size,
+    )  # fmt: skip
+    if o.model is None and has_learned_attacker(config):
+        suite.learned, suite.learned_source = load_learned_attacker(run_dir, device), str(run_dir)
+    for other in o.attacker_from:
+        suite.other_learned[str(other)] = load_learned_attacker(Path(other), device)
+    if o.surrogate is not None:
+        suite.surrogate = load_classifier(Path(o.surrogate), device=device).model
+        suite.surrogate_source = str(o.surrogate)
+    attacks = [build_attack(name, suite) for name in attack_names(o.attacks, suite)]
+    out, results = evaluate_model(
+        model, x, y, attacks, suite, info.num_classes, info.in_channels, o
+    )
+    out = {
+        "run": str(run_dir),
+        "checkpoint": str(loaded.checkpoint),
+        "dataset": info.name,
+        "model": type(model).__name__,
+        "split": "test",
+    } | out
+    write_outputs(RunDir(run_dir), out, x.cpu(), results, o.compare)
+    return out
+
+
+def evaluate_model(
+    model: torch.nn.Module, x: Tensor, y: Tensor, attacks: list[Attack], suite: SuiteOptions,
+    num_classes: int, in_channels: int, o: EvalOptions,
+) -> tuple[dict[str, Any], list[AttackResult]]:  # fmt: skip
+    """Every attack on (x, y), the per-example worst case and, if ``o.checklist``, the sweeps and
+    the checklist; no files are written."""
+    evaluator = Evaluator(model, x, y, o.seed, o.batch_size)
+    clean = predict(model, x, o.batch_size) == y
+    results = [evaluator.run(a) for a in attacks]
+    worst = clean.cpu().clone()
+    for r in results:
+        worst &= r.correct
+    out: dict[str, Any] = {
+        "n_examples": len(y),
+        "eps": suite.eps,
+        "seed": o.seed,
+        "clean_acc": clean.float().mean().item(),
+        "clean_correct": _bits(clean),
+        "attacks": [_attack_entry(a, r) for a, r in zip(attacks, results, strict=True)],
+        "worst_case": {
+            "accuracy": worst.float().mean().item(),
+            "over": ["clean", *[r.name for r in results]],
+            "correct": _bits(worst),
+        },
+    }
+    if o.checklist:
+        sweeps = _sweeps(evaluator, suite, in_channels, o.restarts, o.steps_grid)
+        checks = _checklist(attacks, results, sweeps, len(y), num_classes, o)
+        out["sweeps"], out["checklist"] = sweeps, [c.to_dict() for c in checks]
+    return out, results
+
+
+def _bits(flags: Tensor) -> str:
+    return "".join("1" if f else "0" for f in flags.tolist())
+
+
+def _attack_entry(attack: Attack, result: AttackResult) -> dict[str, Any]:
+    entry = {
+        "name": result.name,
+        "white_box": attack.white_box,
+        "params": result.params,
+        "accuracy": result.accuracy,
+        "seconds": round(result.seconds, 2),
+        "correct": _bits(result.correct),
+    }
+    if isinstance(attack, AutoAttackAdapter):
+        counts = {c: attack.broken_by.count(c) for c in attack.components}
+        entry["broken_by_component"] = counts
+        entry["package_warnings"] = attack.warnings
+    return entry
+
+
+def _sweeps(
+    ev: Evaluator, suite: SuiteOptions, channels: int, restarts: int, steps_grid: tuple[int, ...]
+) -> dict[str, Any]:
+    """PGD-CE accuracy over steps (same seed), restarts (fresh seeds) and ε (a grid up to a
+    large ε); the inputs of the checklist and of the Figure 3 plot."""
+    steps = [ev.run(pgd_attack(k, suite.eps, suite.pgd_step(k), "ce", 1)) for k in steps_grid]
+    counts = sorted({1, max(restarts, 3)})
+    rs = [ev.run(pgd_attack(20, suite.eps, suite.pgd_step(20), "ce", r), 1000 * r) for r in counts]
+    large = max(LARGE_EPS.get(channels, 0.3), suite.eps)
+    grid = sorted({*(f * suite.eps for f in EPS_FRACTIONS), (suite.eps + large) / 2, large})
+    eps_runs = [ev.run(pgd_attack(20, e, 2.5 * e / 20, "ce", 1)) for e in grid]
+    return {
+        "steps": {
+            "x": list(steps_grid),
+            "acc": [r.accuracy for r in steps],
+            "params": steps[-1].params,
+        },
+        "restarts": {"x": counts, "acc": [r.accuracy for r in rs], "params": rs[-1].params},
+        "eps": {"x": grid, "acc": [r.accuracy for r in eps_runs], "params": eps_runs[-1].params},
+        "large_eps": large,
+    }
+
+
+def _checklist(
+    attacks: list[Attack], results: list[AttackResult], sweeps: dict[str, Any], n: int,
+    num_classes: int, o: EvalOptions,
+) -> list[cl.Check]:  # fmt: skip
+    """The lines of Carlini et al. (2019)'s checklist from the table's results and the sweeps."""
+    tol = o.tolerance
+    white: dict[str, Tensor] = {}
+    black: dict[str, Tensor] = {}
+    for attack, r in zip(attacks, results, strict=True):
+        if isinstance(attack, AutoAttackAdapter):
+            # an example Square broke is one every earlier (gradient) component left correct
+            by = attack.broken_by
+            square = torch.tensor([b == "square" for b in by], dtype=torch.bool)
+            if "square" in attack.components:
+                black["square (in AutoAttack)"] = ~square
+            if attack.white_box:
+                white[r.name + " (gradient parts)"] = r.correct | square
+        elif attack.white_box:
+            white[r.name] = r.correct
+        else:
+            black[r.name] = r.correct
+    iterative = {
+        r.name: r.correct for r in results if r.name.startswith("pgd") or r.name == "cw-linf"
+    }
+    fgsm = next((r.correct for r in results if r.name == "fgsm"), None)
+    pgd = {r.name: r.accuracy for r in results if r.name.startswith("pgd")}
+    aa = [(a, r) for a, r in zip(attacks, results, strict=True) if isinstance(a, AutoAttackAdapter)]
+    aa_acc = aa[0][1].accuracy if aa else None
+    s = sweeps
+    return [
+        cl.check_non_increasing("more PGD steps do not raise accuracy", s["steps"]["x"], s["steps"]["acc"], n, tol),
+        cl.check_non_increasing("more restarts do not raise accuracy", s["restarts"]["x"], s["restarts"]["acc"], n, tol),
+        cl.check_non_increasing("accuracy falls monotonically as ε rises", [f"{e:.3g}" for e in s["eps"]["x"]], s["eps"]["acc"], n, tol),
+        cl.check_reaches_chance(s["large_eps"], s["eps"]["acc"][-1], num_classes, n, tol),
+        cl.check_white_beats_black(white, black, tol),
+        cl.check_iterative_beats_fgsm(iterative, fgsm, tol),
+        cl.check_autoattack_margin(aa_acc, pgd, o.aa_margin, aa[0][0].name if aa else ""),
+    ]  # fmt: skip

@@ -1,0 +1,84 @@
+"""Evaluation plots (PNG, written atomically into the run folder).
+
+- ``plot_sweeps``: robust accuracy against ε and against PGD steps, one line per run
+  (the paper's Figure 3).
+- ``plot_examples``: clean images, their adversarial versions and the perturbations magnified
+  x5 and x30 for FGSM, PGD-20 and the learned attacker (the paper's Figures 4 and 5).
+Training curves come from ``problems.adversarial.report.plot_training_curves``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from bilevel.run import atomic_write_bytes  # noqa: E402
+
+MAGNIFY = (5, 30)
+
+
+def _save(fig: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot_sweeps(curves: dict[str, dict[str, Any]], path: Path) -> None:
+    """``curves``: run label → {"eps": {"x": [...], "acc": [...]}, "steps": {...}}."""
+    fig, (ax_eps, ax_steps) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, sweeps in curves.items():
+        for ax, key in ((ax_eps, "eps"), (ax_steps, "steps")):
+            if key in sweeps:
+                ax.plot(sweeps[key]["x"], sweeps[key]["acc"], marker="o", label=label)
+    ax_eps.set(xlabel="ε (L∞, pixels in [0,1])", ylabel="robust accuracy", ylim=(0, 1))
+    ax_eps.set_title("PGD-20 against ε")
+    ax_steps.set(xlabel="PGD steps", ylabel="robust accuracy", ylim=(0, 1), xscale="log")
+    ax_steps.set_title("PGD against steps (same seed)")
+    for ax in (ax_eps, ax_steps):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _show(ax: Any, image: Tensor) -> None:
+    image = image.detach().cpu()
+    if image.shape[0] == 1:
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(image.permute(1, 2, 0).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_examples(x: Tensor, adversarial: dict[str, Tensor], path: Path) -> None:
+    """Rows: attacks; for each test image, x_adv and 0.5 + m·δ clipped, for m in ``MAGNIFY``."""
+    n, names = len(x), list(adversarial)
+    cols = 1 + len(MAGNIFY)
+    fig, axes = plt.subplots(
+        len(names) + 1, n * cols, figsize=(1.3 * n * cols, 1.4 * (len(names) + 1)), squeeze=False
+    )
+    for j in range(n):
+        for c in range(cols):
+            axes[0, j * cols + c].axis("off")
+        _show(axes[0, j * cols], x[j])
+        axes[0, j * cols].axis("on")
+        axes[0, j * cols].set_title("clean", fontsize=8)
+    for i, name in enumerate(names, start=1):
+        for j in range(n):
+            delta = adversarial[name][j] - x[j]
+            _show(axes[i, j * cols], adversarial[name][j])
+            axes[i, j * cols].set_title(name, fontsize=8)
+            for c, m in enumerate(MAGNIFY, start=1):
+                _show(axes[i, j * cols + c], (0.5 + m * delta).clamp(0, 1))
+                axes[i, j * cols + c].set_title(f"δ x{m}", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,122 @@
+"""Write an evaluation into its run folder: ``eval.json`` (every number), ``eval.md`` (the table
+a person reads, the checklist lines, the plots) and the PNGs; and build table rows for one run or
+several side by side. Every write is atomic (``bilevel.run``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from bilevel.errors import UserError
+from bilevel.run import RunDir, atomic_write_text
+from problems.adversarial.evaluation.attacks import AttackResult
+from problems.adversarial.evaluation.plots import plot_examples, plot_sweeps
+from problems.adversarial.report import plot_training_curves
+
+EXAMPLE_ATTACKS = ("fgsm", "pgd20", "learned")  # Figure 4/5 of the paper
+SWEEP_PLOT, EXAMPLES_PLOT, CURVES_PLOT = (
+    "eval_sweeps.png",
+    "eval_examples.png",
+    "training_curves.png",
+)
+
+
+def read_eval(run_dir: Path) -> dict[str, Any]:
+    """A run folder's ``eval.json``; missing or unreadable is one sentence."""
+    path = Path(run_dir) / "eval.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(
+            f"No readable eval.json in {run_dir}; run `evaluate {run_dir}` first."
+        ) from None
+
+
+def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per attack (clean first, the per-example worst case last), one column per run."""
+    names = ["clean"]
+    for ev in evals.values():
+        names += [a["name"] for a in ev["attacks"] if a["name"] not in names]
+    names.append("worst case (per example)")
+    rows = []
+    for name in names:
+        row: dict[str, Any] = {"attack": name}
+        for label, ev in evals.items():
+            accs = {a["name"]: a["accuracy"] for a in ev["attacks"]}
+            accs["clean"] = ev["clean_acc"]
+            accs["worst case (per example)"] = ev["worst_case"]["accuracy"]
+            row[label] = accs.get(name, "-")
+        rows.append(row)
+    return rows
+
+
+def checklist_lines(ev: dict[str, Any]) -> list[str]:
+    mark = {True: "PASS", False: "FAIL", None: "SKIP"}
+    return [f"[{mark[c['passed']]}] {c['name']}: {c['detail']}" for c in ev.get("checklist", [])]
+
+
+def write_outputs(
+    run: RunDir, ev: dict[str, Any], x: Tensor, results: list[AttackResult], compare: list[Path]
+) -> None:
+    """eval.json, the plots and eval.md, in that order (eval.md links the plots)."""
+    plots = []
+    others = {str(p): read_eval(p) for p in compare}
+    if "sweeps" in ev:
+        curves = {str(run.path): ev["sweeps"]} | {
+            k: v["sweeps"] for k, v in others.items() if "sweeps" in v
+        }
+        plot_sweeps(curves, run.path / SWEEP_PLOT)
+        plots.append(SWEEP_PLOT)
+    shown = {r.name: r.x_adv_head for r in results if r.name in EXAMPLE_ATTACKS}
+    if shown:
+        k = min(len(h) for h in shown.values())
+        plot_examples(x[:k], {n: h[:k] for n, h in shown.items()}, run.path / EXAMPLES_PLOT)
+        plots.append(EXAMPLES_PLOT)
+    history = run.read_metrics()
+    if history:
+        plot_training_curves(run, history, CURVES_PLOT)
+        plots.append(CURVES_PLOT)
+    ev["plots"] = plots
+    run.write_json("eval.json", ev)
+    atomic_write_text(run.path / "eval.md", render_markdown(ev, others))
+
+
+def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        f"# Robustness evaluation of {ev['run']}",
+        "",
+        f"Checkpoint `{ev['checkpoint']}`, {ev['dataset']} **test** split, first {ev['n_examples']} "
+        f"examples, L∞ ε = {ev['eps']:g}, seed {ev['seed']}. The worst case is the mean over "
+        "examples of the minimum over the clean input and every attack below.",
+        "",
+    ]
+    evals = {ev["run"]: ev} | others
+    rows = table_rows(evals)
+    keys = list(rows[0])
+    lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_fmt(row[k]) for k in keys) + " |" for row in rows]
+    lines += [
+        "",
+        "## Attack settings",
+        "",
+        "| attack | white-box | seconds | settings |",
+        "|---|---|---|---|",
+    ]
+    for a in ev["attacks"]:
+        settings = ", ".join(f"{k}={v}" for k, v in a["params"].items())
+        lines.append(f"| {a['name']} | {a['white_box']} | {a['seconds']} | {settings} |")
+        if "broken_by_component" in a:
+            lines.append(f"| ↳ broken by component | | | {a['broken_by_component']} |")
+    if "checklist" in ev:
+        lines += ["", "## Gradient-masking checklist (Carlini et al. 2019)", ""]
+        lines += [f"- {line}" for line in checklist_lines(ev)]
+    lines += [""] + [f"![{p}]({p})" for p in ev.get("plots", [])] + [""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,112 @@
+"""Load what an evaluation attacks and attacks with from run folders: the selected classifier
+(``best.pt``, or a plain state-dict file given with ``--model``) and an L2L run's learned attacker
+g_φ (rebuilt from its ``config.json`` and loaded from ``last.pt``, the state at the last epoch).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bilevel.errors import UserError
+from bilevel.followers import LearnedFollower
+from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.config import LEARNED, DROConfig, build_follower
+from problems.adversarial.data import DatasetInfo, dataset_info
+from problems.adversarial.models import build_model
+
+
+@dataclass
+class LoadedModel:
+    """A classifier in eval mode with the data set it was trained on."""
+
+    model: nn.Module
+    info: DatasetInfo
+    config: dict[str, Any]  # the run's config.json ({} for a plain checkpoint)
+    checkpoint: Path
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's ``config.json``; a missing folder or file is one sentence."""
+    path = RunDir(run_dir).config_path
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir} is not a folder; pass a run folder written by `solve`.")
+    if not path.is_file():
+        raise UserError(
+            f"{run_dir} is not a run folder (no config.json); train one with `solve "
+            "adversarial-dro` or evaluate a plain checkpoint with --model."
+        )
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        raise UserError(f"{path} is unreadable; the run folder may be damaged.") from None
+    if not isinstance(config, dict) or "dataset" not in config:
+        raise UserError(f"{path} is not a bilevel-l2l run configuration.")
+    return config
+
+
+def _fit(model: nn.Module, state: dict[str, Any], source: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise UserError(
+            f"{source} does not fit the model {type(model).__name__} "
+            f"({type(err).__name__}); pass the right --arch and --dataset."
+        ) from None
+
+
+def load_classifier(
+    run_dir: Path,
+    model_path: Path | None = None,
+    dataset: str = "mnist5k",
+    arch: str | None = None,
+    device: torch.device | str = "cpu",
+) -> LoadedModel:
+    """The run's selected leader θ (``best.pt``); with ``model_path``, that state dict instead,
+    with architecture and data set from the run's config when there is one, else from
+    ``arch``/``dataset``. A file holding {"leader": state} (a checkpoint of this project) works too.
+    """
+    if model_path is None:
+        config = read_config(run_dir)
+        checkpoint = RunDir(run_dir).best_checkpoint
+    else:
+        has_run = RunDir(run_dir).config_path.is_file()
+        config = read_config(run_dir) if has_run else {}
+        checkpoint = Path(model_path)
+    info = dataset_info(config.get("dataset", dataset))
+    name = config.get("model") or arch or ("small-cnn" if info.name == "mnist5k" else "wrn-34-10")
+    model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
+    state = load_checkpoint(checkpoint)
+    _fit(model, state.get("leader", state), checkpoint)
+    return LoadedModel(model.to(device).eval(), info, config, checkpoint)
+
+
+def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
+    """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
+    follower has none, which is one sentence."""
+    config = read_config(run_dir)
+    cfg = DROConfig.from_dict(config).resolve()
+    if cfg.follower not in LEARNED:
+        raise UserError(
+            f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "
+            f"pick a run trained with one of: {', '.join(LEARNED)}."
+        )
+    follower = build_follower(cfg, dataset_info(cfg.dataset))
+    state = load_checkpoint(RunDir(run_dir).last_checkpoint)
+    try:
+        follower.load_state_dict(state["trainer"]["follower"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        raise UserError(
+            f"{RunDir(run_dir).last_checkpoint} holds no attacker that fits the run's "
+            f"configuration ({type(err).__name__}); the run folder may be damaged."
+        ) from None
+    return follower.to(device).eval()
+
+
+def has_learned_attacker(config: dict[str, Any]) -> bool:
+    return config.get("follower") in LEARNED

@@ -1,0 +1,131 @@
+"""Attack names → ``Attack`` objects, with the paper's protocol as defaults.
+
+``default``: FGSM, PGD-20 and PGD-100 on cross-entropy and on the CW margin, CW-L∞ (100
+iterations), random noise, and, when available, the run's own learned attacker, other runs'
+learned attackers (``--attacker-from``) and black-box transfer (``--surrogate``).
+``full``: ``default`` and AutoAttack (standard version). A list names attacks one by one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from bilevel.errors import UserError
+from bilevel.followers import LearnedFollower
+from problems.adversarial.evaluation.attacks import (
+    Attack,
+    CarliniWagnerLinf,
+    FollowerAttack,
+    RandomNoise,
+    TransferAttack,
+    fgsm_attack,
+    pgd_attack,
+)
+from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
+
+DEFAULT = ("fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", "noise")
+OPTIONAL = ("learned", "transfer")  # in "default" when the run / options provide them
+FULL_EXTRA = ("autoattack",)
+FIXED_NAMES = (*DEFAULT, *OPTIONAL, "autoattack", "square")
+_PGD = re.compile(r"pgd(\d+)(-cw)?")
+PAPER_STEP = 0.003  # the paper's PGD step at ε = 0.031 on CIFAR (Appendix C)
+
+
+@dataclass
+class SuiteOptions:
+    """What the attacks need besides their names."""
+
+    eps: float
+    cifar: bool  # the paper's fixed PGD step 0.003 on CIFAR; 2.5 ε / k on digits (Madry et al.)
+    restarts: int = 1
+    step_size: float | None = None
+    noise_samples: int = 100
+    cw_iterations: int = 100
+    seed: int = 0
+    batch_size: int = 500
+    learned: LearnedFollower | None = None
+    learned_source: str = ""
+    other_learned: dict[str, LearnedFollower] = field(default_factory=dict)
+    surrogate: nn.Module | None = None
+    surrogate_source: str = ""
+
+    def pgd_step(self, steps: int, eps: float | None = None) -> float:
+        """η of PGD-k: ``--step-size``, else 0.003 (CIFAR, the paper) or 2.5 ε / k."""
+        if self.step_size is not None:
+            return self.step_size
+        return PAPER_STEP if self.cifar else 2.5 * (eps or self.eps) / steps
+
+
+def attack_names(spec: str, options: SuiteOptions) -> list[str]:
+    """Expand ``default`` / ``full`` / a comma-separated list into attack names."""
+    spec = spec.strip().lower()
+    if spec in ("default", "full"):
+        names = list(DEFAULT)
+        if options.learned is not None:
+            names.append("learned")
+        if options.surrogate is not None:
+            names.append("transfer")
+        if spec == "full":
+            names += FULL_EXTRA
+    else:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+        unknown = [n for n in names if n not in FIXED_NAMES and not _PGD.fullmatch(n)]
+        if unknown or not names:
+            raise UserError(
+                f"Unknown attack(s) {', '.join(unknown) or '(none given)'}; choose default, full, "
+                f"or a list of: {', '.join(FIXED_NAMES)}, pgdK, pgdK-cw."
+            )
+    names += [f"learned:{k}" for k in options.other_learned]
+    return list(dict.fromkeys(names))
+
+
+def build_attack(name: str, options: SuiteOptions) -> Attack:
+    """One attack by name (see ``attack_names``)."""
+    o = options
+    pgd = _PGD.fullmatch(name)
+    if pgd:
+        steps = int(pgd.group(1))
+        if steps < 1:
+            raise UserError(f"{name}: PGD needs at least one step.")
+        loss = "cw" if pgd.group(2) else "ce"
+        return pgd_attack(steps, o.eps, o.pgd_step(steps), loss, o.restarts)
+    if name == "fgsm":
+        return fgsm_attack(o.eps)
+    if name == "cw-linf":
+        return CarliniWagnerLinf(o.eps, o.cw_iterations)
+    if name == "noise":
+        return RandomNoise(o.eps, o.noise_samples)
+    if name == "learned":
+        if o.learned is None:
+            raise UserError(
+                "--attacks learned: this run has no learned attacker (it was not trained with an "
+                "L2L follower); pass --attacker-from RUN_DIR for another run's."
+            )
+        return _learned("learned", o.learned, o.learned_source, o)
+    if name.startswith("learned:"):
+        key = name.split(":", 1)[1]
+        return _learned(name, o.other_learned[key], key, o)
+    if name == "transfer":
+        if o.surrogate is None:
+            raise UserError("--attacks transfer needs --surrogate RUN_DIR (the source model).")
+        inner = pgd_attack(20, o.eps, o.pgd_step(20), "ce", o.restarts)
+        return TransferAttack("transfer", inner, o.surrogate, o.surrogate_source)
+    if name == "autoattack":
+        return AutoAttackAdapter(o.eps, seed=o.seed, batch_size=o.batch_size)
+    if name == "square":
+        return AutoAttackAdapter(o.eps, ("square",), seed=o.seed, batch_size=o.batch_size)
+    raise UserError(f"Unknown attack {name!r}.")
+
+
+def _learned(name: str, follower: LearnedFollower, source: str, o: SuiteOptions) -> Attack:
+    extra = {
+        "source_run": source,
+        "checkpoint": str(Path(source) / "last.pt"),
+        "input_mode": follower.input_mode.value,
+        "trained_eps": float(getattr(follower.net, "eps", o.eps)),
+    }
+    return FollowerAttack(name, follower, o.eps, "ce", 1, extra)  # g_φ is deterministic

@@ -1,0 +1,94 @@
+"""``cli.py evaluate`` end to end on a tiny L2L run: eval.json holds every attack's
+hyper-parameters and per-example results, eval.md and plots are written, the run's own learned
+attacker is loaded from last.pt, a plain state dict works with --model, and bad inputs are one
+sentence with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+TINY = ["--n-examples", "12", "--noise-samples", "3", "--batch-size", "12"]
+REQUIRED = {
+    "fgsm": {"eps", "steps", "step_size", "random_start", "loss", "restarts"},
+    "pgd5": {"eps", "steps", "step_size", "random_start", "loss", "restarts"},
+    "pgd5-cw": {"eps", "steps", "step_size", "random_start", "loss", "restarts"},
+    "cw-linf": {"eps", "iterations", "lr", "kappa", "optimizer"},
+    "noise": {"eps", "samples"},
+    "learned": {"eps", "source_run", "checkpoint", "steps", "input_mode", "trained_eps"},
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "l2l"
+    args = ["solve", "adversarial-dro", "--follower", "2-step", "--train-size", "64"]
+    args += ["--eval-size", "16", "--batch-size", "32", "--epochs", "1", "--eps", "0.1"]
+    result = runner.invoke(app, [*args, "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_eval_json_holds_every_attacks_hyper_parameters(run: Path) -> None:
+    attacks = "fgsm,pgd5,pgd5-cw,cw-linf,noise,learned"
+    args = ["evaluate", str(run), "--attacks", attacks, *TINY, "--no-checklist"]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["split"] == "test" and ev["n_examples"] == 12 and ev["eps"] == 0.1
+    by_name = {a["name"]: a for a in ev["attacks"]}
+    assert set(by_name) == set(REQUIRED)
+    for name, keys in REQUIRED.items():
+        assert keys <= set(by_name[name]["params"]), name
+        assert by_name[name]["params"]["eps"] == 0.1
+        assert len(by_name[name]["correct"]) == 12
+    assert by_name["pgd5"]["params"]["steps"] == 5 and by_name["pgd5-cw"]["params"]["loss"] == "cw"
+    assert by_name["learned"]["params"]["steps"] == 2  # the 2-step RNN of the run's config
+    worst = ev["worst_case"]["accuracy"]
+    assert worst <= min(a["accuracy"] for a in ev["attacks"]) and worst <= ev["clean_acc"]
+    md = (run / "eval.md").read_text()
+    assert "worst case (per example)" in md and "pgd5-cw" in md
+    for plot in ("eval_examples.png", "training_curves.png"):
+        assert (run / plot).is_file() and plot in ev["plots"]
+
+
+def test_plain_state_dict_with_model_option(run: Path, tmp_path: Path) -> None:
+    state = torch.load(run / "best.pt", weights_only=True)["leader"]
+    torch.save(state, tmp_path / "plain.pt")
+    out = tmp_path / "plain-eval"
+    args = ["evaluate", str(out), "--model", str(tmp_path / "plain.pt"), "--attacks", "pgd5"]
+    result = runner.invoke(app, [*args, *TINY, "--eps", "0.1", "--no-checklist"])
+    assert result.exit_code == 0, result.output
+    ev = json.loads((out / "eval.json").read_text())
+    assert [a["name"] for a in ev["attacks"]] == ["pgd5"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["evaluate", "/nonexistent/run"], "not a folder"),
+        (["evaluate", "{run}", "--attacks", "pgd5,bogus"], "Unknown attack"),
+        (["evaluate", "{run}", "--eps", "3"], "--eps"),
+        (["evaluate", "{run}", "--attacks", "transfer"], "--surrogate"),
+    ],
+)
+def test_bad_inputs_are_one_sentence_and_exit_2(run: Path, args, words) -> None:
+    before = (run / "eval.json").read_bytes() if (run / "eval.json").exists() else None
+    result = runner.invoke(app, [a.replace("{run}", str(run)) for a in args])
+    assert result.exit_code == 2, result.output
+    assert words in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    after = (run / "eval.json").read_bytes() if (run / "eval.json").exists() else None
+    assert before == after  # nothing already written is lost
+
+
+def test_a_folder_without_config_is_one_sentence(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run folder" in result.output
