@@ -87,6 +87,10 @@ class Shared:
     resume = typer.Option(False, help="Continue the run in --out where it stopped.")
     interrupt_after_epoch = typer.Option(None, hidden=True)
     json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
+    eps_warmup = typer.Option(
+        None,
+        help="Epochs of linear ε ramp from 0 [default: a third of --epochs on mnist5k, 0 CIFAR].",
+    )
 
 
 def _names(text: str) -> list[str]:
@@ -138,10 +142,7 @@ def solve_adversarial_dro(
     out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
-    eps_warmup: int = typer.Option(
-        None,
-        help="Epochs of linear ε ramp from 0 [default: a third of --epochs on mnist5k, 0 CIFAR].",
-    ),
+    eps_warmup: int = Shared.eps_warmup,
     crash_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
     """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7).
@@ -202,6 +203,7 @@ def solve_adversarial_ait(
     out: Path = typer.Option(Path("runs/ait"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
+    eps_warmup: int = Shared.eps_warmup,
 ) -> None:
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
     from problems.adversarial.solve_ait import AITConfig, solve_ait
@@ -211,7 +213,7 @@ def solve_adversarial_ait(
         pairing=pairing, ait_direction=ait_direction, epochs=epochs, batch_size=batch_size, lr=lr,
         milestones=_milestones(milestones), attacker=attacker, attacker_width=attacker_width,
         update=update, follower_steps=follower_steps, train_size=train_size,
-        eval_size=eval_size, seed=seed, device=device,
+        eval_size=eval_size, seed=seed, device=device, eps_warmup=eps_warmup,
     )  # fmt: skip
     results = solve_ait(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"

@@ -215,9 +215,23 @@ def test_cli_resume_ends_with_the_unbroken_metrics(unbroken: Path, tmp_path: Pat
         (["--eps-y", "1.5"], "--eps-y must be in [0, 1]"),
         (["--update", "fused"], "zero-sum"),
         (["--follower", "pgm"], "Unknown --follower"),
+        (["--eps-warmup", "5"], "--eps-warmup must be between 0 and --epochs"),
     ],
 )
 def test_cli_bad_input_gives_one_sentence_and_exit_2(tmp_path: Path, args, words) -> None:
     result = _solve(tmp_path / "run", *args)
     assert result.exit_code == 2 and words in result.output
     assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_bench_ait_rows_order_the_attacks_and_refuse_unknown_directions(tmp_path: Path) -> None:
+    args = ["bench", "ait", "--epochs", "1", "--methods", "ait", "--directions", "away"]
+    args += ["--train-size", "32", "--eval-size", "16", "--out", str(tmp_path / "runs")]
+    result = runner.invoke(app, [*args, "--json", str(tmp_path / "bench.json")])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((tmp_path / "bench.json").read_text())
+    assert row["method"] == "AIT, away"
+    assert 0.0 <= row["pgd40_acc"] <= row["clean_acc"] and row["cw_pgd40_acc"] <= row["clean_acc"]
+    assert json.loads((tmp_path / "runs" / "ait-away" / "config.json").read_text())["eps"] == 0.3
+    bad = runner.invoke(app, [*args[:7], "sideways", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "--directions" in bad.output

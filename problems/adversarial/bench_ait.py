@@ -1,8 +1,8 @@
 """``bench ait``: the AIT issue's benchmark. AIT Net (one signed step) and L2L-AIT (the grad
 attacker, Algorithm 4) train on mnist5k with the small CNN, ε = 0.3, ε_y = 0.5, the same epochs and
-seed, one after another in this process, with the follower pulling features ``toward`` the
-partner's and, as a second pair of rows, pushing them ``away`` (Eq. 6 as printed). Each
-best-on-validation model is attacked on the test split with PGD-40 (step 0.01, uniform random
+seed (ε ramped up over the first third of the epochs, the mnist5k default), one after another in
+this process, with the follower pulling features ``toward`` the partner's and, as a second pair of
+rows, pushing them ``away`` (Eq. 6 as printed). Each best-on-validation model is attacked on the test split with PGD-40 (step 0.01, uniform random
 start) on the cross-entropy and on the CW margin loss (the evaluation package's ``pgd_attack``).
 """
 
@@ -55,7 +55,9 @@ def bench_ait(
                 torch.manual_seed(seed)
                 cw = run_attack(pgd_attack(40, BENCH_EPS, 0.01, loss="cw"), model, *test)
             name = "AIT" if method == "ait" else f"L2L-AIT ({method})"
-            rows.append({"method": f"{name}, {direction}", **row, "cw_pgd40_acc": cw.accuracy})
+            seconds = row.pop("train_seconds")
+            row |= {"cw_pgd40_acc": round(cw.accuracy, 4), "train_seconds": seconds}
+            rows.append({"method": f"{name}, {direction}", **row})
     if json_path is not None:
         atomic_write_text(Path(json_path), json.dumps(rows, indent=2) + "\n")
     return rows
