@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -39,3 +40,10 @@ def image_batch(n: int = 8, channels: int = 1, size: int = 28, classes: int = 10
     x = torch.rand(n, channels, size, size)
     y = torch.randint(0, classes, (n,))
     return x, y
+
+
+def metrics_without_time(run_dir: Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` rows without ``train_seconds``, the one field allowed to differ
+    between a run and its resumed or repeated twin."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]

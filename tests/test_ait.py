@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyConvAttacker
+from helpers import TinyConvAttacker, metrics_without_time
 from typer.testing import CliRunner
 
 from bilevel import JointTrainer, LearnedFollower, SignGradientAscent
@@ -170,11 +170,6 @@ def _solve(out: Path, *extra: str):
     return runner.invoke(app, args, catch_exceptions=False)
 
 
-def _metrics(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
-
-
 @pytest.fixture(scope="module")
 def unbroken(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ait") / "unbroken"
@@ -191,7 +186,7 @@ def test_cli_run_folder_has_the_dro_layout_and_records_the_options(unbroken: Pat
     assert config["eps"] == 0.1 and config["eps_y"] == 0.5 and config["follower"] == "grad"
     assert config["ait_direction"] == "toward" and config["update"] == "follower-first"
     assert set(load_checkpoint(unbroken / "best.pt")) == {"epoch", "leader"}
-    rows = _metrics(unbroken)
+    rows = metrics_without_time(unbroken)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(r["follower_objective"] <= 0 for r in rows)  # toward: q = −mean(1 − cos) ≤ 0
     results = json.loads((unbroken / "results.json").read_text())
@@ -204,7 +199,7 @@ def test_cli_resume_ends_with_the_unbroken_metrics(unbroken: Path, tmp_path: Pat
     first = _solve(out, "--interrupt-after-epoch", "1")
     assert first.exit_code == 0 and "resume" in first.output
     assert _solve(out, "--resume").exit_code == 0
-    assert _metrics(out) == _metrics(unbroken)
+    assert metrics_without_time(out) == metrics_without_time(unbroken)
 
 
 @pytest.mark.parametrize(

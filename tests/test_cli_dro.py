@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import metrics_without_time
 from typer.testing import CliRunner
 
 from cli import app
@@ -34,13 +35,6 @@ def solve(out: Path, *extra: str):
     return runner.invoke(app, args, catch_exceptions=False)
 
 
-def _metrics(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("train_seconds")  # wall-clock time is the one thing allowed to differ
-    return rows
-
-
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
@@ -60,7 +54,7 @@ def test_run_folder_holds_config_metrics_checkpoints_report_and_plot(unbroken: P
     assert (
         config["eps"] == 0.1 and config["model"] == "small-cnn" and config["follower"] == "2-step"
     )
-    rows = _metrics(unbroken)
+    rows = metrics_without_time(unbroken)
     assert [r["epoch"] for r in rows] == [1, 2]
     results = json.loads((unbroken / "results.json").read_text())
     assert 0.0 <= results["test_pgd20_acc"] <= results["test_clean_acc"] <= 1.0
@@ -72,10 +66,10 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
     out = tmp_path / "broken"
     first = solve(out, "--follower", "2-step", "--interrupt-after-epoch", "1")
     assert first.exit_code == 0 and "resume" in first.output
-    assert len(_metrics(out)) == 1 and not (out / "results.json").exists()
+    assert len(metrics_without_time(out)) == 1 and not (out / "results.json").exists()
     second = solve(out, "--follower", "2-step", "--resume")
     assert second.exit_code == 0, second.output
-    assert _metrics(out) == _metrics(unbroken)
+    assert metrics_without_time(out) == metrics_without_time(unbroken)
     assert (
         json.loads((out / "results.json").read_text())["test_pgd20_acc"]
         == json.loads((unbroken / "results.json").read_text())["test_pgd20_acc"]

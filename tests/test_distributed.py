@@ -3,7 +3,6 @@ reproducible, and ``torchrun --max-restarts 1`` resumes a killed run with no epo
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -15,7 +14,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import TinyConvAttacker
+from helpers import TinyConvAttacker, metrics_without_time
 
 from bilevel import JointTrainer, LearnedFollower, distributed
 from problems.adversarial.dro import AdversarialDRO
@@ -81,23 +80,18 @@ def _torchrun(out: Path, launcher: tuple = (), script: tuple = ()) -> subprocess
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
-def _metrics(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("train_seconds")
-    return rows
-
-
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed beside this python")
 def test_two_process_runs_are_reproducible_and_survive_a_killed_worker(tmp_path) -> None:
     first, second, killed = tmp_path / "a", tmp_path / "b", tmp_path / "killed"
     for out in (first, second):
         proc = _torchrun(out)
         assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _metrics(first) == _metrics(second)
-    assert [row["epoch"] for row in _metrics(first)] == [1, 2, 3]
+    assert metrics_without_time(first) == metrics_without_time(second)
+    assert [row["epoch"] for row in metrics_without_time(first)] == [1, 2, 3]
 
     proc = _torchrun(killed, ("--max-restarts", "1"), ("--crash-after-epoch", "1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "failed (exitcode: 1)" in proc.stderr  # a worker really died and was restarted
-    assert _metrics(killed) == _metrics(first)  # no epoch lost or repeated, same numbers
+    assert metrics_without_time(killed) == metrics_without_time(
+        first
+    )  # no epoch lost or repeated, same numbers
