@@ -381,6 +381,7 @@ def gail_stability(
     lstm_lr: float = typer.Option(3e-3, help="L2L follower: meta-Adam learning rate of φ."),
     lstm_meta_steps: int = typer.Option(2, help="L2L follower: φ steps per round."),
     grad_penalty: float = typer.Option(0.0, help="Gradient penalty λ on D, both followers."),
+    reward: str = typer.Option("gail", help="gail: −log(1−D); airl: log D − log(1−D)."),
 ) -> None:
     """GAIL vs L2L-GAIL across seeds: return curves, reliability metrics, permutation test."""
     from problems.imitation.config import GAILConfig
@@ -391,7 +392,7 @@ def gail_stability(
         raise UserError("--seeds and --jobs must be at least 1, and --followers name one or more.")
     base = GAILConfig(
         env=env, steps=steps, lstm_lr=lstm_lr, lstm_meta_steps=lstm_meta_steps,
-        grad_penalty=grad_penalty,
+        grad_penalty=grad_penalty, reward=reward,
     )  # fmt: skip
     rows = run_stability(base, names, seeds, out, jobs)
     print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows)
