@@ -122,7 +122,7 @@ class AutoAttackAdapter(Attack):
         finally:
             attack.logger.removeHandler(collect)
         self.broken_by += broken_by
-        self.warnings += [m for m in collect.messages if m not in self.warnings]
+        self.warnings = list(dict.fromkeys(self.warnings + collect.messages))  # once each
         return x_adv
 
 
