@@ -223,7 +223,7 @@ def solve_adversarial_ait(
 @bench_app.command("dro")
 @user_errors
 def bench_dro(
-    epochs: int = typer.Option(20, help="Epochs for every method."),
+    epochs: int = typer.Option(10, help="Epochs for every method."),
     methods: str = typer.Option("none,fgsm,pgm,grad,2-step", help="Followers, comma-separated."),
     update: str = typer.Option("alternating", help="Update mode of the learned followers."),
     seed: int = Shared.seed,
