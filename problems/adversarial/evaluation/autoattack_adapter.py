@@ -67,7 +67,7 @@ class AutoAttackAdapter(Attack):
         self.batch_size, self.square_queries = batch_size, square_queries
         self.white_box = any(c not in GRADIENT_FREE for c in self.components)
         if self.components != STANDARD:
-            self.name = "autoattack[" + ",".join(self.components) + "]"
+            self.name = "autoattack(" + ",".join(self.components) + ")"
         self.broken_by: list[str] = []
         self.warnings: list[str] = []
 
