@@ -89,7 +89,9 @@ def test_two_process_runs_are_reproducible_and_survive_a_killed_worker(tmp_path)
     assert metrics_without_time(first) == metrics_without_time(second)
     assert [row["epoch"] for row in metrics_without_time(first)] == [1, 2, 3]
 
-    proc = _torchrun(killed, ("--max-restarts", "1"), ("--crash-after-epoch", "1"))
+    # One restart is all the crash needs; a spare one absorbs a restarted gloo mesh that, on a
+    # busy machine, can fail to connect (seen once here: "connectFullMesh ... refused").
+    proc = _torchrun(killed, ("--max-restarts", "2"), ("--crash-after-epoch", "1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "failed (exitcode: 1)" in proc.stderr  # a worker really died and was restarted
     assert metrics_without_time(killed) == metrics_without_time(
