@@ -14,7 +14,6 @@ import contextlib
 import json
 import multiprocessing
 import os
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -99,18 +98,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _rss_mib(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) of this process, in MiB."""
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024  # kB
+
+
 def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
-    """Child process: peak RSS (MiB) of two steps above the RSS with model and batch built."""
-    torch.set_num_threads(torch.get_num_threads())
+    """Child process: peak RSS (MiB) of two steps above the RSS with model and batch built.
+
+    The peak is reset after the build (``clear_refs`` 5, Linux ≥ 4.0), so import-time peaks of
+    torch's libraries do not mask the training step's own."""
     device = torch.device("cpu")
     trainer, batch = make_trainer(method, cfg, device)
-    with open("/proc/self/statm") as f:
-        base = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _rss_mib("VmRSS")
     with _autocast(cfg, device):
         for _ in range(2):
             trainer.step(batch)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    queue.put(peak - base)
+    queue.put(_rss_mib("VmHWM") - base)
     queue.close()
     queue.join_thread()
     os._exit(0)  # skip interpreter teardown, which can hang on torch's worker threads
