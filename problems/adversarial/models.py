@@ -74,14 +74,18 @@ class SmallCNN(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """BN → ReLU → conv3x3 → BN → ReLU → conv3x3, plus a shortcut (He et al., 2016)."""
+    """BN → ReLU → conv3x3 → BN → ReLU → (dropout) → conv3x3, plus a shortcut: the pre-activation
+    block of PreAct ResNet (He et al., 2016) and of wide ResNets (Zagoruyko & Komodakis, 2016)."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, drop_rate: float = 0.0
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.drop_rate = drop_rate
         self.shortcut: nn.Module | None = None
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
@@ -90,9 +94,10 @@ class PreActBlock(nn.Module):
         out = F.relu(self.bn1(x))
         # When the shape changes, the shortcut sees the pre-activated input (identity mappings).
         shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + shortcut
+        out = F.relu(self.bn2(self.conv1(out)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        return self.conv2(out) + shortcut
 
 
 class PreActResNet18(nn.Module):
@@ -125,29 +130,6 @@ class PreActResNet18(nn.Module):
         return self.head(self.features(x))
 
 
-class WideBlock(nn.Module):
-    """The pre-activation basic block of a wide ResNet (Zagoruyko & Komodakis, 2016)."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int, drop_rate: float) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.drop_rate = drop_rate
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = F.relu(self.bn2(self.conv1(out)))
-        if self.drop_rate > 0:
-            out = F.dropout(out, p=self.drop_rate, training=self.training)
-        return self.conv2(out) + shortcut
-
-
 class WideResNet(nn.Module):
     """WRN-depth-k (Zagoruyko & Komodakis, 2016) as in TRADES (Zhang et al., 2019).
 
@@ -178,7 +160,7 @@ class WideResNet(nn.Module):
             for i in range(n):
                 in_planes = widths[stage] if i == 0 else widths[stage + 1]
                 blocks.append(
-                    WideBlock(in_planes, widths[stage + 1], stride if i == 0 else 1, drop_rate)
+                    PreActBlock(in_planes, widths[stage + 1], stride if i == 0 else 1, drop_rate)
                 )
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(widths[3])
