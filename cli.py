@@ -71,11 +71,11 @@ class Shared:
     dataset = typer.Option("mnist5k", help="mnist5k (embedded, offline), cifar10 or cifar100.")
     data_dir = typer.Option("./data", help="Where CIFAR is read from (downloaded if missing).")
     model = typer.Option(
-        None, help="small-cnn, preact-resnet18 or wrn-34-10 [default: follows the data set]."
+        None, help="small-cnn, preact-resnet18 or wrn-34-10 (default: follows the data set)."
     )
-    eps = typer.Option(None, help="L∞ radius ε in [0,1] pixels [default: 0.3 MNIST, 0.031 CIFAR].")
+    eps = typer.Option(None, help="L∞ radius ε in [0,1] pixels (default: 0.3 MNIST, 0.031 CIFAR).")
     batch_size = typer.Option(128)
-    lr = typer.Option(None, help="Leader SGD learning rate [default: 0.1 CIFAR, 0.05 mnist5k].")
+    lr = typer.Option(None, help="Leader SGD learning rate (default: 0.1 CIFAR, 0.05 mnist5k).")
     milestones = typer.Option(None, help="Epochs where lr ×0.1, e.g. 30,60,90.")
     attacker = typer.Option(None, help="Learned attacker: cnn (Table 1) or slim (Appendix B).")
     attacker_width = typer.Option(None, help="Channel multiplier of the attacker.")
@@ -89,8 +89,13 @@ class Shared:
     json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
     eps_warmup = typer.Option(
         None,
-        help="Epochs of linear ε ramp from 0 [default: a third of --epochs on mnist5k, 0 CIFAR].",
+        help="Epochs of linear ε ramp from 0 (default: a third of --epochs on mnist5k, 0 CIFAR).",
     )
+    channels_last = typer.Option(
+        None, "--channels-last/--no-channels-last", help="NHWC tensors (default: on for CIFAR)."
+    )
+    amp = typer.Option(False, help="bf16 autocast of every training step (CPU and GPU).")
+    compile_ = typer.Option(False, "--compile", help="torch.compile the leader and the attacker.")
 
 
 def _names(text: str) -> list[str]:
@@ -123,9 +128,9 @@ def solve_adversarial_dro(
     eps: float = Shared.eps,
     pgm_steps: int = typer.Option(10, help="k of PGM-k training."),
     pgm_step_size: float = typer.Option(
-        None, help="η of PGM-k [default: 0.007 CIFAR, 2.5ε/k MNIST]."
+        None, help="η of PGM-k (default: 0.007 CIFAR, 2.5ε/k MNIST)."
     ),
-    epochs: int = typer.Option(None, help="Training epochs [default: 100 CIFAR, 10 mnist5k]."),
+    epochs: int = typer.Option(None, help="Training epochs (default: 100 CIFAR, 10 mnist5k)."),
     batch_size: int = Shared.batch_size,
     lr: float = Shared.lr,
     milestones: str = Shared.milestones,
@@ -143,6 +148,9 @@ def solve_adversarial_dro(
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
     eps_warmup: int = Shared.eps_warmup,
+    channels_last: bool = Shared.channels_last,
+    amp: bool = Shared.amp,
+    compile_: bool = Shared.compile_,
     crash_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
     """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7).
@@ -159,7 +167,7 @@ def solve_adversarial_dro(
         lr=lr, milestones=_milestones(milestones), attacker=attacker,
         attacker_width=attacker_width, update=update, follower_steps=follower_steps,
         train_size=train_size, eval_size=eval_size, seed=seed, device=device,
-        eps_warmup=eps_warmup,
+        eps_warmup=eps_warmup, channels_last=channels_last, amp=amp, compile=compile_,
     )  # fmt: skip
     results = solve_dro(
         cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch,
@@ -186,7 +194,7 @@ def solve_adversarial_ait(
     ait_direction: str = typer.Option(
         "toward", help="Features toward the partner's (AIT) or away (Eq. 6 as printed)."
     ),
-    epochs: int = typer.Option(None, help="[default: 200 CIFAR, 10 mnist5k]"),
+    epochs: int = typer.Option(None, help="(default: 200 CIFAR, 10 mnist5k)"),
     batch_size: int = Shared.batch_size,
     lr: float = Shared.lr,
     milestones: str = Shared.milestones,
@@ -204,6 +212,9 @@ def solve_adversarial_ait(
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
     eps_warmup: int = Shared.eps_warmup,
+    channels_last: bool = Shared.channels_last,
+    amp: bool = Shared.amp,
+    compile_: bool = Shared.compile_,
 ) -> None:
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
     from problems.adversarial.solve_ait import AITConfig, solve_ait
@@ -214,6 +225,7 @@ def solve_adversarial_ait(
         milestones=_milestones(milestones), attacker=attacker, attacker_width=attacker_width,
         update=update, follower_steps=follower_steps, train_size=train_size,
         eval_size=eval_size, seed=seed, device=device, eps_warmup=eps_warmup,
+        channels_last=channels_last, amp=amp, compile=compile_,
     )  # fmt: skip
     results = solve_ait(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"
@@ -256,11 +268,11 @@ def evaluate_run(
         "full (default + AutoAttack standard), or a list: fgsm,pgd20,pgd100-cw,cw-linf,noise,"
         "learned,transfer,autoattack,square.",
     ),
-    n_examples: int = typer.Option(None, help="First N test examples [default: all]."),
-    eps: float = typer.Option(None, help="L∞ radius ε [default: the run's]."),
+    n_examples: int = typer.Option(None, help="First N test examples (default: all)."),
+    eps: float = typer.Option(None, help="L∞ radius ε (default: the run's)."),
     restarts: int = typer.Option(1, help="PGD restarts R (worst of R per example)."),
     step_size: float = typer.Option(
-        None, help="PGD step [default: 0.003 CIFAR (the paper), 2.5 ε / k digits]."
+        None, help="PGD step (default: 0.003 CIFAR (the paper), 2.5 ε / k digits)."
     ),
     noise_samples: int = typer.Option(100, help="Random-noise draws per example."),
     surrogate: Path = typer.Option(None, help="Run folder of a transfer (black-box) source."),
@@ -305,7 +317,8 @@ def bench_speed(
     rounds: int = typer.Option(3, help="Interleaved rounds (A B C ... A B C); the median is kept."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     amp: bool = typer.Option(False, help="bf16 autocast."),
-    channels_last: bool = typer.Option(False, help="channels_last memory format."),
+    channels_last: bool = typer.Option(True, help="channels_last memory format."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
     methods: str = typer.Option(None, help="Comma-separated subset of the methods."),
     json_path: Path = typer.Option(None, "--json", help="Also write the table as JSON here."),
 ) -> None:
@@ -317,7 +330,7 @@ def bench_speed(
     cfg = SpeedConfig(
         model=model, attacker=attacker, attacker_width=attacker_width, batch_size=batch_size,
         batches=batches, rounds=rounds, device=device, amp=amp, channels_last=channels_last,
-        methods=chosen,
+        compile=compile_, methods=chosen,
     )  # fmt: skip
     rows = run_bench(cfg, json_path)
     print_table(
@@ -344,7 +357,7 @@ def solve_gail_command(
     disc_lr: float = typer.Option(1e-3, help="Adam follower: learning rate."),
     lstm_steps: int = typer.Option(5, help="L2L follower: unrolled steps K per round."),
     n_envs: int = typer.Option(4, help="Parallel environments of PPO."),
-    n_steps: int = typer.Option(None, help="PPO steps per env and round [default: per env]."),
+    n_steps: int = typer.Option(None, help="PPO steps per env and round (default: per env)."),
     eval_episodes: int = typer.Option(5, help="Validation episodes per epoch (model selection)."),
     test_episodes: int = typer.Option(20, help="Test episodes for the final table."),
     cache_dir: str = typer.Option("data/demos", help="Where demonstrations are cached."),

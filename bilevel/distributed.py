@@ -1,22 +1,28 @@
 """Multi-process data-parallel training under ``torchrun`` (gloo on CPU, nccl on GPU).
 
-Each process takes its share of every global minibatch; after each backward the gradients of θ
-and φ are averaged over the processes with ``all_reduce`` before the optimizers step, so one
-distributed step equals one single-process step on the concatenated batch (batch-mean losses,
-equal shares). That is the arithmetic of ``DistributedDataParallel``; the module wrapper itself is
-not used because its reducer expects exactly one backward over the parameters per forward, while
-a follower also runs passes that differentiate only with respect to z (the gradient input of g_φ,
-PGM's steps). Logging and checkpoints come from rank 0 only.
+The leader θ and a learned follower's g_φ run through ``DistributedDataParallel``: each process
+takes its share of every global minibatch, and DDP averages the gradients of θ and φ over the
+processes during each backward, so one distributed step equals one single-process step on the
+concatenated batch (batch-mean losses, equal shares; exact for networks without batch norm, whose
+statistics are per process as in any DDP run). Passes that differentiate only with respect to z
+(the gradient input of g_φ, PGM's steps) fire none of DDP's gradient hooks and so start no
+reduction. Logging and checkpoints come from rank 0 only.
+
+The data split: each global minibatch (same order and augmentation on every process, from the
+seed) is cut into ``world_size`` shares (``shard``); that is ``DistributedSampler``'s arithmetic
+(every ``world_size``-th index of one permutation) applied per batch, which keeps a distributed
+run's batches exactly those of a single-process run.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,16 @@ def init_from_env(device: torch.device) -> Context:
     if world_size <= 1:
         return Context()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # torchrun's store outlives a restart; without a prefix per attempt, a restarted process
+        # can read the dead one's gloo address and fail to connect (measured here: most restarts)
+        store, rank, world_size = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo",
+            store=dist.PrefixStore(f"bilevel/attempt-{attempt}", store),
+            rank=rank,
+            world_size=world_size,
+        )
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return Context(dist.get_rank(), dist.get_world_size())
@@ -45,20 +60,17 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Replace every ``p.grad`` by its mean over the processes; a no-op in a single process."""
+def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
+    """``DistributedDataParallel(module)`` when several processes run, else ``module`` itself."""
     if not active():
-        return
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+        return module
+    device_ids = [torch.cuda.current_device()] if device.type == "cuda" else None  # LOCAL_RANK's
+    return DistributedDataParallel(module, device_ids=device_ids)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper (itself otherwise)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
 def shard(tensor: torch.Tensor, context: Context) -> torch.Tensor:
@@ -74,10 +86,3 @@ def barrier() -> None:
 def restarted_by_torchrun() -> bool:
     """True in a worker that ``torchrun --max-restarts`` started again after a failure."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-
-
-def average_gradients_before_each_step(optimizer: torch.optim.Optimizer) -> None:
-    """Average the gradients of ``optimizer``'s parameters over the processes before each of its
-    steps, whichever code path computed them (leader step, fused step, φ's ascent, hypergradients)."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    optimizer.register_step_pre_hook(lambda *_: average_gradients(params))

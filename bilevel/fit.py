@@ -107,7 +107,7 @@ def fit(
                 best = row[select_key]
                 if is_main:
                     atomic_torch_save(
-                        {"epoch": epoch, "leader": trainer.problem.leader.state_dict()},
+                        {"epoch": epoch, "leader": trainer.state_dict()["leader"]},
                         run.best_checkpoint,
                     )
             checkpoint = {

@@ -12,6 +12,7 @@ which is the one-shot naive/grad/grad-only attacker of Eq. (7) for steps = 1 and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 
 import torch
@@ -110,6 +111,13 @@ class LearnedFollower(nn.Module):
         self.optimizer = torch.optim.Adam(
             net.parameters(), lr=lr, betas=betas, weight_decay=weight_decay
         )
+        self.__dict__["_cell"] = net  # g_φ's forward (``distribute``); not a second submodule
+
+    def distribute(self, wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Run g_φ's forward through ``wrap(net)``, e.g. ``DistributedDataParallel``, which then
+        averages φ's gradients over the processes. ``net`` stays the module that owns φ, the state
+        dict and ε, so checkpoints are the same with and without the wrapper."""
+        self.__dict__["_cell"] = wrap(self.net)  # kept out of the module tree and the state dict
 
     def features(self, problem: BilevelProblem, batch: Batch, z: Tensor) -> Tensor:
         """A_fθ(z): the problem's features and/or the per-sample-normalised ∇_z q (a constant)."""
@@ -124,7 +132,7 @@ class LearnedFollower(nn.Module):
         """z_φ with its graph to φ (used by ``learn`` and by the fused update)."""
         z = problem.project(batch, problem.init_follower(batch))
         for _ in range(self.steps):
-            z = problem.project(batch, z + self.net(self.features(problem, batch, z)))
+            z = problem.project(batch, z + self._cell(self.features(problem, batch, z)))
         return z
 
     def solve(self, problem: BilevelProblem, batch: Batch) -> Tensor:
@@ -133,12 +141,11 @@ class LearnedFollower(nn.Module):
 
     def ascend(self, objective: Tensor) -> None:
         """One Adam step of φ up ``objective`` (a q(θ, z_φ) with its graph to φ); θ's gradients
-        are untouched (``autograd.grad`` on φ only)."""
+        are untouched (the backward stops at φ: ``inputs=``), and a DDP wrapper from
+        ``distribute`` averages φ's gradients as they accumulate."""
         params = [p for p in self.net.parameters() if p.requires_grad]
-        grads = torch.autograd.grad(-objective, params, allow_unused=True)
         self.optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
+        (-objective).backward(inputs=params)
         self.optimizer.step()
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor:

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bilevel.acceleration import Acceleration
 from bilevel.decisions import detach
+from bilevel.distributed import unwrap
 from bilevel.errors import UserError
 from bilevel.hypergradients import hypergradient_step
 from bilevel.protocol import Batch, BilevelProblem
@@ -52,6 +54,7 @@ class JointTrainer:
 
     A problem may define ``leader_step(batch, z, optimizer) -> Tensor`` to replace the default
     leader step (one optimizer step on ``leader_loss``), e.g. a PPO update for GAIL.
+    ``acceleration.amp`` runs every step under bf16 autocast (``bilevel.acceleration``).
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class JointTrainer:
         leader_optimizer: torch.optim.Optimizer,
         update: UpdateMode | str = UpdateMode.ALTERNATING,
         follower_steps: int = 1,
+        acceleration: Acceleration | None = None,
     ) -> None:
         self.problem, self.follower, self.leader_optimizer = problem, follower, leader_optimizer
+        self.acceleration = acceleration or Acceleration()
         self.update, self.follower_steps = UpdateMode(update), follower_steps
         if follower_steps < 1:
             raise UserError("--follower-steps must be at least 1.")
@@ -97,6 +102,11 @@ class JointTrainer:
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         """One joint step; returns detached tensors (no host sync here)."""
+        device = next(self.problem.leader.parameters()).device
+        with self.acceleration.autocast(device):
+            return self._step(batch)
+
+    def _step(self, batch: Batch) -> dict[str, Tensor]:
         if self.update is UpdateMode.FUSED:
             return self._fused_step(batch)
         if not getattr(self.follower, "learnable", False):
@@ -149,7 +159,7 @@ class JointTrainer:
 
     def state_dict(self) -> dict[str, Any]:
         state = {
-            "leader": self.problem.leader.state_dict(),
+            "leader": unwrap(self.problem.leader).state_dict(),  # the same keys under torchrun
             "leader_optimizer": self.leader_optimizer.state_dict(),
         }
         if isinstance(self.follower, torch.nn.Module):
@@ -158,7 +168,7 @@ class JointTrainer:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.problem.leader.load_state_dict(state["leader"])
+        unwrap(self.problem.leader).load_state_dict(state["leader"])
         self.leader_optimizer.load_state_dict(state["leader_optimizer"])
         if isinstance(self.follower, torch.nn.Module):
             self.follower.load_state_dict(state["follower"])

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bilevel.distributed import unwrap
+
 AITBatch = tuple[Tensor, Tensor, Tensor]  # (x in [0, 1], integer labels y, partner indices j)
 
 
@@ -106,9 +108,10 @@ class AdversarialInterpolation:
     def cosine_distance(self, batch: AITBatch, z: Tensor) -> Tensor:
         """Per sample 1 − cos(f^s(x_i + δ_i), f^s(x_j)); the partner's features are a constant."""
         x, _, j = batch
+        features = unwrap(self.leader).features  # θ is not trained on this: no DDP reduction
         with torch.no_grad():
-            target = self.leader.features(x[j])
-        return 1.0 - F.cosine_similarity(self.leader.features(x + z), target, dim=1)
+            target = features(x[j])
+        return 1.0 - F.cosine_similarity(features(x + z), target, dim=1)
 
     def follower_objective(self, batch: AITBatch, z: Tensor) -> Tensor:
         """q(θ, δ), maximised: −mean(1 − cos) toward the partner, +mean(1 − cos) away from it."""

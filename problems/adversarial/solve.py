@@ -90,21 +90,21 @@ def solve_dro(
     val = subset(splits.val, cfg.eval_size) if cfg.eval_size else splits.val
     test = subset(splits.test, cfg.eval_size) if cfg.eval_size else splits.test
 
+    speedup = cfg.acceleration()
     model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std)
-    model = model.to(device)
+    model = speedup.prepare(model, device)
     follower = cfg.make_follower(info)
     if isinstance(follower, torch.nn.Module):
         follower.to(device)
-    problem = cfg.build_problem(model, info)
+        speedup.prepare(follower.net, device)
+        follower.distribute(lambda net: distributed.data_parallel(net, device))
+    # θ through DDP under torchrun; validation and the test table use ``model`` itself
+    problem = cfg.build_problem(distributed.data_parallel(model, device), info)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
-    trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps)
-    if context.world_size > 1:
-        for opt in (optimizer, getattr(follower, "optimizer", None)):
-            if opt is not None:
-                distributed.average_gradients_before_each_step(opt)
+    trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps, speedup)
     run = RunDir(out)
     resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
     if context.is_main:
@@ -126,7 +126,8 @@ def solve_dro(
             if crash_after_epoch is not None and epoch == crash_after_epoch + 1 and i == 1:
                 _crash_once(context)
             xb, yb = distributed.shard(xb, context), distributed.shard(yb, context)
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            xb = speedup.batch(xb.to(device, non_blocking=True))
+            yb = yb.to(device, non_blocking=True)
             yield cfg.training_batch(xb, yb, generator)
 
     val_dev = tuple(t.to(device) for t in val)

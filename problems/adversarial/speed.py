@@ -10,7 +10,6 @@ reset inside one process).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from bilevel.acceleration import Acceleration
 from bilevel.errors import UserError
 from bilevel.followers import LearnedFollower, NoFollower, SignGradientAscent
 from bilevel.loop import JointTrainer
@@ -53,7 +53,8 @@ class SpeedConfig:
     rounds: int = 3  # interleaved rounds; the median over rounds is reported
     device: str = "auto"
     amp: bool = False  # bf16 autocast
-    channels_last: bool = False
+    channels_last: bool = True  # measured faster for every method (README, "Speed")
+    compile: bool = False  # torch.compile of the leader and the attacker
     methods: tuple[str, ...] = METHODS
 
 
@@ -64,10 +65,10 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
     if cfg.model not in MODEL_NAMES:
         raise UserError(f"Unknown --model {cfg.model!r}; choose one of: {', '.join(MODEL_NAMES)}.")
     torch.manual_seed(0)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    speedup = Acceleration(cfg.channels_last, cfg.amp, cfg.compile)
     channels, size = (1, 28) if cfg.model == "small-cnn" else (3, 32)  # digits or CIFAR shape
     model = build_model(cfg.model, 10, channels, (0.5,) * channels, (0.25,) * channels)
-    model = model.to(device, memory_format=memory_format)
+    model = speedup.prepare(model, device)
     update = "fused" if method.endswith("fused") else "alternating"
     if method == "plain":
         follower: Any = NoFollower()
@@ -77,20 +78,13 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
         follower = SignGradientAscent(10, 2 / 255, random_start=True)
     else:
         net = build_attacker(cfg.attacker, 2 * channels, channels, EPS, cfg.attacker_width)
-        net = net.to(device, memory_format=memory_format)
+        net = speedup.prepare(net, device)
         follower = LearnedFollower(net, steps=2 if method.startswith("2-step") else 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    trainer = JointTrainer(AdversarialDRO(model, EPS), follower, optimizer, update)
-    x = torch.rand(cfg.batch_size, channels, size, size, device=device)
-    x = x.to(memory_format=memory_format)
+    trainer = JointTrainer(AdversarialDRO(model, EPS), follower, optimizer, update, 1, speedup)
+    x = speedup.batch(torch.rand(cfg.batch_size, channels, size, size, device=device))
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
     return trainer, (x, y)
-
-
-def _autocast(cfg: SpeedConfig, device: torch.device):
-    if not cfg.amp:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def _sync(device: torch.device) -> None:
@@ -115,9 +109,8 @@ def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     base = _rss_mib("VmRSS")
-    with _autocast(cfg, device):
-        for _ in range(2):
-            trainer.step(batch)
+    for _ in range(2):
+        trainer.step(batch)
     queue.put(_rss_mib("VmHWM") - base)
     queue.close()
     queue.join_thread()
@@ -130,8 +123,7 @@ def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> floa
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        with _autocast(cfg, device):
-            trainer.step(batch)
+        trainer.step(batch)
         _sync(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     ctx = multiprocessing.get_context("spawn")
@@ -149,17 +141,16 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
     """Seconds per batch (median over interleaved rounds), ratios to plain and PGM-10, peak memory."""
     device = resolve_device(cfg.device)
     trainers = {m: make_trainer(m, cfg, device) for m in cfg.methods}
-    with _autocast(cfg, device):
-        for trainer, batch in trainers.values():  # warm-up: allocator, kernels, Adam state
+    for trainer, batch in trainers.values():  # warm-up: allocator, kernels, Adam state, compile
+        for _ in range(2 if cfg.compile else 1):
             trainer.step(batch)
     _sync(device)
     times: dict[str, list[float]] = {m: [] for m in cfg.methods}
     for _ in range(cfg.rounds):
         for method, (trainer, batch) in trainers.items():
             tic = time.perf_counter()
-            with _autocast(cfg, device):
-                for _ in range(cfg.batches):
-                    trainer.step(batch)
+            for _ in range(cfg.batches):
+                trainer.step(batch)
             _sync(device)
             times[method].append((time.perf_counter() - tic) / cfg.batches)
     del trainers

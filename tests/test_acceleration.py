@@ -1,0 +1,115 @@
+"""The speed levers (channels_last, bf16 autocast, torch.compile) change how a step runs, not what
+it computes; and a DDP-style wrapper around g_φ leaves φ's state dict alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import TinyConvAttacker, image_batch
+from torch import nn
+
+from bilevel import JointTrainer, LearnedFollower
+from bilevel.acceleration import Acceleration
+from problems.adversarial.config import DROConfig
+from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.models import SmallCNN
+
+EPS = 0.3
+
+
+def _trainer(speedup: Acceleration, update: str = "fused") -> tuple[JointTrainer, tuple]:
+    torch.manual_seed(0)
+    model = speedup.prepare(SmallCNN(), torch.device("cpu"))
+    follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=2)
+    speedup.prepare(follower.net, torch.device("cpu"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = JointTrainer(AdversarialDRO(model, EPS), follower, optimizer, update, 1, speedup)
+    torch.manual_seed(1)
+    x, y = image_batch(16)
+    return trainer, (speedup.batch(x), y)
+
+
+def _parameters(trainer: JointTrainer) -> list[torch.Tensor]:
+    nets = (trainer.problem.leader, trainer.follower.net)
+    return [p.detach().clone() for net in nets for p in net.parameters()]
+
+
+def _step_and_compare(speedup: Acceleration, update: str, rtol: float, atol: float) -> None:
+    base, batch = _trainer(Acceleration(), update)
+    before = _parameters(base)
+    base.step(batch)
+    fast, fast_batch = _trainer(speedup, update)
+    fast.step(fast_batch)
+    moved = 0
+    for b, p_base, p_fast in zip(before, _parameters(base), _parameters(fast), strict=True):
+        torch.testing.assert_close(p_fast, p_base, rtol=rtol, atol=atol)
+        moved += int(not torch.equal(b, p_base))
+    assert moved > len(before) // 2  # the step really changed θ and φ
+
+
+@pytest.mark.parametrize("update", ["fused", "alternating"])
+def test_channels_last_takes_the_same_step(update: str) -> None:
+    _step_and_compare(Acceleration(channels_last=True), update, rtol=1e-4, atol=1e-6)
+
+
+def test_channels_last_reaches_the_leader_and_the_attacker() -> None:
+    trainer, batch = _trainer(Acceleration(channels_last=True))
+    seen = []
+    for net in (trainer.problem.leader.body[0], trainer.follower.net.body[0]):
+        net.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))  # fmt: skip
+    trainer.step(batch)
+    assert seen and all(seen)
+
+
+def test_amp_runs_the_networks_in_bf16_and_keeps_float32_parameters() -> None:
+    dtypes = {}
+    for amp in (False, True):
+        trainer, batch = _trainer(Acceleration(amp=amp))
+        seen: list[torch.dtype] = []
+        trainer.problem.leader.register_forward_hook(
+            lambda m, i, o, seen=seen: seen.append(o.dtype)
+        )
+        before = _parameters(trainer)
+        out = trainer.step(batch)
+        dtypes[amp] = set(seen)
+        after = _parameters(trainer)
+        assert all(p.dtype == torch.float32 and p.isfinite().all() for p in after)
+        assert torch.isfinite(out["leader_loss"])
+        assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert dtypes == {False: {torch.float32}, True: {torch.bfloat16}}
+
+
+def test_amp_step_stays_close_to_the_float32_step() -> None:
+    # bf16 keeps 8 bits of mantissa: one SGD step of size 0.05 agrees to ~1e-2 of the weights
+    _step_and_compare(Acceleration(amp=True), "fused", rtol=5e-2, atol=5e-3)
+
+
+def test_compile_takes_the_same_step() -> None:
+    _step_and_compare(Acceleration(compile=True), "alternating", rtol=1e-4, atol=1e-6)
+
+
+def test_distribute_routes_the_forward_and_keeps_the_state_dict() -> None:
+    class CountingWrapper(nn.Module):  # stands in for DistributedDataParallel
+        def __init__(self, module: nn.Module) -> None:
+            super().__init__()
+            self.module, self.calls = module, 0
+
+        def forward(self, a: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return self.module(a)
+
+    trainer, batch = _trainer(Acceleration())
+    follower = trainer.follower
+    keys = list(follower.state_dict())
+    wrappers = []
+    follower.distribute(lambda net: wrappers.append(CountingWrapper(net)) or wrappers[-1])
+    trainer.step(batch)
+    assert wrappers[0].calls == follower.steps  # every unrolled step went through the wrapper
+    assert list(follower.state_dict()) == keys  # checkpoints are the same with and without it
+    assert all(k.startswith("net.") for k in keys)
+
+
+def test_channels_last_defaults_follow_the_data_set() -> None:
+    assert DROConfig(dataset="cifar10").resolve().channels_last is True
+    assert DROConfig(dataset="mnist5k").resolve().channels_last is False
+    assert DROConfig(dataset="mnist5k", channels_last=True).resolve().channels_last is True
