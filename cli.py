@@ -47,7 +47,8 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     table = Table(title=title)
     for key in rows[0]:
-        table.add_column(key, justify="right" if key != "method" else "left")
+        # spaces let a long header wrap instead of being cut to "seconds_per_…"
+        table.add_column(key.replace("_", " "), justify="right" if key != "method" else "left")
     for row in rows:
         table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
     console.print(table)

@@ -96,6 +96,7 @@ class BoundedOutput(nn.Module):
             raise ValueError(f"The attacker's eps must be a finite number >= 0, got {value}.")
         self._eps = value
 
+    @torch.compiler.disable  # ε changes between steps (warm-up): no recompile per value
     def bound(self, z: Tensor) -> Tensor:
         """ε · tanh(z), every entry strictly inside (−ε, ε) (for ε > 0)."""
         below_one = 1.0 - torch.finfo(z.dtype).eps / 2  # the largest float under 1

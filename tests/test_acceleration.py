@@ -3,9 +3,12 @@ it computes; and a DDP-style wrapper around g_φ leaves φ's state dict alone.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
-from helpers import TinyConvAttacker, image_batch
+from helpers import ROOT, TinyConvAttacker, image_batch
 from torch import nn
 
 from bilevel import JointTrainer, LearnedFollower
@@ -113,3 +116,29 @@ def test_channels_last_defaults_follow_the_data_set() -> None:
     assert DROConfig(dataset="cifar10").resolve().channels_last is True
     assert DROConfig(dataset="mnist5k").resolve().channels_last is False
     assert DROConfig(dataset="mnist5k", channels_last=True).resolve().channels_last is True
+
+
+_PAGE_FAULTS = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+from bilevel.acceleration import keep_freed_memory
+def faults_of_a_second_allocation():
+    x = torch.ones(16 * 2**20); del x  # 64 MiB, allocated and freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(16 * 2**20)  # the same size again
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+plain = faults_of_a_second_allocation()
+kept = keep_freed_memory()
+print(plain, kept, faults_of_a_second_allocation())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
+def test_keep_freed_memory_stops_page_faults_on_reallocation() -> None:
+    script = _PAGE_FAULTS.format(root=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    plain, kept, reused = out.stdout.split()
+    pages = 64 * 2**20 // 4096
+    assert int(plain) > pages // 2  # glibc: a fresh mmap, every page faulted in again
+    assert kept == "True"
+    assert int(reused) < pages // 10  # served from the kept heap

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bilevel import distributed
+from bilevel.acceleration import keep_freed_memory
 from bilevel.fit import fit
 from bilevel.followers import SignGradientAscent
 from bilevel.loop import JointTrainer
@@ -83,6 +84,8 @@ def solve_dro(
     cfg.resolve()
     device = resolve_device(cfg.device)
     context = distributed.init_from_env(device)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults on every step's large tensors (bilevel.acceleration)
     seed_everything(cfg.seed)  # the same on every process: θ and φ start identical
     splits = load_dataset(cfg.dataset, cfg.data_dir)
     info = splits.info
@@ -114,6 +117,8 @@ def solve_dro(
     augment = None if cfg.augment == "none" else cfg.augment
 
     per_epoch = num_batches(len(train[0]), cfg.batch_size)
+    if device.type == "cuda":  # the split lives on the GPU: no batch waits on a host copy
+        train = tuple(t.to(device) for t in train)
 
     def train_batches(epoch: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from bilevel.acceleration import Acceleration
+from bilevel.acceleration import Acceleration, keep_freed_memory
 from bilevel.errors import UserError
 from bilevel.followers import LearnedFollower, NoFollower, SignGradientAscent
 from bilevel.loop import JointTrainer
@@ -105,6 +105,7 @@ def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
     The peak is reset after the build (``clear_refs`` 5, Linux ≥ 4.0), so import-time peaks of
     torch's libraries do not mask the training step's own."""
     device = torch.device("cpu")
+    keep_freed_memory()  # as in the timed process
     trainer, batch = make_trainer(method, cfg, device)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
@@ -140,6 +141,8 @@ def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> floa
 def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[str, Any]]:
     """Seconds per batch (median over interleaved rounds), ratios to plain and PGM-10, peak memory."""
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     trainers = {m: make_trainer(m, cfg, device) for m in cfg.methods}
     for trainer, batch in trainers.values():  # warm-up: allocator, kernels, Adam state, compile
         for _ in range(2 if cfg.compile else 1):
@@ -161,7 +164,7 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
         rows.append(
             {
                 "method": method,
-                "seconds_per_batch": round(seconds[method], 4),
+                "seconds_per_batch": float(f"{seconds[method]:.4g}"),  # 4 significant digits
                 "ratio_to_plain": round(seconds[method] / plain, 3) if plain else None,
                 "ratio_to_pgm10": round(seconds[method] / pgm, 3) if pgm else None,
                 "peak_memory_mib": round(peak_memory_mib(method, cfg, device), 1),

@@ -1,0 +1,83 @@
+"""The cost side of issue #5 as behaviour, not timings: how many passes each update mode computes,
+and what ``bench speed`` measures and writes (interleaved rounds, ratios, JSON)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import TinyConvAttacker, image_batch
+from typer.testing import CliRunner
+
+from bilevel import JointTrainer, LearnedFollower
+from cli import app
+from problems.adversarial import speed
+from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.models import SmallCNN
+
+EPS = 0.3
+
+
+@pytest.mark.parametrize(
+    ("steps", "update", "leader_passes", "attacker_passes"),
+    [
+        # gradient input at z0, θ's step, q at the updated θ (new θ: not a repeat)
+        (1, "alternating", 3, 1),
+        # gradient input at z0, one pass for θ and φ
+        (1, "fused", 2, 1),
+        # gradient inputs at z0 and z1, θ's step, q at the updated θ
+        (2, "alternating", 4, 2),
+        (2, "fused", 3, 2),
+    ],
+)
+def test_no_pass_is_computed_twice(steps, update, leader_passes, attacker_passes) -> None:
+    torch.manual_seed(0)
+    model = SmallCNN()
+    follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=steps)
+    trainer = JointTrainer(
+        AdversarialDRO(model, EPS), follower, torch.optim.SGD(model.parameters(), lr=0.01), update
+    )
+    counts = {"leader": 0, "attacker": 0}
+    model.register_forward_hook(lambda *_: counts.__setitem__("leader", counts["leader"] + 1))
+    follower.net.register_forward_hook(
+        lambda *_: counts.__setitem__("attacker", counts["attacker"] + 1)
+    )
+    trainer.step(image_batch(8))
+    assert counts == {"leader": leader_passes, "attacker": attacker_passes}
+
+
+def test_bench_speed_interleaves_the_methods_and_writes_its_table(tmp_path, monkeypatch) -> None:
+    order: list[str] = []
+    make_trainer = speed.make_trainer
+
+    def recording_make_trainer(method, cfg, device):
+        trainer, batch = make_trainer(method, cfg, device)
+        step = trainer.step
+        trainer.step = lambda b: (order.append(method), step(b))[1]
+        return trainer, batch
+
+    monkeypatch.setattr(speed, "make_trainer", recording_make_trainer)
+    out = tmp_path / "speed.json"
+    args = ["bench", "speed", "--model", "small-cnn", "--batch-size", "4", "--batches", "1",
+            "--rounds", "2", "--methods", "plain,pgm-10,grad-fused", "--json", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    methods = ["plain", "pgm-10", "grad-fused"]
+    # one warm-up step each, then rounds A B C A B C (the peak-memory children are other processes)
+    assert order == methods + methods + methods
+    payload = json.loads(out.read_text())
+    rows = {row["method"]: row for row in payload["rows"]}
+    assert list(rows) == methods
+    plain, pgm = rows["plain"]["seconds_per_batch"], rows["pgm-10"]["seconds_per_batch"]
+    for row in rows.values():
+        assert row["seconds_per_batch"] > 0 and row["peak_memory_mib"] >= 0
+        assert row["ratio_to_plain"] == pytest.approx(row["seconds_per_batch"] / plain, rel=1e-2)
+        assert row["ratio_to_pgm10"] == pytest.approx(row["seconds_per_batch"] / pgm, rel=1e-2)
+    assert payload["config"]["channels_last"] is True  # the measured-faster default
+
+
+def test_bench_speed_rejects_an_unknown_method() -> None:
+    result = CliRunner().invoke(app, ["bench", "speed", "--methods", "plain,pgm-11"])
+    assert result.exit_code == 2
+    assert "Unknown method 'pgm-11'" in result.output
