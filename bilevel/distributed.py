@@ -78,6 +78,13 @@ def shard(tensor: torch.Tensor, context: Context) -> torch.Tensor:
     return tensor[context.rank :: context.world_size]
 
 
+def shutdown() -> None:
+    """Leave the process group, once every DDP wrapper of this process is gone; leaving it to
+    interpreter exit can abort the process in gloo's teardown."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

@@ -102,6 +102,8 @@ class JointTrainer:
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         """One joint step; returns detached tensors (no host sync here)."""
+        if not self.acceleration.amp:
+            return self._step(batch)
         device = next(self.problem.leader.parameters()).device
         with self.acceleration.autocast(device):
             return self._step(batch)

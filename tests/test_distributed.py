@@ -55,7 +55,7 @@ def _worker(rank: int, port: int, out: str, update: str) -> None:
         torch.save(_gradients(problem, follower), out)
     del problem, follower  # the DDP wrappers go before their process group does
     dist.barrier()
-    dist.destroy_process_group()
+    distributed.shutdown()
 
 
 @pytest.mark.parametrize("update", ["alternating", "fused"])

@@ -81,6 +81,19 @@ def solve_dro(
     A ``DROConfig`` subclass (e.g. ``AITConfig``) trains its own problem, follower and batches
     here with the same selection, checkpoints, resume, test table and report.
     """
+    results = _train_and_report(cfg, out, resume, interrupt_after_epoch, show_progress, crash_after_epoch)  # fmt: skip
+    distributed.shutdown()  # after the DDP wrappers above are gone
+    return results
+
+
+def _train_and_report(
+    cfg: DROConfig,
+    out: str | Path,
+    resume: bool,
+    interrupt_after_epoch: int | None,
+    show_progress: bool,
+    crash_after_epoch: int | None,
+) -> dict[str, Any] | None:
     cfg.resolve()
     device = resolve_device(cfg.device)
     context = distributed.init_from_env(device)

@@ -4,8 +4,8 @@ and interleaved (A B C ... A B C ...) so the machine's drift cancels.
 Methods: plain training, FGSM with random start, PGM-10, and Grad / 2-Step L2L with the alternating
 and the fused update, on random CIFAR-shaped batches (timing does not depend on pixel values).
 Peak memory: ``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident set size of a
-fresh child process per method, above its size once the model and batch exist (RSS cannot be
-reset inside one process).
+fresh child process per method, above its size once the model and batch exist (the peak is reset
+there, after the imports). The timed process uses ``keep_freed_memory``, as ``solve`` does.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
     The peak is reset after the build (``clear_refs`` 5, Linux ≥ 4.0), so import-time peaks of
     torch's libraries do not mask the training step's own."""
     device = torch.device("cpu")
-    keep_freed_memory()  # as in the timed process
+    # glibc's default allocator here, not ``keep_freed_memory``: freed large blocks go back to the
+    # system at once, so the peak RSS is the peak of live tensors (as max_memory_allocated on GPU)
+    # and not of a heap that keeps what it once held
     trainer, batch = make_trainer(method, cfg, device)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
