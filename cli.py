@@ -104,6 +104,13 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _run_config(config_class: Any, options: dict[str, Any]) -> Any:
+    """A run's configuration from a solve command's options (its parameters, by name); options
+    that are not configuration (--out, --resume ...) are left out by ``from_dict``."""
+    parsed = {"milestones": _milestones(options["milestones"]), "compile": options["compile_"]}
+    return config_class.from_dict({**options, **parsed})
+
+
 def _print_solved(
     results: dict[str, Any] | None, title: str, out: Path, interrupt_after_epoch: int | None
 ) -> None:
@@ -159,17 +166,11 @@ def solve_adversarial_dro(
     Multi-process: torchrun --nproc_per_node=N cli.py solve adversarial-dro ... (gloo on CPU,
     nccl on GPU); each process takes 1/N of every minibatch.
     """
+    options = dict(locals())
     from problems.adversarial.config import DROConfig
     from problems.adversarial.solve import solve_dro
 
-    cfg = DROConfig(
-        dataset=dataset, data_dir=data_dir, model=model, follower=follower, eps=eps,
-        pgm_steps=pgm_steps, pgm_step_size=pgm_step_size, epochs=epochs, batch_size=batch_size,
-        lr=lr, milestones=_milestones(milestones), attacker=attacker,
-        attacker_width=attacker_width, update=update, follower_steps=follower_steps,
-        train_size=train_size, eval_size=eval_size, seed=seed, device=device,
-        eps_warmup=eps_warmup, channels_last=channels_last, amp=amp, compile=compile_,
-    )  # fmt: skip
+    cfg = _run_config(DROConfig, options)
     results = solve_dro(
         cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch,
         crash_after_epoch=crash_after_epoch,
@@ -218,16 +219,10 @@ def solve_adversarial_ait(
     compile_: bool = Shared.compile_,
 ) -> None:
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
+    options = dict(locals())
     from problems.adversarial.solve_ait import AITConfig, solve_ait
 
-    cfg = AITConfig(
-        dataset=dataset, data_dir=data_dir, model=model, follower=follower, eps=eps, eps_y=eps_y,
-        pairing=pairing, ait_direction=ait_direction, epochs=epochs, batch_size=batch_size, lr=lr,
-        milestones=_milestones(milestones), attacker=attacker, attacker_width=attacker_width,
-        update=update, follower_steps=follower_steps, train_size=train_size,
-        eval_size=eval_size, seed=seed, device=device, eps_warmup=eps_warmup,
-        channels_last=channels_last, amp=amp, compile=compile_,
-    )  # fmt: skip
+    cfg = _run_config(AITConfig, options)
     results = solve_ait(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"
     _print_solved(results, title, out, interrupt_after_epoch)

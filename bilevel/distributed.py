@@ -44,10 +44,9 @@ def init_from_env(device: torch.device) -> Context:
         # torchrun's store outlives a restart; without a prefix per attempt, a restarted process
         # can read the dead one's gloo address and fail to connect (measured here: most restarts)
         store, rank, world_size = next(dist.rendezvous("env://"))
-        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
             "nccl" if device.type == "cuda" else "gloo",
-            store=dist.PrefixStore(f"bilevel/attempt-{attempt}", store),
+            store=dist.PrefixStore(f"bilevel/attempt-{_restart_count()}", store),
             rank=rank,
             world_size=world_size,
         )
@@ -90,6 +89,11 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _restart_count() -> int:
+    """How many times ``torchrun --max-restarts`` has restarted this worker's group (0: never)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
 def restarted_by_torchrun() -> bool:
     """True in a worker that ``torchrun --max-restarts`` started again after a failure."""
-    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+    return _restart_count() > 0

@@ -103,16 +103,16 @@ def fit(
                 )
             row = {"epoch": epoch, **means, **validate(), "train_seconds": round(train_seconds, 3)}
             history.append(row)
+            state = trainer.state_dict()
             if row[select_key] > best:
                 best = row[select_key]
                 if is_main:
                     atomic_torch_save(
-                        {"epoch": epoch, "leader": trainer.state_dict()["leader"]},
-                        run.best_checkpoint,
+                        {"epoch": epoch, "leader": state["leader"]}, run.best_checkpoint
                     )
             checkpoint = {
                 "epoch": epoch,
-                "trainer": trainer.state_dict(),
+                "trainer": state,
                 "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
                 "best": best,

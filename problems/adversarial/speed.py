@@ -23,11 +23,11 @@ import torch
 
 from bilevel.acceleration import Acceleration, keep_freed_memory
 from bilevel.errors import UserError
-from bilevel.followers import LearnedFollower, NoFollower, SignGradientAscent
+from bilevel.followers import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.run import atomic_write_text
-from learned_optimizers import build_attacker
-from problems.adversarial.config import resolve_device
+from problems.adversarial.config import DROConfig, build_follower, resolve_device
+from problems.adversarial.data import DatasetInfo
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.models import MODEL_NAMES, build_model
 
@@ -59,7 +59,10 @@ class SpeedConfig:
 
 
 def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
-    """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for small-cnn)."""
+    """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for small-cnn).
+
+    The follower is ``solve``'s own for that name (``build_follower``): FGSM-RS steps 1.25 ε,
+    PGM-10 steps 2/255, the learned ones take [x, ∇] into the attacker."""
     if method not in METHODS:
         raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}.")
     if cfg.model not in MODEL_NAMES:
@@ -67,19 +70,22 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
     torch.manual_seed(0)
     speedup = Acceleration(cfg.channels_last, cfg.amp, cfg.compile)
     channels, size = (1, 28) if cfg.model == "small-cnn" else (3, 32)  # digits or CIFAR shape
-    model = build_model(cfg.model, 10, channels, (0.5,) * channels, (0.25,) * channels)
+    info = DatasetInfo("random", 10, channels, size, (0.5,) * channels, (0.25,) * channels)
+    model = build_model(cfg.model, info.num_classes, channels, info.mean, info.std)
     model = speedup.prepare(model, device)
+    name = {"plain": "none", "fgsm-rs": "fgsm", "pgm-10": "pgm"}.get(method, method)
+    options = DROConfig(
+        follower=name.removesuffix("-fused").removesuffix("-alternating"),
+        eps=EPS,
+        pgm_steps=10,
+        pgm_step_size=2 / 255,
+        attacker=cfg.attacker,
+        attacker_width=cfg.attacker_width,
+    )
+    follower = build_follower(options, info)
+    if isinstance(follower, LearnedFollower):
+        speedup.prepare(follower.net, device)
     update = "fused" if method.endswith("fused") else "alternating"
-    if method == "plain":
-        follower: Any = NoFollower()
-    elif method == "fgsm-rs":
-        follower = SignGradientAscent(1, 1.25 * EPS, random_start=True)
-    elif method == "pgm-10":
-        follower = SignGradientAscent(10, 2 / 255, random_start=True)
-    else:
-        net = build_attacker(cfg.attacker, 2 * channels, channels, EPS, cfg.attacker_width)
-        net = speedup.prepare(net, device)
-        follower = LearnedFollower(net, steps=2 if method.startswith("2-step") else 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     trainer = JointTrainer(AdversarialDRO(model, EPS), follower, optimizer, update, 1, speedup)
     x = speedup.batch(torch.rand(cfg.batch_size, channels, size, size, device=device))
