@@ -104,9 +104,9 @@ def compare(
     z = follower.solve(problem, batch)
     with torch.no_grad():
         q_star = torch.softmax(problem.losses(batch) / problem.tau, dim=0)
-        value = problem.value(batch)
         found = problem.follower_objective(batch, z)
-    (closed,) = torch.autograd.grad(problem.value(batch), problem.leader.weight)
+    value = problem.value(batch)
+    (closed,) = torch.autograd.grad(value, problem.leader.weight)
     _, (danskin,) = hypergradient(problem, batch, z, Hypergradient("danskin"))
     _, (implicit,) = hypergradient(
         problem, batch, z, Hypergradient("implicit-cg", cg_iterations=10)
@@ -119,7 +119,7 @@ def compare(
     }
     return {
         "weights_error": float((torch.softmax(z, dim=0) - q_star).abs().max()),
-        "value_error": float((found - value).abs()),
+        "value_error": float((found - value.detach()).abs()),
         "gradient_norm": float(closed.norm()),
         **{f"{k}_error": v for k, v in gap.items()},
     }

@@ -38,13 +38,13 @@ class L2Tuning:
 
     zero_sum = False
 
-    def __init__(self, dim: int, log_lam: float) -> None:
+    def __init__(self, log_lam: float) -> None:
         self.leader = nn.Module()
         self.leader.log_lam = nn.Parameter(torch.tensor(log_lam, dtype=DT))
-        self.dim = dim
 
     def init_follower(self, batch: Batch, random_start: bool = False) -> Tensor:
-        return torch.zeros(self.dim, dtype=DT)
+        (x, _), _ = batch  # w has one weight per input dimension
+        return torch.zeros(x.shape[1], dtype=DT)
 
     def project(self, batch: Batch, w: Tensor) -> Tensor:
         return w
@@ -112,7 +112,7 @@ def compare(batch: Batch, log_lams: tuple[float, ...] = (-4.0, -2.0, 0.0)) -> li
     """d L_val / d log λ by each method and in closed form, at each λ."""
     rows = []
     for log_lam in log_lams:
-        problem = L2Tuning(batch[0][0].shape[1], log_lam)
+        problem = L2Tuning(log_lam)
         w = GradientAscent(STEPS, STEP).solve(problem, batch)
         row = {"lambda": math.exp(log_lam), "closed form": float(closed_form(batch, log_lam)[1])}
         for name, config in METHODS.items():
@@ -127,7 +127,7 @@ def tune(batch: Batch, method: str, outer_steps: int = 25, lr: float = 10.0) -> 
     The validation loss is flat in log λ near its minimum (curvature ≈ 0.05 for the default data),
     hence the large learning rate, about half the inverse curvature.
     """
-    problem = L2Tuning(batch[0][0].shape[1], 0.0)
+    problem = L2Tuning(0.0)
     problem.hypergradient = METHODS[method]
     opt = torch.optim.SGD(problem.leader.parameters(), lr=lr)
     trainer = JointTrainer(problem, GradientAscent(STEPS, STEP), opt)

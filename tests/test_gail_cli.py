@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import metrics_without_time
 from typer.testing import CliRunner
 
 from cli import app
@@ -19,13 +20,6 @@ runner = CliRunner()
 def solve(out: Path, cache: Path, *extra: str):
     args = ["solve", "gail", *TINY, "--cache-dir", str(cache), "--out", str(out), *extra]
     return runner.invoke(app, args, catch_exceptions=False)
-
-
-def _metrics(out: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    for row in rows:
-        row.pop("train_seconds")  # wall-clock time is the one thing allowed to differ
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +41,7 @@ def test_run_folder_holds_config_metrics_checkpoints_report_and_plots(unbroken: 
     config = json.loads((unbroken / "config.json").read_text())
     assert config["follower"] == "l2l" and config["env"] == "Pendulum-v1"
     assert config["lstm_steps"] == 5 and config["gamma"] == 0.9  # resolved defaults are recorded
-    rows = _metrics(unbroken)
+    rows = metrics_without_time(unbroken)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["env_steps"] for r in rows] == [200, 400, 600]
     assert all(0.0 <= r["val_disc_acc"] <= 1.0 for r in rows)
@@ -60,16 +54,16 @@ def test_run_folder_holds_config_metrics_checkpoints_report_and_plots(unbroken: 
     assert (unbroken / "gail.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(
+def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
     unbroken, cache, tmp_path
 ) -> None:
     out = tmp_path / "broken"
     first = solve(out, cache, "--follower", "l2l", "--interrupt-after-epoch", "1")
     assert first.exit_code == 0 and "resume" in first.output
-    assert len(_metrics(out)) == 1 and not (out / "results.json").exists()
+    assert len(metrics_without_time(out)) == 1 and not (out / "results.json").exists()
     second = solve(out, cache, "--follower", "l2l", "--resume")
     assert second.exit_code == 0, second.output
-    assert _metrics(out) == _metrics(unbroken)
+    assert metrics_without_time(out) == metrics_without_time(unbroken)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 import torch
-from test_hypergradients import DT, N, lq
+from test_hypergradients import DT, N, implicit_closed_form, lq
 
 from bilevel import JointTrainer, UserError
 from bilevel.hypergradients import Hypergradient
@@ -24,7 +24,7 @@ def _expected_step(method: str, p) -> torch.Tensor:
     if method == "danskin":  # L has no direct λ term: Danskin sees no gradient at all
         return torch.zeros_like(p.leader.value)
     if method == "implicit-cg":
-        return a_inv_b.T @ (w_star - p.c)
+        return implicit_closed_form(p)
     if method == "implicit-neumann":  # 6 terms of step 0.3
         return a_inv_b.T @ (eye - torch.linalg.matrix_power(eye - 0.3 * p.a, 6)).T @ (w_star - p.c)
     jac = (eye - torch.linalg.matrix_power(eye - 0.25 * p.a, 7)) @ a_inv_b  # 7 steps of 0.25
