@@ -220,10 +220,11 @@ def solve_adversarial_ait(
 ) -> None:
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
     options = dict(locals())
-    from problems.adversarial.solve_ait import AITConfig, solve_ait
+    from problems.adversarial.solve import solve_dro
+    from problems.adversarial.solve_ait import AITConfig
 
     cfg = _run_config(AITConfig, options)
-    results = solve_ait(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
+    results = solve_dro(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"
     _print_solved(results, title, out, interrupt_after_epoch)
 

@@ -10,14 +10,14 @@ Followers (``--follower``):
 
 Defaults beyond DRO's: ``--update follower-first`` (Algorithm 4 steps φ before θ), ε_y = 0.5,
 the batch reversed as partners, features pulled ``toward`` the partner's. On CIFAR: the paper's
-AIT setting, 200 epochs with lr ×0.1 at epochs 60 and 90 (Section 4.2).
+AIT setting, 200 epochs with lr ×0.1 at epochs 60 and 90 (Section 4.2). ``solve_dro(AITConfig(...),
+out)`` trains a run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -32,9 +32,8 @@ from problems.adversarial.ait import (
     Pairing,
     pair_batch,
 )
-from problems.adversarial.config import LEARNED, DROConfig, build_follower
+from problems.adversarial.config import LEARNED, DROConfig, _choose, build_follower
 from problems.adversarial.data import DatasetInfo
-from problems.adversarial.solve import solve_dro
 
 AIT_FOLLOWERS = ("ait", *LEARNED)
 
@@ -58,13 +57,8 @@ class AITConfig(DROConfig):
             if self.milestones is None and self.epochs == 200:
                 self.milestones = [60, 90]
         super().resolve()
-        for option, value, enum in (
-            ("--pairing", self.pairing, Pairing),
-            ("--ait-direction", self.ait_direction, Direction),
-        ):
-            if value not in {m.value for m in enum}:
-                choices = ", ".join(m.value for m in enum)
-                raise UserError(f"Unknown {option} {value!r}; choose one of: {choices}.")
+        _choose("--pairing", self.pairing, tuple(m.value for m in Pairing))
+        _choose("--ait-direction", self.ait_direction, tuple(m.value for m in Direction))
         if not 0.0 <= self.eps_y <= 1.0:
             raise UserError(f"--eps-y must be in [0, 1]; got {self.eps_y}.")
         if self.update == UpdateMode.FUSED.value:
@@ -90,14 +84,3 @@ class AITConfig(DROConfig):
     ) -> AITBatch:
         """``(x, y, partner)``: partners drawn from the epoch's generator, so resume is exact."""
         return pair_batch(x, y, self.pairing, generator)
-
-
-def solve_ait(
-    cfg: AITConfig,
-    out: str | Path,
-    resume: bool = False,
-    interrupt_after_epoch: int | None = None,
-    show_progress: bool = True,
-) -> dict[str, Any] | None:
-    """Train one AIT run into ``out``; return the test results (None if interrupted on purpose)."""
-    return solve_dro(cfg, out, resume, interrupt_after_epoch, show_progress)

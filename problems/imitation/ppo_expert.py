@@ -43,16 +43,15 @@ def train_expert(
     check_env_id(env_id)
     if steps < 1:
         raise UserError(f"--steps must be at least 1; got {steps}.")
+    path = ppo_expert_path(env_id, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with single_thread():  # small MLPs: more threads only add contention
         venv = make_vec_env(env_id, n_envs=4, seed=seed)
         model = PPO("MlpPolicy", venv, seed=seed, verbose=verbose, device="cpu")
         model.learn(total_timesteps=steps)
-    path = ppo_expert_path(env_id, cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        model.save(Path(tmp) / "model.zip")
-        (Path(tmp) / "model.zip").replace(path)
-    with single_thread():
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            model.save(Path(tmp) / "model.zip")
+            (Path(tmp) / "model.zip").replace(path)
         returns = rollout(env_id, _wrap(model), 10, seed=20_000).episode_returns
     return path, float(returns.mean())
 
