@@ -5,6 +5,7 @@ killed process or a bad input never leaves a broken file where a good one was.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -30,6 +31,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_figure(fig: Any, path: Path) -> None:
+    """A matplotlib figure as a PNG (100 dpi), written atomically; the figure is then closed."""
+    import matplotlib.pyplot as plt  # only where figures are drawn
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def table_cell(value: Any) -> str:
+    """A value in a markdown table of a report: floats to 4 decimals, anything else as it is."""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import matplotlib
@@ -10,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bilevel.run import RunDir, atomic_write_bytes, atomic_write_text  # noqa: E402
+from bilevel.run import RunDir, atomic_write_figure, atomic_write_text, table_cell  # noqa: E402
 
 
 def plot_training_curves(
@@ -36,10 +35,7 @@ def plot_training_curves(
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="validation split", ylim=(0, 1))
     ax_acc.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(run.path / name, buffer.getvalue())
+    atomic_write_figure(fig, run.path / name)
 
 
 def write_report(
@@ -48,16 +44,12 @@ def write_report(
     """``report.md``: the final test table, the per-epoch metrics and every resolved option."""
     lines = [f"# Run {run.path.name}", "", "## Test split (best epoch on the validation split)", ""]
     lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in results.items()]
+    lines += [f"| {k} | {table_cell(v)} |" for k, v in results.items()]
     keys = list(dict.fromkeys(k for row in history for k in row))
     lines += ["", "## Per epoch", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(_fmt(row.get(k, "")) for k in keys) + " |" for row in history]
+    lines += ["| " + " | ".join(table_cell(row.get(k, "")) for k in keys) + " |" for row in history]
     lines += ["", "## Configuration", "", "| option | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in config.items()]
     lines += ["", "![training curves](curves.png)", ""]
     atomic_write_text(run.path / "report.md", "\n".join(lines))
     plot_training_curves(run, history)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import matplotlib
@@ -10,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bilevel.run import RunDir, atomic_write_bytes  # noqa: E402
+from bilevel.run import RunDir, atomic_write_figure  # noqa: E402
 
 
 def plot_gail_curves(run: RunDir, history: list[dict[str, Any]], name: str = "gail.png") -> None:
@@ -27,7 +26,4 @@ def plot_gail_curves(run: RunDir, history: list[dict[str, Any]], name: str = "ga
     ax_acc.set(xlabel="environment steps", ylabel="accuracy", ylim=(0, 1))
     ax_acc.set_title("discriminator accuracy")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(run.path / name, buffer.getvalue())
+    atomic_write_figure(fig, run.path / name)

@@ -20,7 +20,6 @@ Table, per follower, from the validation evaluations of each run (normalised ret
 
 from __future__ import annotations
 
-import io
 import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bilevel.errors import UserError
-from bilevel.run import RunDir, atomic_write_bytes, atomic_write_text
+from bilevel.run import RunDir, atomic_write_figure, atomic_write_text
 from problems.imitation.config import GAILConfig
 from problems.imitation.reliability import (
     across_run_dispersion,
@@ -150,7 +149,4 @@ def plot_stability(path: Path, histories: dict, followers: list[str], seeds: int
     for ax in axes:
         ax.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_figure(fig, path)

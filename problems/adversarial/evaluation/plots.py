@@ -9,7 +9,6 @@ Training curves come from ``problems.adversarial.report.plot_training_curves``.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from bilevel.run import atomic_write_bytes  # noqa: E402
+from bilevel.run import atomic_write_figure  # noqa: E402
 
 MAGNIFY = (5, 30)
-
-
-def _save(fig: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_sweeps(curves: dict[str, dict[str, Any]], path: Path) -> None:
@@ -46,7 +38,7 @@ def plot_sweeps(curves: dict[str, dict[str, Any]], path: Path) -> None:
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    atomic_write_figure(fig, path)
 
 
 def _show(ax: Any, image: Tensor) -> None:
@@ -81,4 +73,4 @@ def plot_examples(x: Tensor, adversarial: dict[str, Tensor], path: Path) -> None
                 _show(axes[i, j * cols + c], (0.5 + m * delta).clamp(0, 1))
                 axes[i, j * cols + c].set_title(f"δ x{m}", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    atomic_write_figure(fig, path)

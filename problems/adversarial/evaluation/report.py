@@ -12,8 +12,9 @@ from typing import Any
 from torch import Tensor
 
 from bilevel.errors import UserError
-from bilevel.run import RunDir, atomic_write_text
+from bilevel.run import RunDir, atomic_write_text, table_cell
 from problems.adversarial.evaluation.attacks import AttackResult
+from problems.adversarial.evaluation.checklist import Check
 from problems.adversarial.evaluation.plots import plot_examples, plot_sweeps
 from problems.adversarial.report import plot_training_curves
 
@@ -55,8 +56,7 @@ def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def checklist_lines(ev: dict[str, Any]) -> list[str]:
-    mark = {True: "PASS", False: "FAIL", None: "SKIP"}
-    return [f"[{mark[c['passed']]}] {c['name']}: {c['detail']}" for c in ev.get("checklist", [])]
+    return [Check(**c).line() for c in ev.get("checklist", [])]
 
 
 def write_outputs(
@@ -98,7 +98,7 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
     rows = table_rows(evals)
     keys = list(rows[0])
     lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(_fmt(row[k]) for k in keys) + " |" for row in rows]
+    lines += ["| " + " | ".join(table_cell(row[k]) for k in keys) + " |" for row in rows]
     lines += [
         "",
         "## Attack settings",
@@ -116,7 +116,3 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
         lines += [f"- {line}" for line in checklist_lines(ev)]
     lines += [""] + [f"![{p}]({p})" for p in ev.get("plots", [])] + [""]
     return "\n".join(lines)
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)

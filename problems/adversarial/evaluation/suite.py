@@ -53,11 +53,11 @@ class SuiteOptions:
     surrogate: nn.Module | None = None
     surrogate_source: str = ""
 
-    def pgd_step(self, steps: int, eps: float | None = None) -> float:
+    def pgd_step(self, steps: int) -> float:
         """η of PGD-k: ``--step-size``, else 0.003 (CIFAR, the paper) or 2.5 ε / k."""
         if self.step_size is not None:
             return self.step_size
-        return PAPER_STEP if self.cifar else 2.5 * (eps or self.eps) / steps
+        return PAPER_STEP if self.cifar else 2.5 * self.eps / steps
 
 
 def attack_names(spec: str, options: SuiteOptions) -> list[str]:
