@@ -61,6 +61,11 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
 
 
+def dataset_default(dataset: str, option: str) -> Any:
+    """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it."""
+    return _DATASET_DEFAULTS[dataset][option]
+
+
 @dataclass
 class DROConfig:
     """Every option of a DRO run; ``None`` means "the data set's default" until ``resolve()``.

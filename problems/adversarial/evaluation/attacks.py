@@ -86,10 +86,17 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
 
 
 def run_attack(
-    attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500, keep: int = 4
+    attack: Attack,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    batch_size: int = 500,
+    keep: int = 4,
+    params: dict[str, Any] | None = None,
 ) -> AttackResult:
     """Run ``attack`` over (x, y) in batches with the model in eval mode; check that every
-    x_adv is feasible (a violation is a bug, so it raises) and return per-example correctness."""
+    x_adv is feasible (a violation is a bug, so it raises) and return per-example correctness.
+    ``params``: ``attack.params()`` when the caller has it already."""
     model.eval()
     tic = time.perf_counter()
     correct, head = [], []
@@ -104,7 +111,7 @@ def run_attack(
             head.append(x_adv[:keep])
     return AttackResult(
         attack.name,
-        attack.params(),
+        attack.params() if params is None else params,
         torch.cat(correct).cpu(),
         time.perf_counter() - tic,
         torch.cat(head)[:keep].cpu(),

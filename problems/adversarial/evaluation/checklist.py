@@ -89,7 +89,7 @@ def check_white_beats_black(
     name = "white-box attacks at least as strong as black-box, per example"
     if not white or not black:
         return Check(name, None, "needs a white-box and a black-box attack")
-    white_robust = _all_correct(white.values())
+    white_robust = all_correct(white.values())
     n = len(white_robust)
     slack = tol  # a per-example count has no sampling floor: any break beyond tol · n fails
     counts = {k: int((~v & white_robust).sum()) for k, v in black.items()}
@@ -113,7 +113,7 @@ def check_iterative_beats_fgsm(
     slack = tolerance(n, tol)
     best_name = min(iterative, key=lambda k: iterative[k].float().mean().item())
     best, fgsm_acc = iterative[best_name].float().mean().item(), fgsm.float().mean().item()
-    only_fgsm = int((~fgsm & _all_correct(iterative.values())).sum())
+    only_fgsm = int((~fgsm & all_correct(iterative.values())).sum())
     detail = (
         f"{best_name} {best:.3f} vs fgsm {fgsm_acc:.3f} (tolerance {slack:.3f}); "
         f"{only_fgsm} examples broken by FGSM but by no iterative attack"
@@ -134,7 +134,8 @@ def check_autoattack_margin(
     return Check(name, gap <= margin, detail)
 
 
-def _all_correct(flags: Any) -> Tensor:
+def all_correct(flags: Any) -> Tensor:
+    """Per example: correct under every one of ``flags`` (boolean tensors of one shape)."""
     flags = list(flags)
     out = flags[0].clone()
     for f in flags[1:]:

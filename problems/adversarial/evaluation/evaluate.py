@@ -18,7 +18,7 @@ from torch import Tensor
 
 from bilevel.errors import UserError
 from bilevel.run import RunDir
-from problems.adversarial.config import resolve_device
+from problems.adversarial.config import dataset_default, resolve_device
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation import checklist as cl
 from problems.adversarial.evaluation.attacks import (
@@ -77,11 +77,13 @@ class Evaluator:
         self._cache: dict[str, AttackResult] = {}
 
     def run(self, attack: Attack, seed_offset: int = 0) -> AttackResult:
-        key = f"{attack.name}|{sorted(attack.params().items())!r}|{seed_offset}"
+        params = attack.params()  # once: AutoAttack's builds the whole attack to read them
+        key = f"{attack.name}|{sorted(params.items())!r}|{seed_offset}"
         if key not in self._cache:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed + seed_offset)
-                self._cache[key] = run_attack(attack, self.model, self.x, self.y, self.batch)
+                result = run_attack(attack, self.model, self.x, self.y, self.batch, params=params)
+                self._cache[key] = result
         return self._cache[key]
 
 
@@ -105,9 +107,7 @@ def evaluate(o: EvalOptions) -> dict[str, Any]:
     loaded = load_classifier(run_dir, o.model, o.dataset, o.arch, device)
     model, info, config = loaded.model, loaded.info, loaded.config
     eps = float(
-        o.eps
-        if o.eps is not None
-        else config.get("eps") or (0.3 if info.in_channels == 1 else 0.031)
+        o.eps if o.eps is not None else config.get("eps") or dataset_default(info.name, "eps")
     )
     test = load_dataset(info.name, config.get("data_dir", "./data")).test
     x, y = subset(test, o.n_examples) if o.n_examples else test
@@ -148,9 +148,7 @@ def evaluate_model(
     evaluator = Evaluator(model, x, y, o.seed, o.batch_size)
     clean = predict(model, x, o.batch_size) == y
     results = [evaluator.run(a) for a in attacks]
-    worst = clean.cpu().clone()
-    for r in results:
-        worst &= r.correct
+    worst = cl.all_correct([clean.cpu(), *(r.correct for r in results)])
     out: dict[str, Any] = {
         "n_examples": len(y),
         "eps": suite.eps,

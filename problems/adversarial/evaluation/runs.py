@@ -16,7 +16,7 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.followers import LearnedFollower
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.config import LEARNED, DROConfig, build_follower
+from problems.adversarial.config import LEARNED, DROConfig, build_follower, dataset_default
 from problems.adversarial.data import DatasetInfo, dataset_info
 from problems.adversarial.models import build_model
 
@@ -79,7 +79,7 @@ def load_classifier(
         config = read_config(run_dir) if has_run else {}
         checkpoint = Path(model_path)
     info = dataset_info(config.get("dataset", dataset))
-    name = config.get("model") or arch or ("small-cnn" if info.name == "mnist5k" else "wrn-34-10")
+    name = config.get("model") or arch or dataset_default(info.name, "model")
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
     state = load_checkpoint(checkpoint)
     _fit(model, state.get("leader", state), checkpoint)
