@@ -30,7 +30,7 @@ from bilevel.decisions import Decision, grad_or_zeros
 from bilevel.errors import UserError
 from bilevel.implicit import implicit_hypergradient
 from bilevel.protocol import Batch, BilevelProblem
-from bilevel.unrolled import unrolled_hypergradient
+from bilevel.unrolled import ascent, unrolled_hypergradient
 
 
 class Method(str, Enum):
@@ -91,8 +91,9 @@ def hypergradient(
             loss = problem.leader_loss(batch, z)
             return loss.detach(), grad_or_zeros(loss, params)
     if config.method is Method.UNROLLED:
+        update = ascent(config.unroll_step_size)
         return unrolled_hypergradient(
-            problem, batch, config.unroll_steps, config.unroll_step_size, config.first_order
+            problem, batch, config.unroll_steps, update, config.first_order
         )
     if config.method is Method.IMPLICIT_CG:
         return implicit_hypergradient(

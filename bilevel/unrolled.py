@@ -85,13 +85,14 @@ def unrolled_hypergradient(
     problem: BilevelProblem,
     batch: Batch,
     steps: int,
-    step_size: float,
+    update: UpdateRule,
     first_order: bool = False,
 ) -> tuple[Tensor, list[Tensor]]:
-    """(L(θ, z_T), ∇_θ L(θ, z_T(θ))) through T steps of size α from ``init_follower``."""
+    """(L(θ, z_T), ∇_θ L(θ, z_T(θ))) through T steps of the rule ``update`` (e.g. ``ascent(α)``)
+    from ``init_follower``."""
     params = [p for p in problem.leader.parameters() if p.requires_grad]
     with torch.enable_grad():
-        z_t = unroll(problem, batch, steps, ascent(step_size), first_order=first_order)
+        z_t = unroll(problem, batch, steps, update, first_order=first_order)
         loss = problem.leader_loss(batch, z_t)
         grads = grad_or_zeros(loss, params)
     return loss.detach(), grads
@@ -113,7 +114,8 @@ class GradientAscent:
     ) -> None:
         if steps < 1:
             raise ValueError("GradientAscent needs at least one step")
-        self.steps, self.step_size = steps, step_size
+        self.steps = steps
+        self.step_size = step_size if update is None else None  # a given rule has its own steps
         self.update = ascent(step_size) if update is None else update
 
     def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
@@ -123,4 +125,5 @@ class GradientAscent:
         return None
 
     def __repr__(self) -> str:
-        return f"GradientAscent(steps={self.steps}, step_size={self.step_size:g})"
+        rule = "update=custom" if self.step_size is None else f"step_size={self.step_size:g}"
+        return f"GradientAscent(steps={self.steps}, {rule})"

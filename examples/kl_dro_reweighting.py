@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bilevel import JointTrainer  # noqa: E402
 from bilevel.hypergradients import Hypergradient, hypergradient  # noqa: E402
-from bilevel.unrolled import GradientAscent, UpdateRule, unroll  # noqa: E402
+from bilevel.unrolled import GradientAscent, UpdateRule, unrolled_hypergradient  # noqa: E402
 
 DT = torch.float64
 Batch = tuple[Tensor, Tensor]
@@ -111,8 +111,7 @@ def compare(
     _, (implicit,) = hypergradient(
         problem, batch, z, Hypergradient("implicit-cg", cg_iterations=10)
     )
-    z_t = unroll(problem, batch, unroll_steps, mirror_step(problem.tau))
-    (unrolled,) = torch.autograd.grad(problem.leader_loss(batch, z_t), problem.leader.weight)
+    _, (unrolled,) = unrolled_hypergradient(problem, batch, unroll_steps, mirror_step(problem.tau))
     gap = {
         name: float((g - closed).abs().max())
         for name, g in [("danskin", danskin), ("implicit-cg", implicit), ("unrolled", unrolled)]

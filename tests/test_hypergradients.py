@@ -112,7 +112,7 @@ def test_unrolled_steps_match_the_closed_form_trajectory_and_gradient(steps: int
     ) @ torch.linalg.solve(p.a, p.b)
     w_t = unroll(p, None, steps, ascent(alpha), create_graph=False)
     torch.testing.assert_close(w_t, jac @ p.leader.value.detach(), rtol=1e-12, atol=1e-12)
-    loss, (grad,) = unrolled_hypergradient(p, None, steps, alpha)
+    loss, (grad,) = unrolled_hypergradient(p, None, steps, ascent(alpha))
     torch.testing.assert_close(grad, jac.T @ (w_t - p.c), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(loss, p.leader_loss(None, w_t))
 
@@ -120,7 +120,7 @@ def test_unrolled_steps_match_the_closed_form_trajectory_and_gradient(steps: int
 def test_first_order_unrolling_drops_the_path_through_w() -> None:
     """L = ½‖w − c‖² has no direct λ term, so the first-order (Danskin-like) gradient is zero."""
     p = lq()
-    _, (grad,) = unrolled_hypergradient(p, None, 5, 0.25, first_order=True)
+    _, (grad,) = unrolled_hypergradient(p, None, 5, ascent(0.25), first_order=True)
     assert torch.equal(grad, torch.zeros(M, dtype=DT))
 
 
