@@ -80,7 +80,35 @@ class Shared:
     milestones = typer.Option(None, help="Epochs where lr ×0.1, e.g. 30,60,90.")
     attacker = typer.Option(None, help="Learned attacker: cnn (Table 1) or slim (Appendix B).")
     attacker_width = typer.Option(None, help="Channel multiplier of the attacker.")
-    follower_steps = typer.Option(1, help="Follower (φ) updates per leader update.")
+    follower_steps = typer.Option(1, help="Follower (φ) updates per leader (θ) update.")
+    leader_optimizer = typer.Option("sgd", help="The leader's optimizer: sgd (momentum) or adam.")
+    schedule = typer.Option(
+        "multistep", help="Leader lr schedule: multistep (×0.1 at --milestones), constant, cosine."
+    )
+    attacker_lr = typer.Option(1e-3, help="Adam learning rate of the learned attacker φ.")
+    attacker_betas = typer.Option("0.9,0.999", help="Adam betas of φ, like 0.9,0.999.")
+    attacker_weight_decay = typer.Option(2e-4, help="Weight decay of φ's Adam.")
+    unroll = typer.Option(
+        None, help="Unrolled steps K of the learned follower (default: 1, or 2 for 2-step)."
+    )
+    grad_scaling = typer.Option(
+        "sample", help="How ∇ is scaled for g_φ: sample (g/max|g| each), batch, sign or none."
+    )
+    attacker_random_start = typer.Option(
+        False, help="The learned follower starts uniformly in the ε-ball, as FGSM-RS and PGM do."
+    )
+    attacker_memory = typer.Option(
+        "none", help="Extra input of g_φ: none, delta (the current δ/ε) or prev-grad."
+    )
+    attacker_sign_step = typer.Option(
+        0.0,
+        help="s > 0: each unrolled step adds a sign-gradient step s·ε to g_φ's output, and g_φ "
+        "starts at zero, so the follower starts as PGM-K and learns a correction.",
+    )
+    attacker_init = typer.Option(None, help="A finished L2L run folder whose g_φ warm-starts φ.")
+    gap_size = typer.Option(
+        500, help="Training examples of the follower-gap probe measured every epoch (0: off)."
+    )
     train_size = typer.Option(None, help="Use only the first N training examples.")
     eval_size = typer.Option(None, help="Use only the first N validation and test examples.")
     seed = typer.Option(0)
@@ -104,10 +132,23 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _betas(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(
+            f"--attacker-betas takes two numbers like 0.9,0.999; got {text!r}."
+        ) from None
+
+
 def _run_config(config_class: Any, options: dict[str, Any]) -> Any:
     """A run's configuration from a solve command's options (its parameters, by name); options
     that are not configuration (--out, --resume ...) are left out by ``from_dict``."""
-    parsed = {"milestones": _milestones(options["milestones"]), "compile": options["compile_"]}
+    parsed = {
+        "milestones": _milestones(options["milestones"]),
+        "compile": options["compile_"],
+        "attacker_betas": _betas(options["attacker_betas"]),
+    }
     return config_class.from_dict({**options, **parsed})
 
 
@@ -148,6 +189,18 @@ def solve_adversarial_dro(
         "alternating", help="alternating (the paper), follower-first or fused (one backward)."
     ),
     follower_steps: int = Shared.follower_steps,
+    leader_optimizer: str = Shared.leader_optimizer,
+    schedule: str = Shared.schedule,
+    attacker_lr: float = Shared.attacker_lr,
+    attacker_betas: str = Shared.attacker_betas,
+    attacker_weight_decay: float = Shared.attacker_weight_decay,
+    unroll: int = Shared.unroll,
+    grad_scaling: str = Shared.grad_scaling,
+    attacker_random_start: bool = Shared.attacker_random_start,
+    attacker_memory: str = Shared.attacker_memory,
+    attacker_sign_step: float = Shared.attacker_sign_step,
+    attacker_init: str = Shared.attacker_init,
+    gap_size: int = Shared.gap_size,
     train_size: int = Shared.train_size,
     eval_size: int = Shared.eval_size,
     seed: int = Shared.seed,
@@ -206,6 +259,18 @@ def solve_adversarial_ait(
         "follower-first", help="follower-first (Algorithm 4: φ, then θ) or alternating."
     ),
     follower_steps: int = Shared.follower_steps,
+    leader_optimizer: str = Shared.leader_optimizer,
+    schedule: str = Shared.schedule,
+    attacker_lr: float = Shared.attacker_lr,
+    attacker_betas: str = Shared.attacker_betas,
+    attacker_weight_decay: float = Shared.attacker_weight_decay,
+    unroll: int = Shared.unroll,
+    grad_scaling: str = Shared.grad_scaling,
+    attacker_random_start: bool = Shared.attacker_random_start,
+    attacker_memory: str = Shared.attacker_memory,
+    attacker_sign_step: float = Shared.attacker_sign_step,
+    attacker_init: str = Shared.attacker_init,
+    gap_size: int = Shared.gap_size,
     train_size: int = Shared.train_size,
     eval_size: int = Shared.eval_size,
     seed: int = Shared.seed,
@@ -249,6 +314,29 @@ def bench_dro(
         eval_size=eval_size,
     )  # fmt: skip
     print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split)", rows)
+
+
+@bench_app.command("l2l")
+@user_errors
+def bench_l2l(
+    grid: Path = typer.Option(..., help="A JSON grid of configurations (benchmarks/l2l/*.json)."),
+    out: Path = typer.Option(Path("runs/l2l-study"), help="Folder for the runs (reused)."),
+    results: Path = typer.Option(
+        Path("benchmarks/results"), help="Where <grid>.md, <grid>.json and <grid>.png go."
+    ),
+) -> None:
+    """A study: learned-follower configurations and PGM-k / FGSM-RS references, 3 seeds each,
+    judged by APGD-CE + APGD-T on the validation split against training seconds (Pareto plot)."""
+    from problems.adversarial.study import load_grid, run_study
+
+    spec = load_grid(grid)
+    rows = run_study(spec, out, results)
+    shown = ("entry", "val_apgd_ce_t_acc", "val_apgd_ce_t_std", "val_clean_acc", "train_seconds",
+             "seconds_vs_pgm10")  # fmt: skip
+    print_table(
+        f"bench l2l: {spec.name} (validation split)", [{k: r[k] for k in shown} for r in rows]
+    )
+    console.print(f"written: {results}/{spec.name}.md, .json, .png")
 
 
 @app.command("evaluate")

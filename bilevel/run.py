@@ -102,8 +102,14 @@ class RunDir:
     def best_checkpoint(self) -> Path:
         return self.path / "best.pt"
 
-    def prepare(self, config: dict[str, Any], resume: bool) -> None:
-        """Start a new run (refusing to overwrite one) or check that a resumed run is the same."""
+    def prepare(
+        self, config: dict[str, Any], resume: bool, legacy: dict[str, Any] | None = None
+    ) -> None:
+        """Start a new run (refusing to overwrite one) or check that a resumed run is the same.
+
+        ``legacy``: for options newer than the run folder (absent from its ``config.json``), the
+        value that the older code behaved as; an absent option without one is not compared.
+        """
         if resume:
             if not self.config_path.is_file() or not self.last_checkpoint.is_file():
                 raise UserError(
@@ -115,11 +121,8 @@ class RunDir:
                 raise UserError(
                     f"--resume: {self.config_path} is unreadable; start anew."
                 ) from None
-            diff = sorted(
-                k
-                for k in set(old) | set(config)
-                if k not in IGNORED_ON_RESUME and old.get(k) != config.get(k)
-            )
+            old = {k: v for k, v in (legacy or {}).items() if k in config} | old
+            diff = sorted(k for k in old if k not in IGNORED_ON_RESUME and old[k] != config.get(k))
             if diff:
                 shown = ", ".join(f"{k} ({old.get(k)!r} vs {config.get(k)!r})" for k in diff[:4])
                 raise UserError(

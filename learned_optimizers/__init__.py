@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from learned_optimizers.attacker import CNNAttacker
+from learned_optimizers.attacker import CNNAttacker, start_at_zero
 from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer as CoordinateLSTMOptimizer
 from learned_optimizers.slim import SlimAttacker
 
@@ -30,4 +30,4 @@ def build_attacker(
     raise ValueError(f"Unknown attacker kind {kind!r}; choose one of: {', '.join(ATTACKER_KINDS)}.")
 
 
-__all__ = ["ATTACKER_KINDS", "CNNAttacker", "SlimAttacker", "build_attacker"]
+__all__ = ["ATTACKER_KINDS", "CNNAttacker", "SlimAttacker", "build_attacker", "start_at_zero"]

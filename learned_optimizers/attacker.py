@@ -102,8 +102,26 @@ class BoundedOutput(nn.Module):
         below_one = 1.0 - torch.finfo(z.dtype).eps / 2  # the largest float under 1
         return torch.tanh(z).clamp(-below_one, below_one) * self.eps
 
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        """The last convolution, before the bound (``start_at_zero`` zeroes it)."""
+        raise NotImplementedError
+
     def extra_repr(self) -> str:
         return f"eps={self.eps:g}"
+
+
+def start_at_zero(net: BoundedOutput) -> BoundedOutput:
+    """Zero the last convolution's weight and bias, so g_φ₀ ≡ 0 and a follower built around it
+    (``LearnedFollower(sign_step=s)``) starts as the hand-designed PGM it corrects. The layer's
+    weights still get gradient (its inputs are not zero), so φ moves from the first step on: the
+    zero-initialised residual branch of Goyal et al. (2017) and Zhang et al. (2019, Fixup)."""
+    layer = net.output_layer
+    with torch.no_grad():
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
+    return net
 
 
 class CNNAttacker(BoundedOutput):
@@ -154,6 +172,10 @@ class CNNAttacker(BoundedOutput):
         )
         nn.init.xavier_uniform_(self.head[1].weight)
         nn.init.zeros_(self.head[1].bias)
+
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        return self.head[1]
 
     def forward(self, a: Tensor) -> Tensor:
         """``a``: [B, in_channels, H, W] → δ: [B, out_channels, H, W], |δ| < eps."""

@@ -74,6 +74,10 @@ class SlimAttacker(BoundedOutput):
             nn.init.xavier_uniform_(conv.weight)
         nn.init.zeros_(self.out.bias)
 
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        return self.out
+
     def forward(self, a: Tensor) -> Tensor:
         """``a``: [B, in_channels, H, W] → δ: [B, out_channels, H, W], |δ| < eps."""
         height, width = a.shape[-2:]

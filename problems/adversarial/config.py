@@ -20,23 +20,37 @@ from torch import nn
 
 from bilevel.acceleration import Acceleration
 from bilevel.errors import UserError
-from bilevel.followers import InputMode, LearnedFollower, NoFollower, SignGradientAscent
+from bilevel.followers import (
+    GradientScaling,
+    LearnedFollower,
+    Memory,
+    NoFollower,
+    SignGradientAscent,
+)
 from bilevel.loop import UpdateMode
-from learned_optimizers import ATTACKER_KINDS, build_attacker
+from bilevel.run import RunDir
+from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.data import DATASETS, DatasetInfo
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.followers import LEARNED, build_follower
 from problems.adversarial.models import MODEL_NAMES
 
-# --follower name -> (unrolled steps, input mode) for learned followers
-LEARNED = {
-    "naive": (1, InputMode.NAIVE),
-    "grad": (1, InputMode.GRAD),
-    "grad-only": (1, InputMode.GRAD_ONLY),
-    "2-step": (2, InputMode.GRAD),
-    "2-step-grad-only": (2, InputMode.GRAD_ONLY),
-}
 FOLLOWERS = ("none", "fgsm", "pgm", *LEARNED)
 DEVICES = ("auto", "cpu", "cuda")
+LEADER_OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("multistep", "constant", "cosine")
+# What a run made before an option existed did, for --resume of older run folders (an option
+# missing here and in the old config.json, such as --gap-size, does not change training).
+LEGACY_VALUES: dict[str, Any] = {
+    "leader_optimizer": "sgd",
+    "schedule": "multistep",
+    "attacker_betas": [0.9, 0.999],
+    "grad_scaling": "sample",
+    "attacker_random_start": False,
+    "attacker_memory": "none",
+    "attacker_sign_step": 0.0,
+    "attacker_init": None,
+}
 
 _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist5k": dict(
@@ -86,21 +100,31 @@ class DROConfig:
     pgm_step_size: float | None = None  # default: 0.007 on CIFAR (the paper), else 2.5 ε / k
     epochs: int | None = None
     batch_size: int = 128
-    lr: float | None = None
-    momentum: float = 0.9
+    leader_optimizer: str = "sgd"  # sgd (with momentum) or adam
+    lr: float | None = None  # default: the data set's for SGD, 1e-3 for Adam
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 2e-4
+    schedule: str = "multistep"  # multistep (×0.1 at milestones), constant or cosine
     milestones: list[int] | None = None  # default: 30/60/90 for 100 epochs, else 50% and 75%
     attacker: str | None = None  # default: cnn (Table 1) on CIFAR, slim (Appendix B) on digits
     attacker_width: float | None = None
     attacker_lr: float = 1e-3
+    attacker_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     attacker_weight_decay: float = 2e-4
     update: str = "alternating"
-    follower_steps: int = 1
+    follower_steps: int = 1  # φ updates per θ update
+    unroll: int | None = None  # K of the learned follower; default 1, or 2 for 2-step*
+    grad_scaling: str = "sample"  # how ∇ is scaled for g_φ: sample, batch, sign, none
+    attacker_random_start: bool = False  # the learned follower starts uniformly in the ball
+    attacker_memory: str = "none"  # extra input of g_φ: none, delta (z/ε), prev-grad
+    attacker_sign_step: float = 0.0  # s > 0: g_φ corrects PGM-K of step s·ε (starts as it)
+    attacker_init: str | None = None  # a run folder whose g_φ warm-starts this run's
     train_size: int | None = None  # first N training examples (small runs, tests)
     select_pgd_steps: int = 10  # PGD-k on the validation split picks the best epoch
     eval_pgd_steps: int = 20  # PGD-k on the test split for the final table
     eval_step_size: float | None = None  # default: 0.003 on CIFAR (the paper), else 2.5 ε / k
     eval_size: int | None = None  # first N validation/test examples for selection and the table
+    gap_size: int = 500  # training examples of the follower-gap probe (0: no follower gap)
     seed: int = 0
     device: str = "auto"
     augment: str | None = field(default=None)  # default: crop-flip on CIFAR, none on digits
@@ -120,6 +144,28 @@ class DROConfig:
         _choose("--attacker", self.attacker, ATTACKER_KINDS)
         _choose("--update", self.update, tuple(m.value for m in UpdateMode))
         _choose("--device", self.device, DEVICES)
+        _choose("--leader-optimizer", self.leader_optimizer, LEADER_OPTIMIZERS)
+        _choose("--schedule", self.schedule, SCHEDULES)
+        _choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
+        _choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
+        self.attacker_betas = [float(b) for b in self.attacker_betas]
+        if len(self.attacker_betas) != 2 or not all(0 <= b < 1 for b in self.attacker_betas):
+            raise UserError(
+                f"--attacker-betas takes two numbers in [0, 1), like 0.9,0.999; "
+                f"got {self.attacker_betas}."
+            )
+        if self.attacker_sign_step < 0:
+            raise UserError(f"--attacker-sign-step must be >= 0; got {self.attacker_sign_step}.")
+        if self.follower in LEARNED and self.unroll is None:
+            self.unroll = LEARNED[self.follower][0]
+        if (
+            self.attacker_init is not None
+            and not RunDir(self.attacker_init).last_checkpoint.is_file()
+        ):
+            raise UserError(
+                f"--attacker-init: {self.attacker_init} holds no last.pt to warm-start g_φ from; "
+                "give the folder of a finished L2L run."
+            )
         self.eps = d["eps"] if self.eps is None else float(self.eps)
         if not 0 < self.eps <= 1:
             raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {self.eps}.")
@@ -128,7 +174,8 @@ class DROConfig:
             self.eps_warmup = 0 if self.dataset != "mnist5k" else self.epochs // 3
         if not 0 <= self.eps_warmup <= self.epochs:
             raise UserError(f"--eps-warmup must be between 0 and --epochs; got {self.eps_warmup}.")
-        self.lr = d["lr"] if self.lr is None else self.lr
+        if self.lr is None:
+            self.lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3
         self.attacker_width = (
             d["attacker_width"] if self.attacker_width is None else self.attacker_width
         )
@@ -152,9 +199,10 @@ class DROConfig:
             "pgm_steps",
             "follower_steps",
             "select_pgd_steps",
+            "unroll",
             "eval_pgd_steps",
         ):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(
                     f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}."
                 )
@@ -163,6 +211,8 @@ class DROConfig:
                 raise UserError(
                     f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}."
                 )
+        if self.gap_size < 0:
+            raise UserError(f"--gap-size must be at least 0; got {self.gap_size}.")
         for name in ("train_size", "eval_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(
@@ -189,6 +239,23 @@ class DROConfig:
         """The follower named by ``--follower`` (``build_follower``)."""
         return build_follower(self, info)
 
+    def leader_optimizer_for(self, params: Any) -> torch.optim.Optimizer:
+        """``--leader-optimizer``: SGD with momentum (the paper) or Adam, weight decay for both."""
+        if self.leader_optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(
+            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+    def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """``--schedule``, stepped once per epoch: ×0.1 at ``milestones``, constant, or cosine
+        annealing to zero over ``epochs``."""
+        if self.schedule == "constant":
+            return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        if self.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, self.milestones, gamma=0.1)
+
     def training_batch(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,33 +279,3 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def build_follower(cfg: DROConfig, info: DatasetInfo):
-    """The follower named by ``--follower`` (DESIGN.md, "The protocol").
-
-    none: z = 0 (plain training); fgsm: FGSM with a random start and step 1.25 ε (Wong et al. 2020);
-    pgm: PGM-k with a uniform random start (Madry et al. 2018; Eq. 4 of the paper starts at 0);
-    naive / grad / grad-only: the one-shot attacker of Eq. (7); 2-step*: the length-two RNN.
-    """
-    if cfg.follower == "none":
-        return NoFollower()
-    if cfg.follower == "fgsm":
-        return SignGradientAscent(steps=1, step_size=1.25 * cfg.eps, random_start=True)
-    if cfg.follower == "pgm":
-        return SignGradientAscent(cfg.pgm_steps, cfg.pgm_step_size, random_start=True)
-    steps, mode = LEARNED[cfg.follower]
-    net = build_attacker(
-        cfg.attacker,
-        mode.in_channels(info.in_channels),
-        info.in_channels,
-        cfg.eps,
-        cfg.attacker_width,
-    )
-    return LearnedFollower(
-        net,
-        steps=steps,
-        input_mode=mode,
-        lr=cfg.attacker_lr,
-        weight_decay=cfg.attacker_weight_decay,
-    )

@@ -18,13 +18,14 @@ import torch
 from bilevel import distributed
 from bilevel.acceleration import keep_freed_memory
 from bilevel.fit import fit
-from bilevel.followers import SignGradientAscent
+from bilevel.followers import LearnedFollower, SignGradientAscent
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.config import DROConfig, resolve_device
+from problems.adversarial.config import LEGACY_VALUES, DROConfig, resolve_device
 from problems.adversarial.data import iterate_batches, load_dataset, num_batches, subset
 from problems.adversarial.dro import accuracy, robust_accuracy
+from problems.adversarial.gap import follower_gap
 from problems.adversarial.models import build_model
 from problems.adversarial.report import write_report
 
@@ -116,15 +117,13 @@ def _train_and_report(
         follower.distribute(lambda net: distributed.data_parallel(net, device))
     # θ through DDP under torchrun; validation and the test table use ``model`` itself
     problem = cfg.build_problem(distributed.data_parallel(model, device), info)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
+    optimizer = cfg.leader_optimizer_for(model.parameters())
+    scheduler = cfg.lr_schedule(optimizer)
     trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps, speedup)
     run = RunDir(out)
     resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
     if context.is_main:
-        run.prepare(cfg.to_dict(), resume)
+        run.prepare(cfg.to_dict(), resume, LEGACY_VALUES)
     distributed.barrier()
 
     augment = None if cfg.augment == "none" else cfg.augment
@@ -150,16 +149,29 @@ def _train_and_report(
 
     val_dev = tuple(t.to(device) for t in val)
     selection_attack = pgd(cfg.select_pgd_steps, cfg.eps)
+    gap_splits = {"probe": tuple(t[: cfg.gap_size].to(device) for t in train), "val": val_dev}
+    gap_problem = cfg.build_problem(model, info)  # the unwrapped leader, for the follower gap
+
+    def gap_batch(x: torch.Tensor, y: torch.Tensor) -> Batch:
+        return cfg.training_batch(x, y, torch.Generator().manual_seed(cfg.seed))
 
     def validate() -> dict[str, float]:
         with torch.random.fork_rng(devices=[]):  # the same PGD starts every epoch
             torch.manual_seed(cfg.seed)
-            return {
+            row = {
                 "val_clean_acc": accuracy(model, *val_dev),
                 f"val_pgd{cfg.select_pgd_steps}_acc": robust_accuracy(
                     model, *val_dev, selection_attack, cfg.eps
                 ),
             }
+        if cfg.gap_size > 0:  # at the ε the follower trains at now (the warm-up's)
+            gap_problem.eps = problem.eps
+            row |= follower_gap(
+                model, follower, gap_problem, gap_splits, problem.eps, cfg.seed, gap_batch
+            )
+        if isinstance(follower, LearnedFollower):
+            row["phi_updates"] = follower.updates
+        return row
 
     select_key = "val_clean_acc" if cfg.follower == "none" else f"val_pgd{cfg.select_pgd_steps}_acc"
     result = fit(

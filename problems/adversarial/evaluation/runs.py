@@ -96,7 +96,7 @@ def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> 
             f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "
             f"pick a run trained with one of: {', '.join(LEARNED)}."
         )
-    follower = build_follower(cfg, dataset_info(cfg.dataset))
+    follower = build_follower(cfg, dataset_info(cfg.dataset), warm_start=False)
     state = load_checkpoint(RunDir(run_dir).last_checkpoint)
     try:
         follower.load_state_dict(state["trainer"]["follower"])

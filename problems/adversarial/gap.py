@@ -1,0 +1,126 @@
+"""The follower gap: does the training follower keep up with the classifier it attacks?
+
+Every epoch, on a fixed probe set of training examples and on the validation split, with the
+classifier (and a learned attacker) in eval mode, the classifier's cross-entropy and accuracy are
+measured clean, under the run's own follower (g_φ for L2L) and under two hand-designed
+references, PGD-10 (step 2.5 ε / 10, uniform random start; Madry et al. 2018) and FGSM-RS (step
+1.25 ε, uniform random start; Wong et al. 2020). Each attack's strength is summarised by the share
+of PGD-10's loss increase it achieves,
+
+    ratio(a) = (L_a − L_clean) / (L_PGD-10 − L_clean),
+
+0 for z = 0 (no attack), 1 for an attack as strong as PGD-10. An attacker whose ratio falls while
+the classifier trains is one the classifier has outrun: its perturbations no longer stand for the
+inner maximisation of Eq. (3), and robustness under a strong attack (AutoAttack) will lag.
+
+Every attack starts from the same seed, so PGD-10 run as "the follower" scores exactly 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bilevel.followers import SignGradientAscent
+from problems.adversarial.dro import AdversarialDRO
+
+GAP_PREFIX = "gap_"
+REFERENCES = ("pgd10", "fgsm_rs")
+
+
+def reference_followers(eps: float) -> dict[str, SignGradientAscent]:
+    """PGD-10 and FGSM-RS as the follower gap uses them."""
+    return {
+        "pgd10": SignGradientAscent(10, 2.5 * eps / 10, random_start=True),
+        "fgsm_rs": SignGradientAscent(1, 1.25 * eps, random_start=True),
+    }
+
+
+def _loss_and_accuracy(
+    model: nn.Module,
+    follower: Any,
+    problem: Any,
+    make_batch: Callable[[Tensor, Tensor], Any],
+    x: Tensor,
+    y: Tensor,
+    seed: int,
+    batch_size: int,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on x + δ, δ from ``follower`` on ``problem``."""
+    loss_sum, correct = 0.0, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            delta = follower.solve(problem, make_batch(xb, yb))
+            with torch.no_grad():
+                logits = model(xb + delta)
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+                correct += (logits.argmax(1) == yb).sum().item()
+    n = max(len(x), 1)
+    return loss_sum / n, correct / n
+
+
+def follower_gap(
+    model: nn.Module,
+    follower: Any,
+    problem: Any,
+    splits: dict[str, tuple[Tensor, Tensor]],
+    eps: float,
+    seed: int,
+    make_batch: Callable[[Tensor, Tensor], Any] = lambda x, y: (x, y),
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """``gap_{split}_{clean,follower,pgd10,fgsm_rs}_{loss,acc}`` and ``gap_{split}_{follower,
+    fgsm_rs}_ratio`` for every split (e.g. ``{"probe": ..., "val": ...}``).
+
+    ``follower`` solves on ``problem`` with batches from ``make_batch(x, y)`` (AIT pairs them);
+    the references solve the DRO problem of ``model`` at ``eps``. Modes are set to eval here.
+    """
+    model.eval()
+    if isinstance(follower, nn.Module):
+        follower.eval()
+    dro = AdversarialDRO(model, eps)
+    attacks = {"follower": (follower, problem, make_batch)}
+    attacks |= {name: (f, dro, lambda x, y: (x, y)) for name, f in reference_followers(eps).items()}
+    out: dict[str, float] = {}
+    for split, (x, y) in splits.items():
+        key = f"{GAP_PREFIX}{split}_"
+        with torch.no_grad():
+            logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        clean_loss = F.cross_entropy(logits, y).item() if len(x) else 0.0
+        out[key + "clean_loss"] = clean_loss
+        out[key + "clean_acc"] = (logits.argmax(1) == y).float().mean().item() if len(x) else 0.0
+        for name, (f, p, batch) in attacks.items():
+            loss, acc = _loss_and_accuracy(model, f, p, batch, x, y, seed, batch_size)
+            out[f"{key}{name}_loss"], out[f"{key}{name}_acc"] = loss, acc
+        scale = out[key + "pgd10_loss"] - clean_loss
+        for name in ("follower", "fgsm_rs"):
+            gain = out[f"{key}{name}_loss"] - clean_loss
+            out[f"{key}{name}_ratio"] = gain / scale if abs(scale) > 1e-12 else float("nan")
+    return out
+
+
+def gap_summary(row: dict[str, Any]) -> str:
+    """One line for ``report.md`` from a metrics row that holds the follower gap."""
+    parts = []
+    for split, label in (("probe", "training probe"), ("val", "validation")):
+        key = f"{GAP_PREFIX}{split}_"
+        if key + "follower_ratio" not in row:
+            continue
+        parts.append(
+            f"on the {label} set the follower reaches loss {row[key + 'follower_loss']:.3f} "
+            f"(accuracy {row[key + 'follower_acc']:.3f}) against PGD-10's "
+            f"{row[key + 'pgd10_loss']:.3f} ({row[key + 'pgd10_acc']:.3f}) and FGSM-RS's "
+            f"{row[key + 'fgsm_rs_loss']:.3f} ({row[key + 'fgsm_rs_acc']:.3f}): ratio "
+            f"{row[key + 'follower_ratio']:.2f} (FGSM-RS {row[key + 'fgsm_rs_ratio']:.2f})"
+        )
+    if not parts:
+        return ""
+    updates = row.get("phi_updates")
+    after = f" after {updates} φ updates" if updates is not None else ""
+    return f"Follower gap at epoch {row['epoch']}{after}: " + "; ".join(parts) + "."

@@ -1,0 +1,194 @@
+"""``bench l2l --grid FILE``: a study of learned-follower configurations against hand-designed
+references, judged on the validation split by APGD-CE + APGD-T (Croce & Hein 2020), never on
+the test split.
+
+A grid file is JSON::
+
+    {"base": {"epochs": 10, "eps": 0.3},                 # DROConfig options shared by all runs
+     "seeds": [0, 1, 2],                                 # default [0, 1, 2]
+     "references": ["fgsm", "pgm-2", "pgm-3", "pgm-5", "pgm-10"],   # the default
+     "configs": {"2-step fused": {"follower": "2-step", "update": "fused"}, ...},
+     "val_examples": 500}                                # first N validation digits (default all)
+
+Every entry (reference or configuration) trains once per seed with ``solve_dro`` into
+``OUT/<entry>/seed-<s>`` (a finished run is reused, so a killed study continues where it
+stopped); its best-on-validation leader is then attacked on the validation split. The study
+writes ``<name>.json`` (every run), ``<name>.md`` (mean ± std per entry, the winner) and
+``<name>.png`` (robust accuracy against training seconds, with the Pareto front).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bilevel.errors import UserError
+from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.config import DROConfig
+from problems.adversarial.data import load_dataset, subset
+from problems.adversarial.evaluation.attacks import predict, run_attack
+from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
+from problems.adversarial.evaluation.runs import load_classifier
+from problems.adversarial.solve import solve_dro
+
+DEFAULT_REFERENCES = ("fgsm", "pgm-2", "pgm-3", "pgm-5", "pgm-10")
+VAL_ATTACK = ("apgd-ce", "apgd-t")
+_REFERENCE = re.compile(r"fgsm|none|pgm-(\d+)")
+_GRID_KEYS = ("base", "seeds", "references", "configs", "val_examples")
+_NOT_LEVERS = ("seed", "device")  # set by the study, not by a grid
+
+
+@dataclass
+class Grid:
+    """A parsed grid file (see the module docstring)."""
+
+    name: str
+    base: dict[str, Any]
+    configs: dict[str, dict[str, Any]]
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    references: list[str] = field(default_factory=lambda: list(DEFAULT_REFERENCES))
+    val_examples: int | None = None
+
+    def entries(self) -> dict[str, dict[str, Any]]:
+        """Every entry's DROConfig options (the base's, then its own), references first."""
+        out = {ref: self.base | reference_options(ref) for ref in self.references}
+        return out | {name: self.base | options for name, options in self.configs.items()}
+
+
+def reference_options(name: str) -> dict[str, Any]:
+    """``fgsm`` (FGSM-RS), ``none`` or ``pgm-k`` as DROConfig options."""
+    match = _REFERENCE.fullmatch(name)
+    if match is None:
+        raise UserError(f"Unknown reference {name!r}; use fgsm, none or pgm-K (K >= 1).")
+    if match.group(1) is not None:
+        return {"follower": "pgm", "pgm_steps": int(match.group(1)), "pgm_step_size": None}
+    return {"follower": name}
+
+
+def load_grid(path: Path) -> Grid:
+    """Read and check a grid file; anything wrong is one sentence (``UserError``)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise UserError(f"--grid {path} cannot be read ({err.strerror}).") from None
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"--grid {path} is not valid JSON (line {err.lineno}: {err.msg})."
+        ) from None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("configs"), dict)
+        or not data["configs"]
+    ):
+        raise UserError(f'--grid {path} needs an object with a non-empty "configs" object.')
+    unknown = sorted(set(data) - set(_GRID_KEYS))
+    if unknown:
+        raise UserError(f"--grid {path}: unknown key(s) {unknown}; use {', '.join(_GRID_KEYS)}.")
+    grid = Grid(Path(path).stem, data.get("base", {}), data["configs"])
+    grid.seeds = data.get("seeds", grid.seeds)
+    grid.references = data.get("references", grid.references)
+    grid.val_examples = data.get("val_examples")
+    if not grid.seeds or not all(isinstance(s, int) and s >= 0 for s in grid.seeds):
+        raise UserError(f'--grid {path}: "seeds" must be a non-empty list of integers >= 0.')
+    if grid.val_examples is not None and not (
+        isinstance(grid.val_examples, int) and grid.val_examples >= 1
+    ):
+        raise UserError(f'--grid {path}: "val_examples" must be an integer >= 1.')
+    levers = {f.name for f in fields(DROConfig)} - set(_NOT_LEVERS)
+    for name, options in {"base": grid.base, **grid.configs}.items():
+        if not isinstance(options, dict):
+            raise UserError(f"--grid {path}: entry {name!r} must be an object of options.")
+        bad = sorted(set(options) - levers)
+        if bad:
+            raise UserError(
+                f"--grid {path}: unknown lever(s) {bad} in {name!r}; levers are the options of "
+                "`solve adversarial-dro` with _ for -, e.g. attacker_sign_step."
+            )
+    for name, options in grid.entries().items():  # every value checked before any training
+        try:
+            DROConfig(**options).resolve()
+        except UserError as err:
+            raise UserError(f"--grid {path}, entry {name!r}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise UserError(
+                f"--grid {path}, entry {name!r}: a value has the wrong type ({err})."
+            ) from None
+    return grid
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
+
+
+def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
+    """Train (or reuse) one run and attack its selected leader on the validation split."""
+    cfg = DROConfig(**options, seed=seed).resolve()
+    results_path = run_dir / "results.json"
+    if (
+        results_path.is_file()
+        and json.loads((run_dir / "config.json").read_text()) == cfg.to_dict()
+    ):
+        results = json.loads(results_path.read_text())
+    else:
+        if run_dir.exists():  # an unfinished or different run: the study starts it afresh
+            shutil.rmtree(run_dir)
+        results = solve_dro(DROConfig(**options, seed=seed), run_dir, show_progress=False)
+    cached = run_dir / "study-eval.json"
+    if cached.is_file():
+        return results, json.loads(cached.read_text())
+    model = load_classifier(run_dir).model
+    val = load_dataset(cfg.dataset, cfg.data_dir).val
+    x, y = subset(val, val_examples) if val_examples else val
+    attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        robust = run_attack(attack, model, x, y).accuracy
+    evaluation = {
+        "val_examples": len(y),
+        "val_apgd_ce_t_acc": robust,
+        "val_clean_acc": (predict(model, x) == y).float().mean().item(),
+        "best_epoch": int(load_checkpoint(RunDir(run_dir).best_checkpoint)["epoch"]),
+    }
+    RunDir(run_dir).write_json("study-eval.json", evaluation)
+    return results, evaluation
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
+    """Train and evaluate every entry of ``grid`` for every seed; write the table, the plot and
+    the JSON into ``results_dir``; return one row per entry (means and standard deviations)."""
+    from problems.adversarial.study_report import write_study
+
+    rows, runs = [], []
+    for name, options in grid.entries().items():
+        per_seed = []
+        for seed in grid.seeds:
+            run_dir = Path(out) / _slug(name) / f"seed-{seed}"
+            results, evaluation = _run_one(options, seed, run_dir, grid.val_examples)
+            per_seed.append({"seed": seed, "train_seconds": results["train_seconds"]} | evaluation)
+        runs.append({"entry": name, "options": options, "runs": per_seed})
+        robust = _mean_std([r["val_apgd_ce_t_acc"] for r in per_seed])
+        clean = _mean_std([r["val_clean_acc"] for r in per_seed])
+        seconds = _mean_std([r["train_seconds"] for r in per_seed])
+        rows.append({
+            "entry": name,
+            "reference": name in grid.references,
+            "val_apgd_ce_t_acc": robust[0], "val_apgd_ce_t_std": robust[1],
+            "val_clean_acc": clean[0], "val_clean_std": clean[1],
+            "train_seconds": seconds[0], "train_seconds_std": seconds[1],
+        })  # fmt: skip
+    pgm10 = next((r["train_seconds"] for r in rows if r["entry"] == "pgm-10"), None)
+    for row in rows:
+        row["seconds_vs_pgm10"] = row["train_seconds"] / pgm10 if pgm10 else None
+    write_study(grid, rows, runs, Path(results_dir))
+    return rows

@@ -1,0 +1,113 @@
+"""The study's outputs (``bench l2l``): a JSON of every run, a markdown table of means and
+standard deviations over seeds, and a Pareto plot of validation robust accuracy against training
+seconds, each written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bilevel.run import atomic_write_figure, atomic_write_text  # noqa: E402
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[str]:
+    """Entries that no other entry beats on both axes (fewer seconds and higher robust
+    accuracy, at least as good on each and better on one), in order of seconds."""
+    front = []
+    for row in rows:
+        dominated = any(
+            o["train_seconds"] <= row["train_seconds"]
+            and o["val_apgd_ce_t_acc"] >= row["val_apgd_ce_t_acc"]
+            and (
+                o["train_seconds"] < row["train_seconds"]
+                or o["val_apgd_ce_t_acc"] > row["val_apgd_ce_t_acc"]
+            )
+            for o in rows
+        )
+        if not dominated:
+            front.append(row)
+    return [r["entry"] for r in sorted(front, key=lambda r: r["train_seconds"])]
+
+
+def winner(rows: list[dict[str, Any]]) -> str | None:
+    """The learned configuration with the highest mean validation robust accuracy."""
+    learned = [r for r in rows if not r["reference"]]
+    return max(learned, key=lambda r: r["val_apgd_ce_t_acc"])["entry"] if learned else None
+
+
+def _table(grid: Any, rows: list[dict[str, Any]]) -> str:
+    n = len(grid.seeds)
+    lines = [
+        f"# Study {grid.name}: learned followers against hand-designed ones",
+        "",
+        f"Validation split ({f'first {grid.val_examples}' if grid.val_examples else 'all'} "
+        f"examples), APGD-CE + APGD-T (pyautoattack), mean ± std over {n} seed(s) "
+        f"{grid.seeds}; the test split is not read.",
+        "",
+        "| entry | kind | val APGD-CE+T | val clean | train s | ÷ PGM-10 | Pareto |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    front = set(pareto_front(rows))
+    for r in rows:
+        ratio = f"{r['seconds_vs_pgm10']:.2f}" if r["seconds_vs_pgm10"] is not None else "-"
+        lines.append(
+            f"| {r['entry']} | {'reference' if r['reference'] else 'L2L'} "
+            f"| {r['val_apgd_ce_t_acc']:.3f} ± {r['val_apgd_ce_t_std']:.3f} "
+            f"| {r['val_clean_acc']:.3f} ± {r['val_clean_std']:.3f} "
+            f"| {r['train_seconds']:.1f} ± {r['train_seconds_std']:.1f} | {ratio} "
+            f"| {'yes' if r['entry'] in front else ''} |"
+        )
+    best = winner(rows)
+    if best is not None:
+        lines += ["", f"Best learned configuration on validation: **{best}**."]
+    lines += ["", f"![Pareto plot]({grid.name}.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_pareto(rows: list[dict[str, Any]], title: str, path: Path) -> None:
+    """Validation robust accuracy (± std) against training seconds (± std), the front joined."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for r in rows:
+        style = dict(color="0.4", marker="s") if r["reference"] else dict(color="C0", marker="o")
+        ax.errorbar(
+            r["train_seconds"], r["val_apgd_ce_t_acc"], xerr=r["train_seconds_std"],
+            yerr=r["val_apgd_ce_t_std"], linestyle="none", capsize=3, **style,
+        )  # fmt: skip
+        ax.annotate(r["entry"], (r["train_seconds"], r["val_apgd_ce_t_acc"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    by_name = {r["entry"]: r for r in rows}
+    front = [by_name[name] for name in pareto_front(rows)]
+    ax.step([r["train_seconds"] for r in front], [r["val_apgd_ce_t_acc"] for r in front],
+            where="post", color="C3", lw=1, label="Pareto front")  # fmt: skip
+    ax.set(xlabel="training seconds (mean over seeds)",
+           ylabel="validation accuracy under APGD-CE + APGD-T", title=title)  # fmt: skip
+    ax.plot([], [], "s", color="0.4", label="hand-designed (FGSM-RS, PGM-k)")
+    ax.plot([], [], "o", color="C0", label="learned follower (L2L)")
+    ax.legend(fontsize="small", loc="lower right")
+    fig.tight_layout()
+    atomic_write_figure(fig, path)
+
+
+def write_study(
+    grid: Any, rows: list[dict[str, Any]], runs: list[dict[str, Any]], results_dir: Path
+) -> None:
+    """``<name>.json``, ``<name>.md`` and ``<name>.png`` in ``results_dir``."""
+    data = {
+        "grid": grid.name,
+        "seeds": grid.seeds,
+        "val_examples": grid.val_examples,
+        "attack": "APGD-CE + APGD-T (pyautoattack), validation split",
+        "rows": rows,
+        "pareto_front": pareto_front(rows),
+        "winner": winner(rows),
+        "runs": runs,
+    }
+    atomic_write_text(results_dir / f"{grid.name}.json", json.dumps(data, indent=2) + "\n")
+    atomic_write_text(results_dir / f"{grid.name}.md", _table(grid, rows))
+    plot_pareto(rows, f"Study {grid.name}", results_dir / f"{grid.name}.png")

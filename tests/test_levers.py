@@ -1,0 +1,224 @@
+"""The learned follower's levers and the leader's optimizer: each option does what it says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TinyConvAttacker, image_batch
+from typer.testing import CliRunner
+
+from bilevel import LearnedFollower, SignGradientAscent
+from bilevel.followers import GradientScaling, Memory
+from bilevel.run import atomic_torch_save
+from cli import app
+from learned_optimizers import build_attacker, start_at_zero
+from problems.adversarial.config import DROConfig
+from problems.adversarial.data import dataset_info
+from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.followers import build_follower
+from problems.adversarial.models import SmallCNN
+
+EPS = 0.3
+INFO = dataset_info("mnist5k")
+
+
+def _problem() -> AdversarialDRO:
+    return AdversarialDRO(SmallCNN().eval(), EPS)
+
+
+def _feasible(x: torch.Tensor, delta: torch.Tensor) -> None:
+    assert delta.abs().max() <= EPS + 1e-6
+    assert (x + delta).min() >= -1e-6 and (x + delta).max() <= 1 + 1e-6
+
+
+class CountingNet(TinyConvAttacker):
+    """A g_φ that counts its forward passes and the inputs it saw."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__(in_channels, 1, EPS)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(a.detach().clone())
+        return super().forward(a)
+
+
+def test_leader_optimizer_and_schedule_are_built_as_asked() -> None:
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    adam = DROConfig(leader_optimizer="adam", schedule="cosine", epochs=4).resolve()
+    optimizer = adam.leader_optimizer_for(params)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 1e-3
+    schedule = adam.lr_schedule(optimizer)
+    lrs = []
+    for _ in range(4):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == 1e-3 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 2e-4
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to zero
+
+    sgd = DROConfig(schedule="constant", epochs=4).resolve()
+    optimizer = sgd.leader_optimizer_for(params)
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.9
+    schedule = sgd.lr_schedule(optimizer)
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == 0.05  # mnist5k's SGD default, held
+
+
+def test_batch_scaling_gives_one_scale_per_batch_and_sample_one_per_sample() -> None:
+    g = torch.randn(4, 1, 5, 5) * torch.tensor([1e-3, 1.0, 7.0, 0.1]).view(4, 1, 1, 1)
+    batch = GradientScaling.BATCH(g)
+    ratio = batch / g
+    assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio))  # one scalar for all
+    assert batch.abs().max() == pytest.approx(1.0)
+    per_sample = GradientScaling.SAMPLE(g).flatten(1).abs().amax(1)
+    assert torch.allclose(per_sample, torch.ones(4))
+    assert torch.equal(GradientScaling.SIGN(g), g.sign())
+    assert torch.equal(GradientScaling.NONE(g), g)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 5])
+def test_the_k_step_unroll_takes_k_steps_and_stays_feasible(steps: int) -> None:
+    net = CountingNet(2)
+    follower = LearnedFollower(net, steps=steps)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(30.0)  # saturated outputs: the projection must hold every step
+    x, y = image_batch(6)
+    x[:3] = x[:3].round()
+    delta = follower.solve(_problem(), (x, y))
+    assert len(net.inputs) == steps
+    _feasible(x, delta)
+
+
+def test_random_start_starts_inside_the_ball_and_varies_with_the_seed() -> None:
+    x, y = image_batch(4)
+    problem = _problem()
+
+    def solve(random_start: bool, seed: int) -> torch.Tensor:
+        net = start_at_zero(build_attacker("slim", 2, 1, EPS, 0.125))  # g_φ ≡ 0
+        torch.manual_seed(seed)
+        return LearnedFollower(net, random_start=random_start).solve(problem, (x, y))
+
+    assert torch.count_nonzero(solve(False, 0)) == 0
+    first, second = solve(True, 0), solve(True, 1)
+    _feasible(x, first)
+    assert first.abs().mean() > 0.2 * EPS and not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_a_zero_g_phi_with_a_sign_step_is_exactly_pgm(kind: str, steps: int) -> None:
+    problem = _problem()
+    batch = image_batch(8)
+    net = start_at_zero(build_attacker(kind, 2, 1, EPS, 0.125))
+    learned = LearnedFollower(net, steps=steps, random_start=True, sign_step=0.5)
+    torch.manual_seed(5)
+    ours = learned.solve(problem, batch)
+    torch.manual_seed(5)
+    pgm = SignGradientAscent(steps, 0.5 * EPS, random_start=True).solve(problem, batch)
+    assert torch.equal(ours, pgm)
+
+
+def test_memory_feeds_the_delta_or_the_previous_gradient() -> None:
+    x, y = image_batch(3)
+    problem = _problem()
+    assert LearnedFollower.in_channels("grad", "none", 1) == 2
+    assert LearnedFollower.in_channels("grad", "delta", 1) == 3
+    assert LearnedFollower.in_channels("grad-only", "prev-grad", 3) == 6
+
+    net = CountingNet(3)
+    LearnedFollower(net, steps=2, memory=Memory.DELTA, random_start=True).solve(problem, (x, y))
+    first = net.inputs[0]
+    x_plus_delta = first[:, :1]
+    assert torch.allclose(first[:, 2:] * EPS, x_plus_delta - x, atol=1e-6)  # z / ε
+
+    net = CountingNet(3)
+    LearnedFollower(net, steps=2, memory="prev-grad").solve(problem, (x, y))
+    assert torch.count_nonzero(net.inputs[0][:, 2:]) == 0  # no previous step yet
+    assert torch.equal(net.inputs[1][:, 2:], net.inputs[0][:, 1:2])  # step 1's scaled ∇
+
+
+def test_attacker_betas_and_learning_rate_reach_phis_adam() -> None:
+    cfg = DROConfig(follower="2-step", attacker_betas=[0.5, 0.9], attacker_lr=3e-4).resolve()
+    follower = build_follower(cfg, INFO)
+    group = follower.optimizer.param_groups[0]
+    assert group["betas"] == (0.5, 0.9) and group["lr"] == 3e-4
+    assert follower.steps == 2 and cfg.unroll == 2
+
+
+def test_attacker_init_warm_starts_phi_from_a_run(tmp_path: Path) -> None:
+    cfg = DROConfig(follower="grad").resolve()
+    source = build_follower(cfg, INFO)
+    with torch.no_grad():
+        for p in source.net.parameters():
+            p.add_(1.0)
+    atomic_torch_save({"trainer": {"follower": source.state_dict()}}, tmp_path / "last.pt")
+    warm = build_follower(DROConfig(follower="grad", attacker_init=str(tmp_path)).resolve(), INFO)
+    for a, b in zip(warm.state_dict().values(), source.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    fresh = build_follower(cfg, INFO)
+    assert not torch.equal(fresh.net.stem[0].weight, warm.net.stem[0].weight)
+
+
+def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["solve", "adversarial-dro", "--train-size", "32", "--eval-size", "16", "--gap-size",
+            "0", "--batch-size", "32", "--epochs", "1", "--follower", "2-step",
+            "--attacker-sign-step", "0.25", "--grad-scaling", "batch", "--attacker-betas",
+            "0.5,0.99", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    expected = {"unroll": 2, "leader_optimizer": "sgd", "schedule": "multistep", "lr": 0.05,
+                "attacker_betas": [0.5, 0.99], "grad_scaling": "batch",
+                "attacker_sign_step": 0.25, "attacker_random_start": False,
+                "attacker_memory": "none", "attacker_init": None}  # fmt: skip
+    assert {k: config[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--grad-scaling", "max"], "--grad-scaling"),
+        (["--attacker-memory", "lstm"], "--attacker-memory"),
+        (["--leader-optimizer", "rmsprop"], "--leader-optimizer"),
+        (["--schedule", "linear"], "--schedule"),
+        (["--attacker-betas", "0.9"], "--attacker-betas"),
+        (["--attacker-betas", "a,b"], "--attacker-betas"),
+        (["--attacker-sign-step", "-1"], "--attacker-sign-step"),
+        (["--unroll", "0"], "--unroll"),
+        (["--attacker-init", "/nonexistent/run"], "--attacker-init"),
+        (["--gap-size", "-1"], "--gap-size"),
+    ],
+)
+def test_a_bad_lever_is_one_sentence_and_exit_2(tmp_path: Path, args, words) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["solve", "adversarial-dro", "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert words in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_run_folder_from_before_the_levers_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    args = ["solve", "adversarial-dro", "--train-size", "32", "--eval-size", "16", "--batch-size",
+            "32", "--epochs", "2", "--follower", "grad", "--out", str(out)]  # fmt: skip
+    first = CliRunner().invoke(app, [*args, "--interrupt-after-epoch", "1"])
+    assert first.exit_code == 0, first.output
+    config = json.loads((out / "config.json").read_text())
+    newer = ("leader_optimizer", "schedule", "attacker_betas", "unroll", "grad_scaling",
+             "attacker_random_start", "attacker_memory", "attacker_sign_step", "attacker_init",
+             "gap_size")  # fmt: skip
+    (out / "config.json").write_text(
+        json.dumps({k: v for k, v in config.items() if k not in newer})
+    )
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    changed = CliRunner().invoke(app, [*args, "--resume", "--leader-optimizer", "adam"])
+    assert changed.exit_code == 2 and "leader_optimizer" in changed.output

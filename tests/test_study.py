@@ -1,0 +1,92 @@
+"""``bench l2l --grid FILE``: end to end on a tiny slice (table, Pareto plot, JSON, reuse of
+finished runs), the Pareto front's maths, and every bad grid as one sentence with exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from problems.adversarial.study_report import pareto_front, winner
+
+TINY = {
+    "base": {"train_size": 32, "eval_size": 16, "gap_size": 0, "batch_size": 32, "epochs": 1,
+             "eps": 0.1},
+    "seeds": [0, 1],
+    "references": ["pgm-2"],
+    "configs": {"grad fused": {"follower": "grad", "update": "fused"}},
+    "val_examples": 8,
+}  # fmt: skip
+
+
+def _bench(grid: Path, tmp_path: Path):
+    args = ["bench", "l2l", "--grid", str(grid), "--out", str(tmp_path / "runs"), "--results",
+            str(tmp_path / "results")]  # fmt: skip
+    return CliRunner().invoke(app, args)
+
+
+def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> None:
+    grid = tmp_path / "tiny.json"
+    grid.write_text(json.dumps(TINY))
+    result = _bench(grid, tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "results" / "tiny.json").read_text())
+    assert [r["entry"] for r in data["rows"]] == ["pgm-2", "grad fused"]
+    assert [r["reference"] for r in data["rows"]] == [True, False]
+    assert data["winner"] == "grad fused"  # the only learned entry
+    for entry in data["runs"]:
+        assert [r["seed"] for r in entry["runs"]] == [0, 1]
+        for run in entry["runs"]:
+            assert run["val_examples"] == 8
+            assert 0.0 <= run["val_apgd_ce_t_acc"] <= run["val_clean_acc"] <= 1.0
+            assert run["train_seconds"] > 0
+    table = (tmp_path / "results" / "tiny.md").read_text()
+    assert "| grad fused | L2L |" in table and "APGD-CE + APGD-T" in table
+    assert (tmp_path / "results" / "tiny.png").read_bytes()[:4] == b"\x89PNG"
+    checkpoint = tmp_path / "runs" / "grad_fused" / "seed-1" / "last.pt"
+    before = checkpoint.stat().st_mtime_ns
+    again = _bench(grid, tmp_path)
+    assert again.exit_code == 0, again.output
+    assert checkpoint.stat().st_mtime_ns == before  # a finished run is not trained again
+
+
+def test_pareto_front_and_winner() -> None:
+    rows = [
+        {"entry": "a", "reference": True, "train_seconds": 10.0, "val_apgd_ce_t_acc": 0.5},
+        {"entry": "b", "reference": False, "train_seconds": 20.0, "val_apgd_ce_t_acc": 0.7},
+        {"entry": "c", "reference": False, "train_seconds": 30.0, "val_apgd_ce_t_acc": 0.6},
+        {"entry": "d", "reference": True, "train_seconds": 40.0, "val_apgd_ce_t_acc": 0.8},
+        {"entry": "e", "reference": False, "train_seconds": 10.0, "val_apgd_ce_t_acc": 0.4},
+    ]
+    assert pareto_front(rows) == ["a", "b", "d"]  # c is beaten by b, e by a
+    assert winner(rows) == "b"  # the best learned entry, references aside
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"configs": {}}), "non-empty"),
+        (json.dumps({"configs": {"x": {"follower": "grad"}}, "epochs": 3}), "unknown key"),
+        (json.dumps({"configs": {"x": {"attacker_magic": 1}}}), "unknown lever"),
+        (json.dumps({"configs": {"x": {"grad_scaling": "max"}}}), "--grad-scaling"),
+        (json.dumps({"configs": {"x": {"epochs": "ten"}}}), "wrong type"),
+        (json.dumps({"configs": {"x": {}}, "seeds": []}), "seeds"),
+        (json.dumps({"configs": {"x": {}}, "references": ["pgd-7"]}), "Unknown reference"),
+    ],
+)
+def test_a_bad_grid_is_one_sentence_and_exit_2(tmp_path: Path, content: str, words: str) -> None:
+    grid = tmp_path / "bad.json"
+    grid.write_text(content)
+    result = _bench(grid, tmp_path)
+    assert result.exit_code == 2
+    assert words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_missing_grid_file_is_one_sentence(tmp_path: Path) -> None:
+    result = _bench(tmp_path / "nowhere.json", tmp_path)
+    assert result.exit_code == 2 and "cannot be read" in result.output
