@@ -349,9 +349,9 @@ def evaluate_run(
     ),
     attacks: str = typer.Option(
         "default",
-        help="default (FGSM, PGD-20/100 CE and CW, CW-L∞, noise, learned, transfer), "
-        "full (default + AutoAttack standard), or a list: fgsm,pgd20,pgd100-cw,cw-linf,noise,"
-        "learned,transfer,autoattack,square.",
+        help="default (APGD-CE + APGD-T, FGSM, PGD-20/100 CE and CW, CW-L∞, noise, learned, "
+        "transfer), full (default with the standard AutoAttack: + FAB-T and Square), or a list: "
+        "apgd-ce-t,fgsm,pgd20,pgd100-cw,cw-linf,noise,learned,transfer,autoattack,square.",
     ),
     n_examples: int = typer.Option(None, help="First N test examples (default: all)."),
     eps: float = typer.Option(None, help="L∞ radius ε (default: the run's)."),

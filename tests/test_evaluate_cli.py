@@ -92,3 +92,27 @@ def test_bad_inputs_are_one_sentence_and_exit_2(run: Path, args, words) -> None:
 def test_a_folder_without_config_is_one_sentence(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_default_attacks_include_apgd_and_full_the_standard_autoattack() -> None:
+    from problems.adversarial.evaluation.suite import SuiteOptions, attack_names
+
+    default = attack_names("default", SuiteOptions(eps=0.1, cifar=False))
+    full = attack_names("full", SuiteOptions(eps=0.1, cifar=False))
+    assert default[0] == "apgd-ce-t" and "autoattack" not in default
+    assert full[0] == "autoattack" and "apgd-ce-t" not in full  # its cascade starts with both
+    assert set(full) - {"autoattack"} == set(default) - {"apgd-ce-t"}
+
+
+def test_the_default_evaluation_puts_autoattack_first(run: Path) -> None:
+    args = ["evaluate", str(run), "--n-examples", "6", "--noise-samples", "2", "--no-checklist"]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    ev = json.loads((run / "eval.json").read_text())
+    apgd = next(a for a in ev["attacks"] if a["name"] == "autoattack(apgd-ce,apgd-t)")
+    assert apgd["params"]["components"] == ["apgd-ce", "apgd-t"]
+    md = (run / "eval.md").read_text().splitlines()
+    headline = next(i for i, line in enumerate(md) if line.startswith("**autoattack"))
+    table = next(i for i, line in enumerate(md) if line.startswith("| attack"))
+    assert headline < table  # the AutoAttack figure is the first number a reader meets
+    assert md[table + 2].startswith("| clean") and md[table + 3].startswith("| autoattack")

@@ -38,10 +38,12 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
 
 
 def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per attack (clean first, the per-example worst case last), one column per run."""
+    """One row per attack (clean first, then AutoAttack, the per-example worst case last), one
+    column per run."""
     names = ["clean"]
     for ev in evals.values():
         names += [a["name"] for a in ev["attacks"] if a["name"] not in names]
+    names = names[:1] + sorted(names[1:], key=lambda n: not n.startswith("autoattack"))
     names.append("worst case (per example)")
     rows = []
     for name in names:
@@ -94,6 +96,14 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
         "examples of the minimum over the clean input and every attack below.",
         "",
     ]
+    headline = next((a for a in ev["attacks"] if a["name"].startswith("autoattack")), None)
+    if headline is not None:
+        lines += [
+            f"**{headline['name']}: {headline['accuracy']:.4f}** robust accuracy (clean "
+            f"{ev['clean_acc']:.4f}); the worst case over every attack: "
+            f"{ev['worst_case']['accuracy']:.4f}.",
+            "",
+        ]
     evals = {ev["run"]: ev} | others
     rows = table_rows(evals)
     keys = list(rows[0])

@@ -1,9 +1,12 @@
 """Attack names → ``Attack`` objects, with the paper's protocol as defaults.
 
-``default``: FGSM, PGD-20 and PGD-100 on cross-entropy and on the CW margin, CW-L∞ (100
-iterations), random noise, and, when available, the run's own learned attacker, other runs'
-learned attackers (``--attacker-from``) and black-box transfer (``--surrogate``).
-``full``: ``default`` and AutoAttack (standard version). A list names attacks one by one.
+``default``: AutoAttack's gradient components APGD-CE + APGD-T (``apgd-ce-t``; Croce & Hein
+2020), FGSM, PGD-20 and PGD-100 on cross-entropy and on the CW margin, CW-L∞ (100 iterations),
+random noise, and, when available, the run's own learned attacker, other runs' learned attackers
+(``--attacker-from``) and black-box transfer (``--surrogate``). APGD comes first: a fixed-step
+PGD alone flatters a defence trained against a weak attacker (it did for L2L here).
+``full``: ``default`` with the standard AutoAttack (APGD-CE, APGD-T, FAB-T and Square) in place of
+``apgd-ce-t``. A list names attacks one by one.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from problems.adversarial.evaluation.attacks import (
 )
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 
-DEFAULT = ("fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", "noise")
+APGD = "apgd-ce-t"  # AutoAttack's APGD-CE + APGD-T, the default's strongest attack
+DEFAULT = (APGD, "fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", "noise")
 OPTIONAL = ("learned", "transfer")  # in "default" when the run / options provide them
-FULL_EXTRA = ("autoattack",)
 FIXED_NAMES = (*DEFAULT, *OPTIONAL, "autoattack", "square")
 _PGD = re.compile(r"pgd(\d+)(-cw)?")
 PAPER_STEP = 0.003  # the paper's PGD step at ε = 0.031 on CIFAR (Appendix C)
@@ -65,12 +68,12 @@ def attack_names(spec: str, options: SuiteOptions) -> list[str]:
     spec = spec.strip().lower()
     if spec in ("default", "full"):
         names = list(DEFAULT)
+        if spec == "full":  # the standard cascade runs APGD-CE and APGD-T first anyway
+            names[0] = "autoattack"
         if options.learned is not None:
             names.append("learned")
         if options.surrogate is not None:
             names.append("transfer")
-        if spec == "full":
-            names += FULL_EXTRA
     else:
         names = [n.strip() for n in spec.split(",") if n.strip()]
         unknown = [n for n in names if n not in FIXED_NAMES and not _PGD.fullmatch(n)]
@@ -116,6 +119,8 @@ def build_attack(name: str, options: SuiteOptions) -> Attack:
         return TransferAttack("transfer", inner, o.surrogate, o.surrogate_source)
     if name == "autoattack":
         return AutoAttackAdapter(o.eps, seed=o.seed, batch_size=o.batch_size)
+    if name == APGD:
+        return AutoAttackAdapter(o.eps, ("apgd-ce", "apgd-t"), seed=o.seed, batch_size=o.batch_size)
     if name == "square":
         return AutoAttackAdapter(o.eps, ("square",), seed=o.seed, batch_size=o.batch_size)
     raise UserError(f"Unknown attack {name!r}.")
