@@ -7,6 +7,7 @@ Errors a user can cause print one sentence and exit with code 2.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -107,7 +108,7 @@ class Shared:
     )
     attacker_init = typer.Option(None, help="A finished L2L run folder whose g_φ warm-starts φ.")
     gap_size = typer.Option(
-        500, help="Training examples of the follower-gap probe measured every epoch (0: off)."
+        256, help="Training examples of the follower-gap probe measured every epoch (0: off)."
     )
     train_size = typer.Option(None, help="Use only the first N training examples.")
     eval_size = typer.Option(None, help="Use only the first N validation and test examples.")
@@ -125,6 +126,15 @@ class Shared:
     )
     amp = typer.Option(False, help="bf16 autocast of every training step (CPU and GPU).")
     compile_ = typer.Option(False, "--compile", help="torch.compile the leader and the attacker.")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(
+            f"--seeds takes integers separated by commas, like 0,1,2; got {text!r}."
+        ) from None
 
 
 def _names(text: str) -> list[str]:
@@ -186,7 +196,9 @@ def solve_adversarial_dro(
     attacker: str = Shared.attacker,
     attacker_width: float = Shared.attacker_width,
     update: str = typer.Option(
-        "alternating", help="alternating (the paper), follower-first or fused (one backward)."
+        None,
+        help="alternating (the paper), follower-first or fused (one backward); default: the data "
+        "set's for learned followers, alternating for hand-designed ones.",
     ),
     follower_steps: int = Shared.follower_steps,
     leader_optimizer: str = Shared.leader_optimizer,
@@ -299,21 +311,41 @@ def solve_adversarial_ait(
 def bench_dro(
     epochs: int = typer.Option(10, help="Epochs for every method."),
     methods: str = typer.Option("none,fgsm,pgm,grad,2-step", help="Followers, comma-separated."),
-    update: str = typer.Option("alternating", help="Update mode of the learned followers."),
-    seed: int = Shared.seed,
+    update: str = typer.Option(
+        None, help="Update mode of the learned followers (default: the data set's)."
+    ),
+    seeds: str = typer.Option("0", help="Seeds, comma-separated; rows give mean and std."),
+    autoattack: bool = typer.Option(
+        True, help="Standard AutoAttack on the test split (minutes per robust model on a CPU)."
+    ),
+    jobs: int = typer.Option(1, help="Worker processes for the evaluations (after training)."),
     train_size: int = Shared.train_size,
     eval_size: int = Shared.eval_size,
     out: Path = typer.Option(Path("runs/bench-dro"), help="Folder for the runs."),
     json_path: Path = Shared.json_path,
 ) -> None:
-    """mnist5k, small CNN, ε = 0.3: methods side by side; PGD-40 (step 0.01) on the test split."""
+    """mnist5k, small CNN, ε = 0.3: methods side by side (trained one after another in this
+    process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split."""
     from problems.adversarial.bench import bench_dro as run_bench
 
     rows = run_bench(
-        _names(methods), epochs, seed, update, out, json_path, train_size=train_size,
-        eval_size=eval_size,
+        _names(methods), epochs, _seeds(seeds), update, out, json_path, train_size=train_size,
+        eval_size=eval_size, autoattack=autoattack, jobs=jobs,
     )  # fmt: skip
-    print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split)", rows)
+    shown = [_mean_std_cells(row) for row in rows]
+    print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split, mean ± std)", shown)
+
+
+def _mean_std_cells(row: dict[str, Any]) -> dict[str, Any]:
+    """A bench row for the terminal: every ``x`` with an ``x_std`` (``x_acc``: ``x_std``) shown as
+    one "mean ± std" cell."""
+    out = {}
+    for key, value in row.items():
+        std = row.get(key.removesuffix("_acc") + "_std") if not key.endswith("_std") else None
+        if key.endswith("_std"):
+            continue
+        out[key] = f"{value:.3f} ± {std:.3f}" if std is not None else value
+    return out
 
 
 @bench_app.command("l2l")
@@ -404,7 +436,12 @@ def bench_speed(
     amp: bool = typer.Option(False, help="bf16 autocast."),
     channels_last: bool = typer.Option(True, help="channels_last memory format."),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
-    methods: str = typer.Option(None, help="Comma-separated subset of the methods."),
+    methods: str = typer.Option(
+        None, help="Comma-separated subset of the methods, and pgm-K for another K."
+    ),
+    levers: str = typer.Option(
+        None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
+    ),
     json_path: Path = typer.Option(None, "--json", help="Also write the table as JSON here."),
 ) -> None:
     """Seconds per training step: plain, FGSM-RS, PGM-10, Grad and 2-Step L2L (paper Table 3)."""
@@ -415,7 +452,7 @@ def bench_speed(
     cfg = SpeedConfig(
         model=model, attacker=attacker, attacker_width=attacker_width, batch_size=batch_size,
         batches=batches, rounds=rounds, device=device, amp=amp, channels_last=channels_last,
-        compile=compile_, methods=chosen,
+        compile=compile_, methods=chosen, levers=_json_object("--levers", levers),
     )  # fmt: skip
     rows = run_bench(cfg, json_path)
     print_table(
@@ -518,20 +555,40 @@ def bench_ait(
     epochs: int = typer.Option(10, help="Epochs for every run."),
     methods: str = typer.Option("ait,grad", help="AIT followers, comma-separated."),
     directions: str = typer.Option("toward,away", help="Feature directions, comma-separated."),
-    seed: int = Shared.seed,
+    seeds: str = typer.Option("0", help="Seeds, comma-separated; rows give mean and std."),
+    levers: str = typer.Option(
+        None,
+        help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 1.0}'.",
+    ),
+    autoattack: bool = typer.Option(True, help="Standard AutoAttack on the test split."),
+    jobs: int = typer.Option(1, help="Worker processes for the evaluations (after training)."),
     train_size: int = Shared.train_size,
     eval_size: int = Shared.eval_size,
     out: Path = typer.Option(Path("runs/bench-ait"), help="Folder for the runs."),
     json_path: Path = Shared.json_path,
 ) -> None:
-    """mnist5k, small CNN, ε = 0.3: AIT vs L2L-AIT; PGD-40 and CW-PGD-40 on the test split."""
+    """mnist5k, small CNN, ε = 0.3: AIT vs L2L-AIT; PGD-40, CW-PGD-40 and AutoAttack (test)."""
     from problems.adversarial.bench_ait import bench_ait as run_bench
 
     rows = run_bench(
-        _names(methods), _names(directions), epochs, seed, out, json_path,
-        train_size=train_size, eval_size=eval_size,
+        _names(methods), _names(directions), epochs, _seeds(seeds), out, json_path,
+        train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
+        levers=_json_object("--levers", levers),
     )  # fmt: skip
-    print_table("bench ait: mnist5k, small CNN, ε = 0.3 (test split)", rows)
+    shown = [_mean_std_cells(row) for row in rows]
+    print_table("bench ait: mnist5k, small CNN, ε = 0.3 (test split, mean ± std)", shown)
+
+
+def _json_object(option: str, text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise UserError(f"{option} takes a JSON object like '{{\"unroll\": 2}}'; got {text!r}.")
+    return value
 
 
 if __name__ == "__main__":

@@ -81,3 +81,16 @@ def test_bench_speed_rejects_an_unknown_method() -> None:
     result = CliRunner().invoke(app, ["bench", "speed", "--methods", "plain,pgm-11"])
     assert result.exit_code == 2
     assert "Unknown method 'pgm-11'" in result.output
+
+
+def test_bench_speed_builds_learned_followers_with_the_levers_and_any_pgm_k() -> None:
+    cfg = speed.SpeedConfig(
+        model="small-cnn", batch_size=2, methods=("pgm-3", "2-step-fused"),
+        levers={"attacker_sign_step": 0.5, "unroll": 3, "attacker": "slim"},
+    )  # fmt: skip
+    pgm, _ = speed.make_trainer("pgm-3", cfg, torch.device("cpu"))
+    assert pgm.follower.steps == 3 and not hasattr(pgm.follower, "sign_step")
+    learned, _ = speed.make_trainer("2-step-fused", cfg, torch.device("cpu"))
+    assert learned.follower.sign_step == 0.5 and learned.follower.steps == 3
+    assert type(learned.follower.net).__name__ == "SlimAttacker"
+    assert learned.update.value == "fused"

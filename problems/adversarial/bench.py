@@ -1,12 +1,19 @@
-"""``bench dro``: the core issue's benchmark. Every method trains on mnist5k with the small CNN,
-ε = 0.3, the same epochs and seed, one after another in this process; each best-on-validation model
-is then attacked with PGD-40 (step 0.01, uniform random start) on the test split.
+"""``bench dro``: the core benchmark. Every method trains on mnist5k with the small CNN, ε = 0.3,
+the same epochs, for every seed, one after another in this process (so training seconds compare
+side by side); each best-on-validation leader is then attacked on the test split with PGD-40
+(step 0.01, uniform random start) and, unless ``autoattack`` is off, the standard AutoAttack
+(APGD-CE, APGD-T, FAB-T, Square; Croce & Hein 2020). Rows give the mean and standard deviation
+over seeds; the evaluations may run in ``jobs`` worker processes, after all training is done.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import statistics
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +25,27 @@ from bilevel.run import atomic_write_text, load_checkpoint
 from problems.adversarial.config import FOLLOWERS, DROConfig
 from problems.adversarial.data import dataset_info, load_dataset, subset
 from problems.adversarial.dro import accuracy, robust_accuracy
+from problems.adversarial.evaluation.attacks import pgd_attack, run_attack
+from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.models import build_model
 from problems.adversarial.solve import pgd, solve_dro
 
 BENCH_EPS = 0.3
+HAND_DESIGNED = ("none", "fgsm", "pgm")
+METRICS = ("clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "train_seconds")
+
+
+def folder_name(label: str) -> str:
+    """A label ("grad (fused)") as a folder name ("grad_fused")."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
+
+
+def load_leader(cfg: DROConfig, run_dir: Path) -> nn.Module:
+    """The best-on-validation leader of a finished run."""
+    info = dataset_info(cfg.dataset)
+    model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std)
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["leader"])
+    return model.eval()
 
 
 def train_and_evaluate(
@@ -29,50 +53,134 @@ def train_and_evaluate(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``cfg`` afresh into ``run_dir`` (any ``DROConfig`` subclass, e.g. AIT's); return its
     best-on-validation leader and a row: clean and PGD-40 (step 0.01) test accuracy, seconds."""
-    shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark always starts afresh
-    results = solve_dro(cfg, run_dir, show_progress=False)
-    info = dataset_info(cfg.dataset)
-    model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["leader"])
+    results = train(cfg, run_dir)
+    model = load_leader(cfg, run_dir)
+    return model, evaluate_leader(model, cfg.eps, test, seed, autoattack=False) | {
+        "train_seconds": results["train_seconds"]
+    }
+
+
+def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
+    """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return solve_dro(cfg, run_dir, show_progress=False)
+
+
+def evaluate_leader(
+    model: nn.Module, eps: float, test: tuple[torch.Tensor, torch.Tensor], seed: int,
+    autoattack: bool, cw: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """Clean, PGD-40 (step 0.01), if asked CW-margin PGD-40, and standard AutoAttack accuracy."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        pgd40 = robust_accuracy(model, *test, pgd(40, cfg.eps, 0.01), cfg.eps)
-    row = {"clean_acc": accuracy(model, *test), "pgd40_acc": pgd40}
-    return model, row | {"train_seconds": results["train_seconds"]}
+        row = {
+            "clean_acc": accuracy(model, *test),
+            "pgd40_acc": robust_accuracy(model, *test, pgd(40, eps, 0.01), eps),
+        }
+        if cw:
+            row["cw_pgd40_acc"] = run_attack(pgd_attack(40, eps, 0.01, "cw"), model, *test).accuracy
+        if autoattack:
+            row["autoattack_acc"] = run_attack(
+                AutoAttackAdapter(eps, seed=seed), model, *test
+            ).accuracy
+    return row
 
 
-def bench_dro(
-    methods: list[str],
-    epochs: int,
-    seed: int,
-    update: str,
+def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool]) -> dict[str, float]:
+    """One finished run's test row, in a worker process (one thread: the workers share cores)."""
+    options, run_dir, eval_size, autoattack, cw = job
+    torch.set_num_threads(1)
+    cfg = DROConfig.from_dict(options)  # dataset, model, eps and seed are all it needs
+    test = load_dataset(cfg.dataset, cfg.data_dir).test
+    test = subset(test, eval_size) if eval_size else test
+    model = load_leader(cfg, Path(run_dir))
+    return evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw)
+
+
+def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": name, "seeds": len(runs)}
+    for key in METRICS:
+        values = [r[key] for r in runs if key in r]
+        if values:
+            row[key] = statistics.fmean(values)
+            row[key.removesuffix("_acc") + "_std"] = (
+                statistics.stdev(values) if len(values) > 1 else 0.0
+            )
+    return row
+
+
+def run_bench(
+    entries: dict[str, Callable[[int], DROConfig]],
+    seeds: list[int],
     out: Path,
     json_path: Path | None = None,
-    train_size: int | None = None,
-    eval_size: int | None = None,
+    autoattack: bool = True,
+    jobs: int = 1,
+    cw: bool = False,
 ) -> list[dict[str, Any]]:
-    """Train each follower in ``methods``; return rows of clean and PGD-40 accuracy and seconds."""
-    unknown = [m for m in methods if m not in FOLLOWERS]
-    if unknown or not methods:
-        raise UserError(f"Unknown --methods {unknown}; choose from: {', '.join(FOLLOWERS)}.")
-    test = load_dataset("mnist5k").test
-    test = subset(test, eval_size) if eval_size else test
-    rows = []
-    for method in methods:
-        run_dir = Path(out) / method
-        learned_update = update if method not in ("none", "fgsm", "pgm") else "alternating"
-        cfg = DROConfig(
-            follower=method, epochs=epochs, eps=BENCH_EPS, seed=seed, update=learned_update,
-            train_size=train_size, eval_size=eval_size,
-        )  # fmt: skip
-        _, row = train_and_evaluate(cfg, run_dir, test, seed)
-        name = method if method in ("none", "fgsm", "pgm") else f"{method} ({update})"
-        rows.append({"method": name, **row})
+    """Train every entry (a label and its configuration for a seed) for every seed, one after
+    another in this process, into ``out/<label>/seed-<s>``; then evaluate every run on the test
+    split (in ``jobs`` worker processes); return one row per entry, means and standard
+    deviations over seeds, and training seconds ÷ those of the entry labelled ``pgm``."""
+    if not seeds or jobs < 1:
+        raise UserError("--seeds needs at least one seed and --jobs must be at least 1.")
+    work, runs = [], []
+    for label, make in entries.items():
+        for seed in seeds:
+            cfg = make(seed)
+            run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
+            seconds = train(cfg, run_dir)["train_seconds"]  # resolves cfg
+            work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw))
+            runs.append(
+                {"method": label, "seed": seed, "update": cfg.update, "train_seconds": seconds}
+            )
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            evaluations = list(pool.map(_evaluate_run, work))
+    else:
+        evaluations = [_evaluate_run(job) for job in work]
+    runs = [run | evaluation for run, evaluation in zip(runs, evaluations, strict=True)]
+    rows = [_summary(label, [r for r in runs if r["method"] == label]) for label in entries]
     pgm_seconds = next((r["train_seconds"] for r in rows if r["method"] == "pgm"), None)
     for row in rows:
         row["ratio_to_pgm10"] = (
             round(row["train_seconds"] / pgm_seconds, 3) if pgm_seconds else None
         )
     if json_path is not None:
-        atomic_write_text(Path(json_path), json.dumps(rows, indent=2) + "\n")
+        payload = {"seeds": seeds, "autoattack": autoattack, "rows": rows, "runs": runs}
+        atomic_write_text(Path(json_path), json.dumps(payload, indent=2) + "\n")
     return rows
+
+
+def bench_dro(
+    methods: list[str],
+    epochs: int,
+    seeds: list[int],
+    update: str | None,
+    out: Path,
+    json_path: Path | None = None,
+    train_size: int | None = None,
+    eval_size: int | None = None,
+    autoattack: bool = True,
+    jobs: int = 1,
+) -> list[dict[str, Any]]:
+    """``run_bench`` over the DRO followers in ``methods`` (learned ones with ``update``, or the
+    data set's default update mode when it is None)."""
+    unknown = [m for m in methods if m not in FOLLOWERS]
+    if unknown or not methods:
+        raise UserError(f"Unknown --methods {unknown}; choose from: {', '.join(FOLLOWERS)}.")
+
+    def entry(method: str) -> Callable[[int], DROConfig]:
+        return lambda seed: DROConfig(
+            follower=method, epochs=epochs, eps=BENCH_EPS, seed=seed,
+            update=None if method in HAND_DESIGNED else update, train_size=train_size,
+            eval_size=eval_size,
+        )  # fmt: skip
+
+    def label(method: str) -> str:
+        if method in HAND_DESIGNED:
+            return method
+        return f"{method} ({DROConfig(follower=method, update=update).resolve().update})"
+
+    entries = {label(m): entry(m) for m in methods}
+    return run_bench(entries, seeds, out, json_path, autoattack, jobs)

@@ -61,6 +61,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         attacker="slim",
         attacker_width=0.125,
         eval_step_size=None,
+        update="alternating",
     ),
     "cifar10": dict(
         model="wrn-34-10",
@@ -70,6 +71,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         attacker="cnn",
         attacker_width=1.0,
         eval_step_size=0.003,
+        update="alternating",
     ),
 }
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
@@ -111,7 +113,7 @@ class DROConfig:
     attacker_lr: float = 1e-3
     attacker_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     attacker_weight_decay: float = 2e-4
-    update: str = "alternating"
+    update: str | None = None  # default: the data set's for learned followers, else alternating
     follower_steps: int = 1  # φ updates per θ update
     unroll: int | None = None  # K of the learned follower; default 1, or 2 for 2-step*
     grad_scaling: str = "sample"  # how ∇ is scaled for g_φ: sample, batch, sign, none
@@ -124,7 +126,7 @@ class DROConfig:
     eval_pgd_steps: int = 20  # PGD-k on the test split for the final table
     eval_step_size: float | None = None  # default: 0.003 on CIFAR (the paper), else 2.5 ε / k
     eval_size: int | None = None  # first N validation/test examples for selection and the table
-    gap_size: int = 500  # training examples of the follower-gap probe (0: no follower gap)
+    gap_size: int = 256  # training examples of the follower-gap probe (0: no follower gap)
     seed: int = 0
     device: str = "auto"
     augment: str | None = field(default=None)  # default: crop-flip on CIFAR, none on digits
@@ -142,6 +144,8 @@ class DROConfig:
         _choose("--follower", self.follower, self.FOLLOWER_CHOICES)
         self.attacker = self.attacker or d["attacker"]
         _choose("--attacker", self.attacker, ATTACKER_KINDS)
+        if self.update is None:
+            self.update = d["update"] if self.follower in LEARNED else UpdateMode.ALTERNATING.value
         _choose("--update", self.update, tuple(m.value for m in UpdateMode))
         _choose("--device", self.device, DEVICES)
         _choose("--leader-optimizer", self.leader_optimizer, LEADER_OPTIMIZERS)

@@ -13,7 +13,9 @@ of PGD-10's loss increase it achieves,
 the classifier trains is one the classifier has outrun: its perturbations no longer stand for the
 inner maximisation of Eq. (3), and robustness under a strong attack (AutoAttack) will lag.
 
-Every attack starts from the same seed, so PGD-10 run as "the follower" scores exactly 1.
+Every attack starts from the same seed, so PGD-10 run as "the follower" scores exactly 1. The
+gap is measured at the full ε, also during an ε warm-up (a learned attacker's bound is set to it),
+so that epochs compare; the validation split's PGD-10 is then the model-selection attack too.
 """
 
 from __future__ import annotations

@@ -156,19 +156,25 @@ def _train_and_report(
         return cfg.training_batch(x, y, torch.Generator().manual_seed(cfg.seed))
 
     def validate() -> dict[str, float]:
-        with torch.random.fork_rng(devices=[]):  # the same PGD starts every epoch
-            torch.manual_seed(cfg.seed)
-            row = {
-                "val_clean_acc": accuracy(model, *val_dev),
-                f"val_pgd{cfg.select_pgd_steps}_acc": robust_accuracy(
-                    model, *val_dev, selection_attack, cfg.eps
-                ),
-            }
-        if cfg.gap_size > 0:  # at the ε the follower trains at now (the warm-up's)
-            gap_problem.eps = problem.eps
-            row |= follower_gap(
-                model, follower, gap_problem, gap_splits, problem.eps, cfg.seed, gap_batch
+        row: dict[str, float] = {}
+        if cfg.gap_size > 0:  # at the full ε: the next batch sets the warm-up's ε again
+            set_eps(gap_problem, follower, cfg.eps)
+            row = follower_gap(
+                model, follower, gap_problem, gap_splits, cfg.eps, cfg.seed, gap_batch
             )
+        selection = f"val_pgd{cfg.select_pgd_steps}_acc"
+        if cfg.select_pgd_steps == 10 and row:  # the gap's PGD-10 is the selection's, same seed
+            row = {
+                "val_clean_acc": row["gap_val_clean_acc"],
+                selection: row["gap_val_pgd10_acc"],
+            } | row
+        else:
+            with torch.random.fork_rng(devices=[]):  # the same PGD starts every epoch
+                torch.manual_seed(cfg.seed)
+                row = {
+                    "val_clean_acc": accuracy(model, *val_dev),
+                    selection: robust_accuracy(model, *val_dev, selection_attack, cfg.eps),
+                } | row
         if isinstance(follower, LearnedFollower):
             row["phi_updates"] = follower.updates
         return row

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ class SpeedConfig:
     amp: bool = False  # bf16 autocast
     channels_last: bool = True  # measured faster for every method (README, "Speed")
     compile: bool = False  # torch.compile of the leader and the attacker
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS  # any of METHODS, and pgm-K for another K
+    levers: dict[str, Any] = field(default_factory=dict)  # DROConfig options of learned ones
 
 
 def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
@@ -63,8 +65,9 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
 
     The follower is ``solve``'s own for that name (``build_follower``): FGSM-RS steps 1.25 ε,
     PGM-10 steps 2/255, the learned ones take [x, ∇] into the attacker."""
-    if method not in METHODS:
-        raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}.")
+    pgm = re.fullmatch(r"pgm-(\d+)", method)
+    if method not in METHODS and not (pgm and int(pgm.group(1)) >= 1):
+        raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}, pgm-K.")
     if cfg.model not in MODEL_NAMES:
         raise UserError(f"Unknown --model {cfg.model!r}; choose one of: {', '.join(MODEL_NAMES)}.")
     torch.manual_seed(0)
@@ -73,19 +76,21 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
     info = DatasetInfo("random", 10, channels, size, (0.5,) * channels, (0.25,) * channels)
     model = build_model(cfg.model, info.num_classes, channels, info.mean, info.std)
     model = speedup.prepare(model, device)
-    name = {"plain": "none", "fgsm-rs": "fgsm", "pgm-10": "pgm"}.get(method, method)
+    name = {"plain": "none", "fgsm-rs": "fgsm"}.get(method, "pgm" if pgm else method)
+    name = name.removesuffix("-fused").removesuffix("-alternating")
+    update = "fused" if method.endswith("fused") else "alternating"
+    levers = cfg.levers if name not in ("none", "fgsm", "pgm") else {}
+    bad = sorted(set(levers) - {f.name for f in fields(DROConfig)})
+    if bad:
+        raise UserError(f"--levers: unknown option(s) {bad}; use solve adversarial-dro's options.")
     options = DROConfig(
-        follower=name.removesuffix("-fused").removesuffix("-alternating"),
-        eps=EPS,
-        pgm_steps=10,
-        pgm_step_size=2 / 255,
-        attacker=cfg.attacker,
-        attacker_width=cfg.attacker_width,
-    )
+        **{"dataset": "cifar10", "follower": name, "eps": EPS, "update": update,
+           "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
+           "attacker": cfg.attacker, "attacker_width": cfg.attacker_width} | levers
+    ).resolve()  # fmt: skip
     follower = build_follower(options, info)
     if isinstance(follower, LearnedFollower):
         speedup.prepare(follower.net, device)
-    update = "fused" if method.endswith("fused") else "alternating"
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     trainer = JointTrainer(AdversarialDRO(model, EPS), follower, optimizer, update, 1, speedup)
     x = speedup.batch(torch.rand(cfg.batch_size, channels, size, size, device=device))

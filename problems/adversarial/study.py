@@ -31,6 +31,7 @@ import torch
 
 from bilevel.errors import UserError
 from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.bench import folder_name
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -123,10 +124,6 @@ def load_grid(path: Path) -> Grid:
     return grid
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_")
-
-
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
     """Train (or reuse) one run and attack its selected leader on the validation split."""
     cfg = DROConfig(**options, seed=seed).resolve()
@@ -173,7 +170,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
     for name, options in grid.entries().items():
         per_seed = []
         for seed in grid.seeds:
-            run_dir = Path(out) / _slug(name) / f"seed-{seed}"
+            run_dir = Path(out) / folder_name(name) / f"seed-{seed}"
             results, evaluation = _run_one(options, seed, run_dir, grid.val_examples)
             per_seed.append({"seed": seed, "train_seconds": results["train_seconds"]} | evaluation)
         runs.append({"entry": name, "options": options, "runs": per_seed})

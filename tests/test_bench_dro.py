@@ -1,0 +1,58 @@
+"""``bench dro``: every method for every seed, means and standard deviations over seeds, the time
+ratio to PGM-10, AutoAttack on the test split, and bad options as one sentence with exit 2."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+TINY = ["--epochs", "1", "--train-size", "32", "--eval-size", "8"]
+
+
+def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path) -> None:
+    out, path = tmp_path / "runs", tmp_path / "bench.json"
+    args = ["bench", "dro", *TINY, "--methods", "pgm,grad", "--seeds", "0,1", "--update", "fused",
+            "--out", str(out), "--json", str(path)]  # fmt: skip
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(path.read_text())
+    assert [(r["method"], r["seed"]) for r in data["runs"]] == [
+        ("pgm", 0), ("pgm", 1), ("grad (fused)", 0), ("grad (fused)", 1)
+    ]  # fmt: skip
+    assert [r["update"] for r in data["runs"]] == ["alternating"] * 2 + ["fused"] * 2
+    rows = {r["method"]: r for r in data["rows"]}
+    assert list(rows) == ["pgm", "grad (fused)"]
+    for method, row in rows.items():
+        mine = [r for r in data["runs"] if r["method"] == method]
+        for key, std in (("clean_acc", "clean_std"), ("autoattack_acc", "autoattack_std"),
+                         ("train_seconds", "train_seconds_std")):  # fmt: skip
+            values = [r[key] for r in mine]
+            assert row[key] == pytest.approx(statistics.fmean(values))
+            assert row[std] == pytest.approx(statistics.stdev(values))
+        for run in mine:
+            assert 0.0 <= run["autoattack_acc"] <= run["pgd40_acc"] + 0.25
+            assert run["autoattack_acc"] <= run["clean_acc"]
+    assert rows["pgm"]["ratio_to_pgm10"] == 1.0
+    assert rows["grad (fused)"]["ratio_to_pgm10"] == pytest.approx(
+        rows["grad (fused)"]["train_seconds"] / rows["pgm"]["train_seconds"], abs=1e-3
+    )
+    assert (out / "grad_fused" / "seed-1" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--seeds", "0,x"], "--seeds"),
+        (["--methods", "pgm,magic"], "Unknown --methods"),
+        (["--jobs", "0"], "--jobs"),
+    ],
+)
+def test_bad_bench_options_are_one_sentence(tmp_path: Path, args, words) -> None:
+    result = CliRunner().invoke(app, ["bench", "dro", *TINY, "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
