@@ -15,6 +15,7 @@ CIFAR = dict(mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616))
 # (name, build kwargs, input shape, feature size); wrn-10-2 stands in for WRN-34-10's code path.
 SMALL = [
     ("small-cnn", MNIST, (1, 28, 28), 128),
+    ("trades-cnn", MNIST, (1, 28, 28), 200),
     ("preact-resnet18", dict(num_classes=100, in_channels=3, **CIFAR), (3, 32, 32), 512),
     ("wrn-10-2", dict(num_classes=10, in_channels=3, **CIFAR), (3, 32, 32), 128),
 ]
@@ -90,7 +91,7 @@ def test_small_cnn_is_small() -> None:
 
 
 def test_model_names_build_and_wrn_34_10_has_its_parameter_count() -> None:
-    assert set(MODEL_NAMES) == {"small-cnn", "preact-resnet18", "wrn-34-10"}
+    assert set(MODEL_NAMES) == {"small-cnn", "trades-cnn", "preact-resnet18", "wrn-34-10"}
     wrn = build_model("wrn-34-10", 10, 3, CIFAR["mean"], CIFAR["std"])  # no forward: too slow
     assert abs(n_params(wrn) - 46.16e6) < 0.05e6
     assert wrn.head.in_features == 640
