@@ -92,3 +92,12 @@ def test_bad_inputs_are_one_sentence_and_exit_2(run: Path, args, words) -> None:
 def test_a_folder_without_config_is_one_sentence(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_the_run_s_eval_size_is_the_default_and_the_work_is_announced(run: Path) -> None:
+    args = ["evaluate", str(run), "--attacks", "fgsm", "--noise-samples", "1", "--no-checklist"]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "eval.json").read_text())["n_examples"] == 16  # --eval-size 16
+    assert "evaluate: 16 test examples (the run's --eval-size), 1 attack;" in result.output
+    assert "  fgsm at ε 0.1: accuracy" in result.output

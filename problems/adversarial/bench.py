@@ -29,6 +29,7 @@ def train_and_evaluate(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``cfg`` afresh into ``run_dir`` (any ``DROConfig`` subclass, e.g. AIT's); return its
     best-on-validation leader and a row: clean and PGD-40 (step 0.01) test accuracy, seconds."""
+    cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
     shutil.rmtree(run_dir, ignore_errors=True)  # a benchmark always starts afresh
     results = solve_dro(cfg, run_dir, show_progress=False)
     info = dataset_info(cfg.dataset)
@@ -55,17 +56,19 @@ def bench_dro(
     unknown = [m for m in methods if m not in FOLLOWERS]
     if unknown or not methods:
         raise UserError(f"Unknown --methods {unknown}; choose from: {', '.join(FOLLOWERS)}.")
+    configs = {
+        method: DROConfig(
+            follower=method, epochs=epochs, eps=BENCH_EPS, seed=seed, train_size=train_size,
+            update=update if method not in ("none", "fgsm", "pgm") else "alternating",
+            eval_size=eval_size,
+        ).resolve()  # every bad option stops the bench before it reads or trains anything
+        for method in methods
+    }  # fmt: skip
     test = load_dataset("mnist5k").test
     test = subset(test, eval_size) if eval_size else test
     rows = []
-    for method in methods:
-        run_dir = Path(out) / method
-        learned_update = update if method not in ("none", "fgsm", "pgm") else "alternating"
-        cfg = DROConfig(
-            follower=method, epochs=epochs, eps=BENCH_EPS, seed=seed, update=learned_update,
-            train_size=train_size, eval_size=eval_size,
-        )  # fmt: skip
-        _, row = train_and_evaluate(cfg, run_dir, test, seed)
+    for method, cfg in configs.items():
+        _, row = train_and_evaluate(cfg, Path(out) / method, test, seed)
         name = method if method in ("none", "fgsm", "pgm") else f"{method} ({update})"
         rows.append({"method": name, **row})
     pgm_seconds = next((r["train_seconds"] for r in rows if r["method"] == "pgm"), None)

@@ -41,23 +41,26 @@ def bench_ait(
     known = {d.value for d in Direction}
     if not directions or any(d not in known for d in directions):
         raise UserError(f"--directions takes {', '.join(sorted(known))}; got {directions}.")
+    configs = {
+        (direction, method): AITConfig(
+            follower=method, ait_direction=direction, epochs=epochs, eps=BENCH_EPS, seed=seed,
+            train_size=train_size, eval_size=eval_size,
+        ).resolve()  # every bad option stops the bench before it reads or trains anything
+        for direction in directions
+        for method in methods
+    }  # fmt: skip
     test = load_dataset("mnist5k").test
     test = subset(test, eval_size) if eval_size else test
     rows = []
-    for direction in directions:
-        for method in methods:
-            cfg = AITConfig(
-                follower=method, ait_direction=direction, epochs=epochs, eps=BENCH_EPS, seed=seed,
-                train_size=train_size, eval_size=eval_size,
-            )  # fmt: skip
-            model, row = train_and_evaluate(cfg, Path(out) / f"{method}-{direction}", test, seed)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                cw = run_attack(pgd_attack(40, BENCH_EPS, 0.01, loss="cw"), model, *test)
-            name = "AIT" if method == "ait" else f"L2L-AIT ({method})"
-            seconds = row.pop("train_seconds")
-            row |= {"cw_pgd40_acc": round(cw.accuracy, 4), "train_seconds": seconds}
-            rows.append({"method": f"{name}, {direction}", **row})
+    for (direction, method), cfg in configs.items():
+        model, row = train_and_evaluate(cfg, Path(out) / f"{method}-{direction}", test, seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            cw = run_attack(pgd_attack(40, BENCH_EPS, 0.01, loss="cw"), model, *test)
+        name = "AIT" if method == "ait" else f"L2L-AIT ({method})"
+        seconds = row.pop("train_seconds")
+        row |= {"cw_pgd40_acc": round(cw.accuracy, 4), "train_seconds": seconds}
+        rows.append({"method": f"{name}, {direction}", **row})
     if json_path is not None:
         atomic_write_text(Path(json_path), json.dumps(rows, indent=2) + "\n")
     return rows
