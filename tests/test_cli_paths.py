@@ -1,12 +1,14 @@
 """Every command checks its paths and counts the same way: a file where a folder belongs, a
 folder that cannot be written, ``--resume`` into a read-only run, and a count below 1 are each one
-sentence with exit code 2, before anything is read, trained or written; and the help shows every
-default."""
+sentence with exit code 2, before anything is read, trained or written; two processes never train
+into one folder; and the help shows every default."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bilevel.files import atomic_write_text
 from cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +170,38 @@ def test_every_count_is_at_least_one_in_every_command(tmp_path, command, option,
     one_sentence(result, option)
     assert "at least 1" in result.output
     assert list(tmp_path.iterdir()) == []  # nothing made, nothing trained
+
+
+def test_a_second_process_on_the_same_out_is_refused_until_the_first_dies(tmp_path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(  # another run's process: it holds the folder's lock as prepare does
+        [sys.executable, "-c", "import fcntl, os, sys; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); f.write(f'pid {os.getpid()} on a host'); f.flush(); "
+         "print('held', flush=True); sys.stdin.read()", str(out / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(out)
+        args = ["solve", "adversarial-dro", "--follower", "none", "--train-size", "16"]
+        args += ["--eval-size", "8", "--batch-size", "16", "--epochs", "1", "--out", out]
+        one_sentence(run_cli(*args), f"is in use by pid {holder.pid}")
+        assert snapshot(out) == before
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding the lock, as a killed run would
+        holder.wait()
+    assert run_cli(*args).exit_code == 0  # the dead process does not block the folder
+
+
+def test_files_get_the_umask_mode_not_a_private_one(tmp_path) -> None:
+    for umask in (0o022, 0o002):
+        old = os.umask(umask)
+        try:
+            atomic_write_text(tmp_path / f"f{umask}", "x")
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE((tmp_path / f"f{umask}").stat().st_mode) == 0o666 & ~umask
 
 
 def test_help_shows_every_default_and_a_no_compile_form() -> None:
