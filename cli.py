@@ -16,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bilevel.errors import UserError
+from bilevel.distributed import leave_process_group
+from bilevel.errors import Stopped, UserError
 from bilevel.paths import check_paths
+from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 
 app = typer.Typer(
     help="Learning to learn for bilevel problems: a leader (θ) against a learned follower (g_φ).",
@@ -32,15 +34,25 @@ console = Console()
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a ``UserError`` (or a bad value from a constructor) into one sentence and exit 2."""
+    """Every known way for a command to stop, as one line on stderr and an exit code: a
+    ``UserError`` (or a bad value from a constructor) exits 2; a run stopped by SIGINT or SIGTERM
+    (``Stopped``, or ``Interrupted`` outside a training loop) exits 130 or 143."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with signals_raise():
+                return command(*args, **kwargs)
         except (UserError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            message, code = f"error: {err}", 2
+        except Stopped as stop:
+            message, code = str(stop), stop.exit_code
+        except Interrupted as err:
+            message, code = f"Stopped by {err.name}; {INTERRUPTED_KEEPS}", err.exit_code
+        if message:
+            print(message, file=sys.stderr)
+        leave_process_group()  # the run's DDP wrappers went with the exception
+        raise typer.Exit(code)
 
     return wrapper
 
