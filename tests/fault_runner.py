@@ -29,23 +29,23 @@ sys.path.insert(0, str(ROOT))
 from bilevel.loop import JointTrainer  # noqa: E402
 
 
-def _signal_before_step(n: int, signals: list[signal.Signals]) -> None:
-    step, count = JointTrainer.step, [0]
+def signalling_step(step, n: int, signals: list[signal.Signals]):
+    """``JointTrainer.step`` that first sends this process ``signals`` at its ``n``-th call."""
+    count = [0]
 
-    def faulty_step(self, batch):  # type: ignore[no-untyped-def]
+    def faulty_step(self, batch):
         count[0] += 1
-        if count[0] == n:
-            for sig in signals:
-                os.kill(os.getpid(), sig)
+        for sig in signals if count[0] == n else ():
+            os.kill(os.getpid(), sig)
         return step(self, batch)
 
-    JointTrainer.step = faulty_step  # type: ignore[method-assign]
+    return faulty_step
 
 
 def _kill_in_checkpoint(n: int) -> None:
     save, count = torch.save, [0]
 
-    def faulty_save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def faulty_save(obj, f, *args, **kwargs):
         if ".last.pt." in str(getattr(f, "name", "")):
             count[0] += 1
             if count[0] == n:
@@ -69,7 +69,7 @@ def main() -> None:
         elif fault == "none":
             pass
         else:
-            _signal_before_step(n, [signal.Signals[fault]])
+            JointTrainer.step = signalling_step(JointTrainer.step, n, [signal.Signals[fault]])
     from cli import app
 
     app(args=args, prog_name="cli.py")

@@ -100,6 +100,7 @@ AS_NOBODY = """
 import contextlib, io, os, sys
 sys.path.insert(0, os.getcwd())
 from cli import app  # imported as root: the interpreter lives under /root, which nobody may read
+import problems.adversarial.solve  # what solve imports once it runs
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     app(args=[*sys.argv[1:3], "--help"], prog_name="cli.py")  # and what typer imports lazily
 os.setgroups([]); os.setgid(65534); os.setuid(65534)  # from here on, an ordinary user
@@ -119,16 +120,24 @@ def cli_as_other_user(*args: object) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize(
-    "command", [["solve", "adversarial-dro"], ["solve", "gail", *GAIL], ["bench", "dro"]]
-)
-def test_an_unwritable_out_is_one_sentence(read_only, command) -> None:
+@pytest.mark.parametrize(("command", "option"), [
+    (["solve", "adversarial-dro"], "--out"),
+    (["solve", "gail", *GAIL], "--out"),
+    (["bench", "dro"], "--out"),
+    (["solve", "adversarial-dro", "--dataset", "cifar10"], "--data-dir"),  # a download to write
+])  # fmt: skip
+def test_an_unwritable_folder_is_one_sentence(read_only, command, option) -> None:
+    writable = read_only / "writable"
+    writable.mkdir(mode=0o777)
+    writable.chmod(0o777)
     if os.geteuid() != 0:
         read_only.chmod(0o555)
-    code, output = cli_as_other_user(*command, "--out", read_only / "run")
-    assert code == 2 and "not writable" in output and "Traceback" not in output
+    out = ["--out", writable / "run"] if option != "--out" else []
+    code, output = cli_as_other_user(*command, *out, option, read_only / "sub")
+    assert code == 2 and "Traceback" not in output
+    assert output.strip().startswith(f"error: {option} {read_only / 'sub'} is not writable")
     assert len(output.strip().splitlines()) == 1
-    assert list(read_only.iterdir()) == []
+    assert [p.name for p in read_only.iterdir()] == ["writable"] and not any(writable.iterdir())
 
 
 def test_resume_into_a_read_only_run_is_one_sentence_and_changes_nothing(read_only) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fault_runner import signalling_step
 from helpers import metrics_without_time
 from typer.testing import CliRunner
 
@@ -62,15 +63,7 @@ def unbroken(tmp_path_factory) -> Path:
 
 def signal_before_step(monkeypatch, n: int, *signals: signal.Signals) -> None:
     """This process sends itself ``signals`` just before its ``n``-th training step."""
-    step, count = JointTrainer.step, [0]
-
-    def faulty_step(self, batch):  # type: ignore[no-untyped-def]
-        count[0] += 1
-        for sig in signals if count[0] == n else ():
-            os.kill(os.getpid(), sig)
-        return step(self, batch)
-
-    monkeypatch.setattr(JointTrainer, "step", faulty_step)
+    monkeypatch.setattr(JointTrainer, "step", signalling_step(JointTrainer.step, n, list(signals)))
 
 
 def test_sigint_keeps_the_batch_and_resume_ends_as_the_unbroken_run(
@@ -142,7 +135,7 @@ def nan_from_step(monkeypatch, n: int) -> None:
     """The training loss is NaN from this process's ``n``-th step on (as a too large lr makes it)."""
     step, count = JointTrainer.step, [0]
 
-    def nan_step(self, batch):  # type: ignore[no-untyped-def]
+    def nan_step(self, batch):
         count[0] += 1
         out = step(self, batch)
         return {k: v * float("nan") for k, v in out.items()} if count[0] >= n else out
@@ -179,7 +172,7 @@ def test_a_full_disk_is_one_sentence_and_the_old_checkpoint_survives(tmp_path, m
     save, count, before = torch.save, [0], {}
     out = tmp_path / "full"
 
-    def full_disk(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def full_disk(obj, f, *args, **kwargs):
         if ".last.pt." in str(getattr(f, "name", "")):
             count[0] += 1
             if count[0] == 2:
