@@ -17,7 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bilevel.errors import UserError
+from bilevel.distributed import leave_process_group
+from bilevel.errors import Stopped, UserError
+from bilevel.paths import check_paths
+from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 
 app = typer.Typer(
     help="Learning to learn for bilevel problems: a leader (θ) against a learned follower (g_φ).",
@@ -32,15 +35,25 @@ console = Console()
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a ``UserError`` (or a bad value from a constructor) into one sentence and exit 2."""
+    """Every known way for a command to stop, as one line on stderr and an exit code: a
+    ``UserError`` (or a bad value from a constructor) exits 2; a run stopped by SIGINT or SIGTERM
+    (``Stopped``, or ``Interrupted`` outside a training loop) exits 130 or 143."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with signals_raise():
+                return command(*args, **kwargs)
         except (UserError, ValueError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise typer.Exit(2) from None
+            message, code = f"error: {err}", 2
+        except Stopped as stop:
+            message, code = str(stop), stop.exit_code
+        except Interrupted as err:
+            message, code = f"Stopped by {err.name}; {INTERRUPTED_KEEPS}", err.exit_code
+        if message:
+            print(message, file=sys.stderr)
+        leave_process_group()  # the run's DDP wrappers went with the exception
+        raise typer.Exit(code)
 
     return wrapper
 
@@ -78,9 +91,19 @@ class Shared:
     eps = typer.Option(None, help="L∞ radius ε in [0,1] pixels (default: 0.3 MNIST, 0.031 CIFAR).")
     batch_size = typer.Option(128)
     lr = typer.Option(None, help="Leader SGD learning rate (default: 0.1 CIFAR, 0.05 mnist5k).")
-    milestones = typer.Option(None, help="Epochs where lr ×0.1, e.g. 30,60,90.")
-    attacker = typer.Option(None, help="Learned attacker: cnn (Table 1) or slim (Appendix B).")
-    attacker_width = typer.Option(None, help="Channel multiplier of the attacker.")
+    milestones = typer.Option(
+        None,
+        help="Epochs where lr ×0.1, e.g. 30,60,90 (default: 30,60,90 for 100 epochs, else at "
+        "1/2 and 3/4 of --epochs).",
+    )
+    attacker = typer.Option(
+        None,
+        help="Learned attacker: cnn (Table 1) or slim (Appendix B) (default: slim on mnist5k, "
+        "cnn on CIFAR).",
+    )
+    attacker_width = typer.Option(
+        None, help="Channel multiplier of the attacker (default: 0.125 mnist5k, 1.0 CIFAR)."
+    )
     follower_steps = typer.Option(1, help="Follower (φ) updates per leader (θ) update.")
     leader_optimizer = typer.Option("sgd", help="The leader's optimizer: sgd (momentum) or adam.")
     schedule = typer.Option(
@@ -125,7 +148,9 @@ class Shared:
         None, "--channels-last/--no-channels-last", help="NHWC tensors (default: on for CIFAR)."
     )
     amp = typer.Option(False, help="bf16 autocast of every training step (CPU and GPU).")
-    compile_ = typer.Option(False, "--compile", help="torch.compile the leader and the attacker.")
+    compile_ = typer.Option(
+        False, "--compile/--no-compile", help="torch.compile the leader and the attacker."
+    )
 
 
 def _seeds(text: str) -> list[int]:
@@ -232,6 +257,7 @@ def solve_adversarial_dro(
     nccl on GPU); each process takes 1/N of every minibatch.
     """
     options = dict(locals())
+    check_paths(folders={"--out": out}, inputs={"--data-dir": data_dir})
     from problems.adversarial.config import DROConfig
     from problems.adversarial.solve import solve_dro
 
@@ -297,6 +323,7 @@ def solve_adversarial_ait(
 ) -> None:
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
     options = dict(locals())
+    check_paths(folders={"--out": out}, inputs={"--data-dir": data_dir})
     from problems.adversarial.solve import solve_dro
     from problems.adversarial.solve_ait import AITConfig
 
@@ -326,6 +353,7 @@ def bench_dro(
 ) -> None:
     """mnist5k, small CNN, ε = 0.3: methods side by side (trained one after another in this
     process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split."""
+    check_paths(folders={"--out": out}, files={"--json": json_path})
     from problems.adversarial.bench import bench_dro as run_bench
 
     rows = run_bench(
@@ -385,7 +413,10 @@ def evaluate_run(
         "transfer), full (default with the standard AutoAttack: + FAB-T and Square), or a list: "
         "apgd-ce-t,fgsm,pgd20,pgd100-cw,cw-linf,noise,learned,transfer,autoattack,square.",
     ),
-    n_examples: int = typer.Option(None, help="First N test examples (default: all)."),
+    n_examples: int = typer.Option(
+        None,
+        help="First N test examples (default: the run's --eval-size, else the whole test split).",
+    ),
     eps: float = typer.Option(None, help="L∞ radius ε (default: the run's)."),
     restarts: int = typer.Option(1, help="PGD restarts R (worst of R per example)."),
     step_size: float = typer.Option(
@@ -414,7 +445,7 @@ def evaluate_run(
         run_dir, attacks, n_examples, eps, restarts, step_size, noise_samples, surrogate,
         attacker_from or [], model, dataset, arch, checklist, aa_margin, seed=seed,
         batch_size=batch_size, device=device, compare=compare or [],
-    ))  # fmt: skip
+    ), announce=lambda line: console.print(line, markup=False))  # fmt: skip
     evals = {str(run_dir): ev} | {str(p): read_eval(p) for p in compare or []}
     print_table(f"evaluate: {ev['dataset']} test, n = {ev['n_examples']}, ε = {ev['eps']:g}",
                 table_rows(evals))  # fmt: skip
@@ -435,7 +466,9 @@ def bench_speed(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     amp: bool = typer.Option(False, help="bf16 autocast."),
     channels_last: bool = typer.Option(True, help="channels_last memory format."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks."),
+    compile_: bool = typer.Option(
+        False, "--compile/--no-compile", help="torch.compile the networks."
+    ),
     methods: str = typer.Option(
         None, help="Comma-separated subset of the methods, and pgm-K for another K."
     ),
@@ -445,6 +478,7 @@ def bench_speed(
     json_path: Path = typer.Option(None, "--json", help="Also write the table as JSON here."),
 ) -> None:
     """Seconds per training step: plain, FGSM-RS, PGM-10, Grad and 2-Step L2L (paper Table 3)."""
+    check_paths(files={"--json": json_path})
     from problems.adversarial.speed import METHODS, SpeedConfig
     from problems.adversarial.speed import bench_speed as run_bench
 
@@ -486,6 +520,7 @@ def solve_gail_command(
     interrupt_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
     """GAIL as a bilevel problem: PPO policy (leader) against the discriminator ψ (follower)."""
+    check_paths(folders={"--out": out}, inputs={"--cache-dir": cache_dir})
     from problems.imitation.config import GAILConfig
     from problems.imitation.solve import solve_gail
 
@@ -519,6 +554,7 @@ def gail_stability(
     reward: str = typer.Option("gail", help="gail: −log(1−D); airl: log D − log(1−D)."),
 ) -> None:
     """GAIL vs L2L-GAIL across seeds: return curves, reliability metrics, permutation test."""
+    check_paths(folders={"--out": out})
     from problems.imitation.config import GAILConfig
     from problems.imitation.stability import run_stability
 
@@ -543,6 +579,7 @@ def expert_train(
     cache_dir: str = typer.Option("data/demos", help="Where the expert is saved."),
 ) -> None:
     """Train a PPO expert on the true reward; GAIL then uses it for demonstrations."""
+    check_paths(folders={"--cache-dir": cache_dir})
     from problems.imitation.ppo_expert import train_expert
 
     path, mean_return = train_expert(env, steps, cache_dir, seed)
@@ -568,6 +605,7 @@ def bench_ait(
     json_path: Path = Shared.json_path,
 ) -> None:
     """mnist5k, small CNN, ε = 0.3: AIT vs L2L-AIT; PGD-40, CW-PGD-40 and AutoAttack (test)."""
+    check_paths(folders={"--out": out}, files={"--json": json_path})
     from problems.adversarial.bench_ait import bench_ait as run_bench
 
     rows = run_bench(

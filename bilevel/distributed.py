@@ -16,6 +16,7 @@ run's batches exactly those of a single-process run.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -84,9 +85,29 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def leave_process_group() -> None:
+    """``shutdown`` after an error or a stop: collect the DDP wrappers the unwound frames held
+    first (a no-op when no process group was joined)."""
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        shutdown()
+
+
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def agree_on_signal(signum: int | None) -> int | None:
+    """The stop signal any process has received (the largest number), the same on every
+    process, so that all stop after the same batch; ``signum`` itself in a single process."""
+    if not active():
+        return signum
+    on_gpu = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
+    flag = torch.tensor([signum or 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
 
 
 def _restart_count() -> int:

@@ -1,5 +1,34 @@
-"""Errors a user can cause and fix."""
+"""Errors a user can cause and fix, and known reasons for a run to stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
 
 
 class UserError(Exception):
     """An error the user caused and can fix; the CLI prints its message (one sentence saying what to do) and exits with code 2."""
+
+
+class Stopped(Exception):
+    """A run stopped for a known reason (SIGINT, SIGTERM) after saving what it could.
+
+    The message says what is kept and how to continue (empty on torchrun processes other than
+    rank 0, which write nothing); the CLI prints it and exits with ``exit_code`` (128 + the
+    signal's number: 130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message, exit_code)  # both in args: it survives pickling (process pools)
+        self.message, self.exit_code = message, exit_code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def require_counts(options: object, names: Iterable[str]) -> None:
+    """One sentence for the first ``options.<name>`` below 1, named as its ``--option`` (None
+    means the option was left to its default)."""
+    for name in names:
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1; got {value}.")

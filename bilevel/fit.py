@@ -1,26 +1,36 @@
 """The epoch loop around ``JointTrainer``: progress bar, validation, model selection on the
-validation split, checkpoints every epoch and ``--resume`` (DESIGN.md, "Conventions").
+validation split, checkpoints and ``--resume``.
 
-Resume is exact: the last checkpoint holds θ, φ, both optimizers, the learning-rate schedule, the
-global torch RNG state and the metric rows so far; data order is drawn from a generator seeded by
-(seed, epoch), so a resumed run ends with the metrics of the unbroken run.
+Resume is exact: ``last.pt`` holds θ, φ, both optimizers, the learning-rate schedule, the torch RNG
+states and the metric rows so far; data order is drawn from a generator seeded by (seed, epoch), so
+a resumed run ends with the metrics of the unbroken run. ``last.pt`` is written at the end of every
+epoch, and also after any batch when SIGINT or SIGTERM asks the run to stop; it then also holds the
+position in the epoch and the epoch's running sums (``bilevel.checkpoint``).
+
+Every stop for a known reason says what is kept: a stop request (``Stopped``: exit code 130 or
+143), a NaN loss or a failed write (``UserError``: exit code 2).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import signal
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bilevel.errors import UserError
+from bilevel import distributed
+from bilevel.checkpoint import Saved, State, load_state, position_state, write_state
+from bilevel.errors import Stopped, UserError
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
-from bilevel.run import RunDir, atomic_torch_save, load_checkpoint
+from bilevel.run import RunDir, atomic_torch_save
+from bilevel.stopping import Interrupted, StopRequests
 
 
 @dataclass
@@ -41,6 +51,18 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def _remaining_batches(
+    train_batches: Callable[[int], Iterable[Batch]], epoch: int, done: int
+) -> Iterator[Batch]:
+    """The epoch's batches after the first ``done``. Those are replayed, not trained on, so the
+    epoch's own generator reaches the same state; the global RNG is left as ``last.pt`` set it."""
+    batches = iter(train_batches(epoch))
+    with torch.random.fork_rng(devices=[]):
+        for _ in itertools.islice(batches, done):
+            pass
+    return batches
+
+
 def fit(
     trainer: JointTrainer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -57,73 +79,141 @@ def fit(
 ) -> FitResult:
     """Train for ``epochs``; keep ``best.pt`` (leader only) at the highest ``validate()[select_key]``.
 
-    ``train_batches(epoch)`` yields that epoch's minibatches. ``interrupt_after_epoch`` stops the
-    run as a kill would, right after that epoch's checkpoint (used to test ``--resume``). Only the
-    main process (``is_main``, rank 0 under torchrun) writes files and shows progress.
+    ``train_batches(epoch)`` yields that epoch's minibatches, drawing randomness only from its own
+    generator (seeded from the epoch), so that a resumed epoch can replay the batches before its
+    stop. ``resume`` continues from ``last.pt`` when there is one (else starts afresh).
+    ``interrupt_after_epoch`` stops the run as a kill would, right after that epoch's checkpoint
+    (used to test ``--resume``). Only the main process (``is_main``, rank 0 under torchrun) writes
+    files and shows progress; under torchrun every process stops after the same batch.
     """
-    history: list[dict[str, Any]] = []
-    start_epoch, best, train_seconds = 1, -math.inf, 0.0
-    if resume:
-        state = load_checkpoint(run.last_checkpoint)
-        try:
-            trainer.load_state_dict(state["trainer"])
-            scheduler.load_state_dict(state["scheduler"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise UserError(
-                f"{run.last_checkpoint} does not fit this model and follower ({type(err).__name__});"
-                " resume with the options it was trained with."
-            ) from None
-        torch.set_rng_state(state["rng"])
-        history, best = list(state["history"]), float(state["best"])
-        start_epoch, train_seconds = int(state["epoch"]) + 1, float(state["train_seconds"])
+    state = State()
+    if resume and run.last_checkpoint.is_file():
+        state = load_state(run, trainer, scheduler)
         if is_main:
-            run.write_metrics(history)  # drop any row written after the checkpoint
+            run.write_metrics(state.history)  # drop any row written after the checkpoint
+    saved = Saved.from_state(state) if state.epoch or state.partial else None
+    loop = _Loop(
+        trainer, scheduler, train_batches, batches_per_epoch, validate, run, select_key, is_main,
+        saved,
+    )  # fmt: skip
+    with (
+        StopRequests(force_on_second=not distributed.active()) as stop,
+        _progress(show_progress and is_main) as progress,
+    ):
+        loop.stop, loop.progress = stop, progress
+        try:
+            return loop.run(state, epochs, interrupt_after_epoch)
+        except Interrupted as err:  # a second signal: at once, where the process stood
+            raise Stopped(
+                loop.stop_message(f"at once by a second {err.name}"), err.exit_code
+            ) from None
 
-    with _progress(show_progress and is_main) as progress:
-        for epoch in range(start_epoch, epochs + 1):
-            task = progress.add_task("", total=batches_per_epoch, epoch=epoch, stats="")
-            sums: dict[str, torch.Tensor] = {}
-            count, tic = 0, time.perf_counter()
-            for batch in train_batches(epoch):
-                out = trainer.step(batch)
+
+@dataclass
+class _Loop:
+    """The loop's parts, and what the last checkpoint written holds (``saved``)."""
+
+    trainer: JointTrainer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_batches: Callable[[int], Iterable[Batch]]
+    per_epoch: int
+    validate: Callable[[], dict[str, float]]
+    folder: RunDir
+    select_key: str
+    is_main: bool
+    saved: Saved | None
+    stop: StopRequests = field(default_factory=StopRequests)
+    progress: Progress | None = None
+    signum: int | None = None
+
+    def run(self, state: State, epochs: int, interrupt_after_epoch: int | None) -> FitResult:
+        partial = state.partial
+        for epoch in range(state.epoch + 1, epochs + 1):
+            done = partial["batches"] if partial else 0
+            sums: dict[str, torch.Tensor] = dict(partial["sums"]) if partial else {}
+            seconds = float(partial["seconds"]) if partial else 0.0
+            partial = None
+            task = self.progress.add_task("", total=self.per_epoch, epoch=epoch, stats="")
+            self.progress.update(task, completed=done)
+            tic = time.perf_counter()
+            for batch in _remaining_batches(self.train_batches, epoch, done):
+                out = self.trainer.step(batch)
                 for key, value in out.items():
                     sums[key] = sums.get(key, 0.0) + value
-                count += 1
-                if count % 10 == 0 or count == batches_per_epoch:  # one host sync per 10 batches
-                    stats = "  ".join(f"{k} {float(v) / count:.3f}" for k, v in sums.items())
-                    progress.update(task, completed=count, stats=stats)
-            scheduler.step()
-            train_seconds += time.perf_counter() - tic
-            means = {key: float(value) / max(count, 1) for key, value in sums.items()}
+                done += 1
+                if done % 10 == 0 or done == self.per_epoch:  # one host sync per 10 batches
+                    stats = "  ".join(f"{k} {float(v) / done:.3f}" for k, v in sums.items())
+                    self.progress.update(task, completed=done, stats=stats)
+                if self._agreed_stop():
+                    position = {"epoch": epoch, "batches": done, "sums": sums}
+                    position["seconds"] = seconds + time.perf_counter() - tic
+                    self._save(position_state(self.trainer, self.scheduler, state, position))
+                    raise self._stopped(f"after batch {done} of {self.per_epoch} in epoch {epoch}")
+            self.scheduler.step()
+            state.train_seconds += seconds + time.perf_counter() - tic
+            means = {key: float(value) / max(done, 1) for key, value in sums.items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise UserError(
-                    f"The training loss became NaN or infinite in epoch {epoch}; lower the "
-                    f"learning rate or ε and start again (the last good checkpoint is kept in "
-                    f"{run.path})."
+                    f"The training loss became NaN or infinite in epoch {epoch}; "
+                    f"{self.kept_sentence()}; lower the learning rate or ε and "
+                    f"{'start a new run with another --out' if self.saved else 'rerun'}."
                 )
-            row = {"epoch": epoch, **means, **validate(), "train_seconds": round(train_seconds, 3)}
-            history.append(row)
-            state = trainer.state_dict()
-            if row[select_key] > best:
-                best = row[select_key]
-                if is_main:
-                    atomic_torch_save(
-                        {"epoch": epoch, "leader": state["leader"]}, run.best_checkpoint
-                    )
-            checkpoint = {
-                "epoch": epoch,
-                "trainer": state,
-                "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(),
-                "best": best,
-                "history": history,
-                "train_seconds": train_seconds,
-            }
-            if is_main:
-                atomic_torch_save(checkpoint, run.last_checkpoint)
-                run.write_metrics(history)
-            shown = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_"))
-            progress.update(task, stats=shown)
+            self._end_epoch(state, epoch, means)
+            shown = "  ".join(f"{k} {v:.3f}" for k, v in state.history[-1].items() if k.startswith("val_"))  # fmt: skip
+            self.progress.update(task, stats=shown)
+            if self._agreed_stop():
+                raise self._stopped(f"after epoch {epoch}")
             if interrupt_after_epoch is not None and epoch == interrupt_after_epoch < epochs:
-                return FitResult(history, True, train_seconds)
-    return FitResult(history, False, train_seconds)
+                return FitResult(state.history, True, state.train_seconds)
+        return FitResult(state.history, False, state.train_seconds)
+
+    def _end_epoch(self, state: State, epoch: int, means: dict[str, float]) -> None:
+        """Validate, keep ``best.pt`` if it is the best epoch, write ``last.pt`` and the metrics."""
+        row = {"epoch": epoch, **means, **self.validate()}
+        row["train_seconds"] = round(state.train_seconds, 3)
+        state.history.append(row)
+        state.epoch = epoch
+        leader = self.trainer.state_dict()["leader"]
+        if row[self.select_key] > state.best:
+            state.best = row[self.select_key]
+            if self.is_main:
+                self._write(lambda: atomic_torch_save({"epoch": epoch, "leader": leader}, self.folder.best_checkpoint))  # fmt: skip
+        self._save(position_state(self.trainer, self.scheduler, state, None))
+
+    def _save(self, checkpoint: dict[str, Any]) -> None:
+        """``last.pt`` (and, at an epoch's end, ``metrics.jsonl``) from rank 0; the others wait."""
+        if self.is_main:
+            self._write(lambda: write_state(self.folder, checkpoint))
+        self.saved = Saved.from_checkpoint(checkpoint)
+        distributed.barrier()
+
+    def _write(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except UserError as err:  # a full disk, a folder made read-only meanwhile
+            raise UserError(f"{str(err).rstrip('.')}; {self.kept_sentence()}.") from None
+
+    def kept_sentence(self) -> str:
+        """What the run folder holds now, in words."""
+        if self.saved is None:
+            return f"no checkpoint was written yet, so {self.folder.path} holds only config.json"
+        return f"{self.folder.path} keeps {self.saved.describe()}"
+
+    def stop_message(self, how: str) -> str:
+        if not self.is_main:
+            return ""
+        if self.saved is None:
+            return f"Stopped {how}; {self.kept_sentence()}; rerun the same command to start over."
+        return (
+            f"Stopped {how}; {self.kept_sentence()}; to continue, rerun the same command with "
+            "--resume."
+        )
+
+    def _agreed_stop(self) -> bool:
+        """Whether a stop was asked for here or, under torchrun, on any process (all agree)."""
+        self.signum = distributed.agree_on_signal(self.stop.signum)
+        return self.signum is not None
+
+    def _stopped(self, where: str) -> Stopped:
+        name = signal.Signals(self.signum).name
+        return Stopped(self.stop_message(f"by {name} {where}"), 128 + int(self.signum))

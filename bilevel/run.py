@@ -1,67 +1,61 @@
-"""A run is a folder (DESIGN.md, "Conventions"): ``config.json``, ``metrics.jsonl``, checkpoints,
-``report.md`` and plots. Every write goes to a temporary name first and is then renamed, so a
-killed process or a bad input never leaves a broken file where a good one was.
+"""A run is a folder: ``config.json``, ``metrics.jsonl``, checkpoints, ``report.md`` and plots.
+
+Every write is atomic (``bilevel.files``). One process at a time trains into a folder: ``prepare``
+takes an advisory lock on ``<folder>/.lock`` (``flock``), which the kernel drops when the process
+ends, however it ends, so a killed run never leaves the folder blocked. A folder that holds a
+``config.json`` but no ``last.pt`` (a run that stopped before its first checkpoint: a NaN or a kill
+in epoch 1) holds nothing to keep: a plain rerun starts over in it, and ``--resume`` starts it
+afresh from the same options.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
-import tempfile
+import socket
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
 from bilevel.errors import UserError
+from bilevel.files import (
+    PARTIAL_SUFFIX,
+    WriteError,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_figure,
+    atomic_write_text,
+    write_error,
+)
+from bilevel.paths import check_output_folder
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "IGNORED_ON_RESUME",
+    "RunDir",
+    "WriteError",
+    "atomic_torch_save",
+    "atomic_write_bytes",
+    "atomic_write_figure",
+    "atomic_write_text",
+    "load_checkpoint",
+    "table_cell",
+]
 
 IGNORED_ON_RESUME = ("resume", "out", "device")  # options that may differ between run and resume
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_figure(fig: Any, path: Path) -> None:
-    """A matplotlib figure as a PNG (100 dpi), written atomically; the figure is then closed."""
-    import matplotlib.pyplot as plt  # only where figures are drawn
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+LOCK_NAME = ".lock"
+_HELD: dict[Path, IO[str]] = {}  # folders this process holds the lock of
 
 
 def table_cell(value: Any) -> str:
     """A value in a markdown table of a report: floats to 4 decimals, anything else as it is."""
     return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -78,6 +72,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise UserError(f"{path} is not a bilevel-l2l checkpoint; pick a file this project wrote.")
     return state
+
+
+def _same_file(handle: IO[str], path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except OSError:
+        return False
 
 
 class RunDir:
@@ -105,47 +106,120 @@ class RunDir:
     def prepare(
         self, config: dict[str, Any], resume: bool, legacy: dict[str, Any] | None = None
     ) -> None:
-        """Start a new run (refusing to overwrite one) or check that a resumed run is the same.
+        """Lock the folder; then start a new run, start over where no checkpoint was written, or
+        check that a resumed run has the options it was trained with. A refusal changes no file.
 
         ``legacy``: for options newer than the run folder (absent from its ``config.json``), the
         value that the older code behaved as; an absent option without one is not compared.
         """
-        if resume:
-            if not self.config_path.is_file() or not self.last_checkpoint.is_file():
-                raise UserError(
-                    f"--resume: {self.path} holds no run to resume; drop --resume to start one."
-                )
-            try:
-                old = json.loads(self.config_path.read_text())
-            except (json.JSONDecodeError, OSError):
-                raise UserError(
-                    f"--resume: {self.config_path} is unreadable; start anew."
-                ) from None
-            old = {k: v for k, v in (legacy or {}).items() if k in config} | old
-            diff = sorted(k for k in old if k not in IGNORED_ON_RESUME and old[k] != config.get(k))
-            if diff:
-                shown = ", ".join(f"{k} ({old.get(k)!r} vs {config.get(k)!r})" for k in diff[:4])
-                raise UserError(
-                    f"--resume: {self.path} was trained with another configuration ({shown}); "
-                    "resume with the same options or choose another --out."
-                )
-            return
-        if self.config_path.exists() or self.last_checkpoint.exists():
+        check_output_folder(self.path, "--out")
+        if resume and not self.config_path.is_file():
             raise UserError(
-                f"{self.path} already holds a run; pass --resume to continue it "
-                "or choose another --out."
+                f"--resume: {self.path} holds no run to resume; drop --resume to start one."
             )
-        self.write_json("config.json", config)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(self.path, err) from None
+        self.lock()
+        try:
+            has_checkpoint = self.last_checkpoint.is_file()
+            if resume:
+                self._check_same_options(config, legacy or {})
+            elif has_checkpoint:
+                raise UserError(
+                    f"{self.path} already holds a run; pass --resume to continue it "
+                    "or choose another --out."
+                )
+        except BaseException:
+            self.release()
+            raise
+        self._claim()
+        for leftover in self.path.glob(f".*{PARTIAL_SUFFIX}"):  # a write cut short by a kill
+            leftover.unlink(missing_ok=True)
+        if not has_checkpoint:  # a new run, or one that stopped before its first checkpoint
+            self._drop_unfinished()
+            self.write_json("config.json", config)
+
+    def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
+        try:
+            old = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+            raise UserError(f"--resume: {self.config_path} is unreadable; start anew.") from None
+        if not isinstance(old, dict):
+            raise UserError(f"--resume: {self.config_path} is not a run configuration; start anew.")
+        old = {k: v for k, v in legacy.items() if k in config} | old
+        diff = sorted(k for k in old if k not in IGNORED_ON_RESUME and old[k] != config.get(k))
+        if diff:
+            shown = ", ".join(f"{k} ({old.get(k)!r} vs {config.get(k)!r})" for k in diff[:4])
+            raise UserError(
+                f"--resume: {self.path} was trained with another configuration ({shown}); "
+                "resume with the same options or choose another --out."
+            )
+
+    def _drop_unfinished(self) -> None:
+        """Remove what an attempt that never wrote ``last.pt`` can have left (best.pt is written
+        just before it); without a checkpoint they describe no run that can go on."""
+        for path in (self.best_checkpoint, self.metrics_path):
+            path.unlink(missing_ok=True)
+
+    def lock(self) -> None:
+        """Hold ``.lock`` until ``release`` or the end of the process; another process holding it
+        is one sentence. Taking it again in the same process is a no-op."""
+        key = self.path.resolve()
+        if fcntl is None or (key in _HELD and _same_file(_HELD[key], self.path / LOCK_NAME)):
+            return
+        self.release()  # a handle on a lock file deleted since (a bench starts its runs afresh)
+        try:
+            handle = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 (held past this function)
+        except OSError as err:
+            raise write_error(self.path / LOCK_NAME, err) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(
+                f"{self.path} is in use by {owner}; wait for that run to end or choose another "
+                "--out."
+            ) from None
+        _HELD[key] = handle  # the owner's line is written once the run is accepted (``_claim``)
+
+    def _claim(self) -> None:
+        """Write this process's id into the held lock file, for the sentence another one prints."""
+        handle = _HELD.get(self.path.resolve())
+        if handle is not None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+
+    def release(self) -> None:
+        """Let other processes use the folder (also done by the end of this process)."""
+        handle = _HELD.pop(self.path.resolve(), None)
+        if handle is not None:
+            handle.close()
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.jsonl`` whole (atomically) from the rows the checkpoint holds, so a
-        resumed run never loses or repeats an epoch."""
+        resumed run never loses or repeats an epoch, and a damaged file is repaired."""
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The rows of ``metrics.jsonl``, leaving out lines that are not whole JSON objects (a
+        file cut short outside this program; ``--resume`` rewrites it from ``last.pt``)."""
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+        rows = []
+        for line in self.metrics_path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows

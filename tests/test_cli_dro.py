@@ -54,6 +54,7 @@ def test_run_folder_holds_config_metrics_checkpoints_report_and_plot(unbroken: P
     assert (
         config["eps"] == 0.1 and config["model"] == "small-cnn" and config["follower"] == "2-step"
     )
+    assert config["device"] in ("cpu", "cuda")  # resolved, not "auto"
     rows = metrics_without_time(unbroken)
     assert [r["epoch"] for r in rows] == [1, 2]
     results = json.loads((unbroken / "results.json").read_text())

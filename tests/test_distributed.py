@@ -1,13 +1,17 @@
 """Multi-process training on CPU with 2 processes (gloo): gradient averaging is exact, runs are
-reproducible, and ``torchrun --max-restarts 1`` resumes a killed run with no epoch lost or repeated."""
+reproducible, ``torchrun --max-restarts 1`` resumes a killed run with no epoch lost or repeated,
+and a signal stops every process after the same batch. Every torchrun has a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,30 +85,102 @@ def test_one_distributed_step_averages_to_the_single_process_gradient(tmp_path, 
         torch.testing.assert_close(two_process[name], grad, rtol=1e-4, atol=1e-6)
 
 
-def _torchrun(out: Path, launcher: tuple = (), script: tuple = ()) -> subprocess.CompletedProcess:
-    args = [TORCHRUN, "--standalone", "--nproc_per_node=2", *launcher, "cli.py", "solve",
+TORCHRUN_TIMEOUT = 240  # seconds; a run takes 20-40 here on 2 loaded cores
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (torchrun's workers run in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _run_bounded(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``args`` with a deadline: a hang fails the test (with every worker's Python stack, dumped
+    by faulthandler on SIGABRT) instead of blocking the suite, and leaves no process behind."""
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env={**env, "PYTHONFAULTHANDLER": "1"}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=TORCHRUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        workers = _descendants(proc.pid)
+        for pid in workers:  # faulthandler prints where each one stands
+            os.kill(pid, signal.SIGABRT)
+        time.sleep(2)
+        for pid in [proc.pid, *_descendants(proc.pid), *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"torchrun hung for {TORCHRUN_TIMEOUT} s; its stderr ends:\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def _torchrun(
+    out: Path,
+    launcher: tuple = (),
+    script: tuple = (),
+    entry: tuple = ("cli.py",),
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    args = [TORCHRUN, "--standalone", "--nproc_per_node=2", *launcher, *entry, "solve",
             "adversarial-dro", "--follower", "grad", "--train-size", "128", "--eval-size", "32",
             "--batch-size", "32", "--epochs", "3", "--eps", "0.1", "--out", str(out), *script]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    return _run_bounded(args, {**base, **(env or {})})
 
 
-@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed beside this python")
-def test_two_process_runs_are_reproducible(tmp_path) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    for out in (first, second):
-        proc = _torchrun(out)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    assert metrics_without_time(first) == metrics_without_time(second)
-    assert [row["epoch"] for row in metrics_without_time(first)] == [1, 2, 3]
+needs_torchrun = pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not beside this python")
 
 
-@pytest.mark.skipif(TORCHRUN is None, reason="torchrun is not installed beside this python")
-def test_a_killed_worker_restarts_from_the_last_checkpoint(tmp_path) -> None:
-    unbroken, killed = tmp_path / "unbroken", tmp_path / "killed"
-    assert _torchrun(unbroken).returncode == 0
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ddp") / "unbroken"
+    proc = _torchrun(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [row["epoch"] for row in metrics_without_time(out)] == [1, 2, 3]
+    return out
+
+
+@needs_torchrun
+def test_two_process_runs_are_reproducible(unbroken, tmp_path) -> None:
+    proc = _torchrun(tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert metrics_without_time(tmp_path / "again") == metrics_without_time(unbroken)
+
+
+@needs_torchrun
+def test_a_killed_worker_restarts_from_the_last_checkpoint(unbroken, tmp_path) -> None:
+    """The restarted workers join a fresh gloo mesh: without a store prefix per attempt they
+    read the dead attempt's addresses from torchrun's store and hang or fail (bilevel.distributed)."""
+    killed = tmp_path / "killed"
     proc = _torchrun(killed, ("--max-restarts", "1"), ("--crash-after-epoch", "1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "failed (exitcode: 1)" in proc.stderr  # a worker really died and was restarted
     # no epoch lost or repeated, and the same numbers as the unbroken run
     assert metrics_without_time(killed) == metrics_without_time(unbroken)
+
+
+@needs_torchrun
+def test_a_signal_to_one_worker_stops_all_after_the_same_batch(unbroken, tmp_path) -> None:
+    """SIGTERM reaches rank 1 only, during batch 2 of epoch 2: both ranks stop after that batch,
+    rank 0 writes last.pt there and says so, both exit 143; torchrun restarts them, and the run
+    resumes from the middle of the epoch to the unbroken run's numbers."""
+    out = tmp_path / "signalled"
+    entry = ("tests/fault_runner.py", "SIGTERM", "6")
+    proc = _torchrun(out, ("--max-restarts", "1"), (), entry, {"FAULT_RANK": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Stopped by SIGTERM after batch 2 of 4 in epoch 2;" in proc.stderr
+    assert "failed (exitcode: 143)" in proc.stderr
+    assert metrics_without_time(out) == metrics_without_time(unbroken)

@@ -116,3 +116,12 @@ def test_the_default_evaluation_puts_autoattack_first(run: Path) -> None:
     table = next(i for i, line in enumerate(md) if line.startswith("| attack"))
     assert headline < table  # the AutoAttack figure is the first number a reader meets
     assert md[table + 2].startswith("| clean") and md[table + 3].startswith("| autoattack")
+
+
+def test_the_run_s_eval_size_is_the_default_and_the_work_is_announced(run: Path) -> None:
+    args = ["evaluate", str(run), "--attacks", "fgsm", "--noise-samples", "1", "--no-checklist"]
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "eval.json").read_text())["n_examples"] == 16  # --eval-size 16
+    assert "evaluate: 16 test examples (the run's --eval-size), 1 attack;" in result.output
+    assert "  fgsm at ε 0.1: accuracy" in result.output

@@ -62,6 +62,7 @@ def train_and_evaluate(
 
 def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
     """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh)."""
+    cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
     shutil.rmtree(run_dir, ignore_errors=True)
     return solve_dro(cfg, run_dir, show_progress=False)
 
@@ -124,16 +125,15 @@ def run_bench(
     deviations over seeds, and training seconds ÷ those of the entry labelled ``pgm``."""
     if not seeds or jobs < 1:
         raise UserError("--seeds needs at least one seed and --jobs must be at least 1.")
+    configs = {  # every bad option stops the bench before it reads or trains anything
+        (label, seed): make(seed).resolve() for label, make in entries.items() for seed in seeds
+    }
     work, runs = [], []
-    for label, make in entries.items():
-        for seed in seeds:
-            cfg = make(seed)
-            run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
-            seconds = train(cfg, run_dir)["train_seconds"]  # resolves cfg
-            work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw))
-            runs.append(
-                {"method": label, "seed": seed, "update": cfg.update, "train_seconds": seconds}
-            )
+    for (label, seed), cfg in configs.items():
+        run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
+        seconds = train(cfg, run_dir)["train_seconds"]
+        work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw))
+        runs.append({"method": label, "seed": seed, "update": cfg.update, "train_seconds": seconds})
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
             evaluations = list(pool.map(_evaluate_run, work))

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bilevel.acceleration import Acceleration
-from bilevel.errors import UserError
+from bilevel.errors import UserError, require_counts
 from bilevel.followers import (
     GradientScaling,
     LearnedFollower,
@@ -51,6 +51,10 @@ LEGACY_VALUES: dict[str, Any] = {
     "attacker_sign_step": 0.0,
     "attacker_init": None,
 }
+COUNTS = (  # options that count something: at least 1 (None: the default)
+    "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
+    "train_size", "eval_size", "unroll",
+)  # fmt: skip
 
 _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist5k": dict(
@@ -170,10 +174,13 @@ class DROConfig:
                 f"--attacker-init: {self.attacker_init} holds no last.pt to warm-start g_φ from; "
                 "give the folder of a finished L2L run."
             )
+        if self.device == "auto":  # config.json records the device the run used
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.eps = d["eps"] if self.eps is None else float(self.eps)
         if not 0 < self.eps <= 1:
             raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {self.eps}.")
         self.epochs = d["epochs"] if self.epochs is None else self.epochs
+        require_counts(self, COUNTS)  # before any default is computed from them
         if self.eps_warmup is None:
             self.eps_warmup = 0 if self.dataset != "mnist5k" else self.epochs // 3
         if not 0 <= self.eps_warmup <= self.epochs:
@@ -197,19 +204,6 @@ class DROConfig:
             self.augment = "crop-flip" if cifar else "none"
         if self.channels_last is None:
             self.channels_last = cifar
-        for name in (
-            "epochs",
-            "batch_size",
-            "pgm_steps",
-            "follower_steps",
-            "select_pgd_steps",
-            "unroll",
-            "eval_pgd_steps",
-        ):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(
-                    f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}."
-                )
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
             if not getattr(self, name) > 0:
                 raise UserError(
@@ -217,11 +211,6 @@ class DROConfig:
                 )
         if self.gap_size < 0:
             raise UserError(f"--gap-size must be at least 0; got {self.gap_size}.")
-        for name in ("train_size", "eval_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(
-                    f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}."
-                )
         if self.update == UpdateMode.FUSED.value and self.follower not in LEARNED:
             raise UserError(
                 "--update fused needs a learned follower (naive, grad, grad-only, 2-step)."

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bilevel.errors import UserError
+from bilevel.paths import check_output_folder
 
 DATASETS = ("mnist5k", "cifar10", "cifar100")
 AUGMENTATIONS = ("crop-flip",)
@@ -285,6 +286,7 @@ def _download_or_fail(name: str, source: _CifarSource, root: Path, download: boo
     )
     if not download:
         raise UserError(f"{name} was not found at {root / source.folder}; {hint}.")
+    check_output_folder(root, "--data-dir")  # the download is written there
     try:
         _download_archive(_CIFAR_URL + source.archive, root, source.md5)
     except Exception as exc:  # network, disk, md5 and archive errors all mean the same here

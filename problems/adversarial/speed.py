@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from bilevel.acceleration import Acceleration, keep_freed_memory
-from bilevel.errors import UserError
+from bilevel.errors import UserError, require_counts
 from bilevel.followers import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.run import atomic_write_text
@@ -153,6 +153,7 @@ def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> floa
 
 def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[str, Any]]:
     """Seconds per batch (median over interleaved rounds), ratios to plain and PGM-10, peak memory."""
+    require_counts(cfg, ("batch_size", "batches", "rounds"))
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()

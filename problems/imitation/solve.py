@@ -154,7 +154,7 @@ def _solve(
         problem, follower, problem.model.policy.optimizer, follower_steps=cfg.lstm_meta_steps
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.leader_optimizer, lambda _: 1.0)
-    if not resume:
+    if not (resume and run.last_checkpoint.is_file()):  # a fresh start, also under --resume
         problem.collect_initial(cfg.env, episodes=max(1, cfg.n_envs))
 
     def train_batches(epoch: int):

@@ -9,6 +9,7 @@ every attack's settings, per-example results included), ``eval.md`` and plots in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from bilevel.errors import UserError
+from bilevel.errors import UserError, require_counts
+from bilevel.paths import check_output_folder
 from bilevel.run import RunDir
 from problems.adversarial.config import dataset_default, resolve_device
 from problems.adversarial.data import load_dataset, subset
@@ -70,10 +72,15 @@ class EvalOptions:
 
 class Evaluator:
     """Runs attacks with a fixed seed each (so PGD-20 and PGD-100 share their random starts) and
-    remembers results by name and settings, so the checklist reuses what the table computed."""
+    remembers results by name and settings, so the checklist reuses what the table computed.
+    ``announce`` gets one line per attack run (its accuracy and seconds)."""
 
-    def __init__(self, model: torch.nn.Module, x: Tensor, y: Tensor, seed: int, batch: int):
+    def __init__(
+        self, model: torch.nn.Module, x: Tensor, y: Tensor, seed: int, batch: int,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:  # fmt: skip
         self.model, self.x, self.y, self.seed, self.batch = model, x, y, seed, batch
+        self.announce = announce or (lambda line: None)
         self._cache: dict[str, AttackResult] = {}
 
     def run(self, attack: Attack, seed_offset: int = 0) -> AttackResult:
@@ -84,33 +91,39 @@ class Evaluator:
                 torch.manual_seed(self.seed + seed_offset)
                 result = run_attack(attack, self.model, self.x, self.y, self.batch, params=params)
                 self._cache[key] = result
+            eps = f" at ε {params['eps']:g}" if isinstance(params.get("eps"), float) else ""
+            self.announce(
+                f"  {attack.name}{eps}: accuracy {result.accuracy:.3f}, {result.seconds:.1f} s"
+            )
         return self._cache[key]
 
 
 def _check_options(o: EvalOptions) -> None:
+    require_counts(o, ("n_examples", "restarts", "noise_samples", "batch_size"))
     if o.eps is not None and not 0 < o.eps <= 1:
         raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {o.eps}.")
-    for name in ("restarts", "noise_samples", "batch_size"):
-        if getattr(o, name) < 1:
-            raise UserError(
-                f"--{name.replace('_', '-')} must be at least 1; got {getattr(o, name)}."
-            )
     if o.step_size is not None and not 0 < o.step_size <= 1:
         raise UserError(f"--step-size must be in (0, 1]; got {o.step_size}.")
 
 
-def evaluate(o: EvalOptions) -> dict[str, Any]:
-    """Evaluate one run (see the module docstring); returns what ``eval.json`` holds."""
+def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Evaluate one run (see the module docstring); returns what ``eval.json`` holds.
+
+    The test examples are the first ``o.n_examples``, else the run's ``--eval-size``, else all.
+    ``announce`` (e.g. ``print``) gets a line saying what will run, then one per attack.
+    """
     _check_options(o)
     device = resolve_device(o.device)
     run_dir = Path(o.run_dir)
     loaded = load_classifier(run_dir, o.model, o.dataset, o.arch, device)
+    check_output_folder(run_dir, "RUN_DIR")  # eval.json and the plots go there
     model, info, config = loaded.model, loaded.info, loaded.config
     eps = float(
         o.eps if o.eps is not None else config.get("eps") or dataset_default(info.name, "eps")
     )
     test = load_dataset(info.name, config.get("data_dir", "./data")).test
-    x, y = subset(test, o.n_examples) if o.n_examples else test
+    n_examples = o.n_examples or config.get("eval_size")
+    x, y = subset(test, n_examples) if n_examples else test
     x, y = x.to(device), y.to(device)
 
     suite = SuiteOptions(
@@ -125,8 +138,18 @@ def evaluate(o: EvalOptions) -> dict[str, Any]:
         suite.surrogate = load_classifier(Path(o.surrogate), device=device).model
         suite.surrogate_source = str(o.surrogate)
     attacks = [build_attack(name, suite) for name in attack_names(o.attacks, suite)]
+    if announce is not None:
+        source = (
+            "--n-examples" if o.n_examples else "the run's --eval-size" if n_examples else "all"
+        )
+        sweeps = " and the checklist's PGD sweeps" if o.checklist else ""
+        announce(
+            f"evaluate: {len(y)} test examples ({source}), {len(attacks)} "
+            f"attack{'s' if len(attacks) != 1 else ''}{sweeps}; "
+            "the time grows with the examples, each attack's is shown as it ends"
+        )
     out, results = evaluate_model(
-        model, x, y, attacks, suite, info.num_classes, info.in_channels, o
+        model, x, y, attacks, suite, info.num_classes, info.in_channels, o, announce
     )
     out = {
         "run": str(run_dir),
@@ -142,10 +165,11 @@ def evaluate(o: EvalOptions) -> dict[str, Any]:
 def evaluate_model(
     model: torch.nn.Module, x: Tensor, y: Tensor, attacks: list[Attack], suite: SuiteOptions,
     num_classes: int, in_channels: int, o: EvalOptions,
+    announce: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], list[AttackResult]]:  # fmt: skip
     """Every attack on (x, y), the per-example worst case and, if ``o.checklist``, the sweeps and
     the checklist; no files are written."""
-    evaluator = Evaluator(model, x, y, o.seed, o.batch_size)
+    evaluator = Evaluator(model, x, y, o.seed, o.batch_size, announce)
     clean = predict(model, x, o.batch_size) == y
     results = [evaluator.run(a) for a in attacks]
     worst = cl.all_correct([clean.cpu(), *(r.correct for r in results)])

@@ -1,0 +1,118 @@
+"""What ``last.pt`` holds, and the words for it.
+
+Keys: ``epoch`` (epochs completed), ``trainer`` (θ, φ and both optimizers), ``scheduler``, ``rng``
+(the CPU generator) and ``cuda_rng`` (every GPU's, when CUDA is in use), ``best`` (the best
+selection value so far), ``history`` (one metrics row per completed epoch), ``train_seconds``, and
+``partial``: None at an epoch's end, else where a stop request caught the next epoch —
+``{"epoch", "batches" (done), "sums" (the running sums of the step outputs), "seconds"}``.
+Checkpoints written before ``partial`` existed load as epoch-end ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bilevel.errors import UserError
+from bilevel.loop import JointTrainer
+from bilevel.run import RunDir, atomic_torch_save, load_checkpoint
+
+
+@dataclass
+class State:
+    """Where a run stands: what ``last.pt`` restores and the loop carries on."""
+
+    epoch: int = 0  # epochs completed
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float = -math.inf
+    train_seconds: float = 0.0  # of the completed epochs
+    partial: dict[str, Any] | None = None  # the position in epoch ``epoch + 1``, if stopped there
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What the last checkpoint written holds, for the sentences a stop prints."""
+
+    epochs: int
+    partial: tuple[int, int] | None  # (epoch, batches done) of a mid-epoch checkpoint
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> Saved:
+        partial = checkpoint.get("partial")
+        where = (int(partial["epoch"]), int(partial["batches"])) if partial else None
+        return cls(int(checkpoint["epoch"]), where)
+
+    @classmethod
+    def from_state(cls, state: State) -> Saved:
+        return cls.from_checkpoint({"epoch": state.epoch, "partial": state.partial})
+
+    def describe(self) -> str:
+        if self.partial:
+            epoch, batches = self.partial
+            last = f"last.pt (after batch {batches} of epoch {epoch})"
+        else:
+            last = f"last.pt (end of epoch {self.epochs})"
+        if not self.epochs:
+            return last
+        epochs = "epoch 1" if self.epochs == 1 else f"epochs 1-{self.epochs}"
+        return f"{last}, metrics.jsonl ({epochs}) and best.pt"
+
+
+def position_state(
+    trainer: JointTrainer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: State,
+    partial: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The checkpoint of ``state`` now: at an epoch's end (``partial`` None) or inside the next."""
+    if partial is not None:
+        sums = {k: torch.as_tensor(v).detach().cpu() for k, v in partial["sums"].items()}
+        partial = {**partial, "sums": sums, "seconds": float(partial["seconds"])}
+    checkpoint = {
+        "epoch": state.epoch,
+        "trainer": trainer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "best": state.best,
+        "history": list(state.history),
+        "train_seconds": state.train_seconds,
+        "partial": partial,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return checkpoint
+
+
+def write_state(run: RunDir, checkpoint: dict[str, Any]) -> None:
+    """``last.pt``, then (at an epoch's end) ``metrics.jsonl`` from the same rows."""
+    atomic_torch_save(checkpoint, run.last_checkpoint)
+    if checkpoint["partial"] is None:
+        run.write_metrics(checkpoint["history"])
+
+
+def load_state(
+    run: RunDir, trainer: JointTrainer, scheduler: torch.optim.lr_scheduler.LRScheduler
+) -> State:
+    """Restore ``trainer``, ``scheduler`` and the RNGs from ``last.pt``; return the run's state."""
+    checkpoint = load_checkpoint(run.last_checkpoint)
+    try:
+        trainer.load_state_dict(checkpoint["trainer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        torch.set_rng_state(checkpoint["rng"])
+        if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        return State(
+            epoch=int(checkpoint["epoch"]),
+            history=list(checkpoint["history"]),
+            best=float(checkpoint["best"]),
+            train_seconds=float(checkpoint["train_seconds"]),
+            partial=checkpoint.get("partial"),
+        )
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        raise UserError(
+            f"{run.last_checkpoint} does not fit this model and follower ({type(err).__name__});"
+            " resume with the options it was trained with."
+        ) from None

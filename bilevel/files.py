@@ -1,0 +1,102 @@
+"""Atomic file writes: every file goes to a temporary name in its folder first and is then
+renamed over the old one, so a killed process or a full disk never leaves a broken file where a
+good one was. A write that fails is one sentence (``WriteError``), and the old file survives.
+
+Temporary files are named ``.<name>.<random>.partial``; a process killed mid-write can leave
+one behind, which ``RunDir.prepare`` removes. Files get the usual mode of a new file (0666 less
+the umask), as ``open`` would give them, not ``mkstemp``'s private 0600.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bilevel.errors import UserError
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class WriteError(UserError):
+    """A file could not be written (disk full, read-only folder, a file where a folder must be)."""
+
+
+def write_error(path: Path, err: OSError) -> WriteError:
+    """The one sentence for an ``OSError`` met while writing ``path``."""
+    reason = err.strerror or type(err).__name__
+    return WriteError(
+        f"Could not write {path} ({reason}); free some disk space or choose a folder you can "
+        "write to."
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Make ``path`` by ``write(temporary name)`` and an atomic rename over ``path``."""
+    path = Path(path)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise write_error(path, err) from err
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see the module docstring)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(path, write)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """``atomic_write_bytes`` of ``text`` in UTF-8."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (see the module docstring)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a RuntimeError
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(path, write)
+
+
+def atomic_write_figure(fig: Any, path: Path) -> None:
+    """A matplotlib figure as a PNG (100 dpi), written atomically; the figure is then closed."""
+    import matplotlib.pyplot as plt  # only where figures are drawn
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,79 @@
+"""Run ``cli.py`` in a fresh process with one fault injected (for the fault tests).
+
+    python tests/fault_runner.py FAULT N [cli arguments...]
+
+FAULT is one of:
+- ``SIGINT`` / ``SIGTERM``: the process sends itself that signal just before its N-th training
+  step (counted over the whole process), so the signal arrives in the middle of a batch;
+- ``none``: no fault (the command as it is, e.g. with its own hidden ``--crash-after-epoch``);
+- ``kill-in-checkpoint``: the N-th write of ``last.pt`` stops halfway through its bytes and the
+  process is killed with SIGKILL, as a power cut or ``kill -9`` would.
+
+``FAULT_RANK`` (environment) limits the fault to one torchrun rank; under ``torchrun
+--max-restarts`` only the first attempt is faulty.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bilevel.loop import JointTrainer  # noqa: E402
+
+
+def signalling_step(step, n: int, signals: list[signal.Signals]):
+    """``JointTrainer.step`` that first sends this process ``signals`` at its ``n``-th call."""
+    count = [0]
+
+    def faulty_step(self, batch):
+        count[0] += 1
+        for sig in signals if count[0] == n else ():
+            os.kill(os.getpid(), sig)
+        return step(self, batch)
+
+    return faulty_step
+
+
+def _kill_in_checkpoint(n: int) -> None:
+    save, count = torch.save, [0]
+
+    def faulty_save(obj, f, *args, **kwargs):
+        if ".last.pt." in str(getattr(f, "name", "")):
+            count[0] += 1
+            if count[0] == n:
+                buffer = io.BytesIO()
+                save(obj, buffer)
+                f.write(buffer.getvalue()[: buffer.tell() // 2])
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, f, *args, **kwargs)
+
+    torch.save = faulty_save
+
+
+def main() -> None:
+    fault, n, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    rank = os.environ.get("FAULT_RANK")
+    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    if first_attempt and (rank is None or rank == os.environ.get("RANK", "0")):
+        if fault == "kill-in-checkpoint":
+            _kill_in_checkpoint(n)
+        elif fault == "none":
+            pass
+        else:
+            JointTrainer.step = signalling_step(JointTrainer.step, n, [signal.Signals[fault]])
+    from cli import app
+
+    app(args=args, prog_name="cli.py")
+
+
+if __name__ == "__main__":
+    main()

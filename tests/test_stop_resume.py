@@ -1,0 +1,201 @@
+"""Stops that keep a run: SIGINT and SIGTERM finish the batch, write ``last.pt`` at that batch,
+print one line and exit 130 / 143; a run killed mid-write or before its first checkpoint, a full
+disk, a NaN, and a damaged ``metrics.jsonl`` all leave a folder that resumes (or restarts) to the
+metrics of an unbroken run."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fault_runner import signalling_step
+from helpers import metrics_without_time
+from typer.testing import CliRunner
+
+from bilevel.loop import JointTrainer
+from bilevel.run import RunDir
+from cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+# 3 batches per epoch, 2 epochs: step 2 is inside epoch 1, step 5 inside epoch 2
+TINY = ["solve", "adversarial-dro", "--follower", "grad", "--train-size", "48", "--eval-size"]
+TINY += ["16", "--batch-size", "16", "--epochs", "2", "--eps", "0.1"]
+runner = CliRunner()
+
+
+def solve(out: Path, *extra: str):
+    return runner.invoke(app, [*TINY, "--out", str(out), *extra], catch_exceptions=False)
+
+
+def faulty(fault: str, step: int, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """The same command in a fresh process, with a fault injected (``fault_runner.py``)."""
+    args = [sys.executable, "tests/fault_runner.py", fault, str(step), *TINY, "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    return subprocess.run(
+        [*args, *extra], cwd=ROOT, capture_output=True, text=True, env=env, timeout=240
+    )
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def same_as(out: Path, unbroken: Path) -> bool:
+    """Every metric of every epoch, and the test table, equal to the unbroken run's."""
+    test = {k: v for k, v in results(out).items() if "seconds" not in k}
+    reference = {k: v for k, v in results(unbroken).items() if "seconds" not in k}
+    return metrics_without_time(out) == metrics_without_time(unbroken) and test == reference
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "unbroken"
+    assert solve(out).exit_code == 0
+    return out
+
+
+def signal_before_step(monkeypatch, n: int, *signals: signal.Signals) -> None:
+    """This process sends itself ``signals`` just before its ``n``-th training step."""
+    monkeypatch.setattr(JointTrainer, "step", signalling_step(JointTrainer.step, n, list(signals)))
+
+
+def test_sigint_keeps_the_batch_and_resume_ends_as_the_unbroken_run(
+    unbroken, tmp_path, monkeypatch
+) -> None:
+    out = tmp_path / "stopped"
+    signal_before_step(monkeypatch, 5, signal.SIGINT)  # arrives in batch 2 of epoch 2
+    stopped = solve(out)
+    assert stopped.exit_code == 130
+    assert stopped.output.strip().splitlines()[-1] == (
+        f"Stopped by SIGINT after batch 2 of 3 in epoch 2; {out} keeps last.pt (after batch 2 "
+        "of epoch 2), metrics.jsonl (epoch 1) and best.pt; to continue, rerun the same command "
+        "with --resume."
+    )
+    partial = torch.load(out / "last.pt", weights_only=True)["partial"]
+    assert (partial["epoch"], partial["batches"]) == (2, 2)
+    assert len(RunDir(out).read_metrics()) == 1
+    monkeypatch.undo()
+    assert solve(out, "--resume").exit_code == 0
+    assert same_as(out, unbroken)
+
+
+def test_sigterm_exits_143_with_a_checkpoint_of_the_batch(tmp_path) -> None:
+    out = tmp_path / "terminated"
+    proc = faulty("SIGTERM", 1, out)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (
+        f"Stopped by SIGTERM after batch 1 of 3 in epoch 1; {out} keeps last.pt (after batch 1 "
+        "of epoch 1); to continue, rerun the same command with --resume."
+    )
+    partial = torch.load(out / "last.pt", weights_only=True)["partial"]
+    assert (partial["epoch"], partial["batches"]) == (1, 1)
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_a_second_sigint_stops_at_once_and_says_what_is_kept(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "twice"
+    signal_before_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)  # Ctrl-C, Ctrl-C
+    stopped = solve(out)
+    assert stopped.exit_code == 130
+    line = stopped.output.strip().splitlines()[-1]
+    assert line.startswith("Stopped at once by a second SIGINT;")
+    assert "holds only config.json" in line and "start over" in line
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["config.json"]
+
+
+def test_killed_while_writing_a_checkpoint_the_old_one_survives_and_resumes(
+    unbroken, tmp_path
+) -> None:
+    out = tmp_path / "killed"
+    proc = faulty("kill-in-checkpoint", 2, out)  # the end of epoch 2's write, cut halfway
+    assert proc.returncode == -9
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert list(out.glob(".last.pt.*.partial"))  # the half-written file, never renamed
+    assert solve(out, "--resume").exit_code == 0
+    assert not list(out.glob(".*.partial"))
+    assert same_as(out, unbroken)
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_afresh(unbroken, tmp_path) -> None:
+    out = tmp_path / "early"
+    proc = faulty("none", 0, out, "--crash-after-epoch", "0")  # os._exit(1) in epoch 1
+    assert proc.returncode == 1 and not (out / "last.pt").exists()
+    assert solve(out, "--resume").exit_code == 0
+    assert same_as(out, unbroken)
+
+
+def nan_from_step(monkeypatch, n: int) -> None:
+    """The training loss is NaN from this process's ``n``-th step on (as a too large lr makes it)."""
+    step, count = JointTrainer.step, [0]
+
+    def nan_step(self, batch):
+        count[0] += 1
+        out = step(self, batch)
+        return {k: v * float("nan") for k, v in out.items()} if count[0] >= n else out
+
+    monkeypatch.setattr(JointTrainer, "step", nan_step)
+
+
+def test_a_plain_rerun_starts_over_after_a_nan_in_epoch_one(tmp_path, monkeypatch) -> None:
+    out = tmp_path / "nan"
+    nan_from_step(monkeypatch, 1)
+    first = solve(out, "--lr", "0.5", "--epochs", "1")
+    assert first.exit_code == 2
+    assert first.output.strip().splitlines()[-1] == (
+        "error: The training loss became NaN or infinite in epoch 1; no checkpoint was written "
+        f"yet, so {out} holds only config.json; lower the learning rate or ε and rerun."
+    )
+    monkeypatch.undo()
+    second = solve(out, "--epochs", "1")  # the same --out, other options: it starts over
+    assert second.exit_code == 0, second.output
+    assert json.loads((out / "config.json").read_text())["lr"] == 0.05
+
+
+def test_a_nan_after_a_checkpoint_names_the_one_kept(tmp_path, monkeypatch) -> None:
+    nan_from_step(monkeypatch, 4)  # epoch 2
+    out = tmp_path / "nan2"
+    result = solve(out)
+    assert result.exit_code == 2
+    assert "NaN or infinite in epoch 2" in result.output
+    assert "keeps last.pt (end of epoch 1), metrics.jsonl (epoch 1) and best.pt" in result.output
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_a_full_disk_is_one_sentence_and_the_old_checkpoint_survives(tmp_path, monkeypatch):
+    save, count, before = torch.save, [0], {}
+    out = tmp_path / "full"
+
+    def full_disk(obj, f, *args, **kwargs):
+        if ".last.pt." in str(getattr(f, "name", "")):
+            count[0] += 1
+            if count[0] == 2:
+                before["last.pt"] = (out / "last.pt").read_bytes()
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    result = solve(out)
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if "error" in line]  # not the bar
+    assert len(errors) == 1 and errors[0].startswith(f"error: Could not write {out}/last.pt")
+    assert "(No space left on device)" in errors[0] and errors[0].endswith(
+        "keeps last.pt (end of epoch 1), metrics.jsonl (epoch 1) and best.pt."
+    )
+    assert (out / "last.pt").read_bytes() == before["last.pt"]
+    assert not list(out.glob(".*.partial"))
+
+
+def test_resume_repairs_a_truncated_metrics_line(unbroken, tmp_path) -> None:
+    out = tmp_path / "cut"
+    assert solve(out, "--interrupt-after-epoch", "1").exit_code == 0
+    text = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text(text[: len(text) // 2])  # a line cut in the middle
+    assert solve(out, "--resume").exit_code == 0
+    assert same_as(out, unbroken)
