@@ -29,6 +29,7 @@ class State:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: float = -math.inf
     train_seconds: float = 0.0  # of the completed epochs
+    train_cpu_seconds: float = 0.0  # the same in CPU time (0 in checkpoints older than it)
     partial: dict[str, Any] | None = None  # the position in epoch ``epoch + 1``, if stopped there
 
 
@@ -70,7 +71,8 @@ def position_state(
     """The checkpoint of ``state`` now: at an epoch's end (``partial`` None) or inside the next."""
     if partial is not None:
         sums = {k: torch.as_tensor(v).detach().cpu() for k, v in partial["sums"].items()}
-        partial = {**partial, "sums": sums, "seconds": float(partial["seconds"])}
+        partial = {**partial, "sums": sums, "seconds": float(partial["seconds"]),
+                   "cpu_seconds": float(partial.get("cpu_seconds", 0.0))}  # fmt: skip
     checkpoint = {
         "epoch": state.epoch,
         "trainer": trainer.state_dict(),
@@ -79,6 +81,7 @@ def position_state(
         "best": state.best,
         "history": list(state.history),
         "train_seconds": state.train_seconds,
+        "train_cpu_seconds": state.train_cpu_seconds,
         "partial": partial,
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -109,6 +112,7 @@ def load_state(
             history=list(checkpoint["history"]),
             best=float(checkpoint["best"]),
             train_seconds=float(checkpoint["train_seconds"]),
+            train_cpu_seconds=float(checkpoint.get("train_cpu_seconds", 0.0)),
             partial=checkpoint.get("partial"),
         )
     except (KeyError, RuntimeError, ValueError, TypeError) as err:

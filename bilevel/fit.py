@@ -38,6 +38,7 @@ class FitResult:
     history: list[dict[str, Any]]
     interrupted: bool
     train_seconds: float
+    train_cpu_seconds: float = 0.0  # CPU time of this process in the training loops (all threads)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -132,10 +133,11 @@ class _Loop:
             done = partial["batches"] if partial else 0
             sums: dict[str, torch.Tensor] = dict(partial["sums"]) if partial else {}
             seconds = float(partial["seconds"]) if partial else 0.0
+            cpu_seconds = float(partial.get("cpu_seconds", 0.0)) if partial else 0.0
             partial = None
             task = self.progress.add_task("", total=self.per_epoch, epoch=epoch, stats="")
             self.progress.update(task, completed=done)
-            tic = time.perf_counter()
+            tic, cpu_tic = time.perf_counter(), time.process_time()
             for batch in _remaining_batches(self.train_batches, epoch, done):
                 out = self.trainer.step(batch)
                 for key, value in out.items():
@@ -147,10 +149,12 @@ class _Loop:
                 if self._agreed_stop():
                     position = {"epoch": epoch, "batches": done, "sums": sums}
                     position["seconds"] = seconds + time.perf_counter() - tic
+                    position["cpu_seconds"] = cpu_seconds + time.process_time() - cpu_tic
                     self._save(position_state(self.trainer, self.scheduler, state, position))
                     raise self._stopped(f"after batch {done} of {self.per_epoch} in epoch {epoch}")
             self.scheduler.step()
             state.train_seconds += seconds + time.perf_counter() - tic
+            state.train_cpu_seconds += cpu_seconds + time.process_time() - cpu_tic
             means = {key: float(value) / max(done, 1) for key, value in sums.items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise UserError(
@@ -164,13 +168,14 @@ class _Loop:
             if self._agreed_stop():
                 raise self._stopped(f"after epoch {epoch}")
             if interrupt_after_epoch is not None and epoch == interrupt_after_epoch < epochs:
-                return FitResult(state.history, True, state.train_seconds)
-        return FitResult(state.history, False, state.train_seconds)
+                return FitResult(state.history, True, state.train_seconds, state.train_cpu_seconds)
+        return FitResult(state.history, False, state.train_seconds, state.train_cpu_seconds)
 
     def _end_epoch(self, state: State, epoch: int, means: dict[str, float]) -> None:
         """Validate, keep ``best.pt`` if it is the best epoch, write ``last.pt`` and the metrics."""
         row = {"epoch": epoch, **means, **self.validate()}
         row["train_seconds"] = round(state.train_seconds, 3)
+        row["train_cpu_seconds"] = round(state.train_cpu_seconds, 3)
         state.history.append(row)
         state.epoch = epoch
         leader = self.trainer.state_dict()["leader"]

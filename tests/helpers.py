@@ -43,7 +43,8 @@ def image_batch(n: int = 8, channels: int = 1, size: int = 28, classes: int = 10
 
 
 def metrics_without_time(run_dir: Path) -> list[dict]:
-    """A run's ``metrics.jsonl`` rows without ``train_seconds``, the one field allowed to differ
-    between a run and its resumed or repeated twin."""
+    """A run's ``metrics.jsonl`` rows without ``train_seconds`` and ``train_cpu_seconds``, the
+    fields allowed to differ between a run and its resumed or repeated twin."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+    timers = ("train_seconds", "train_cpu_seconds")
+    return [{k: v for k, v in row.items() if k not in timers} for row in rows]

@@ -32,7 +32,10 @@ from problems.adversarial.solve import pgd, solve_dro
 
 BENCH_EPS = 0.3
 HAND_DESIGNED = ("none", "fgsm", "pgm")
-METRICS = ("clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "train_seconds")
+METRICS = (
+    "clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "train_seconds",
+    "train_cpu_seconds",
+)  # fmt: skip
 
 
 def folder_name(label: str) -> str:
@@ -88,9 +91,8 @@ def evaluate_leader(
 
 
 def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool]) -> dict[str, float]:
-    """One finished run's test row, in a worker process (one thread: the workers share cores)."""
+    """One finished run's test row (in this process, or in a worker of ``run_bench``)."""
     options, run_dir, eval_size, autoattack, cw = job
-    torch.set_num_threads(1)
     cfg = DROConfig.from_dict(options)  # dataset, model, eps and seed are all it needs
     test = load_dataset(cfg.dataset, cfg.data_dir).test
     test = subset(test, eval_size) if eval_size else test
@@ -131,11 +133,13 @@ def run_bench(
     work, runs = [], []
     for (label, seed), cfg in configs.items():
         run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
-        seconds = train(cfg, run_dir)["train_seconds"]
+        results = train(cfg, run_dir)
         work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw))
-        runs.append({"method": label, "seed": seed, "update": cfg.update, "train_seconds": seconds})
+        runs.append({"method": label, "seed": seed, "update": cfg.update} | {
+            k: results[k] for k in ("train_seconds", "train_cpu_seconds")
+        })  # fmt: skip
     if jobs > 1:
-        with ProcessPoolExecutor(jobs) as pool:
+        with ProcessPoolExecutor(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             evaluations = list(pool.map(_evaluate_run, work))
     else:
         evaluations = [_evaluate_run(job) for job in work]

@@ -212,6 +212,7 @@ def _train_and_report(
             ),
         }
     results["train_seconds"] = round(result.train_seconds, 2)
+    results["train_cpu_seconds"] = round(result.train_cpu_seconds, 2)
     results["eval_seconds"] = round(time.perf_counter() - tic, 2)
     run.write_json("results.json", results)
     write_report(run, cfg.to_dict(), result.history, results)
