@@ -201,6 +201,14 @@ class RunDir:
         if handle is not None:
             handle.close()
 
+    def read_config(self) -> dict[str, Any]:
+        """``config.json`` as a dict; {} when it is missing or unreadable (``prepare`` says so)."""
+        try:
+            config = json.loads(self.config_path.read_text())
+        except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+            return {}
+        return config if isinstance(config, dict) else {}
+
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_text(self.path / name, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -26,6 +26,13 @@ SMALL = [
     "2",
     "--eps",
     "0.1",
+    # the paper's learned follower, on which these run-folder tests were written (the mnist5k
+    # defaults of the levers are tested in test_levers.py)
+    "--update",
+    "alternating",
+    "--attacker-sign-step",
+    "0",
+    "--no-attacker-random-start",
 ]
 runner = CliRunner()
 

@@ -177,8 +177,8 @@ def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
     config = json.loads((out / "config.json").read_text())
     expected = {"unroll": 2, "leader_optimizer": "sgd", "schedule": "multistep", "lr": 0.05,
                 "attacker_betas": [0.5, 0.99], "grad_scaling": "batch",
-                "attacker_sign_step": 0.25, "attacker_random_start": False,
-                "attacker_memory": "none", "attacker_init": None}  # fmt: skip
+                "attacker_sign_step": 0.25, "attacker_random_start": True,
+                "attacker_memory": "none", "attacker_init": None, "update": "fused"}  # fmt: skip
     assert {k: config[k] for k in expected} == expected
 
 
@@ -222,3 +222,33 @@ def test_a_run_folder_from_before_the_levers_resumes(tmp_path: Path) -> None:
     assert resumed.exit_code == 0, resumed.output
     changed = CliRunner().invoke(app, [*args, "--resume", "--leader-optimizer", "adam"])
     assert changed.exit_code == 2 and "leader_optimizer" in changed.output
+
+
+def test_the_data_set_defaults_of_the_levers_apply_to_learned_followers_only() -> None:
+    learned = DROConfig(follower="2-step").resolve()
+    assert (learned.update, learned.attacker_random_start, learned.attacker_sign_step) == (
+        "fused", True, 0.625
+    )  # fmt: skip
+    pgm = DROConfig(follower="pgm").resolve()
+    assert (pgm.update, pgm.attacker_random_start, pgm.attacker_sign_step) == (
+        "alternating", False, 0.0
+    )  # fmt: skip
+    cifar = DROConfig(follower="2-step", dataset="cifar10").resolve()  # the paper's follower
+    assert (cifar.update, cifar.attacker_random_start, cifar.attacker_sign_step) == (
+        "alternating", False, 0.0
+    )  # fmt: skip
+
+
+def test_resume_keeps_the_recorded_value_of_an_option_whose_default_changed(tmp_path: Path) -> None:
+    out = tmp_path / "paper"
+    args = ["solve", "adversarial-dro", "--train-size", "32", "--eval-size", "16", "--batch-size",
+            "32", "--epochs", "2", "--gap-size", "0", "--follower", "2-step", "--out", str(out)]  # fmt: skip
+    paper = ["--update", "alternating", "--attacker-sign-step", "0", "--no-attacker-random-start"]
+    first = CliRunner().invoke(app, [*args, *paper, "--interrupt-after-epoch", "1"])
+    assert first.exit_code == 0, first.output
+    resumed = CliRunner().invoke(app, [*args, "--resume"])  # the levers left to their defaults
+    assert resumed.exit_code == 0, resumed.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["update"], config["attacker_sign_step"]) == ("alternating", 0.0)
+    clash = CliRunner().invoke(app, [*args, "--resume", "--attacker-sign-step", "0.5"])
+    assert clash.exit_code == 2 and "attacker_sign_step" in clash.output

@@ -95,6 +95,10 @@ def _train_and_report(
     show_progress: bool,
     crash_after_epoch: int | None,
 ) -> dict[str, Any] | None:
+    run = RunDir(out)
+    resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
+    if resume and run.config_path.is_file():
+        cfg.inherit_unset(run.read_config())
     cfg.resolve()
     device = resolve_device(cfg.device)
     context = distributed.init_from_env(device)
@@ -120,8 +124,6 @@ def _train_and_report(
     optimizer = cfg.leader_optimizer_for(model.parameters())
     scheduler = cfg.lr_schedule(optimizer)
     trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps, speedup)
-    run = RunDir(out)
-    resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
     if context.is_main:
         run.prepare(cfg.to_dict(), resume, LEGACY_VALUES)
     distributed.barrier()

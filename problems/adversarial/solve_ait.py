@@ -56,6 +56,9 @@ class AITConfig(DROConfig):
             self.epochs = 200 if self.epochs is None else self.epochs
             if self.milestones is None and self.epochs == 200:
                 self.milestones = [60, 90]
+        # the paper's L2L-AIT unless asked: bench ait --levers carries the DRO study's choices over
+        self.attacker_random_start = bool(self.attacker_random_start)
+        self.attacker_sign_step = self.attacker_sign_step or 0.0
         super().resolve()
         _choose("--pairing", self.pairing, tuple(m.value for m in Pairing))
         _choose("--ait-direction", self.ait_direction, tuple(m.value for m in Direction))

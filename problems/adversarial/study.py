@@ -34,7 +34,7 @@ import torch
 
 from bilevel.errors import UserError
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.bench import folder_name
+from problems.adversarial.bench import HAND_DESIGNED, folder_name
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -184,7 +184,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
         cpu = _mean_std([r["train_cpu_seconds"] or 0.0 for r in per_seed])
         rows.append({
             "entry": name,
-            "reference": name in grid.references,
+            "reference": options.get("follower", "2-step") in HAND_DESIGNED,  # kind: hand-designed
             "val_apgd_ce_t_acc": robust[0], "val_apgd_ce_t_std": robust[1],
             "val_clean_acc": clean[0], "val_clean_std": clean[1],
             "train_seconds": seconds[0], "train_seconds_std": seconds[1],
