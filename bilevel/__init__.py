@@ -1,39 +1,59 @@
-"""bilevel: the problem protocol, followers, the joint L2L loop, hypergradients, run folders.
+"""bilevel: the problem protocol, followers, the joint L2L loop, hypergradients, the experiment
+runner, run folders and reports.
 
-Knows nothing of images, CIFAR or gymnasium (DESIGN.md).
+Knows nothing of images, CIFAR or gymnasium (docs/architecture.md). A new problem subclasses
+``BilevelProblem``; ``JointTrainer`` trains it with any ``Follower``; ``run_experiment`` turns it
+into a run folder.
 """
 
 from bilevel import distributed
 from bilevel.errors import UserError
+from bilevel.experiment import Experiment, run_experiment
 from bilevel.followers import (
+    Follower,
+    GradientAscent,
+    GradientScaling,
     InputMode,
     LearnedFollower,
+    Memory,
     NoFollower,
     SignGradientAscent,
     normalise_per_sample,
 )
 from bilevel.hypergradients import Hypergradient, hypergradient, hypergradient_step
 from bilevel.loop import JointTrainer, UpdateMode, reverse_gradient
-from bilevel.protocol import Batch, BilevelProblem, follower_gradient
-from bilevel.unrolled import GradientAscent, unroll
+from bilevel.norms import Norm
+from bilevel.protocol import Batch, BilevelProblem, Decision, follower_gradient
+from bilevel.report import markdown_table, write_report
+from bilevel.unrolled import ascent, unroll
 
 __all__ = [
     "Batch",
     "BilevelProblem",
+    "Decision",
+    "Experiment",
+    "Follower",
     "GradientAscent",
+    "GradientScaling",
     "Hypergradient",
     "InputMode",
     "JointTrainer",
     "LearnedFollower",
+    "Memory",
     "NoFollower",
+    "Norm",
     "SignGradientAscent",
     "UpdateMode",
     "UserError",
+    "ascent",
     "distributed",
     "follower_gradient",
     "hypergradient",
     "hypergradient_step",
+    "markdown_table",
     "normalise_per_sample",
     "reverse_gradient",
+    "run_experiment",
     "unroll",
+    "write_report",
 ]

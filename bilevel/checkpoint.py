@@ -1,6 +1,7 @@
 """What ``last.pt`` holds, and the words for it.
 
-Keys: ``epoch`` (epochs completed), ``trainer`` (θ, φ and both optimizers), ``scheduler``, ``rng``
+Keys: ``epoch`` (epochs completed), ``trainer`` (θ, φ, both optimizers and the problem's own
+state, if any), ``scheduler`` (None for a run without a learning-rate schedule), ``rng``
 (the CPU generator) and ``cuda_rng`` (every GPU's, when CUDA is in use), ``best`` (the best
 selection value so far), ``history`` (one metrics row per completed epoch), ``train_seconds``, and
 ``partial``: None at an epoch's end, else where a stop request caught the next epoch —
@@ -62,9 +63,12 @@ class Saved:
         return f"{last}, metrics.jsonl ({epochs}) and best.pt"
 
 
+Scheduler = torch.optim.lr_scheduler.LRScheduler
+
+
 def position_state(
     trainer: JointTrainer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: Scheduler | None,
     state: State,
     partial: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -76,7 +80,7 @@ def position_state(
     checkpoint = {
         "epoch": state.epoch,
         "trainer": trainer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
         "rng": torch.get_rng_state(),
         "best": state.best,
         "history": list(state.history),
@@ -96,14 +100,13 @@ def write_state(run: RunDir, checkpoint: dict[str, Any]) -> None:
         run.write_metrics(checkpoint["history"])
 
 
-def load_state(
-    run: RunDir, trainer: JointTrainer, scheduler: torch.optim.lr_scheduler.LRScheduler
-) -> State:
+def load_state(run: RunDir, trainer: JointTrainer, scheduler: Scheduler | None) -> State:
     """Restore ``trainer``, ``scheduler`` and the RNGs from ``last.pt``; return the run's state."""
     checkpoint = load_checkpoint(run.last_checkpoint)
     try:
         trainer.load_state_dict(checkpoint["trainer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
         torch.set_rng_state(checkpoint["rng"])
         if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])

@@ -9,12 +9,11 @@ problem back its own shape (``rebuild``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-Decision = Any  # Tensor | Sequence[Tensor] | Mapping[str, Tensor]
+from bilevel.protocol import Decision
 
 
 def flatten(z: Decision) -> tuple[list[Tensor], Callable[[Sequence[Tensor]], Decision]]:

@@ -93,6 +93,14 @@ def leave_process_group() -> None:
         shutdown()
 
 
+def average(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor, in place, by its mean over the processes (a no-op in one process)."""
+    if active():
+        for t in tensors:
+            dist.all_reduce(t)
+            t /= dist.get_world_size()
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

@@ -29,6 +29,6 @@ def require_counts(options: object, names: Iterable[str]) -> None:
     """One sentence for the first ``options.<name>`` below 1, named as its ``--option`` (None
     means the option was left to its default)."""
     for name in names:
-        value = getattr(options, name)
+        value = vars(options)[name]
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1; got {value}.")

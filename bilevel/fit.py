@@ -25,7 +25,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bilevel import distributed
-from bilevel.checkpoint import Saved, State, load_state, position_state, write_state
+from bilevel.checkpoint import Saved, Scheduler, State, load_state, position_state, write_state
 from bilevel.errors import Stopped, UserError
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
@@ -66,7 +66,7 @@ def _remaining_batches(
 
 def fit(
     trainer: JointTrainer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: Scheduler | None,
     train_batches: Callable[[int], Iterable[Batch]],
     batches_per_epoch: int,
     validate: Callable[[], dict[str, float]],
@@ -80,6 +80,7 @@ def fit(
 ) -> FitResult:
     """Train for ``epochs``; keep ``best.pt`` (leader only) at the highest ``validate()[select_key]``.
 
+    ``scheduler`` (optional) is stepped once at the end of every epoch.
     ``train_batches(epoch)`` yields that epoch's minibatches, drawing randomness only from its own
     generator (seeded from the epoch), so that a resumed epoch can replay the batches before its
     stop. ``resume`` continues from ``last.pt`` when there is one (else starts afresh).
@@ -115,7 +116,7 @@ class _Loop:
     """The loop's parts, and what the last checkpoint written holds (``saved``)."""
 
     trainer: JointTrainer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: Scheduler | None
     train_batches: Callable[[int], Iterable[Batch]]
     per_epoch: int
     validate: Callable[[], dict[str, float]]
@@ -152,7 +153,8 @@ class _Loop:
                     position["cpu_seconds"] = cpu_seconds + time.process_time() - cpu_tic
                     self._save(position_state(self.trainer, self.scheduler, state, position))
                     raise self._stopped(f"after batch {done} of {self.per_epoch} in epoch {epoch}")
-            self.scheduler.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             state.train_seconds += seconds + time.perf_counter() - tic
             state.train_cpu_seconds += cpu_seconds + time.process_time() - cpu_tic
             means = {key: float(value) / max(done, 1) for key, value in sums.items()}

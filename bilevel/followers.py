@@ -1,24 +1,46 @@
-"""Followers: turn a problem and a batch into a decision z (DESIGN.md, "The protocol").
+"""Followers: turn a problem and a batch into a decision z (docs/architecture.md, "Followers").
 
-Hand-designed: ``SignGradientAscent`` (FGSM = 1 step, PGM-k = k steps; paper Eq. 4), used both to
-train ("PGM Net", Algorithm 1) and to evaluate. Learned: ``LearnedFollower`` wraps a network g_φ
-from ``learned_optimizers`` and unrolls it ``steps`` times with shared φ,
+Hand-designed, generic over the protocol: ``NoFollower`` (z = z0), ``SignGradientAscent`` (FGSM
+and PGM-k, paper Eq. 4, in the L∞ ball or, with ``norm="l2"``, PGD-L2) and ``GradientAscent``
+(projected ascent with any update rule, the follower the unrolled hypergradient differentiates).
+Learned: ``LearnedFollower`` wraps a network g_φ from ``learned_optimizers`` and unrolls it
+``steps`` times with shared φ,
 
-    z_{k+1} = Π_Z(z_k + g_φ(A_k)),        A_k = [features(z_k), ∇_z q(θ, z_k) / max|∇_z q|],
+    z_{k+1} = Π_Z(z_k + g_φ(A_k)),        A_k = problem.follower_input([features(z_k), ∇̂_z q]),
 
 which is the one-shot naive/grad/grad-only attacker of Eq. (7) for steps = 1 and the paper's
-"2-Step L2L" RNN for steps = 2. φ is trained online to maximise q (Algorithm 3, last line).
+"2-Step L2L" RNN for steps = 2 (∇̂: ∇_z q scaled to match the norm). φ is trained online to
+maximise q (Algorithm 3, last line).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from enum import Enum
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
-from bilevel.protocol import Batch, BilevelProblem, follower_gradient
+from bilevel.norms import Norm
+from bilevel.protocol import Batch, BilevelProblem, Decision, follower_gradient
+from bilevel.unrolled import UpdateRule, ascent, unroll
+
+
+class Follower(Protocol):
+    """What the joint loop asks of a follower (Algorithms 1 and 3).
+
+    ``solve``: z for a batch, with no graph. ``learn``: one update of the follower's own
+    parameters φ, returning q at its new answer (None when it has no φ). ``learnable``: whether it
+    has φ; a learnable follower is also an ``nn.Module`` with an ``optimizer`` over φ, called as
+    ``follower(problem, batch)`` for z_φ with its graph to φ, and ``ascend(q)`` steps φ up q.
+    """
+
+    learnable: bool
+
+    def solve(self, problem: BilevelProblem, batch: Batch) -> Decision: ...
+
+    def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor | None: ...
 
 
 class NoFollower:
@@ -26,40 +48,83 @@ class NoFollower:
 
     learnable = False
 
-    def solve(self, problem: BilevelProblem, batch: Batch) -> Tensor:
+    def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
         return problem.init_follower(batch)
 
-    def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor | None:
+    def learn(self, problem: BilevelProblem, batch: Batch) -> None:
         return None
 
 
 class SignGradientAscent:
-    """Projected sign-gradient ascent on q (paper Eq. 4): z ← Π_Z(z + η · sign ∇_z q).
+    """Projected steepest ascent on q (paper Eq. 4): z ← Π_Z(z + η · d), d the unit-norm steepest
+    direction of ∇_z q: sign ∇ in the L∞ ball, ∇ / ‖∇‖₂ per sample in the L2 ball (``norms``).
 
     ``steps=1`` is FGSM; with ``random_start`` and η = 1.25 ε it is "Fast-AT" FGSM-RS (Wong et al.
-    2020); ``steps=k`` is PGM-k (Madry et al. 2018's PGD). Stateless: ``learn`` does nothing.
+    2020); ``steps=k`` is PGM-k (Madry et al. 2018's PGD, L∞ or L2). The random start is the
+    problem's own (``init_follower``). Stateless: ``learn`` does nothing.
     """
 
     learnable = False
 
-    def __init__(self, steps: int, step_size: float, random_start: bool = False) -> None:
+    def __init__(
+        self, steps: int, step_size: float, random_start: bool = False, norm: Norm | str = Norm.LINF
+    ) -> None:
         if steps < 1:
             raise ValueError("SignGradientAscent needs at least one step")
         self.steps, self.step_size, self.random_start = steps, step_size, random_start
+        self.norm = Norm(norm)
 
     def solve(self, problem: BilevelProblem, batch: Batch) -> Tensor:
         z = problem.project(batch, problem.init_follower(batch, random_start=self.random_start))
         for _ in range(self.steps):
             grad = follower_gradient(problem, batch, z)
-            z = problem.project(batch, z + self.step_size * grad.sign())
+            z = problem.project(batch, z + self.step_size * self.norm.steepest(grad))
         return z.detach()
 
-    def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor | None:
+    def learn(self, problem: BilevelProblem, batch: Batch) -> None:
         return None
 
     def __repr__(self) -> str:
         rs = ", random_start" if self.random_start else ""
-        return f"SignGradientAscent(steps={self.steps}, step_size={self.step_size:g}{rs})"
+        norm = "" if self.norm is Norm.LINF else f", norm={self.norm.value}"
+        return f"SignGradientAscent(steps={self.steps}, step_size={self.step_size:g}{rs}{norm})"
+
+
+class GradientAscent:
+    """Projected ascent on q, z ← Π(z + u(z, ∇_z q)), ``steps`` times from ``init_follower``
+    (uniform in Z with ``random_start``).
+
+    u is α·∇_z q (α = ``step_size``) unless another ``update`` rule is given (e.g. a mirror step
+    on softmax logits). The follower whose trajectory the "unrolled" hypergradient differentiates;
+    for a concave q it converges to z* and so also serves the implicit hypergradients. Any
+    decision works (a tensor or a parameter set). Stateless: ``learn`` does nothing.
+    """
+
+    learnable = False
+
+    def __init__(
+        self,
+        steps: int,
+        step_size: float = 0.1,
+        update: UpdateRule | None = None,
+        random_start: bool = False,
+    ) -> None:
+        if steps < 1:
+            raise ValueError("GradientAscent needs at least one step")
+        self.steps, self.random_start = steps, random_start
+        self.step_size = step_size if update is None else None  # a given rule has its own steps
+        self.update = ascent(step_size) if update is None else update
+
+    def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
+        start = problem.init_follower(batch, random_start=self.random_start)
+        return unroll(problem, batch, self.steps, self.update, start, create_graph=False)
+
+    def learn(self, problem: BilevelProblem, batch: Batch) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        rule = "update=custom" if self.step_size is None else f"step_size={self.step_size:g}"
+        return f"GradientAscent(steps={self.steps}, {rule})"
 
 
 class InputMode(str, Enum):
@@ -74,31 +139,25 @@ class InputMode(str, Enum):
         return data_channels * (2 if self is InputMode.GRAD else 1)
 
 
-def normalise_per_sample(grad: Tensor) -> Tensor:
-    """g / max|g| taken per sample (over every dimension but the first).
-
-    Choice: per sample, so a sample's input does not depend on the rest of the batch and batch
-    size does not change what g_φ sees. The reference code divides by the whole batch's max |g|
-    (one scalar); per sample keeps every sample's gradient in [-1, 1] with its own max at ±1.
-    """
-    scale = grad.flatten(1).abs().amax(dim=1).clamp_min(1e-12)
-    return grad / scale.view(-1, *([1] * (grad.dim() - 1)))
+normalise_per_sample = Norm.LINF.normalise
+"""g / max|g| per sample. Choice: per sample, so a sample's input does not depend on the rest of
+the batch; the reference code divides by the whole batch's max |g| (``GradientScaling.BATCH``)."""
 
 
 class GradientScaling(str, Enum):
-    """How ∇_z q is scaled before g_φ sees it (the paper leaves it open)."""
+    """How ∇_z q is scaled before g_φ sees it (the paper leaves it open), in the ball's norm."""
 
-    SAMPLE = "sample"  # g / max|g| per sample (``normalise_per_sample``): the default
-    BATCH = "batch"  # g / max|g| over the whole batch: the reference code's
-    SIGN = "sign"  # sign g: FGSM's direction only, no magnitude
+    SAMPLE = "sample"  # g / ‖g_i‖ per sample (L∞: g / max|g|, ``normalise_per_sample``): default
+    BATCH = "batch"  # g / max_i ‖g_i‖ over the whole batch: the reference code's (L∞)
+    SIGN = "sign"  # the steepest direction only (L∞: sign g, FGSM's), no magnitude
     NONE = "none"  # g as it is, 1/B factor of the batch mean included
 
-    def __call__(self, grad: Tensor) -> Tensor:
+    def __call__(self, grad: Tensor, norm: Norm = Norm.LINF) -> Tensor:
         if self is GradientScaling.SAMPLE:
-            return normalise_per_sample(grad)
+            return norm.normalise(grad)
         if self is GradientScaling.BATCH:
-            return grad / grad.abs().amax().clamp_min(1e-12)
-        return grad.sign() if self is GradientScaling.SIGN else grad
+            return grad / norm.of(grad).amax().clamp_min(1e-12)
+        return norm.steepest(grad) if self is GradientScaling.SIGN else grad
 
 
 class Memory(str, Enum):
@@ -119,18 +178,19 @@ class LearnedFollower(nn.Module):
     on q. ``steps=1`` is the one-shot attacker z = Π(z0 + g_φ(A)); ``steps=2`` is 2-Step L2L.
 
     The gradient in A_k is a constant (no second-order terms), and z_k keeps its graph to φ, so φ's
-    gradient flows through every step, as in the reference code's 2-step attacker.
+    gradient flows through every step, as in the reference code's 2-step attacker. ``norm`` is the
+    ball's: it scales ∇ for g_φ and gives the sign step's direction (g_φ bounds its own output).
 
     Levers beyond the paper (each off by default, so the default is the paper's follower):
     ``grad_scaling`` (how ∇ is scaled), ``random_start`` (z0 uniform in Z, as FGSM-RS and PGM
     start), ``memory`` (what g_φ sees of the previous step), and ``sign_step`` s: each step adds
-    a sign-gradient step of s·ε to g_φ's output,
+    a steepest-ascent step of s·ε to g_φ's output,
 
         z_{k+1} = Π_Z(z_k + s·ε·sign ∇_z q(θ, z_k) + g_φ(A_k)),
 
     so that g_φ learns a correction to PGM rather than the whole step; with g_φ's last layer at
     zero (``learned_optimizers.start_at_zero``) the follower starts as PGM-K with step s·ε. The
-    ε of ``sign_step`` and of the ``delta`` memory is g_φ's own bound ``net.eps``.
+    ε of ``sign_step`` and of the ``delta`` memory is g_φ's own bound, its float ``net.eps``.
     """
 
     learnable = True
@@ -147,6 +207,7 @@ class LearnedFollower(nn.Module):
         random_start: bool = False,
         memory: Memory | str = Memory.NONE,
         sign_step: float = 0.0,
+        norm: Norm | str = Norm.LINF,
     ) -> None:
         super().__init__()
         if steps < 1:
@@ -155,9 +216,8 @@ class LearnedFollower(nn.Module):
             raise ValueError(f"The sign step must be >= 0; got {sign_step}.")
         self.net, self.steps, self.input_mode = net, steps, InputMode(input_mode)
         self.grad_scaling, self.memory = GradientScaling(grad_scaling), Memory(memory)
-        self.random_start, self.sign_step = random_start, sign_step
-        needs_bound = sign_step > 0 or self.memory is Memory.DELTA
-        if needs_bound and not isinstance(getattr(net, "eps", None), float):
+        self.random_start, self.sign_step, self.norm = random_start, sign_step, Norm(norm)
+        if (sign_step > 0 or self.memory is Memory.DELTA) and not isinstance(net.eps, float):
             raise ValueError("sign_step and the delta memory need a g_φ with a float bound .eps.")
         self.optimizer = torch.optim.Adam(
             net.parameters(), lr=lr, betas=betas, weight_decay=weight_decay
@@ -194,19 +254,21 @@ class LearnedFollower(nn.Module):
         previous: Tensor | None = None,
     ) -> Tensor:
         """A_k: the problem's features and/or the scaled ∇_z q (a constant; computed here when
-        ``grad`` is None), then the memory channels (``previous``: the last step's ∇_z q)."""
+        ``grad`` is None), then the memory (``previous``: the last step's ∇_z q), combined by
+        ``problem.follower_input``."""
         parts = []
         if self.input_mode is not InputMode.GRAD_ONLY:
             parts.append(problem.follower_features(batch, z))
         if self.input_mode is not InputMode.NAIVE:
             if grad is None:
                 grad = follower_gradient(problem, batch, z)
-            parts.append(self.grad_scaling(grad))
+            parts.append(self.grad_scaling(grad, self.norm))
         if self.memory is Memory.DELTA:
             parts.append(z / max(self.net.eps, 1e-12))
         elif self.memory is Memory.PREVIOUS_GRADIENT:
-            parts.append(torch.zeros_like(z) if previous is None else self.grad_scaling(previous))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            scaled = None if previous is None else self.grad_scaling(previous, self.norm)
+            parts.append(torch.zeros_like(z) if scaled is None else scaled)
+        return problem.follower_input(batch, parts)
 
     def forward(self, problem: BilevelProblem, batch: Batch) -> Tensor:
         """z_φ with its graph to φ (used by ``learn`` and by the fused update)."""
@@ -216,7 +278,7 @@ class LearnedFollower(nn.Module):
             grad = follower_gradient(problem, batch, z) if self._needs_gradient else None
             step = self._cell(self.features(problem, batch, z, grad, previous))
             if self.sign_step > 0:
-                step = step + (self.sign_step * self.net.eps) * grad.sign()
+                step = step + (self.sign_step * self.net.eps) * self.norm.steepest(grad)
             z = problem.project(batch, z + step)
             previous = grad
         return z

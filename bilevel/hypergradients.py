@@ -10,12 +10,20 @@ leader with ``hypergradient_step``; a problem without the attribute keeps the pl
 - ``danskin``: ∇_θ L(θ, z) at the follower's z, held fixed. Exact for zero-sum problems at the
   follower's optimum (Danskin's theorem; paper Eq. 2-3); an approximation otherwise.
 - ``unrolled``: backprop through ``unroll_steps`` projected ascent steps of size
-  ``unroll_step_size`` from ``init_follower`` (``bilevel.unrolled``). The follower's own z is not
-  used: the unrolled z_T(θ) is the decision. ``first_order`` drops the second-order terms.
+  ``unroll_step_size`` from ``init_follower``, or of the ``torch.optim`` optimizer that
+  ``unroll_optimizer(params)`` makes (``bilevel.unrolled``). The follower's own z is not used:
+  the unrolled z_T(θ) is the decision. ``first_order`` drops the second-order terms.
 - ``implicit-cg`` / ``implicit-neumann``: the implicit function theorem at the follower's z
   (``bilevel.implicit``), with ``cg_iterations`` CG steps (operator scaling ``cg_scale``) or
   ``neumann_terms`` terms of step ``neumann_step``. Needs z to be a stationary point (interior) or
   held at bounds of a box constraint.
+
+Under torchrun each process computes the hypergradient of its own share of the batch, and
+``hypergradient_step`` averages them over the processes before the step (the all-reduce that
+DDP's backward hooks would do, which setting ``.grad`` by hand skips). That is the hypergradient
+of the whole batch whenever it is the mean of the per-sample ones: always for Danskin, and for
+the others when the follower's problem separates over samples (DRO's δ_i). A decision shared by
+the batch (a parameter set solved on it) gives the mean of the shares' hypergradients instead.
 """
 
 from __future__ import annotations
@@ -26,11 +34,12 @@ from enum import Enum
 import torch
 from torch import Tensor
 
+from bilevel import distributed
 from bilevel.decisions import Decision, grad_or_zeros
 from bilevel.errors import UserError
 from bilevel.implicit import implicit_hypergradient
 from bilevel.protocol import Batch, BilevelProblem
-from bilevel.unrolled import ascent, unrolled_hypergradient
+from bilevel.unrolled import MakeOptimizer, ascent, unrolled_hypergradient
 
 
 class Method(str, Enum):
@@ -47,6 +56,7 @@ class Hypergradient:
     method: Method | str = Method.DANSKIN
     unroll_steps: int = 10
     unroll_step_size: float = 0.1
+    unroll_optimizer: MakeOptimizer | None = None  # e.g. partial(torch.optim.Adam, lr=0.1)
     first_order: bool = False
     cg_iterations: int = 20
     cg_scale: float = 1.0
@@ -72,9 +82,9 @@ class Hypergradient:
 
 
 def resolve(problem: BilevelProblem) -> Hypergradient:
-    """The problem's ``hypergradient`` attribute as a ``Hypergradient`` (danskin if absent)."""
-    choice = getattr(problem, "hypergradient", Method.DANSKIN)
-    return choice if isinstance(choice, Hypergradient) else Hypergradient(choice)
+    """The problem's ``hypergradient`` as a ``Hypergradient`` (danskin when it is None)."""
+    choice = problem.hypergradient
+    return choice if isinstance(choice, Hypergradient) else Hypergradient(choice or Method.DANSKIN)
 
 
 def hypergradient(
@@ -93,7 +103,7 @@ def hypergradient(
     if config.method is Method.UNROLLED:
         update = ascent(config.unroll_step_size)
         return unrolled_hypergradient(
-            problem, batch, config.unroll_steps, update, config.first_order
+            problem, batch, config.unroll_steps, update, config.first_order, config.unroll_optimizer
         )
     if config.method is Method.IMPLICIT_CG:
         return implicit_hypergradient(
@@ -118,8 +128,10 @@ def hypergradient(
 def hypergradient_step(
     problem: BilevelProblem, batch: Batch, z: Decision, optimizer: torch.optim.Optimizer
 ) -> Tensor:
-    """One leader step along the problem's hypergradient; returns the (detached) leader loss."""
+    """One leader step along the problem's hypergradient, averaged over the processes under
+    torchrun (module docstring); returns the (detached) leader loss."""
     loss, grads = hypergradient(problem, batch, z)
+    distributed.average(grads)
     params = [p for p in problem.leader.parameters() if p.requires_grad]
     optimizer.zero_grad(set_to_none=True)
     for p, g in zip(params, grads, strict=True):

@@ -14,7 +14,7 @@ follower takes ``follower_steps`` steps up q(θ, z_φ). Three update modes:
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from bilevel.acceleration import Acceleration
 from bilevel.decisions import detach
 from bilevel.distributed import unwrap
 from bilevel.errors import UserError
-from bilevel.hypergradients import hypergradient_step
+from bilevel.followers import Follower, LearnedFollower
 from bilevel.protocol import Batch, BilevelProblem
 
 
@@ -31,6 +31,24 @@ class UpdateMode(str, Enum):
     ALTERNATING = "alternating"
     FOLLOWER_FIRST = "follower-first"
     FUSED = "fused"
+
+
+def check_update(update: UpdateMode | str, learnable: bool, zero_sum: bool) -> None:
+    """The update mode's rules, in one place: ``fused`` needs a learned follower (φ to step) and a
+    zero-sum problem (one backward serves L and q only when q = L). One sentence otherwise."""
+    if UpdateMode(update) is not UpdateMode.FUSED:
+        return
+    if not learnable:
+        raise UserError(
+            "--update fused needs a learned follower (naive, grad, grad-only, 2-step); "
+            "use --update alternating with a hand-designed one."
+        )
+    if not zero_sum:
+        raise UserError(
+            "--update fused needs a zero-sum problem (follower objective = leader loss), and this "
+            "problem's follower objective is not its leader loss; use --update alternating or "
+            "follower-first."
+        )
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -52,15 +70,16 @@ def reverse_gradient(z: Tensor) -> Tensor:
 class JointTrainer:
     """Owns the leader's optimizer and runs one joint step per minibatch.
 
-    A problem may define ``leader_step(batch, z, optimizer) -> Tensor`` to replace the default
-    leader step (one optimizer step on ``leader_loss``), e.g. a PPO update for GAIL.
-    ``acceleration.amp`` runs every step under bf16 autocast (``bilevel.acceleration``).
+    The leader steps with ``problem.leader_step`` (by default down L at the follower's z, or along
+    the problem's hypergradient); its checkpoint holds θ, φ, both optimizers and, when the problem
+    has any, ``problem.state_dict()``. ``acceleration.amp`` runs every step under bf16 autocast
+    (``bilevel.acceleration``).
     """
 
     def __init__(
         self,
         problem: BilevelProblem,
-        follower: Any,
+        follower: Follower,
         leader_optimizer: torch.optim.Optimizer,
         update: UpdateMode | str = UpdateMode.ALTERNATING,
         follower_steps: int = 1,
@@ -71,34 +90,12 @@ class JointTrainer:
         self.update, self.follower_steps = UpdateMode(update), follower_steps
         if follower_steps < 1:
             raise UserError("--follower-steps must be at least 1.")
-        if self.update is UpdateMode.FUSED:
-            if not getattr(follower, "learnable", False):
-                raise UserError(
-                    "--update fused needs a learned follower (naive, grad, grad-only, 2-step); "
-                    "use --update alternating with a hand-designed one."
-                )
-            if not problem.zero_sum:
-                raise UserError(
-                    "--update fused needs a zero-sum problem (follower objective = leader loss); "
-                    "use --update alternating for this problem."
-                )
+        check_update(self.update, follower.learnable, problem.zero_sum)
 
     def _set_modes(self, leader_train: bool, follower_train: bool) -> None:
         self.problem.leader.train(leader_train)
         if isinstance(self.follower, torch.nn.Module):
             self.follower.train(follower_train)
-
-    def _leader_step(self, batch: Batch, z: Tensor) -> Tensor:
-        custom = getattr(self.problem, "leader_step", None)
-        if custom is not None:
-            return custom(batch, z, self.leader_optimizer)
-        if getattr(self.problem, "hypergradient", None) is not None:  # dz*/dθ, hypergradients.py
-            return hypergradient_step(self.problem, batch, z, self.leader_optimizer)
-        loss = self.problem.leader_loss(batch, z)
-        self.leader_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.leader_optimizer.step()
-        return loss.detach()
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
         """One joint step; returns detached tensors (no host sync here)."""
@@ -111,11 +108,12 @@ class JointTrainer:
     def _step(self, batch: Batch) -> dict[str, Tensor]:
         if self.update is UpdateMode.FUSED:
             return self._fused_step(batch)
-        if not getattr(self.follower, "learnable", False):
+        if not self.follower.learnable:
             self._set_modes(leader_train=False, follower_train=False)
             z = self.follower.solve(self.problem, batch)
             self._set_modes(leader_train=True, follower_train=False)
-            return {"leader_loss": self._leader_step(batch, detach(z))}  # z may be a list (ψ)
+            loss = self.problem.leader_step(batch, detach(z), self.leader_optimizer)
+            return {"leader_loss": loss}  # z may be a parameter set (ψ)
         return self._alternating_learned_step(batch)
 
     def _alternating_learned_step(self, batch: Batch) -> dict[str, Tensor]:
@@ -123,7 +121,7 @@ class JointTrainer:
         forward are made once, with their graph kept; θ steps on the detached z; then φ ascends
         q(θ_new, z_φ) at the updated leader, backpropagating through the kept graph.
         (The reference code recomputes both passes for φ's step.)"""
-        follower = self.follower
+        follower = cast(LearnedFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
         z = follower(self.problem, batch)
         follower_first = self.update is UpdateMode.FOLLOWER_FIRST  # Algorithm 4's order
@@ -131,7 +129,7 @@ class JointTrainer:
             objective = self.problem.follower_objective(batch, z)
             follower.ascend(objective)
         self.problem.leader.train(True)
-        out = {"leader_loss": self._leader_step(batch, z.detach())}
+        out = {"leader_loss": self.problem.leader_step(batch, detach(z), self.leader_optimizer)}
         self.problem.leader.train(False)
         if not follower_first:
             objective = self.problem.follower_objective(batch, z)
@@ -143,7 +141,7 @@ class JointTrainer:
 
     def _fused_step(self, batch: Batch) -> dict[str, Tensor]:
         """θ ← θ − α1 ∇θ L and φ ← φ + α2 ∇φ L from one backward (zero-sum: q = L)."""
-        follower = self.follower
+        follower = cast(LearnedFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
         z = reverse_gradient(follower(self.problem, batch))
         self.problem.leader.train(True)
@@ -167,6 +165,9 @@ class JointTrainer:
         if isinstance(self.follower, torch.nn.Module):
             state["follower"] = self.follower.state_dict()
             state["follower_optimizer"] = self.follower.optimizer.state_dict()
+        problem = self.problem.state_dict()
+        if problem:  # none for DRO and AIT: their checkpoints keep the keys they always had
+            state["problem"] = problem
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -175,3 +176,5 @@ class JointTrainer:
         if isinstance(self.follower, torch.nn.Module):
             self.follower.load_state_dict(state["follower"])
             self.follower.optimizer.load_state_dict(state["follower_optimizer"])
+        if "problem" in state:
+            self.problem.load_state_dict(state["problem"])

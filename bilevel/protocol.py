@@ -1,65 +1,107 @@
-"""The bilevel problem protocol (DESIGN.md, "The protocol"; paper Eq. 1).
-
-A bilevel problem is
+"""The bilevel problem (docs/architecture.md, "The problem"; paper Eq. 1):
 
     min_θ  L(θ, z*(θ))      s.t.   z*(θ) ∈ argmax_{z ∈ Z} q(θ, z)
 
-The leader owns θ (``problem.leader``); the follower owns a decision z. A new problem is one class
-with the methods below; nothing else in the framework changes.
+The leader owns θ (``problem.leader``); the follower owns a decision z. A new problem is one
+subclass of ``BilevelProblem`` that writes the five required methods; every optional capability
+is declared here once, with the default the framework uses when a problem leaves it out.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from bilevel.hypergradients import Hypergradient
+
 Batch = Any  # whatever the problem's data loader yields: (x, y) for images, rollouts for GAIL
+Decision = Union[Tensor, Sequence[Tensor], Mapping[str, Tensor]]  # noqa: UP007 (a runtime alias)
+"""z: a batched tensor (one perturbation per sample, DRO's δ) or a parameter set (a list or a dict
+of tensors, e.g. a model's weights fed to ``torch.func.functional_call``)."""
 
 
-@runtime_checkable
-class BilevelProblem(Protocol):
-    """A leader (minimises ``leader_loss`` over θ) and a follower (maximises ``follower_objective``
-    over z ∈ Z).
+class BilevelProblem:
+    """A leader (minimises ``leader_loss`` over θ) and a follower (maximises
+    ``follower_objective`` over z ∈ Z).
 
-    ``zero_sum`` says whether q(θ, z) = L(θ, z), as in DRO (Eq. 2-3): then Danskin's theorem lets the
-    leader treat z as fixed, and the fused update (one backward for θ and φ) is exact.
+    Required: ``leader`` (an ``nn.Module`` holding θ), ``init_follower``, ``project``,
+    ``follower_objective`` and ``leader_loss``. Optional, with their defaults:
+
+    - ``zero_sum = False``: whether q(θ, z) = L(θ, z), as in DRO (Eq. 2-3); then Danskin's theorem
+      lets the leader hold z fixed, and the fused update (one backward for θ and φ) is exact.
+    - ``hypergradient = None``: the leader's gradient through z*(θ), a ``Hypergradient`` or its
+      method's name (``bilevel.hypergradients``); None is the plain gradient at the follower's z
+      (Danskin).
+    - ``follower_features``: what a learned follower sees besides ∇_z q (naive and grad modes).
+    - ``follower_input``: how those parts are combined into g_φ's input (channels by default).
+    - ``leader_step``: one leader step (default: along the hypergradient; GAIL: a PPO update).
+    - ``state_dict`` / ``load_state_dict``: state beyond θ that a checkpoint must hold (none).
     """
 
     leader: nn.Module
-    zero_sum: bool
+    zero_sum: bool = False
+    hypergradient: Hypergradient | str | None = None
 
-    def init_follower(self, batch: Batch, random_start: bool = False) -> Tensor:
+    def init_follower(self, batch: Batch, random_start: bool = False) -> Decision:
         """z0: zeros, or uniform in Z when ``random_start`` (the start of PGM, Eq. 4)."""
-        ...
+        raise NotImplementedError
 
-    def follower_objective(self, batch: Batch, z: Tensor) -> Tensor:
-        """q(θ, z) as a scalar mean over the batch; the follower maximises it."""
-        ...
-
-    def project(self, batch: Batch, z: Tensor) -> Tensor:
+    def project(self, batch: Batch, z: Decision) -> Decision:
         """Π_Z(z): the nearest feasible decision (ε-ball ∩ [0,1] box for a perturbation)."""
-        ...
+        raise NotImplementedError
 
-    def leader_loss(self, batch: Batch, z: Tensor) -> Tensor:
+    def follower_objective(self, batch: Batch, z: Decision) -> Tensor:
+        """q(θ, z) as a scalar mean over the batch; the follower maximises it."""
+        raise NotImplementedError
+
+    def leader_loss(self, batch: Batch, z: Decision) -> Tensor:
         """L(θ, z) as a scalar mean over the batch; the leader minimises it."""
-        ...
+        raise NotImplementedError
 
-    def follower_features(self, batch: Batch, z: Tensor) -> Tensor:
-        """The data part of A_fθ (Eq. 7): what a learned follower sees besides the gradient.
+    def follower_features(self, batch: Batch, z: Decision) -> Tensor:
+        """The data part of A_fθ (Eq. 7), e.g. DRO's perturbed input x + δ."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no follower_features; a learned follower in the naive or "
+            "grad input mode needs them (grad-only does not)."
+        )
 
-        For DRO it is the perturbed input x + δ. The learned follower concatenates the normalised
-        gradient ∇_z q to it channel-wise according to its input mode (naive, grad, grad-only).
-        """
-        ...
+    def follower_input(self, batch: Batch, parts: list[Tensor]) -> Tensor:
+        """g_φ's input A_k from its parts (features, scaled ∇_z q, memory), in that order:
+        concatenated on dimension 1, the channels of an image batch or the features of a vector
+        batch. A problem whose g_φ reads its parts otherwise (a parameter set) overrides it."""
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+    def leader_step(self, batch: Batch, z: Decision, optimizer: torch.optim.Optimizer) -> Tensor:
+        """One step of θ down L(θ, z) at the follower's z (a backward, which DDP averages), or
+        along ``hypergradient`` when the problem names one; returns the detached leader loss."""
+        if self.hypergradient is not None:
+            from bilevel.hypergradients import hypergradient_step
+
+            return hypergradient_step(self, batch, z, optimizer)
+        loss = self.leader_loss(batch, z)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """State beyond θ that ``last.pt`` must hold for an exact resume (none by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
 
 
 def follower_gradient(problem: BilevelProblem, batch: Batch, z: Tensor) -> Tensor:
     """∇_z q(θ, z) as a constant (no graph to θ or to whatever produced z).
 
     The objective is a batch mean, so each sample's gradient carries a 1/B factor; every consumer
-    here either takes its sign (PGM, Eq. 4) or normalises it per sample, so the factor cancels.
+    here either takes its steepest direction (PGM, Eq. 4) or normalises it per sample, so the
+    factor cancels.
     """
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():

@@ -30,6 +30,7 @@ from bilevel.files import (
     write_error,
 )
 from bilevel.paths import check_output_folder
+from bilevel.report import table_cell
 
 try:
     import fcntl
@@ -51,11 +52,6 @@ __all__ = [
 IGNORED_ON_RESUME = ("resume", "out", "device")  # options that may differ between run and resume
 LOCK_NAME = ".lock"
 _HELD: dict[Path, IO[str]] = {}  # folders this process holds the lock of
-
-
-def table_cell(value: Any) -> str:
-    """A value in a markdown table of a report: floats to 4 decimals, anything else as it is."""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

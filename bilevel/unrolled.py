@@ -4,22 +4,24 @@
 
 where the update u is gradient ascent α·∇_z q by default, or any differentiable rule: a learned
 step size η (a tensor that requires grad), or a learned optimizer g_φ (Andrychowicz et al. 2016).
-Gradients reach θ and every tensor the rule uses.
+Gradients reach θ and every tensor the rule uses. ``first_order=True`` drops the second-order
+terms (the gradient of each step is a constant), as first-order MAML does.
 
-Choice: plain ``torch.autograd.grad(..., create_graph=True)`` on the problem's own
-``follower_objective``, not ``higher`` and not ``torch.func`` transforms. The follower's decision
-is already an explicit list of tensors (``decisions``), so there is no module to monkey-patch
-(``higher``'s job; it is unmaintained since 2021 and lacks AdamW) and no need to make the problem
-a pure function (``torch.func.grad`` would ask every problem to be written functionally). One code
-path serves per-sample δ and parameter-space ψ; a parameter-space problem evaluates ψ with
-``torch.func.functional_call``. ``first_order=True`` drops the second-order terms (the gradient of
-each step is a constant), as first-order MAML does.
+Two code paths, one per kind of rule:
+- a rule u(z, g) (``ascent``, a mirror step, g_φ): plain ``torch.autograd.grad(...,
+  create_graph=True)`` on the problem's own ``follower_objective``. The decision is already an
+  explicit list of tensors (``decisions``), so no problem has to be written functionally; a
+  parameter-space problem evaluates ψ with ``torch.func.functional_call``.
+- a ``torch.optim`` optimizer (SGD with momentum, Adam, ...; ``optimizer_iterates``): its update
+  has state (momentum, Adam's moments) that z_T depends on too, and ``higher``'s differentiable
+  versions of the optimizers (Grefenstette et al. 2019) carry that state through the graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import higher
 import torch
 from torch import Tensor
 
@@ -27,6 +29,7 @@ from bilevel.decisions import Decision, detach, flatten, grad_or_zeros
 from bilevel.protocol import Batch, BilevelProblem
 
 UpdateRule = Callable[[list[Tensor], list[Tensor]], list[Tensor]]  # (z_t, ∇_z q) -> step
+MakeOptimizer = Callable[[list[Tensor]], torch.optim.Optimizer]  # partial(torch.optim.Adam, lr=.1)
 
 
 def ascent(step_size: float | Tensor) -> UpdateRule:
@@ -81,49 +84,49 @@ def unroll(
     return z_t
 
 
+def optimizer_iterates(
+    problem: BilevelProblem,
+    batch: Batch,
+    z0: Decision,
+    steps: int,
+    make_optimizer: MakeOptimizer,
+    first_order: bool = False,
+) -> Decision:
+    """z_T of ``steps`` steps of ``make_optimizer(params)`` (any ``torch.optim`` optimizer that
+    ``higher`` supports) ascending q from z_0 = Π(z0), each step projected: z_{t+1} = Π(step_t(z_t,
+    ∇_z q, state_t)). ``higher.get_diff_optim`` makes each step a differentiable function of z_t,
+    of the optimizer's state (momentum buffers, Adam's moments) and so of θ; with ``first_order``
+    the steps are constants, as in ``iterates``."""
+    parts, rebuild = flatten(problem.project(batch, z0))
+    reference = [p.detach().clone().requires_grad_(True) for p in parts]
+    optimizer = higher.get_diff_optim(
+        make_optimizer(reference), reference, track_higher_grads=not first_order
+    )
+    z = [p.detach().requires_grad_(True) for p in parts]
+    with torch.enable_grad():
+        for _ in range(steps):
+            z = optimizer.step(-problem.follower_objective(batch, rebuild(z)), params=z)
+            z, _ = flatten(problem.project(batch, rebuild(z)))
+    return rebuild(z)
+
+
 def unrolled_hypergradient(
     problem: BilevelProblem,
     batch: Batch,
     steps: int,
     update: UpdateRule,
     first_order: bool = False,
+    optimizer: MakeOptimizer | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
-    """(L(θ, z_T), ∇_θ L(θ, z_T(θ))) through T steps of the rule ``update`` (e.g. ``ascent(α)``)
-    from ``init_follower``."""
+    """(L(θ, z_T), ∇_θ L(θ, z_T(θ))) through T steps from ``init_follower`` of the rule ``update``
+    (e.g. ``ascent(α)``), or of ``optimizer`` when one is given (``optimizer_iterates``)."""
     params = [p for p in problem.leader.parameters() if p.requires_grad]
     with torch.enable_grad():
-        z_t = unroll(problem, batch, steps, update, first_order=first_order)
+        if optimizer is None:
+            z_t = unroll(problem, batch, steps, update, first_order=first_order)
+        else:
+            z0 = problem.init_follower(batch)
+            z_t = optimizer_iterates(problem, batch, z0, steps, optimizer, first_order)
         loss = problem.leader_loss(batch, z_t)
         grads = grad_or_zeros(loss, params)
     return loss.detach(), grads
-
-
-class GradientAscent:
-    """Projected ascent on q, z ← Π(z + u(z, ∇_z q)), ``steps`` times from ``init_follower``.
-
-    u is α·∇_z q (α = ``step_size``) unless another ``update`` rule is given (e.g. a mirror step
-    on softmax logits). The follower whose trajectory the "unrolled" hypergradient differentiates;
-    for a concave q it converges to z* and so also serves the implicit hypergradients. Stateless:
-    ``learn`` does nothing.
-    """
-
-    learnable = False
-
-    def __init__(
-        self, steps: int, step_size: float = 0.1, update: UpdateRule | None = None
-    ) -> None:
-        if steps < 1:
-            raise ValueError("GradientAscent needs at least one step")
-        self.steps = steps
-        self.step_size = step_size if update is None else None  # a given rule has its own steps
-        self.update = ascent(step_size) if update is None else update
-
-    def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
-        return unroll(problem, batch, self.steps, self.update, create_graph=False)
-
-    def learn(self, problem: BilevelProblem, batch: Batch) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        rule = "update=custom" if self.step_size is None else f"step_size={self.step_size:g}"
-        return f"GradientAscent(steps={self.steps}, {rule})"

@@ -1,33 +1,44 @@
 """Learned optimizers g_φ: networks that produce a follower's decision.
 
 ``CNNAttacker`` is the attacker of Table 1 of Jiang et al. (AISTATS 2021); ``SlimAttacker`` is
-the down-sampling variant of its Appendix B. ``build_attacker`` picks one by name.
+the down-sampling variant of its Appendix B; both bound their output in an L∞ or L2 ε-ball.
+``build_attacker`` picks one by name. ``CoordinateLSTMOptimizer`` (Andrychowicz et al. 2016) is
+g_φ for parameter-space followers.
 """
 
 from __future__ import annotations
 
-from torch import nn
 
-from learned_optimizers.attacker import CNNAttacker, start_at_zero
-from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer as CoordinateLSTMOptimizer
+from learned_optimizers.attacker import NORMS, BoundedOutput, CNNAttacker, start_at_zero
+from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer
 from learned_optimizers.slim import SlimAttacker
 
 ATTACKER_KINDS: tuple[str, ...] = ("cnn", "slim")
 
 
 def build_attacker(
-    kind: str, in_channels: int, out_channels: int, eps: float, width: float
-) -> nn.Module:
-    """An attacker by name: ``"cnn"`` (Table 1, full resolution) or ``"slim"`` (Appendix B).
+    kind: str, in_channels: int, out_channels: int, eps: float, width: float, norm: str = "linf"
+) -> BoundedOutput:
+    """An attacker by name: ``"cnn"`` (Table 1, full resolution) or ``"slim"`` (Appendix B),
+    bounded in the ``norm`` ("linf" or "l2") ball of radius ``eps``.
 
     Raises:
         ValueError: ``kind`` is not one of ``ATTACKER_KINDS``.
     """
     if kind == "cnn":
-        return CNNAttacker(in_channels, out_channels, eps, width=width)
+        return CNNAttacker(in_channels, out_channels, eps, width=width, norm=norm)
     if kind == "slim":
-        return SlimAttacker(in_channels, out_channels, eps, width=width)
+        return SlimAttacker(in_channels, out_channels, eps, width=width, norm=norm)
     raise ValueError(f"Unknown attacker kind {kind!r}; choose one of: {', '.join(ATTACKER_KINDS)}.")
 
 
-__all__ = ["ATTACKER_KINDS", "CNNAttacker", "SlimAttacker", "build_attacker", "start_at_zero"]
+__all__ = [
+    "ATTACKER_KINDS",
+    "NORMS",
+    "BoundedOutput",
+    "CNNAttacker",
+    "CoordinateLSTMOptimizer",
+    "SlimAttacker",
+    "build_attacker",
+    "start_at_zero",
+]

@@ -13,7 +13,9 @@ Generative Adversarial Networks" (as cited in Appendix B), without spectral norm
 up-sampling. All layers keep the input's spatial size.
 
 ``eps`` is a plain float attribute, read on every forward: an ε warm-up schedule assigns
-``attacker.eps = new_value`` between steps. It is not a parameter and not in the state dict.
+``attacker.eps = new_value`` between steps. It is not a parameter and not in the state dict, nor
+is ``norm``, the ball the output lies strictly inside: "linf" (Table 1's ε·tanh per entry) or
+"l2" (the same squashing of the radius, ε·tanh(‖a‖₂)·a/‖a‖₂ per sample).
 """
 
 from __future__ import annotations
@@ -72,17 +74,22 @@ def residual_stack(channels: list[int]) -> nn.Sequential:
     return nn.Sequential(*(ResBlock(c_in, c_out) for c_in, c_out in pairwise(channels)))
 
 
+NORMS = ("linf", "l2")
+
+
 class BoundedOutput(nn.Module):
     """Base class owning the ε bound shared by every attacker.
 
-    Subclasses compute a pre-activation ``z`` and return ``self.bound(z)`` = ε · tanh(z), clipped
-    one float step inside ±1 so that the output is *strictly* inside (−ε, ε) even where tanh
-    rounds to ±1 in floating point.
+    Subclasses compute a pre-activation ``z`` and return ``self.bound(z)``: ε · tanh(z) per entry
+    (L∞) or ε · tanh(‖z‖₂) · z / ‖z‖₂ per sample (L2), tanh clipped one float step below 1 so the
+    output is *strictly* inside the ball even where tanh rounds to 1 in floating point.
     """
 
-    def __init__(self, eps: float) -> None:
+    def __init__(self, eps: float, norm: str = "linf") -> None:
         super().__init__()
-        self.eps = eps
+        if norm not in NORMS:
+            raise ValueError(f"Unknown attacker norm {norm!r}; choose one of: {', '.join(NORMS)}.")
+        self.eps, self.norm = eps, norm
 
     @property
     def eps(self) -> float:
@@ -98,9 +105,12 @@ class BoundedOutput(nn.Module):
 
     @torch.compiler.disable  # ε changes between steps (warm-up): no recompile per value
     def bound(self, z: Tensor) -> Tensor:
-        """ε · tanh(z), every entry strictly inside (−ε, ε) (for ε > 0)."""
+        """z squashed strictly inside the ε-ball of ``norm`` (for ε > 0)."""
         below_one = 1.0 - torch.finfo(z.dtype).eps / 2  # the largest float under 1
-        return torch.tanh(z).clamp(-below_one, below_one) * self.eps
+        if self.norm == "linf":
+            return torch.tanh(z).clamp(-below_one, below_one) * self.eps
+        radius = z.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (z.dim() - 1)))
+        return z * (torch.tanh(radius).clamp(max=below_one) * self.eps / radius)
 
     @property
     def output_layer(self) -> nn.Conv2d:
@@ -108,7 +118,7 @@ class BoundedOutput(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"eps={self.eps:g}"
+        return f"eps={self.eps:g}" + ("" if self.norm == "linf" else f", norm={self.norm}")
 
 
 def start_at_zero(net: BoundedOutput) -> BoundedOutput:
@@ -130,9 +140,10 @@ class CNNAttacker(BoundedOutput):
     Args:
         in_channels: channels of the attacker's input (e.g. 2·C for [image, gradient]).
         out_channels: channels of the perturbation (the image's C).
-        eps: the bound; outputs are strictly inside (−eps, eps). Changeable after construction.
+        eps: the bound; outputs are strictly inside the eps-ball. Changeable after construction.
         width: multiplier on every hidden channel count (``max(1, round(c · width))``); parameter
             count falls roughly as ``width**2``.
+        norm: the ball, "linf" (Table 1) or "l2".
         blocks: output channels of the residual blocks before the width multiplier. Table 1 has
             (128, 256, 128); the reference code's "WideAttacker" uses (128, 256, 128, 64).
 
@@ -148,8 +159,9 @@ class CNNAttacker(BoundedOutput):
         eps: float,
         width: float = 1.0,
         blocks: tuple[int, ...] = (128, 256, 128),
+        norm: str = "linf",
     ) -> None:
-        super().__init__(eps)
+        super().__init__(eps, norm)
         if width <= 0:
             raise ValueError(f"The attacker's width must be > 0, got {width}.")
         if not blocks:
@@ -178,5 +190,5 @@ class CNNAttacker(BoundedOutput):
         return self.head[1]
 
     def forward(self, a: Tensor) -> Tensor:
-        """``a``: [B, in_channels, H, W] → δ: [B, out_channels, H, W], |δ| < eps."""
+        """``a``: [B, in_channels, H, W] → δ: [B, out_channels, H, W], ‖δ‖ < eps."""
         return self.bound(self.head(self.blocks(self.stem(a))))

@@ -29,8 +29,9 @@ class SlimAttacker(BoundedOutput):
     Args:
         in_channels: channels of the attacker's input (e.g. 2·C for [image, gradient]).
         out_channels: channels of the perturbation (the image's C).
-        eps: the bound; outputs are strictly inside (−eps, eps). Changeable after construction.
+        eps: the bound; outputs are strictly inside the eps-ball. Changeable after construction.
         width: multiplier on every hidden channel count (``max(1, round(c · width))``).
+        norm: the ball, "linf" or "l2" (``BoundedOutput``).
         blocks: output channels of the residual blocks (before ``width``), which start from the
             stem's 128 channels; the reference uses (256, 128).
 
@@ -46,8 +47,9 @@ class SlimAttacker(BoundedOutput):
         eps: float,
         width: float = 1.0,
         blocks: tuple[int, ...] = (256, 128),
+        norm: str = "linf",
     ) -> None:
-        super().__init__(eps)
+        super().__init__(eps, norm)
         if width <= 0:
             raise ValueError(f"The attacker's width must be > 0, got {width}.")
         self.in_channels = in_channels
@@ -79,7 +81,7 @@ class SlimAttacker(BoundedOutput):
         return self.out
 
     def forward(self, a: Tensor) -> Tensor:
-        """``a``: [B, in_channels, H, W] → δ: [B, out_channels, H, W], |δ| < eps."""
+        """``a``: [B, in_channels, H, W] → δ: [B, out_channels, H, W], ‖δ‖ < eps."""
         height, width = a.shape[-2:]
         features = self.up(self.blocks(self.stem(a)))[..., :height, :width]
         return self.bound(self.scale * self.out(torch.cat([features, a], dim=1)))

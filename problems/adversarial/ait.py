@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bilevel.distributed import unwrap
+from bilevel.norms import Norm
+from problems.adversarial.perturbation import Perturbation
 
 AITBatch = tuple[Tensor, Tensor, Tensor]  # (x in [0, 1], integer labels y, partner indices j)
 
@@ -72,9 +74,9 @@ def interpolated_labels(y: Tensor, y_partner: Tensor, num_classes: int, eps_y: f
     return (1.0 - eps_y) * one_hot + eps_y * away_from_partner
 
 
-class AdversarialInterpolation:
-    """AIT against L∞ perturbations of radius ``eps`` (pixels in [0, 1]); ``leader.features`` is
-    the layer s of Eq. (6).
+class AdversarialInterpolation(Perturbation):
+    """AIT against perturbations of radius ``eps`` in ``norm`` (L∞ in the paper; pixels in
+    [0, 1]); ``leader.features`` is the layer s of Eq. (6).
 
     The follower always starts uniformly in the ball (the original AIT and the reference's
     L2L-AIT both do), so a learned attacker sees x_init = x + U(−ε, ε), as in the reference.
@@ -89,21 +91,17 @@ class AdversarialInterpolation:
         num_classes: int,
         eps_y: float = 0.5,
         direction: Direction | str = Direction.TOWARD,
+        norm: Norm | str = Norm.LINF,
     ) -> None:
         if not 0.0 <= eps_y <= 1.0:
             raise ValueError(f"--eps-y must be in [0, 1]; got {eps_y}.")
-        self.leader, self.eps, self.num_classes, self.eps_y = leader, eps, num_classes, eps_y
-        self.direction = Direction(direction)
+        super().__init__(leader, eps, norm)
+        self.num_classes, self.eps_y, self.direction = num_classes, eps_y, Direction(direction)
 
     def init_follower(self, batch: AITBatch, random_start: bool = False) -> Tensor:
-        """δ0 ~ U(−ε, ε) always (see the class docstring); ``random_start`` is accepted for the
-        protocol and has no effect."""
-        return torch.empty_like(batch[0]).uniform_(-self.eps, self.eps)
-
-    def project(self, batch: AITBatch, z: Tensor) -> Tensor:
-        """Π onto B(0, ε) ∩ {δ : x + δ ∈ [0, 1]}: both are boxes, so clamping is exact."""
-        x = batch[0]
-        return (x + z.clamp(-self.eps, self.eps)).clamp(0.0, 1.0) - x
+        """δ0 uniform in the ball always (see the class docstring); ``random_start`` is accepted
+        for the protocol and has no effect."""
+        return super().init_follower(batch, random_start=True)
 
     def cosine_distance(self, batch: AITBatch, z: Tensor) -> Tensor:
         """Per sample 1 − cos(f^s(x_i + δ_i), f^s(x_j)); the partner's features are a constant."""
@@ -126,7 +124,3 @@ class AdversarialInterpolation:
     def leader_loss(self, batch: AITBatch, z: Tensor) -> Tensor:
         """L(θ, δ) = mean_i CE(f_θ(x_i + δ_i), ỹ_i) with soft labels (Eq. 5)."""
         return F.cross_entropy(self.leader(batch[0] + z), self.labels(batch))
-
-    def follower_features(self, batch: AITBatch, z: Tensor) -> Tensor:
-        """The perturbed input x + δ, the image part of the attacker's input [x, ∇_x q] (Eq. 8)."""
-        return batch[0] + z

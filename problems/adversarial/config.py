@@ -1,41 +1,49 @@
-"""Options of ``solve adversarial-dro``: defaults that follow the data set, checks with one clear
-sentence each, and the follower each ``--follower`` name stands for.
+"""Options of ``solve adversarial-dro`` and ``solve adversarial-ait``, each declared once with its
+default and help (the command line is generated from them), the data set's defaults, and the
+checks, one sentence each. ``DROConfig`` and ``AITConfig`` are siblings over the options they
+share (``AdversarialConfig``); neither builds anything (``problems.adversarial.solve`` does).
 
 Defaults (every one is written, resolved, into ``config.json``):
-- ``mnist5k`` (offline, CPU): the small CNN, ε = 0.3 (Madry et al.'s MNIST setting), SGD lr 0.05,
-  and the slim attacker (Appendix B) at width 0.125: a full-resolution Table 1 attacker costs more
-  than the small CNN it attacks (DESIGN.md, "Known pitfalls"; measured in the README).
+- ``mnist5k`` (offline, CPU): the small CNN, ε = 0.3 in L∞ (Madry et al.'s MNIST setting) or 1.5
+  in L2 (Schott et al. 2019, Table 1's L2 threshold), SGD lr 0.05, and the slim attacker
+  (Appendix B) at width 0.125: a full-resolution Table 1 attacker costs more than the small CNN
+  it attacks (docs/architecture.md, "Known pitfalls"; measured in the README).
 - ``cifar10`` / ``cifar100``: the paper's setting (Section 4, Appendix C): WRN-34-10, 100 epochs,
   SGD lr 0.1, momentum 0.9, weight decay 2e-4, lr ×0.1 at epochs 30/60/90, batch 128, crop+flip;
-  attacker Adam lr 1e-3, betas (0.9, 0.999), weight decay 2e-4; ε = 0.031, PGM step 0.007.
+  attacker Adam lr 1e-3, betas (0.9, 0.999), weight decay 2e-4; ε = 0.031, PGM step 0.007 (L∞),
+  or ε = 0.5 in L2 (RobustBench's CIFAR-10 L2 radius) with PGM step 2.5 ε / k.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from bilevel.acceleration import Acceleration
 from bilevel.errors import UserError, require_counts
-from bilevel.followers import (
-    GradientScaling,
-    LearnedFollower,
-    Memory,
-    NoFollower,
-    SignGradientAscent,
-)
-from bilevel.loop import UpdateMode
+from bilevel.followers import GradientScaling, Memory
+from bilevel.loop import UpdateMode, check_update
+from bilevel.norms import Norm
+from bilevel.options import choose, option
 from bilevel.run import RunDir
 from learned_optimizers import ATTACKER_KINDS
-from problems.adversarial.data import DATASETS, DatasetInfo
-from problems.adversarial.dro import AdversarialDRO
-from problems.adversarial.followers import LEARNED, build_follower
+from problems.adversarial.ait import Direction, Pairing
+from problems.adversarial.data import DATASETS
 from problems.adversarial.models import MODEL_NAMES
 
+# --follower name -> (unrolled steps, input mode) for learned followers
+LEARNED = {
+    "naive": (1, "naive"),
+    "grad": (1, "grad"),
+    "grad-only": (1, "grad-only"),
+    "2-step": (2, "grad"),
+    "2-step-grad-only": (2, "grad-only"),
+}
 FOLLOWERS = ("none", "fgsm", "pgm", *LEARNED)
+AIT_FOLLOWERS = ("ait", *LEARNED)
+NORMS = tuple(n.value for n in Norm)
 DEVICES = ("auto", "cpu", "cuda")
 LEADER_OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("multistep", "constant", "cosine")
@@ -50,6 +58,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "attacker_memory": "none",
     "attacker_sign_step": 0.0,
     "attacker_init": None,
+    "norm": "linf",
 }
 COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
@@ -60,6 +69,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist5k": dict(
         model="small-cnn",
         eps=0.3,
+        l2_eps=1.5,
         epochs=10,
         lr=0.05,
         attacker="slim",
@@ -73,6 +83,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": dict(
         model="wrn-34-10",
         eps=0.031,
+        l2_eps=0.5,
         epochs=100,
         lr=0.1,
         attacker="cnn",
@@ -86,86 +97,149 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
 
 
-def dataset_default(dataset: str, option: str) -> Any:
-    """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it."""
-    return _DATASET_DEFAULTS[dataset][option]
+def dataset_default(dataset: str, option: str, norm: str = "linf") -> Any:
+    """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it; ε
+    and the paper's fixed PGD steps depend on the ``norm`` too."""
+    d = _DATASET_DEFAULTS[dataset]
+    if norm == Norm.L2 and option in ("eps", "eval_step_size"):
+        return d["l2_eps"] if option == "eps" else None  # L2: 2.5 ε / k
+    return d[option]
 
 
 @dataclass
-class DROConfig:
-    """Every option of a DRO run; ``None`` means "the data set's default" until ``resolve()``.
-
-    A subclass names another adversarial problem for the same run machinery (``solve_dro``): it
-    overrides ``FOLLOWER_CHOICES``, ``build_problem``, ``make_follower`` and ``training_batch``.
-    """
+class AdversarialConfig:
+    """The options DRO and AIT share; ``None`` means "the data set's default" until ``resolve()``."""
 
     FOLLOWER_CHOICES: ClassVar[tuple[str, ...]] = FOLLOWERS
 
-    dataset: str = "mnist5k"
-    data_dir: str = "./data"
-    model: str | None = None
-    follower: str = "2-step"
-    eps: float | None = None
-    eps_warmup: int | None = None  # epochs of linear ε ramp; default: a third of them on mnist5k
-    pgm_steps: int = 10
-    pgm_step_size: float | None = None  # default: 0.007 on CIFAR (the paper), else 2.5 ε / k
-    epochs: int | None = None
-    batch_size: int = 128
-    leader_optimizer: str = "sgd"  # sgd (with momentum) or adam
-    lr: float | None = None  # default: the data set's for SGD, 1e-3 for Adam
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 2e-4
-    schedule: str = "multistep"  # multistep (×0.1 at milestones), constant or cosine
-    milestones: list[int] | None = None  # default: 30/60/90 for 100 epochs, else 50% and 75%
-    attacker: str | None = None  # default: cnn (Table 1) on CIFAR, slim (Appendix B) on digits
-    attacker_width: float | None = None
-    attacker_lr: float = 1e-3
-    attacker_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    attacker_weight_decay: float = 2e-4
-    update: str | None = None  # default: the data set's for learned followers, else alternating
-    follower_steps: int = 1  # φ updates per θ update
-    unroll: int | None = None  # K of the learned follower; default 1, or 2 for 2-step*
-    grad_scaling: str = "sample"  # how ∇ is scaled for g_φ: sample, batch, sign, none
-    attacker_random_start: bool | None = None  # start uniformly in the ball (default: data set's)
-    attacker_memory: str = "none"  # extra input of g_φ: none, delta (z/ε), prev-grad
-    attacker_sign_step: float | None = None  # s > 0: g_φ corrects PGM-K of step s·ε (data set's)
-    attacker_init: str | None = None  # a run folder whose g_φ warm-starts this run's
-    train_size: int | None = None  # first N training examples (small runs, tests)
-    select_pgd_steps: int = 10  # PGD-k on the validation split picks the best epoch
-    eval_pgd_steps: int = 20  # PGD-k on the test split for the final table
-    eval_step_size: float | None = None  # default: 0.003 on CIFAR (the paper), else 2.5 ε / k
-    eval_size: int | None = None  # first N validation/test examples for selection and the table
-    gap_size: int = 256  # training examples of the follower-gap probe (0: no follower gap)
-    seed: int = 0
-    device: str = "auto"
-    augment: str | None = field(default=None)  # default: crop-flip on CIFAR, none on digits
-    channels_last: bool | None = None  # default: on for CIFAR (measured faster), off on digits
-    amp: bool = False  # bf16 autocast of every training step
-    compile: bool = False  # torch.compile of the leader and the attacker
+    dataset: str = option("mnist5k", "mnist5k (embedded, offline), cifar10 or cifar100.")
+    data_dir: str = option("./data", "Where CIFAR is read from (downloaded if missing).")
+    model: str | None = option(
+        None, "small-cnn, trades-cnn, preact-resnet18 or wrn-34-10 (default: follows the data set)."
+    )
+    follower: str = option(
+        "2-step",
+        "How the follower finds δ: none (plain training), fgsm (random start), pgm (PGM-k), or a "
+        "learned attacker: naive, grad, grad-only, 2-step, 2-step-grad-only.",
+    )
+    eps: float | None = option(
+        None,
+        "Radius ε of the --norm ball, pixels in [0,1] (default: L∞ 0.3 mnist5k, 0.031 CIFAR; "
+        "L2 1.5 mnist5k, 0.5 CIFAR).",
+    )
+    eps_warmup: int | None = option(
+        None, "Epochs of linear ε ramp from 0 (default: a third of --epochs on mnist5k, 0 CIFAR)."
+    )
+    pgm_steps: int = option(10, "k of PGM-k training.")
+    pgm_step_size: float | None = option(
+        None, "η of PGM-k (default: 0.007 CIFAR L∞ (the paper), else 2.5ε/k)."
+    )
+    epochs: int | None = option(None, "Training epochs (default: 100 CIFAR, 10 mnist5k).")
+    batch_size: int = option(128)
+    leader_optimizer: str = option("sgd", "The leader's optimizer: sgd (momentum) or adam.")
+    lr: float | None = option(
+        None, "Leader learning rate (default: SGD 0.1 CIFAR, 0.05 mnist5k; Adam 1e-3)."
+    )
+    momentum: float = option(0.9, "Momentum of the leader's SGD.")
+    weight_decay: float = option(2e-4, "Weight decay of the leader's optimizer.")
+    schedule: str = option(
+        "multistep", "Leader lr schedule: multistep (×0.1 at --milestones), constant, cosine."
+    )
+    milestones: list[int] | None = option(
+        None,
+        "Epochs where lr ×0.1, e.g. 30,60,90 (default: 30,60,90 for 100 epochs, else at 1/2 and "
+        "3/4 of --epochs).",
+        comma=True,
+        example="30,60,90",
+    )
+    attacker: str | None = option(
+        None,
+        "Learned attacker: cnn (Table 1) or slim (Appendix B) (default: slim on mnist5k, cnn on "
+        "CIFAR).",
+    )
+    attacker_width: float | None = option(
+        None, "Channel multiplier of the attacker (default: 0.125 mnist5k, 1.0 CIFAR)."
+    )
+    attacker_lr: float = option(1e-3, "Adam learning rate of the learned attacker φ.")
+    attacker_betas: list[float] = option(
+        [0.9, 0.999], "Adam betas of φ, like 0.9,0.999.", comma=True, example="0.9,0.999"
+    )
+    attacker_weight_decay: float = option(2e-4, "Weight decay of φ's Adam.")
+    update: str | None = option(
+        None,
+        "alternating (the paper), follower-first or fused (one backward); default: the data "
+        "set's for learned followers, alternating for hand-designed ones.",
+    )
+    follower_steps: int = option(1, "Follower (φ) updates per leader (θ) update.")
+    unroll: int | None = option(
+        None, "Unrolled steps K of the learned follower (default: 1, or 2 for 2-step)."
+    )
+    grad_scaling: str = option(
+        "sample",
+        "How ∇ is scaled for g_φ: sample (g/‖g‖ each, in the --norm), batch, sign or none.",
+    )
+    attacker_random_start: bool | None = option(
+        None,
+        "The learned follower starts uniformly in the ε-ball, as FGSM-RS and PGM do (default: "
+        "on for mnist5k, off on CIFAR, the paper's).",
+    )
+    attacker_memory: str = option(
+        "none", "Extra input of g_φ: none, delta (the current δ/ε) or prev-grad."
+    )
+    attacker_sign_step: float | None = option(
+        None,
+        "s > 0: each unrolled step adds a steepest-ascent step s·ε to g_φ's output, and g_φ "
+        "starts at zero, so the follower starts as PGM-K and learns a correction (default: 0.625 "
+        "for mnist5k, 0 on CIFAR, the paper's).",
+    )
+    attacker_init: str | None = option(
+        None, "A finished L2L run folder whose g_φ warm-starts φ."
+    )
+    train_size: int | None = option(None, "Use only the first N training examples.")
+    select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
+    eval_pgd_steps: int = option(20, "PGD-k on the test split for the final table.")
+    eval_step_size: float | None = option(
+        None, "Step of the test PGD (default: 0.003 CIFAR L∞ (the paper), else 2.5ε/k)."
+    )
+    eval_size: int | None = option(None, "Use only the first N validation and test examples.")
+    gap_size: int = option(
+        256, "Training examples of the follower-gap probe measured every epoch (0: off)."
+    )
+    seed: int = option(0)
+    device: str = option("auto", "auto, cpu or cuda.")
+    augment: str | None = option(None, "crop-flip or none (default: crop-flip on CIFAR).")
+    channels_last: bool | None = option(None, "NHWC tensors (default: on for CIFAR).")
+    amp: bool = option(False, "bf16 autocast of every training step (CPU and GPU).")
+    compile: bool = option(False, "torch.compile the leader and the attacker.")
+    norm: str = option("linf", "The threat model: the ε-ball of linf (the paper's) or l2.")
 
-    def resolve(self) -> DROConfig:
+    @property
+    def learned(self) -> bool:
+        return self.follower in LEARNED
+
+    def resolve(self) -> AdversarialConfig:
         """Check every option and fill the data set's defaults in place; returns self."""
         self.dataset = self.dataset.lower()
-        _choose("--dataset", self.dataset, DATASETS)
+        choose("--dataset", self.dataset, DATASETS)
+        choose("--norm", self.norm, NORMS)
         d = _DATASET_DEFAULTS[self.dataset]
         self.model = self.model or d["model"]
-        _choose("--model", self.model, MODEL_NAMES)
-        _choose("--follower", self.follower, self.FOLLOWER_CHOICES)
+        choose("--model", self.model, MODEL_NAMES)
+        choose("--follower", self.follower, self.FOLLOWER_CHOICES)
         self.attacker = self.attacker or d["attacker"]
-        _choose("--attacker", self.attacker, ATTACKER_KINDS)
-        learned = self.follower in LEARNED
+        choose("--attacker", self.attacker, ATTACKER_KINDS)
         if self.update is None:
-            self.update = d["update"] if learned else UpdateMode.ALTERNATING.value
+            self.update = d["update"] if self.learned else UpdateMode.ALTERNATING.value
         if self.attacker_random_start is None:
-            self.attacker_random_start = bool(d["attacker_random_start"]) and learned
+            self.attacker_random_start = bool(d["attacker_random_start"]) and self.learned
         if self.attacker_sign_step is None:
-            self.attacker_sign_step = float(d["attacker_sign_step"]) if learned else 0.0
-        _choose("--update", self.update, tuple(m.value for m in UpdateMode))
-        _choose("--device", self.device, DEVICES)
-        _choose("--leader-optimizer", self.leader_optimizer, LEADER_OPTIMIZERS)
-        _choose("--schedule", self.schedule, SCHEDULES)
-        _choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
-        _choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
+            self.attacker_sign_step = float(d["attacker_sign_step"]) if self.learned else 0.0
+        choose("--update", self.update, tuple(m.value for m in UpdateMode))
+        choose("--device", self.device, DEVICES)
+        choose("--leader-optimizer", self.leader_optimizer, LEADER_OPTIMIZERS)
+        choose("--schedule", self.schedule, SCHEDULES)
+        choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
+        choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
         self.attacker_betas = [float(b) for b in self.attacker_betas]
         if len(self.attacker_betas) != 2 or not all(0 <= b < 1 for b in self.attacker_betas):
             raise UserError(
@@ -174,7 +248,7 @@ class DROConfig:
             )
         if self.attacker_sign_step < 0:
             raise UserError(f"--attacker-sign-step must be >= 0; got {self.attacker_sign_step}.")
-        if self.follower in LEARNED and self.unroll is None:
+        if self.learned and self.unroll is None:
             self.unroll = LEARNED[self.follower][0]
         if (
             self.attacker_init is not None
@@ -186,9 +260,13 @@ class DROConfig:
             )
         if self.device == "auto":  # config.json records the device the run used
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.eps = d["eps"] if self.eps is None else float(self.eps)
-        if not 0 < self.eps <= 1:
-            raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {self.eps}.")
+        linf = self.norm == Norm.LINF
+        if self.eps is None:
+            self.eps = dataset_default(self.dataset, "eps", self.norm)
+        self.eps = float(self.eps)
+        if not 0 < self.eps <= (1 if linf else float("inf")):
+            bound = "in (0, 1] (pixels are in [0, 1])" if linf else "positive"
+            raise UserError(f"--eps must be {bound}; got {self.eps}.")
         self.epochs = d["epochs"] if self.epochs is None else self.epochs
         require_counts(self, COUNTS)  # before any default is computed from them
         if self.eps_warmup is None:
@@ -202,9 +280,10 @@ class DROConfig:
         )
         cifar = self.dataset != "mnist5k"
         if self.pgm_step_size is None:
-            self.pgm_step_size = 0.007 if cifar else 2.5 * self.eps / self.pgm_steps
+            self.pgm_step_size = 0.007 if cifar and linf else 2.5 * self.eps / self.pgm_steps
         if self.eval_step_size is None:
-            self.eval_step_size = d["eval_step_size"] or 2.5 * self.eps / self.eval_pgd_steps
+            paper = dataset_default(self.dataset, "eval_step_size", self.norm)
+            self.eval_step_size = paper or 2.5 * self.eps / self.eval_pgd_steps
         if self.milestones is None:
             e = self.epochs
             self.milestones = (
@@ -212,31 +291,26 @@ class DROConfig:
             )
         if self.augment is None:
             self.augment = "crop-flip" if cifar else "none"
+        choose("--augment", self.augment, ("crop-flip", "none"))
         if self.channels_last is None:
             self.channels_last = cifar
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(
-                    f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}."
-                )
+            if not vars(self)[name] > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive; got {vars(self)[name]}.")  # fmt: skip
         if self.gap_size < 0:
             raise UserError(f"--gap-size must be at least 0; got {self.gap_size}.")
-        if self.update == UpdateMode.FUSED.value and self.follower not in LEARNED:
-            raise UserError(
-                "--update fused needs a learned follower (naive, grad, grad-only, 2-step)."
-            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def inherit_unset(self, recorded: dict[str, Any]) -> DROConfig:
+    def inherit_unset(self, recorded: dict[str, Any]) -> AdversarialConfig:
         """For ``--resume``: every option left unset (None) takes the value the run folder
         recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run resumes
         as it was trained even where a default has changed since; returns self."""
         recorded = LEGACY_VALUES | recorded
         for f in fields(self):
-            if getattr(self, f.name) is None and f.name in recorded:
+            if vars(self)[f.name] is None and f.name in recorded:
                 setattr(self, f.name, recorded[f.name])
         return self
 
@@ -244,46 +318,80 @@ class DROConfig:
         """The speed levers this run uses (``bilevel.acceleration``)."""
         return Acceleration(bool(self.channels_last), self.amp, self.compile)
 
-    def build_problem(self, model: nn.Module, info: DatasetInfo) -> AdversarialDRO:
-        """The bilevel problem this configuration trains: DRO (Eq. 2-3)."""
-        return AdversarialDRO(model, self.eps)
-
-    def make_follower(self, info: DatasetInfo) -> NoFollower | SignGradientAscent | LearnedFollower:
-        """The follower named by ``--follower`` (``build_follower``)."""
-        return build_follower(self, info)
-
-    def leader_optimizer_for(self, params: Any) -> torch.optim.Optimizer:
-        """``--leader-optimizer``: SGD with momentum (the paper) or Adam, weight decay for both."""
-        if self.leader_optimizer == "adam":
-            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        return torch.optim.SGD(
-            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-        )
-
-    def lr_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-        """``--schedule``, stepped once per epoch: ×0.1 at ``milestones``, constant, or cosine
-        annealing to zero over ``epochs``."""
-        if self.schedule == "constant":
-            return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        if self.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.epochs)
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, self.milestones, gamma=0.1)
-
-    def training_batch(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The problem's batch made from a minibatch ``(x, y)``; DRO uses it as it is."""
-        return x, y
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DROConfig:
+    def from_dict(cls, data: dict[str, Any]) -> AdversarialConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def _choose(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UserError(f"Unknown {option} {value!r}; choose one of: {', '.join(choices)}.")
+@dataclass
+class DROConfig(AdversarialConfig):
+    """Every option of a DRO run (paper Eq. 2-3, with the follower of Eq. 4 or Eq. 7)."""
+
+    def resolve(self) -> DROConfig:
+        super().resolve()
+        check_update(self.update, self.learned, zero_sum=True)
+        return self
+
+
+@dataclass
+class AITConfig(AdversarialConfig):
+    """Every option of an AIT run (Eq. 5-6, Algorithms 2 and 4): the shared ones, the label mixing,
+    the partners and the direction; the AIT Net follower and Algorithm 4's order by default."""
+
+    FOLLOWER_CHOICES: ClassVar[tuple[str, ...]] = AIT_FOLLOWERS
+
+    follower: str = option(
+        "ait",
+        "ait (one signed step of size ε, the AIT Net), or a learned attacker: grad (L2L-AIT, "
+        "Algorithm 4), 2-step, naive, grad-only, 2-step-grad-only.",
+    )
+    epochs: int | None = option(None, "(default: 200 CIFAR, 10 mnist5k)")
+    update: str | None = option(
+        "follower-first", "follower-first (Algorithm 4: φ, then θ) or alternating."
+    )
+    eps_y: float = option(0.5, "Label mixing ε_y of ỹ (Algorithm 2).")
+    pairing: str = option("reversed", "Partners: reversed batch or permutation.")
+    ait_direction: str = option(
+        "toward", "Features toward the partner's (AIT) or away (Eq. 6 as printed)."
+    )
+
+    def resolve(self) -> AITConfig:
+        """The shared checks and defaults, the paper's CIFAR AIT schedule (200 epochs, lr ×0.1 at
+        60 and 90; Section 4.2), and AIT's own options."""
+        if self.dataset.lower() in ("cifar10", "cifar100"):
+            self.epochs = 200 if self.epochs is None else self.epochs
+            if self.milestones is None and self.epochs == 200:
+                self.milestones = [60, 90]
+        # the paper's L2L-AIT unless asked: bench ait --levers carries the DRO study's choices over
+        self.attacker_random_start = bool(self.attacker_random_start)
+        self.attacker_sign_step = self.attacker_sign_step or 0.0
+        super().resolve()
+        choose("--pairing", self.pairing, tuple(m.value for m in Pairing))
+        choose("--ait-direction", self.ait_direction, tuple(m.value for m in Direction))
+        if not 0.0 <= self.eps_y <= 1.0:
+            raise UserError(f"--eps-y must be in [0, 1]; got {self.eps_y}.")
+        check_update(self.update, self.learned, zero_sum=False)
+        return self
+
+
+def leader_optimizer(cfg: AdversarialConfig, params: Any) -> torch.optim.Optimizer:
+    """``--leader-optimizer``: SGD with momentum (the paper) or Adam, weight decay for both."""
+    if cfg.leader_optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_schedule(
+    cfg: AdversarialConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """``--schedule``, stepped once per epoch: ×0.1 at ``milestones``, constant, or cosine
+    annealing to zero over ``epochs``."""
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
 
 
 def resolve_device(name: str) -> torch.device:

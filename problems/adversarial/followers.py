@@ -1,47 +1,39 @@
 """The follower each ``--follower`` name of the adversarial commands stands for, built from a
-run's configuration (``DROConfig`` or a sibling such as AIT's)."""
+run's configuration (``DROConfig`` or ``AITConfig``), in the run's threat model (``--norm``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from bilevel.errors import UserError
-from bilevel.followers import InputMode, LearnedFollower, NoFollower, SignGradientAscent
+from bilevel.followers import Follower, LearnedFollower, NoFollower, SignGradientAscent
 from bilevel.run import RunDir, load_checkpoint
 from learned_optimizers import build_attacker, start_at_zero
+from problems.adversarial.config import LEARNED, AdversarialConfig
 from problems.adversarial.data import DatasetInfo
 
-if TYPE_CHECKING:
-    from problems.adversarial.config import DROConfig
 
-# --follower name -> (unrolled steps, input mode) for learned followers
-LEARNED = {
-    "naive": (1, InputMode.NAIVE),
-    "grad": (1, InputMode.GRAD),
-    "grad-only": (1, InputMode.GRAD_ONLY),
-    "2-step": (2, InputMode.GRAD),
-    "2-step-grad-only": (2, InputMode.GRAD_ONLY),
-}
-
-
-def build_follower(cfg: DROConfig, info: DatasetInfo, warm_start: bool = True):
-    """The follower named by ``--follower`` (DESIGN.md, "The protocol").
+def build_follower(cfg: AdversarialConfig, info: DatasetInfo, warm_start: bool = True) -> Follower:
+    """The follower named by ``--follower`` (docs/architecture.md, "Followers").
 
     none: z = 0 (plain training); fgsm: FGSM with a random start and step 1.25 ε (Wong et al. 2020);
     pgm: PGM-k with a uniform random start (Madry et al. 2018; Eq. 4 of the paper starts at 0);
-    naive / grad / grad-only: the one-shot attacker of Eq. (7); 2-step*: the length-two RNN; the
-    ``--unroll``, ``--grad-scaling``, ``--attacker-*`` levers shape a learned one. ``warm_start``:
+    ait: one signed step of size ε from AIT's uniform start (Zhang & Xu 2020); naive / grad /
+    grad-only: the one-shot attacker of Eq. (7); 2-step*: the length-two RNN; the ``--unroll``,
+    ``--grad-scaling``, ``--attacker-*`` levers shape a learned one. Under ``--norm l2`` the
+    steps are steepest-ascent steps of the L2 ball and g_φ's output lies in it. ``warm_start``:
     load ``--attacker-init``'s g_φ (off when the caller loads a g_φ of its own).
     """
     if cfg.follower == "none":
         return NoFollower()
-    if cfg.follower == "fgsm":
-        return SignGradientAscent(steps=1, step_size=1.25 * cfg.eps, random_start=True)
-    if cfg.follower == "pgm":
-        return SignGradientAscent(cfg.pgm_steps, cfg.pgm_step_size, random_start=True)
+    if cfg.follower in ("fgsm", "pgm", "ait"):
+        steps, step = {"fgsm": (1, 1.25 * cfg.eps), "ait": (1, cfg.eps)}.get(
+            cfg.follower, (cfg.pgm_steps, cfg.pgm_step_size)
+        )
+        return SignGradientAscent(steps, step, random_start=True, norm=cfg.norm)
     default_steps, mode = LEARNED[cfg.follower]
     in_channels = LearnedFollower.in_channels(mode, cfg.attacker_memory, info.in_channels)
-    net = build_attacker(cfg.attacker, in_channels, info.in_channels, cfg.eps, cfg.attacker_width)
+    net = build_attacker(
+        cfg.attacker, in_channels, info.in_channels, cfg.eps, cfg.attacker_width, cfg.norm
+    )
     if cfg.attacker_sign_step > 0:
         start_at_zero(net)  # the follower starts as PGM-K with step s·ε
     follower = LearnedFollower(
@@ -55,6 +47,7 @@ def build_follower(cfg: DROConfig, info: DatasetInfo, warm_start: bool = True):
         random_start=cfg.attacker_random_start,
         memory=cfg.attacker_memory,
         sign_step=cfg.attacker_sign_step,
+        norm=cfg.norm,
     )
     if warm_start and cfg.attacker_init is not None:
         state = load_checkpoint(RunDir(cfg.attacker_init).last_checkpoint)

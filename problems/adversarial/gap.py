@@ -27,25 +27,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bilevel.followers import SignGradientAscent
+from bilevel.followers import Follower, SignGradientAscent
+from bilevel.norms import Norm
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.perturbation import Perturbation
 
 GAP_PREFIX = "gap_"
 REFERENCES = ("pgd10", "fgsm_rs")
 
 
-def reference_followers(eps: float) -> dict[str, SignGradientAscent]:
-    """PGD-10 and FGSM-RS as the follower gap uses them."""
+def reference_followers(eps: float, norm: Norm | str = Norm.LINF) -> dict[str, SignGradientAscent]:
+    """PGD-10 and FGSM-RS as the follower gap uses them, in the ``norm`` ball."""
     return {
-        "pgd10": SignGradientAscent(10, 2.5 * eps / 10, random_start=True),
-        "fgsm_rs": SignGradientAscent(1, 1.25 * eps, random_start=True),
+        "pgd10": SignGradientAscent(10, 2.5 * eps / 10, random_start=True, norm=norm),
+        "fgsm_rs": SignGradientAscent(1, 1.25 * eps, random_start=True, norm=norm),
     }
 
 
 def _loss_and_accuracy(
     model: nn.Module,
-    follower: Any,
-    problem: Any,
+    follower: Follower,
+    problem: Perturbation,
     make_batch: Callable[[Tensor, Tensor], Any],
     x: Tensor,
     y: Tensor,
@@ -69,8 +71,8 @@ def _loss_and_accuracy(
 
 def follower_gap(
     model: nn.Module,
-    follower: Any,
-    problem: Any,
+    follower: Follower,
+    problem: Perturbation,
     splits: dict[str, tuple[Tensor, Tensor]],
     eps: float,
     seed: int,
@@ -81,14 +83,16 @@ def follower_gap(
     fgsm_rs}_ratio`` for every split (e.g. ``{"probe": ..., "val": ...}``).
 
     ``follower`` solves on ``problem`` with batches from ``make_batch(x, y)`` (AIT pairs them);
-    the references solve the DRO problem of ``model`` at ``eps``. Modes are set to eval here.
+    the references solve the DRO problem of ``model`` at ``eps`` in the problem's norm. Modes are
+    set to eval here.
     """
     model.eval()
     if isinstance(follower, nn.Module):
         follower.eval()
-    dro = AdversarialDRO(model, eps)
+    dro = AdversarialDRO(model, eps, problem.norm)
+    references = reference_followers(eps, problem.norm)
     attacks = {"follower": (follower, problem, make_batch)}
-    attacks |= {name: (f, dro, lambda x, y: (x, y)) for name, f in reference_followers(eps).items()}
+    attacks |= {name: (f, dro, lambda x, y: (x, y)) for name, f in references.items()}
     out: dict[str, float] = {}
     for split, (x, y) in splits.items():
         key = f"{GAP_PREFIX}{split}_"

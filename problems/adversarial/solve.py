@@ -1,45 +1,80 @@
-"""``solve adversarial-dro``: build the DRO problem and its follower from a ``DROConfig``, train
-them jointly (Algorithm 1 or 3), select the best epoch on the validation split, and report clean
-and PGD accuracy on the test split.
+"""``solve adversarial-dro`` and ``solve adversarial-ait``: build the problem (DRO, Eq. 2-3, or AIT,
+Eq. 5-6) and its follower from the run's configuration, and hand them to the experiment runner
+(``bilevel.run_experiment``): joint training (Algorithm 1, 3 or 4), the best epoch on the
+validation split by PGD accuracy, and clean and PGD accuracy on the test split.
+
+The image parts are shared: data, model, ε warm-up, validation with the follower gap, the test
+table. The problems differ in their class and their batches (AIT pairs each sample with a partner).
 """
 
 from __future__ import annotations
 
 import os
 import random
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from bilevel import distributed
 from bilevel.acceleration import keep_freed_memory
-from bilevel.fit import fit
-from bilevel.followers import LearnedFollower, SignGradientAscent
+from bilevel.experiment import Experiment, run_experiment
+from bilevel.followers import Follower, LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
-from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.config import LEGACY_VALUES, DROConfig, resolve_device
-from problems.adversarial.data import iterate_batches, load_dataset, num_batches, subset
-from problems.adversarial.dro import accuracy, robust_accuracy
+from bilevel.run import RunDir
+from problems.adversarial.ait import AdversarialInterpolation, pair_batch
+from problems.adversarial.config import (
+    LEGACY_VALUES,
+    AdversarialConfig,
+    AITConfig,
+    DROConfig,
+    leader_optimizer,
+    lr_schedule,
+    resolve_device,
+)
+from problems.adversarial.data import DatasetInfo, iterate_batches, load_dataset, num_batches, subset
+from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.evaluation.attacks import (
+    Clean,
+    FollowerAttack,
+    pgd_attack,
+    robust_accuracy,
+)
+from problems.adversarial.followers import build_follower
 from problems.adversarial.gap import follower_gap
 from problems.adversarial.models import build_model
-from problems.adversarial.report import write_report
+from problems.adversarial.perturbation import Perturbation
+from problems.adversarial.report import gap_notes, panels
+
+MakeBatch = Callable[[Tensor, Tensor, torch.Generator], Batch]
+
+
+def _dro(cfg: DROConfig, leader: nn.Module, info: DatasetInfo) -> tuple[Perturbation, MakeBatch]:
+    """DRO (Eq. 2-3) and its batches, ``(x, y)`` as they come."""
+    return AdversarialDRO(leader, cfg.eps, cfg.norm), lambda x, y, generator: (x, y)
+
+
+def _ait(cfg: AITConfig, leader: nn.Module, info: DatasetInfo) -> tuple[Perturbation, MakeBatch]:
+    """AIT (Eq. 5-6) and its batches ``(x, y, partner)``, partners drawn from the epoch's
+    generator, so a resume is exact."""
+    problem = AdversarialInterpolation(
+        leader, cfg.eps, info.num_classes, cfg.eps_y, cfg.ait_direction, cfg.norm
+    )
+    return problem, lambda x, y, generator: pair_batch(x, y, cfg.pairing, generator)
+
+
+PROBLEMS = {DROConfig: _dro, AITConfig: _ait}
 
 
 def seed_everything(seed: int) -> None:
-    """Seeds are set once, from ``--seed`` (DESIGN.md, "Conventions")."""
+    """Seeds are set once, from ``--seed`` (docs/architecture.md, "Conventions")."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pgd(steps: int, eps: float, step_size: float | None = None) -> SignGradientAscent:
-    """PGD-k for evaluation: PGM-k with a uniform random start; default step 2.5 ε / k."""
-    return SignGradientAscent(steps, step_size or 2.5 * eps / steps, random_start=True)
 
 
 def warmed_up_eps(eps: float, warmup_epochs: int, epoch: int, index: int, per_epoch: int) -> float:
@@ -53,12 +88,11 @@ def warmed_up_eps(eps: float, warmup_epochs: int, epoch: int, index: int, per_ep
     return eps * min(1.0, ((epoch - 1) * per_epoch + index + 1) / (warmup_epochs * per_epoch))
 
 
-def set_eps(problem: Any, follower: Any, eps: float) -> None:
-    """The training ε of the problem's projection and of a learned attacker's tanh·ε output."""
+def set_eps(problem: Perturbation, follower: Follower, eps: float) -> None:
+    """The training ε of the problem's projection and of a learned attacker's bound."""
     problem.eps = eps
-    net = getattr(follower, "net", None)
-    if net is not None and hasattr(net, "eps"):
-        net.eps = eps
+    if isinstance(follower, LearnedFollower):
+        follower.net.eps = eps
 
 
 def _crash_once(context: distributed.Context) -> None:
@@ -68,27 +102,23 @@ def _crash_once(context: distributed.Context) -> None:
         os._exit(1)
 
 
-def solve_dro(
-    cfg: DROConfig,
+def solve(
+    cfg: AdversarialConfig,
     out: str | Path,
     resume: bool = False,
     interrupt_after_epoch: int | None = None,
     show_progress: bool = True,
     crash_after_epoch: int | None = None,
 ) -> dict[str, Any] | None:
-    """Train one DRO run into ``out``; return the test results (None if interrupted on purpose,
-    and on every process but rank 0 under ``torchrun``).
-
-    A ``DROConfig`` subclass (e.g. ``AITConfig``) trains its own problem, follower and batches
-    here with the same selection, checkpoints, resume, test table and report.
-    """
-    results = _train_and_report(cfg, out, resume, interrupt_after_epoch, show_progress, crash_after_epoch)  # fmt: skip
-    distributed.shutdown()  # after the DDP wrappers above are gone
+    """Train one DRO or AIT run (by the type of ``cfg``) into ``out``; return the test results
+    (None if interrupted on purpose, and on every process but rank 0 under ``torchrun``)."""
+    results = _train(cfg, out, resume, interrupt_after_epoch, show_progress, crash_after_epoch)
+    distributed.shutdown()  # after the DDP wrappers in _train's frame are gone
     return results
 
 
-def _train_and_report(
-    cfg: DROConfig,
+def _train(
+    cfg: AdversarialConfig,
     out: str | Path,
     resume: bool,
     interrupt_after_epoch: int | None,
@@ -104,6 +134,20 @@ def _train_and_report(
     context = distributed.init_from_env(device)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on every step's large tensors (bilevel.acceleration)
+    experiment = _experiment(cfg, device, context, crash_after_epoch)
+    return run_experiment(
+        experiment, run.path, cfg.to_dict(), resume, LEGACY_VALUES, interrupt_after_epoch,
+        show_progress, context.is_main,
+    )  # fmt: skip
+
+
+def _experiment(
+    cfg: AdversarialConfig,
+    device: torch.device,
+    context: distributed.Context,
+    crash_after_epoch: int | None,
+) -> Experiment:
+    """The run as the experiment runner sees it (``bilevel.experiment``)."""
     seed_everything(cfg.seed)  # the same on every process: θ and φ start identical
     splits = load_dataset(cfg.dataset, cfg.data_dir)
     info = splits.info
@@ -114,22 +158,18 @@ def _train_and_report(
     speedup = cfg.acceleration()
     model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std)
     model = speedup.prepare(model, device)
-    follower = cfg.make_follower(info)
-    if isinstance(follower, torch.nn.Module):
+    follower = build_follower(cfg, info)
+    if isinstance(follower, LearnedFollower):
         follower.to(device)
         speedup.prepare(follower.net, device)
         follower.distribute(lambda net: distributed.data_parallel(net, device))
     # θ through DDP under torchrun; validation and the test table use ``model`` itself
-    problem = cfg.build_problem(distributed.data_parallel(model, device), info)
-    optimizer = cfg.leader_optimizer_for(model.parameters())
-    scheduler = cfg.lr_schedule(optimizer)
+    make_problem = PROBLEMS[type(cfg)]
+    problem, make_batch = make_problem(cfg, distributed.data_parallel(model, device), info)
+    optimizer = leader_optimizer(cfg, model.parameters())
     trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps, speedup)
-    if context.is_main:
-        run.prepare(cfg.to_dict(), resume, LEGACY_VALUES)
-    distributed.barrier()
 
     augment = None if cfg.augment == "none" else cfg.augment
-
     per_epoch = num_batches(len(train[0]), cfg.batch_size)
     if device.type == "cuda":  # the split lives on the GPU: no batch waits on a host copy
         train = tuple(t.to(device) for t in train)
@@ -147,15 +187,19 @@ def _train_and_report(
             xb, yb = distributed.shard(xb, context), distributed.shard(yb, context)
             xb = speedup.batch(xb.to(device, non_blocking=True))
             yb = yb.to(device, non_blocking=True)
-            yield cfg.training_batch(xb, yb, generator)
+            yield make_batch(xb, yb, generator)
 
     val_dev = tuple(t.to(device) for t in val)
-    selection_attack = pgd(cfg.select_pgd_steps, cfg.eps)
     gap_splits = {"probe": tuple(t[: cfg.gap_size].to(device) for t in train), "val": val_dev}
-    gap_problem = cfg.build_problem(model, info)  # the unwrapped leader, for the follower gap
+    gap_problem, _ = make_problem(cfg, model, info)  # the unwrapped leader, for the follower gap
+    selection = f"val_pgd{cfg.select_pgd_steps}_acc"
 
-    def gap_batch(x: torch.Tensor, y: torch.Tensor) -> Batch:
-        return cfg.training_batch(x, y, torch.Generator().manual_seed(cfg.seed))
+    def gap_batch(x: Tensor, y: Tensor) -> Batch:
+        return make_batch(x, y, torch.Generator().manual_seed(cfg.seed))
+
+    def pgd(steps: int, step_size: float | None = None) -> FollowerAttack:
+        """PGD-k: PGM-k with a uniform random start; default step 2.5 ε / k."""
+        return pgd_attack(steps, cfg.eps, step_size or 2.5 * cfg.eps / steps, norm=cfg.norm)
 
     def validate() -> dict[str, float]:
         row: dict[str, float] = {}
@@ -164,58 +208,32 @@ def _train_and_report(
             row = follower_gap(
                 model, follower, gap_problem, gap_splits, cfg.eps, cfg.seed, gap_batch
             )
-        selection = f"val_pgd{cfg.select_pgd_steps}_acc"
         if cfg.select_pgd_steps == 10 and row:  # the gap's PGD-10 is the selection's, same seed
-            row = {
-                "val_clean_acc": row["gap_val_clean_acc"],
-                selection: row["gap_val_pgd10_acc"],
-            } | row
+            row = {"val_clean_acc": row["gap_val_clean_acc"], selection: row["gap_val_pgd10_acc"]} | row  # fmt: skip
         else:
             with torch.random.fork_rng(devices=[]):  # the same PGD starts every epoch
                 torch.manual_seed(cfg.seed)
                 row = {
-                    "val_clean_acc": accuracy(model, *val_dev),
-                    selection: robust_accuracy(model, *val_dev, selection_attack, cfg.eps),
+                    "val_clean_acc": robust_accuracy(model, *val_dev, Clean()),
+                    selection: robust_accuracy(model, *val_dev, pgd(cfg.select_pgd_steps)),
                 } | row
         if isinstance(follower, LearnedFollower):
             row["phi_updates"] = follower.updates
         return row
 
-    select_key = "val_clean_acc" if cfg.follower == "none" else f"val_pgd{cfg.select_pgd_steps}_acc"
-    result = fit(
-        trainer,
-        scheduler,
-        train_batches,
-        per_epoch,
-        validate,
-        run,
-        cfg.epochs,
-        select_key,
-        resume=resume,
-        interrupt_after_epoch=interrupt_after_epoch,
-        show_progress=show_progress,
-        is_main=context.is_main,
-    )
-    distributed.barrier()  # best.pt is written
-    if result.interrupted or not context.is_main:
-        return None
+    def test_leader(leader: dict[str, Any]) -> dict[str, Any]:
+        model.load_state_dict(leader)
+        test_dev = tuple(t.to(device) for t in test)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            attack = pgd(cfg.eval_pgd_steps, cfg.eval_step_size)
+            return {
+                "test_clean_acc": robust_accuracy(model, *test_dev, Clean()),
+                f"test_pgd{cfg.eval_pgd_steps}_acc": robust_accuracy(model, *test_dev, attack),
+            }
 
-    best = load_checkpoint(run.best_checkpoint)
-    model.load_state_dict(best["leader"])
-    test_dev = tuple(t.to(device) for t in test)
-    tic = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        results: dict[str, Any] = {
-            "best_epoch": int(best["epoch"]),
-            "test_clean_acc": accuracy(model, *test_dev),
-            f"test_pgd{cfg.eval_pgd_steps}_acc": robust_accuracy(
-                model, *test_dev, pgd(cfg.eval_pgd_steps, cfg.eps, cfg.eval_step_size), cfg.eps
-            ),
-        }
-    results["train_seconds"] = round(result.train_seconds, 2)
-    results["train_cpu_seconds"] = round(result.train_cpu_seconds, 2)
-    results["eval_seconds"] = round(time.perf_counter() - tic, 2)
-    run.write_json("results.json", results)
-    write_report(run, cfg.to_dict(), result.history, results)
-    return results
+    return Experiment(
+        trainer, train_batches, per_epoch, cfg.epochs, validate,
+        "val_clean_acc" if cfg.follower == "none" else selection, test_leader,
+        lr_schedule(cfg, optimizer), panels, gap_notes,
+    )  # fmt: skip

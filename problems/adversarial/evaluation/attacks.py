@@ -1,18 +1,21 @@
-"""Evaluation attacks under the L∞ threat model: each turns (model, x, y) into a feasible x_adv.
+"""Evaluation attacks in the L∞ or L2 ε-ball: each turns (model, x, y) into a feasible x_adv.
 
-Every attack here is a small class over ``Attack`` (the torchattacks shape: the base owns eval
-mode, batching and the feasibility check; a subclass writes ``perturb``). Gradient attacks are
-the framework's followers run on a DRO problem (DESIGN.md: "evaluation attacks are followers too"):
+Every attack here is a small class over ``Attack`` (the torchattacks shape: calling an attack puts
+the model and the attack's own networks in eval mode, runs ``perturb`` and checks that x_adv is
+feasible; a subclass writes ``perturb``). ``run_attack`` batches it and scores it; training-time
+accuracy and robust accuracy use the same path. Gradient attacks are the framework's followers
+run on a DRO problem (docs/architecture.md: "evaluation attacks are followers too"):
 
 - PGD-k, cross-entropy: ``SignGradientAscent(k, η, random_start=True)`` on ``AdversarialDRO``
-  (Madry et al. 2018; paper Eq. 4), worst of R restarts per example.
+  (Madry et al. 2018; paper Eq. 4; its L2 version steps along ∇/‖∇‖₂), worst of R restarts.
 - PGD-k, CW margin: the same follower on ``MarginDRO``, whose q is the margin
   max_{j≠y} Z_j − Z_y (Carlini & Wagner 2017's f_6, as PGD-CW in TRADES and the paper).
-- FGSM: one sign step of size ε from x (Goodfellow et al. 2015).
+- FGSM: one sign step of size ε from x (Goodfellow et al. 2015); under L2 the fast gradient
+  method's step ε·∇/‖∇‖₂.
 - the learned attacker g_φ of an L2L run: its ``LearnedFollower`` (paper Eq. 7).
 - transfer: any of the above run on a surrogate model, the result scored on the target.
 - random noise: N uniform samples in the ε-ball; an example is broken if any sample breaks it.
-- CW-L∞ (Carlini & Wagner 2017, Section V, "L∞ attack"): Adam on the margin objective in tanh
+- CW-L∞ (Carlini & Wagner 2017, Section V, "L∞ attack", L∞ only): Adam on the margin objective in tanh
   space. Its τ-search stops at τ = ε, where the penalty Σ max(|δ_i| − τ, 0) vanishes inside the
   ball, so what remains is the change of variables onto the feasible box and Adam on f.
 """
@@ -26,10 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bilevel.followers import SignGradientAscent
+from bilevel.followers import Follower, LearnedFollower, SignGradientAscent
+from bilevel.norms import Norm
 from problems.adversarial.dro import AdversarialDRO, ImageBatch
 
-FEASIBILITY_SLACK = 1e-5  # float rounding allowed on ‖x_adv − x‖∞ ≤ ε and x_adv ∈ [0, 1]
+FEASIBILITY_SLACK = 1e-5  # float rounding allowed on ‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1]
 
 
 def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
@@ -49,10 +53,13 @@ class MarginDRO(AdversarialDRO):
 
 class Attack:
     """Base of every evaluation attack: ``name``, ``params()`` (every hyper-parameter, for
-    eval.json) and ``perturb(model, x, y) -> x_adv`` with ‖x_adv − x‖∞ ≤ ε and x_adv ∈ [0, 1]."""
+    eval.json) and ``perturb(model, x, y) -> x_adv`` with ‖x_adv − x‖ ≤ ε in the attack's
+    ``norm`` and x_adv ∈ [0, 1]. Call the attack, not ``perturb``: the call owns eval mode (of the
+    model and of ``networks()``, the attack's own) and the feasibility check."""
 
     name: str
     eps: float
+    norm = Norm.LINF
     white_box = True  # uses the target's gradients (False: transfer, noise, Square)
 
     def params(self) -> dict[str, Any]:
@@ -60,6 +67,26 @@ class Attack:
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def networks(self) -> list[nn.Module]:
+        """The attack's own networks (a learned attacker, a surrogate), run in eval mode."""
+        return []
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """x_adv for (x, y); a point outside the ball or the box is a bug, so it raises."""
+        for network in (model, *self.networks()):
+            network.eval()
+        x_adv = self.perturb(model, x, y).detach()
+        gap = self.norm.of(x_adv - x).max().item() if len(x) else 0.0
+        if gap > self.eps + FEASIBILITY_SLACK or x_adv.min() < 0 or x_adv.max() > 1:
+            raise RuntimeError(
+                f"{self.name} left the {self.norm.value} ε-ball or the [0,1] box (‖δ‖ = {gap:g})."
+            )
+        return x_adv
+
+    def norm_params(self) -> dict[str, Any]:
+        """``{"norm": ...}`` for an L2 attack; L∞ attacks keep the settings they always wrote."""
+        return {} if self.norm is Norm.LINF else {"norm": self.norm.value}
 
 
 @dataclass
@@ -75,6 +102,11 @@ class AttackResult:
     @property
     def accuracy(self) -> float:
         return self.correct.float().mean().item()
+
+    @property
+    def fraction(self) -> float:
+        """The accuracy as an exact fraction of examples (training-time metrics use it)."""
+        return int(self.correct.sum()) / max(len(self.correct), 1)
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
@@ -94,18 +126,13 @@ def run_attack(
     keep: int = 4,
     params: dict[str, Any] | None = None,
 ) -> AttackResult:
-    """Run ``attack`` over (x, y) in batches with the model in eval mode; check that every
-    x_adv is feasible (a violation is a bug, so it raises) and return per-example correctness.
-    ``params``: ``attack.params()`` when the caller has it already."""
-    model.eval()
+    """Run ``attack`` over (x, y) in batches (each call in eval mode and checked feasible) and
+    return per-example correctness. ``params``: ``attack.params()`` when the caller has it."""
     tic = time.perf_counter()
     correct, head = [], []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        x_adv = attack.perturb(model, xb, yb).detach()
-        gap = (x_adv - xb).abs().max().item() if len(xb) else 0.0
-        if gap > attack.eps + FEASIBILITY_SLACK or x_adv.min() < 0 or x_adv.max() > 1:
-            raise RuntimeError(f"{attack.name} left the ε-ball or the [0,1] box (‖δ‖∞ = {gap:g}).")
+        x_adv = attack(model, xb, yb)
         correct.append(predict(model, x_adv, batch_size) == yb)
         if sum(len(h) for h in head) < keep:
             head.append(x_adv[:keep])
@@ -129,42 +156,41 @@ def _keep_first_break(
 
 
 class FollowerAttack(Attack):
-    """A follower of the framework run on a DRO problem of the model (PGD-k, FGSM, learned g_φ),
-    worst of ``restarts`` runs per example."""
+    """A follower of the framework run on a DRO problem of the model (PGD-k, FGSM, learned g_φ) in
+    the ``norm`` ball, worst of ``restarts`` runs per example."""
 
     def __init__(
         self,
         name: str,
-        follower: Any,
+        follower: Follower,
         eps: float,
         loss: str = "ce",
         restarts: int = 1,
         extra: dict[str, Any] | None = None,
+        norm: Norm | str = Norm.LINF,
     ) -> None:
         if loss not in ("ce", "cw"):
             raise ValueError(f"Unknown attack loss {loss!r}; choose ce or cw.")
         if restarts < 1:
             raise ValueError(f"--restarts must be at least 1; got {restarts}.")
-        self.name, self.follower, self.eps = name, follower, eps
+        self.name, self.follower, self.eps, self.norm = name, follower, eps, Norm(norm)
         self.loss, self.restarts, self.extra = loss, restarts, extra or {}
 
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {"eps": self.eps, "loss": self.loss, "restarts": self.restarts}
-        if isinstance(self.follower, SignGradientAscent):
-            out |= {
-                "steps": self.follower.steps,
-                "step_size": self.follower.step_size,
-                "random_start": self.follower.random_start,
-            }
+        f = self.follower
+        if isinstance(f, SignGradientAscent):
+            out |= {"steps": f.steps, "step_size": f.step_size, "random_start": f.random_start}
         else:
-            out["follower"] = type(self.follower).__name__
-            out |= {k: getattr(self.follower, k) for k in ("steps",) if hasattr(self.follower, k)}
-        return out | self.extra
+            out["follower"] = type(f).__name__
+            out |= {"steps": f.steps} if isinstance(f, LearnedFollower) else {}
+        return out | self.norm_params() | self.extra
+
+    def networks(self) -> list[nn.Module]:
+        return [self.follower] if isinstance(self.follower, nn.Module) else []
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        if isinstance(self.follower, nn.Module):
-            self.follower.eval()
-        problem = (MarginDRO if self.loss == "cw" else AdversarialDRO)(model, self.eps)
+        problem = (MarginDRO if self.loss == "cw" else AdversarialDRO)(model, self.eps, self.norm)
         x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)
         for _ in range(self.restarts):
             delta = self.follower.solve(problem, (x, y))
@@ -175,18 +201,40 @@ class FollowerAttack(Attack):
 
 
 def pgd_attack(
-    steps: int, eps: float, step_size: float, loss: str = "ce", restarts: int = 1
-) -> FollowerAttack:
+    steps: int, eps: float, step_size: float, loss: str = "ce", restarts: int = 1,
+    norm: Norm | str = Norm.LINF,
+) -> FollowerAttack:  # fmt: skip
     """PGD-k with a uniform random start (the paper's protocol), on the CE or CW-margin loss."""
     name = f"pgd{steps}" + ("-cw" if loss == "cw" else "")
-    return FollowerAttack(
-        name, SignGradientAscent(steps, step_size, random_start=True), eps, loss, restarts
-    )
+    follower = SignGradientAscent(steps, step_size, random_start=True, norm=norm)
+    return FollowerAttack(name, follower, eps, loss, restarts, norm=norm)
 
 
-def fgsm_attack(eps: float) -> FollowerAttack:
-    """FGSM: x + ε · sign ∇ CE at x, no random start (Goodfellow et al. 2015)."""
-    return FollowerAttack("fgsm", SignGradientAscent(1, eps, random_start=False), eps)
+def fgsm_attack(eps: float, norm: Norm | str = Norm.LINF) -> FollowerAttack:
+    """FGSM: x + ε · sign ∇ CE at x, no random start (Goodfellow et al. 2015); under L2 the fast
+    gradient method, x + ε · ∇ / ‖∇‖₂."""
+    follower = SignGradientAscent(1, eps, random_start=False, norm=norm)
+    return FollowerAttack("fgsm", follower, eps, norm=norm)
+
+
+def robust_accuracy(
+    model: nn.Module, x: Tensor, y: Tensor, attack: Attack, batch_size: int = 500
+) -> float:
+    """The fraction of (x, y) that ``attack`` leaves correctly classified (the training-time
+    metric: clean accuracy for ``Clean()``, PGD accuracy for ``pgd_attack``)."""
+    return run_attack(attack, model, x, y, batch_size).fraction
+
+
+class Clean(Attack):
+    """No perturbation: x_adv = x (clean accuracy through the same path as every attack)."""
+
+    name, eps = "clean", 0.0
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return x
 
 
 class TransferAttack(Attack):
@@ -196,32 +244,35 @@ class TransferAttack(Attack):
 
     def __init__(self, name: str, inner: Attack, surrogate: nn.Module, source: str) -> None:
         self.name, self.inner, self.surrogate, self.source = name, inner, surrogate, source
-        self.eps = inner.eps
+        self.eps, self.norm = inner.eps, inner.norm
 
     def params(self) -> dict[str, Any]:
         return {"surrogate": self.source, "attack_on_surrogate": self.inner.name} | (
             self.inner.params()
         )
 
+    def networks(self) -> list[nn.Module]:
+        return [self.surrogate, *self.inner.networks()]
+
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        self.surrogate.eval()
         return self.inner.perturb(self.surrogate, x, y)
 
 
 class RandomNoise(Attack):
-    """``samples`` draws of δ ~ U[−ε, ε]^d per example (clipped to the box); broken if any
-    draw is misclassified. Draws stop for an example once it is broken."""
+    """``samples`` draws of δ uniform in the ε-ball per example (clipped to the box); broken if
+    any draw is misclassified. Draws stop for an example once it is broken."""
 
     name = "noise"
     white_box = False
 
-    def __init__(self, eps: float, samples: int = 100) -> None:
+    def __init__(self, eps: float, samples: int = 100, norm: Norm | str = Norm.LINF) -> None:
         if samples < 1:
             raise ValueError(f"--noise-samples must be at least 1; got {samples}.")
-        self.eps, self.samples = eps, samples
+        self.eps, self.samples, self.norm = eps, samples, Norm(norm)
 
     def params(self) -> dict[str, Any]:
-        return {"eps": self.eps, "samples": self.samples, "distribution": "uniform in the ε-ball"}
+        distribution = {"distribution": "uniform in the ε-ball"}
+        return {"eps": self.eps, "samples": self.samples, **distribution, **self.norm_params()}
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)
@@ -230,7 +281,7 @@ class RandomNoise(Attack):
             if not left.any():
                 break
             xs = x[left]
-            draw = (xs + torch.empty_like(xs).uniform_(-self.eps, self.eps)).clamp(0, 1)
+            draw = (xs + self.norm.sample(xs, self.eps)).clamp(0, 1)
             sub, hit = _keep_first_break(model, x_adv[left], draw, y[left], broken[left])
             x_adv[left], broken[left] = sub, hit
         return x_adv

@@ -8,8 +8,9 @@ That package's import name is ``pyautoattack`` and its API is keyword-only:
 
 The standard version is the cascade APGD-CE → APGD-T (9 targets) → FAB-T (9 targets) → Square
 (5000 queries): each component attacks only the examples that every earlier one left correct.
-This adapter builds the package's standard configuration and runs that cascade one component at
-a time, so it knows which component broke each example; the result equals the package's own
+This adapter builds the package's standard configuration, in the L∞ or the L2 ball (the
+package's ``norm="Linf"`` or ``"L2"``; its standard version is the same cascade for both), and
+runs that cascade one component at a time, so it knows which component broke each example; the result equals the package's own
 ``run_standard_evaluation``. Square is gradient-free: an example that only Square breaks is one
 where every gradient attack failed, the mark of shattered gradients.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bilevel.norms import Norm
 from problems.adversarial.evaluation.attacks import Attack, predict
 
 PACKAGE = "pyautoattack"
@@ -57,13 +59,14 @@ class AutoAttackAdapter(Attack):
         seed: int = 0,
         batch_size: int = 500,
         square_queries: int | None = None,
+        norm: Norm | str = Norm.LINF,
     ) -> None:
         unknown = [c for c in components if c not in STANDARD]
         if unknown or not components:
             raise ValueError(
                 f"Unknown AutoAttack component(s) {unknown}; choose from {', '.join(STANDARD)}."
             )
-        self.eps, self.components, self.seed = eps, tuple(components), seed
+        self.eps, self.components, self.seed, self.norm = eps, tuple(components), seed, Norm(norm)
         self.batch_size, self.square_queries = batch_size, square_queries
         self.white_box = any(c not in GRADIENT_FREE for c in self.components)
         if self.components != STANDARD:
@@ -75,11 +78,16 @@ class AutoAttackAdapter(Attack):
         from pyautoattack import AutoAttack
 
         attack = AutoAttack(
-            model, eps=self.eps, norm="Linf", version="standard", seed=self.seed, device=device
-        )
+            model, eps=self.eps, norm=self.package_norm, version="standard", seed=self.seed,
+            device=device,
+        )  # fmt: skip
         if self.square_queries is not None:
             attack.square.n_queries = self.square_queries
         return attack
+
+    @property
+    def package_norm(self) -> str:
+        return "Linf" if self.norm is Norm.LINF else "L2"
 
     def params(self) -> dict[str, Any]:
         attack = self._build(nn.Identity(), torch.device("cpu"))
@@ -87,7 +95,7 @@ class AutoAttackAdapter(Attack):
             "package": f"{PACKAGE}=={_installed_version()}",
             "version": "standard" if self.components == STANDARD else "standard (sub-list)",
             "components": list(self.components),
-            "norm": "Linf",
+            "norm": self.package_norm,
             "eps": self.eps,
             "seed": self.seed,
             "apgd_iterations": attack.apgd.n_iter,

@@ -1,0 +1,53 @@
+"""The norm of a follower's ball, ‖z_i‖ ≤ ε per sample: L∞ (the paper's) or L2.
+
+A batched decision z has one sample per row (dimension 0); every operation here is per sample:
+
+- ``steepest(g)``: the unit-norm direction of steepest ascent, argmax_{‖d‖ ≤ 1} ⟨g, d⟩: sign g under
+  L∞ (FGSM, PGM; paper Eq. 4) and g / ‖g‖₂ under L2 (PGD-L2; Madry et al. 2018, Section 2.1);
+- ``normalise(g)``: g over its own norm, the scale of ∇ that g_φ sees (g / max|g| under L∞);
+- ``project(z, ε)``: the nearest point of the ball (a clamp under L∞, a rescale under L2);
+- ``sample(like, ε)``: a uniform draw from the ball (the random start of FGSM-RS and PGM).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import torch
+from torch import Tensor
+
+TINY = 1e-12  # the floor of a norm that divides: a zero gradient stays zero
+
+
+class Norm(str, Enum):
+    LINF = "linf"
+    L2 = "l2"
+
+    def of(self, t: Tensor) -> Tensor:
+        """‖t_i‖ per sample, shaped to broadcast against ``t`` ([B, 1, ..., 1])."""
+        flat = t.flatten(1)
+        value = flat.abs().amax(1) if self is Norm.LINF else flat.norm(dim=1)
+        return value.view(-1, *([1] * (t.dim() - 1)))
+
+    def normalise(self, g: Tensor) -> Tensor:
+        """g / ‖g_i‖ per sample: every sample's own maximum at ±1 (L∞) or unit length (L2)."""
+        return g / self.of(g).clamp_min(TINY)
+
+    def steepest(self, g: Tensor) -> Tensor:
+        """argmax_{‖d_i‖ ≤ 1} ⟨g_i, d_i⟩: sign g (L∞), g / ‖g_i‖₂ (L2)."""
+        return g.sign() if self is Norm.LINF else self.normalise(g)
+
+    def project(self, z: Tensor, eps: float) -> Tensor:
+        """Π onto {‖z_i‖ ≤ ε}: a clamp (L∞) or z_i · min(1, ε / ‖z_i‖₂) (L2)."""
+        if self is Norm.LINF:
+            return z.clamp(-eps, eps)
+        return z * (eps / self.of(z).clamp_min(TINY)).clamp(max=1.0)
+
+    def sample(self, like: Tensor, eps: float) -> Tensor:
+        """Uniform in the ball: U(−ε, ε) per coordinate (L∞); under L2 a Gaussian direction at
+        radius ε·u^{1/d}, u ~ U(0, 1), d the coordinates of one sample (uniform in volume)."""
+        if self is Norm.LINF:
+            return torch.empty_like(like).uniform_(-eps, eps)
+        direction = self.normalise(torch.randn_like(like))
+        u = torch.rand(len(like), *([1] * (like.dim() - 1)), device=like.device)
+        return direction * eps * u.pow(1.0 / like[0].numel())
