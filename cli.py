@@ -345,7 +345,17 @@ def bench_dro(
     update: str = typer.Option(
         None, help="Update mode of the learned followers (default: the data set's)."
     ),
-    seeds: str = typer.Option("0", help="Seeds, comma-separated; rows give mean and std."),
+    seeds: str = typer.Option(
+        None, help="Seeds, comma-separated; rows give mean and std (default: 0, or the grid's)."
+    ),
+    grid: Path = typer.Option(
+        None, help="A study grid (bench l2l) whose entries replace --methods, --epochs, --update."
+    ),
+    reuse: bool = typer.Option(
+        False,
+        help="With --grid: evaluate a finished run of the same configuration in --out "
+        "(e.g. the study's, with the same --out) instead of training it again.",
+    ),
     autoattack: bool = typer.Option(
         True, help="Standard AutoAttack on the test split (minutes per robust model on a CPU)."
     ),
@@ -360,10 +370,24 @@ def bench_dro(
     check_paths(folders={"--out": out}, files={"--json": json_path})
     from problems.adversarial.bench import bench_dro as run_bench
 
-    rows = run_bench(
-        _names(methods), epochs, _seeds(seeds), update, out, json_path, train_size=train_size,
-        eval_size=eval_size, autoattack=autoattack, jobs=jobs,
-    )  # fmt: skip
+    if grid is not None:
+        from problems.adversarial.bench import bench_grid
+        from problems.adversarial.study import load_grid
+
+        rows = bench_grid(
+            load_grid(grid),
+            out,
+            json_path,
+            autoattack,
+            jobs,
+            _seeds(seeds) if seeds else None,
+            reuse,
+        )
+    else:
+        rows = run_bench(
+            _names(methods), epochs, _seeds(seeds or "0"), update, out, json_path,
+            train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
+        )  # fmt: skip
     shown = [_mean_std_cells(row) for row in rows]
     print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split, mean ± std)", shown)
 

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from bilevel.errors import UserError
-from bilevel.run import IGNORED_ON_RESUME, RunDir, load_checkpoint
-from problems.adversarial.bench import HAND_DESIGNED, folder_name
+from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -127,20 +127,11 @@ def load_grid(path: Path) -> Grid:
     return grid
 
 
-def _same_run(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """A finished run's config.json asks for the same training as ``wanted`` (the options that
-    may differ on --resume aside, e.g. the device)."""
-    keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
-    return all(recorded.get(k) == wanted.get(k) for k in keys)
-
-
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
     """Train (or reuse) one run and attack its selected leader on the validation split."""
     cfg = DROConfig(**options, seed=seed).resolve()
-    results_path = run_dir / "results.json"
-    if results_path.is_file() and _same_run(RunDir(run_dir).read_config(), cfg.to_dict()):
-        results = json.loads(results_path.read_text())
-    else:
+    results = finished_results(cfg, run_dir)
+    if results is None:
         if run_dir.exists():  # an unfinished or different run: the study starts it afresh
             shutil.rmtree(run_dir)
         results = solve_dro(DROConfig(**options, seed=seed), run_dir, show_progress=False)
