@@ -90,3 +90,10 @@ def test_bench_dro_runs_a_study_grid_on_the_test_split(tmp_path: Path) -> None:
     assert [r["train_cpu_seconds"] for r in again["runs"]] == [
         r["train_cpu_seconds"] for r in data["runs"]
     ]
+    # and keeps each run's test row, so a stopped bench evaluates only what is missing
+    kept = best.parent / "bench-eval.json"
+    row = json.loads(kept.read_text())
+    row["row"]["clean_acc"] = 0.123
+    kept.write_text(json.dumps(row))
+    CliRunner().invoke(app, [*args, "--reuse"], catch_exceptions=False)
+    assert json.loads(path.read_text())["runs"][1]["clean_acc"] == 0.123

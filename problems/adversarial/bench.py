@@ -105,11 +105,19 @@ def evaluate_leader(
 def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool]) -> dict[str, float]:
     """One finished run's test row (in this process, or in a worker of ``run_bench``)."""
     options, run_dir, eval_size, autoattack, cw = job
+    # a run folder keeps its test row, so a bench stopped during its (long) evaluations and
+    # started again with --reuse evaluates only what is missing; retraining deletes the folder
+    asked = {"eval_size": eval_size, "autoattack": autoattack, "cw": cw}
+    cached = Path(run_dir) / "bench-eval.json"
+    if cached.is_file() and (kept := json.loads(cached.read_text()))["asked"] == asked:
+        return kept["row"]
     cfg = DROConfig.from_dict(options)  # dataset, model, eps and seed are all it needs
     test = load_dataset(cfg.dataset, cfg.data_dir).test
     test = subset(test, eval_size) if eval_size else test
     model = load_leader(cfg, Path(run_dir))
-    return evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw)
+    row = evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw)
+    RunDir(Path(run_dir)).write_json("bench-eval.json", {"asked": asked, "row": row})
+    return row
 
 
 def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

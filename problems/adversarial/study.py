@@ -176,7 +176,9 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
         robust = _mean_std([r["val_apgd_ce_t_acc"] for r in per_seed])
         clean = _mean_std([r["val_clean_acc"] for r in per_seed])
         seconds = _mean_std([r["train_seconds"] for r in per_seed])
-        cpu = _mean_std([r["train_cpu_seconds"] or 0.0 for r in per_seed])
+        # runs trained before CPU time was recorded have none: the mean is over those that do
+        timed = [r["train_cpu_seconds"] for r in per_seed if r["train_cpu_seconds"] is not None]
+        cpu = _mean_std(timed) if timed else (None, None)
         rows.append({
             "entry": name,
             "reference": options.get("follower", "2-step") in HAND_DESIGNED,  # kind: hand-designed
@@ -188,6 +190,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
     pgm10 = next((r for r in rows if r["entry"] == "pgm-10"), None)
     for row in rows:
         for key, ratio in (("train_seconds", "seconds_vs_pgm10"), ("train_cpu_seconds", "cpu_vs_pgm10")):  # fmt: skip
-            row[ratio] = row[key] / pgm10[key] if pgm10 and pgm10[key] else None
+            known = row[key] is not None and pgm10 and pgm10[key]
+            row[ratio] = row[key] / pgm10[key] if known else None
     write_study(grid, rows, runs, Path(results_dir))
     return rows
