@@ -106,6 +106,43 @@ def test_one_lstm_round_raises_the_objective_after_online_meta_training(problem)
     assert float(problem.follower_objective(held_out, psi)) > before + 0.05
 
 
+def test_extra_meta_steps_unroll_from_the_round_start_not_from_the_deployed_psi(problem) -> None:
+    """Finding 3 of issue 13: ``learn`` (the extra φ steps) must replay the round from (ψ_t, h_t),
+    even though by then the leader step has stored ψ_{t+K} in the problem; and it must leave the
+    deployed ψ_{t+K} and h_{t+K} alone."""
+    psi_t = problem.disc.init_params()
+    problem.psi = psi_t.clone()
+    follower = LSTMFollower(problem.disc.num_params, CoordinateLSTMOptimizer(), steps=3)
+    follower._store(follower.net(torch.randn(problem.disc.num_params), follower.state)[1])
+    state_t = [(h.clone(), c.clone()) for h, c in follower.state]  # a non-zero h_t
+    batch = problem.sample_batch(torch.Generator().manual_seed(5))
+    psi_k = follower(problem, batch).detach()
+    state_k = [(h.clone(), c.clone()) for h, c in follower.state]
+    problem.psi = psi_k.clone()  # what GAIL.leader_step does before φ's steps
+    calls = []
+    unroll = follower.unroll
+
+    def recording_unroll(p, b, psi, state):
+        out = unroll(p, b, psi, state)
+        calls.append((psi, state, out[0].detach()))
+        return out
+
+    follower.unroll = recording_unroll
+    with torch.no_grad():
+        expected_psi, _ = unroll(problem, batch, psi_t, state_t)  # the round replayed at this φ
+    follower.learn(problem, batch)
+    ((psi, state, psi_out),) = calls
+    torch.testing.assert_close(psi, psi_t)
+    for (h, c), (h0, c0) in zip(state, state_t, strict=True):
+        torch.testing.assert_close(h, h0)
+        torch.testing.assert_close(c, c0)
+    torch.testing.assert_close(psi_out, expected_psi)
+    for (h, c), (hk, ck) in zip(follower.state, state_k, strict=True):  # h_{t+K} is kept
+        torch.testing.assert_close(h, hk)
+        torch.testing.assert_close(c, ck)
+    torch.testing.assert_close(problem.psi, psi_k)
+
+
 def test_reward_wrapper_gives_the_discriminator_reward_not_the_environment_s(problem) -> None:
     seen: list[np.ndarray] = []
 

@@ -73,6 +73,7 @@ class LSTMFollower(nn.Module):
             self.register_buffer(f"c{i}", c)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self._last: tuple[BilevelProblem, Batch, Tensor] | None = None
+        self._start: tuple[Tensor, LSTMState] | None = None  # (ψ_t, h_t) of the current round
 
     @property
     def state(self) -> LSTMState:
@@ -96,8 +97,11 @@ class LSTMFollower(nn.Module):
 
     def forward(self, problem: BilevelProblem, batch: Batch) -> Tensor:
         """ψ_{t+K} with its graph to φ, from (ψ_t, h_t); h_{t+K} is kept (detached) for the next
-        round, and (problem, batch) for ``ascend``'s fresh batch."""
-        psi, state = self.unroll(problem, batch, problem.init_follower(batch).detach(), self.state)
+        round, (problem, batch) for ``ascend``'s fresh batch, and the round's start (ψ_t, h_t) for
+        ``learn``."""
+        start = (problem.init_follower(batch).detach(), self.state)
+        psi, state = self.unroll(problem, batch, *start)
+        self._start = start
         self._store(state)
         self._last = (problem, batch, psi)
         return psi
@@ -121,9 +125,12 @@ class LSTMFollower(nn.Module):
         return objective.detach()
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor:
-        """An extra φ step (``--follower-steps`` > 1): unroll again from this round's start state,
-        ascend, and leave the hidden state as it was."""
-        state = self.state
-        objective = problem.follower_objective(batch, self(problem, batch))
-        self._store(state)
-        return self.ascend(objective)
+        """An extra φ step (``--follower-steps`` > 1): unroll again, with the current φ, from this
+        round's start (ψ_t, h_t) that ``forward`` kept, and ascend. The deployed ψ_{t+K} and
+        h_{t+K} are untouched: by now ``problem.init_follower`` returns ψ_{t+K} (the leader step
+        stored it), so starting from it would train φ on a 2K-step unroll never deployed."""
+        if self._start is None:
+            raise RuntimeError("LSTMFollower.learn needs a forward pass of this round first")
+        psi, _ = self.unroll(problem, batch, *self._start)
+        self._last = (problem, batch, psi)
+        return self.ascend(problem.follower_objective(batch, psi))
