@@ -65,6 +65,7 @@ class GAIL:
         self.psi = disc.init_params()
         self.round = 0
         self.policy_x = torch.zeros(0, self.expert_x.shape[1])
+        self.diagnostics: dict[str, float] = {}  # of the last round, see ``_diagnose``
 
     # the protocol ---------------------------------------------------------------------------
     def init_follower(self, batch: GAILBatch, random_start: bool = False) -> Tensor:
@@ -90,6 +91,7 @@ class GAIL:
     def leader_step(self, batch: GAILBatch, z: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Keep ψ = z, then one PPO update (SB3 ``learn`` for one rollout, ``optimizer`` is the
         policy's own) on rollouts rewarded by D_ψ. Returns −(mean D-reward of the rollout)."""
+        psi_step = float((z.detach() - self.psi).norm())
         self.psi = z.detach().clone()
         self.round += 1
         round_seed = self.seed * 100_003 + self.round
@@ -100,7 +102,26 @@ class GAIL:
         self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
         buffer = self.model.rollout_buffer
         self.policy_x = self._policy_inputs(buffer.observations, buffer.actions)
-        return -torch.as_tensor(buffer.rewards, dtype=torch.float32).mean()
+        rewards = torch.as_tensor(buffer.rewards, dtype=torch.float32)
+        self.diagnostics = self._diagnose(psi_step, rewards)
+        return -rewards.mean()
+
+    def _diagnose(self, psi_step: float, rewards: Tensor) -> dict[str, float]:
+        """The round's discriminator, seen from the leader: D_ψ's accuracy and mean logit on all
+        expert pairs and on the pairs of the rollout it just rewarded, the mean and standard
+        deviation of that reward, and ‖ψ_{t+1} − ψ_t‖ (issue 13, finding 1)."""
+        with torch.no_grad():
+            expert = self.disc.logits(self.psi, self.expert_x)
+            policy = self.disc.logits(self.psi, self.policy_x)
+        return {
+            "disc_acc_expert": float((expert > 0).float().mean()),
+            "disc_acc_policy": float((policy < 0).float().mean()),
+            "disc_logit_expert": float(expert.mean()),
+            "disc_logit_policy": float(policy.mean()),
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "psi_step": psi_step,
+        }
 
     # data ----------------------------------------------------------------------------------
     def _policy_inputs(self, observations: np.ndarray, actions: np.ndarray) -> Tensor:

@@ -41,7 +41,13 @@ VAL_SEED, TEST_SEED, RANDOM_SEED = 20_000, 40_000, 30_000
 
 
 class GAILTrainer(JointTrainer):
-    """``JointTrainer`` whose checkpoint also holds the problem's state (ψ, round, policy buffer)."""
+    """``JointTrainer`` whose checkpoint also holds the problem's state (ψ, round, policy buffer),
+    and whose step also returns the round's discriminator diagnostics (``GAIL._diagnose``), so
+    that ``fit`` writes their epoch means into ``metrics.jsonl``."""
+
+    def step(self, batch: Any) -> dict[str, torch.Tensor]:
+        out = super().step(batch)
+        return {**out, **{k: torch.tensor(v) for k, v in self.problem.diagnostics.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "problem": self.problem.state_dict()}
