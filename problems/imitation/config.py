@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bilevel.errors import UserError
-from problems.imitation.discriminator import REWARDS
+from problems.imitation.discriminator import NORMS, REWARDS
+from problems.imitation.meta_objective import META_OBJECTIVES
 
-FOLLOWERS = ("adam", "l2l")
+FOLLOWERS = ("adam", "l2l", "oneshot")
 
 _ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(gamma=0.9, use_sde=True, n_steps=1000, ppo_lr=1e-3, ppo_batch_size=100),
@@ -51,12 +52,19 @@ class GAILConfig:
     disc_batch_size: int = 256
     disc_steps: int = 3  # Adam follower: N steps per round
     disc_lr: float = 1e-3
+    disc_norm: str = "expert"  # D's input statistics: expert | running (discriminator.py)
+    disc_clip: float = 0.0  # clip standardised inputs to ±c; 0 = off
     grad_penalty: float = 0.0  # λ (10 is the usual choice)
-    lstm_steps: int = 5  # L2L follower: K unrolled steps per round
+    lstm_steps: int | None = None  # L2L follower: K unrolled steps per round (--disc-steps)
     lstm_hidden: int = 20
-    lstm_lr: float = 3e-3  # meta-Adam on φ
-    lstm_meta_steps: int = 2  # φ steps per round (the joint loop's follower_steps)
-    lstm_output_scale: float = 0.01
+    residual_scale: float | None = None  # s of the learned residual (the Adam step size)
+    oneshot_step: float | None = None  # one-shot follower's Adam step η (disc_steps × disc_lr)
+    trust_radius: float | None = None  # ε of ‖ψ − ψ_t‖ ≤ ε; 0 = none (one-shot: 0.1)
+    meta_lr: float = 3e-3  # meta-Adam on φ
+    meta_steps: int = 2  # φ steps per round (the joint loop's follower_steps)
+    meta_objective: str = "q"
+    meta_penalty: float = 10.0  # λ of the meta-objective's penalty
+    target_accuracy: float = 0.75  # a* of --meta-objective target
     demo_episodes: int = 20
     eval_episodes: int = 5
     test_episodes: int = 20
@@ -75,26 +83,51 @@ class GAILConfig:
             raise UserError(
                 f"Unknown --reward {self.reward!r}; choose one of: {', '.join(REWARDS)}."
             )
+        if self.disc_norm not in NORMS:
+            raise UserError(
+                f"Unknown --disc-norm {self.disc_norm!r}; choose one of: {', '.join(NORMS)}."
+            )
+        if self.meta_objective not in META_OBJECTIVES:
+            raise UserError(
+                f"Unknown --meta-objective {self.meta_objective!r}; choose one of: "
+                f"{', '.join(META_OBJECTIVES)}."
+            )
         d = _ENV_DEFAULTS.get(self.env, _GENERIC)
         for key, value in d.items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.lstm_steps is None:
+            self.lstm_steps = self.disc_steps  # so that L2L-GAIL at φ₀ is GAIL
+        if self.oneshot_step is None:
+            self.oneshot_step = self.disc_steps * self.disc_lr
+        if self.residual_scale is None:
+            self.residual_scale = self.oneshot_step if self.follower == "oneshot" else self.disc_lr
+        if self.trust_radius is None:
+            self.trust_radius = 0.1 if self.follower == "oneshot" else 0.0
         for name in (
             "steps", "n_envs", "n_steps", "ppo_batch_size", "ppo_epochs", "disc_hidden",
-            "disc_batch_size", "disc_steps", "lstm_steps", "lstm_hidden", "lstm_meta_steps",
+            "disc_batch_size", "disc_steps", "lstm_steps", "lstm_hidden", "meta_steps",
             "demo_episodes", "eval_episodes", "test_episodes", "rounds_per_epoch",
         ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise UserError(
                     f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}."
                 )
-        for name in ("ppo_lr", "disc_lr", "lstm_lr", "lstm_output_scale"):
+        for name in ("ppo_lr", "disc_lr", "meta_lr", "residual_scale", "oneshot_step"):
             if not getattr(self, name) > 0:
                 raise UserError(
                     f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}."
                 )
-        if self.grad_penalty < 0 or self.ent_coef < 0:
-            raise UserError("--grad-penalty and --ent-coef must be at least 0.")
+        if min(self.grad_penalty, self.ent_coef, self.meta_penalty, self.trust_radius) < 0:
+            raise UserError(
+                "--grad-penalty, --ent-coef, --meta-penalty and --trust-radius must be at least 0."
+            )
+        if self.disc_clip < 0:
+            raise UserError(
+                f"--disc-clip must be at least 0 (0: no clipping); got {self.disc_clip}."
+            )
+        if not 0.5 <= self.target_accuracy <= 1:
+            raise UserError(f"--target-accuracy must be in [0.5, 1]; got {self.target_accuracy}.")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise UserError("--gamma must be in (0, 1] and --gae-lambda in [0, 1].")
         return self
