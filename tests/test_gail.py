@@ -13,7 +13,7 @@ import torch
 from helpers import tiny_gail_problem
 from stable_baselines3.common.env_util import make_vec_env
 
-from problems.imitation.discriminator import policy_reward
+from problems.imitation.discriminator import Discriminator, policy_reward
 from problems.imitation.followers import AdamFollower
 from problems.imitation.reward import DiscriminatorReward
 
@@ -93,3 +93,33 @@ def test_problem_reward_uses_the_current_psi(problem) -> None:
     for logit in (-1.0, 3.0):
         problem.psi = constant_psi(problem, logit)
         np.testing.assert_allclose(problem.reward(obs, actions), np.log1p(np.exp(logit)), rtol=1e-5)
+
+
+def test_running_input_statistics_are_the_pooled_moments_of_the_batches() -> None:
+    """Finding 5 of issue 13: with ``norm="running"`` D standardises its observation inputs with
+    the mean and (population) spread of every batch it has seen, expert and policy pairs alike."""
+    env = gym.make("Pendulum-v1")
+    expert = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    disc = Discriminator(env.observation_space, env.action_space, expert, (4,), norm="running")
+    x = torch.randn(6, 4)
+    torch.testing.assert_close(  # before any batch: the expert's statistics
+        disc.standardise(x)[:, :3], (x[:, :3] - disc.obs_mean) / torch.tensor(expert).std(0)
+    )
+    batches = [torch.randn(n, 4) * 3 + 5 for n in (5, 7, 11)]
+    for batch in batches:
+        disc.observe(batch)
+    pooled = torch.cat(batches)[:, :3]
+    torch.testing.assert_close(disc.obs_mean, pooled.mean(0))
+    torch.testing.assert_close(disc.obs_std, pooled.std(0, unbiased=False))
+    z = disc.standardise(x)
+    torch.testing.assert_close(z[:, :3], (x[:, :3] - pooled.mean(0)) / disc.obs_std)
+    torch.testing.assert_close(z[:, 3], x[:, 3])  # the action is not standardised
+    twin = Discriminator(env.observation_space, env.action_space, expert, (4,), norm="running")
+    twin.load_state_dict(disc.state_dict())  # checkpoints carry the statistics
+    torch.testing.assert_close(twin.standardise(x), z)
+    disc.clip = 0.5
+    assert float(disc.standardise(x * 100)[:, :3].abs().max()) == 0.5
+    fixed = Discriminator(env.observation_space, env.action_space, expert, (4,), norm="expert")
+    mean = fixed.obs_mean.clone()
+    fixed.observe(batches[0])
+    torch.testing.assert_close(fixed.obs_mean, mean)  # expert statistics stay fixed
