@@ -60,7 +60,7 @@ def plot_bands(
 ) -> None:
     """Several runs per follower: ``curves[follower][key]`` is (runs, evaluations); each panel of
     ``PANELS`` (its last line) shows the median across runs and the inter-quartile band."""
-    fig, axes = _figure(len(PANELS))
+    fig, axes = _figure(len(PANELS) + 1)  # the last panel holds the legend
     for ax, (panel_title, ylabel, lines) in zip(axes, PANELS, strict=False):
         key, label = lines[-1]
         for follower, by_key in curves.items():
@@ -69,8 +69,11 @@ def plot_bands(
             q25, median, q75 = np.percentile(by_key[key], [25, 50, 75], axis=0)
             (line,) = ax.plot(steps[follower], median, label=follower)
             ax.fill_between(steps[follower], q25, q75, alpha=0.2, color=line.get_color())
-        ax.set(title=f"{panel_title} ({label})", xlabel="environment steps", ylabel=ylabel)
-        ax.legend(fontsize=8)
+        heading = panel_title if len(lines) == 1 else f"{panel_title}: {label}"
+        ax.set(title=heading, xlabel="environment steps", ylabel=ylabel)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[len(PANELS)].legend(handles, labels, loc="center", fontsize=9)
+    axes[len(PANELS)].axis("off")
     fig.suptitle(title)
     fig.tight_layout()
     atomic_write_figure(fig, path)
