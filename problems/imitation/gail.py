@@ -31,7 +31,7 @@ from problems.imitation.discriminator import (
     policy_reward,
 )
 from problems.imitation.experts import Rollout, rollout
-from problems.imitation.meta_objective import MetaObjective
+from problems.imitation.meta_objective import MetaObjective, soft_accuracy
 
 
 @dataclass
@@ -132,8 +132,9 @@ class GAIL:
 
     def _diagnose(self, psi_step: float, rewards: Tensor) -> dict[str, float]:
         """The round's discriminator, seen from the leader: D_ψ's accuracy and mean logit on all
-        expert pairs and on the pairs of the rollout it just rewarded, the mean and standard
-        deviation of that reward, and ‖ψ_{t+1} − ψ_t‖ (issue 13, finding 1)."""
+        expert pairs and on the pairs of the rollout it just rewarded, its soft accuracy A_ψ
+        (``meta_objective.soft_accuracy``), the mean and standard deviation of that reward, and
+        ‖ψ_{t+1} − ψ_t‖ (issue 13, finding 1)."""
         with torch.no_grad():
             expert = self.disc.logits(self.psi, self.expert_x)
             policy = self.disc.logits(self.psi, self.policy_x)
@@ -142,6 +143,7 @@ class GAIL:
             "disc_acc_policy": float((policy < 0).float().mean()),
             "disc_logit_expert": float(expert.mean()),
             "disc_logit_policy": float(policy.mean()),
+            "disc_soft_acc": float(soft_accuracy(expert, policy)),
             "reward_mean": float(rewards.mean()),
             "reward_std": float(rewards.std()),
             "psi_step": psi_step,

@@ -32,11 +32,10 @@ from problems.imitation.discriminator import Discriminator, discriminator_object
 META_OBJECTIVES = ("q", "q-gp", "target")
 
 
-def soft_accuracy(disc: Discriminator, psi: Tensor, expert_x: Tensor, policy_x: Tensor) -> Tensor:
-    """A_ψ = ½ (E_expert[D] + E_π[1 − D]), D = σ(ℓ_ψ): differentiable in ψ, ½ at chance."""
-    expert = torch.sigmoid(disc.logits(psi, expert_x)).mean()
-    policy = torch.sigmoid(-disc.logits(psi, policy_x)).mean()
-    return (expert + policy) / 2
+def soft_accuracy(expert_logits: Tensor, policy_logits: Tensor) -> Tensor:
+    """A_ψ = ½ (E_expert[D] + E_π[1 − D]), D = σ(ℓ_ψ), from the logits ℓ_ψ on expert and policy
+    pairs: differentiable in ψ, ½ at chance."""
+    return (torch.sigmoid(expert_logits).mean() + torch.sigmoid(-policy_logits).mean()) / 2
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,6 @@ class MetaObjective:
             return discriminator_objective(disc, psi, expert_x, policy_x, self.penalty)
         q = discriminator_objective(disc, psi, expert_x, policy_x)
         if self.kind == "target":
-            accuracy = soft_accuracy(disc, psi, expert_x, policy_x)
+            accuracy = soft_accuracy(disc.logits(psi, expert_x), disc.logits(psi, policy_x))
             q = q - self.penalty * (accuracy - self.target_accuracy) ** 2
         return q
