@@ -91,7 +91,8 @@ def test_one_shot_step_stays_in_its_trust_region(problem) -> None:
 
 def test_projection_onto_the_trust_region_in_closed_form(problem) -> None:
     problem.trust_radius = 0.5
-    centre = problem.psi
+    centre = problem.init_follower(None)  # the round starts at ψ_t
+    problem.psi = centre + 0.1  # the leader step stores ψ_{t+1}; φ's replays still use ψ_t
     direction = torch.randn_like(centre)
     direction = direction / direction.norm()
     far = problem.project(None, centre + 2.0 * direction)

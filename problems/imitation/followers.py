@@ -69,8 +69,9 @@ class LearnedOptimizerFollower(nn.Module):
         if steps < 1:
             raise ValueError("LearnedOptimizerFollower needs at least one step")
         self.net, self.steps = net, steps
-        self.state_keys = list(net.init_state(num_params))
-        for key, value in net.init_state(num_params).items():
+        state = net.init_state(num_params)
+        self.state_keys = list(state)
+        for key, value in state.items():
             self.register_buffer(f"state_{key}", value)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self._last: tuple[BilevelProblem, Batch, Tensor] | None = None

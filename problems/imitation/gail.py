@@ -68,27 +68,32 @@ class GAIL:
         self.meta_draws = 0  # fresh batches drawn for φ this round
         self.expert_x = disc.inputs(demos.observations, demos.actions)
         self.psi = disc.init_params()
+        self.round_start = self.psi.clone()  # ψ_t of the current round (``init_follower``)
         self.round = 0
         self.policy_x = torch.zeros(0, self.expert_x.shape[1])
         self.diagnostics: dict[str, float] = {}  # of the last round, see ``_diagnose``
 
     # the protocol ---------------------------------------------------------------------------
     def init_follower(self, batch: GAILBatch, random_start: bool = False) -> Tensor:
-        """The last ψ (the discriminator carries over between rounds)."""
+        """The last ψ (the discriminator carries over between rounds); it is also the round's
+        start ψ_t, the centre of the trust region for the rest of the round."""
+        self.round_start = self.psi.clone()
         return self.psi.clone()
 
     def follower_objective(self, batch: GAILBatch, z: Tensor) -> Tensor:
         return discriminator_objective(self.disc, z, batch.expert, batch.policy, self.grad_penalty)
 
     def project(self, batch: GAILBatch, z: Tensor) -> Tensor:
-        """The trust region {ψ : ‖ψ − ψ_t‖ ≤ ε} around the round's start ψ_t (the last stored ψ),
-        as the DRO attacker works in its ε-ball; all of ℝ^dim ψ (the identity) when ε = 0.
-        Differentiable in z, for the learned follower's meta-gradient."""
+        """The trust region {ψ : ‖ψ − ψ_t‖ ≤ ε} around the round's start ψ_t (what
+        ``init_follower`` handed out this round: the φ steps that replay the round after the
+        leader step stored ψ_{t+1} must still be projected around ψ_t), as the DRO attacker works
+        in its ε-ball; all of ℝ^dim ψ (the identity) when ε = 0. Differentiable in z, for the
+        learned follower's meta-gradient."""
         if not self.trust_radius:
             return z
-        delta = z - self.psi
+        delta = z - self.round_start
         scale = (self.trust_radius / delta.norm().clamp_min(1e-12)).clamp(max=1.0)
-        return self.psi + scale * delta
+        return self.round_start + scale * delta
 
     def meta_objective(self, batch: GAILBatch, z: Tensor) -> Tensor:
         """The learned follower's meta-objective J(ψ_K) (``meta_objective.py``) on a fresh batch
@@ -198,6 +203,7 @@ class GAIL:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.psi = state["psi"].clone()
+        self.round_start = self.psi.clone()
         self.round = int(state["round"])
         self.policy_x = state["policy_x"].clone()
         self.model.num_timesteps = int(state["num_timesteps"])
