@@ -1,7 +1,9 @@
 """Learned optimizers g_φ: networks that produce a follower's decision.
 
 ``CNNAttacker`` is the attacker of Table 1 of Jiang et al. (AISTATS 2021); ``SlimAttacker`` is
-the down-sampling variant of its Appendix B. ``build_attacker`` picks one by name.
+the down-sampling variant of its Appendix B. ``build_attacker`` picks one by name. For
+parameter-space followers: ``CoordinateLSTMOptimizer`` (Andrychowicz et al. 2016), and the
+optimizers that start as Adam, ``ResidualLSTMOptimizer`` and ``OneShotStepNet`` (``residual``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 from torch import nn
 
 from learned_optimizers.attacker import CNNAttacker, start_at_zero
-from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer as CoordinateLSTMOptimizer
+from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer
+from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from learned_optimizers.slim import SlimAttacker
 
 ATTACKER_KINDS: tuple[str, ...] = ("cnn", "slim")
@@ -30,4 +33,13 @@ def build_attacker(
     raise ValueError(f"Unknown attacker kind {kind!r}; choose one of: {', '.join(ATTACKER_KINDS)}.")
 
 
-__all__ = ["ATTACKER_KINDS", "CNNAttacker", "SlimAttacker", "build_attacker", "start_at_zero"]
+__all__ = [
+    "ATTACKER_KINDS",
+    "CNNAttacker",
+    "CoordinateLSTMOptimizer",
+    "OneShotStepNet",
+    "ResidualLSTMOptimizer",
+    "SlimAttacker",
+    "build_attacker",
+    "start_at_zero",
+]
