@@ -345,7 +345,17 @@ def bench_dro(
     update: str = typer.Option(
         None, help="Update mode of the learned followers (default: the data set's)."
     ),
-    seeds: str = typer.Option("0", help="Seeds, comma-separated; rows give mean and std."),
+    seeds: str = typer.Option(
+        None, help="Seeds, comma-separated; rows give mean and std (default: 0, or the grid's)."
+    ),
+    grid: Path = typer.Option(
+        None, help="A study grid (bench l2l) whose entries replace --methods, --epochs, --update."
+    ),
+    reuse: bool = typer.Option(
+        False,
+        help="With --grid: evaluate a finished run of the same configuration in --out "
+        "(e.g. the study's, with the same --out) instead of training it again.",
+    ),
     autoattack: bool = typer.Option(
         True, help="Standard AutoAttack on the test split (minutes per robust model on a CPU)."
     ),
@@ -360,10 +370,24 @@ def bench_dro(
     check_paths(folders={"--out": out}, files={"--json": json_path})
     from problems.adversarial.bench import bench_dro as run_bench
 
-    rows = run_bench(
-        _names(methods), epochs, _seeds(seeds), update, out, json_path, train_size=train_size,
-        eval_size=eval_size, autoattack=autoattack, jobs=jobs,
-    )  # fmt: skip
+    if grid is not None:
+        from problems.adversarial.bench import bench_grid
+        from problems.adversarial.study import load_grid
+
+        rows = bench_grid(
+            load_grid(grid),
+            out,
+            json_path,
+            autoattack,
+            jobs,
+            _seeds(seeds) if seeds else None,
+            reuse,
+        )
+    else:
+        rows = run_bench(
+            _names(methods), epochs, _seeds(seeds or "0"), update, out, json_path,
+            train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
+        )  # fmt: skip
     shown = [_mean_std_cells(row) for row in rows]
     print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split, mean ± std)", shown)
 
@@ -506,7 +530,9 @@ app.add_typer(expert_app, name="expert", no_args_is_help=True)
 @user_errors
 def solve_gail_command(
     env: str = typer.Option("Pendulum-v1", help="A gymnasium id (Pendulum-v1, CartPole-v1 ...)."),
-    follower: str = typer.Option("adam", help="adam (GAIL) or l2l (LSTM optimizer, L2L-GAIL)."),
+    follower: str = typer.Option(
+        "adam", help="adam (GAIL), l2l (residual LSTM on Adam, L2L-GAIL) or oneshot."
+    ),
     steps: int = typer.Option(100_000, help="Environment steps of the policy's rollouts."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(Path("runs/gail"), help="The run folder."),
@@ -515,7 +541,10 @@ def solve_gail_command(
     grad_penalty: float = typer.Option(0.0, help="Gradient penalty λ on D (10 is usual)."),
     disc_steps: int = typer.Option(3, help="Adam follower: steps on ψ per round."),
     disc_lr: float = typer.Option(1e-3, help="Adam follower: learning rate."),
-    lstm_steps: int = typer.Option(5, help="L2L follower: unrolled steps K per round."),
+    lstm_steps: int = typer.Option(None, help="L2L follower: steps K per round (--disc-steps)."),
+    disc_norm: str = typer.Option(None, help="D's input statistics: expert or running."),
+    meta_objective: str = typer.Option(None, help="Learned followers: q, q-gp or target."),
+    trust_radius: float = typer.Option(None, help="ε of ‖ψ − ψ_t‖ ≤ ε per round; 0: none."),
     n_envs: int = typer.Option(4, help="Parallel environments of PPO."),
     n_steps: int = typer.Option(None, help="PPO steps per env and round (default: per env)."),
     eval_episodes: int = typer.Option(5, help="Validation episodes per epoch (model selection)."),
@@ -528,11 +557,12 @@ def solve_gail_command(
     from problems.imitation.config import GAILConfig
     from problems.imitation.solve import solve_gail
 
+    chosen = dict(disc_norm=disc_norm, meta_objective=meta_objective, trust_radius=trust_radius)
     cfg = GAILConfig(
         env=env, follower=follower, steps=steps, seed=seed, reward=reward,
         grad_penalty=grad_penalty, disc_steps=disc_steps, disc_lr=disc_lr, lstm_steps=lstm_steps,
         n_envs=n_envs, n_steps=n_steps, eval_episodes=eval_episodes, test_episodes=test_episodes,
-        cache_dir=cache_dir,
+        cache_dir=cache_dir, **{k: v for k, v in chosen.items() if v is not None},
     )  # fmt: skip
     results = solve_gail(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     if results is None:  # stopped on purpose, or a torchrun process other than rank 0
@@ -546,31 +576,32 @@ def solve_gail_command(
 @app.command("gail-stability")
 @user_errors
 def gail_stability(
-    env: str = typer.Option("Pendulum-v1", help="A gymnasium id."),
-    seeds: int = typer.Option(5, help="Seeds 0..N-1 per follower."),
-    followers: str = typer.Option("adam,l2l", help="Followers, comma-separated."),
+    env: str = typer.Option("Pendulum-v1", help="A gymnasium id with an expert."),
+    seeds: int = typer.Option(8, help="Seeds 0..N-1 per follower (at least 2)."),
+    followers: str = typer.Option(
+        "adam,l2l",
+        help="Comma-separated: adam, l2l, oneshot, adam-gp, adam-1step, each optionally with "
+        ":field=value overrides of solve gail's options (e.g. l2l:meta_objective=q).",
+    ),
     steps: int = typer.Option(100_000, help="Environment steps per run."),
     jobs: int = typer.Option(1, help="Worker processes (runs in parallel where cores allow)."),
     out: Path = typer.Option(Path("runs/gail-stability"), help="Folder for the runs."),
-    lstm_lr: float = typer.Option(3e-3, help="L2L follower: meta-Adam learning rate of φ."),
-    lstm_meta_steps: int = typer.Option(2, help="L2L follower: φ steps per round."),
-    grad_penalty: float = typer.Option(0.0, help="Gradient penalty λ on D, both followers."),
     reward: str = typer.Option("gail", help="gail: −log(1−D); airl: log D − log(1−D)."),
+    cache_dir: str = typer.Option("data/demos", help="Where demonstrations are cached."),
 ) -> None:
-    """GAIL vs L2L-GAIL across seeds: return curves, reliability metrics, permutation test."""
+    """GAIL vs L2L-GAIL across seeds: reliability metrics (Chan et al. 2020), curves, tables."""
     check_paths(folders={"--out": out})
     from problems.imitation.config import GAILConfig
-    from problems.imitation.stability import run_stability
+    from problems.imitation.stability import run_stability, target_checks
 
-    names = [f.strip() for f in followers.split(",") if f.strip()]
-    if seeds < 1 or jobs < 1 or not names:
-        raise UserError("--seeds and --jobs must be at least 1, and --followers name one or more.")
-    base = GAILConfig(
-        env=env, steps=steps, lstm_lr=lstm_lr, lstm_meta_steps=lstm_meta_steps,
-        grad_penalty=grad_penalty, reward=reward,
-    )  # fmt: skip
-    rows = run_stability(base, names, seeds, out, jobs)
+    specs = [f.strip() for f in followers.split(",") if f.strip()]
+    base = GAILConfig(env=env, steps=steps, reward=reward, cache_dir=cache_dir)
+    summary = run_stability(base, specs, seeds, out, jobs)
+    keys = ("method", "final_median", "final_iqr", "final_cvar", "drawdown_cvar", "short_term_risk")
+    rows = [{k: row[k] for k in keys} for row in summary["rows"]]
     print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows)
+    for line in target_checks(summary["rows"]):
+        console.print(line)
     console.print(f"written: {out}/stability.png, stability.md, stability.json")
 
 

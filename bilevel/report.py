@@ -28,7 +28,9 @@ def markdown_table(rows: Rows, keys: Sequence[str] | None = None) -> list[str]:
     appearance, unless ``keys`` names them), one line per row; a missing value is blank."""
     keys = list(keys or dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    return lines + ["| " + " | ".join(table_cell(row.get(k, "")) for k in keys) + " |" for row in rows]
+    return lines + [
+        "| " + " | ".join(table_cell(row.get(k, "")) for k in keys) + " |" for row in rows
+    ]
 
 
 def print_table(console: Any, title: str, rows: Rows) -> None:
@@ -48,14 +50,18 @@ def loss_panel(ax: Any, epochs: list[int], history: Rows) -> None:
     """The epoch means of the leader loss L and the follower objective q."""
     for key, label in (("leader_loss", "leader loss L"), ("follower_objective", "follower objective q")):  # fmt: skip
         if any(key in row for row in history):
-            ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o", label=label)
+            ax.plot(
+                epochs, [row.get(key, float("nan")) for row in history], marker="o", label=label
+            )
     ax.set(xlabel="epoch", ylabel="mean over the epoch", title="training losses")
     ax.legend()
 
 
 def validation_panel(ax: Any, epochs: list[int], history: Rows, suffix: str = "") -> None:
     """Every ``val_*`` metric (ending in ``suffix``) against epochs."""
-    keys = sorted({k for row in history for k in row if k.startswith("val_") and k.endswith(suffix)})
+    keys = sorted(
+        {k for row in history for k in row if k.startswith("val_") and k.endswith(suffix)}
+    )
     for key in keys:
         ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o", label=key)
     ax.set(xlabel="epoch", ylabel="value", title="validation split")

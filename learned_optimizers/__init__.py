@@ -2,15 +2,16 @@
 
 ``CNNAttacker`` is the attacker of Table 1 of Jiang et al. (AISTATS 2021); ``SlimAttacker`` is
 the down-sampling variant of its Appendix B; both bound their output in an L∞ or L2 ε-ball.
-``build_attacker`` picks one by name. ``CoordinateLSTMOptimizer`` (Andrychowicz et al. 2016) is
-g_φ for parameter-space followers.
+``build_attacker`` picks one by name. For parameter-space followers: ``CoordinateLSTMOptimizer``
+(Andrychowicz et al. 2016), and the optimizers that start as Adam, ``ResidualLSTMOptimizer`` and
+``OneShotStepNet`` (``residual``).
 """
 
 from __future__ import annotations
 
-
 from learned_optimizers.attacker import NORMS, BoundedOutput, CNNAttacker, start_at_zero
 from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer
+from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from learned_optimizers.slim import SlimAttacker
 
 ATTACKER_KINDS: tuple[str, ...] = ("cnn", "slim")
@@ -38,6 +39,8 @@ __all__ = [
     "BoundedOutput",
     "CNNAttacker",
     "CoordinateLSTMOptimizer",
+    "OneShotStepNet",
+    "ResidualLSTMOptimizer",
     "SlimAttacker",
     "build_attacker",
     "start_at_zero",

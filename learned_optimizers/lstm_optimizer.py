@@ -15,6 +15,9 @@ with the gradient pre-processing of the paper's Section 3.2 / Appendix A (p = 10
 which keeps inputs of very different magnitudes in a usable range, and an output scale s (0.1 in
 the paper; smaller here, see ``output_scale``). The step is an ascent step: the caller feeds the
 gradient of the objective it maximises. Two LSTM layers of 20 units, as in the paper.
+
+Options for the residual optimizer of ``learned_optimizers.residual``: ``extra_inputs`` more
+per-coordinate features after pre(∇) (e.g. Adam's direction), and ``squash`` for u = s · tanh(·).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class CoordinateLSTMOptimizer(nn.Module):
         num_layers: int = 2,
         output_scale: float = 0.01,
         preprocess_p: float = 10.0,
+        extra_inputs: int = 0,
+        squash: bool = False,
     ) -> None:
         super().__init__()
         if hidden_size < 1 or num_layers < 1:
@@ -53,7 +58,8 @@ class CoordinateLSTMOptimizer(nn.Module):
             output_scale,
             preprocess_p,
         )
-        sizes = [2] + [hidden_size] * num_layers
+        self.extra_inputs, self.squash = extra_inputs, squash
+        sizes = [2 + extra_inputs] + [hidden_size] * num_layers
         self.cells = nn.ModuleList(nn.LSTMCell(a, hidden_size) for a in sizes[:-1])
         self.head = nn.Linear(hidden_size, 1)
 
@@ -65,12 +71,18 @@ class CoordinateLSTMOptimizer(nn.Module):
             for _ in self.cells
         ]  # distinct tensors: a loaded state must not write one layer's state into another
 
-    def forward(self, grad: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        """One update: ``grad`` (coordinates,) -> (update (coordinates,), new state)."""
+    def forward(
+        self, grad: Tensor, state: LSTMState, extra: Tensor | None = None
+    ) -> tuple[Tensor, LSTMState]:
+        """One update: ``grad`` (coordinates,) and ``extra`` (coordinates, extra_inputs) ->
+        (update (coordinates,), new state)."""
         x = preprocess_gradient(grad.reshape(-1), self.preprocess_p)
+        if self.extra_inputs:
+            x = torch.cat([x, extra.reshape(x.shape[0], self.extra_inputs)], dim=1)
         new_state: LSTMState = []
         for cell, (h, c) in zip(self.cells, state, strict=True):
             h, c = cell(x, (h, c))
             new_state.append((h, c))
             x = h
-        return self.output_scale * self.head(x).squeeze(-1).view_as(grad), new_state
+        out = self.head(x).squeeze(-1).view_as(grad)
+        return self.output_scale * (torch.tanh(out) if self.squash else out), new_state

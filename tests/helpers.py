@@ -48,3 +48,18 @@ def metrics_without_time(run_dir: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     timers = ("train_seconds", "train_cpu_seconds")
     return [{k: v for k, v in row.items() if k not in timers} for row in rows]
+
+
+def tiny_gail_problem(cache_dir: Path, **overrides):
+    """A Pendulum-v1 GAIL problem with a small discriminator (8-8) and the initial policy's pairs
+    in its buffer; ``overrides`` are ``GAILConfig`` fields."""
+    from problems.imitation.config import GAILConfig
+    from problems.imitation.solve import build
+
+    cfg = GAILConfig(
+        env="Pendulum-v1", n_envs=1, n_steps=200, disc_hidden=8, disc_batch_size=64,
+        cache_dir=str(cache_dir), **overrides,
+    )  # fmt: skip
+    problem, _, _ = build(cfg.resolve())
+    problem.collect_initial("Pendulum-v1", episodes=2)
+    return problem

@@ -56,3 +56,44 @@ def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path
 def test_bad_bench_options_are_one_sentence(tmp_path: Path, args, words) -> None:
     result = CliRunner().invoke(app, ["bench", "dro", *TINY, "--out", str(tmp_path / "r"), *args])
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+def test_bench_dro_runs_a_study_grid_on_the_test_split(tmp_path: Path) -> None:
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({
+        "base": {"train_size": 32, "eval_size": 8, "gap_size": 0, "batch_size": 32, "epochs": 1},
+        "seeds": [0], "references": ["pgm-10"],
+        "configs": {"grad, sign step": {"follower": "grad", "attacker_sign_step": 1.0}},
+    }))  # fmt: skip
+    path = tmp_path / "bench.json"
+    args = ["bench", "dro", "--grid", str(grid), "--no-autoattack", "--seeds", "3", "--out",
+            str(tmp_path / "runs"), "--json", str(path)]  # fmt: skip
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(path.read_text())
+    assert [(r["method"], r["seed"]) for r in data["runs"]] == [
+        ("pgm-10", 3),
+        ("grad, sign step", 3),
+    ]
+    assert data["rows"][0]["ratio_to_pgm10"] == 1.0
+    config = json.loads(
+        (tmp_path / "runs" / "grad_sign_step" / "seed-3" / "config.json").read_text()
+    )
+    assert config["attacker_sign_step"] == 1.0 and config["eval_size"] == 8
+    # --reuse evaluates the finished runs as they are: nothing is trained again
+    best = tmp_path / "runs" / "grad_sign_step" / "seed-3" / "best.pt"
+    stamp = best.stat().st_mtime_ns
+    result = CliRunner().invoke(app, [*args, "--reuse"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    again = json.loads(path.read_text())
+    assert best.stat().st_mtime_ns == stamp
+    assert [r["train_cpu_seconds"] for r in again["runs"]] == [
+        r["train_cpu_seconds"] for r in data["runs"]
+    ]
+    # and keeps each run's test row, so a stopped bench evaluates only what is missing
+    kept = best.parent / "bench-eval.json"
+    row = json.loads(kept.read_text())
+    row["row"]["clean_acc"] = 0.123
+    kept.write_text(json.dumps(row))
+    CliRunner().invoke(app, [*args, "--reuse"], catch_exceptions=False)
+    assert json.loads(path.read_text())["runs"][1]["clean_acc"] == 0.123

@@ -1,6 +1,6 @@
-"""GAIL as a bilevel problem: the discriminator objective and rewards (closed forms), one follower
-round raising q on a fixed batch (Adam, and the LSTM optimizer after online meta-training), a
-finite non-zero meta-gradient, ψ carrying over, and the reward wrapper replacing the env reward."""
+"""GAIL as a bilevel problem: the discriminator objective and rewards (closed forms), one Adam
+round raising q on a fixed batch, ψ carrying over, and the reward wrapper replacing the env reward.
+The learned followers are tested in ``test_gail_followers.py``."""
 
 from __future__ import annotations
 
@@ -10,29 +10,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_gail_problem
 from stable_baselines3.common.env_util import make_vec_env
 
-from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer
-from problems.imitation.config import GAILConfig
-from problems.imitation.discriminator import policy_reward
-from problems.imitation.followers import AdamFollower, LSTMFollower
+from problems.imitation.discriminator import Discriminator, policy_reward
+from problems.imitation.followers import AdamFollower
 from problems.imitation.reward import DiscriminatorReward
-from problems.imitation.solve import build
 
 
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory):
-    cfg = GAILConfig(
-        env="Pendulum-v1",
-        n_envs=1,
-        n_steps=200,
-        disc_hidden=8,
-        disc_batch_size=64,
-        cache_dir=str(tmp_path_factory.mktemp("d")),
-    )
-    problem, _, _ = build(cfg.resolve())
-    problem.collect_initial("Pendulum-v1", episodes=2)  # the initial policy's pairs
-    return problem
+    return tiny_gail_problem(tmp_path_factory.mktemp("d"))
 
 
 def constant_psi(problem, logit: float) -> torch.Tensor:
@@ -77,35 +65,6 @@ def test_one_adam_round_raises_the_objective_on_a_fixed_batch(problem) -> None:
     torch.testing.assert_close(problem.psi, problem.disc.init_params())  # solve does not store ψ
 
 
-def test_lstm_meta_gradient_is_finite_and_non_zero(problem) -> None:
-    problem.psi = problem.disc.init_params()
-    follower = LSTMFollower(problem.disc.num_params, CoordinateLSTMOptimizer(), steps=5)
-    batch = problem.sample_batch(torch.Generator().manual_seed(3))
-    psi = follower(problem, batch)
-    q = problem.follower_objective(problem.fresh_batch(batch), psi)
-    grads = torch.autograd.grad(q, list(follower.net.parameters()), allow_unused=True)
-    flat = torch.cat([g.reshape(-1) for g in grads if g is not None])
-    assert len(flat) == sum(p.numel() for p in follower.net.parameters())  # φ is all reached
-    assert torch.isfinite(flat).all() and flat.abs().max() > 0
-
-
-def test_one_lstm_round_raises_the_objective_after_online_meta_training(problem) -> None:
-    psi0 = problem.disc.init_params()
-    follower = LSTMFollower(problem.disc.num_params, CoordinateLSTMOptimizer(), steps=5, lr=1e-2)
-    generator = torch.Generator().manual_seed(4)
-    for _ in range(10):  # meta-train φ from ψ0 and zero hidden state on fresh batches
-        problem.psi = psi0.clone()
-        follower._store(follower.net.init_state(problem.disc.num_params))
-        batch = problem.sample_batch(generator)
-        follower.ascend(problem.follower_objective(batch, follower(problem, batch)))
-    problem.psi = psi0.clone()
-    follower._store(follower.net.init_state(problem.disc.num_params))
-    held_out = problem.sample_batch(torch.Generator().manual_seed(99))
-    before = float(problem.follower_objective(held_out, psi0))
-    psi = follower.solve(problem, held_out)
-    assert float(problem.follower_objective(held_out, psi)) > before + 0.05
-
-
 def test_reward_wrapper_gives_the_discriminator_reward_not_the_environment_s(problem) -> None:
     seen: list[np.ndarray] = []
 
@@ -134,3 +93,33 @@ def test_problem_reward_uses_the_current_psi(problem) -> None:
     for logit in (-1.0, 3.0):
         problem.psi = constant_psi(problem, logit)
         np.testing.assert_allclose(problem.reward(obs, actions), np.log1p(np.exp(logit)), rtol=1e-5)
+
+
+def test_running_input_statistics_are_the_pooled_moments_of_the_batches() -> None:
+    """Finding 5 of issue 13: with ``norm="running"`` D standardises its observation inputs with
+    the mean and (population) spread of every batch it has seen, expert and policy pairs alike."""
+    env = gym.make("Pendulum-v1")
+    expert = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    disc = Discriminator(env.observation_space, env.action_space, expert, (4,), norm="running")
+    x = torch.randn(6, 4)
+    torch.testing.assert_close(  # before any batch: the expert's statistics
+        disc.standardise(x)[:, :3], (x[:, :3] - disc.obs_mean) / torch.tensor(expert).std(0)
+    )
+    batches = [torch.randn(n, 4) * 3 + 5 for n in (5, 7, 11)]
+    for batch in batches:
+        disc.observe(batch)
+    pooled = torch.cat(batches)[:, :3]
+    torch.testing.assert_close(disc.obs_mean, pooled.mean(0))
+    torch.testing.assert_close(disc.obs_std, pooled.std(0, unbiased=False))
+    z = disc.standardise(x)
+    torch.testing.assert_close(z[:, :3], (x[:, :3] - pooled.mean(0)) / disc.obs_std)
+    torch.testing.assert_close(z[:, 3], x[:, 3])  # the action is not standardised
+    twin = Discriminator(env.observation_space, env.action_space, expert, (4,), norm="running")
+    twin.load_state_dict(disc.state_dict())  # checkpoints carry the statistics
+    torch.testing.assert_close(twin.standardise(x), z)
+    disc.clip = 0.5
+    assert float(disc.standardise(x * 100)[:, :3].abs().max()) == 0.5
+    fixed = Discriminator(env.observation_space, env.action_space, expert, (4,), norm="expert")
+    mean = fixed.obs_mean.clone()
+    fixed.observe(batches[0])
+    torch.testing.assert_close(fixed.obs_mean, mean)  # expert statistics stay fixed

@@ -40,11 +40,16 @@ def test_run_folder_holds_config_metrics_checkpoints_report_and_plots(unbroken: 
         assert (unbroken / name).is_file(), name
     config = json.loads((unbroken / "config.json").read_text())
     assert config["follower"] == "l2l" and config["env"] == "Pendulum-v1"
-    assert config["lstm_steps"] == 5 and config["gamma"] == 0.9  # resolved defaults are recorded
+    assert config["lstm_steps"] == config["disc_steps"] == 3  # resolved defaults are recorded
+    assert config["gamma"] == 0.9 and config["trust_radius"] == 0.0
     rows = metrics_without_time(unbroken)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["env_steps"] for r in rows] == [200, 400, 600]
     assert all(0.0 <= r["val_disc_acc"] <= 1.0 for r in rows)
+    for r in rows:  # the round's discriminator diagnostics (issue 13)
+        assert 0 <= r["disc_acc_expert"] <= 1 and 0 <= r["disc_acc_policy"] <= 1
+        assert r["reward_mean"] == pytest.approx(-r["leader_loss"]) and r["reward_std"] >= 0
+        assert r["psi_step"] > 0 and "disc_logit_expert" in r and "disc_logit_policy" in r
     results = json.loads((unbroken / "results.json").read_text())
     assert results["expert_return"] > results["random_return"] + 500
     norm = (results["test_return"] - results["random_return"]) / (
@@ -73,6 +78,9 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--env", "NoSuchEnv-v0"], "Unknown environment"),
         (["--reward", "wasserstein"], "Unknown --reward"),
         (["--lstm-steps", "0"], "--lstm-steps must be at least 1"),
+        (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
+        (["--disc-norm", "batch"], "Unknown --disc-norm"),
+        (["--trust-radius", "-1"], "--trust-radius must be at least 0"),
     ],
 )
 def test_bad_inputs_are_one_sentence_and_exit_2(extra, message, cache, tmp_path) -> None:

@@ -1,5 +1,6 @@
-"""Reliability metrics of the stabilisation experiment (Chan et al. 2020) and the permutation test,
-against hand-computed values."""
+"""Reliability metrics of the stabilisation experiment (Chan et al. 2020), the bootstrap interval,
+the permutation test and the stability table, each against values computed by hand on synthetic
+curves."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import pytest
 
 from problems.imitation.reliability import (
     across_run_dispersion,
+    bootstrap_ci,
+    cvar,
     drawdown_cvar,
     drawdowns,
+    final_performance,
     iqr,
     permutation_test,
+    short_term_risk,
     within_run_dispersion,
 )
-from problems.imitation.stability import stability_table
+from problems.imitation.stability import markdown, stability_table, target_checks
 
 
-def test_iqr_and_across_run_dispersion() -> None:
+def test_iqr_and_dispersion_across_runs() -> None:
     assert float(iqr(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))) == pytest.approx(2.0)
     curves = np.array([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 3.0, 5.0], [0.0, 0.0, 5.0, 9.0]])
     # IQR across runs on the last half: at t=2, q75 − q25 of (1,3,5) = 4 − 2 = 2;
@@ -26,10 +31,36 @@ def test_iqr_and_across_run_dispersion() -> None:
     assert across_run_dispersion(np.ones((4, 6))) == 0.0
 
 
-def test_within_run_dispersion_ignores_trends_but_not_swings() -> None:
+def test_cvar_is_the_mean_of_the_worst_tail() -> None:
+    values = np.array([5.0, 1.0, 3.0, 2.0, 4.0, 0.0, 6.0, 7.0, 8.0, 9.0])
+    assert cvar(values, 0.1) == 0.0  # the single lowest of 10
+    assert cvar(values, 0.05) == 0.0  # ⌈0.5⌉ = 1 value
+    assert cvar(values, 0.2) == pytest.approx(0.5)  # (0 + 1) / 2
+    assert cvar(values, 0.3, "upper") == pytest.approx(8.0)  # (9 + 8 + 7) / 3
+    with pytest.raises(ValueError):
+        cvar(values, 0.1, "middle")
+
+
+def test_final_performance_is_the_mean_of_the_last_three_evaluations() -> None:
+    curves = np.array([[0.0, 1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0, 0.0]])
+    np.testing.assert_allclose(final_performance(curves), [3.0, 1.0])
+    np.testing.assert_allclose(final_performance(curves[:, :2]), [0.5, 3.5])
+
+
+def test_dispersion_across_time_ignores_trends_but_not_swings() -> None:
     assert within_run_dispersion(np.arange(10.0)) == pytest.approx(0.0)  # a steady climb
-    swing = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])  # differences ±1
-    assert within_run_dispersion(swing, window=5) > 1.0
+    # differences ±1: sorted (−1, −1, 1, 1, 1), q25 = −1, q75 = 1
+    swing = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    assert within_run_dispersion(swing, window=5) == pytest.approx(2.0)
+    # differences 1, 2, 3, 4 in windows of 2: each IQR is half the gap, 0.5
+    assert within_run_dispersion(np.array([0.0, 1.0, 3.0, 6.0, 10.0]), window=2) == 0.5
+
+
+def test_short_term_risk_is_the_expected_worst_drop() -> None:
+    curve = np.array([0.0, 2.0, 1.0, 3.0, -1.0, 0.0])  # differences 2, −1, 2, −4, 1
+    assert short_term_risk(curve, alpha=0.2) == pytest.approx(4.0)
+    assert short_term_risk(curve, alpha=0.4) == pytest.approx(2.5)  # −(−4 − 1) / 2
+    assert short_term_risk(np.arange(5.0)) == pytest.approx(-1.0)  # no drop: every step +1
 
 
 def test_drawdowns_and_their_cvar() -> None:
@@ -40,6 +71,16 @@ def test_drawdowns_and_their_cvar() -> None:
     assert drawdown_cvar(np.arange(5.0)) == 0.0
 
 
+def test_bootstrap_interval() -> None:
+    # resampled means of (0, 1): 0, ½, 1 with probabilities ¼, ½, ¼: the 95% interval is [0, 1]
+    assert bootstrap_ci(np.array([0.0, 1.0]), np.mean) == (0.0, 1.0)
+    assert bootstrap_ci(np.full(5, 0.3), np.median) == pytest.approx((0.3, 0.3))
+    values = np.random.default_rng(0).normal(size=30)
+    low, high = bootstrap_ci(values, np.median)
+    narrow = bootstrap_ci(values, np.median, level=0.5)
+    assert low < narrow[0] <= np.median(values) <= narrow[1] < high
+
+
 def test_permutation_test_is_exact_for_small_samples() -> None:
     a, b = np.array([10.0, 11.0, 12.0]), np.array([0.0, 1.0, 2.0])
     # 20 relabellings; only the observed one and its mirror reach the observed |difference|
@@ -47,27 +88,33 @@ def test_permutation_test_is_exact_for_small_samples() -> None:
     assert permutation_test(a, a.copy()) == pytest.approx(1.0)
 
 
-def test_stability_table_reads_the_curves() -> None:
+def test_stability_table_and_target_from_synthetic_curves() -> None:
     def rows(values):
         return [
-            {
-                "val_normalised_return": v,
-                "val_action_error": 0.5,
-                "val_disc_acc": 0.6,
-                "env_steps": i,
-            }
+            {"val_normalised_return": v, "val_action_error": 0.5, "env_steps": i}
             for i, v in enumerate(values)
         ]
 
     histories = {
-        ("adam", 0): rows([0.0, 0.2, 0.1, 0.3]),
-        ("adam", 1): rows([0.0, 0.4, 0.5, 0.6]),
-        ("l2l", 0): rows([0.0, 0.5, 0.5, 0.5]),
-        ("l2l", 1): rows([0.0, 0.5, 0.5, 0.5]),
+        ("GAIL", 0): rows([0.0, 0.2, 0.1, 0.3]),  # final 0.2, drawdown CVaR 0.1
+        ("GAIL", 1): rows([0.0, 0.4, 0.5, 0.6]),  # final 0.5, no drawdown
+        ("L2L", 0): rows([0.0, 0.5, 0.5, 0.5]),
+        ("L2L", 1): rows([0.0, 0.5, 0.5, 0.5]),
     }
-    adam, l2l = stability_table(histories, ["adam", "l2l"], seeds=2)
-    assert adam["method"] == "GAIL" and l2l["method"] == "L2L-GAIL"
-    assert adam["final_normalised_return"] == pytest.approx((0.2 + 0.5) / 2)  # last-3 means
-    assert l2l["final_std"] == 0.0 and l2l["within_run_dispersion"] == pytest.approx(0.25)
-    assert l2l["drawdown_cvar"] == 0.0 and adam["drawdown_cvar"] == pytest.approx(0.05)
-    assert adam["action_error"] == 0.5 and 0 < adam["p_value_final"] <= 1
+    adam, l2l = stability_table(histories, ["GAIL", "L2L"], seeds=2)
+    assert adam["final_median"] == pytest.approx(0.35) and adam["final_cvar"] == pytest.approx(0.2)
+    assert adam["final_iqr"] == pytest.approx(0.15)  # q75 − q25 of (0.2, 0.5)
+    assert adam["drawdown_cvar"] == pytest.approx(0.05)  # median of (0.1, 0)
+    assert adam["final_std"] == pytest.approx(np.std([0.2, 0.5], ddof=1))
+    assert adam["action_error"] == 0.5 and "p_value_vs_first" not in adam
+    assert l2l["final_iqr"] == 0.0 and l2l["drawdown_cvar"] == 0.0
+    assert l2l["within_run_dispersion"] == pytest.approx(0.25)  # IQR of (0.5, 0, 0)
+    assert l2l["short_term_risk"] == 0.0
+    assert l2l["p_value_vs_first"] == pytest.approx(1.0)  # every split puts 0.2 on one side
+    low, high = adam["final_median_ci"]
+    assert 0.2 <= low <= 0.35 <= high <= 0.5
+    (line,) = target_checks([adam, l2l])
+    assert line.startswith("- L2L against GAIL: met")
+    assert "not met" in target_checks([l2l, adam])[0]
+    table = markdown({"env": "E", "steps": 4, "seeds": 2, "rows": [adam, l2l]})
+    assert "| GAIL | 2 | 3 | 0.350 |" in table and "met (median yes" in table

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bilevel.errors import UserError
-from bilevel.run import atomic_write_text, load_checkpoint
+from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text, load_checkpoint
 from problems.adversarial.config import FOLLOWERS, DROConfig
 from problems.adversarial.data import dataset_info, load_dataset, subset
 from problems.adversarial.dro import accuracy, robust_accuracy
@@ -63,6 +63,18 @@ def train_and_evaluate(
     }
 
 
+def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The results of a finished run in ``run_dir`` whose config.json asks for the same training
+    as ``cfg`` (the options that may differ on --resume aside, e.g. the device); else None."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        return None
+    recorded, wanted = RunDir(run_dir).read_config(), cfg.to_dict()
+    keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
+    same = all(recorded.get(k) == wanted.get(k) for k in keys)
+    return json.loads(results_path.read_text()) if same else None
+
+
 def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
     """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh)."""
     cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
@@ -93,11 +105,19 @@ def evaluate_leader(
 def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool]) -> dict[str, float]:
     """One finished run's test row (in this process, or in a worker of ``run_bench``)."""
     options, run_dir, eval_size, autoattack, cw = job
+    # a run folder keeps its test row, so a bench stopped during its (long) evaluations and
+    # started again with --reuse evaluates only what is missing; retraining deletes the folder
+    asked = {"eval_size": eval_size, "autoattack": autoattack, "cw": cw}
+    cached = Path(run_dir) / "bench-eval.json"
+    if cached.is_file() and (kept := json.loads(cached.read_text()))["asked"] == asked:
+        return kept["row"]
     cfg = DROConfig.from_dict(options)  # dataset, model, eps and seed are all it needs
     test = load_dataset(cfg.dataset, cfg.data_dir).test
     test = subset(test, eval_size) if eval_size else test
     model = load_leader(cfg, Path(run_dir))
-    return evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw)
+    row = evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw)
+    RunDir(Path(run_dir)).write_json("bench-eval.json", {"asked": asked, "row": row})
+    return row
 
 
 def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -120,11 +140,15 @@ def run_bench(
     autoattack: bool = True,
     jobs: int = 1,
     cw: bool = False,
+    reference: str = "pgm",
+    reuse: bool = False,
 ) -> list[dict[str, Any]]:
     """Train every entry (a label and its configuration for a seed) for every seed, one after
     another in this process, into ``out/<label>/seed-<s>``; then evaluate every run on the test
     split (in ``jobs`` worker processes); return one row per entry, means and standard
-    deviations over seeds, and training seconds ÷ those of the entry labelled ``pgm``."""
+    deviations over seeds, and training seconds ÷ those of the entry labelled ``reference``.
+    With ``reuse``, a finished run of the same configuration already in its folder (e.g. one a
+    study trained) is evaluated as it is instead of being trained again."""
     if not seeds or jobs < 1:
         raise UserError("--seeds needs at least one seed and --jobs must be at least 1.")
     configs = {  # every bad option stops the bench before it reads or trains anything
@@ -133,7 +157,7 @@ def run_bench(
     work, runs = [], []
     for (label, seed), cfg in configs.items():
         run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
-        results = train(cfg, run_dir)
+        results = (reuse and finished_results(cfg, run_dir)) or train(cfg, run_dir)
         work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw))
         runs.append({"method": label, "seed": seed, "update": cfg.update} | {
             k: results[k] for k in ("train_seconds", "train_cpu_seconds")
@@ -145,11 +169,10 @@ def run_bench(
         evaluations = [_evaluate_run(job) for job in work]
     runs = [run | evaluation for run, evaluation in zip(runs, evaluations, strict=True)]
     rows = [_summary(label, [r for r in runs if r["method"] == label]) for label in entries]
-    pgm_seconds = next((r["train_seconds"] for r in rows if r["method"] == "pgm"), None)
+    pgm = next((r for r in rows if r["method"] == reference), None)
     for row in rows:
-        row["ratio_to_pgm10"] = (
-            round(row["train_seconds"] / pgm_seconds, 3) if pgm_seconds else None
-        )
+        for key, ratio in (("train_seconds", "ratio_to_pgm10"), ("train_cpu_seconds", "cpu_ratio_to_pgm10")):  # fmt: skip
+            row[ratio] = round(row[key] / pgm[key], 3) if pgm and pgm[key] else None
     if json_path is not None:
         payload = {"seeds": seeds, "autoattack": autoattack, "rows": rows, "runs": runs}
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2) + "\n")
@@ -188,3 +211,30 @@ def bench_dro(
 
     entries = {label(m): entry(m) for m in methods}
     return run_bench(entries, seeds, out, json_path, autoattack, jobs)
+
+
+def bench_grid(
+    grid: Any,
+    out: Path,
+    json_path: Path | None = None,
+    autoattack: bool = True,
+    jobs: int = 1,
+    seeds: list[int] | None = None,
+    reuse: bool = False,
+) -> list[dict[str, Any]]:
+    """``run_bench`` over a study grid's entries (``study.load_grid``): the configurations the
+    validation study compared, now trained afresh side by side and judged on the test split."""
+    entries = {
+        name: (lambda seed, options=options: DROConfig(**options, seed=seed))
+        for name, options in grid.entries().items()
+    }
+    return run_bench(
+        entries,
+        seeds or grid.seeds,
+        out,
+        json_path,
+        autoattack,
+        jobs,
+        reference="pgm-10",
+        reuse=reuse,
+    )

@@ -192,9 +192,7 @@ class AdversarialConfig:
         "starts at zero, so the follower starts as PGM-K and learns a correction (default: 0.625 "
         "for mnist5k, 0 on CIFAR, the paper's).",
     )
-    attacker_init: str | None = option(
-        None, "A finished L2L run folder whose g_φ warm-starts φ."
-    )
+    attacker_init: str | None = option(None, "A finished L2L run folder whose g_φ warm-starts φ.")
     train_size: int | None = option(None, "Use only the first N training examples.")
     select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
     eval_pgd_steps: int = option(20, "PGD-k on the test split for the final table.")

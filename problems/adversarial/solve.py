@@ -36,7 +36,13 @@ from problems.adversarial.config import (
     lr_schedule,
     resolve_device,
 )
-from problems.adversarial.data import DatasetInfo, iterate_batches, load_dataset, num_batches, subset
+from problems.adversarial.data import (
+    DatasetInfo,
+    iterate_batches,
+    load_dataset,
+    num_batches,
+    subset,
+)
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.evaluation.attacks import (
     Clean,

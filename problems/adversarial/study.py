@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from bilevel.errors import UserError
-from bilevel.run import IGNORED_ON_RESUME, RunDir, load_checkpoint
-from problems.adversarial.bench import HAND_DESIGNED, folder_name
+from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -127,20 +127,11 @@ def load_grid(path: Path) -> Grid:
     return grid
 
 
-def _same_run(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
-    """A finished run's config.json asks for the same training as ``wanted`` (the options that
-    may differ on --resume aside, e.g. the device)."""
-    keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
-    return all(recorded.get(k) == wanted.get(k) for k in keys)
-
-
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
     """Train (or reuse) one run and attack its selected leader on the validation split."""
     cfg = DROConfig(**options, seed=seed).resolve()
-    results_path = run_dir / "results.json"
-    if results_path.is_file() and _same_run(RunDir(run_dir).read_config(), cfg.to_dict()):
-        results = json.loads(results_path.read_text())
-    else:
+    results = finished_results(cfg, run_dir)
+    if results is None:
         if run_dir.exists():  # an unfinished or different run: the study starts it afresh
             shutil.rmtree(run_dir)
         results = solve_dro(DROConfig(**options, seed=seed), run_dir, show_progress=False)
@@ -185,7 +176,9 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
         robust = _mean_std([r["val_apgd_ce_t_acc"] for r in per_seed])
         clean = _mean_std([r["val_clean_acc"] for r in per_seed])
         seconds = _mean_std([r["train_seconds"] for r in per_seed])
-        cpu = _mean_std([r["train_cpu_seconds"] or 0.0 for r in per_seed])
+        # runs trained before CPU time was recorded have none: the mean is over those that do
+        timed = [r["train_cpu_seconds"] for r in per_seed if r["train_cpu_seconds"] is not None]
+        cpu = _mean_std(timed) if timed else (None, None)
         rows.append({
             "entry": name,
             "reference": options.get("follower", "2-step") in HAND_DESIGNED,  # kind: hand-designed
@@ -197,6 +190,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
     pgm10 = next((r for r in rows if r["entry"] == "pgm-10"), None)
     for row in rows:
         for key, ratio in (("train_seconds", "seconds_vs_pgm10"), ("train_cpu_seconds", "cpu_vs_pgm10")):  # fmt: skip
-            row[ratio] = row[key] / pgm10[key] if pgm10 and pgm10[key] else None
+            known = row[key] is not None and pgm10 and pgm10[key]
+            row[ratio] = row[key] / pgm10[key] if known else None
     write_study(grid, rows, runs, Path(results_dir))
     return rows

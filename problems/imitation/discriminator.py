@@ -3,9 +3,18 @@
 
 ψ is one flat tensor, evaluated with ``torch.func.functional_call`` on a template MLP: the follower
 can then update ψ by any rule (Adam, a learned optimizer) and be differentiated through that rule,
-without module state in the way. Inputs are the observation, standardised with the expert's
-mean and standard deviation, and the action (one-hot for discrete actions, divided by the action
-bound for continuous ones).
+without module state in the way. Inputs are the observation and the action (one-hot for discrete
+actions, divided by the action bound for continuous ones); D standardises the observation part
+when it evaluates ℓ, with statistics chosen by ``norm`` (issue 13, finding 5):
+
+- ``expert``: the expert's mean and standard deviation, fixed. Policy states far from the
+  expert's (Pendulum hanging down, where the expert's cos θ ≈ 1 has a small spread) land many
+  standard deviations out, where D saturates whatever ψ is.
+- ``running``: running mean and variance of every discriminator training batch, half expert and
+  half policy pairs (Chan, Golub & LeVeque 1979's pairwise update, as the ``imitation`` library's
+  ``RunningNorm``), so the statistics cover the policy's states too and follow them as they move.
+
+``clip`` > 0 also clips each standardised feature to [−clip, clip].
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 REWARDS = ("gail", "airl")
+NORMS = ("expert", "running")
 
 
 class Discriminator:
@@ -29,7 +39,12 @@ class Discriminator:
         action_space: gym.spaces.Space,
         expert_observations: np.ndarray,
         hidden: tuple[int, ...] = (32, 32),
+        norm: str = "expert",
+        clip: float = 0.0,
     ) -> None:
+        if norm not in NORMS:
+            raise ValueError(f"Unknown --disc-norm {norm!r}; choose one of: {', '.join(NORMS)}.")
+        self.norm, self.clip = norm, clip
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:
             self.action_dim = int(action_space.n)
@@ -39,6 +54,10 @@ class Discriminator:
             high = np.abs(np.concatenate([action_space.low, action_space.high]).reshape(2, -1))
             self.action_scale = torch.as_tensor(high.max(0), dtype=torch.float32).clamp_min(1e-6)
         obs = torch.as_tensor(expert_observations, dtype=torch.float32)
+        self.obs_dim = obs.shape[1]
+        # running moments of the observation part (count, mean, sum of squared deviations); until
+        # the first ``observe``, and always with norm="expert", D standardises with the expert's
+        self.count, self.mean, self.m2 = 0, torch.zeros(self.obs_dim), torch.zeros(self.obs_dim)
         self.obs_mean, self.obs_std = obs.mean(0), obs.std(0).clamp_min(0.1)
         sizes = [obs.shape[1] + self.action_dim, *hidden, 1]
         layers: list[nn.Module] = []
@@ -54,9 +73,9 @@ class Discriminator:
         return torch.cat([p.detach().reshape(-1) for p in self.net.parameters()])
 
     def inputs(self, observations: np.ndarray | Tensor, actions: np.ndarray | Tensor) -> Tensor:
-        """x = [standardised s, encoded a] for a batch of (s, a)."""
+        """x = [s, encoded a] for a batch of (s, a); ``logits`` standardises s."""
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
-        obs = (obs.reshape(obs.shape[0], -1) - self.obs_mean) / self.obs_std
+        obs = obs.reshape(obs.shape[0], -1)
         act = torch.as_tensor(np.asarray(actions))
         if self.discrete:
             act = F.one_hot(act.reshape(-1).long(), self.action_dim).float()
@@ -64,8 +83,41 @@ class Discriminator:
             act = act.reshape(act.shape[0], -1).float() / self.action_scale
         return torch.cat([obs, act], dim=1)
 
+    def observe(self, x: Tensor) -> None:
+        """Fold a training batch into the running statistics (``norm="running"`` only)."""
+        if self.norm != "running":
+            return
+        obs = x[:, : self.obs_dim].detach()
+        n, batch_mean = len(obs), obs.mean(0)
+        batch_m2 = ((obs - batch_mean) ** 2).sum(0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + batch_m2 + delta**2 * self.count * n / total
+        self.count = total
+        self.obs_mean, self.obs_std = self.mean, (self.m2 / total).sqrt().clamp_min(0.1)
+
+    def standardise(self, x: Tensor) -> Tensor:
+        """The observation part to zero mean and unit spread (and clipped, with ``clip``)."""
+        obs = (x[:, : self.obs_dim] - self.obs_mean) / self.obs_std
+        if self.clip > 0:
+            obs = obs.clamp(-self.clip, self.clip)
+        return torch.cat([obs, x[:, self.obs_dim :]], dim=1)
+
+    def state_dict(self) -> dict[str, Tensor | int]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, Tensor | int]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), state["mean"], state["m2"]
+        if self.count:
+            self.obs_mean, self.obs_std = self.mean, (self.m2 / self.count).sqrt().clamp_min(0.1)
+
     def logits(self, psi: Tensor, x: Tensor) -> Tensor:
-        """ℓ_ψ(x), shape (batch,)."""
+        """ℓ_ψ(x), shape (batch,), x as ``inputs`` makes it."""
+        return self.standardised_logits(psi, self.standardise(x))
+
+    def standardised_logits(self, psi: Tensor, x: Tensor) -> Tensor:
+        """ℓ_ψ on already standardised inputs."""
         params, start = {}, 0
         for name, shape in zip(self.names, self.shapes, strict=True):
             n = shape.numel()
@@ -97,15 +149,18 @@ def discriminator_objective(
     """q(θ, ψ) = E_expert[log D] + E_π[log(1 − D)] − λ · GP (expert labelled 1).
 
     GP (Gulrajani et al. 2017, as used for GAIL by Kostrikov et al. 2019): E[(‖∇_x ℓ(x̂)‖ − 1)²]
-    at x̂ = u·x_E + (1 − u)·x_π, u ~ U(0, 1); kept differentiable in ψ (``create_graph``).
+    at x̂ = u·x_E + (1 − u)·x_π, u ~ U(0, 1), in standardised inputs; kept differentiable in ψ
+    (``create_graph``).
     """
     q = F.logsigmoid(disc.logits(psi, expert_x)).mean()
     q = q + F.logsigmoid(-disc.logits(psi, policy_x)).mean()
     if grad_penalty > 0:
         u = torch.rand(expert_x.shape[0], 1)
-        mixed = (u * expert_x + (1 - u) * policy_x).requires_grad_(True)
+        mixed = u * disc.standardise(expert_x) + (1 - u) * disc.standardise(policy_x)
+        mixed = mixed.detach().requires_grad_(True)
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(disc.logits(psi, mixed).sum(), mixed, create_graph=True)
+            logits = disc.standardised_logits(psi, mixed)
+            (grad,) = torch.autograd.grad(logits.sum(), mixed, create_graph=True)
         q = q - grad_penalty * (grad.norm(dim=1) - 1).pow(2).mean()
     return q
 

@@ -3,10 +3,13 @@
 
 - ``AdamFollower`` (hand-designed, "GAIL"): N Adam ascent steps on q(θ, ψ) per round; Adam's
   moments persist across rounds, as with a discriminator optimizer in the usual GAIL loop.
-- ``LSTMFollower`` (learned, "L2L-GAIL"): K steps of a coordinate-wise LSTM optimizer g_φ
-  (Andrychowicz et al. 2016), ψ_{k+1} = ψ_k + g_φ(∇_ψ q(ψ_k), h_k). φ is trained online, like the
-  attacker of Algorithm 3: after each round, the same K-step unroll is replayed from the round's
-  start (ψ_t, h_t) and φ takes one Adam step up q(θ, ψ_{t+K}) on a *fresh* batch.
+- ``LearnedOptimizerFollower`` (learned): K steps ψ_{k+1} = Π(ψ_k + g_φ(∇_ψ q(ψ_k), s_k)) of a
+  learned optimizer g_φ with state s (``learned_optimizers.residual``): the residual LSTM on Adam
+  ("L2L-GAIL", Andrychowicz et al. 2016) or the one-shot trust-region step (K = 1, Jiang et al.
+  2021). φ is trained online, like the attacker of Algorithm 3: after the round's leader step, the
+  round is replayed from its start (ψ_t, s_t) and φ takes one Adam step up the problem's
+  meta-objective at ψ_{t+K} (``problem.meta_objective`` when the problem defines one, e.g. q on a
+  fresh batch minus a penalty; else q on the round's batch).
 
 Differentiating through the unroll: ψ is an explicit tensor evaluated with ``torch.func``'s
 ``functional_call`` (``discriminator.py``), so ψ_K = ψ_0 + Σ_k g_φ(·) is an ordinary autograd graph
@@ -21,11 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from bilevel.protocol import Batch, BilevelProblem, follower_gradient
-from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer, LSTMState
+from learned_optimizers.residual import OptimizerState
 
 
 class AdamFollower(nn.Module):
-    """ψ ← Adam ascent on q, ``steps`` times per round (state persists between rounds)."""
+    """ψ ← Π(Adam ascent on q), ``steps`` times per round (state persists between rounds)."""
 
     learnable = False
 
@@ -45,59 +48,59 @@ class AdamFollower(nn.Module):
         for _ in range(self.steps):
             self.psi.grad = -follower_gradient(problem, batch, self.psi)
             self.optimizer.step()
+            with torch.no_grad():
+                self.psi.copy_(problem.project(batch, self.psi))
         return self.psi.detach().clone()
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> None:
         return None
 
 
-class LSTMFollower(nn.Module):
-    """K-step unroll of a coordinate-wise LSTM optimizer on ψ, meta-trained online (see module)."""
+class LearnedOptimizerFollower(nn.Module):
+    """K steps of a learned optimizer g_φ on ψ, meta-trained online (see the module docstring).
+
+    ``net`` maps (∇, state) to (update, state) and offers ``init_state(coordinates)``.
+    """
 
     learnable = True
 
-    def __init__(
-        self,
-        num_params: int,
-        net: CoordinateLSTMOptimizer | None = None,
-        steps: int = 5,
-        lr: float = 1e-3,
-    ) -> None:
+    def __init__(self, num_params: int, net: nn.Module, steps: int = 3, lr: float = 1e-3) -> None:
         super().__init__()
         if steps < 1:
-            raise ValueError("LSTMFollower needs at least one step")
-        self.net = net or CoordinateLSTMOptimizer()
-        self.steps = steps
-        for i, (h, c) in enumerate(self.net.init_state(num_params)):
-            self.register_buffer(f"h{i}", h)
-            self.register_buffer(f"c{i}", c)
+            raise ValueError("LearnedOptimizerFollower needs at least one step")
+        self.net, self.steps = net, steps
+        state = net.init_state(num_params)
+        self.state_keys = list(state)
+        for key, value in state.items():
+            self.register_buffer(f"state_{key}", value)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
         self._last: tuple[BilevelProblem, Batch, Tensor] | None = None
+        self._start: tuple[Tensor, OptimizerState] | None = None  # (ψ_t, s_t) of this round
 
     @property
-    def state(self) -> LSTMState:
-        return [
-            (getattr(self, f"h{i}"), getattr(self, f"c{i}")) for i in range(len(self.net.cells))
-        ]
+    def state(self) -> OptimizerState:
+        return {key: getattr(self, f"state_{key}") for key in self.state_keys}
 
-    def _store(self, state: LSTMState) -> None:
-        for i, (h, c) in enumerate(state):
-            setattr(self, f"h{i}", h.detach())
-            setattr(self, f"c{i}", c.detach())
+    def _store(self, state: OptimizerState) -> None:
+        for key, value in state.items():
+            setattr(self, f"state_{key}", value.detach())
 
     def unroll(
-        self, problem: BilevelProblem, batch: Batch, psi: Tensor, state: LSTMState
-    ) -> tuple[Tensor, LSTMState]:
-        """ψ_K and h_K after K steps; ψ_K keeps its graph to φ (the gradients are constants)."""
+        self, problem: BilevelProblem, batch: Batch, psi: Tensor, state: OptimizerState
+    ) -> tuple[Tensor, OptimizerState]:
+        """ψ_K and s_K after K steps; ψ_K keeps its graph to φ (the gradients are constants)."""
         for _ in range(self.steps):
             update, state = self.net(follower_gradient(problem, batch, psi), state)
             psi = problem.project(batch, psi + update)
         return psi, state
 
     def forward(self, problem: BilevelProblem, batch: Batch) -> Tensor:
-        """ψ_{t+K} with its graph to φ, from (ψ_t, h_t); h_{t+K} is kept (detached) for the next
-        round, and (problem, batch) for ``ascend``'s fresh batch."""
-        psi, state = self.unroll(problem, batch, problem.init_follower(batch).detach(), self.state)
+        """ψ_{t+K} with its graph to φ, from (ψ_t, s_t); s_{t+K} is kept (detached) for the next
+        round, (problem, batch) for ``ascend``'s meta-objective, and the round's start (ψ_t, s_t)
+        for ``learn``."""
+        start = (problem.init_follower(batch).detach(), self.state)
+        psi, state = self.unroll(problem, batch, *start)
+        self._start = start
         self._store(state)
         self._last = (problem, batch, psi)
         return psi
@@ -107,13 +110,13 @@ class LSTMFollower(nn.Module):
             return self(problem, batch)
 
     def ascend(self, objective: Tensor) -> Tensor:
-        """One Adam step of φ up q(θ, ψ_K(φ)), evaluated on a *fresh* batch of the same round
-        (``problem.fresh_batch``) when the problem offers one, so that φ is rewarded for a
-        discriminator that generalises, not for fitting the batch it stepped on. ``objective``
-        (q on the unroll's batch, from the joint loop) supplies the graph to ψ_K."""
-        if self._last is not None and hasattr(self._last[0], "fresh_batch"):
+        """One Adam step of φ up the meta-objective at ψ_K(φ): ``problem.meta_objective(batch,
+        ψ_K)`` when the problem defines it (GAIL: on a *fresh* batch, so that φ is rewarded for a
+        discriminator that generalises, not for fitting the batch it stepped on), else
+        ``objective`` (q on the unroll's batch, from the joint loop)."""
+        if self._last is not None and hasattr(self._last[0], "meta_objective"):
             problem, batch, psi = self._last
-            objective = problem.follower_objective(problem.fresh_batch(batch), psi)
+            objective = problem.meta_objective(batch, psi)
         self.optimizer.zero_grad(set_to_none=True)
         (-objective).backward(inputs=list(self.net.parameters()))
         self.optimizer.step()
@@ -121,9 +124,12 @@ class LSTMFollower(nn.Module):
         return objective.detach()
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor:
-        """An extra φ step (``--follower-steps`` > 1): unroll again from this round's start state,
-        ascend, and leave the hidden state as it was."""
-        state = self.state
-        objective = problem.follower_objective(batch, self(problem, batch))
-        self._store(state)
-        return self.ascend(objective)
+        """An extra φ step (``--follower-steps`` > 1): unroll again, with the current φ, from this
+        round's start (ψ_t, s_t) that ``forward`` kept, and ascend. The deployed ψ_{t+K} and
+        s_{t+K} are untouched: by now ``problem.init_follower`` returns ψ_{t+K} (the leader step
+        stored it), so starting from it would train φ on a 2K-step unroll never deployed."""
+        if self._start is None:
+            raise RuntimeError("LearnedOptimizerFollower.learn needs this round's forward first")
+        psi, _ = self.unroll(problem, batch, *self._start)
+        self._last = (problem, batch, psi)
+        return self.ascend(problem.follower_objective(batch, psi))

@@ -31,6 +31,7 @@ from problems.imitation.discriminator import (
     policy_reward,
 )
 from problems.imitation.experts import Rollout, rollout
+from problems.imitation.meta_objective import MetaObjective, soft_accuracy
 
 
 @dataclass
@@ -56,27 +57,50 @@ class GAIL:
         reward: str = "gail",
         grad_penalty: float = 0.0,
         seed: int = 0,
+        trust_radius: float = 0.0,
+        meta: MetaObjective | None = None,
     ) -> None:
         policy_reward(torch.zeros(1), reward)  # checks the name
         self.model, self.disc, self.reward_kind = model, disc, reward
         self.leader = model.policy
         self.batch_size, self.grad_penalty, self.seed = batch_size, grad_penalty, seed
+        self.trust_radius, self.meta = trust_radius, meta or MetaObjective()
+        self.meta_draws = 0  # fresh batches drawn for φ this round
         self.expert_x = disc.inputs(demos.observations, demos.actions)
         self.psi = disc.init_params()
+        self.round_start = self.psi.clone()  # ψ_t of the current round (``init_follower``)
         self.round = 0
         self.policy_x = torch.zeros(0, self.expert_x.shape[1])
+        self.diagnostics: dict[str, float] = {}  # of the last round, see ``_diagnose``
 
     # the protocol ---------------------------------------------------------------------------
     def init_follower(self, batch: GAILBatch, random_start: bool = False) -> Tensor:
-        """The last ψ (the discriminator carries over between rounds)."""
+        """The last ψ (the discriminator carries over between rounds); it is also the round's
+        start ψ_t, the centre of the trust region for the rest of the round."""
+        self.round_start = self.psi.clone()
         return self.psi.clone()
 
     def follower_objective(self, batch: GAILBatch, z: Tensor) -> Tensor:
         return discriminator_objective(self.disc, z, batch.expert, batch.policy, self.grad_penalty)
 
     def project(self, batch: GAILBatch, z: Tensor) -> Tensor:
-        """Z is all of ℝ^dim ψ: the identity."""
-        return z
+        """The trust region {ψ : ‖ψ − ψ_t‖ ≤ ε} around the round's start ψ_t (what
+        ``init_follower`` handed out this round: the φ steps that replay the round after the
+        leader step stored ψ_{t+1} must still be projected around ψ_t), as the DRO attacker works
+        in its ε-ball; all of ℝ^dim ψ (the identity) when ε = 0. Differentiable in z, for the
+        learned follower's meta-gradient."""
+        if not self.trust_radius:
+            return z
+        delta = z - self.round_start
+        scale = (self.trust_radius / delta.norm().clamp_min(1e-12)).clamp(max=1.0)
+        return self.round_start + scale * delta
+
+    def meta_objective(self, batch: GAILBatch, z: Tensor) -> Tensor:
+        """The learned follower's meta-objective J(ψ_K) (``meta_objective.py``) on a fresh batch
+        of this round; each call draws another one."""
+        fresh = self.fresh_batch(batch, draw=self.meta_draws)
+        self.meta_draws += 1
+        return self.meta(self.disc, z, fresh.expert, fresh.policy)
 
     def leader_loss(self, batch: GAILBatch, z: Tensor) -> Tensor:
         """−E_π[r_ψ(s, a)] on the batch's policy pairs: what the leader's PPO step lowers (the
@@ -90,8 +114,10 @@ class GAIL:
     def leader_step(self, batch: GAILBatch, z: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Keep ψ = z, then one PPO update (SB3 ``learn`` for one rollout, ``optimizer`` is the
         policy's own) on rollouts rewarded by D_ψ. Returns −(mean D-reward of the rollout)."""
+        psi_step = float((z.detach() - self.psi).norm())
         self.psi = z.detach().clone()
         self.round += 1
+        self.meta_draws = 0
         round_seed = self.seed * 100_003 + self.round
         np.random.seed(round_seed % 2**32)
         self.model.env.seed(round_seed)
@@ -100,7 +126,33 @@ class GAIL:
         self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
         buffer = self.model.rollout_buffer
         self.policy_x = self._policy_inputs(buffer.observations, buffer.actions)
-        return -torch.as_tensor(buffer.rewards, dtype=torch.float32).mean()
+        rewards = torch.as_tensor(buffer.rewards, dtype=torch.float32)
+        self.diagnostics = self._diagnose(psi_step, rewards)
+        return -rewards.mean()
+
+    def begin_round(self, batch: GAILBatch) -> None:
+        """Before the follower's round: fold the round's training batch (half expert, half policy
+        pairs) into D's running input statistics, when D keeps them (``Discriminator.observe``)."""
+        self.disc.observe(torch.cat([batch.expert, batch.policy]))
+
+    def _diagnose(self, psi_step: float, rewards: Tensor) -> dict[str, float]:
+        """The round's discriminator, seen from the leader: D_ψ's accuracy and mean logit on all
+        expert pairs and on the pairs of the rollout it just rewarded, its soft accuracy A_ψ
+        (``meta_objective.soft_accuracy``), the mean and standard deviation of that reward, and
+        ‖ψ_{t+1} − ψ_t‖ (issue 13, finding 1)."""
+        with torch.no_grad():
+            expert = self.disc.logits(self.psi, self.expert_x)
+            policy = self.disc.logits(self.psi, self.policy_x)
+        return {
+            "disc_acc_expert": float((expert > 0).float().mean()),
+            "disc_acc_policy": float((policy < 0).float().mean()),
+            "disc_logit_expert": float(expert.mean()),
+            "disc_logit_policy": float(policy.mean()),
+            "disc_soft_acc": float(soft_accuracy(expert, policy)),
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "psi_step": psi_step,
+        }
 
     # data ----------------------------------------------------------------------------------
     def _policy_inputs(self, observations: np.ndarray, actions: np.ndarray) -> Tensor:
@@ -126,10 +178,11 @@ class GAIL:
         p = torch.randint(len(self.policy_x), (self.batch_size,), generator=generator)
         return GAILBatch(self.expert_x[e], self.policy_x[p])
 
-    def fresh_batch(self, batch: GAILBatch) -> GAILBatch:
-        """A new sample of the same round (the learned follower's meta-objective batch)."""
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.round + 50_000)
-        return self.sample_batch(generator)
+    def fresh_batch(self, batch: GAILBatch | None, draw: int = 0) -> GAILBatch:
+        """Sample number ``draw`` of this round, apart from the round's training batch (the
+        learned follower's meta-objective batches; ``draw`` 0 also serves validation)."""
+        seed = (self.seed * 100_003 + self.round) * 1_000 + draw + 50_000
+        return self.sample_batch(torch.Generator().manual_seed(seed))
 
     def reward(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """r_ψ(s, a) for the reward wrapper, from the current ψ."""
@@ -144,10 +197,15 @@ class GAIL:
             "round": self.round,
             "policy_x": self.policy_x,
             "num_timesteps": self.model.num_timesteps,
+            "meta_draws": self.meta_draws,
+            "disc_stats": self.disc.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.psi = state["psi"].clone()
+        self.round_start = self.psi.clone()
         self.round = int(state["round"])
         self.policy_x = state["policy_x"].clone()
         self.model.num_timesteps = int(state["num_timesteps"])
+        self.meta_draws = int(state["meta_draws"])
+        self.disc.load_state_dict(state["disc_stats"])

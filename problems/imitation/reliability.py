@@ -1,14 +1,30 @@
-"""Reliability metrics for learning curves (Chan et al., ICLR 2020, "Measuring the Reliability of
-Reinforcement Learning Algorithms") and a permutation test, for the GAIL stabilisation experiment.
+"""Reliability metrics for learning curves (Chan, Fishman, Canny, Korattikara & Guadarrama, ICLR
+2020, "Measuring the Reliability of Reinforcement Learning Algorithms"), bootstrap confidence
+intervals and a permutation test, for the GAIL stabilisation experiment.
 
 A curve is a 1-D array of evaluations of one run (here, normalised returns at successive
-environment-step counts); a set of runs is a 2-D array (runs, evaluations).
+environment-step counts); a set of runs is a 2-D array (runs, evaluations). Chan et al.'s metrics:
+
+- dispersion across time (DT, ``within_run_dispersion``): IQR of the detrended curve (first
+  differences r_t − r_{t−1}) in sliding windows;
+- short-term risk across time (SRT, ``short_term_risk``): CVaR of the first differences, lower
+  tail, reported as the expected drop (positive: the curve falls);
+- long-term risk across time (LRT, ``drawdown_cvar``): CVaR of the drawdowns from the running peak,
+  upper tail;
+- dispersion across runs (DR, ``iqr`` of the final performances, or ``across_run_dispersion``:
+  IQR across runs at each evaluation, averaged over the late evaluations);
+- risk across runs (RR, ``cvar`` of the final performances, lower tail).
+
+CVaR_α is the mean of the worst ⌈α n⌉ of n values (the reference implementation takes the values
+beyond the α-quantile; the two agree when α n is a whole number). Chan et al. also low-pass
+filter curves before the across-run metrics; with 25 evaluations per run, none is applied here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import combinations
-from math import comb
+from math import ceil, comb
 
 import numpy as np
 
@@ -17,6 +33,23 @@ def iqr(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """Inter-quartile range q75 − q25 (linear interpolation)."""
     q75, q25 = np.percentile(values, [75, 25], axis=axis)
     return q75 - q25
+
+
+def cvar(values: np.ndarray, alpha: float, tail: str = "lower") -> float:
+    """Conditional value at risk: the mean of the ⌈α n⌉ lowest (``tail="lower"``) or highest
+    (``"upper"``) values."""
+    ordered = np.sort(np.asarray(values, dtype=float).reshape(-1))
+    if tail == "upper":
+        ordered = ordered[::-1]
+    elif tail != "lower":
+        raise ValueError(f"tail must be 'lower' or 'upper'; got {tail!r}")
+    return float(ordered[: max(1, ceil(alpha * len(ordered) - 1e-9))].mean())
+
+
+def final_performance(curves: np.ndarray, last: int = 3) -> np.ndarray:
+    """Each run's performance at the end of training: the mean of its last ``last`` evaluations."""
+    curves = np.asarray(curves, dtype=float)
+    return curves[:, -min(last, curves.shape[1]) :].mean(axis=1)
 
 
 def across_run_dispersion(curves: np.ndarray, tail: float = 0.5) -> float:
@@ -28,13 +61,20 @@ def across_run_dispersion(curves: np.ndarray, tail: float = 0.5) -> float:
 
 
 def within_run_dispersion(curve: np.ndarray, window: int = 5) -> float:
-    """Dispersion within runs (DW): detrend by first differences (r_t − r_{t−1}), then the IQR in
+    """Dispersion across time (DT): detrend by first differences (r_t − r_{t−1}), then the IQR in
     every sliding window of ``window`` differences, averaged over the windows."""
     diffs = np.diff(np.asarray(curve, dtype=float))
     if len(diffs) == 0:
         return 0.0
     window = min(window, len(diffs))
     return float(np.mean([iqr(diffs[i : i + window]) for i in range(len(diffs) - window + 1)]))
+
+
+def short_term_risk(curve: np.ndarray, alpha: float = 0.05) -> float:
+    """Short-term risk across time (SRT): −CVaR_α of the first differences (lower tail), i.e. the
+    expected drop between successive evaluations in the worst α of them."""
+    diffs = np.diff(np.asarray(curve, dtype=float))
+    return -cvar(diffs, alpha, "lower") if len(diffs) else 0.0
 
 
 def drawdowns(curve: np.ndarray) -> np.ndarray:
@@ -44,9 +84,25 @@ def drawdowns(curve: np.ndarray) -> np.ndarray:
 
 
 def drawdown_cvar(curve: np.ndarray, alpha: float = 0.05) -> float:
-    """Long-term risk across time: CVaR_α of the drawdowns, the mean of the worst ⌈α·T⌉ ones."""
-    dd = np.sort(drawdowns(curve))[::-1]
-    return float(dd[: max(1, int(np.ceil(alpha * len(dd))))].mean())
+    """Long-term risk across time (LRT): CVaR_α of the drawdowns, the mean of the worst ⌈α T⌉."""
+    return cvar(drawdowns(curve), alpha, "upper")
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    level: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval (Efron 1979) of ``statistic`` over runs:
+    ``resamples`` resamples of the runs with replacement, the (1 ± level)/2 quantiles."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(resamples, len(values)))
+    stats = np.array([statistic(values[i]) for i in idx])
+    low, high = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
 
 
 def permutation_test(

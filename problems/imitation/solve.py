@@ -25,14 +25,15 @@ from stable_baselines3.common.env_util import make_vec_env
 from bilevel.fit import fit
 from bilevel.loop import JointTrainer
 from bilevel.run import RunDir, load_checkpoint
-from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer
+from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.adversarial.report import write_report
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
 from problems.imitation.experts import Policy, random_policy, rollout, single_thread
-from problems.imitation.followers import AdamFollower, LSTMFollower
+from problems.imitation.followers import AdamFollower, LearnedOptimizerFollower
 from problems.imitation.gail import GAIL
+from problems.imitation.meta_objective import MetaObjective
 from problems.imitation.plots import plot_gail_curves
 from problems.imitation.ppo_expert import expert_policy
 from problems.imitation.reward import DiscriminatorReward
@@ -41,7 +42,14 @@ VAL_SEED, TEST_SEED, RANDOM_SEED = 20_000, 40_000, 30_000
 
 
 class GAILTrainer(JointTrainer):
-    """``JointTrainer`` whose checkpoint also holds the problem's state (ψ, round, policy buffer)."""
+    """``JointTrainer`` whose checkpoint also holds the problem's state (ψ, round, policy buffer),
+    and whose step also returns the round's discriminator diagnostics (``GAIL._diagnose``), so
+    that ``fit`` writes their epoch means into ``metrics.jsonl``."""
+
+    def step(self, batch: Any) -> dict[str, torch.Tensor]:
+        self.problem.begin_round(batch)
+        out = super().step(batch)
+        return {**out, **{k: torch.tensor(v) for k, v in self.problem.diagnostics.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "problem": self.problem.state_dict()}
@@ -63,6 +71,8 @@ def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
         probe.action_space,
         demos.observations,
         (cfg.disc_hidden, cfg.disc_hidden),
+        cfg.disc_norm,
+        cfg.disc_clip,
     )
     continuous = isinstance(probe.action_space, gym.spaces.Box)
     problem_ref: list[GAIL] = []
@@ -76,14 +86,26 @@ def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
         gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, use_sde=cfg.use_sde and continuous,
         seed=cfg.seed, device="cpu", verbose=0,
     )  # fmt: skip
-    problem = GAIL(model, disc, demos, cfg.disc_batch_size, cfg.reward, cfg.grad_penalty, cfg.seed)
+    meta = MetaObjective(cfg.meta_objective, cfg.meta_penalty, cfg.target_accuracy)
+    problem = GAIL(
+        model, disc, demos, cfg.disc_batch_size, cfg.reward, cfg.grad_penalty, cfg.seed,
+        cfg.trust_radius, meta,
+    )  # fmt: skip
     problem_ref.append(problem)
+    return problem, build_follower(cfg, disc.num_params), demos
+
+
+def build_follower(cfg: GAILConfig, num_params: int) -> AdamFollower | LearnedOptimizerFollower:
+    """GAIL's Adam, L2L-GAIL's residual LSTM (Adam at φ₀), or the one-shot trust-region step."""
     if cfg.follower == "adam":
-        follower = AdamFollower(disc.num_params, cfg.disc_steps, cfg.disc_lr)
-    else:
-        net = CoordinateLSTMOptimizer(cfg.lstm_hidden, output_scale=cfg.lstm_output_scale)
-        follower = LSTMFollower(disc.num_params, net, cfg.lstm_steps, cfg.lstm_lr)
-    return problem, follower, demos
+        return AdamFollower(num_params, cfg.disc_steps, cfg.disc_lr)
+    if cfg.follower == "l2l":
+        net = ResidualLSTMOptimizer(
+            cfg.disc_lr, hidden_size=cfg.lstm_hidden, residual_scale=cfg.residual_scale
+        )
+        return LearnedOptimizerFollower(num_params, net, cfg.lstm_steps, cfg.meta_lr)
+    net = OneShotStepNet(cfg.oneshot_step, residual_scale=cfg.residual_scale)
+    return LearnedOptimizerFollower(num_params, net, 1, cfg.meta_lr)
 
 
 def evaluate(
@@ -151,7 +173,7 @@ def _solve(
         rollout(cfg.env, random_policy(cfg.env, cfg.seed), 10, RANDOM_SEED).episode_returns.mean()
     )
     trainer = GAILTrainer(
-        problem, follower, problem.model.policy.optimizer, follower_steps=cfg.lstm_meta_steps
+        problem, follower, problem.model.policy.optimizer, follower_steps=cfg.meta_steps
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.leader_optimizer, lambda _: 1.0)
     if not (resume and run.last_checkpoint.is_file()):  # a fresh start, also under --resume

@@ -1,21 +1,25 @@
-"""``gail-stability``: GAIL (Adam follower) against L2L-GAIL (LSTM follower) over several seeds,
-with the reliability metrics of Chan et al. (2020) (issue 4, "The stabilisation experiment").
+"""``gail-stability``: GAIL against L2L-GAIL (and the other followers of ``variants.py``) over
+several seeds, with the reliability metrics of Chan et al. (ICLR 2020, ``reliability.py``).
 
 Every (follower, seed) pair is one ``solve gail`` run in ``out/<follower>-seed<s>``; a finished run
 (with ``results.json``) is reused and an interrupted one resumed, so the command can be re-run.
-Runs go one after another, or in ``jobs`` worker processes where the machine has the cores.
-Outputs: ``stability.png`` (normalised return and discriminator accuracy against environment
-steps: mean and inter-quartile band across seeds), ``stability.json`` and ``stability.md`` (the
-table below).
+Runs go one after another, or in ``jobs`` worker processes where the machine has the cores. Every
+option is checked, and the task's expert looked up, before any run starts or any file is written.
 
-Table, per follower, from the validation evaluations of each run (normalised return
-(R − R_random) / (R_expert − R_random), deterministic policy, ground-truth reward):
-- final: mean ± std across seeds of the mean of each run's last 3 evaluations;
-- fidelity: final action error (continuous) or agreement (discrete), mean across seeds;
-- across-seed IQR: dispersion across runs, IQR across seeds averaged over the second half;
-- within-run dispersion: IQR of the first-differenced curve in windows of 5, mean over seeds;
-- drawdown CVaR: CVaR_0.05 of drawdowns from the running peak, mean over seeds;
-- p: permutation test of the difference in final return between the first two followers.
+Outputs: ``stability.json`` and ``stability.md`` (one row per follower) and ``stability.png``
+(median and inter-quartile band across seeds of the normalised return and of every discriminator
+diagnostic). A run's performance is its validation normalised return (R − R_random) /
+(R_expert − R_random) of the deterministic policy on the ground-truth reward; its *final*
+performance is the mean of its last 3 evaluations. Columns, per follower:
+- final median, with a 95% percentile-bootstrap interval over seeds;
+- final IQR across seeds (dispersion across runs, DR), with its bootstrap interval;
+- final CVaR_0.1 across seeds (risk across runs, RR: the mean of the worst ⌈0.1 n⌉ runs);
+- final mean and standard deviation; IQR across seeds over the second half of training;
+- within-run dispersion (DT), short-term risk (SRT) and drawdown CVaR_0.05 (LRT): per run, then
+  the median over runs (the drawdown's with its bootstrap interval);
+- fidelity: final action error (continuous) or agreement (discrete), median over runs;
+- p: permutation test of the final performances against the first follower.
+The markdown also checks issue 13's target for every learned follower against the first one.
 """
 
 from __future__ import annotations
@@ -29,15 +33,25 @@ from typing import Any
 import numpy as np
 
 from bilevel.errors import UserError
-from bilevel.run import RunDir, atomic_write_figure, atomic_write_text
+from bilevel.run import RunDir, atomic_write_text, table_cell
 from problems.imitation.config import GAILConfig
+from problems.imitation.plots import PANELS, plot_bands
+from problems.imitation.ppo_expert import expert_policy
 from problems.imitation.reliability import (
     across_run_dispersion,
+    bootstrap_ci,
+    cvar,
     drawdown_cvar,
+    final_performance,
+    iqr,
     permutation_test,
+    short_term_risk,
     within_run_dispersion,
 )
 from problems.imitation.solve import solve_gail
+from problems.imitation.variants import parse_variant
+
+RETURN = "val_normalised_return"
 
 
 def _run_one(cfg: GAILConfig, out: str) -> str:
@@ -55,17 +69,24 @@ def _run_one(cfg: GAILConfig, out: str) -> str:
 
 
 def run_stability(
-    base: GAILConfig, followers: list[str], seeds: int, out: str | Path, jobs: int = 1
-) -> list[dict[str, Any]]:
-    """Run every (follower, seed) pair, then write the plot and the table; returns the rows."""
+    base: GAILConfig, specs: list[str], seeds: int, out: str | Path, jobs: int = 1
+) -> dict[str, Any]:
+    """Run every (follower, seed) pair, then write the plot and the tables; returns the summary."""
+    if seeds < 2 or jobs < 1 or not specs:
+        raise UserError(
+            "--seeds must be at least 2 (the metrics compare runs), --jobs at least 1, and "
+            "--followers must name one or more followers."
+        )
+    variants = [parse_variant(spec, base) for spec in specs]
+    if len({folder for _, folder, _ in variants}) < len(variants):
+        raise UserError("--followers names the same follower twice; name each once.")
     out = Path(out)
     runs = {
-        (f, s): (replace(base, follower=f, seed=s), str(out / f"{f}-seed{s}"))
+        (label, s): (replace(cfg, seed=s).resolve(), str(out / f"{folder}-seed{s}"))
         for s in range(seeds)
-        for f in followers  # seed-major: an early stop still leaves every follower some seeds
-    }
-    for cfg, _ in runs.values():
-        cfg.resolve()  # every bad option stops the command before any run starts
+        for label, folder, cfg in variants  # seed-major: an early stop leaves every follower seeds
+    }  # resolve(): every bad option stops the command before any run starts
+    expert_policy(base.env, base.cache_dir)  # a task without an expert, too
     if jobs > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(_run_one, *zip(*runs.values(), strict=True)))
@@ -73,11 +94,26 @@ def run_stability(
         for cfg, path in runs.values():
             _run_one(cfg, path)
     histories = {key: RunDir(path).read_metrics() for key, (_, path) in runs.items()}
-    rows = stability_table(histories, followers, seeds)
-    plot_stability(out / "stability.png", histories, followers, seeds)
-    atomic_write_text(out / "stability.json", json.dumps(rows, indent=2) + "\n")
-    atomic_write_text(out / "stability.md", markdown_table(rows))
-    return rows
+    labels = [label for label, _, _ in variants]
+    summary = {
+        "env": base.env,
+        "steps": base.steps,
+        "seeds": seeds,
+        "followers": dict(zip(labels, specs, strict=True)),
+        "rows": stability_table(histories, labels, seeds),
+    }
+    curves = {f: {k: _curves(histories, f, seeds, k) for k in _keys(histories)} for f in labels}
+    steps = {f: _curves(histories, f, seeds, "env_steps")[0] for f in labels}
+    title = f"{base.env}: {seeds} seeds × {base.steps} steps (median, IQR band)"
+    plot_bands(out / "stability.png", curves, steps, title)
+    atomic_write_text(out / "stability.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "stability.md", markdown(summary))
+    return summary
+
+
+def _keys(histories: dict) -> list[str]:
+    first = next(iter(histories.values()))[0]
+    return [key for _, _, lines in PANELS for key, _ in lines if key in first]
 
 
 def _curves(histories: dict, follower: str, seeds: int, key: str) -> np.ndarray:
@@ -85,68 +121,77 @@ def _curves(histories: dict, follower: str, seeds: int, key: str) -> np.ndarray:
     return np.array([[row[key] for row in histories[(follower, s)][:length]] for s in range(seeds)])
 
 
+def _iqr(values: np.ndarray) -> float:
+    return float(iqr(values))
+
+
 def stability_table(histories: dict, followers: list[str], seeds: int) -> list[dict[str, Any]]:
     """One row per follower (see the module docstring for each column)."""
     rows, finals = [], {}
     for f in followers:
-        curves = _curves(histories, f, seeds, "val_normalised_return")
-        final = curves[:, -3:].mean(axis=1)
+        curves = _curves(histories, f, seeds, RETURN)
+        final = final_performance(curves)
         finals[f] = final
+        drawdown = np.array([drawdown_cvar(c) for c in curves])
         fidelity_key = next(
             k for k in ("val_action_error", "val_action_agreement") if k in histories[(f, 0)][0]
         )
-        fidelity = _curves(histories, f, seeds, fidelity_key)[:, -3:].mean(axis=1)
-        rows.append(
-            {
-                "method": {"adam": "GAIL", "l2l": "L2L-GAIL"}.get(f, f),
-                "final_normalised_return": float(final.mean()),
-                "final_std": float(final.std(ddof=1)) if seeds > 1 else 0.0,
-                fidelity_key.removeprefix("val_"): float(fidelity.mean()),
-                "across_seed_iqr": across_run_dispersion(curves),
-                "within_run_dispersion": float(np.mean([within_run_dispersion(c) for c in curves])),
-                "drawdown_cvar": float(np.mean([drawdown_cvar(c) for c in curves])),
-                "env_steps": int(histories[(f, 0)][-1]["env_steps"]),
-                "seeds": seeds,
-            }
-        )
-    if len(followers) >= 2 and seeds > 1:
-        p = permutation_test(finals[followers[0]], finals[followers[1]])
-        for row in rows:
-            row["p_value_final"] = p
+        fidelity = final_performance(_curves(histories, f, seeds, fidelity_key))
+        row = {
+            "method": f,
+            "seeds": seeds,
+            "env_steps": int(histories[(f, 0)][-1]["env_steps"]),
+            "final_median": float(np.median(final)),
+            "final_median_ci": bootstrap_ci(final, np.median),
+            "final_iqr": float(iqr(final)),
+            "final_iqr_ci": bootstrap_ci(final, _iqr),
+            "final_cvar": cvar(final, 0.1, "lower"),
+            "final_mean": float(final.mean()),
+            "final_std": float(final.std(ddof=1)),
+            "late_iqr_across_seeds": across_run_dispersion(curves),
+            "within_run_dispersion": float(np.median([within_run_dispersion(c) for c in curves])),
+            "short_term_risk": float(np.median([short_term_risk(c) for c in curves])),
+            "drawdown_cvar": float(np.median(drawdown)),
+            "drawdown_cvar_ci": bootstrap_ci(drawdown, np.median),
+            fidelity_key.removeprefix("val_"): float(np.median(fidelity)),
+        }
+        if f != followers[0]:
+            row["p_value_vs_first"] = permutation_test(final, finals[followers[0]])
+        rows.append(row)
     return rows
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(_fmt(row[k]) for k in keys) + " |")
-    return "\n".join(lines) + "\n"
+def target_checks(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 13's target, for every follower against the first: median ≥ its median, and
+    final IQR and drawdown CVaR ≤ half of its."""
+    first, lines = rows[0], []
+    for row in rows[1:]:
+        checks = [
+            ("median", row["final_median"] >= first["final_median"]),
+            ("IQR ≤ ½", row["final_iqr"] <= 0.5 * first["final_iqr"]),
+            ("drawdown CVaR ≤ ½", row["drawdown_cvar"] <= 0.5 * first["drawdown_cvar"]),
+        ]
+        verdict = "met" if all(ok for _, ok in checks) else "not met"
+        detail = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in checks)
+        lines.append(f"- {row['method']} against {first['method']}: {verdict} ({detail})")
+    return lines
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+def _cell(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(f"{v:.3f}" for v in value) + "]"
+    return f"{value:.3f}" if isinstance(value, float) else table_cell(value)
 
 
-def plot_stability(path: Path, histories: dict, followers: list[str], seeds: int) -> None:
-    """Mean and inter-quartile band across seeds against environment steps, one line per follower."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for f in followers:
-        steps = _curves(histories, f, seeds, "env_steps")[0]
-        for ax, key in zip(axes, ("val_normalised_return", "val_disc_acc"), strict=True):
-            curves = _curves(histories, f, seeds, key)
-            q25, q75 = np.percentile(curves, [25, 75], axis=0)
-            label = {"adam": "GAIL (Adam)", "l2l": "L2L-GAIL (LSTM)"}.get(f, f)
-            ax.plot(steps, curves.mean(axis=0), label=label)
-            ax.fill_between(steps, q25, q75, alpha=0.25)
-    axes[0].set(xlabel="environment steps", ylabel="normalised return", title="policy")
-    axes[1].set(xlabel="environment steps", ylabel="accuracy", title="discriminator", ylim=(0, 1))
-    for ax in axes:
-        ax.legend()
-    fig.tight_layout()
-    atomic_write_figure(fig, path)
+def markdown(summary: dict[str, Any]) -> str:
+    rows = summary["rows"]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [
+        f"# gail-stability: {summary['env']}, {summary['seeds']} seeds × {summary['steps']} steps",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+    ]
+    lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in rows]
+    lines += ["", "Target of issue 13:", *target_checks(rows), ""]
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""``cli.py gail-stability`` end to end for a tiny budget (two followers, two seeds, parallel jobs,
+finished runs reused on a re-run), and bad inputs: one sentence, exit code 2, earlier files
+unchanged and no run started."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+TINY = ":n_envs=1:n_steps=100:eval_episodes=1:test_episodes=1"
+runner = CliRunner()
+
+
+def stability(out: Path, cache: Path, *extra: str):
+    args = ["gail-stability", "--steps", "300", "--out", str(out), "--cache-dir", str(cache)]
+    return runner.invoke(app, [*args, *extra], catch_exceptions=False)
+
+
+def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
+    out, cache = tmp_path / "study", tmp_path / "demos"
+    followers = ["--followers", f"adam{TINY},oneshot{TINY}", "--seeds", "2"]
+    result = stability(out, cache, *followers, "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "stability.json").read_text())
+    assert [row["seeds"] for row in summary["rows"]] == [2, 2]
+    assert [row["env_steps"] for row in summary["rows"]] == [300, 300]
+    assert summary["rows"][0]["method"].startswith("GAIL")
+    assert "p_value_vs_first" in summary["rows"][1]
+    assert "Target of issue 13:" in (out / "stability.md").read_text()
+    assert (out / "stability.png").read_bytes()[:4] == b"\x89PNG"
+    finished = sorted(out.glob("*-seed*/results.json"))
+    assert len(finished) == 4
+    stamps = [p.stat().st_mtime_ns for p in finished]
+    again = stability(out, cache, *followers, "--jobs", "1")  # every run is reused
+    assert again.exit_code == 0, again.output
+    assert [p.stat().st_mtime_ns for p in finished] == stamps
+    assert json.loads((out / "stability.json").read_text()) == summary
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", "1"], "--seeds must be at least 2"),
+        (["--followers", "adam,sgd"], "Unknown follower 'sgd'"),
+        (["--followers", "adam:no_such_option=1"], "is not field=value"),
+        (["--followers", "adam:disc_steps=many"], "is not a valid int"),
+        (["--followers", "l2l:meta_objective=accuracy"], "Unknown --meta-objective"),
+        (["--env", "Hopper-v5"], "has no scripted expert and none was trained"),
+        (["--jobs", "0"], "--jobs at least 1"),
+    ],
+)
+def test_bad_inputs_are_one_sentence_exit_2_and_touch_nothing(extra, message, tmp_path) -> None:
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "stability.json").write_text('{"rows": "earlier"}\n')
+    result = stability(out, tmp_path / "demos", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert (out / "stability.json").read_text() == '{"rows": "earlier"}\n'
+    assert [p.name for p in out.iterdir()] == ["stability.json"]  # no run was started
