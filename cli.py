@@ -263,10 +263,10 @@ def solve_adversarial_dro(
     options = dict(locals())
     check_paths(folders={"--out": out}, inputs={"--data-dir": data_dir})
     from problems.adversarial.config import DROConfig
-    from problems.adversarial.solve import solve_dro
+    from problems.adversarial.solve import solve
 
     cfg = _run_config(DROConfig, options)
-    results = solve_dro(
+    results = solve(
         cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch,
         crash_after_epoch=crash_after_epoch,
     )  # fmt: skip
@@ -328,11 +328,11 @@ def solve_adversarial_ait(
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
     options = dict(locals())
     check_paths(folders={"--out": out}, inputs={"--data-dir": data_dir})
-    from problems.adversarial.solve import solve_dro
-    from problems.adversarial.solve_ait import AITConfig
+    from problems.adversarial.config import AITConfig
+    from problems.adversarial.solve import solve
 
     cfg = _run_config(AITConfig, options)
-    results = solve_dro(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
+    results = solve(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"
     _print_solved(results, title, out, interrupt_after_epoch)
 

@@ -28,15 +28,16 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bilevel import JointTrainer  # noqa: E402
+from bilevel import BilevelProblem, JointTrainer  # noqa: E402
+from bilevel.followers import GradientAscent
 from bilevel.hypergradients import Hypergradient, hypergradient  # noqa: E402
-from bilevel.unrolled import GradientAscent, UpdateRule, unrolled_hypergradient  # noqa: E402
+from bilevel.unrolled import UpdateRule, unrolled_hypergradient  # noqa: E402
 
 DT = torch.float64
 Batch = tuple[Tensor, Tensor]
 
 
-class KLDRO:
+class KLDRO(BilevelProblem):
     """Linear regression θ under KL-DRO sample weights q = softmax(z)."""
 
     zero_sum = True

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bilevel import JointTrainer  # noqa: E402
+from bilevel import BilevelProblem, JointTrainer  # noqa: E402
+from bilevel.followers import GradientAscent  # noqa: E402
 from bilevel.hypergradients import Hypergradient, hypergradient  # noqa: E402
-from bilevel.unrolled import GradientAscent  # noqa: E402
 
 DT = torch.float64
 Split = tuple[Tensor, Tensor]
@@ -33,7 +33,7 @@ Batch = tuple[Split, Split]  # (train, validation)
 STEP, STEPS = 0.5, 120  # the follower's ascent: contraction 1 − 0.5·(λ_min(XᵀX/n) + λ) ≈ 0.78
 
 
-class L2Tuning:
+class L2Tuning(BilevelProblem):
     """Leader: log λ. Follower: ridge weights w (a tensor), found by gradient ascent on −loss."""
 
     zero_sum = False

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bilevel import JointTrainer, LearnedFollower, SignGradientAscent  # noqa: E402
+from bilevel import BilevelProblem, JointTrainer, LearnedFollower, SignGradientAscent  # noqa: E402
 
 
 class Centre(nn.Module):
@@ -31,7 +31,7 @@ class Centre(nn.Module):
         self.theta = nn.Parameter(torch.zeros(dim))
 
 
-class ToyQuadratic:
+class ToyQuadratic(BilevelProblem):
     """Zero-sum toy: q(θ, z) = L(θ, z) = mean_i ½‖x_i + z_i − θ‖², z_i in the L∞ ball of radius ε."""
 
     zero_sum = True

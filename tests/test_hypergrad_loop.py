@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_hypergradients import DT, N, implicit_closed_form, lq
 
-from bilevel import JointTrainer, UserError
+from bilevel import BilevelProblem, JointTrainer, UserError
+from bilevel.followers import GradientAscent
 from bilevel.hypergradients import Hypergradient
-from bilevel.unrolled import GradientAscent
 
 LR = 0.2
 
@@ -94,14 +94,20 @@ def _live_counts(problem, outer_steps: int) -> tuple[list[int], int, int]:
     return counts, tensors[0], tensors[1]
 
 
-class _Leaky:
+class _Leaky(BilevelProblem):
     """A problem that keeps every follower objective it returns (and so its autograd graph)."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.kept = inner, []
+        self.inner, self.kept, self.leader = inner, [], inner.leader
 
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
+    def init_follower(self, batch, random_start: bool = False):
+        return self.inner.init_follower(batch, random_start)
+
+    def project(self, batch, z):
+        return self.inner.project(batch, z)
+
+    def leader_loss(self, batch, z):
+        return self.inner.leader_loss(batch, z)
 
     def follower_objective(self, batch, z):
         out = self.inner.follower_objective(batch, z)

@@ -10,14 +10,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bilevel import JointTrainer
+from bilevel import BilevelProblem, JointTrainer
+from bilevel.followers import GradientAscent
 from bilevel.hypergradients import Hypergradient, hypergradient
-from bilevel.unrolled import GradientAscent, ascent, iterates, unroll
+from bilevel.unrolled import ascent, iterates, unroll
 
 DT = torch.float64
 
 
-class Quadratic:
+class Quadratic(BilevelProblem):
     """Follower maximises −½ zᵀAz (gradient descent on ½ zᵀAz); no leader parameters."""
 
     zero_sum = False
@@ -57,7 +58,7 @@ def test_learned_step_size_derivative_matches_closed_form(steps: int) -> None:
     torch.testing.assert_close(jac, expected, rtol=1e-12, atol=1e-14)
 
 
-class Regression:
+class Regression(BilevelProblem):
     """Parameter-space follower: ψ = an nn.Linear's parameters (a dict), fitted by ridge on the
     training batch; the leader's λ = exp(log λ) weighs the penalty; leader loss = validation MSE."""
 

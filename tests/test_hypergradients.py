@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from bilevel import JointTrainer, SignGradientAscent
+from bilevel import BilevelProblem, JointTrainer, SignGradientAscent
+from bilevel.followers import GradientAscent
 from bilevel.hypergradients import Hypergradient, hypergradient
 from bilevel.implicit import conjugate_gradient, implicit_hypergradient
-from bilevel.unrolled import GradientAscent, ascent, unroll, unrolled_hypergradient
+from bilevel.unrolled import ascent, unroll, unrolled_hypergradient
 from problems.adversarial.dro import AdversarialDRO
 
 DT = torch.float64
@@ -23,7 +24,7 @@ class Vector(nn.Module):
         self.value = nn.Parameter(value.clone())
 
 
-class LinearQuadratic:
+class LinearQuadratic(BilevelProblem):
     """Inner min_w ½wᵀAw − wᵀBλ (the follower maximises its negative), outer ½‖w − c‖²."""
 
     zero_sum = False
@@ -138,7 +139,7 @@ def test_implicit_solve_via_the_config_and_the_follower_solution() -> None:
 # --- ridge regression ---------------------------------------------------------------------------
 
 
-class Ridge:
+class Ridge(BilevelProblem):
     """Follower: w* = argmin ½‖Xw − y‖² + ½λ‖w‖². Leader loss ⟨e, w⟩ (batch = e): its gradient
     in λ is eᵀ dw*/dλ, so the basis vectors e_i read off dw*/dλ row by row."""
 
@@ -243,7 +244,7 @@ def test_joint_trainer_steps_dro_identically_with_danskin_and_implicit_cg() -> N
 # --- a box constraint with some coordinates held at a bound ------------------------------------
 
 
-class BoxedQuadratic:
+class BoxedQuadratic(BilevelProblem):
     """Follower: max_{z ∈ [−1, 1]^n} −½‖z − Mθ‖², so z* = clamp(Mθ, −1, 1) and
     dz*/dθ = diag(|Mθ| < 1) M. Leader: ½‖z − c‖²."""
 

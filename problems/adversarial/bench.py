@@ -24,11 +24,10 @@ from bilevel.errors import UserError
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text, load_checkpoint
 from problems.adversarial.config import FOLLOWERS, DROConfig
 from problems.adversarial.data import dataset_info, load_dataset, subset
-from problems.adversarial.dro import accuracy, robust_accuracy
-from problems.adversarial.evaluation.attacks import pgd_attack, run_attack
+from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.models import build_model
-from problems.adversarial.solve import pgd, solve_dro
+from problems.adversarial.solve import solve
 
 BENCH_EPS = 0.3
 HAND_DESIGNED = ("none", "fgsm", "pgm")
@@ -79,7 +78,7 @@ def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
     """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh)."""
     cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
     shutil.rmtree(run_dir, ignore_errors=True)
-    return solve_dro(cfg, run_dir, show_progress=False)
+    return solve(cfg, run_dir, show_progress=False)
 
 
 def evaluate_leader(
@@ -90,8 +89,8 @@ def evaluate_leader(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         row = {
-            "clean_acc": accuracy(model, *test),
-            "pgd40_acc": robust_accuracy(model, *test, pgd(40, eps, 0.01), eps),
+            "clean_acc": robust_accuracy(model, *test, Clean()),
+            "pgd40_acc": robust_accuracy(model, *test, pgd_attack(40, eps, 0.01, from_clean=False)),
         }
         if cw:
             row["cw_pgd40_acc"] = run_attack(pgd_attack(40, eps, 0.01, "cw"), model, *test).accuracy

@@ -18,7 +18,7 @@ from typing import Any
 from bilevel.errors import UserError
 from problems.adversarial.ait import Direction
 from problems.adversarial.bench import BENCH_EPS, run_bench
-from problems.adversarial.solve_ait import AIT_FOLLOWERS, AITConfig
+from problems.adversarial.config import AIT_FOLLOWERS, AITConfig
 
 
 def bench_ait(

@@ -205,7 +205,8 @@ def _experiment(
 
     def pgd(steps: int, step_size: float | None = None) -> FollowerAttack:
         """PGD-k: PGM-k with a uniform random start; default step 2.5 ε / k."""
-        return pgd_attack(steps, cfg.eps, step_size or 2.5 * cfg.eps / steps, norm=cfg.norm)
+        size = step_size or 2.5 * cfg.eps / steps
+        return pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=False)
 
     def validate() -> dict[str, float]:
         row: dict[str, float] = {}

@@ -27,9 +27,10 @@ from bilevel.errors import UserError, require_counts
 from bilevel.followers import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.run import atomic_write_text
-from problems.adversarial.config import DROConfig, build_follower, resolve_device
+from problems.adversarial.config import DROConfig, resolve_device
 from problems.adversarial.data import DatasetInfo
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.followers import build_follower
 from problems.adversarial.models import MODEL_NAMES, build_model
 
 METHODS = (

@@ -10,7 +10,7 @@ A grid file is JSON::
      "configs": {"2-step fused": {"follower": "2-step", "update": "fused"}, ...},
      "val_examples": 500}                                # first N validation digits (default all)
 
-Every entry (reference or configuration) trains once per seed with ``solve_dro`` into
+Every entry (reference or configuration) trains once per seed with ``solve`` into
 ``OUT/<entry>/seed-<s>`` (a finished run is reused, so a killed study continues where it
 stopped); its best-on-validation leader is then attacked on the validation split. The study
 writes ``<name>.json`` (every run), ``<name>.md`` (mean ± std per entry, the winner) and
@@ -40,7 +40,7 @@ from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.runs import load_classifier
-from problems.adversarial.solve import solve_dro
+from problems.adversarial.solve import solve
 
 DEFAULT_REFERENCES = ("fgsm", "pgm-2", "pgm-3", "pgm-5", "pgm-10")
 VAL_ATTACK = ("apgd-ce", "apgd-t")
@@ -134,7 +134,7 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     if results is None:
         if run_dir.exists():  # an unfinished or different run: the study starts it afresh
             shutil.rmtree(run_dir)
-        results = solve_dro(DROConfig(**options, seed=seed), run_dir, show_progress=False)
+        results = solve(DROConfig(**options, seed=seed), run_dir, show_progress=False)
     cached = run_dir / "study-eval.json"
     if cached.is_file():
         return results, json.loads(cached.read_text())

@@ -25,6 +25,7 @@ import torch
 from stable_baselines3 import PPO
 from torch import Tensor
 
+from bilevel.protocol import BilevelProblem
 from problems.imitation.discriminator import (
     Discriminator,
     discriminator_objective,
@@ -42,7 +43,7 @@ class GAILBatch:
     policy: Tensor
 
 
-class GAIL:
+class GAIL(BilevelProblem):
     """The bilevel problem; ``model`` is an SB3 PPO whose env is wrapped in DiscriminatorReward
     with ``self.reward`` as its reward function."""
 

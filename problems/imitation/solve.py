@@ -24,9 +24,9 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from bilevel.fit import fit
 from bilevel.loop import JointTrainer
+from bilevel.report import write_report
 from bilevel.run import RunDir, load_checkpoint
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
-from problems.adversarial.report import write_report
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy

@@ -4,7 +4,7 @@
   (the paper's Figure 3).
 - ``plot_examples``: clean images, their adversarial versions and the perturbations magnified
   x5 and x30 for FGSM, PGD-20 and the learned attacker (the paper's Figures 4 and 5).
-Training curves come from ``problems.adversarial.report.plot_training_curves``.
+Training curves come from ``bilevel.report.plot_curves`` with the panels of ``problems.adversarial.report``.
 """
 
 from __future__ import annotations

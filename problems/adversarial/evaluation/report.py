@@ -12,11 +12,12 @@ from typing import Any
 from torch import Tensor
 
 from bilevel.errors import UserError
+from bilevel.report import plot_curves
 from bilevel.run import RunDir, atomic_write_text, table_cell
 from problems.adversarial.evaluation.attacks import AttackResult
 from problems.adversarial.evaluation.checklist import Check
 from problems.adversarial.evaluation.plots import plot_examples, plot_sweeps
-from problems.adversarial.report import plot_training_curves
+from problems.adversarial.report import panels
 
 EXAMPLE_ATTACKS = ("fgsm", "pgd20", "learned")  # Figure 4/5 of the paper
 SWEEP_PLOT, EXAMPLES_PLOT, CURVES_PLOT = (
@@ -80,7 +81,7 @@ def write_outputs(
         plots.append(EXAMPLES_PLOT)
     history = run.read_metrics()
     if history:
-        plot_training_curves(run, history, CURVES_PLOT)
+        plot_curves(run.path / CURVES_PLOT, history, panels(history))
         plots.append(CURVES_PLOT)
     ev["plots"] = plots
     run.write_json("eval.json", ev)

@@ -16,8 +16,9 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.followers import LearnedFollower
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.config import LEARNED, DROConfig, build_follower, dataset_default
+from problems.adversarial.config import LEARNED, DROConfig, dataset_default
 from problems.adversarial.data import DatasetInfo, dataset_info
+from problems.adversarial.followers import build_follower
 from problems.adversarial.models import build_model
 
 
