@@ -15,7 +15,7 @@ from bilevel.followers import GradientScaling, Memory
 from bilevel.run import atomic_torch_save
 from cli import app
 from learned_optimizers import build_attacker, start_at_zero
-from problems.adversarial.config import DROConfig
+from problems.adversarial.config import DROConfig, leader_optimizer, lr_schedule
 from problems.adversarial.data import dataset_info
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.followers import build_follower
@@ -49,9 +49,9 @@ class CountingNet(TinyConvAttacker):
 def test_leader_optimizer_and_schedule_are_built_as_asked() -> None:
     params = [torch.nn.Parameter(torch.zeros(3))]
     adam = DROConfig(leader_optimizer="adam", schedule="cosine", epochs=4).resolve()
-    optimizer = adam.leader_optimizer_for(params)
+    optimizer = leader_optimizer(adam, params)
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 1e-3
-    schedule = adam.lr_schedule(optimizer)
+    schedule = lr_schedule(adam, optimizer)
     lrs = []
     for _ in range(4):
         lrs.append(optimizer.param_groups[0]["lr"])
@@ -61,9 +61,9 @@ def test_leader_optimizer_and_schedule_are_built_as_asked() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to zero
 
     sgd = DROConfig(schedule="constant", epochs=4).resolve()
-    optimizer = sgd.leader_optimizer_for(params)
+    optimizer = leader_optimizer(sgd, params)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["momentum"] == 0.9
-    schedule = sgd.lr_schedule(optimizer)
+    schedule = lr_schedule(sgd, optimizer)
     for _ in range(4):
         optimizer.step()
         schedule.step()
