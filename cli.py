@@ -36,7 +36,7 @@ console = Console()
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Every known way for a command to stop, as one line on stderr and an exit code: a
-    ``UserError`` (or a bad value from a constructor) exits 2; a run stopped by SIGINT or SIGTERM
+    ``UserError`` exits 2 (any other exception is a bug and keeps its traceback); a run stopped by SIGINT or SIGTERM
     (``Stopped``, or ``Interrupted`` outside a training loop) exits 130 or 143."""
 
     @functools.wraps(command)
@@ -44,7 +44,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             with signals_raise():
                 return command(*args, **kwargs)
-        except (UserError, ValueError) as err:
+        except UserError as err:
             message, code = f"error: {err}", 2
         except Stopped as stop:
             message, code = str(stop), stop.exit_code
@@ -88,7 +88,11 @@ class Shared:
     model = typer.Option(
         None, help="small-cnn, preact-resnet18 or wrn-34-10 (default: follows the data set)."
     )
-    eps = typer.Option(None, help="L∞ radius ε in [0,1] pixels (default: 0.3 MNIST, 0.031 CIFAR).")
+    eps = typer.Option(
+        None,
+        help="Radius ε of the --norm ball, pixels in [0,1] (default: L∞ 0.3 mnist5k, 0.031 "
+        "CIFAR; L2 1.5 mnist5k, 0.5 CIFAR).",
+    )
     batch_size = typer.Option(128)
     lr = typer.Option(None, help="Leader SGD learning rate (default: 0.1 CIFAR, 0.05 mnist5k).")
     milestones = typer.Option(
@@ -154,6 +158,11 @@ class Shared:
     amp = typer.Option(False, help="bf16 autocast of every training step (CPU and GPU).")
     compile_ = typer.Option(
         False, "--compile/--no-compile", help="torch.compile the leader and the attacker."
+    )
+    norm = typer.Option(
+        None,
+        help="The threat model: the ε-ball of linf (the paper's, the default) or l2 (default ε "
+        "then 1.5 mnist5k, 0.5 CIFAR).",
     )
 
 
@@ -253,6 +262,7 @@ def solve_adversarial_dro(
     channels_last: bool = Shared.channels_last,
     amp: bool = Shared.amp,
     compile_: bool = Shared.compile_,
+    norm: str = Shared.norm,
     crash_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
     """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7).
@@ -324,6 +334,7 @@ def solve_adversarial_ait(
     channels_last: bool = Shared.channels_last,
     amp: bool = Shared.amp,
     compile_: bool = Shared.compile_,
+    norm: str = Shared.norm,
 ) -> None:
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
     options = dict(locals())

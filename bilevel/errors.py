@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-class UserError(Exception):
-    """An error the user caused and can fix; the CLI prints its message (one sentence saying what to do) and exits with code 2."""
+class UserError(ValueError):
+    """An error the user caused and can fix; the CLI prints its message (one sentence saying what
+    to do) and exits with code 2. A bad value, so a ``ValueError``: code that checks a value it
+    was given raises this one when the value came from an option."""
 
 
 class Stopped(Exception):

@@ -29,7 +29,8 @@ class Experiment:
 
     ``train_batches(epoch)`` yields that epoch's batches from its own generator (exact resume);
     ``validate()`` gives the metrics of an epoch's row, ``select_key`` among them picks ``best.pt``;
-    ``test(leader_state)`` loads the selected θ and returns the test split's results.
+    ``test(leader_state, history)`` loads the selected θ and returns the test split's results
+    (``history``: every epoch's metrics row, for results that quote the last epoch).
     ``panels(history)`` (the plot hook) are the panels of ``curves.png``; ``notes(history)`` are
     extra lines of ``report.md``. ``scheduler`` is optional (stepped once per epoch).
     """
@@ -40,7 +41,7 @@ class Experiment:
     epochs: int
     validate: Callable[[], dict[str, float]]
     select_key: str
-    test: Callable[[dict[str, Any]], dict[str, Any]]
+    test: Callable[[dict[str, Any], Rows], dict[str, Any]]
     scheduler: Scheduler | None = None
     panels: Callable[[Rows], Sequence[Panel]] = field(default=lambda history: DEFAULT_PANELS)
     notes: Callable[[Rows], list[str]] = field(default=lambda history: [])
@@ -78,7 +79,7 @@ def run_experiment(
         return None
     best = load_checkpoint(run.best_checkpoint)
     tic = time.perf_counter()
-    results: dict[str, Any] = {"best_epoch": int(best["epoch"]), **e.test(best["leader"])}
+    results = {"best_epoch": int(best["epoch"]), **e.test(best["leader"], result.history)}
     results["train_seconds"] = round(result.train_seconds, 2)
     results["train_cpu_seconds"] = round(result.train_cpu_seconds, 2)
     results["eval_seconds"] = round(time.perf_counter() - tic, 2)

@@ -98,12 +98,16 @@ class JointTrainer:
             self.follower.train(follower_train)
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
-        """One joint step; returns detached tensors (no host sync here)."""
+        """One joint step; returns detached tensors (no host sync here), with the problem's
+        ``step_metrics`` beside L and q."""
+        self.problem.begin_step(batch)
         if not self.acceleration.amp:
-            return self._step(batch)
-        device = next(self.problem.leader.parameters()).device
-        with self.acceleration.autocast(device):
-            return self._step(batch)
+            out = self._step(batch)
+        else:
+            device = next(self.problem.leader.parameters()).device
+            with self.acceleration.autocast(device):
+                out = self._step(batch)
+        return out | {k: torch.tensor(v) for k, v in self.problem.step_metrics().items()}
 
     def _step(self, batch: Batch) -> dict[str, Tensor]:
         if self.update is UpdateMode.FUSED:

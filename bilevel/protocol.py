@@ -39,6 +39,11 @@ class BilevelProblem:
     - ``follower_features``: what a learned follower sees besides ∇_z q (naive and grad modes).
     - ``follower_input``: how those parts are combined into g_φ's input (channels by default).
     - ``leader_step``: one leader step (default: along the hypergradient; GAIL: a PPO update).
+    - ``meta_objective``: what a learned follower's φ ascends at its answer (default: q itself;
+      GAIL: q on a fresh batch, minus a penalty).
+    - ``begin_step`` / ``step_metrics``: called before each joint step (nothing by default), and
+      extra per-step metrics for ``metrics.jsonl`` (none by default; GAIL's discriminator
+      diagnostics).
     - ``state_dict`` / ``load_state_dict``: state beyond θ that a checkpoint must hold (none).
     """
 
@@ -87,6 +92,17 @@ class BilevelProblem:
         loss.backward()
         optimizer.step()
         return loss.detach()
+
+    def meta_objective(self, batch: Batch, z: Decision) -> Tensor:
+        """The objective a learned follower's φ ascends at z_φ (Algorithm 3's last line): q."""
+        return self.follower_objective(batch, z)
+
+    def begin_step(self, batch: Batch) -> None:
+        """Called once before each joint step on ``batch`` (before the follower solves)."""
+
+    def step_metrics(self) -> dict[str, float]:
+        """Metrics of the last joint step beyond L and q, averaged per epoch into the metrics."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """State beyond θ that ``last.pt`` must hold for an exact resume (none by default)."""

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bilevel.distributed import unwrap
+from bilevel.errors import UserError
 from bilevel.norms import Norm
 from problems.adversarial.perturbation import Perturbation
 
@@ -94,7 +95,7 @@ class AdversarialInterpolation(Perturbation):
         norm: Norm | str = Norm.LINF,
     ) -> None:
         if not 0.0 <= eps_y <= 1.0:
-            raise ValueError(f"--eps-y must be in [0, 1]; got {eps_y}.")
+            raise UserError(f"--eps-y must be in [0, 1]; got {eps_y}.")
         super().__init__(leader, eps, norm)
         self.num_classes, self.eps_y, self.direction = num_classes, eps_y, Direction(direction)
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from bilevel.errors import UserError
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text, load_checkpoint
-from problems.adversarial.config import FOLLOWERS, DROConfig
+from problems.adversarial.config import FOLLOWERS, LEGACY_VALUES, DROConfig
 from problems.adversarial.data import dataset_info, load_dataset, subset
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
@@ -68,7 +68,8 @@ def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
     results_path = run_dir / "results.json"
     if not results_path.is_file():
         return None
-    recorded, wanted = RunDir(run_dir).read_config(), cfg.to_dict()
+    # an option newer than the folder counts as what the run did (``LEGACY_VALUES``, e.g. L∞)
+    recorded, wanted = LEGACY_VALUES | RunDir(run_dir).read_config(), cfg.to_dict()
     keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
     same = all(recorded.get(k) == wanted.get(k) for k in keys)
     return json.loads(results_path.read_text()) if same else None

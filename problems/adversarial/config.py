@@ -209,7 +209,9 @@ class AdversarialConfig:
     channels_last: bool | None = option(None, "NHWC tensors (default: on for CIFAR).")
     amp: bool = option(False, "bf16 autocast of every training step (CPU and GPU).")
     compile: bool = option(False, "torch.compile the leader and the attacker.")
-    norm: str = option("linf", "The threat model: the ε-ball of linf (the paper's) or l2.")
+    norm: str | None = option(
+        None, "The threat model: the ε-ball of linf (the paper's, the default) or l2."
+    )
 
     @property
     def learned(self) -> bool:
@@ -219,6 +221,7 @@ class AdversarialConfig:
         """Check every option and fill the data set's defaults in place; returns self."""
         self.dataset = self.dataset.lower()
         choose("--dataset", self.dataset, DATASETS)
+        self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
         d = _DATASET_DEFAULTS[self.dataset]
         self.model = self.model or d["model"]

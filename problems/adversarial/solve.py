@@ -228,7 +228,7 @@ def _experiment(
             row["phi_updates"] = follower.updates
         return row
 
-    def test_leader(leader: dict[str, Any]) -> dict[str, Any]:
+    def test_leader(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
         model.load_state_dict(leader)
         test_dev = tuple(t.to(device) for t in test)
         with torch.random.fork_rng(devices=[]):

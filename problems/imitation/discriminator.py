@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bilevel.errors import UserError
+
 REWARDS = ("gail", "airl")
 NORMS = ("expert", "running")
 
@@ -43,7 +45,7 @@ class Discriminator:
         clip: float = 0.0,
     ) -> None:
         if norm not in NORMS:
-            raise ValueError(f"Unknown --disc-norm {norm!r}; choose one of: {', '.join(NORMS)}.")
+            raise UserError(f"Unknown --disc-norm {norm!r}; choose one of: {', '.join(NORMS)}.")
         self.norm, self.clip = norm, clip
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:
@@ -136,7 +138,7 @@ def policy_reward(logits: Tensor, kind: str = "gail") -> Tensor:
         return F.softplus(logits)
     if kind == "airl":
         return logits
-    raise ValueError(f"Unknown --reward {kind!r}; choose one of: {', '.join(REWARDS)}.")
+    raise UserError(f"Unknown --reward {kind!r}; choose one of: {', '.join(REWARDS)}.")
 
 
 def discriminator_objective(

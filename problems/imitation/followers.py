@@ -110,11 +110,11 @@ class LearnedOptimizerFollower(nn.Module):
             return self(problem, batch)
 
     def ascend(self, objective: Tensor) -> Tensor:
-        """One Adam step of φ up the meta-objective at ψ_K(φ): ``problem.meta_objective(batch,
-        ψ_K)`` when the problem defines it (GAIL: on a *fresh* batch, so that φ is rewarded for a
-        discriminator that generalises, not for fitting the batch it stepped on), else
-        ``objective`` (q on the unroll's batch, from the joint loop)."""
-        if self._last is not None and hasattr(self._last[0], "meta_objective"):
+        """One Adam step of φ up the meta-objective at ψ_K(φ), ``problem.meta_objective(batch,
+        ψ_K)`` after a forward (GAIL: on a *fresh* batch, so that φ is rewarded for a
+        discriminator that generalises, not for fitting the batch it stepped on; by default q on
+        the unroll's batch); ``objective`` itself without one."""
+        if self._last is not None:
             problem, batch, psi = self._last
             objective = problem.meta_objective(batch, psi)
         self.optimizer.zero_grad(set_to_none=True)

@@ -131,7 +131,11 @@ class GAIL(BilevelProblem):
         self.diagnostics = self._diagnose(psi_step, rewards)
         return -rewards.mean()
 
-    def begin_round(self, batch: GAILBatch) -> None:
+    def step_metrics(self) -> dict[str, float]:
+        """The round's discriminator diagnostics (``_diagnose``), into ``metrics.jsonl``."""
+        return self.diagnostics
+
+    def begin_step(self, batch: GAILBatch) -> None:
         """Before the follower's round: fold the round's training batch (half expert, half policy
         pairs) into D's running input statistics, when D keeps them (``Discriminator.observe``)."""
         self.disc.observe(torch.cat([batch.expert, batch.policy]))

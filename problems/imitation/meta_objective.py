@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bilevel.errors import UserError
 from problems.imitation.discriminator import Discriminator, discriminator_objective
 
 META_OBJECTIVES = ("q", "q-gp", "target")
@@ -52,7 +53,7 @@ class MetaObjective:
 
     def __post_init__(self) -> None:
         if self.kind not in META_OBJECTIVES:
-            raise ValueError(
+            raise UserError(
                 f"Unknown --meta-objective {self.kind!r}; choose one of: "
                 f"{', '.join(META_OBJECTIVES)}."
             )

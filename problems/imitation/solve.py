@@ -1,6 +1,6 @@
 """``solve gail``: build GAIL (SB3 PPO leader, discriminator ψ follower) from a ``GAILConfig``,
-train with the shared joint loop (``bilevel.JointTrainer`` + ``bilevel.fit``: run folder, metrics,
-checkpoints, exact resume, progress bar), select the best epoch on validation episodes, and report
+train with the shared joint loop and experiment runner (``bilevel.JointTrainer`` and
+``bilevel.run_experiment``: run folder, metrics, checkpoints, exact resume, progress bar, report), select the best epoch on validation episodes, and report
 the return of that policy on held-out test episodes.
 
 Evaluation (every epoch, deterministic policy, ground-truth reward): the return, the normalised
@@ -13,6 +13,7 @@ the expert does (issue 4).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,41 +23,22 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from bilevel.fit import fit
+from bilevel.experiment import Experiment, run_experiment
 from bilevel.loop import JointTrainer
-from bilevel.report import write_report
-from bilevel.run import RunDir, load_checkpoint
+from bilevel.run import RunDir
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
 from problems.imitation.experts import Policy, random_policy, rollout, single_thread
 from problems.imitation.followers import AdamFollower, LearnedOptimizerFollower
-from problems.imitation.gail import GAIL
+from problems.imitation.gail import GAIL, GAILBatch
 from problems.imitation.meta_objective import MetaObjective
 from problems.imitation.plots import plot_gail_curves
 from problems.imitation.ppo_expert import expert_policy
 from problems.imitation.reward import DiscriminatorReward
 
 VAL_SEED, TEST_SEED, RANDOM_SEED = 20_000, 40_000, 30_000
-
-
-class GAILTrainer(JointTrainer):
-    """``JointTrainer`` whose checkpoint also holds the problem's state (ψ, round, policy buffer),
-    and whose step also returns the round's discriminator diagnostics (``GAIL._diagnose``), so
-    that ``fit`` writes their epoch means into ``metrics.jsonl``."""
-
-    def step(self, batch: Any) -> dict[str, torch.Tensor]:
-        self.problem.begin_round(batch)
-        out = super().step(batch)
-        return {**out, **{k: torch.tensor(v) for k, v in self.problem.diagnostics.items()}}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "problem": self.problem.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.problem.load_state_dict(state["problem"])
 
 
 def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
@@ -164,22 +146,19 @@ def _solve(
     show_progress: bool,
 ) -> dict[str, Any] | None:
     cfg.resolve()
-    run = RunDir(out)
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
-    run.prepare(cfg.to_dict(), resume)
     expert = expert_policy(cfg.env, cfg.cache_dir)
     r_expert = float(demos.episode_returns.mean())
     r_random = float(
         rollout(cfg.env, random_policy(cfg.env, cfg.seed), 10, RANDOM_SEED).episode_returns.mean()
     )
-    trainer = GAILTrainer(
+    trainer = JointTrainer(
         problem, follower, problem.model.policy.optimizer, follower_steps=cfg.meta_steps
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.leader_optimizer, lambda _: 1.0)
-    if not (resume and run.last_checkpoint.is_file()):  # a fresh start, also under --resume
+    if not (resume and RunDir(out).last_checkpoint.is_file()):  # a fresh start, also --resume
         problem.collect_initial(cfg.env, episodes=max(1, cfg.n_envs))
 
-    def train_batches(epoch: int):
+    def train_batches(epoch: int) -> Iterator[GAILBatch]:
         for _ in range(cfg.rounds_per_epoch):
             generator = torch.Generator().manual_seed(cfg.seed * 100_003 + problem.round + 1)
             yield problem.sample_batch(generator)
@@ -191,27 +170,26 @@ def _solve(
         row = {f"val_{k}": v for k, v in val.items()}
         return {**row, "val_disc_acc": acc, "env_steps": int(problem.model.num_timesteps)}
 
-    result = fit(
-        trainer, scheduler, train_batches, cfg.rounds_per_epoch, validate, run, cfg.epochs,
-        "val_return", resume=resume, interrupt_after_epoch=interrupt_after_epoch,
+    def test(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+        problem.leader.load_state_dict(leader)
+        scores = evaluate(
+            problem, cfg.env, expert, cfg.test_episodes, TEST_SEED, r_random, r_expert
+        )
+        return {
+            **{f"test_{k}": v for k, v in scores.items()},
+            "final_val_normalised_return": history[-1]["val_normalised_return"],
+            "expert_return": r_expert,
+            "random_return": r_random,
+            "env_steps": history[-1]["env_steps"],
+        }
+
+    experiment = Experiment(
+        trainer, train_batches, cfg.rounds_per_epoch, cfg.epochs, validate, "val_return", test
+    )
+    results = run_experiment(
+        experiment, out, cfg.to_dict(), resume, interrupt_after_epoch=interrupt_after_epoch,
         show_progress=show_progress,
     )  # fmt: skip
-    if result.interrupted:
-        return None
-    final = result.history[-1]
-    best = load_checkpoint(run.best_checkpoint)
-    problem.leader.load_state_dict(best["leader"])
-    test = evaluate(problem, cfg.env, expert, cfg.test_episodes, TEST_SEED, r_random, r_expert)
-    results: dict[str, Any] = {
-        "best_epoch": int(best["epoch"]),
-        **{f"test_{k}": v for k, v in test.items()},
-        "final_val_normalised_return": final["val_normalised_return"],
-        "expert_return": r_expert,
-        "random_return": r_random,
-        "env_steps": final["env_steps"],
-        "train_seconds": round(result.train_seconds, 2),
-    }
-    run.write_json("results.json", results)
-    write_report(run, cfg.to_dict(), result.history, results)
-    plot_gail_curves(run, result.history)
+    if results is not None:
+        plot_gail_curves(RunDir(out), RunDir(out).read_metrics())
     return results

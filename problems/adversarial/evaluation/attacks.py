@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bilevel.errors import UserError
 from bilevel.followers import Follower, LearnedFollower, SignGradientAscent
 from bilevel.norms import Norm
 from problems.adversarial.dro import AdversarialDRO, ImageBatch
@@ -171,9 +172,9 @@ class FollowerAttack(Attack):
         from_clean: bool = True,
     ) -> None:
         if loss not in ("ce", "cw"):
-            raise ValueError(f"Unknown attack loss {loss!r}; choose ce or cw.")
+            raise UserError(f"Unknown attack loss {loss!r}; choose ce or cw.")
         if restarts < 1:
-            raise ValueError(f"--restarts must be at least 1; got {restarts}.")
+            raise UserError(f"--restarts must be at least 1; got {restarts}.")
         self.name, self.follower, self.eps, self.norm = name, follower, eps, Norm(norm)
         self.loss, self.restarts, self.extra = loss, restarts, extra or {}
         self.from_clean = from_clean
@@ -273,7 +274,7 @@ class RandomNoise(Attack):
 
     def __init__(self, eps: float, samples: int = 100, norm: Norm | str = Norm.LINF) -> None:
         if samples < 1:
-            raise ValueError(f"--noise-samples must be at least 1; got {samples}.")
+            raise UserError(f"--noise-samples must be at least 1; got {samples}.")
         self.eps, self.samples, self.norm = eps, samples, Norm(norm)
 
     def params(self) -> dict[str, Any]:
@@ -304,7 +305,7 @@ class CarliniWagnerLinf(Attack):
         self, eps: float, iterations: int = 100, lr: float = 0.1, kappa: float = 0.0
     ) -> None:
         if iterations < 1:
-            raise ValueError(f"CW needs at least one iteration; got {iterations}.")
+            raise UserError(f"CW needs at least one iteration; got {iterations}.")
         self.eps, self.iterations, self.lr, self.kappa = eps, iterations, lr, kappa
 
     def params(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bilevel.errors import UserError
 from bilevel.norms import Norm
 from problems.adversarial.evaluation.attacks import Attack, predict
 
@@ -63,7 +64,7 @@ class AutoAttackAdapter(Attack):
     ) -> None:
         unknown = [c for c in components if c not in STANDARD]
         if unknown or not components:
-            raise ValueError(
+            raise UserError(
                 f"Unknown AutoAttack component(s) {unknown}; choose from {', '.join(STANDARD)}."
             )
         self.eps, self.components, self.seed, self.norm = eps, tuple(components), seed, Norm(norm)

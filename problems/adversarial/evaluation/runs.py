@@ -79,6 +79,11 @@ def load_classifier(
         has_run = RunDir(run_dir).config_path.is_file()
         config = read_config(run_dir) if has_run else {}
         checkpoint = Path(model_path)
+    if config.get("norm", "linf") != "linf":
+        raise UserError(
+            f"{run_dir} was trained in the {config['norm']} ball, and evaluate attacks in the L∞ "
+            "ball only so far; evaluate a run trained with --norm linf."
+        )
     info = dataset_info(config.get("dataset", dataset))
     name = config.get("model") or arch or dataset_default(info.name, "model")
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
