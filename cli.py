@@ -19,8 +19,10 @@ from rich.table import Table
 
 from bilevel.distributed import leave_process_group
 from bilevel.errors import Stopped, UserError
+from bilevel.options import with_options
 from bilevel.paths import check_paths
 from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
+from problems.adversarial.config import AITConfig, DROConfig
 
 app = typer.Typer(
     help="Learning to learn for bilevel problems: a leader (θ) against a learned follower (g_φ).",
@@ -68,102 +70,15 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def _milestones(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(
-            f"--milestones takes epochs separated by commas, like 30,60,90; got {text!r}."
-        ) from None
-
-
 class Shared:
-    """typer options of the adversarial commands, declared once (solve adversarial-dro and
-    adversarial-ait, bench dro and ait); a command's own options stay in its signature."""
+    """typer options that are not a run's configuration, shared by several commands (a run's
+    options come from its configuration dataclass, ``bilevel.options.with_options``)."""
 
-    dataset = typer.Option("mnist5k", help="mnist5k (embedded, offline), cifar10 or cifar100.")
-    data_dir = typer.Option("./data", help="Where CIFAR is read from (downloaded if missing).")
-    model = typer.Option(
-        None, help="small-cnn, preact-resnet18 or wrn-34-10 (default: follows the data set)."
-    )
-    eps = typer.Option(
-        None,
-        help="Radius ε of the --norm ball, pixels in [0,1] (default: L∞ 0.3 mnist5k, 0.031 "
-        "CIFAR; L2 1.5 mnist5k, 0.5 CIFAR).",
-    )
-    batch_size = typer.Option(128)
-    lr = typer.Option(None, help="Leader SGD learning rate (default: 0.1 CIFAR, 0.05 mnist5k).")
-    milestones = typer.Option(
-        None,
-        help="Epochs where lr ×0.1, e.g. 30,60,90 (default: 30,60,90 for 100 epochs, else at "
-        "1/2 and 3/4 of --epochs).",
-    )
-    attacker = typer.Option(
-        None,
-        help="Learned attacker: cnn (Table 1) or slim (Appendix B) (default: slim on mnist5k, "
-        "cnn on CIFAR).",
-    )
-    attacker_width = typer.Option(
-        None, help="Channel multiplier of the attacker (default: 0.125 mnist5k, 1.0 CIFAR)."
-    )
-    follower_steps = typer.Option(1, help="Follower (φ) updates per leader (θ) update.")
-    leader_optimizer = typer.Option("sgd", help="The leader's optimizer: sgd (momentum) or adam.")
-    schedule = typer.Option(
-        "multistep", help="Leader lr schedule: multistep (×0.1 at --milestones), constant, cosine."
-    )
-    attacker_lr = typer.Option(1e-3, help="Adam learning rate of the learned attacker φ.")
-    attacker_betas = typer.Option("0.9,0.999", help="Adam betas of φ, like 0.9,0.999.")
-    attacker_weight_decay = typer.Option(2e-4, help="Weight decay of φ's Adam.")
-    unroll = typer.Option(
-        None, help="Unrolled steps K of the learned follower (default: 1, or 2 for 2-step)."
-    )
-    grad_scaling = typer.Option(
-        "sample", help="How ∇ is scaled for g_φ: sample (g/max|g| each), batch, sign or none."
-    )
-    attacker_random_start = typer.Option(
-        None,
-        "--attacker-random-start/--no-attacker-random-start",
-        help="The learned follower starts uniformly in the ε-ball, as FGSM-RS and PGM do "
-        "(default: on for mnist5k, off on CIFAR, the paper's).",
-    )
-    attacker_memory = typer.Option(
-        "none", help="Extra input of g_φ: none, delta (the current δ/ε) or prev-grad."
-    )
-    attacker_sign_step = typer.Option(
-        None,
-        help="s > 0: each unrolled step adds a sign-gradient step s·ε to g_φ's output, and g_φ "
-        "starts at zero, so the follower starts as PGM-K and learns a correction (default: "
-        "0.625 for mnist5k, 0 on CIFAR, the paper's).",
-    )
-    attacker_init = typer.Option(None, help="A finished L2L run folder whose g_φ warm-starts φ.")
-    gap_size = typer.Option(
-        256, help="Training examples of the follower-gap probe measured every epoch (0: off)."
-    )
     train_size = typer.Option(None, help="Use only the first N training examples.")
     eval_size = typer.Option(None, help="Use only the first N validation and test examples.")
-    seed = typer.Option(0)
-    device = typer.Option("auto", help="auto, cpu or cuda.")
     resume = typer.Option(False, help="Continue the run in --out where it stopped.")
     interrupt_after_epoch = typer.Option(None, hidden=True)
     json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
-    eps_warmup = typer.Option(
-        None,
-        help="Epochs of linear ε ramp from 0 (default: a third of --epochs on mnist5k, 0 CIFAR).",
-    )
-    channels_last = typer.Option(
-        None, "--channels-last/--no-channels-last", help="NHWC tensors (default: on for CIFAR)."
-    )
-    amp = typer.Option(False, help="bf16 autocast of every training step (CPU and GPU).")
-    compile_ = typer.Option(
-        False, "--compile/--no-compile", help="torch.compile the leader and the attacker."
-    )
-    norm = typer.Option(
-        None,
-        help="The threat model: the ε-ball of linf (the paper's, the default) or l2 (default ε "
-        "then 1.5 mnist5k, 0.5 CIFAR).",
-    )
 
 
 def _seeds(text: str) -> list[int]:
@@ -180,26 +95,6 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _betas(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(
-            f"--attacker-betas takes two numbers like 0.9,0.999; got {text!r}."
-        ) from None
-
-
-def _run_config(config_class: Any, options: dict[str, Any]) -> Any:
-    """A run's configuration from a solve command's options (its parameters, by name); options
-    that are not configuration (--out, --resume ...) are left out by ``from_dict``."""
-    parsed = {
-        "milestones": _milestones(options["milestones"]),
-        "compile": options["compile_"],
-        "attacker_betas": _betas(options["attacker_betas"]),
-    }
-    return config_class.from_dict({**options, **parsed})
-
-
 def _print_solved(
     results: dict[str, Any] | None, title: str, out: Path, interrupt_after_epoch: int | None
 ) -> None:
@@ -213,56 +108,12 @@ def _print_solved(
 
 @solve_app.command("adversarial-dro")
 @user_errors
+@with_options(DROConfig)
 def solve_adversarial_dro(
-    dataset: str = Shared.dataset,
-    data_dir: str = Shared.data_dir,
-    model: str = Shared.model,
-    follower: str = typer.Option(
-        "2-step",
-        help="How the follower finds δ: none (plain training), fgsm (random start), pgm (PGM-k), "
-        "or a learned attacker: naive, grad, grad-only, 2-step, 2-step-grad-only.",
-    ),
-    eps: float = Shared.eps,
-    pgm_steps: int = typer.Option(10, help="k of PGM-k training."),
-    pgm_step_size: float = typer.Option(
-        None, help="η of PGM-k (default: 0.007 CIFAR, 2.5ε/k MNIST)."
-    ),
-    epochs: int = typer.Option(None, help="Training epochs (default: 100 CIFAR, 10 mnist5k)."),
-    batch_size: int = Shared.batch_size,
-    lr: float = Shared.lr,
-    milestones: str = Shared.milestones,
-    attacker: str = Shared.attacker,
-    attacker_width: float = Shared.attacker_width,
-    update: str = typer.Option(
-        None,
-        help="alternating (the paper), follower-first or fused (one backward); default: the data "
-        "set's for learned followers, alternating for hand-designed ones.",
-    ),
-    follower_steps: int = Shared.follower_steps,
-    leader_optimizer: str = Shared.leader_optimizer,
-    schedule: str = Shared.schedule,
-    attacker_lr: float = Shared.attacker_lr,
-    attacker_betas: str = Shared.attacker_betas,
-    attacker_weight_decay: float = Shared.attacker_weight_decay,
-    unroll: int = Shared.unroll,
-    grad_scaling: str = Shared.grad_scaling,
-    attacker_random_start: bool = Shared.attacker_random_start,
-    attacker_memory: str = Shared.attacker_memory,
-    attacker_sign_step: float = Shared.attacker_sign_step,
-    attacker_init: str = Shared.attacker_init,
-    gap_size: int = Shared.gap_size,
-    train_size: int = Shared.train_size,
-    eval_size: int = Shared.eval_size,
-    seed: int = Shared.seed,
-    device: str = Shared.device,
+    cfg: DROConfig,
     out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
-    eps_warmup: int = Shared.eps_warmup,
-    channels_last: bool = Shared.channels_last,
-    amp: bool = Shared.amp,
-    compile_: bool = Shared.compile_,
-    norm: str = Shared.norm,
     crash_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
     """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7).
@@ -270,12 +121,9 @@ def solve_adversarial_dro(
     Multi-process: torchrun --nproc_per_node=N cli.py solve adversarial-dro ... (gloo on CPU,
     nccl on GPU); each process takes 1/N of every minibatch.
     """
-    options = dict(locals())
-    check_paths(folders={"--out": out}, inputs={"--data-dir": data_dir})
-    from problems.adversarial.config import DROConfig
+    check_paths(folders={"--out": out}, inputs={"--data-dir": cfg.data_dir})
     from problems.adversarial.solve import solve
 
-    cfg = _run_config(DROConfig, options)
     results = solve(
         cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch,
         crash_after_epoch=crash_after_epoch,
@@ -286,63 +134,17 @@ def solve_adversarial_dro(
 
 @solve_app.command("adversarial-ait")
 @user_errors
+@with_options(AITConfig)
 def solve_adversarial_ait(
-    dataset: str = Shared.dataset,
-    data_dir: str = Shared.data_dir,
-    model: str = Shared.model,
-    follower: str = typer.Option(
-        "ait",
-        help="ait (one signed step of size ε, the AIT Net), or a learned attacker: grad "
-        "(L2L-AIT, Algorithm 4), 2-step, naive, grad-only, 2-step-grad-only.",
-    ),
-    eps: float = Shared.eps,
-    eps_y: float = typer.Option(0.5, help="Label mixing ε_y of ỹ (Algorithm 2)."),
-    pairing: str = typer.Option("reversed", help="Partners: reversed batch or permutation."),
-    ait_direction: str = typer.Option(
-        "toward", help="Features toward the partner's (AIT) or away (Eq. 6 as printed)."
-    ),
-    epochs: int = typer.Option(None, help="(default: 200 CIFAR, 10 mnist5k)"),
-    batch_size: int = Shared.batch_size,
-    lr: float = Shared.lr,
-    milestones: str = Shared.milestones,
-    attacker: str = Shared.attacker,
-    attacker_width: float = Shared.attacker_width,
-    update: str = typer.Option(
-        "follower-first", help="follower-first (Algorithm 4: φ, then θ) or alternating."
-    ),
-    follower_steps: int = Shared.follower_steps,
-    leader_optimizer: str = Shared.leader_optimizer,
-    schedule: str = Shared.schedule,
-    attacker_lr: float = Shared.attacker_lr,
-    attacker_betas: str = Shared.attacker_betas,
-    attacker_weight_decay: float = Shared.attacker_weight_decay,
-    unroll: int = Shared.unroll,
-    grad_scaling: str = Shared.grad_scaling,
-    attacker_random_start: bool = Shared.attacker_random_start,
-    attacker_memory: str = Shared.attacker_memory,
-    attacker_sign_step: float = Shared.attacker_sign_step,
-    attacker_init: str = Shared.attacker_init,
-    gap_size: int = Shared.gap_size,
-    train_size: int = Shared.train_size,
-    eval_size: int = Shared.eval_size,
-    seed: int = Shared.seed,
-    device: str = Shared.device,
+    cfg: AITConfig,
     out: Path = typer.Option(Path("runs/ait"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
-    eps_warmup: int = Shared.eps_warmup,
-    channels_last: bool = Shared.channels_last,
-    amp: bool = Shared.amp,
-    compile_: bool = Shared.compile_,
-    norm: str = Shared.norm,
 ) -> None:
     """Adversarial interpolation training (Eq. 5-6): AIT Net or L2L-AIT (Algorithm 4)."""
-    options = dict(locals())
-    check_paths(folders={"--out": out}, inputs={"--data-dir": data_dir})
-    from problems.adversarial.config import AITConfig
+    check_paths(folders={"--out": out}, inputs={"--data-dir": cfg.data_dir})
     from problems.adversarial.solve import solve
 
-    cfg = _run_config(AITConfig, options)
     results = solve(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"
     _print_solved(results, title, out, interrupt_after_epoch)

@@ -8,6 +8,12 @@ command line (its ``example`` shows how), ``name`` an option spelled otherwise t
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import field
 from typing import Any
 
@@ -29,3 +35,70 @@ def choose(option: str, value: str, choices: tuple[str, ...]) -> None:
     """One sentence unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise UserError(f"Unknown {option} {value!r}; choose one of: {', '.join(choices)}.")
+
+
+def _inner(hint: Any) -> Any:
+    """``X`` of ``X | None``; the hint itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
+
+
+def _parse_list(name: str, text: str | None, item: type, example: str) -> list[Any] | None:
+    """A comma option's text as a list of ``item``; one sentence for a bad entry."""
+    if text is None:
+        return None
+    try:
+        return [item(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(
+            f"--{name.replace('_', '-')} takes numbers separated by commas, like {example}; "
+            f"got {text!r}."
+        ) from None
+
+
+def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A typer command whose first parameter is a ``config_class`` built from its options: one
+    typer option per field of the dataclass, with the field's default and help (a ``bool | None``
+    field as ``--x/--no-x``, a ``comma`` field as text "a,b,c"), followed by the command's own
+    parameters. So a default or a help text is written once, on the dataclass."""
+    import typer
+
+    hints = typing.get_type_hints(config_class)
+    params, annotations, lists = [], {}, {}
+    for f in dataclasses.fields(config_class):
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        hint = _inner(hints[f.name])
+        decls = [meta["name"]] if meta.get("name") else []
+        if meta.get("comma"):
+            lists[f.name] = (typing.get_args(hint)[0], meta["example"])
+            hint, default = str, None if default is None else ",".join(map(str, default))
+        elif hint is bool:
+            flag = f.name.replace("_", "-")
+            decls = [f"--{flag}/--no-{flag}"]
+        info = typer.Option(default, *decls, help=meta.get("help") or None, hidden=meta.get("hidden", False))  # fmt: skip
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hint))  # fmt: skip
+        annotations[f.name] = hint
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
+        own_hints = typing.get_type_hints(command)
+        names = {f.name for f in dataclasses.fields(config_class)}
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {k: v for k, v in kwargs.items() if k in names}
+            for name, (item, example) in lists.items():
+                values[name] = _parse_list(name, values[name], item, example)
+                if values[name] is None:  # unset: the field's own default
+                    values.pop(name)
+            rest = {k: v for k, v in kwargs.items() if k not in names}
+            return command(config_class(**values), **rest)
+
+        keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        wrapper.__signature__ = inspect.Signature(params + keyword)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = annotations | {p.name: own_hints[p.name] for p in own}
+        del wrapper.__wrapped__  # typer reads the signature above, not the command's
+        return wrapper
+
+    return decorate
