@@ -1,0 +1,126 @@
+"""The threat model as an option: the L∞ and L2 balls (``bilevel.norms``), PGD-L2 as a follower,
+learned attackers bounded in the chosen ball, and ``--norm`` on the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bilevel import Norm, SignGradientAscent
+from cli import app
+from learned_optimizers import build_attacker
+from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.models import SmallCNN
+
+
+def test_l2_projection_keeps_every_sample_in_the_ball_and_leaves_the_inside_alone() -> None:
+    z = torch.randn(64, 1, 6, 6) * torch.logspace(-3, 1, 64).view(-1, 1, 1, 1)
+    eps = 0.5
+    projected = Norm.L2.project(z, eps)
+    norms = projected.flatten(1).norm(dim=1)
+    assert (norms <= eps * (1 + 1e-6)).all()
+    inside = z.flatten(1).norm(dim=1) <= eps
+    assert inside.any() and (~inside).any()
+    assert torch.equal(projected[inside], z[inside])  # the nearest point of the ball is z itself
+    outside = ~inside  # on the sphere, in z's direction
+    assert torch.allclose(norms[outside], torch.full_like(norms[outside], eps), rtol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(
+        projected[outside].flatten(1), z[outside].flatten(1)
+    )
+    assert torch.allclose(cos, torch.ones_like(cos), atol=1e-5)
+
+
+def test_steepest_ascent_direction_is_g_over_its_l2_norm_and_sign_g_under_linf() -> None:
+    g = torch.randn(8, 3, 4, 4)
+    d = Norm.L2.steepest(g)
+    assert torch.allclose(d, g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+    assert torch.equal(Norm.LINF.steepest(g), g.sign())
+    # it is the argmax of ⟨g, d⟩ over the unit ball: no random unit direction does better
+    best = (g * d).flatten(1).sum(1)
+    for _ in range(50):
+        r = Norm.L2.normalise(torch.randn_like(g))
+        assert ((g * r).flatten(1).sum(1) <= best + 1e-5).all()
+    assert torch.allclose(best, g.flatten(1).norm(dim=1))  # ⟨g, g/‖g‖⟩ = ‖g‖ (the dual norm)
+    assert torch.equal(Norm.L2.steepest(torch.zeros(2, 3)), torch.zeros(2, 3))  # no 0/0
+
+
+def test_random_start_is_inside_the_ball() -> None:
+    like = torch.zeros(200, 1, 5, 5)
+    for norm in Norm:
+        draw = norm.sample(like, 0.3)
+        assert (norm.of(draw) <= 0.3 + 1e-6).all()
+        assert draw.abs().sum() > 0
+
+
+def _dro(norm: str, eps: float) -> tuple[AdversarialDRO, tuple[torch.Tensor, torch.Tensor]]:
+    model = SmallCNN(in_channels=1, num_classes=10).eval()
+    x = torch.rand(16, 1, 28, 28) * 0.6 + 0.2  # away from the box, so only the ball binds
+    return AdversarialDRO(model, eps, norm), (x, torch.randint(0, 10, (16,)))
+
+
+def test_pgd_l2_stays_feasible_and_its_first_step_is_eps_along_the_normalised_gradient() -> None:
+    problem, batch = _dro("l2", 1.5)
+    x, _ = batch
+    delta = SignGradientAscent(10, 2.5 * 1.5 / 10, random_start=True, norm="l2").solve(
+        problem, batch
+    )
+    assert (delta.flatten(1).norm(dim=1) <= 1.5 * (1 + 1e-5)).all()
+    assert (x + delta).min() >= 0 and (x + delta).max() <= 1
+    # one step of size η from 0 is η ∇q/‖∇q‖₂ per sample (the fast gradient method under L2)
+    z = torch.zeros_like(x).requires_grad_(True)
+    (grad,) = torch.autograd.grad(problem.follower_objective(batch, z), z)
+    step = SignGradientAscent(1, 0.2, norm="l2").solve(problem, batch)
+    expected = 0.2 * grad / grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert torch.allclose(step, expected, atol=1e-6)  # x + δ − x rounds at float32's 6e-8
+    # and it raises q more than a random step of the same length
+    random = 0.2 * Norm.L2.normalise(torch.randn_like(x))
+    assert problem.follower_objective(batch, step) > problem.follower_objective(batch, random)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "slim"])
+def test_learned_attackers_lie_strictly_inside_the_chosen_ball(kind: str) -> None:
+    net = build_attacker(kind, 2, 1, 0.5, 0.25, norm="l2")
+    out = net(torch.randn(4, 2, 28, 28) * 100)  # saturated: the bound is what holds it
+    norms = out.flatten(1).norm(dim=1)
+    assert (norms < 0.5).all() and (norms > 0.5 * (1 - 1e-4)).all()  # on the sphere, not past it
+    assert out.abs().max() > 0.5 / 28  # not the L∞ bound: one pixel may exceed ε / √d
+
+
+runner = CliRunner()
+TINY = [
+    "--train-size", "64", "--eval-size", "32", "--batch-size", "32", "--epochs", "1",
+    "--gap-size", "0", "--follower", "pgm", "--pgm-steps", "2",
+]  # fmt: skip
+
+
+def test_norm_l2_end_to_end_solve_resume_and_evaluate(tmp_path: Path) -> None:
+    out = tmp_path / "l2"
+    args = ["solve", "adversarial-dro", *TINY, "--norm", "l2", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["norm"] == "l2" and config["eps"] == 1.5  # mnist5k's L2 radius
+    assert config["pgm_step_size"] == pytest.approx(2.5 * 1.5 / 2)
+    results = json.loads((out / "results.json").read_text())
+    assert 0 <= results["test_pgd20_acc"] <= results["test_clean_acc"] + 1 / 32
+    # --resume without --norm keeps the folder's threat model
+    again = runner.invoke(app, ["solve", "adversarial-dro", *TINY, "--out", str(out), "--resume"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "config.json").read_text())["norm"] == "l2"
+    # evaluate's attacks are L∞ only so far: one sentence and exit 2, not L∞ numbers at ε = 1.5
+    refused = runner.invoke(app, ["evaluate", str(out), "--attacks", "pgd20"])
+    assert refused.exit_code == 2 and "--norm linf" in refused.output
+
+
+def test_bad_norm_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    result = runner.invoke(
+        app, ["solve", "adversarial-dro", *TINY, "--norm", "l1", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "Unknown --norm 'l1'; choose one of: linf, l2." in result.output
+    assert not out.exists()
