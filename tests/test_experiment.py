@@ -1,0 +1,165 @@
+"""The problem-neutral parts of issue 12: the ``BilevelProblem`` base with its declared defaults,
+the ``Follower`` protocol, one experiment runner (``run_experiment``) and one report layer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from bilevel import (
+    BilevelProblem,
+    Experiment,
+    Follower,
+    GradientAscent,
+    JointTrainer,
+    LearnedFollower,
+    NoFollower,
+    SignGradientAscent,
+    UserError,
+    markdown_table,
+    run_experiment,
+)
+from bilevel.run import load_checkpoint
+
+
+class Centre(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(2))
+
+
+class CountingQuadratic(BilevelProblem):
+    """q = L = mean ½‖x + z − θ‖², z in the L∞ ball of radius ½ (z* = ½ sign(x − θ)); it counts
+    its steps as problem state (checkpointed beyond θ) and reports the count as a step metric."""
+
+    zero_sum = True
+
+    def __init__(self) -> None:
+        self.leader, self.eps, self.steps = Centre(), 0.5, 0
+
+    def init_follower(self, batch: Tensor, random_start: bool = False) -> Tensor:
+        return torch.zeros_like(batch)
+
+    def project(self, batch: Tensor, z: Tensor) -> Tensor:
+        return z.clamp(-self.eps, self.eps)
+
+    def follower_objective(self, batch: Tensor, z: Tensor) -> Tensor:
+        return 0.5 * (batch + z - self.leader.theta).pow(2).sum(1).mean()
+
+    leader_loss = follower_objective
+
+    def begin_step(self, batch: Tensor) -> None:
+        self.steps += 1
+
+    def step_metrics(self) -> dict[str, float]:
+        return {"steps_seen": float(self.steps)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+
+
+def test_the_base_declares_every_optional_capability_with_its_default() -> None:
+    class Minimal(BilevelProblem):
+        leader = Centre()
+
+        def follower_objective(self, batch: Tensor, z: Tensor) -> Tensor:
+            return (z * batch).sum()
+
+    p = Minimal()
+    assert p.zero_sum is False and p.hypergradient is None
+    assert p.state_dict() == {} and p.step_metrics() == {}
+    assert p.begin_step(None) is None
+    z, x = torch.ones(3), torch.arange(3.0)
+    assert p.meta_objective(x, z) == p.follower_objective(x, z)  # φ ascends q by default
+    parts = [torch.zeros(2, 1, 3), torch.ones(2, 2, 3)]
+    assert p.follower_input(None, parts).shape == (2, 3, 3)  # channels, in order
+    with pytest.raises(NotImplementedError, match="needs them"):
+        p.follower_features(x, z)
+
+
+def test_every_generic_follower_satisfies_the_protocol() -> None:
+    followers: list[Follower] = [
+        NoFollower(),
+        SignGradientAscent(3, 0.2),
+        GradientAscent(3, 0.2, random_start=True),
+        LearnedFollower(nn.Linear(2, 2), input_mode="grad-only"),
+    ]
+    problem, batch = CountingQuadratic(), torch.randn(5, 2)
+    for follower in followers:
+        z = follower.solve(problem, batch)
+        assert z.shape == batch.shape and not z.requires_grad
+        assert (z.abs() <= 0.5 + 1e-6).all()
+        assert follower.learnable == isinstance(follower, LearnedFollower)
+    assert followers[1].solve(problem, batch).allclose(0.5 * torch.sign(batch))  # z* in 3 steps
+
+
+def test_joint_step_calls_the_problems_hooks_and_checkpoints_its_state() -> None:
+    problem = CountingQuadratic()
+    trainer = JointTrainer(problem, SignGradientAscent(2, 0.5), torch.optim.SGD(problem.leader.parameters(), lr=0.1))  # fmt: skip
+    out = [trainer.step(torch.randn(8, 2)) for _ in range(3)]
+    assert [float(o["steps_seen"]) for o in out] == [1.0, 2.0, 3.0]
+    state = trainer.state_dict()
+    assert state["problem"] == {"steps": 3}
+    fresh = CountingQuadratic()
+    JointTrainer(fresh, SignGradientAscent(2, 0.5), torch.optim.SGD(fresh.leader.parameters(), lr=0.1)).load_state_dict(state)  # fmt: skip
+    assert fresh.steps == 3 and torch.equal(fresh.leader.theta, problem.leader.theta)
+
+
+def test_fused_update_rule_is_checked_in_one_place() -> None:
+    problem = CountingQuadratic()
+    opt = torch.optim.SGD(problem.leader.parameters(), lr=0.1)
+    with pytest.raises(UserError, match="needs a learned follower"):
+        JointTrainer(problem, SignGradientAscent(1, 0.5), opt, update="fused")
+    problem.zero_sum = False
+    with pytest.raises(UserError, match="needs a zero-sum problem"):
+        JointTrainer(problem, LearnedFollower(nn.Linear(2, 2), input_mode="grad-only"), opt, update="fused")  # fmt: skip
+
+
+def _experiment(problem: CountingQuadratic, epochs: int) -> Experiment:
+    trainer = JointTrainer(problem, SignGradientAscent(2, 0.5), torch.optim.SGD(problem.leader.parameters(), lr=0.2))  # fmt: skip
+    centre = torch.tensor([1.0, -1.0])
+
+    def batches(epoch: int):
+        generator = torch.Generator().manual_seed(epoch)
+        for _ in range(4):
+            yield centre + 2 * torch.rand(64, 2, generator=generator) - 1
+
+    def validate() -> dict[str, float]:
+        return {"val_closeness": -float((problem.leader.theta.detach() - centre).norm())}
+
+    def test(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"test_distance": float((leader["theta"] - centre).norm()), "epochs": len(history)}
+
+    return Experiment(trainer, batches, 4, epochs, validate, "val_closeness", test)
+
+
+def test_one_runner_trains_any_problem_into_a_run_folder_and_resumes_it(tmp_path: Path) -> None:
+    out = tmp_path / "toy"
+    assert run_experiment(_experiment(CountingQuadratic(), 3), out, {"lr": 0.2}, interrupt_after_epoch=2, show_progress=False) is None  # fmt: skip
+    assert load_checkpoint(out / "last.pt")["trainer"]["problem"] == {"steps": 8}
+    resumed = CountingQuadratic()
+    results = run_experiment(_experiment(resumed, 3), out, {"lr": 0.2}, resume=True, show_progress=False)  # fmt: skip
+    assert resumed.steps == 12  # the problem's state came back from last.pt, then 4 more steps
+    assert results is not None and results["epochs"] == 3 and results["test_distance"] < 0.2
+    assert results["best_epoch"] in (1, 2, 3) and results["train_seconds"] >= 0
+    assert json.loads((out / "results.json").read_text()) == results
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["steps_seen"] for row in history] == [2.5, 6.5, 10.5]  # epoch means of the metric
+    report = (out / "report.md").read_text()
+    assert "| test_distance |" in report and "| lr | 0.2 |" in report
+    assert (out / "curves.png").stat().st_size > 0
+    assert "scheduler" in load_checkpoint(out / "last.pt")  # None: no schedule was asked for
+
+
+def test_markdown_table_has_one_column_per_key_and_blanks_for_missing_values() -> None:
+    lines = markdown_table([{"a": 1.0, "b": "x"}, {"a": 2}, {"c": True}])
+    assert lines[0] == "| a | b | c |" and lines[1] == "|---|---|---|"
+    assert lines[2:] == ["| 1.0000 | x |  |", "| 2 |  |  |", "|  |  | True |"]
