@@ -15,8 +15,8 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from bilevel import report
 from bilevel.distributed import leave_process_group
 from bilevel.errors import Stopped, UserError
 from bilevel.options import with_options
@@ -61,13 +61,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=title)
-    for key in rows[0]:
-        # spaces let a long header wrap instead of being cut to "seconds_per_…"
-        table.add_column(key.replace("_", " "), justify="right" if key != "method" else "left")
-    for row in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
-    console.print(table)
+    report.print_table(console, title, rows)
 
 
 class Shared:

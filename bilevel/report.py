@@ -23,14 +23,15 @@ def table_cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def markdown_table(rows: Rows, keys: Sequence[str] | None = None) -> list[str]:
+def markdown_table(
+    rows: Rows, keys: Sequence[str] | None = None, cell: Callable[[Any], str] = table_cell
+) -> list[str]:
     """The lines of a markdown table: one column per key (every row's keys, in order of first
-    appearance, unless ``keys`` names them), one line per row; a missing value is blank."""
+    appearance, unless ``keys`` names them), one line per row, each value written by ``cell``; a
+    missing value is blank."""
     keys = list(keys or dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    return lines + [
-        "| " + " | ".join(table_cell(row.get(k, "")) for k in keys) + " |" for row in rows
-    ]
+    return lines + ["| " + " | ".join(cell(row.get(k, "")) for k in keys) + " |" for row in rows]
 
 
 def print_table(console: Any, title: str, rows: Rows) -> None:

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from bilevel.errors import UserError
-from bilevel.run import RunDir, atomic_write_text, table_cell
+from bilevel.report import markdown_table, table_cell
+from bilevel.run import RunDir, atomic_write_text
 from problems.imitation.config import GAILConfig
 from problems.imitation.plots import PANELS, plot_bands
 from problems.imitation.ppo_expert import expert_policy
@@ -185,13 +186,10 @@ def _cell(value: Any) -> str:
 
 def markdown(summary: dict[str, Any]) -> str:
     rows = summary["rows"]
-    keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = [
         f"# gail-stability: {summary['env']}, {summary['seeds']} seeds × {summary['steps']} steps",
         "",
-        "| " + " | ".join(keys) + " |",
-        "|" + "---|" * len(keys),
+        *markdown_table(rows, cell=_cell),
     ]
-    lines += ["| " + " | ".join(_cell(row.get(k, "")) for k in keys) + " |" for row in rows]
     lines += ["", "Target of issue 13:", *target_checks(rows), ""]
     return "\n".join(lines)

@@ -12,8 +12,8 @@ from typing import Any
 from torch import Tensor
 
 from bilevel.errors import UserError
-from bilevel.report import plot_curves
-from bilevel.run import RunDir, atomic_write_text, table_cell
+from bilevel.report import markdown_table, plot_curves
+from bilevel.run import RunDir, atomic_write_text
 from problems.adversarial.evaluation.attacks import AttackResult
 from problems.adversarial.evaluation.checklist import Check
 from problems.adversarial.evaluation.plots import plot_examples, plot_sweeps
@@ -107,9 +107,7 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
         ]
     evals = {ev["run"]: ev} | others
     rows = table_rows(evals)
-    keys = list(rows[0])
-    lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(table_cell(row[k]) for k in keys) + " |" for row in rows]
+    lines += markdown_table(rows, list(rows[0]))
     lines += [
         "",
         "## Attack settings",

@@ -131,6 +131,6 @@ def _learned(name: str, follower: LearnedFollower, source: str, o: SuiteOptions)
         "source_run": source,
         "checkpoint": str(Path(source) / "last.pt"),
         "input_mode": follower.input_mode.value,
-        "trained_eps": float(getattr(follower.net, "eps", o.eps)),
+        "trained_eps": float(follower.net.eps),
     }
     return FollowerAttack(name, follower, o.eps, "ce", 1, extra)  # g_φ is deterministic
