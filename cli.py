@@ -23,6 +23,7 @@ from bilevel.options import with_options
 from bilevel.paths import check_paths
 from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 from problems.adversarial.config import AITConfig, DROConfig
+from problems.imitation.config import GAILConfig
 
 app = typer.Typer(
     help="Learning to learn for bilevel problems: a leader (θ) against a learned follower (g_φ).",
@@ -335,48 +336,24 @@ app.add_typer(expert_app, name="expert", no_args_is_help=True)
 
 @solve_app.command("gail")
 @user_errors
+@with_options(GAILConfig)
 def solve_gail_command(
-    env: str = typer.Option("Pendulum-v1", help="A gymnasium id (Pendulum-v1, CartPole-v1 ...)."),
-    follower: str = typer.Option(
-        "adam", help="adam (GAIL), l2l (residual LSTM on Adam, L2L-GAIL) or oneshot."
-    ),
-    steps: int = typer.Option(100_000, help="Environment steps of the policy's rollouts."),
-    seed: int = typer.Option(0),
+    cfg: GAILConfig,
     out: Path = typer.Option(Path("runs/gail"), help="The run folder."),
-    resume: bool = typer.Option(False, help="Continue the run in --out where it stopped."),
-    reward: str = typer.Option("gail", help="gail: −log(1−D); airl: log D − log(1−D)."),
-    grad_penalty: float = typer.Option(0.0, help="Gradient penalty λ on D (10 is usual)."),
-    disc_steps: int = typer.Option(3, help="Adam follower: steps on ψ per round."),
-    disc_lr: float = typer.Option(1e-3, help="Adam follower: learning rate."),
-    lstm_steps: int = typer.Option(None, help="L2L follower: steps K per round (--disc-steps)."),
-    disc_norm: str = typer.Option(None, help="D's input statistics: expert or running."),
-    meta_objective: str = typer.Option(None, help="Learned followers: q, q-gp or target."),
-    trust_radius: float = typer.Option(None, help="ε of ‖ψ − ψ_t‖ ≤ ε per round; 0: none."),
-    n_envs: int = typer.Option(4, help="Parallel environments of PPO."),
-    n_steps: int = typer.Option(None, help="PPO steps per env and round (default: per env)."),
-    eval_episodes: int = typer.Option(5, help="Validation episodes per epoch (model selection)."),
-    test_episodes: int = typer.Option(20, help="Test episodes for the final table."),
-    cache_dir: str = typer.Option("data/demos", help="Where demonstrations are cached."),
-    interrupt_after_epoch: int = typer.Option(None, hidden=True),
+    resume: bool = Shared.resume,
+    interrupt_after_epoch: int = Shared.interrupt_after_epoch,
 ) -> None:
     """GAIL as a bilevel problem: PPO policy (leader) against the discriminator ψ (follower)."""
-    check_paths(folders={"--out": out}, inputs={"--cache-dir": cache_dir})
-    from problems.imitation.config import GAILConfig
+    check_paths(folders={"--out": out}, inputs={"--cache-dir": cfg.cache_dir})
     from problems.imitation.solve import solve_gail
 
-    chosen = dict(disc_norm=disc_norm, meta_objective=meta_objective, trust_radius=trust_radius)
-    cfg = GAILConfig(
-        env=env, follower=follower, steps=steps, seed=seed, reward=reward,
-        grad_penalty=grad_penalty, disc_steps=disc_steps, disc_lr=disc_lr, lstm_steps=lstm_steps,
-        n_envs=n_envs, n_steps=n_steps, eval_episodes=eval_episodes, test_episodes=test_episodes,
-        cache_dir=cache_dir, **{k: v for k, v in chosen.items() if v is not None},
-    )  # fmt: skip
     results = solve_gail(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
     if results is None:  # stopped on purpose, or a torchrun process other than rank 0
         if interrupt_after_epoch is not None:
             console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
         return
-    print_table(f"gail, {follower} follower, {env} (test episodes, best epoch)", [results])
+    title = f"gail, {cfg.follower} follower, {cfg.env} (test episodes, best epoch)"
+    print_table(title, [results])
     console.print(f"run folder: {out} (report.md, gail.png, metrics.jsonl)")
 
 
@@ -398,7 +375,6 @@ def gail_stability(
 ) -> None:
     """GAIL vs L2L-GAIL across seeds: reliability metrics (Chan et al. 2020), curves, tables."""
     check_paths(folders={"--out": out})
-    from problems.imitation.config import GAILConfig
     from problems.imitation.stability import run_stability, target_checks
 
     specs = [f.strip() for f in followers.split(",") if f.strip()]

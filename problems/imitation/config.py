@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bilevel.errors import UserError
+from bilevel.options import option
 from problems.imitation.discriminator import NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
 
@@ -46,44 +47,52 @@ _GENERIC = dict(gamma=0.99, use_sde=False, n_steps=512, ppo_lr=3e-4, ppo_batch_s
 
 @dataclass
 class GAILConfig:
-    """Every option of a GAIL run; ``None`` means "the environment's default" until ``resolve``."""
+    """Every option of a GAIL run, declared once with its default and help (``solve gail``'s
+    options are generated from them); ``None`` means "the environment's default" until
+    ``resolve``."""
 
-    env: str = "Pendulum-v1"
-    follower: str = "adam"
-    steps: int = 100_000  # environment steps of the leader's PPO rollouts
-    seed: int = 0
-    n_envs: int = 4
-    n_steps: int | None = None  # per env and round
-    ppo_lr: float | None = None
-    ppo_batch_size: int | None = None
-    ppo_epochs: int = 10
-    gamma: float | None = None
-    gae_lambda: float = 0.95
-    ent_coef: float = 1e-3  # the entropy bonus β
-    use_sde: bool | None = None
-    reward: str = "gail"  # gail: −log(1 − D); airl: log D − log(1 − D)
-    disc_hidden: int = 32
-    disc_batch_size: int = 256
-    disc_steps: int = 3  # Adam follower: N steps per round
-    disc_lr: float = 1e-3
-    disc_norm: str = "expert"  # D's input statistics: expert | running (discriminator.py)
-    disc_clip: float = 0.0  # clip standardised inputs to ±c; 0 = off
-    grad_penalty: float = 0.0  # λ (10 is the usual choice)
-    lstm_steps: int | None = None  # L2L follower: K unrolled steps per round (--disc-steps)
-    lstm_hidden: int = 20
-    residual_scale: float | None = None  # s of the learned residual (the Adam step size)
-    oneshot_step: float | None = None  # one-shot follower's Adam step η (--disc-lr)
-    trust_radius: float | None = None  # ε of ‖ψ − ψ_t‖ ≤ ε; 0 = none (one-shot: 0.05)
-    meta_lr: float = 3e-3  # meta-Adam on φ
-    meta_steps: int = 10  # φ steps per round (the joint loop's follower_steps)
-    meta_objective: str = "target"
-    meta_penalty: float = 10.0  # λ of the meta-objective's penalty
-    target_accuracy: float = 0.6  # a* of --meta-objective target
-    demo_episodes: int = 20
-    eval_episodes: int = 5
-    test_episodes: int = 20
-    rounds_per_epoch: int = 1
-    cache_dir: str = "data/demos"
+    env: str = option("Pendulum-v1", "A gymnasium id (Pendulum-v1, CartPole-v1 ...).")
+    follower: str = option("adam", "adam (GAIL), l2l (residual LSTM on Adam, L2L-GAIL) or oneshot.")
+    steps: int = option(100_000, "Environment steps of the policy's rollouts.")
+    seed: int = option(0)
+    n_envs: int = option(4, "Parallel environments of PPO.")
+    n_steps: int | None = option(None, "PPO steps per env and round (default: per env).")
+    ppo_lr: float | None = option(None, "PPO learning rate (default: per env).")
+    ppo_batch_size: int | None = option(None, "PPO minibatch size (default: per env).")
+    ppo_epochs: int = option(10, "PPO epochs per round.")
+    gamma: float | None = option(None, "Discount γ (default: per env).")
+    gae_lambda: float = option(0.95, "λ of generalised advantage estimation.")
+    ent_coef: float = option(1e-3, "The entropy bonus β of PPO.")
+    use_sde: bool | None = option(None, "PPO's state-dependent exploration (default: per env).")
+    reward: str = option("gail", "gail: −log(1−D); airl: log D − log(1−D).")
+    disc_hidden: int = option(32, "Hidden units of D's two layers.")
+    disc_batch_size: int = option(256, "Expert and policy pairs each in D's batch of a round.")
+    disc_steps: int = option(3, "Adam follower: steps on ψ per round.")
+    disc_lr: float = option(1e-3, "Adam follower: learning rate.")
+    disc_norm: str = option("expert", "D's input statistics: expert or running.")
+    disc_clip: float = option(0.0, "Clip D's standardised inputs to ±c; 0: off.")
+    grad_penalty: float = option(0.0, "Gradient penalty λ on D (10 is usual).")
+    lstm_steps: int | None = option(None, "L2L follower: steps K per round (--disc-steps).")
+    lstm_hidden: int = option(20, "L2L follower: LSTM units per layer.")
+    residual_scale: float | None = option(
+        None, "s of the learned residual (default: the Adam step size)."
+    )
+    oneshot_step: float | None = option(
+        None, "One-shot follower: its Adam step η (default: --disc-lr)."
+    )
+    trust_radius: float | None = option(
+        None, "ε of ‖ψ − ψ_t‖ ≤ ε per round; 0: none (default: 0.05 one-shot, else 0)."
+    )
+    meta_lr: float = option(3e-3, "Learning rate of the meta-Adam on φ.")
+    meta_steps: int = option(10, "φ steps per round (the joint loop's follower steps).")
+    meta_objective: str = option("target", "Learned followers: q, q-gp or target.")
+    meta_penalty: float = option(10.0, "λ of the meta-objective's penalty.")
+    target_accuracy: float = option(0.6, "a* of --meta-objective target.")
+    demo_episodes: int = option(20, "Expert episodes of the demonstrations.")
+    eval_episodes: int = option(5, "Validation episodes per epoch (model selection).")
+    test_episodes: int = option(20, "Test episodes for the final table.")
+    rounds_per_epoch: int = option(1, "PPO rounds per epoch (one validation each).")
+    cache_dir: str = option("data/demos", "Where demonstrations are cached.")
 
     def resolve(self) -> GAILConfig:
         from problems.imitation.ppo_expert import check_env_id
