@@ -1,0 +1,56 @@
+"""One evaluation path: the ``Attack`` base owns eval mode and the feasibility check, and the
+training-time accuracies go through it (``robust_accuracy``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from problems.adversarial.evaluation.attacks import (
+    Attack,
+    Clean,
+    pgd_attack,
+    robust_accuracy,
+    run_attack,
+)
+
+
+class _Shift(Attack):
+    """x + s everywhere, in the L∞ ball of radius ``eps``."""
+
+    name = "shift"
+
+    def __init__(self, eps: float, shift: float) -> None:
+        self.eps, self.shift = eps, shift
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        assert not model.training  # the base put the model in eval mode before perturb
+        return (x + self.shift).clamp(0, 1)
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3)).train()
+
+
+def test_calling_an_attack_sets_eval_mode_and_checks_the_ball() -> None:
+    model, x = _model(), torch.full((5, 1, 2, 2), 0.5)
+    y = torch.zeros(5, dtype=torch.long)
+    x_adv = _Shift(0.1, 0.05)(model, x, y)
+    assert not model.training and torch.allclose(x_adv, x + 0.05)
+    with pytest.raises(RuntimeError, match="left the linf ε-ball"):
+        _Shift(0.1, 0.2)(model, x, y)  # a bug in an attack is never scored
+    with pytest.raises(RuntimeError, match="left the linf ε-ball"):
+        run_attack(_Shift(0.1, 0.2), model, x, y)
+
+
+def test_training_time_accuracies_are_the_attack_path() -> None:
+    model = _model()
+    x, y = torch.rand(40, 1, 2, 2), torch.randint(0, 3, (40,))
+    with torch.no_grad():
+        clean = float((model.eval()(x).argmax(1) == y).float().mean())
+    assert robust_accuracy(model.train(), x, y, Clean()) == pytest.approx(clean)
+    torch.manual_seed(1)
+    attacked = robust_accuracy(model, x, y, pgd_attack(10, 0.3, 0.075, from_clean=False))
+    assert attacked <= clean  # PGD on CE only breaks examples (the linear model has no ties)
