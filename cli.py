@@ -159,6 +159,11 @@ def bench_dro(
     grid: Path = typer.Option(
         None, help="A study grid (bench l2l) whose entries replace --methods, --epochs, --update."
     ),
+    aa: str = typer.Option(
+        "standard",
+        help="With --grid: standard AutoAttack, or apgd-ce-t (its two gradient "
+        "components, about 1/5 of the time).",
+    ),
     reuse: bool = typer.Option(
         False,
         help="With --grid: evaluate a finished run of the same configuration in --out "
@@ -190,6 +195,7 @@ def bench_dro(
             jobs,
             _seeds(seeds) if seeds else None,
             reuse,
+            aa,
         )
     else:
         rows = run_bench(

@@ -97,3 +97,11 @@ def test_bench_dro_runs_a_study_grid_on_the_test_split(tmp_path: Path) -> None:
     kept.write_text(json.dumps(row))
     CliRunner().invoke(app, [*args, "--reuse"], catch_exceptions=False)
     assert json.loads(path.read_text())["runs"][1]["clean_acc"] == 0.123
+    # --aa apgd-ce-t: the two gradient components of AutoAttack, named as such in the rows
+    args = [a for a in args if a != "--no-autoattack"]
+    result = CliRunner().invoke(app, [*args, "--reuse", "--aa", "apgd-ce-t"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(path.read_text())["rows"]
+    assert all("autoattack_acc" not in r and r["apgd_ce_t_acc"] <= r["clean_acc"] for r in rows)
+    result = CliRunner().invoke(app, [*args, "--reuse", "--aa", "fab"])
+    assert result.exit_code == 2 and "--aa must be one of" in result.output

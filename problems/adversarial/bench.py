@@ -25,16 +25,20 @@ from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text, load_check
 from problems.adversarial.config import FOLLOWERS, LEGACY_VALUES, DROConfig
 from problems.adversarial.data import dataset_info, load_dataset, subset
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
-from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
+from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.models import build_model
 from problems.adversarial.solve import solve
 
 BENCH_EPS = 0.3
 HAND_DESIGNED = ("none", "fgsm", "pgm")
 METRICS = (
-    "clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "train_seconds",
+    "clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "apgd_ce_t_acc", "train_seconds",
     "train_cpu_seconds",
 )  # fmt: skip
+# AutoAttack on the test split: the standard cascade, or its two gradient components alone, which
+# broke every example FAB-T and Square did in this project's evaluations at about 1/5 of the time
+AA_VERSIONS = {"standard": STANDARD, "apgd-ce-t": ("apgd-ce", "apgd-t")}
+AA_KEYS = {"standard": "autoattack_acc", "apgd-ce-t": "apgd_ce_t_acc"}
 
 
 def folder_name(label: str) -> str:
@@ -84,9 +88,10 @@ def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
 
 def evaluate_leader(
     model: nn.Module, eps: float, test: tuple[torch.Tensor, torch.Tensor], seed: int,
-    autoattack: bool, cw: bool = False,
+    autoattack: bool, cw: bool = False, aa_version: str = "standard",
 ) -> dict[str, float]:  # fmt: skip
-    """Clean, PGD-40 (step 0.01), if asked CW-margin PGD-40, and standard AutoAttack accuracy."""
+    """Clean, PGD-40 (step 0.01), if asked CW-margin PGD-40, and AutoAttack accuracy (the
+    standard cascade, or ``aa_version`` "apgd-ce-t": APGD-CE + APGD-T)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         row = {
@@ -96,18 +101,18 @@ def evaluate_leader(
         if cw:
             row["cw_pgd40_acc"] = run_attack(pgd_attack(40, eps, 0.01, "cw"), model, *test).accuracy
         if autoattack:
-            row["autoattack_acc"] = run_attack(
-                AutoAttackAdapter(eps, seed=seed), model, *test
+            row[AA_KEYS[aa_version]] = run_attack(
+                AutoAttackAdapter(eps, AA_VERSIONS[aa_version], seed=seed), model, *test
             ).accuracy
     return row
 
 
-def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool]) -> dict[str, float]:
+def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool, str]) -> dict[str, float]:
     """One finished run's test row (in this process, or in a worker of ``run_bench``)."""
-    options, run_dir, eval_size, autoattack, cw = job
+    options, run_dir, eval_size, autoattack, cw, aa_version = job
     # a run folder keeps its test row, so a bench stopped during its (long) evaluations and
     # started again with --reuse evaluates only what is missing; retraining deletes the folder
-    asked = {"eval_size": eval_size, "autoattack": autoattack, "cw": cw}
+    asked = {"eval_size": eval_size, "autoattack": autoattack, "cw": cw, "aa": aa_version}
     cached = Path(run_dir) / "bench-eval.json"
     if cached.is_file() and (kept := json.loads(cached.read_text()))["asked"] == asked:
         return kept["row"]
@@ -115,7 +120,7 @@ def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool]) -> di
     test = load_dataset(cfg.dataset, cfg.data_dir).test
     test = subset(test, eval_size) if eval_size else test
     model = load_leader(cfg, Path(run_dir))
-    row = evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw)
+    row = evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw, aa_version)
     RunDir(Path(run_dir)).write_json("bench-eval.json", {"asked": asked, "row": row})
     return row
 
@@ -123,7 +128,7 @@ def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool]) -> di
 def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"method": name, "seeds": len(runs)}
     for key in METRICS:
-        values = [r[key] for r in runs if key in r]
+        values = [r[key] for r in runs if r.get(key) is not None]  # older runs lack CPU time
         if values:
             row[key] = statistics.fmean(values)
             row[key.removesuffix("_acc") + "_std"] = (
@@ -142,6 +147,7 @@ def run_bench(
     cw: bool = False,
     reference: str = "pgm",
     reuse: bool = False,
+    aa_version: str = "standard",
 ) -> list[dict[str, Any]]:
     """Train every entry (a label and its configuration for a seed) for every seed, one after
     another in this process, into ``out/<label>/seed-<s>``; then evaluate every run on the test
@@ -151,6 +157,8 @@ def run_bench(
     study trained) is evaluated as it is instead of being trained again."""
     if not seeds or jobs < 1:
         raise UserError("--seeds needs at least one seed and --jobs must be at least 1.")
+    if aa_version not in AA_VERSIONS:
+        raise UserError(f"--aa must be one of: {', '.join(AA_VERSIONS)}; got {aa_version!r}.")
     configs = {  # every bad option stops the bench before it reads or trains anything
         (label, seed): make(seed).resolve() for label, make in entries.items() for seed in seeds
     }
@@ -158,9 +166,9 @@ def run_bench(
     for (label, seed), cfg in configs.items():
         run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
         results = (reuse and finished_results(cfg, run_dir)) or train(cfg, run_dir)
-        work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw))
+        work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw, aa_version))
         runs.append({"method": label, "seed": seed, "update": cfg.update} | {
-            k: results[k] for k in ("train_seconds", "train_cpu_seconds")
+            k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")
         })  # fmt: skip
     if jobs > 1:
         with ProcessPoolExecutor(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
@@ -172,7 +180,8 @@ def run_bench(
     pgm = next((r for r in rows if r["method"] == reference), None)
     for row in rows:
         for key, ratio in (("train_seconds", "ratio_to_pgm10"), ("train_cpu_seconds", "cpu_ratio_to_pgm10")):  # fmt: skip
-            row[ratio] = round(row[key] / pgm[key], 3) if pgm and pgm[key] else None
+            known = row.get(key) is not None and pgm and pgm.get(key)
+            row[ratio] = round(row[key] / pgm[key], 3) if known else None
     if json_path is not None:
         payload = {"seeds": seeds, "autoattack": autoattack, "rows": rows, "runs": runs}
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2) + "\n")
@@ -221,6 +230,7 @@ def bench_grid(
     jobs: int = 1,
     seeds: list[int] | None = None,
     reuse: bool = False,
+    aa_version: str = "standard",
 ) -> list[dict[str, Any]]:
     """``run_bench`` over a study grid's entries (``study.load_grid``): the configurations the
     validation study compared, now trained afresh side by side and judged on the test split."""
@@ -237,4 +247,5 @@ def bench_grid(
         jobs,
         reference="pgm-10",
         reuse=reuse,
+        aa_version=aa_version,
     )
