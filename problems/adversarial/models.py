@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bilevel.errors import UserError
+
 MODEL_NAMES: tuple[str, ...] = ("small-cnn", "trades-cnn", "preact-resnet18", "wrn-34-10")
 _WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
 
@@ -188,9 +190,9 @@ class WideResNet(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 10 or (depth - 4) % 6 != 0:
-            raise ValueError(f"A wide ResNet's depth must be 6n + 4 with n >= 1, got {depth}.")
+            raise UserError(f"A wide ResNet's depth must be 6n + 4 with n >= 1, got {depth}.")
         if widen_factor < 1:
-            raise ValueError(f"A wide ResNet's widen factor must be >= 1, got {widen_factor}.")
+            raise UserError(f"A wide ResNet's widen factor must be >= 1, got {widen_factor}.")
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.normalize = Normalize((0.0,) * in_channels, (1.0,) * in_channels)
@@ -236,7 +238,8 @@ def build_model(
     Names: ``MODEL_NAMES``, and any ``"wrn-D-W"`` (depth D = 6n + 4, widen factor W).
 
     Raises:
-        ValueError: unknown name, or ``mean``/``std`` not one value per input channel.
+        UserError: unknown name (a ``ValueError``, as is ``mean``/``std`` not one value per
+            input channel).
     """
     if len(mean) != in_channels or len(std) != in_channels:
         raise ValueError(
@@ -255,7 +258,7 @@ def build_model(
         depth, widen = int(wrn.group(1)), int(wrn.group(2))
         model = WideResNet(depth, widen, num_classes=num_classes, in_channels=in_channels)
     else:
-        raise ValueError(
+        raise UserError(
             f"Unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)} "
             "(or wrn-D-W for another wide ResNet)."
         )
