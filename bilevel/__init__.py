@@ -23,11 +23,14 @@ from bilevel.followers import (
 from bilevel.hypergradients import Hypergradient, hypergradient, hypergradient_step
 from bilevel.loop import JointTrainer, UpdateMode, reverse_gradient
 from bilevel.norms import Norm
+from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from bilevel.protocol import Batch, BilevelProblem, Decision, follower_gradient
 from bilevel.report import markdown_table, write_report
 from bilevel.unrolled import ascent, unroll
 
 __all__ = [
+    "AdamFollower",
+    "LearnedOptimizerFollower",
     "Batch",
     "BilevelProblem",
     "Decision",

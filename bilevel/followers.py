@@ -3,8 +3,9 @@
 Hand-designed, generic over the protocol: ``NoFollower`` (z = z0), ``SignGradientAscent`` (FGSM
 and PGM-k, paper Eq. 4, in the L∞ ball or, with ``norm="l2"``, PGD-L2) and ``GradientAscent``
 (projected ascent with any update rule, the follower the unrolled hypergradient differentiates).
-Learned: ``LearnedFollower`` wraps a network g_φ from ``learned_optimizers`` and unrolls it
-``steps`` times with shared φ,
+For a parameter-space decision ψ: ``AdamFollower`` and the learned-optimizer follower
+(``bilevel.optimizer_followers``). Learned: ``LearnedFollower`` wraps a network g_φ from
+``learned_optimizers`` and unrolls it ``steps`` times with shared φ,
 
     z_{k+1} = Π_Z(z_k + g_φ(A_k)),        A_k = problem.follower_input([features(z_k), ∇̂_z q]),
 

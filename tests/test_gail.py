@@ -13,8 +13,8 @@ import torch
 from helpers import tiny_gail_problem
 from stable_baselines3.common.env_util import make_vec_env
 
+from bilevel.optimizer_followers import AdamFollower
 from problems.imitation.discriminator import Discriminator, policy_reward
-from problems.imitation.followers import AdamFollower
 from problems.imitation.reward import DiscriminatorReward
 
 

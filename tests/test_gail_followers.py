@@ -11,8 +11,8 @@ import pytest
 import torch
 from helpers import tiny_gail_problem
 
+from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer, adam_update
-from problems.imitation.followers import AdamFollower, LearnedOptimizerFollower
 from problems.imitation.meta_objective import MetaObjective
 
 

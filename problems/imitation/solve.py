@@ -25,13 +25,13 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from bilevel.experiment import Experiment, run_experiment
 from bilevel.loop import JointTrainer
+from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from bilevel.run import RunDir
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
 from problems.imitation.experts import Policy, random_policy, rollout, single_thread
-from problems.imitation.followers import AdamFollower, LearnedOptimizerFollower
 from problems.imitation.gail import GAIL, GAILBatch
 from problems.imitation.meta_objective import MetaObjective
 from problems.imitation.plots import plot_gail_curves

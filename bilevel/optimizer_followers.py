@@ -1,5 +1,6 @@
-"""Followers for a parameter-space decision z = ψ (a flat tensor that carries over between rounds:
-``problem.init_follower`` returns the last ψ). Generic over the protocol; used by GAIL.
+"""Generic followers for a parameter-space decision z = ψ (a flat tensor that carries over between
+rounds: ``problem.init_follower`` returns the last ψ), beside those of ``bilevel.followers``; GAIL's
+discriminator is one such ψ.
 
 - ``AdamFollower`` (hand-designed, "GAIL"): N Adam ascent steps on q(θ, ψ) per round; Adam's
   moments persist across rounds, as with a discriminator optimizer in the usual GAIL loop.
@@ -8,13 +9,13 @@
   ("L2L-GAIL", Andrychowicz et al. 2016) or the one-shot trust-region step (K = 1, Jiang et al.
   2021). φ is trained online, like the attacker of Algorithm 3: after the round's leader step, the
   round is replayed from its start (ψ_t, s_t) and φ takes one Adam step up the problem's
-  meta-objective at ψ_{t+K} (``problem.meta_objective`` when the problem defines one, e.g. q on a
-  fresh batch minus a penalty; else q on the round's batch).
+  meta-objective at ψ_{t+K} (``problem.meta_objective``: q on the round's batch by default; GAIL's
+  is q on a fresh batch minus a penalty).
 
-Differentiating through the unroll: ψ is an explicit tensor evaluated with ``torch.func``'s
-``functional_call`` (``discriminator.py``), so ψ_K = ψ_0 + Σ_k g_φ(·) is an ordinary autograd graph
-to φ; ``higher`` is not needed (it patches modules and optimizers, and we own neither the module
-state nor a torch optimizer for ψ; it is also unmaintained since 2021). As in Andrychowicz et al.,
+Differentiating through the unroll: ψ is an explicit tensor that the problem evaluates with
+``torch.func``'s ``functional_call`` (GAIL's discriminator), so ψ_K = ψ_0 + Σ_k g_φ(·) is an
+ordinary autograd graph to φ; ``higher`` is not needed here (it patches modules and ``torch.optim``
+optimizers, and ψ is neither a module's state nor stepped by one). As in Andrychowicz et al.,
 the gradient fed to g_φ is a constant (∂∇_t/∂φ = 0), which drops second derivatives of q.
 """
 
