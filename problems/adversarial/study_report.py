@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bilevel.report import markdown_table  # noqa: E402
 from bilevel.run import atomic_write_figure, atomic_write_text  # noqa: E402
 
 COST = "train_cpu_seconds"  # CPU time: on a shared machine wall-clock time is mostly other load
@@ -49,23 +50,25 @@ def _table(grid: Any, rows: list[dict[str, Any]]) -> str:
         f"examples), APGD-CE + APGD-T (pyautoattack), mean ± std over {n} seed(s) "
         f"{grid.seeds}; the test split is not read.",
         "",
-        "| entry | kind | val APGD-CE+T | val clean | train CPU s | ÷ PGM-10 | train wall s "
-        "| ÷ PGM-10 | Pareto |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
     front = set(pareto_front(rows))
+    table = []
     for r in rows:
         cpu, wall = (
             f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("cpu_vs_pgm10", "seconds_vs_pgm10")
         )
-        lines.append(
-            f"| {r['entry']} | {'reference' if r['reference'] else 'L2L'} "
-            f"| {r['val_apgd_ce_t_acc']:.3f} ± {r['val_apgd_ce_t_std']:.3f} "
-            f"| {r['val_clean_acc']:.3f} ± {r['val_clean_std']:.3f} "
-            f"| {r['train_cpu_seconds']:.1f} ± {r['train_cpu_seconds_std']:.1f} | {cpu} "
-            f"| {r['train_seconds']:.1f} ± {r['train_seconds_std']:.1f} | {wall} "
-            f"| {'yes' if r['entry'] in front else ''} |"
-        )
+        table.append({
+            "entry": r["entry"],
+            "kind": "reference" if r["reference"] else "L2L",
+            "val APGD-CE+T": f"{r['val_apgd_ce_t_acc']:.3f} ± {r['val_apgd_ce_t_std']:.3f}",
+            "val clean": f"{r['val_clean_acc']:.3f} ± {r['val_clean_std']:.3f}",
+            "train CPU s": f"{r['train_cpu_seconds']:.1f} ± {r['train_cpu_seconds_std']:.1f}",
+            "CPU ÷ PGM-10": cpu,
+            "train wall s": f"{r['train_seconds']:.1f} ± {r['train_seconds_std']:.1f}",
+            "wall ÷ PGM-10": wall,
+            "Pareto": "yes" if r["entry"] in front else "",
+        })  # fmt: skip
+    lines += markdown_table(table)
     best = winner(rows)
     if best is not None:
         lines += ["", f"Best learned configuration on validation: **{best}**."]
