@@ -102,7 +102,7 @@ class Shared:
         "cnn on CIFAR).",
     )
     attacker_width = typer.Option(
-        None, help="Channel multiplier of the attacker (default: 0.125 mnist5k, 1.0 CIFAR)."
+        None, help="Channel multiplier of the attacker (default: 0.0625 mnist5k, 1.0 CIFAR)."
     )
     follower_steps = typer.Option(1, help="Follower (φ) updates per leader (θ) update.")
     leader_optimizer = typer.Option("sgd", help="The leader's optimizer: sgd (momentum) or adam.")
