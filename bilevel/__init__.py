@@ -1,6 +1,6 @@
 """bilevel: the problem protocol, followers, the joint L2L loop, hypergradients, run folders.
 
-Knows nothing of images, CIFAR or gymnasium (DESIGN.md).
+Knows nothing of images, CIFAR or gymnasium (docs/architecture.md).
 """
 
 from bilevel import distributed

@@ -1,4 +1,4 @@
-"""Followers: turn a problem and a batch into a decision z (DESIGN.md, "The protocol").
+"""Followers: turn a problem and a batch into a decision z (docs/architecture.md, "The protocol").
 
 Hand-designed: ``SignGradientAscent`` (FGSM = 1 step, PGM-k = k steps; paper Eq. 4), used both to
 train ("PGM Net", Algorithm 1) and to evaluate. Learned: ``LearnedFollower`` wraps a network g_φ

@@ -1,4 +1,4 @@
-"""The bilevel problem protocol (DESIGN.md, "The protocol"; paper Eq. 1).
+"""The bilevel problem protocol (docs/architecture.md, "The protocol"; paper Eq. 1).
 
 A bilevel problem is
 

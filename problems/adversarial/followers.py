@@ -25,7 +25,7 @@ LEARNED = {
 
 
 def build_follower(cfg: DROConfig, info: DatasetInfo, warm_start: bool = True):
-    """The follower named by ``--follower`` (DESIGN.md, "The protocol").
+    """The follower named by ``--follower`` (docs/architecture.md, "The protocol").
 
     none: z = 0 (plain training); fgsm: FGSM with a random start and step 1.25 ε (Wong et al. 2020);
     pgm: PGM-k with a uniform random start (Madry et al. 2018; Eq. 4 of the paper starts at 0);

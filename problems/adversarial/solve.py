@@ -31,7 +31,7 @@ from problems.adversarial.report import write_report
 
 
 def seed_everything(seed: int) -> None:
-    """Seeds are set once, from ``--seed`` (DESIGN.md, "Conventions")."""
+    """Seeds are set once, from ``--seed`` (docs/architecture.md, "Conventions")."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

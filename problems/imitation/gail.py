@@ -1,4 +1,4 @@
-"""GAIL (Ho & Ermon 2016) as a bilevel problem (issue 4; DESIGN.md, "The protocol"):
+"""GAIL (Ho & Ermon 2016) as a bilevel problem (issue 4; docs/architecture.md, "The protocol"):
 
     min_θ  −E_π_θ[r_ψ*(s, a)] − β H(π_θ)    s.t.   ψ* ∈ argmax_ψ q(θ, ψ),
     q(θ, ψ) = E_expert[log D_ψ] + E_π_θ[log(1 − D_ψ)],    r_ψ = −log(1 − D_ψ)  (or log D − log(1 − D)).

@@ -2,7 +2,8 @@
 
 Every attack here is a small class over ``Attack`` (the torchattacks shape: the base owns eval
 mode, batching and the feasibility check; a subclass writes ``perturb``). Gradient attacks are
-the framework's followers run on a DRO problem (DESIGN.md: "evaluation attacks are followers too"):
+the framework's followers run on a DRO problem (docs/architecture.md, "Evaluation attacks are
+followers too"):
 
 - PGD-k, cross-entropy: ``SignGradientAscent(k, η, random_start=True)`` on ``AdversarialDRO``
   (Madry et al. 2018; paper Eq. 4), worst of R restarts per example.
