@@ -215,6 +215,6 @@ def test_files_get_the_umask_mode_not_a_private_one(tmp_path) -> None:
 
 def test_help_shows_every_default_and_a_no_compile_form() -> None:
     text = " ".join(run_cli("solve", "adversarial-dro", "--help").output.replace("│", " ").split())
-    for words in ("default: slim on mnist5k", "default: 0.125 mnist5k", "1/2 and 3/4 of"):
+    for words in ("default: slim on mnist5k", "default: 0.0625 mnist5k", "1/2 and 3/4 of"):
         assert words in text, words
     assert "--no-compile" in text

@@ -125,15 +125,17 @@ def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool, str]) 
     return row
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (0 for a single seed)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"method": name, "seeds": len(runs)}
     for key in METRICS:
         values = [r[key] for r in runs if r.get(key) is not None]  # older runs lack CPU time
         if values:
-            row[key] = statistics.fmean(values)
-            row[key.removesuffix("_acc") + "_std"] = (
-                statistics.stdev(values) if len(values) > 1 else 0.0
-            )
+            row[key], row[key.removesuffix("_acc") + "_std"] = mean_std(values)
     return row
 
 

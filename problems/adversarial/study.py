@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import statistics
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import torch
 
 from bilevel.errors import UserError
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name
+from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name, mean_std
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -155,10 +154,6 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     return results, evaluation
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
     """Train and evaluate every entry of ``grid`` for every seed; write the table, the plot and
     the JSON into ``results_dir``; return one row per entry (means and standard deviations)."""
@@ -173,12 +168,12 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
             seconds = {k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")}
             per_seed.append({"seed": seed} | seconds | evaluation)
         runs.append({"entry": name, "options": options, "runs": per_seed})
-        robust = _mean_std([r["val_apgd_ce_t_acc"] for r in per_seed])
-        clean = _mean_std([r["val_clean_acc"] for r in per_seed])
-        seconds = _mean_std([r["train_seconds"] for r in per_seed])
+        robust = mean_std([r["val_apgd_ce_t_acc"] for r in per_seed])
+        clean = mean_std([r["val_clean_acc"] for r in per_seed])
+        seconds = mean_std([r["train_seconds"] for r in per_seed])
         # runs trained before CPU time was recorded have none: the mean is over those that do
         timed = [r["train_cpu_seconds"] for r in per_seed if r["train_cpu_seconds"] is not None]
-        cpu = _mean_std(timed) if timed else (None, None)
+        cpu = mean_std(timed) if timed else (None, None)
         rows.append({
             "entry": name,
             "reference": options.get("follower", "2-step") in HAND_DESIGNED,  # kind: hand-designed
