@@ -20,18 +20,14 @@ KL-DRO on data with a 10% minority group. Run: ``python examples/kl_dro_reweight
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bilevel import BilevelProblem, JointTrainer  # noqa: E402
+from bilevel import BilevelProblem, JointTrainer
 from bilevel.followers import GradientAscent
-from bilevel.hypergradients import Hypergradient, hypergradient  # noqa: E402
-from bilevel.unrolled import UpdateRule, unrolled_hypergradient  # noqa: E402
+from bilevel.hypergradients import Hypergradient, hypergradient
+from bilevel.unrolled import UpdateRule, unrolled_hypergradient
 
 DT = torch.float64
 Batch = tuple[Tensor, Tensor]

@@ -14,17 +14,13 @@ Run: ``python examples/l2_weight_tuning.py``.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bilevel import BilevelProblem, JointTrainer  # noqa: E402
-from bilevel.followers import GradientAscent  # noqa: E402
-from bilevel.hypergradients import Hypergradient, hypergradient  # noqa: E402
+from bilevel import BilevelProblem, JointTrainer
+from bilevel.followers import GradientAscent
+from bilevel.hypergradients import Hypergradient, hypergradient
 
 DT = torch.float64
 Split = tuple[Tensor, Tensor]

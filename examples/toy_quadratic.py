@@ -12,15 +12,10 @@ Run: ``python examples/toy_quadratic.py``.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bilevel import BilevelProblem, JointTrainer, LearnedFollower, SignGradientAscent  # noqa: E402
+from bilevel import BilevelProblem, JointTrainer, LearnedFollower, SignGradientAscent
 
 
 class Centre(nn.Module):

@@ -1,13 +1,7 @@
 """Shared test set-up: a fixed thread count (the machine is shared and has 2 cores) and seeds."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(autouse=True, scope="session")

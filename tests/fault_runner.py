@@ -19,14 +19,10 @@ import io
 import os
 import signal
 import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bilevel.loop import JointTrainer  # noqa: E402
+from bilevel.loop import JointTrainer
 
 
 def signalling_step(step, n: int, signals: list[signal.Signals]):

@@ -120,7 +120,6 @@ def test_channels_last_defaults_follow_the_data_set() -> None:
 
 _PAGE_FAULTS = """
 import resource, sys, torch
-sys.path.insert(0, {root!r})
 from bilevel.acceleration import keep_freed_memory
 def faults_of_a_second_allocation():
     x = torch.ones(16 * 2**20); del x  # 64 MiB, allocated and freed
@@ -136,8 +135,9 @@ print(plain, kept, faults_of_a_second_allocation())  # then every step reuses it
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt is Linux-only")
 def test_keep_freed_memory_stops_page_faults_on_reallocation() -> None:
-    script = _PAGE_FAULTS.format(root=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _PAGE_FAULTS], capture_output=True, text=True, check=True, cwd=ROOT
+    )
     plain, kept, reused = out.stdout.split()
     pages = 64 * 2**20 // 4096
     assert int(plain) > pages // 2  # glibc: a fresh mmap, every page faulted in again

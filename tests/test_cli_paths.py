@@ -98,7 +98,6 @@ def read_only(tmp_path):
 
 AS_NOBODY = """
 import contextlib, io, os, sys
-sys.path.insert(0, os.getcwd())
 from cli import app  # imported as root: the interpreter lives under /root, which nobody may read
 import problems.adversarial.solve  # what solve imports once it runs
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
