@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Resume compatibility across a code change: run folders made by an older commit, stopped after
+# epoch 1, must resume under the current code to exactly the metrics of the older commit's
+# unbroken run (DRO, AIT and GAIL, tiny budgets). Prints one line per problem and exits 1 on a
+# mismatch. Usage, from the repository root:  bash benchmarks/resume_compat.sh OLD_COMMIT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLD="${1:?usage: bash benchmarks/resume_compat.sh OLD_COMMIT}"
+PY="${PY:-.venv/bin/python}"
+PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"  # absolute, the venv link kept
+NEW="$(pwd)"
+TMP="$(mktemp -d)"
+trap 'git worktree remove --force "$TMP/old-code" >/dev/null 2>&1 || true; rm -rf "$TMP"' EXIT
+git worktree add -q --detach "$TMP/old-code" "$OLD"
+export OMP_NUM_THREADS=1
+declare -A CMDS=(
+  [dro]="solve adversarial-dro --follower 2-step --train-size 128 --eval-size 32 --batch-size 32 --epochs 3"
+  [ait]="solve adversarial-ait --follower 2-step --train-size 128 --eval-size 32 --batch-size 32 --epochs 3"
+  [gail]="solve gail --env Pendulum-v1 --steps 600 --n-envs 1 --n-steps 200 --eval-episodes 1 --test-episodes 2 --follower l2l --cache-dir $TMP/demos"
+)
+status=0
+for name in dro ait gail; do
+  cmd=${CMDS[$name]}
+  (cd "$TMP/old-code" && PYTHONPATH=. "$PY" cli.py $cmd --out "$TMP/$name-unbroken" >/dev/null 2>&1)
+  (cd "$TMP/old-code" && PYTHONPATH=. "$PY" cli.py $cmd --out "$TMP/$name" --interrupt-after-epoch 1 >/dev/null 2>&1)
+  (cd "$NEW" && PYTHONPATH=. "$PY" cli.py $cmd --out "$TMP/$name" --resume >/dev/null 2>&1)
+  "$PY" - "$TMP/$name-unbroken/metrics.jsonl" "$TMP/$name/metrics.jsonl" "$name" <<'PYEOF' || status=1
+import json, sys
+def rows(path):  # every logged figure except clocks
+    return [{k: v for k, v in json.loads(line).items() if "time" not in k and "seconds" not in k}
+            for line in open(path)]
+old, resumed, name = rows(sys.argv[1]), rows(sys.argv[2]), sys.argv[3]
+same = old == resumed
+print(f"{name}: {len(resumed)} epochs, resumed under the current code "
+      f"{'equal' if same else 'DIFFERENT'} to the old commit's unbroken run")
+sys.exit(0 if same else 1)
+PYEOF
+done
+exit $status
