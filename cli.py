@@ -251,18 +251,24 @@ def evaluate_run(
     ),
     attacks: str = typer.Option(
         "default",
-        help="default (APGD-CE + APGD-T, FGSM, PGD-20/100 CE and CW, CW-L∞, noise, learned, "
-        "transfer), full (default with the standard AutoAttack: + FAB-T and Square), or a list: "
-        "apgd-ce-t,fgsm,pgd20,pgd100-cw,cw-linf,noise,learned,transfer,autoattack,square.",
+        help="default (APGD-CE + APGD-T, FGSM, PGD-20/100 CE and CW, CW-L∞ (L∞ only), noise, "
+        "learned, transfer), full (default with the standard AutoAttack: + FAB-T and Square), or "
+        "a list: apgd-ce-t,fgsm,pgd20,pgd100-cw,cw-linf,noise,learned,transfer,autoattack,square. "
+        "Every attack stays in the run's ball (--norm).",
     ),
     n_examples: int = typer.Option(
         None,
         help="First N test examples (default: the run's --eval-size, else the whole test split).",
     ),
-    eps: float = typer.Option(None, help="L∞ radius ε (default: the run's)."),
+    eps: float = typer.Option(None, help="Radius ε of the ball (default: the run's)."),
+    norm: str = typer.Option(
+        None,
+        help="The ball attacked, linf or l2: the run's own (a run is attacked in the ball it was "
+        "trained against); with --model and no config.json, linf unless given.",
+    ),
     restarts: int = typer.Option(1, help="PGD restarts R (worst of R per example)."),
     step_size: float = typer.Option(
-        None, help="PGD step (default: 0.003 CIFAR (the paper), 2.5 ε / k digits)."
+        None, help="PGD step (default: 0.003 CIFAR L∞ (the paper), else 2.5 ε / k)."
     ),
     noise_samples: int = typer.Option(100, help="Random-noise draws per example."),
     surrogate: Path = typer.Option(None, help="Run folder of a transfer (black-box) source."),
@@ -286,10 +292,11 @@ def evaluate_run(
     ev = evaluate(EvalOptions(
         run_dir, attacks, n_examples, eps, restarts, step_size, noise_samples, surrogate,
         attacker_from or [], model, dataset, arch, checklist, aa_margin, seed=seed,
-        batch_size=batch_size, device=device, compare=compare or [],
+        batch_size=batch_size, device=device, compare=compare or [], norm=norm,
     ), announce=lambda line: console.print(line, markup=False))  # fmt: skip
     evals = {str(run_dir): ev} | {str(p): read_eval(p) for p in compare or []}
-    print_table(f"evaluate: {ev['dataset']} test, n = {ev['n_examples']}, ε = {ev['eps']:g}",
+    ball = "" if ev["norm"] == "linf" else "L2 "
+    print_table(f"evaluate: {ev['dataset']} test, n = {ev['n_examples']}, {ball}ε = {ev['eps']:g}",
                 table_rows(evals))  # fmt: skip
     for line in checklist_lines(ev):
         console.print(line, markup=False)
