@@ -161,8 +161,16 @@ def bench_dro(
     ),
     aa: str = typer.Option(
         "standard",
-        help="With --grid: standard AutoAttack, or apgd-ce-t (its two gradient "
-        "components, about 1/5 of the time).",
+        help="standard AutoAttack, or apgd-ce-t (its two gradient components, about 1/5 of the "
+        "time).",
+    ),
+    norm: str = typer.Option(
+        None,
+        help="The threat model every method trains and is attacked in: linf or l2 (default: "
+        "linf; with --grid, the grid's).",
+    ),
+    eps: float = typer.Option(
+        None, help="Radius ε of the --norm ball (default: 0.3 in L∞, 1.5 in L2, as solve's)."
     ),
     reuse: bool = typer.Option(
         False,
@@ -179,7 +187,8 @@ def bench_dro(
     json_path: Path = Shared.json_path,
 ) -> None:
     """mnist5k, small CNN, ε = 0.3: methods side by side (trained one after another in this
-    process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split."""
+    process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split.
+    With --norm l2, all of it in the L2 ball (ε = 1.5, PGD-L2 step 2.5 ε / 40)."""
     check_paths(folders={"--out": out}, files={"--json": json_path})
     from problems.adversarial.bench import bench_dro as run_bench
 
@@ -196,14 +205,19 @@ def bench_dro(
             _seeds(seeds) if seeds else None,
             reuse,
             aa,
+            norm,
+            eps,
         )
     else:
         rows = run_bench(
             _names(methods), epochs, _seeds(seeds or "0"), update, out, json_path,
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
+            norm=norm or "linf", eps=eps, aa_version=aa,
         )  # fmt: skip
     shown = [_mean_std_cells(row) for row in rows]
-    print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split, mean ± std)", shown)
+    first = rows[0]  # an L2 row names its ball
+    ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
+    print_table(f"bench dro: mnist5k, small CNN, {ball} (test split, mean ± std)", shown)
 
 
 def _mean_std_cells(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The threat model through evaluation: ``evaluate`` attacks a run in the ball it was trained
 against (an L2 run with PGD-L2, the fast gradient method, L2 noise, g_φ, transfer and AutoAttack's
-L2 components), a plain model file in the ``--norm`` given, and a contradicting ``--norm`` is one
-sentence."""
+L2 components), a plain model file in the ``--norm`` given, a contradicting ``--norm`` is one
+sentence, and ``bench dro --norm l2`` trains and attacks every method in the L2 ball."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from evaluate_helpers import digits_head, train_mlp
 from typer.testing import CliRunner
 
 from cli import app
+from problems.adversarial.bench import evaluate_leader
 from problems.adversarial.evaluation.attacks import run_attack
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.suite import SuiteOptions, build_attack
@@ -127,3 +128,44 @@ def test_a_plain_model_file_is_attacked_in_the_norm_given(l2_run: Path, tmp_path
         assert ev["norm"] == bound and ev["eps"] == eps  # the data set's ε for that norm
         assert all(a["max_perturbation"][bound] <= eps + SLACK for a in ev["attacks"])
     assert ev["attacks"][0]["max_perturbation"]["l2"] > EPS  # L∞ at 0.3 is far outside
+
+
+def test_bench_pgd40_and_apgd_attack_in_the_ball_asked_for() -> None:
+    model = train_mlp(seed=0)
+    test = digits_head(48)
+    l2 = evaluate_leader(model, 1.0, test, 0, True, aa_version="apgd-ce-t", norm="l2")
+    linf = evaluate_leader(model, 1.0, test, 0, True, aa_version="apgd-ce-t")
+    assert linf["pgd40_acc"] == 0.0 and linf["apgd_ce_t_acc"] == 0.0  # L∞ ε = 1: any image
+    assert l2["pgd40_acc"] > 0.1 and l2["apgd_ce_t_acc"] <= l2["pgd40_acc"] + 1 / 48
+
+
+def test_bench_dro_norm_l2_trains_and_attacks_every_method_in_the_l2_ball(tmp_path: Path) -> None:
+    out, path = tmp_path / "runs", tmp_path / "bench.json"
+    args = ["bench", "dro", "--norm", "l2", "--methods", "pgm,grad", "--epochs", "1",
+            "--train-size", "32", "--eval-size", "8", "--aa", "apgd-ce-t", "--out", str(out),
+            "--json", str(path)]  # fmt: skip
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "L2 ε = 1.5" in result.output
+    data = json.loads(path.read_text())
+    assert [(r["method"], r["norm"], r["eps"]) for r in data["rows"]] == [
+        ("pgm", "l2", EPS), ("grad (fused)", "l2", EPS)
+    ]  # fmt: skip
+    for run, folder in zip(data["runs"], ("pgm", "grad_fused"), strict=True):
+        assert run["norm"] == "l2" and run["eps"] == EPS
+        config = json.loads((out / folder / "seed-0" / "config.json").read_text())
+        assert config["norm"] == "l2" and config["eps"] == EPS  # trained in the L2 ball
+    # and attacked there: at L2 ε = 0.3 a plainly trained model keeps most of its accuracy under
+    # PGD-40, where in the L∞ ball of 0.3 (a third of the pixel range) it keeps none
+    args = ["bench", "dro", "--norm", "l2", "--eps", "0.3", "--methods", "none", "--epochs", "1",
+            "--train-size", "2048", "--eval-size", "32", "--no-autoattack", "--out", str(out),
+            "--json", str(path)]  # fmt: skip
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["norm"] == "l2" and row["eps"] == 0.3
+    assert 0.5 * row["clean_acc"] <= row["pgd40_acc"] <= row["clean_acc"] and row["clean_acc"] > 0.3
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"configs": {"grad": {"follower": "grad"}}}))
+    bad = ["bench", "dro", "--grid", str(grid), "--norm", "l2", "--out", str(tmp_path / "g")]
+    one_sentence(runner.invoke(app, bad), "apply without --grid")
