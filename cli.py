@@ -161,8 +161,16 @@ def bench_dro(
     ),
     aa: str = typer.Option(
         "standard",
-        help="With --grid: standard AutoAttack, or apgd-ce-t (its two gradient "
-        "components, about 1/5 of the time).",
+        help="standard AutoAttack, or apgd-ce-t (its two gradient components, about 1/5 of the "
+        "time).",
+    ),
+    norm: str = typer.Option(
+        None,
+        help="The threat model every method trains and is attacked in: linf or l2 (default: "
+        "linf; with --grid, the grid's).",
+    ),
+    eps: float = typer.Option(
+        None, help="Radius ε of the --norm ball (default: 0.3 in L∞, 1.5 in L2, as solve's)."
     ),
     reuse: bool = typer.Option(
         False,
@@ -179,7 +187,8 @@ def bench_dro(
     json_path: Path = Shared.json_path,
 ) -> None:
     """mnist5k, small CNN, ε = 0.3: methods side by side (trained one after another in this
-    process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split."""
+    process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split.
+    With --norm l2, all of it in the L2 ball (ε = 1.5, PGD-L2 step 2.5 ε / 40)."""
     check_paths(folders={"--out": out}, files={"--json": json_path})
     from problems.adversarial.bench import bench_dro as run_bench
 
@@ -196,14 +205,19 @@ def bench_dro(
             _seeds(seeds) if seeds else None,
             reuse,
             aa,
+            norm,
+            eps,
         )
     else:
         rows = run_bench(
             _names(methods), epochs, _seeds(seeds or "0"), update, out, json_path,
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
+            norm=norm or "linf", eps=eps, aa_version=aa,
         )  # fmt: skip
     shown = [_mean_std_cells(row) for row in rows]
-    print_table("bench dro: mnist5k, small CNN, ε = 0.3 (test split, mean ± std)", shown)
+    first = rows[0]  # an L2 row names its ball
+    ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
+    print_table(f"bench dro: mnist5k, small CNN, {ball} (test split, mean ± std)", shown)
 
 
 def _mean_std_cells(row: dict[str, Any]) -> dict[str, Any]:
@@ -251,18 +265,24 @@ def evaluate_run(
     ),
     attacks: str = typer.Option(
         "default",
-        help="default (APGD-CE + APGD-T, FGSM, PGD-20/100 CE and CW, CW-L∞, noise, learned, "
-        "transfer), full (default with the standard AutoAttack: + FAB-T and Square), or a list: "
-        "apgd-ce-t,fgsm,pgd20,pgd100-cw,cw-linf,noise,learned,transfer,autoattack,square.",
+        help="default (APGD-CE + APGD-T, FGSM, PGD-20/100 CE and CW, CW-L∞ (L∞ only), noise, "
+        "learned, transfer), full (default with the standard AutoAttack: + FAB-T and Square), or "
+        "a list: apgd-ce-t,fgsm,pgd20,pgd100-cw,cw-linf,noise,learned,transfer,autoattack,square. "
+        "Every attack stays in the run's ball (--norm).",
     ),
     n_examples: int = typer.Option(
         None,
         help="First N test examples (default: the run's --eval-size, else the whole test split).",
     ),
-    eps: float = typer.Option(None, help="L∞ radius ε (default: the run's)."),
+    eps: float = typer.Option(None, help="Radius ε of the ball (default: the run's)."),
+    norm: str = typer.Option(
+        None,
+        help="The ball attacked, linf or l2: the run's own (a run is attacked in the ball it was "
+        "trained against); with --model and no config.json, linf unless given.",
+    ),
     restarts: int = typer.Option(1, help="PGD restarts R (worst of R per example)."),
     step_size: float = typer.Option(
-        None, help="PGD step (default: 0.003 CIFAR (the paper), 2.5 ε / k digits)."
+        None, help="PGD step (default: 0.003 CIFAR L∞ (the paper), else 2.5 ε / k)."
     ),
     noise_samples: int = typer.Option(100, help="Random-noise draws per example."),
     surrogate: Path = typer.Option(None, help="Run folder of a transfer (black-box) source."),
@@ -286,10 +306,11 @@ def evaluate_run(
     ev = evaluate(EvalOptions(
         run_dir, attacks, n_examples, eps, restarts, step_size, noise_samples, surrogate,
         attacker_from or [], model, dataset, arch, checklist, aa_margin, seed=seed,
-        batch_size=batch_size, device=device, compare=compare or [],
+        batch_size=batch_size, device=device, compare=compare or [], norm=norm,
     ), announce=lambda line: console.print(line, markup=False))  # fmt: skip
     evals = {str(run_dir): ev} | {str(p): read_eval(p) for p in compare or []}
-    print_table(f"evaluate: {ev['dataset']} test, n = {ev['n_examples']}, ε = {ev['eps']:g}",
+    ball = "" if ev["norm"] == "linf" else "L2 "
+    print_table(f"evaluate: {ev['dataset']} test, n = {ev['n_examples']}, {ball}ε = {ev['eps']:g}",
                 table_rows(evals))  # fmt: skip
     for line in checklist_lines(ev):
         console.print(line, markup=False)

@@ -23,6 +23,11 @@ class Norm(str, Enum):
     LINF = "linf"
     L2 = "l2"
 
+    @property
+    def label(self) -> str:
+        """The norm as text writes it: L∞ or L2."""
+        return "L∞" if self is Norm.LINF else "L2"
+
     def of(self, t: Tensor) -> Tensor:
         """‖t_i‖ per sample, shaped to broadcast against ``t`` ([B, 1, ..., 1])."""
         flat = t.flatten(1)

@@ -1,9 +1,9 @@
 """The threat model as an option: the L∞ and L2 balls (``bilevel.norms``), PGD-L2 as a follower,
-learned attackers bounded in the chosen ball, and ``--norm`` on the command line."""
+learned attackers bounded in the chosen ball, and ``--norm`` on the command line (an L2 run's
+solve, resume, evaluate and bench: ``test_norm_evaluation.py``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -95,25 +95,6 @@ TINY = [
     "--train-size", "64", "--eval-size", "32", "--batch-size", "32", "--epochs", "1",
     "--gap-size", "0", "--follower", "pgm", "--pgm-steps", "2",
 ]  # fmt: skip
-
-
-def test_norm_l2_end_to_end_solve_resume_and_evaluate(tmp_path: Path) -> None:
-    out = tmp_path / "l2"
-    args = ["solve", "adversarial-dro", *TINY, "--norm", "l2", "--out", str(out)]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    config = json.loads((out / "config.json").read_text())
-    assert config["norm"] == "l2" and config["eps"] == 1.5  # mnist5k's L2 radius
-    assert config["pgm_step_size"] == pytest.approx(2.5 * 1.5 / 2)
-    results = json.loads((out / "results.json").read_text())
-    assert 0 <= results["test_pgd20_acc"] <= results["test_clean_acc"] + 1 / 32
-    # --resume without --norm keeps the folder's threat model
-    again = runner.invoke(app, ["solve", "adversarial-dro", *TINY, "--out", str(out), "--resume"])
-    assert again.exit_code == 0, again.output
-    assert json.loads((out / "config.json").read_text())["norm"] == "l2"
-    # evaluate's attacks are L∞ only so far: one sentence and exit 2, not L∞ numbers at ε = 1.5
-    refused = runner.invoke(app, ["evaluate", str(out), "--attacks", "pgd20"])
-    assert refused.exit_code == 2 and "--norm linf" in refused.output
 
 
 def test_bad_norm_is_one_sentence_and_exit_2(tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ side by side); each best-on-validation leader is then attacked on the test split
 (step 0.01, uniform random start) and, unless ``autoattack`` is off, the standard AutoAttack
 (APGD-CE, APGD-T, FAB-T, Square; Croce & Hein 2020). Rows give the mean and standard deviation
 over seeds; the evaluations may run in ``jobs`` worker processes, after all training is done.
+
+``norm="l2"`` trains every method in the L2 ball (ε = 1.5 by default, ``solve``'s on mnist5k) and
+attacks in it: PGD-L2-40 with step 2.5 ε / 40 (``config.py``'s PGM step) and AutoAttack's L2
+version. Every evaluation is in the ball its run was trained in (its ``config.json``'s norm), and
+rows of an L2 run name the norm and ε; L∞ rows are as they always were.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import torch
 from torch import nn
 
 from bilevel.errors import UserError
+from bilevel.norms import Norm
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text, load_checkpoint
-from problems.adversarial.config import FOLLOWERS, LEGACY_VALUES, DROConfig
+from problems.adversarial.config import FOLLOWERS, LEGACY_VALUES, DROConfig, dataset_default
 from problems.adversarial.data import dataset_info, load_dataset, subset
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.models import build_model
 from problems.adversarial.solve import solve
 
-BENCH_EPS = 0.3
+BENCH_EPS = 0.3  # L∞; under L2 the data set's (``dataset_default``)
+LINF_PGD40_STEP = 0.01  # PGD-40's step in L∞; 2.5 ε / 40 in L2
 HAND_DESIGNED = ("none", "fgsm", "pgm")
 METRICS = (
     "clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "apgd_ce_t_acc", "train_seconds",
@@ -61,9 +68,8 @@ def train_and_evaluate(
     best-on-validation leader and a row: clean and PGD-40 (step 0.01) test accuracy, seconds."""
     results = train(cfg, run_dir)
     model = load_leader(cfg, run_dir)
-    return model, evaluate_leader(model, cfg.eps, test, seed, autoattack=False) | {
-        "train_seconds": results["train_seconds"]
-    }
+    row = evaluate_leader(model, cfg.eps, test, seed, autoattack=False, norm=cfg.norm)
+    return model, row | {"train_seconds": results["train_seconds"]}
 
 
 def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -88,22 +94,26 @@ def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
 
 def evaluate_leader(
     model: nn.Module, eps: float, test: tuple[torch.Tensor, torch.Tensor], seed: int,
-    autoattack: bool, cw: bool = False, aa_version: str = "standard",
+    autoattack: bool, cw: bool = False, aa_version: str = "standard", norm: Norm | str = Norm.LINF,
 ) -> dict[str, float]:  # fmt: skip
-    """Clean, PGD-40 (step 0.01), if asked CW-margin PGD-40, and AutoAttack accuracy (the
-    standard cascade, or ``aa_version`` "apgd-ce-t": APGD-CE + APGD-T)."""
+    """Clean, PGD-40, if asked CW-margin PGD-40, and AutoAttack accuracy (the standard cascade,
+    or ``aa_version`` "apgd-ce-t": APGD-CE + APGD-T), all in the ``norm`` ball of radius ε.
+    PGD-40's step: 0.01 in L∞, 2.5 ε / 40 in L2 (Madry et al.'s rule, as ``solve`` uses)."""
+    norm = Norm(norm)
+    step = LINF_PGD40_STEP if norm is Norm.LINF else 2.5 * eps / 40
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        pgd = pgd_attack(40, eps, step, norm=norm, from_clean=False)
         row = {
             "clean_acc": robust_accuracy(model, *test, Clean()),
-            "pgd40_acc": robust_accuracy(model, *test, pgd_attack(40, eps, 0.01, from_clean=False)),
+            "pgd40_acc": robust_accuracy(model, *test, pgd),
         }
         if cw:
-            row["cw_pgd40_acc"] = run_attack(pgd_attack(40, eps, 0.01, "cw"), model, *test).accuracy
+            cw_pgd = pgd_attack(40, eps, step, "cw", norm=norm)
+            row["cw_pgd40_acc"] = run_attack(cw_pgd, model, *test).accuracy
         if autoattack:
-            row[AA_KEYS[aa_version]] = run_attack(
-                AutoAttackAdapter(eps, AA_VERSIONS[aa_version], seed=seed), model, *test
-            ).accuracy
+            aa = AutoAttackAdapter(eps, AA_VERSIONS[aa_version], seed=seed, norm=norm)
+            row[AA_KEYS[aa_version]] = run_attack(aa, model, *test).accuracy
     return row
 
 
@@ -116,11 +126,11 @@ def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool, str]) 
     cached = Path(run_dir) / "bench-eval.json"
     if cached.is_file() and (kept := json.loads(cached.read_text()))["asked"] == asked:
         return kept["row"]
-    cfg = DROConfig.from_dict(options)  # dataset, model, eps and seed are all it needs
+    cfg = DROConfig.from_dict(options)  # dataset, model, eps, norm and seed are all it needs
     test = load_dataset(cfg.dataset, cfg.data_dir).test
     test = subset(test, eval_size) if eval_size else test
     model = load_leader(cfg, Path(run_dir))
-    row = evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw, aa_version)
+    row = evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw, aa_version, cfg.norm)
     RunDir(Path(run_dir)).write_json("bench-eval.json", {"asked": asked, "row": row})
     return row
 
@@ -132,6 +142,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     row: dict[str, Any] = {"method": name, "seeds": len(runs)}
+    row |= {k: runs[0][k] for k in ("norm", "eps") if k in runs[0]}  # an L2 entry's ball
     for key in METRICS:
         values = [r[key] for r in runs if r.get(key) is not None]  # older runs lack CPU time
         if values:
@@ -169,7 +180,8 @@ def run_bench(
         run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
         results = (reuse and finished_results(cfg, run_dir)) or train(cfg, run_dir)
         work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw, aa_version))
-        runs.append({"method": label, "seed": seed, "update": cfg.update} | {
+        ball = {} if cfg.norm == Norm.LINF else {"norm": cfg.norm, "eps": cfg.eps}
+        runs.append({"method": label, "seed": seed, "update": cfg.update} | ball | {
             k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")
         })  # fmt: skip
     if jobs > 1:
@@ -201,18 +213,24 @@ def bench_dro(
     eval_size: int | None = None,
     autoattack: bool = True,
     jobs: int = 1,
+    norm: str = "linf",
+    eps: float | None = None,
+    aa_version: str = "standard",
 ) -> list[dict[str, Any]]:
     """``run_bench`` over the DRO followers in ``methods`` (learned ones with ``update``, or the
-    data set's default update mode when it is None)."""
+    data set's default update mode when it is None), trained and attacked in the ``norm`` ball of
+    radius ``eps`` (default: 0.3 in L∞, the data set's 1.5 in L2)."""
     unknown = [m for m in methods if m not in FOLLOWERS]
     if unknown or not methods:
         raise UserError(f"Unknown --methods {unknown}; choose from: {', '.join(FOLLOWERS)}.")
+    if eps is None:
+        eps = BENCH_EPS if norm == Norm.LINF else dataset_default("mnist5k", "eps", norm)
 
     def entry(method: str) -> Callable[[int], DROConfig]:
         return lambda seed: DROConfig(
-            follower=method, epochs=epochs, eps=BENCH_EPS, seed=seed,
+            follower=method, epochs=epochs, eps=eps, seed=seed,
             update=None if method in HAND_DESIGNED else update, train_size=train_size,
-            eval_size=eval_size,
+            eval_size=eval_size, norm=norm,
         )  # fmt: skip
 
     def label(method: str) -> str:
@@ -221,7 +239,7 @@ def bench_dro(
         return f"{method} ({DROConfig(follower=method, update=update).resolve().update})"
 
     entries = {label(m): entry(m) for m in methods}
-    return run_bench(entries, seeds, out, json_path, autoattack, jobs)
+    return run_bench(entries, seeds, out, json_path, autoattack, jobs, aa_version=aa_version)
 
 
 def bench_grid(
@@ -233,9 +251,16 @@ def bench_grid(
     seeds: list[int] | None = None,
     reuse: bool = False,
     aa_version: str = "standard",
+    norm: str | None = None,
+    eps: float | None = None,
 ) -> list[dict[str, Any]]:
     """``run_bench`` over a study grid's entries (``study.load_grid``): the configurations the
-    validation study compared, now trained afresh side by side and judged on the test split."""
+    validation study compared, now trained afresh side by side and judged on the test split, each
+    in the ball of its own options (a grid sets ``norm`` and ``eps``, not ``norm``/``eps`` here)."""
+    if norm is not None or eps is not None:
+        raise UserError(
+            '--norm and --eps apply without --grid; a grid sets "norm" and "eps" in its "base".'
+        )
     entries = {
         name: (lambda seed, options=options: DROConfig(**options, seed=seed))
         for name, options in grid.entries().items()

@@ -140,7 +140,7 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     model = load_classifier(run_dir).model
     val = load_dataset(cfg.dataset, cfg.data_dir).val
     x, y = subset(val, val_examples) if val_examples else val
-    attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=seed)
+    attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=seed, norm=cfg.norm)  # the run's ball
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         robust = run_attack(attack, model, x, y).accuracy

@@ -23,7 +23,7 @@ run on a DRO problem (docs/architecture.md: "evaluation attacks are followers to
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -99,6 +99,8 @@ class AttackResult:
     correct: Tensor  # bool [n]
     seconds: float
     x_adv_head: Tensor  # the first few adversarial examples, for the Figure 4/5 plot
+    # max_i ‖x_adv_i − x_i‖ in each norm ({"linf": .., "l2": ..}), whatever ball was attacked
+    max_perturbation: dict[str, float] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
@@ -128,13 +130,16 @@ def run_attack(
     params: dict[str, Any] | None = None,
 ) -> AttackResult:
     """Run ``attack`` over (x, y) in batches (each call in eval mode and checked feasible) and
-    return per-example correctness. ``params``: ``attack.params()`` when the caller has it."""
+    return per-example correctness and the largest ‖x_adv − x‖ in L∞ and L2. ``params``:
+    ``attack.params()`` when the caller has it."""
     tic = time.perf_counter()
     correct, head = [], []
+    gaps = []  # per batch: max_i ‖x_adv_i − x_i‖ in each norm
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         x_adv = attack(model, xb, yb)
         correct.append(predict(model, x_adv, batch_size) == yb)
+        gaps.append(torch.stack([norm.of(x_adv - xb).max() for norm in Norm]))
         if sum(len(h) for h in head) < keep:
             head.append(x_adv[:keep])
     return AttackResult(
@@ -143,6 +148,7 @@ def run_attack(
         torch.cat(correct).cpu(),
         time.perf_counter() - tic,
         torch.cat(head)[:keep].cpu(),
+        dict(zip([n.value for n in Norm], torch.stack(gaps).amax(0).tolist(), strict=True)),
     )
 
 

@@ -71,7 +71,8 @@ def check_non_increasing(
 def check_reaches_chance(
     large_eps: float, acc: float, num_classes: int, n: int, tol: float = 0.005
 ) -> Check:
-    """At a large ε (0.5 on digits, 0.3 on CIFAR) any model can be broken: accuracy ≤ 1/C."""
+    """At a large ε (0.5 on digits, 0.3 on CIFAR in L∞; 5.0 and 2.5 in L2) any model can be
+    broken: accuracy ≤ 1/C."""
     chance = 1.0 / num_classes
     slack = tolerance(n, tol)
     return Check(

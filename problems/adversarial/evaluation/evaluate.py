@@ -1,5 +1,6 @@
 """``evaluate RUN_DIR``: attack a run's selected classifier on the TEST split with every attack
-asked for, report each attack's accuracy and the per-example worst case
+asked for, in the ε-ball of the run's threat model (L∞ or L2, ``runs.threat_model``), report each
+attack's accuracy and the per-example worst case
 
     robust accuracy = (1/n) Σ_i min_{a ∈ attacks ∪ {clean}} 1[f(x_i^a) = y_i],
 
@@ -18,9 +19,10 @@ import torch
 from torch import Tensor
 
 from bilevel.errors import UserError, require_counts
+from bilevel.norms import Norm
 from bilevel.paths import check_output_folder
 from bilevel.run import RunDir
-from problems.adversarial.config import dataset_default, resolve_device
+from problems.adversarial.config import resolve_device
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation import checklist as cl
 from problems.adversarial.evaluation.attacks import (
@@ -31,17 +33,21 @@ from problems.adversarial.evaluation.attacks import (
     run_attack,
 )
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
-from problems.adversarial.evaluation.report import write_outputs
+from problems.adversarial.evaluation.report import read_eval, write_outputs
 from problems.adversarial.evaluation.runs import (
     has_learned_attacker,
     load_classifier,
     load_learned_attacker,
+    threat_model,
 )
 from problems.adversarial.evaluation.suite import SuiteOptions, attack_names, build_attack
 
 STEPS_GRID = (10, 20, 50, 100)
 EPS_FRACTIONS = (0.25, 0.5, 1.0)
-LARGE_EPS = {1: 0.5, 3: 0.3}  # by input channels: digits, CIFAR (Carlini et al. 2019)
+# the sweep's large ε, by norm and input channels (digits, CIFAR): one where an attack should
+# reach chance (Carlini et al. 2019). L2: ~3x the L2 radius of digits (Schott et al. 2019's 1.5:
+# 5.0 redraws part of a stroke) and 5x RobustBench's CIFAR-10 radius 0.5
+LARGE_EPS = {Norm.LINF: {1: 0.5, 3: 0.3}, Norm.L2: {1: 5.0, 3: 2.5}}
 
 
 @dataclass
@@ -68,6 +74,7 @@ class EvalOptions:
     batch_size: int = 500
     device: str = "auto"
     compare: list[Path] = field(default_factory=list)
+    norm: str | None = None  # linf or l2; None: the run's (a plain model file's: linf)
 
 
 class Evaluator:
@@ -98,12 +105,19 @@ class Evaluator:
         return self._cache[key]
 
 
-def _check_options(o: EvalOptions) -> None:
-    require_counts(o, ("n_examples", "restarts", "noise_samples", "batch_size"))
-    if o.eps is not None and not 0 < o.eps <= 1:
-        raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {o.eps}.")
-    if o.step_size is not None and not 0 < o.step_size <= 1:
-        raise UserError(f"--step-size must be in (0, 1]; got {o.step_size}.")
+def _check_options(o: EvalOptions, norm: Norm) -> None:
+    """The options' values (ε is ``threat_model``'s); an L2 step may exceed 1, an L∞ one not."""
+    linf = norm is Norm.LINF
+    if o.step_size is not None and not (o.step_size > 0 and (o.step_size <= 1 or not linf)):
+        bound = "in (0, 1]" if linf else "positive"
+        raise UserError(f"--step-size must be {bound}; got {o.step_size}.")
+    for other in o.compare:  # side by side only where the same ball was attacked
+        theirs = read_eval(other).get("norm", Norm.LINF.value)
+        if theirs != norm.value:
+            raise UserError(
+                f"--compare {other} was attacked in the {theirs} ball and this evaluation is in "
+                f"the {norm.value} ball; compare evaluations of the same ball."
+            )
 
 
 def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -112,23 +126,22 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
     The test examples are the first ``o.n_examples``, else the run's ``--eval-size``, else all.
     ``announce`` (e.g. ``print``) gets a line saying what will run, then one per attack.
     """
-    _check_options(o)
+    require_counts(o, ("n_examples", "restarts", "noise_samples", "batch_size"))
     device = resolve_device(o.device)
     run_dir = Path(o.run_dir)
     loaded = load_classifier(run_dir, o.model, o.dataset, o.arch, device)
-    check_output_folder(run_dir, "RUN_DIR")  # eval.json and the plots go there
     model, info, config = loaded.model, loaded.info, loaded.config
-    eps = float(
-        o.eps if o.eps is not None else config.get("eps") or dataset_default(info.name, "eps")
-    )
+    norm, eps = threat_model(config, info.name, o.norm, o.eps, run_dir)
+    _check_options(o, norm)
+    check_output_folder(run_dir, "RUN_DIR")  # eval.json and the plots go there
     test = load_dataset(info.name, config.get("data_dir", "./data")).test
     n_examples = o.n_examples or config.get("eval_size")
     x, y = subset(test, n_examples) if n_examples else test
     x, y = x.to(device), y.to(device)
 
     suite = SuiteOptions(
-        eps=eps, cifar=info.name != "mnist5k", restarts=o.restarts, step_size=o.step_size,
-        noise_samples=o.noise_samples, seed=o.seed, batch_size=o.batch_size,
+        eps=eps, cifar=info.name != "mnist5k", norm=norm, restarts=o.restarts,
+        step_size=o.step_size, noise_samples=o.noise_samples, seed=o.seed, batch_size=o.batch_size,
     )  # fmt: skip
     if o.model is None and has_learned_attacker(config):
         suite.learned, suite.learned_source = load_learned_attacker(run_dir, device), str(run_dir)
@@ -175,6 +188,7 @@ def evaluate_model(
     worst = cl.all_correct([clean.cpu(), *(r.correct for r in results)])
     out: dict[str, Any] = {
         "n_examples": len(y),
+        "norm": suite.norm.value,
         "eps": suite.eps,
         "seed": o.seed,
         "clean_acc": clean.float().mean().item(),
@@ -204,6 +218,7 @@ def _attack_entry(attack: Attack, result: AttackResult) -> dict[str, Any]:
         "params": result.params,
         "accuracy": result.accuracy,
         "seconds": round(result.seconds, 2),
+        "max_perturbation": result.max_perturbation,  # in L∞ and L2, whichever ball was attacked
         "correct": _bits(result.correct),
     }
     if isinstance(attack, AutoAttackAdapter):
@@ -217,13 +232,14 @@ def _sweeps(
     ev: Evaluator, suite: SuiteOptions, channels: int, restarts: int, steps_grid: tuple[int, ...]
 ) -> dict[str, Any]:
     """PGD-CE accuracy over steps (same seed), restarts (fresh seeds) and ε (a grid up to a
-    large ε); the inputs of the checklist and of the Figure 3 plot."""
-    steps = [ev.run(pgd_attack(k, suite.eps, suite.pgd_step(k), "ce", 1)) for k in steps_grid]
+    large ε), all in the suite's ball; the inputs of the checklist and of the Figure 3 plot."""
+    eps, norm = suite.eps, suite.norm
+    steps = [ev.run(pgd_attack(k, eps, suite.pgd_step(k), "ce", 1, norm)) for k in steps_grid]
     counts = sorted({1, max(restarts, 3)})
-    rs = [ev.run(pgd_attack(20, suite.eps, suite.pgd_step(20), "ce", r), 1000 * r) for r in counts]
-    large = max(LARGE_EPS.get(channels, 0.3), suite.eps)
-    grid = sorted({*(f * suite.eps for f in EPS_FRACTIONS), (suite.eps + large) / 2, large})
-    eps_runs = [ev.run(pgd_attack(20, e, 2.5 * e / 20, "ce", 1)) for e in grid]
+    rs = [ev.run(pgd_attack(20, eps, suite.pgd_step(20), "ce", r, norm), 1000 * r) for r in counts]
+    large = max(LARGE_EPS[norm].get(channels, LARGE_EPS[norm][3]), eps)
+    grid = sorted({*(f * eps for f in EPS_FRACTIONS), (eps + large) / 2, large})
+    eps_runs = [ev.run(pgd_attack(20, e, 2.5 * e / 20, "ce", 1, norm)) for e in grid]
     return {
         "steps": {
             "x": list(steps_grid),

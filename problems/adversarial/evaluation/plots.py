@@ -18,19 +18,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from bilevel.norms import Norm  # noqa: E402
 from bilevel.run import atomic_write_figure  # noqa: E402
 
 MAGNIFY = (5, 30)
 
 
-def plot_sweeps(curves: dict[str, dict[str, Any]], path: Path) -> None:
-    """``curves``: run label → {"eps": {"x": [...], "acc": [...]}, "steps": {...}}."""
+def plot_sweeps(curves: dict[str, dict[str, Any]], path: Path, norm: str = "linf") -> None:
+    """``curves``: run label → {"eps": {"x": [...], "acc": [...]}, "steps": {...}}, ε in the
+    ``norm`` ball ("linf" or "l2")."""
     fig, (ax_eps, ax_steps) = plt.subplots(1, 2, figsize=(10, 4))
     for label, sweeps in curves.items():
         for ax, key in ((ax_eps, "eps"), (ax_steps, "steps")):
             if key in sweeps:
                 ax.plot(sweeps[key]["x"], sweeps[key]["acc"], marker="o", label=label)
-    ax_eps.set(xlabel="ε (L∞, pixels in [0,1])", ylabel="robust accuracy", ylim=(0, 1))
+    ax_eps.set(
+        xlabel=f"ε ({Norm(norm).label}, pixels in [0,1])", ylabel="robust accuracy", ylim=(0, 1)
+    )
     ax_eps.set_title("PGD-20 against ε")
     ax_steps.set(xlabel="PGD steps", ylabel="robust accuracy", ylim=(0, 1), xscale="log")
     ax_steps.set_title("PGD against steps (same seed)")

@@ -12,6 +12,7 @@ from typing import Any
 from torch import Tensor
 
 from bilevel.errors import UserError
+from bilevel.norms import Norm
 from bilevel.report import markdown_table, plot_curves
 from bilevel.run import RunDir, atomic_write_text
 from problems.adversarial.evaluation.attacks import AttackResult
@@ -72,7 +73,7 @@ def write_outputs(
         curves = {str(run.path): ev["sweeps"]} | {
             k: v["sweeps"] for k, v in others.items() if "sweeps" in v
         }
-        plot_sweeps(curves, run.path / SWEEP_PLOT)
+        plot_sweeps(curves, run.path / SWEEP_PLOT, ev.get("norm", Norm.LINF.value))
         plots.append(SWEEP_PLOT)
     shown = {r.name: r.x_adv_head for r in results if r.name in EXAMPLE_ATTACKS}
     if shown:
@@ -93,7 +94,8 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
         f"# Robustness evaluation of {ev['run']}",
         "",
         f"Checkpoint `{ev['checkpoint']}`, {ev['dataset']} **test** split, first {ev['n_examples']} "
-        f"examples, L∞ ε = {ev['eps']:g}, seed {ev['seed']}. The worst case is the mean over "
+        f"examples, {Norm(ev.get('norm', Norm.LINF.value)).label} ε = {ev['eps']:g}, seed "
+        f"{ev['seed']}. The worst case is the mean over "
         "examples of the minimum over the clean input and every attack below.",
         "",
     ]

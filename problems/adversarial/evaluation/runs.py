@@ -1,6 +1,7 @@
 """Load what an evaluation attacks and attacks with from run folders: the selected classifier
-(``best.pt``, or a plain state-dict file given with ``--model``) and an L2L run's learned attacker
-g_φ (rebuilt from its ``config.json`` and loaded from ``last.pt``, the state at the last epoch).
+(``best.pt``, or a plain state-dict file given with ``--model``), an L2L run's learned attacker
+g_φ (rebuilt from its ``config.json`` and loaded from ``last.pt``, the state at the last epoch),
+and the threat model the run was trained against: its ε-ball, ‖δ‖ ≤ ε in L∞ or L2.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from torch import nn
 
 from bilevel.errors import UserError
 from bilevel.followers import LearnedFollower
+from bilevel.norms import Norm
+from bilevel.options import choose
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.config import LEARNED, DROConfig, dataset_default
+from problems.adversarial.config import LEARNED, LEGACY_VALUES, NORMS, DROConfig, dataset_default
 from problems.adversarial.data import DatasetInfo, dataset_info
 from problems.adversarial.followers import build_follower
 from problems.adversarial.models import build_model
@@ -79,17 +82,43 @@ def load_classifier(
         has_run = RunDir(run_dir).config_path.is_file()
         config = read_config(run_dir) if has_run else {}
         checkpoint = Path(model_path)
-    if config.get("norm", "linf") != "linf":
-        raise UserError(
-            f"{run_dir} was trained in the {config['norm']} ball, and evaluate attacks in the L∞ "
-            "ball only so far; evaluate a run trained with --norm linf."
-        )
     info = dataset_info(config.get("dataset", dataset))
     name = config.get("model") or arch or dataset_default(info.name, "model")
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
     state = load_checkpoint(checkpoint)
     _fit(model, state.get("leader", state), checkpoint)
     return LoadedModel(model.to(device).eval(), info, config, checkpoint)
+
+
+def threat_model(
+    config: dict[str, Any], dataset: str, norm: str | None = None, eps: float | None = None,
+    source: Path | str = "the run",
+) -> tuple[Norm, float]:  # fmt: skip
+    """The ball {δ : ‖δ‖ ≤ ε} an evaluation attacks in: the run's recorded ``norm`` (L∞ for a run
+    older than ``--norm``, ``LEGACY_VALUES``) and, unless ``eps`` is given, its ε. A plain model
+    file has no ``config`` ({}): ``norm`` or L∞, ``eps`` or the data set's ε for that norm
+    (``dataset_default``). A ``norm`` that contradicts the run's is one sentence: a run is attacked
+    in the ball it was trained against. ε ∈ (0, 1] under L∞ (a larger ε allows any image), ε > 0
+    under L2."""
+    if norm is not None:
+        choose("--norm", norm, NORMS)
+    if config:
+        recorded = config.get("norm", LEGACY_VALUES["norm"])
+        if norm is not None and norm != recorded:
+            raise UserError(
+                f"{source} was trained in the {recorded} ball, so evaluate attacks it there; "
+                f"leave out --norm or give --norm {recorded}."
+            )
+        norm = recorded
+    ball = Norm(norm or Norm.LINF.value)
+    if eps is None:
+        eps = config.get("eps") or dataset_default(dataset, "eps", ball.value)
+    eps = float(eps)
+    if ball is Norm.LINF and not 0 < eps <= 1:
+        raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {eps}.")
+    if not eps > 0:
+        raise UserError(f"--eps must be positive; got {eps}.")
+    return ball, eps
 
 
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:

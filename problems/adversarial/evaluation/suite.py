@@ -1,4 +1,5 @@
-"""Attack names → ``Attack`` objects, with the paper's protocol as defaults.
+"""Attack names → ``Attack`` objects, with the paper's protocol as defaults, in the ε-ball of
+the run's threat model (``SuiteOptions.norm``: L∞, the paper's, or L2).
 
 ``default``: AutoAttack's gradient components APGD-CE + APGD-T (``apgd-ce-t``; Croce & Hein
 2020), FGSM, PGD-20 and PGD-100 on cross-entropy and on the CW margin, CW-L∞ (100 iterations),
@@ -7,6 +8,12 @@ random noise, and, when available, the run's own learned attacker, other runs' l
 PGD alone flatters a defence trained against a weak attacker (it did for L2L here).
 ``full``: ``default`` with the standard AutoAttack (APGD-CE, APGD-T, FAB-T and Square) in place of
 ``apgd-ce-t``. A list names attacks one by one.
+
+Under L2 every attack is its L2 version: PGD-L2 (steps η ∇/‖∇‖₂, Madry et al. 2018), the fast
+gradient method in place of FGSM (one step ε ∇/‖∇‖₂, still named ``fgsm``), noise uniform in
+the L2 ball, AutoAttack's ``norm="L2"`` components, g_φ and transfer projected onto the L2 ball.
+CW-L∞ (Carlini & Wagner 2017's L∞ attack) has no place in an L2 ball and leaves the defaults;
+PGD-CW keeps the CW margin loss there.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from torch import nn
 
 from bilevel.errors import UserError
 from bilevel.followers import LearnedFollower
+from bilevel.norms import Norm
 from problems.adversarial.evaluation.attacks import (
     Attack,
     CarliniWagnerLinf,
@@ -28,7 +36,7 @@ from problems.adversarial.evaluation.attacks import (
     fgsm_attack,
     pgd_attack,
 )
-from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
+from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 
 APGD = "apgd-ce-t"  # AutoAttack's APGD-CE + APGD-T, the default's strongest attack
 DEFAULT = (APGD, "fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", "noise")
@@ -36,6 +44,7 @@ OPTIONAL = ("learned", "transfer")  # in "default" when the run / options provid
 FIXED_NAMES = (*DEFAULT, *OPTIONAL, "autoattack", "square")
 _PGD = re.compile(r"pgd(\d+)(-cw)?")
 PAPER_STEP = 0.003  # the paper's PGD step at ε = 0.031 on CIFAR (Appendix C)
+LINF_ONLY = ("cw-linf",)  # attacks of the L∞ ball alone
 
 
 @dataclass
@@ -43,7 +52,8 @@ class SuiteOptions:
     """What the attacks need besides their names."""
 
     eps: float
-    cifar: bool  # the paper's fixed PGD step 0.003 on CIFAR; 2.5 ε / k on digits (Madry et al.)
+    cifar: bool  # the paper's fixed PGD step 0.003 on CIFAR L∞; else 2.5 ε / k (Madry et al.)
+    norm: Norm = Norm.LINF  # the ball every attack stays in: ‖x_adv − x‖ ≤ ε
     restarts: int = 1
     step_size: float | None = None
     noise_samples: int = 100
@@ -56,18 +66,22 @@ class SuiteOptions:
     surrogate: nn.Module | None = None
     surrogate_source: str = ""
 
+    def __post_init__(self) -> None:
+        self.norm = Norm(self.norm)  # "l2" works too
+
     def pgd_step(self, steps: int) -> float:
-        """η of PGD-k: ``--step-size``, else 0.003 (CIFAR, the paper) or 2.5 ε / k."""
+        """η of PGD-k: ``--step-size``, else 0.003 (CIFAR L∞, the paper) or 2.5 ε / k (digits,
+        and L2 anywhere: the step ``solve`` trains PGM with, ``config.py``)."""
         if self.step_size is not None:
             return self.step_size
-        return PAPER_STEP if self.cifar else 2.5 * self.eps / steps
+        return PAPER_STEP if self.cifar and self.norm is Norm.LINF else 2.5 * self.eps / steps
 
 
 def attack_names(spec: str, options: SuiteOptions) -> list[str]:
     """Expand ``default`` / ``full`` / a comma-separated list into attack names."""
     spec = spec.strip().lower()
     if spec in ("default", "full"):
-        names = list(DEFAULT)
+        names = [n for n in DEFAULT if options.norm is Norm.LINF or n not in LINF_ONLY]
         if spec == "full":  # the standard cascade runs APGD-CE and APGD-T first anyway
             names[0] = "autoattack"
         if options.learned is not None:
@@ -87,7 +101,7 @@ def attack_names(spec: str, options: SuiteOptions) -> list[str]:
 
 
 def build_attack(name: str, options: SuiteOptions) -> Attack:
-    """One attack by name (see ``attack_names``)."""
+    """One attack by name (see ``attack_names``), in the ``options.norm`` ball."""
     o = options
     pgd = _PGD.fullmatch(name)
     if pgd:
@@ -95,13 +109,18 @@ def build_attack(name: str, options: SuiteOptions) -> Attack:
         if steps < 1:
             raise UserError(f"{name}: PGD needs at least one step.")
         loss = "cw" if pgd.group(2) else "ce"
-        return pgd_attack(steps, o.eps, o.pgd_step(steps), loss, o.restarts)
+        return pgd_attack(steps, o.eps, o.pgd_step(steps), loss, o.restarts, o.norm)
     if name == "fgsm":
-        return fgsm_attack(o.eps)
+        return fgsm_attack(o.eps, o.norm)
+    if name in LINF_ONLY and o.norm is not Norm.LINF:
+        raise UserError(
+            f"--attacks {name} attacks in the L∞ ball only, and this evaluation is in the "
+            f"{o.norm.value} ball; pgdK-cw attacks the CW margin there."
+        )
     if name == "cw-linf":
         return CarliniWagnerLinf(o.eps, o.cw_iterations)
     if name == "noise":
-        return RandomNoise(o.eps, o.noise_samples)
+        return RandomNoise(o.eps, o.noise_samples, o.norm)
     if name == "learned":
         if o.learned is None:
             raise UserError(
@@ -115,14 +134,13 @@ def build_attack(name: str, options: SuiteOptions) -> Attack:
     if name == "transfer":
         if o.surrogate is None:
             raise UserError("--attacks transfer needs --surrogate RUN_DIR (the source model).")
-        inner = pgd_attack(20, o.eps, o.pgd_step(20), "ce", o.restarts)
+        inner = pgd_attack(20, o.eps, o.pgd_step(20), "ce", o.restarts, o.norm)
         return TransferAttack("transfer", inner, o.surrogate, o.surrogate_source)
-    if name == "autoattack":
-        return AutoAttackAdapter(o.eps, seed=o.seed, batch_size=o.batch_size)
-    if name == APGD:
-        return AutoAttackAdapter(o.eps, ("apgd-ce", "apgd-t"), seed=o.seed, batch_size=o.batch_size)
-    if name == "square":
-        return AutoAttackAdapter(o.eps, ("square",), seed=o.seed, batch_size=o.batch_size)
+    components = {"autoattack": STANDARD, APGD: ("apgd-ce", "apgd-t"), "square": ("square",)}
+    if name in components:
+        return AutoAttackAdapter(
+            o.eps, components[name], seed=o.seed, batch_size=o.batch_size, norm=o.norm
+        )
     raise UserError(f"Unknown attack {name!r}.")
 
 
@@ -133,4 +151,7 @@ def _learned(name: str, follower: LearnedFollower, source: str, o: SuiteOptions)
         "input_mode": follower.input_mode.value,
         "trained_eps": float(follower.net.eps),
     }
-    return FollowerAttack(name, follower, o.eps, "ce", 1, extra)  # g_φ is deterministic
+    if follower.norm is not o.norm:  # another run's g_φ, trained in another ball
+        extra["trained_norm"] = follower.norm.value
+    # g_φ is deterministic: one try; its steps are projected onto this evaluation's ball
+    return FollowerAttack(name, follower, o.eps, "ce", 1, extra, o.norm)
