@@ -61,17 +61,6 @@ def load_leader(cfg: DROConfig, run_dir: Path) -> nn.Module:
     return model.eval()
 
 
-def train_and_evaluate(
-    cfg: DROConfig, run_dir: Path, test: tuple[torch.Tensor, torch.Tensor], seed: int
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Train ``cfg`` afresh into ``run_dir`` (any ``DROConfig`` subclass, e.g. AIT's); return its
-    best-on-validation leader and a row: clean and PGD-40 (step 0.01) test accuracy, seconds."""
-    results = train(cfg, run_dir)
-    model = load_leader(cfg, run_dir)
-    row = evaluate_leader(model, cfg.eps, test, seed, autoattack=False, norm=cfg.norm)
-    return model, row | {"train_seconds": results["train_seconds"]}
-
-
 def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
     """The results of a finished run in ``run_dir`` whose config.json asks for the same training
     as ``cfg`` (the options that may differ on --resume aside, e.g. the device); else None."""

@@ -33,7 +33,6 @@ from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.perturbation import Perturbation
 
 GAP_PREFIX = "gap_"
-REFERENCES = ("pgd10", "fgsm_rs")
 
 
 def reference_followers(eps: float, norm: Norm | str = Norm.LINF) -> dict[str, SignGradientAscent]:
