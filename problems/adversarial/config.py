@@ -98,6 +98,16 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
 
 
+def check_eps(eps: float, norm: Norm | str) -> float:
+    """ε as a float: in (0, 1] in L∞ (a larger ε allows any image), positive in L2; else one
+    sentence."""
+    eps, linf = float(eps), Norm(norm) is Norm.LINF
+    if not 0 < eps <= (1 if linf else float("inf")):
+        bound = "in (0, 1] (pixels are in [0, 1])" if linf else "positive"
+        raise UserError(f"--eps must be {bound}; got {eps}.")
+    return eps
+
+
 def dataset_default(dataset: str, option: str, norm: str = "linf") -> Any:
     """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it; ε
     and the paper's fixed PGD steps depend on the ``norm`` too."""
@@ -265,10 +275,7 @@ class AdversarialConfig:
         linf = self.norm == Norm.LINF
         if self.eps is None:
             self.eps = dataset_default(self.dataset, "eps", self.norm)
-        self.eps = float(self.eps)
-        if not 0 < self.eps <= (1 if linf else float("inf")):
-            bound = "in (0, 1] (pixels are in [0, 1])" if linf else "positive"
-            raise UserError(f"--eps must be {bound}; got {self.eps}.")
+        self.eps = check_eps(self.eps, self.norm)
         self.epochs = d["epochs"] if self.epochs is None else self.epochs
         require_counts(self, COUNTS)  # before any default is computed from them
         if self.eps_warmup is None:

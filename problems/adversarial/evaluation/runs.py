@@ -19,7 +19,14 @@ from bilevel.followers import LearnedFollower
 from bilevel.norms import Norm
 from bilevel.options import choose
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.config import LEARNED, LEGACY_VALUES, NORMS, DROConfig, dataset_default
+from problems.adversarial.config import (
+    LEARNED,
+    LEGACY_VALUES,
+    NORMS,
+    DROConfig,
+    check_eps,
+    dataset_default,
+)
 from problems.adversarial.data import DatasetInfo, dataset_info
 from problems.adversarial.followers import build_follower
 from problems.adversarial.models import build_model
@@ -113,12 +120,7 @@ def threat_model(
     ball = Norm(norm or Norm.LINF.value)
     if eps is None:
         eps = config.get("eps") or dataset_default(dataset, "eps", ball.value)
-    eps = float(eps)
-    if ball is Norm.LINF and not 0 < eps <= 1:
-        raise UserError(f"--eps must be in (0, 1] (pixels are in [0, 1]); got {eps}.")
-    if not eps > 0:
-        raise UserError(f"--eps must be positive; got {eps}.")
-    return ball, eps
+    return ball, check_eps(eps, ball)
 
 
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
