@@ -27,36 +27,3 @@ from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from bilevel.protocol import Batch, BilevelProblem, Decision, follower_gradient
 from bilevel.report import markdown_table, write_report
 from bilevel.unrolled import ascent, unroll
-
-__all__ = [
-    "AdamFollower",
-    "LearnedOptimizerFollower",
-    "Batch",
-    "BilevelProblem",
-    "Decision",
-    "Experiment",
-    "Follower",
-    "GradientAscent",
-    "GradientScaling",
-    "Hypergradient",
-    "InputMode",
-    "JointTrainer",
-    "LearnedFollower",
-    "Memory",
-    "NoFollower",
-    "Norm",
-    "SignGradientAscent",
-    "UpdateMode",
-    "UserError",
-    "ascent",
-    "distributed",
-    "follower_gradient",
-    "hypergradient",
-    "hypergradient_step",
-    "markdown_table",
-    "normalise_per_sample",
-    "reverse_gradient",
-    "run_experiment",
-    "unroll",
-    "write_report",
-]

@@ -31,17 +31,3 @@ def build_attacker(
     if kind == "slim":
         return SlimAttacker(in_channels, out_channels, eps, width=width, norm=norm)
     raise ValueError(f"Unknown attacker kind {kind!r}; choose one of: {', '.join(ATTACKER_KINDS)}.")
-
-
-__all__ = [
-    "ATTACKER_KINDS",
-    "NORMS",
-    "BoundedOutput",
-    "CNNAttacker",
-    "CoordinateLSTMOptimizer",
-    "OneShotStepNet",
-    "ResidualLSTMOptimizer",
-    "SlimAttacker",
-    "build_attacker",
-    "start_at_zero",
-]

@@ -24,23 +24,3 @@ from problems.adversarial.evaluation.attacks import (
 )
 from problems.adversarial.models import MODEL_NAMES, build_model
 from problems.adversarial.perturbation import Perturbation
-
-__all__ = [
-    "AITConfig",
-    "AdversarialDRO",
-    "AdversarialInterpolation",
-    "Attack",
-    "DROConfig",
-    "DatasetInfo",
-    "MODEL_NAMES",
-    "Perturbation",
-    "Splits",
-    "build_model",
-    "dataset_info",
-    "fgsm_attack",
-    "iterate_batches",
-    "load_dataset",
-    "pgd_attack",
-    "robust_accuracy",
-    "run_attack",
-]
