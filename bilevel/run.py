@@ -20,34 +20,16 @@ from typing import IO, Any
 import torch
 
 from bilevel.errors import UserError
-from bilevel.files import (
-    PARTIAL_SUFFIX,
-    WriteError,
-    atomic_torch_save,
-    atomic_write_bytes,
-    atomic_write_figure,
-    atomic_write_text,
-    write_error,
-)
+from bilevel.files import PARTIAL_SUFFIX, atomic_write_text, write_error
+from bilevel.files import atomic_torch_save as atomic_torch_save  # re-exported, as are the next
+from bilevel.files import atomic_write_bytes as atomic_write_bytes
+from bilevel.files import atomic_write_figure as atomic_write_figure
 from bilevel.paths import check_output_folder
-from bilevel.report import table_cell
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
-
-__all__ = [
-    "IGNORED_ON_RESUME",
-    "RunDir",
-    "WriteError",
-    "atomic_torch_save",
-    "atomic_write_bytes",
-    "atomic_write_figure",
-    "atomic_write_text",
-    "load_checkpoint",
-    "table_cell",
-]
 
 IGNORED_ON_RESUME = ("resume", "out", "device")  # options that may differ between run and resume
 LOCK_NAME = ".lock"
@@ -82,22 +64,10 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.json"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.path / "last.pt"
-
-    @property
-    def best_checkpoint(self) -> Path:
-        return self.path / "best.pt"
+        self.config_path = self.path / "config.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.last_checkpoint = self.path / "last.pt"
+        self.best_checkpoint = self.path / "best.pt"
 
     def prepare(
         self, config: dict[str, Any], resume: bool, legacy: dict[str, Any] | None = None
