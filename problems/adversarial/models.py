@@ -44,15 +44,32 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-class SmallCNN(nn.Module):
+class Classifier(nn.Module):
+    """What every model here shares: ``normalize`` first (zero mean and unit std until
+    ``build_model`` sets the data set's), ``features`` (by default ``body`` after ``normalize``)
+    and ``head``, with ``forward(x) == head(features(x))``."""
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.normalize = Normalize((0.0,) * in_channels, (1.0,) * in_channels)
+
+    def features(self, x: Tensor) -> Tensor:
+        """``x``: [B, C, H, W] in [0, 1] → [B, D]."""
+        return self.body(self.normalize(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: [B, C, H, W] in [0, 1] → logits [B, num_classes]."""
+        return self.head(self.features(x))
+
+
+class SmallCNN(Classifier):
     """conv5x5(16) → ReLU → pool → conv5x5(32) → ReLU → pool → fc(128) → ReLU → fc(classes).
 
     For 28x28 inputs (MNIST-like digits). No batch norm. ``features`` is the 128-d hidden layer.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
-        super().__init__()
-        self.normalize = Normalize((0.0,) * in_channels, (1.0,) * in_channels)
+        super().__init__(in_channels)
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 16, 5, padding=2),
             nn.ReLU(),
@@ -66,16 +83,8 @@ class SmallCNN(nn.Module):
         )
         self.head = nn.Linear(128, num_classes)
 
-    def features(self, x: Tensor) -> Tensor:
-        """``x``: [B, C, 28, 28] in [0, 1] → [B, 128]."""
-        return self.body(self.normalize(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: [B, C, 28, 28] in [0, 1] → logits [B, num_classes]."""
-        return self.head(self.features(x))
-
-
-class TradesCNN(nn.Module):
+class TradesCNN(Classifier):
     """The MNIST classifier of TRADES (Zhang et al., ICML 2019), used by much of the MNIST
     robustness literature: conv3x3(32) → conv3x3(32) → pool → conv3x3(64) → conv3x3(64) → pool →
     fc(200) → fc(200) → fc(classes), ReLU after every hidden layer, no batch norm.
@@ -85,8 +94,7 @@ class TradesCNN(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
-        super().__init__()
-        self.normalize = Normalize((0.0,) * in_channels, (1.0,) * in_channels)
+        super().__init__(in_channels)
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3),
             nn.ReLU(),
@@ -105,14 +113,6 @@ class TradesCNN(nn.Module):
             nn.ReLU(),
         )
         self.head = nn.Linear(200, num_classes)
-
-    def features(self, x: Tensor) -> Tensor:
-        """``x``: [B, C, 28, 28] in [0, 1] → [B, 200]."""
-        return self.body(self.normalize(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: [B, C, 28, 28] in [0, 1] → logits [B, num_classes]."""
-        return self.head(self.features(x))
 
 
 class PreActBlock(nn.Module):
@@ -142,7 +142,7 @@ class PreActBlock(nn.Module):
         return self.conv2(out) + shortcut
 
 
-class PreActResNet18(nn.Module):
+class PreActResNet18(Classifier):
     """Pre-activation ResNet-18 (He et al., 2016), as in locuslab/fast_adversarial.
 
     Stages of two blocks with 64/128/256/512 channels; ``features`` is the 512-d global average of
@@ -150,8 +150,7 @@ class PreActResNet18(nn.Module):
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
-        super().__init__()
-        self.normalize = Normalize((0.0,) * in_channels, (1.0,) * in_channels)
+        super().__init__(in_channels)
         self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
         layers: list[nn.Module] = []
         in_planes = 64
@@ -167,12 +166,8 @@ class PreActResNet18(nn.Module):
         out = self.layers(self.conv1(self.normalize(x)))
         return F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1).flatten(1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: [B, C, H, W] in [0, 1] → logits [B, num_classes]."""
-        return self.head(self.features(x))
 
-
-class WideResNet(nn.Module):
+class WideResNet(Classifier):
     """WRN-depth-k (Zagoruyko & Komodakis, 2016) as in TRADES (Zhang et al., 2019).
 
     Three stages of ``(depth − 4) / 6`` blocks with 16k/32k/64k channels (strides 1, 2, 2) after a
@@ -188,14 +183,13 @@ class WideResNet(nn.Module):
         in_channels: int = 3,
         drop_rate: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise UserError(f"A wide ResNet's depth must be 6n + 4 with n >= 1, got {depth}.")
         if widen_factor < 1:
             raise UserError(f"A wide ResNet's widen factor must be >= 1, got {widen_factor}.")
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
-        self.normalize = Normalize((0.0,) * in_channels, (1.0,) * in_channels)
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         blocks: list[nn.Module] = []
         for stage, stride in enumerate((1, 2, 2)):
@@ -221,9 +215,8 @@ class WideResNet(nn.Module):
         out = self.blocks(self.conv1(self.normalize(x)))
         return F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1).flatten(1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``x``: [B, C, H, W] in [0, 1] → logits [B, num_classes]."""
-        return self.head(self.features(x))
+
+_FIXED_MODELS = {"small-cnn": SmallCNN, "trades-cnn": TradesCNN, "preact-resnet18": PreActResNet18}
 
 
 def build_model(
@@ -246,14 +239,10 @@ def build_model(
             f"mean and std need one value per input channel ({in_channels}), "
             f"got {len(mean)} and {len(std)}."
         )
-    model: nn.Module
+    model: Classifier
     wrn = _WRN_NAME.fullmatch(name)
-    if name == "small-cnn":
-        model = SmallCNN(in_channels=in_channels, num_classes=num_classes)
-    elif name == "trades-cnn":
-        model = TradesCNN(in_channels=in_channels, num_classes=num_classes)
-    elif name == "preact-resnet18":
-        model = PreActResNet18(num_classes=num_classes, in_channels=in_channels)
+    if name in _FIXED_MODELS:
+        model = _FIXED_MODELS[name](in_channels=in_channels, num_classes=num_classes)
     elif wrn is not None:
         depth, widen = int(wrn.group(1)), int(wrn.group(2))
         model = WideResNet(depth, widen, num_classes=num_classes, in_channels=in_channels)
