@@ -28,7 +28,10 @@ from torch import Tensor, nn
 
 
 def scaled_channels(channels: int, width: float) -> int:
-    """``channels`` times the width multiplier, rounded, and at least one channel."""
+    """``channels`` times the width multiplier (which must be > 0), rounded, and at least one
+    channel."""
+    if width <= 0:
+        raise ValueError(f"The attacker's width must be > 0, got {width}.")
     return max(1, round(channels * width))
 
 
@@ -165,14 +168,10 @@ class CNNAttacker(BoundedOutput):
         norm: str = "linf",
     ) -> None:
         super().__init__(eps, norm)
-        if width <= 0:
-            raise ValueError(f"The attacker's width must be > 0, got {width}.")
+        stem = scaled_channels(64, width)  # checks the width first
         if not blocks:
             raise ValueError("The attacker needs at least one residual block.")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.width = width
-        stem = scaled_channels(64, width)
+        self.in_channels, self.out_channels, self.width = in_channels, out_channels, width
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem, eps=1e-3),

@@ -53,12 +53,8 @@ class CoordinateLSTMOptimizer(nn.Module):
         super().__init__()
         if hidden_size < 1 or num_layers < 1:
             raise ValueError("CoordinateLSTMOptimizer needs hidden_size and num_layers >= 1")
-        self.hidden_size, self.output_scale, self.preprocess_p = (
-            hidden_size,
-            output_scale,
-            preprocess_p,
-        )
-        self.extra_inputs, self.squash = extra_inputs, squash
+        self.hidden_size, self.output_scale = hidden_size, output_scale
+        self.preprocess_p, self.extra_inputs, self.squash = preprocess_p, extra_inputs, squash
         sizes = [2 + extra_inputs] + [hidden_size] * num_layers
         self.cells = nn.ModuleList(nn.LSTMCell(a, hidden_size) for a in sizes[:-1])
         self.head = nn.Linear(hidden_size, 1)

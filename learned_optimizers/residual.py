@@ -37,11 +37,7 @@ OptimizerState = dict[str, Tensor]
 
 def adam_init(coordinates: int) -> OptimizerState:
     """Adam's state before its first step: m = v = 0, t = 0."""
-    return {
-        "m": torch.zeros(coordinates),
-        "v": torch.zeros(coordinates),
-        "t": torch.zeros(()),
-    }
+    return {"m": torch.zeros(coordinates), "v": torch.zeros(coordinates), "t": torch.zeros(())}
 
 
 def adam_update(
@@ -115,12 +111,8 @@ class OneShotStepNet(nn.Module):
         preprocess_p: float = 10.0,
     ) -> None:
         super().__init__()
-        self.step_size, self.betas, self.eps, self.preprocess_p = (
-            step_size,
-            betas,
-            eps,
-            preprocess_p,
-        )
+        self.step_size, self.betas, self.eps = step_size, betas, eps
+        self.preprocess_p = preprocess_p
         self.residual_scale = step_size if residual_scale is None else residual_scale
         self.body = nn.Sequential(
             nn.Linear(3, hidden_size),

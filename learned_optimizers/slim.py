@@ -50,11 +50,7 @@ class SlimAttacker(BoundedOutput):
         norm: str = "linf",
     ) -> None:
         super().__init__(eps, norm)
-        if width <= 0:
-            raise ValueError(f"The attacker's width must be > 0, got {width}.")
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.width = width
+        self.in_channels, self.out_channels, self.width = in_channels, out_channels, width
         stem = scaled_channels(128, width)
         up = scaled_channels(16, width)
         self.stem = nn.Sequential(
