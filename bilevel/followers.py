@@ -44,19 +44,23 @@ class Follower(Protocol):
     def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor | None: ...
 
 
-class NoFollower:
-    """z = z0 = 0: plain training, the "no follower" baseline of the benchmarks."""
+class HandDesigned:
+    """A follower without parameters φ of its own: ``learn`` has nothing to update."""
 
     learnable = False
-
-    def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
-        return problem.init_follower(batch)
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> None:
         return None
 
 
-class SignGradientAscent:
+class NoFollower(HandDesigned):
+    """z = z0 = 0: plain training, the "no follower" baseline of the benchmarks."""
+
+    def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
+        return problem.init_follower(batch)
+
+
+class SignGradientAscent(HandDesigned):
     """Projected steepest ascent on q (paper Eq. 4): z ← Π_Z(z + η · d), d the unit-norm steepest
     direction of ∇_z q: sign ∇ in the L∞ ball, ∇ / ‖∇‖₂ per sample in the L2 ball (``norms``).
 
@@ -64,8 +68,6 @@ class SignGradientAscent:
     2020); ``steps=k`` is PGM-k (Madry et al. 2018's PGD, L∞ or L2). The random start is the
     problem's own (``init_follower``). Stateless: ``learn`` does nothing.
     """
-
-    learnable = False
 
     def __init__(
         self, steps: int, step_size: float, random_start: bool = False, norm: Norm | str = Norm.LINF
@@ -82,16 +84,13 @@ class SignGradientAscent:
             z = problem.project(batch, z + self.step_size * self.norm.steepest(grad))
         return z.detach()
 
-    def learn(self, problem: BilevelProblem, batch: Batch) -> None:
-        return None
-
     def __repr__(self) -> str:
         rs = ", random_start" if self.random_start else ""
         norm = "" if self.norm is Norm.LINF else f", norm={self.norm.value}"
         return f"SignGradientAscent(steps={self.steps}, step_size={self.step_size:g}{rs}{norm})"
 
 
-class GradientAscent:
+class GradientAscent(HandDesigned):
     """Projected ascent on q, z ← Π(z + u(z, ∇_z q)), ``steps`` times from ``init_follower``
     (uniform in Z with ``random_start``).
 
@@ -100,8 +99,6 @@ class GradientAscent:
     for a concave q it converges to z* and so also serves the implicit hypergradients. Any
     decision works (a tensor or a parameter set). Stateless: ``learn`` does nothing.
     """
-
-    learnable = False
 
     def __init__(
         self,
@@ -119,9 +116,6 @@ class GradientAscent:
     def solve(self, problem: BilevelProblem, batch: Batch) -> Decision:
         start = problem.init_follower(batch, random_start=self.random_start)
         return unroll(problem, batch, self.steps, self.update, start, create_graph=False)
-
-    def learn(self, problem: BilevelProblem, batch: Batch) -> None:
-        return None
 
     def __repr__(self) -> str:
         rule = "update=custom" if self.step_size is None else f"step_size={self.step_size:g}"

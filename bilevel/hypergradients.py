@@ -107,21 +107,10 @@ def hypergradient(
         )
     if config.method is Method.IMPLICIT_CG:
         return implicit_hypergradient(
-            problem,
-            batch,
-            z,
-            solver="cg",
-            iterations=config.cg_iterations,
-            scale=config.cg_scale,
-            tol=config.cg_tol,
+            problem, batch, z, "cg", config.cg_iterations, scale=config.cg_scale, tol=config.cg_tol
         )
     return implicit_hypergradient(
-        problem,
-        batch,
-        z,
-        solver="neumann",
-        iterations=config.neumann_terms,
-        step=config.neumann_step,
+        problem, batch, z, "neumann", config.neumann_terms, step=config.neumann_step
     )
 
 

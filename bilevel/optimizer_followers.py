@@ -24,14 +24,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from bilevel.followers import HandDesigned
 from bilevel.protocol import Batch, BilevelProblem, follower_gradient
 from learned_optimizers.residual import OptimizerState
 
 
-class AdamFollower(nn.Module):
+class AdamFollower(nn.Module, HandDesigned):
     """ψ ← Π(Adam ascent on q), ``steps`` times per round (state persists between rounds)."""
-
-    learnable = False
 
     def __init__(
         self, num_params: int, steps: int = 3, lr: float = 1e-3, betas=(0.9, 0.999)
@@ -52,9 +51,6 @@ class AdamFollower(nn.Module):
             with torch.no_grad():
                 self.psi.copy_(problem.project(batch, self.psi))
         return self.psi.detach().clone()
-
-    def learn(self, problem: BilevelProblem, batch: Batch) -> None:
-        return None
 
 
 class LearnedOptimizerFollower(nn.Module):
