@@ -10,18 +10,16 @@ table. The problems differ in their class and their batches (AIT pairs each samp
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from bilevel import distributed
 from bilevel.acceleration import keep_freed_memory
-from bilevel.experiment import Experiment, run_experiment
+from bilevel.experiment import Experiment, run_experiment, seed_everything
 from bilevel.followers import Follower, LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
@@ -44,12 +42,7 @@ from problems.adversarial.data import (
     subset,
 )
 from problems.adversarial.dro import AdversarialDRO
-from problems.adversarial.evaluation.attacks import (
-    Clean,
-    FollowerAttack,
-    pgd_attack,
-    robust_accuracy,
-)
+from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy
 from problems.adversarial.followers import build_follower
 from problems.adversarial.gap import follower_gap
 from problems.adversarial.models import build_model
@@ -74,13 +67,6 @@ def _ait(cfg: AITConfig, leader: nn.Module, info: DatasetInfo) -> tuple[Perturba
 
 
 PROBLEMS = {DROConfig: _dro, AITConfig: _ait}
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds are set once, from ``--seed`` (docs/architecture.md, "Conventions")."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def warmed_up_eps(eps: float, warmup_epochs: int, epoch: int, index: int, per_epoch: int) -> float:
@@ -203,10 +189,16 @@ def _experiment(
     def gap_batch(x: Tensor, y: Tensor) -> Batch:
         return make_batch(x, y, torch.Generator().manual_seed(cfg.seed))
 
-    def pgd(steps: int, step_size: float | None = None) -> FollowerAttack:
-        """PGD-k: PGM-k with a uniform random start; default step 2.5 ε / k."""
+    def accuracies(
+        split: tuple[Tensor, ...], steps: int, step_size: float | None = None
+    ) -> tuple[float, float]:
+        """Clean and PGD-k accuracy (PGM-k from a uniform random start, default step 2.5 ε / k),
+        with the same PGD starts every time (from ``cfg.seed``)."""
         size = step_size or 2.5 * cfg.eps / steps
-        return pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=False)
+        attack = pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            return robust_accuracy(model, *split, Clean()), robust_accuracy(model, *split, attack)
 
     def validate() -> dict[str, float]:
         row: dict[str, float] = {}
@@ -216,14 +208,10 @@ def _experiment(
                 model, follower, gap_problem, gap_splits, cfg.eps, cfg.seed, gap_batch
             )
         if cfg.select_pgd_steps == 10 and row:  # the gap's PGD-10 is the selection's, same seed
-            row = {"val_clean_acc": row["gap_val_clean_acc"], selection: row["gap_val_pgd10_acc"]} | row  # fmt: skip
+            clean, robust = row["gap_val_clean_acc"], row["gap_val_pgd10_acc"]
         else:
-            with torch.random.fork_rng(devices=[]):  # the same PGD starts every epoch
-                torch.manual_seed(cfg.seed)
-                row = {
-                    "val_clean_acc": robust_accuracy(model, *val_dev, Clean()),
-                    selection: robust_accuracy(model, *val_dev, pgd(cfg.select_pgd_steps)),
-                } | row
+            clean, robust = accuracies(val_dev, cfg.select_pgd_steps)
+        row = {"val_clean_acc": clean, selection: robust} | row
         if isinstance(follower, LearnedFollower):
             row["phi_updates"] = follower.updates
         return row
@@ -231,13 +219,8 @@ def _experiment(
     def test_leader(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
         model.load_state_dict(leader)
         test_dev = tuple(t.to(device) for t in test)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            attack = pgd(cfg.eval_pgd_steps, cfg.eval_step_size)
-            return {
-                "test_clean_acc": robust_accuracy(model, *test_dev, Clean()),
-                f"test_pgd{cfg.eval_pgd_steps}_acc": robust_accuracy(model, *test_dev, attack),
-            }
+        clean, robust = accuracies(test_dev, cfg.eval_pgd_steps, cfg.eval_step_size)
+        return {"test_clean_acc": clean, f"test_pgd{cfg.eval_pgd_steps}_acc": robust}
 
     return Experiment(
         trainer, train_batches, per_epoch, cfg.epochs, validate,

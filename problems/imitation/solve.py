@@ -12,7 +12,6 @@ the expert does (issue 4).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from bilevel.experiment import Experiment, run_experiment
+from bilevel.experiment import Experiment, run_experiment, seed_everything
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from bilevel.run import RunDir
@@ -43,9 +42,7 @@ VAL_SEED, TEST_SEED, RANDOM_SEED = 20_000, 40_000, 30_000
 
 def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
     """The problem (with its PPO model and wrapped env), the follower, and the demonstrations."""
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     demos = load_demonstrations(cfg.env, cfg.demo_episodes, cache_dir=cfg.cache_dir)
     probe = gym.make(cfg.env)
     disc = Discriminator(
@@ -107,18 +104,14 @@ def evaluate(
 
     with torch.random.fork_rng(devices=[]):
         r = rollout(env_id, act, episodes, seed)
-    expert_actions = np.stack([expert(o) for o in r.observations])
+    expert_actions = np.stack([expert(o) for o in r.observations]).reshape(len(r.actions), -1)
+    actions = r.actions.reshape(len(r.actions), -1)
     ret = float(r.episode_returns.mean())
     out = {"return": ret, "normalised_return": (ret - r_random) / (r_expert - r_random)}
     if problem.disc.discrete:
-        out["action_agreement"] = float(
-            (expert_actions.reshape(-1) == r.actions.reshape(-1)).mean()
-        )
+        out["action_agreement"] = float((expert_actions == actions).mean())
     else:
-        err = np.abs(
-            expert_actions.reshape(len(r.actions), -1) - r.actions.reshape(len(r.actions), -1)
-        )
-        out["action_error"] = float(err.mean())
+        out["action_error"] = float(np.abs(expert_actions - actions).mean())
     return out
 
 
