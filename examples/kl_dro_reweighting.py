@@ -80,16 +80,12 @@ def mirror_step(tau: float, rate: float = 0.5) -> UpdateRule:
 def groups(n: int, dim: int, minority: float, seed: int) -> tuple[Batch, Tensor]:
     """(x, y) with a minority group whose targets follow other weights; and the minority mask."""
     g = torch.Generator().manual_seed(seed)
-    w_major, w_minor = (
-        torch.randn(dim, generator=g, dtype=DT),
-        torch.randn(dim, generator=g, dtype=DT),
-    )
+    w_major, w_minor = (torch.randn(dim, generator=g, dtype=DT) for _ in range(2))
     w_major, w_minor = w_major / w_major.norm(), w_minor / w_minor.norm()  # targets ~ N(0, 1)
     x = torch.randn(n, dim, generator=g, dtype=DT)
     is_minor = torch.arange(n) < int(minority * n)
-    y = torch.where(is_minor, x @ w_minor, x @ w_major) + 0.1 * torch.randn(
-        n, generator=g, dtype=DT
-    )
+    noise = 0.1 * torch.randn(n, generator=g, dtype=DT)
+    y = torch.where(is_minor, x @ w_minor, x @ w_major) + noise
     return (x, y), is_minor
 
 

@@ -86,10 +86,8 @@ def data(seed: int = 0, n: int = 40, n_val: int = 40, dim: int = 10) -> Batch:
     """Linear targets with noise; few samples per dimension, so the L2 weight matters."""
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(dim, generator=g, dtype=DT) / math.sqrt(dim)
-    x, xv = (
-        torch.randn(n, dim, generator=g, dtype=DT),
-        torch.randn(n_val, dim, generator=g, dtype=DT),
-    )
+    x = torch.randn(n, dim, generator=g, dtype=DT)
+    xv = torch.randn(n_val, dim, generator=g, dtype=DT)
     noise = 0.5
     y = x @ w + noise * torch.randn(n, generator=g, dtype=DT)
     yv = xv @ w + noise * torch.randn(n_val, generator=g, dtype=DT)
