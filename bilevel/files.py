@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -42,37 +42,32 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Make ``path`` by ``write(temporary name)`` and an atomic rename over ``path``."""
+def _atomic_write(path: Path, dump: Callable[[BinaryIO], Any]) -> None:
+    """Make ``path`` by ``dump(file)`` on a temporary file, synced, and an atomic rename over
+    ``path``. The temporary is a file object, so a full disk is an ``OSError`` for
+    ``torch.save`` too, not a ``RuntimeError``."""
     path = Path(path)
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
-        os.close(fd)
-        write(tmp)
+        with os.fdopen(fd, "wb") as f:
+            dump(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        raise write_error(path, err) from err
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(path, err) from err
         raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see the module docstring)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_write(path, write)
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -82,14 +77,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save(obj)`` to ``path`` atomically (see the module docstring)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a RuntimeError
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_write(path, write)
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_figure(fig: Any, path: Path) -> None:
