@@ -51,7 +51,8 @@ def _atomic_write(path: Path, dump: Callable[[BinaryIO], Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        os.close(fd)
+        with open(tmp, "wb") as f:  # a named file object, as ``open`` gives (``f.name``)
             dump(f)
             f.flush()
             os.fsync(f.fileno())
