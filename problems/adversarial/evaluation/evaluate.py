@@ -11,7 +11,7 @@ every attack's settings, per-example results included), ``eval.md`` and plots in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def evaluate_model(
     if o.checklist:
         sweeps = _sweeps(evaluator, suite, in_channels, o.restarts, o.steps_grid)
         checks = _checklist(attacks, results, sweeps, len(y), num_classes, o)
-        out["sweeps"], out["checklist"] = sweeps, [c.to_dict() for c in checks]
+        out["sweeps"], out["checklist"] = sweeps, [asdict(c) for c in checks]
     return out, results
 
 
@@ -222,8 +222,7 @@ def _attack_entry(attack: Attack, result: AttackResult) -> dict[str, Any]:
         "correct": _bits(result.correct),
     }
     if isinstance(attack, AutoAttackAdapter):
-        counts = {c: attack.broken_by.count(c) for c in attack.components}
-        entry["broken_by_component"] = counts
+        entry["broken_by_component"] = {c: attack.broken_by.count(c) for c in attack.components}
         entry["package_warnings"] = attack.warnings
     return entry
 
@@ -241,15 +240,16 @@ def _sweeps(
     grid = sorted({*(f * eps for f in EPS_FRACTIONS), (eps + large) / 2, large})
     eps_runs = [ev.run(pgd_attack(20, e, 2.5 * e / 20, "ce", 1, norm)) for e in grid]
     return {
-        "steps": {
-            "x": list(steps_grid),
-            "acc": [r.accuracy for r in steps],
-            "params": steps[-1].params,
-        },
-        "restarts": {"x": counts, "acc": [r.accuracy for r in rs], "params": rs[-1].params},
-        "eps": {"x": grid, "acc": [r.accuracy for r in eps_runs], "params": eps_runs[-1].params},
+        "steps": _curve(steps_grid, steps),
+        "restarts": _curve(counts, rs),
+        "eps": _curve(grid, eps_runs),
         "large_eps": large,
     }
+
+
+def _curve(xs: Any, results: list[AttackResult]) -> dict[str, Any]:
+    """One sweep: its x values, the accuracy at each and the settings of the last attack."""
+    return {"x": list(xs), "acc": [r.accuracy for r in results], "params": results[-1].params}
 
 
 def _checklist(
@@ -258,8 +258,7 @@ def _checklist(
 ) -> list[cl.Check]:  # fmt: skip
     """The lines of Carlini et al. (2019)'s checklist from the table's results and the sweeps."""
     tol = o.tolerance
-    white: dict[str, Tensor] = {}
-    black: dict[str, Tensor] = {}
+    white, black = {}, {}  # attack name → per-example correctness
     for attack, r in zip(attacks, results, strict=True):
         if isinstance(attack, AutoAttackAdapter):
             # an example Square broke is one every earlier (gradient) component left correct

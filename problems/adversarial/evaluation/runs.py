@@ -86,8 +86,7 @@ def load_classifier(
         config = read_config(run_dir)
         checkpoint = RunDir(run_dir).best_checkpoint
     else:
-        has_run = RunDir(run_dir).config_path.is_file()
-        config = read_config(run_dir) if has_run else {}
+        config = read_config(run_dir) if RunDir(run_dir).config_path.is_file() else {}
         checkpoint = Path(model_path)
     info = dataset_info(config.get("dataset", dataset))
     name = config.get("model") or arch or dataset_default(info.name, "model")
