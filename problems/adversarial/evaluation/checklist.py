@@ -89,15 +89,14 @@ def check_white_beats_black(
         return Check(name, None, "needs a white-box and a black-box attack")
     white_robust = all_correct(white.values())
     n = len(white_robust)
-    slack = tol  # a per-example count has no sampling floor: any break beyond tol · n fails
+    # a per-example count has no sampling floor: any break beyond tol · n fails
     counts = {k: int((~v & white_robust).sum()) for k, v in black.items()}
-    worst = max(counts.values())
     shown = ", ".join(f"{k}: {c}" for k, c in counts.items())
     detail = (
         f"examples broken only by black-box attacks: {shown} of {n} "
-        f"(tolerance {slack * n:.0f}; white-box: {', '.join(white)})"
+        f"(tolerance {tol * n:.0f}; white-box: {', '.join(white)})"
     )
-    return Check(name, worst / n <= slack, detail)
+    return Check(name, max(counts.values()) / n <= tol, detail)
 
 
 def check_iterative_beats_fgsm(

@@ -99,16 +99,10 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
             f"{ev['worst_case']['accuracy']:.4f}.",
             "",
         ]
-    evals = {ev["run"]: ev} | others
-    rows = table_rows(evals)
+    rows = table_rows({ev["run"]: ev} | others)
     lines += markdown_table(rows, list(rows[0]))
-    lines += [
-        "",
-        "## Attack settings",
-        "",
-        "| attack | white-box | seconds | settings |",
-        "|---|---|---|---|",
-    ]
+    lines += ["", "## Attack settings", ""]
+    lines += ["| attack | white-box | seconds | settings |", "|---|---|---|---|"]
     for a in ev["attacks"]:
         settings = ", ".join(f"{k}={v}" for k, v in a["params"].items())
         lines.append(f"| {a['name']} | {a['white_box']} | {a['seconds']} | {settings} |")
