@@ -72,8 +72,7 @@ def follower_gap(
         key = f"{GAP_PREFIX}{split}_"
         with torch.no_grad():
             logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        clean_loss = F.cross_entropy(logits, y).item() if len(x) else 0.0
-        out[key + "clean_loss"] = clean_loss
+        out[key + "clean_loss"] = clean_loss = F.cross_entropy(logits, y).item() if len(x) else 0.0
         out[key + "clean_acc"] = (logits.argmax(1) == y).float().mean().item() if len(x) else 0.0
         n = max(len(x), 1)
         for name, (f, p, make) in attacks.items():  # mean cross-entropy and accuracy on x + δ

@@ -116,8 +116,7 @@ def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
     # system at once, so the peak RSS is the peak of live tensors (as max_memory_allocated on GPU)
     # and not of a heap that keeps what it once held
     trainer, batch = make_trainer(method, cfg, device)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    Path("/proc/self/clear_refs").write_text("5")
     base = _rss_mib("VmRSS")
     for _ in range(2):
         trainer.step(batch)

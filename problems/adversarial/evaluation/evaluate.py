@@ -22,7 +22,7 @@ from bilevel.errors import UserError, require_counts
 from bilevel.norms import Norm
 from bilevel.paths import check_output_folder
 from bilevel.run import RunDir
-from problems.adversarial.config import resolve_device
+from problems.adversarial.config import LEARNED, resolve_device
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation import checklist as cl
 from problems.adversarial.evaluation.attacks import (
@@ -35,7 +35,6 @@ from problems.adversarial.evaluation.attacks import (
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.report import read_eval, write_outputs
 from problems.adversarial.evaluation.runs import (
-    has_learned_attacker,
     load_classifier,
     load_learned_attacker,
     threat_model,
@@ -143,7 +142,7 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
         eps=eps, cifar=info.name != "mnist5k", norm=norm, restarts=o.restarts,
         step_size=o.step_size, noise_samples=o.noise_samples, seed=o.seed, batch_size=o.batch_size,
     )  # fmt: skip
-    if o.model is None and has_learned_attacker(config):
+    if o.model is None and config.get("follower") in LEARNED:  # an L2L run's own g_φ
         suite.learned, suite.learned_source = load_learned_attacker(run_dir, device), str(run_dir)
     for other in o.attacker_from:
         suite.other_learned[str(other)] = load_learned_attacker(Path(other), device)
@@ -152,12 +151,10 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
         suite.surrogate_source = str(o.surrogate)
     attacks = [build_attack(name, suite) for name in attack_names(o.attacks, suite)]
     if announce is not None:
-        source = (
-            "--n-examples" if o.n_examples else "the run's --eval-size" if n_examples else "all"
-        )
+        given = "--n-examples" if o.n_examples else "the run's --eval-size" if n_examples else "all"
         sweeps = " and the checklist's PGD sweeps" if o.checklist else ""
         announce(
-            f"evaluate: {len(y)} test examples ({source}), {len(attacks)} "
+            f"evaluate: {len(y)} test examples ({given}), {len(attacks)} "
             f"attack{'s' if len(attacks) != 1 else ''}{sweeps}; "
             "the time grows with the examples, each attack's is shown as it ends"
         )
@@ -262,20 +259,15 @@ def _checklist(
     for attack, r in zip(attacks, results, strict=True):
         if isinstance(attack, AutoAttackAdapter):
             # an example Square broke is one every earlier (gradient) component left correct
-            by = attack.broken_by
-            square = torch.tensor([b == "square" for b in by], dtype=torch.bool)
+            square = torch.tensor([b == "square" for b in attack.broken_by], dtype=torch.bool)
             if "square" in attack.components:
                 black["square (in AutoAttack)"] = ~square
             if attack.white_box:
                 white[r.name + " (gradient parts)"] = r.correct | square
-        elif attack.white_box:
-            white[r.name] = r.correct
         else:
-            black[r.name] = r.correct
-    iterative = {
-        r.name: r.correct for r in results if r.name.startswith("pgd") or r.name == "cw-linf"
-    }
-    fgsm = next((r.correct for r in results if r.name == "fgsm"), None)
+            (white if attack.white_box else black)[r.name] = r.correct
+    correct = {r.name: r.correct for r in results}
+    iterative = {k: c for k, c in correct.items() if k.startswith("pgd") or k == "cw-linf"}
     pgd = {r.name: r.accuracy for r in results if r.name.startswith("pgd")}
     aa = [(a, r) for a, r in zip(attacks, results, strict=True) if isinstance(a, AutoAttackAdapter)]
     aa_acc = aa[0][1].accuracy if aa else None
@@ -286,6 +278,6 @@ def _checklist(
         cl.check_non_increasing("accuracy falls monotonically as ε rises", [f"{e:.3g}" for e in s["eps"]["x"]], s["eps"]["acc"], n, tol),
         cl.check_reaches_chance(s["large_eps"], s["eps"]["acc"][-1], num_classes, n, tol),
         cl.check_white_beats_black(white, black, tol),
-        cl.check_iterative_beats_fgsm(iterative, fgsm, tol),
+        cl.check_iterative_beats_fgsm(iterative, correct.get("fgsm"), tol),
         cl.check_autoattack_margin(aa_acc, pgd, o.aa_margin, aa[0][0].name if aa else ""),
     ]  # fmt: skip

@@ -54,8 +54,7 @@ def _show(ax: Any, image: Tensor, title: str) -> None:
 
 def plot_examples(x: Tensor, adversarial: dict[str, Tensor], path: Path) -> None:
     """Rows: attacks; for each test image, x_adv and 0.5 + m·δ clipped, for m in ``MAGNIFY``."""
-    n, names = len(x), list(adversarial)
-    cols = 1 + len(MAGNIFY)
+    n, names, cols = len(x), list(adversarial), 1 + len(MAGNIFY)
     fig, axes = plt.subplots(
         len(names) + 1, n * cols, figsize=(1.3 * n * cols, 1.4 * (len(names) + 1)), squeeze=False
     )

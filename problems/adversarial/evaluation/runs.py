@@ -125,8 +125,7 @@ def threat_model(
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
     """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
     follower has none, which is one sentence."""
-    config = read_config(run_dir)
-    cfg = DROConfig.from_dict(config).resolve()
+    cfg = DROConfig.from_dict(read_config(run_dir)).resolve()
     if cfg.follower not in LEARNED:
         raise UserError(
             f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "
@@ -142,7 +141,3 @@ def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> 
             f"configuration ({type(err).__name__}); the run folder may be damaged."
         ) from None
     return follower.to(device).eval()
-
-
-def has_learned_attacker(config: dict[str, Any]) -> bool:
-    return config.get("follower") in LEARNED
