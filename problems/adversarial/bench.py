@@ -27,12 +27,12 @@ from torch import nn
 
 from bilevel.errors import UserError
 from bilevel.norms import Norm
-from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text, load_checkpoint
+from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
 from problems.adversarial.config import FOLLOWERS, LEGACY_VALUES, DROConfig, dataset_default
-from problems.adversarial.data import dataset_info, load_dataset, subset
+from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
-from problems.adversarial.models import build_model
+from problems.adversarial.evaluation.runs import load_classifier
 from problems.adversarial.solve import solve
 
 BENCH_EPS = 0.3  # L∞; under L2 the data set's (``dataset_default``)
@@ -51,14 +51,6 @@ AA_KEYS = {"standard": "autoattack_acc", "apgd-ce-t": "apgd_ce_t_acc"}
 def folder_name(label: str) -> str:
     """A label ("grad (fused)") as a folder name ("grad_fused")."""
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
-
-
-def load_leader(cfg: DROConfig, run_dir: Path) -> nn.Module:
-    """The best-on-validation leader of a finished run."""
-    info = dataset_info(cfg.dataset)
-    model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["leader"])
-    return model.eval()
 
 
 def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
@@ -115,10 +107,10 @@ def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool, str]) 
     cached = Path(run_dir) / "bench-eval.json"
     if cached.is_file() and (kept := json.loads(cached.read_text()))["asked"] == asked:
         return kept["row"]
-    cfg = DROConfig.from_dict(options)  # dataset, model, eps, norm and seed are all it needs
+    cfg = DROConfig.from_dict(options)  # dataset, eps, norm and seed are all it needs
     test = load_dataset(cfg.dataset, cfg.data_dir).test
     test = subset(test, eval_size) if eval_size else test
-    model = load_leader(cfg, Path(run_dir))
+    model = load_classifier(Path(run_dir)).model  # the best-on-validation leader
     row = evaluate_leader(model, cfg.eps, test, cfg.seed, autoattack, cw, aa_version, cfg.norm)
     RunDir(Path(run_dir)).write_json("bench-eval.json", {"asked": asked, "row": row})
     return row

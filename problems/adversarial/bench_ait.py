@@ -54,9 +54,6 @@ def bench_ait(
                "seed": seed, "train_size": train_size, "eval_size": eval_size} | extra
         )  # fmt: skip
 
-    entries = {}
-    for direction in directions:
-        for method in methods:
-            name = "AIT" if method == "ait" else f"L2L-AIT ({method})"
-            entries[f"{name}, {direction}"] = entry(method, direction)
+    names = {m: "AIT" if m == "ait" else f"L2L-AIT ({m})" for m in methods}
+    entries = {f"{names[m]}, {d}": entry(m, d) for d in directions for m in methods}
     return run_bench(entries, seeds, out, json_path, autoattack, jobs, cw=True)

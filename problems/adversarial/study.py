@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,12 @@ import torch
 
 from bilevel.errors import UserError
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name, mean_std
+from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name, mean_std, train
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.runs import load_classifier
-from problems.adversarial.solve import solve
 
 DEFAULT_REFERENCES = ("fgsm", "pgm-2", "pgm-3", "pgm-5", "pgm-10")
 VAL_ATTACK = ("apgd-ce", "apgd-t")
@@ -85,19 +83,12 @@ def load_grid(path: Path) -> Grid:
         raise UserError(
             f"--grid {path} is not valid JSON (line {err.lineno}: {err.msg})."
         ) from None
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("configs"), dict)
-        or not data["configs"]
-    ):
+    if not (isinstance(data, dict) and isinstance(data.get("configs"), dict) and data["configs"]):
         raise UserError(f'--grid {path} needs an object with a non-empty "configs" object.')
     unknown = sorted(set(data) - set(_GRID_KEYS))
     if unknown:
         raise UserError(f"--grid {path}: unknown key(s) {unknown}; use {', '.join(_GRID_KEYS)}.")
-    grid = Grid(Path(path).stem, data.get("base", {}), data["configs"])
-    grid.seeds = data.get("seeds", grid.seeds)
-    grid.references = data.get("references", grid.references)
-    grid.val_examples = data.get("val_examples")
+    grid = Grid(Path(path).stem, **{"base": {}} | data)  # _GRID_KEYS are Grid's fields
     if not grid.seeds or not all(isinstance(s, int) and s >= 0 for s in grid.seeds):
         raise UserError(f'--grid {path}: "seeds" must be a non-empty list of integers >= 0.')
     if grid.val_examples is not None and not (
@@ -129,11 +120,8 @@ def load_grid(path: Path) -> Grid:
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
     """Train (or reuse) one run and attack its selected leader on the validation split."""
     cfg = DROConfig(**options, seed=seed).resolve()
-    results = finished_results(cfg, run_dir)
-    if results is None:
-        if run_dir.exists():  # an unfinished or different run: the study starts it afresh
-            shutil.rmtree(run_dir)
-        results = solve(DROConfig(**options, seed=seed), run_dir, show_progress=False)
+    # an unfinished or different run in the folder: the study starts it afresh
+    results = finished_results(cfg, run_dir) or train(cfg, run_dir)
     cached = run_dir / "study-eval.json"
     if cached.is_file():
         return results, json.loads(cached.read_text())
@@ -168,20 +156,13 @@ def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
             seconds = {k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")}
             per_seed.append({"seed": seed} | seconds | evaluation)
         runs.append({"entry": name, "options": options, "runs": per_seed})
-        robust = mean_std([r["val_apgd_ce_t_acc"] for r in per_seed])
-        clean = mean_std([r["val_clean_acc"] for r in per_seed])
-        seconds = mean_std([r["train_seconds"] for r in per_seed])
-        # runs trained before CPU time was recorded have none: the mean is over those that do
-        timed = [r["train_cpu_seconds"] for r in per_seed if r["train_cpu_seconds"] is not None]
-        cpu = mean_std(timed) if timed else (None, None)
-        rows.append({
-            "entry": name,
-            "reference": options.get("follower", "2-step") in HAND_DESIGNED,  # kind: hand-designed
-            "val_apgd_ce_t_acc": robust[0], "val_apgd_ce_t_std": robust[1],
-            "val_clean_acc": clean[0], "val_clean_std": clean[1],
-            "train_seconds": seconds[0], "train_seconds_std": seconds[1],
-            "train_cpu_seconds": cpu[0], "train_cpu_seconds_std": cpu[1],
-        })  # fmt: skip
+        row = {"entry": name, "reference": options.get("follower", "2-step") in HAND_DESIGNED}
+        for key in ("val_apgd_ce_t_acc", "val_clean_acc", "train_seconds", "train_cpu_seconds"):
+            # runs trained before CPU time was recorded have none: the mean is over those that do
+            values = [r[key] for r in per_seed if r[key] is not None]
+            std = key.removesuffix("_acc") + "_std"  # val_clean_std, train_seconds_std, ...
+            row[key], row[std] = mean_std(values) if values else (None, None)
+        rows.append(row)
     pgm10 = next((r for r in rows if r["entry"] == "pgm-10"), None)
     for row in rows:
         for key, ratio in (("train_seconds", "seconds_vs_pgm10"), ("train_cpu_seconds", "cpu_vs_pgm10")):  # fmt: skip

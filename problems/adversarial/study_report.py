@@ -22,17 +22,13 @@ COST = "train_cpu_seconds"  # CPU time: on a shared machine wall-clock time is m
 def pareto_front(rows: list[dict[str, Any]], cost: str = COST) -> list[str]:
     """Entries that no other entry beats on both axes (less ``cost`` and higher robust
     accuracy, at least as good on each and better on one), in order of cost."""
-    front = []
-    for row in rows:
-        dominated = any(
-            o[cost] <= row[cost]
-            and o["val_apgd_ce_t_acc"] >= row["val_apgd_ce_t_acc"]
-            and (o[cost] < row[cost] or o["val_apgd_ce_t_acc"] > row["val_apgd_ce_t_acc"])
-            for o in rows
-        )
-        if not dominated:
-            front.append(row)
-    return [r["entry"] for r in sorted(front, key=lambda r: r[cost])]
+    points = {r["entry"]: (r[cost], -r["val_apgd_ce_t_acc"]) for r in rows}  # lower is better
+    front = [
+        e
+        for e, p in points.items()
+        if not any(q != p and q[0] <= p[0] and q[1] <= p[1] for q in points.values())
+    ]
+    return sorted(front, key=lambda e: points[e][0])
 
 
 def winner(rows: list[dict[str, Any]]) -> str | None:

@@ -64,7 +64,7 @@ class Attack:
     white_box = True  # uses the target's gradients (False: transfer, noise, Square)
 
     def params(self) -> dict[str, Any]:
-        raise NotImplementedError
+        return {}  # an attack without settings (``Clean``)
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
@@ -133,8 +133,7 @@ def run_attack(
     return per-example correctness and the largest ‖x_adv − x‖ in L∞ and L2. ``params``:
     ``attack.params()`` when the caller has it."""
     tic = time.perf_counter()
-    correct, head = [], []
-    gaps = []  # per batch: max_i ‖x_adv_i − x_i‖ in each norm
+    correct, head, gaps = [], [], []  # gaps, per batch: max_i ‖x_adv_i − x_i‖ in each norm
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         x_adv = attack(model, xb, yb)
@@ -242,9 +241,6 @@ class Clean(Attack):
     """No perturbation: x_adv = x (clean accuracy through the same path as every attack)."""
 
     name, eps = "clean", 0.0
-
-    def params(self) -> dict[str, Any]:
-        return {}
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return x

@@ -18,6 +18,8 @@ where every gradient attack failed, the mark of shattered gradients.
 from __future__ import annotations
 
 import logging
+from importlib.metadata import version
+from logging.handlers import BufferingHandler
 from typing import Any
 
 import torch
@@ -31,17 +33,6 @@ PACKAGE = "pyautoattack"
 PINNED_VERSION = "0.2.0"
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 GRADIENT_FREE = ("square",)
-
-
-class _Collect(logging.Handler):
-    """Keeps the package's own warnings (randomised defence, zero gradients, Square's success)."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
 
 
 class AutoAttackAdapter(Attack):
@@ -93,7 +84,7 @@ class AutoAttackAdapter(Attack):
     def params(self) -> dict[str, Any]:
         attack = self._build(nn.Identity(), torch.device("cpu"))
         return {
-            "package": f"{PACKAGE}=={_installed_version()}",
+            "package": f"{PACKAGE}=={version(PACKAGE)}",
             "version": "standard" if self.components == STANDARD else "standard (sub-list)",
             "components": list(self.components),
             "norm": self.package_norm,
@@ -109,9 +100,10 @@ class AutoAttackAdapter(Attack):
         }
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        device = x.device
-        attack = self._build(model, device)
-        collect = _Collect()
+        attack = self._build(model, x.device)
+        # the package's own warnings (randomised defence, zero gradients, Square's success)
+        collect = BufferingHandler(capacity=2**31)
+        collect.setLevel(logging.WARNING)
         attack.logger.addHandler(collect)
         try:
             x_adv = x.clone()
@@ -131,11 +123,6 @@ class AutoAttackAdapter(Attack):
         finally:
             attack.logger.removeHandler(collect)
         self.broken_by += broken_by
-        self.warnings = list(dict.fromkeys(self.warnings + collect.messages))  # once each
+        messages = [record.getMessage() for record in collect.buffer]
+        self.warnings = list(dict.fromkeys(self.warnings + messages))  # once each
         return x_adv
-
-
-def _installed_version() -> str:
-    from importlib.metadata import version
-
-    return version(PACKAGE)

@@ -18,9 +18,11 @@ line while a real reversal does; the per-example white-box/black-box count allow
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
+import torch
 from torch import Tensor
 
 
@@ -35,9 +37,6 @@ class Check:
     def line(self) -> str:
         mark = {True: "PASS", False: "FAIL", None: "SKIP"}[self.passed]
         return f"[{mark}] {self.name}: {self.detail}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def tolerance(n: int, tol: float) -> float:
@@ -56,11 +55,9 @@ def check_non_increasing(
     if len(accs) < 2:
         return Check(name, None, "fewer than two points")
     slack = tolerance(n, tol)
-    rises = [
-        (xs[i], xs[i + 1], accs[i + 1] - accs[i])
-        for i in range(len(accs) - 1)
-        if accs[i + 1] - accs[i] > slack
-    ]
+    pairs = pairwise(zip(xs, accs, strict=True))
+    steps = [(a, b, acc_b - acc_a) for (a, acc_a), (b, acc_b) in pairs]
+    rises = [step for step in steps if step[2] > slack]
     detail = _series(xs, accs) + f" (tolerance {slack:.3f})"
     if rises:
         a, b, d = max(rises, key=lambda r: r[2])
@@ -92,15 +89,14 @@ def check_white_beats_black(
         return Check(name, None, "needs a white-box and a black-box attack")
     white_robust = all_correct(white.values())
     n = len(white_robust)
-    slack = tol  # a per-example count has no sampling floor: any break beyond tol · n fails
+    # a per-example count has no sampling floor: any break beyond tol · n fails
     counts = {k: int((~v & white_robust).sum()) for k, v in black.items()}
-    worst = max(counts.values())
     shown = ", ".join(f"{k}: {c}" for k, c in counts.items())
     detail = (
         f"examples broken only by black-box attacks: {shown} of {n} "
-        f"(tolerance {slack * n:.0f}; white-box: {', '.join(white)})"
+        f"(tolerance {tol * n:.0f}; white-box: {', '.join(white)})"
     )
-    return Check(name, worst / n <= slack, detail)
+    return Check(name, max(counts.values()) / n <= tol, detail)
 
 
 def check_iterative_beats_fgsm(
@@ -137,8 +133,4 @@ def check_autoattack_margin(
 
 def all_correct(flags: Any) -> Tensor:
     """Per example: correct under every one of ``flags`` (boolean tensors of one shape)."""
-    flags = list(flags)
-    out = flags[0].clone()
-    for f in flags[1:]:
-        out &= f
-    return out
+    return torch.stack(list(flags)).all(0)

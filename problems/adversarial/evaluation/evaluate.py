@@ -11,7 +11,7 @@ every attack's settings, per-example results included), ``eval.md`` and plots in
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from bilevel.errors import UserError, require_counts
 from bilevel.norms import Norm
 from bilevel.paths import check_output_folder
 from bilevel.run import RunDir
-from problems.adversarial.config import resolve_device
+from problems.adversarial.config import LEARNED, resolve_device
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation import checklist as cl
 from problems.adversarial.evaluation.attacks import (
@@ -35,7 +35,6 @@ from problems.adversarial.evaluation.attacks import (
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.report import read_eval, write_outputs
 from problems.adversarial.evaluation.runs import (
-    has_learned_attacker,
     load_classifier,
     load_learned_attacker,
     threat_model,
@@ -143,7 +142,7 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
         eps=eps, cifar=info.name != "mnist5k", norm=norm, restarts=o.restarts,
         step_size=o.step_size, noise_samples=o.noise_samples, seed=o.seed, batch_size=o.batch_size,
     )  # fmt: skip
-    if o.model is None and has_learned_attacker(config):
+    if o.model is None and config.get("follower") in LEARNED:  # an L2L run's own g_φ
         suite.learned, suite.learned_source = load_learned_attacker(run_dir, device), str(run_dir)
     for other in o.attacker_from:
         suite.other_learned[str(other)] = load_learned_attacker(Path(other), device)
@@ -152,12 +151,10 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
         suite.surrogate_source = str(o.surrogate)
     attacks = [build_attack(name, suite) for name in attack_names(o.attacks, suite)]
     if announce is not None:
-        source = (
-            "--n-examples" if o.n_examples else "the run's --eval-size" if n_examples else "all"
-        )
+        given = "--n-examples" if o.n_examples else "the run's --eval-size" if n_examples else "all"
         sweeps = " and the checklist's PGD sweeps" if o.checklist else ""
         announce(
-            f"evaluate: {len(y)} test examples ({source}), {len(attacks)} "
+            f"evaluate: {len(y)} test examples ({given}), {len(attacks)} "
             f"attack{'s' if len(attacks) != 1 else ''}{sweeps}; "
             "the time grows with the examples, each attack's is shown as it ends"
         )
@@ -203,7 +200,7 @@ def evaluate_model(
     if o.checklist:
         sweeps = _sweeps(evaluator, suite, in_channels, o.restarts, o.steps_grid)
         checks = _checklist(attacks, results, sweeps, len(y), num_classes, o)
-        out["sweeps"], out["checklist"] = sweeps, [c.to_dict() for c in checks]
+        out["sweeps"], out["checklist"] = sweeps, [asdict(c) for c in checks]
     return out, results
 
 
@@ -222,8 +219,7 @@ def _attack_entry(attack: Attack, result: AttackResult) -> dict[str, Any]:
         "correct": _bits(result.correct),
     }
     if isinstance(attack, AutoAttackAdapter):
-        counts = {c: attack.broken_by.count(c) for c in attack.components}
-        entry["broken_by_component"] = counts
+        entry["broken_by_component"] = {c: attack.broken_by.count(c) for c in attack.components}
         entry["package_warnings"] = attack.warnings
     return entry
 
@@ -241,15 +237,16 @@ def _sweeps(
     grid = sorted({*(f * eps for f in EPS_FRACTIONS), (eps + large) / 2, large})
     eps_runs = [ev.run(pgd_attack(20, e, 2.5 * e / 20, "ce", 1, norm)) for e in grid]
     return {
-        "steps": {
-            "x": list(steps_grid),
-            "acc": [r.accuracy for r in steps],
-            "params": steps[-1].params,
-        },
-        "restarts": {"x": counts, "acc": [r.accuracy for r in rs], "params": rs[-1].params},
-        "eps": {"x": grid, "acc": [r.accuracy for r in eps_runs], "params": eps_runs[-1].params},
+        "steps": _curve(steps_grid, steps),
+        "restarts": _curve(counts, rs),
+        "eps": _curve(grid, eps_runs),
         "large_eps": large,
     }
+
+
+def _curve(xs: Any, results: list[AttackResult]) -> dict[str, Any]:
+    """One sweep: its x values, the accuracy at each and the settings of the last attack."""
+    return {"x": list(xs), "acc": [r.accuracy for r in results], "params": results[-1].params}
 
 
 def _checklist(
@@ -258,25 +255,19 @@ def _checklist(
 ) -> list[cl.Check]:  # fmt: skip
     """The lines of Carlini et al. (2019)'s checklist from the table's results and the sweeps."""
     tol = o.tolerance
-    white: dict[str, Tensor] = {}
-    black: dict[str, Tensor] = {}
+    white, black = {}, {}  # attack name → per-example correctness
     for attack, r in zip(attacks, results, strict=True):
         if isinstance(attack, AutoAttackAdapter):
             # an example Square broke is one every earlier (gradient) component left correct
-            by = attack.broken_by
-            square = torch.tensor([b == "square" for b in by], dtype=torch.bool)
+            square = torch.tensor([b == "square" for b in attack.broken_by], dtype=torch.bool)
             if "square" in attack.components:
                 black["square (in AutoAttack)"] = ~square
             if attack.white_box:
                 white[r.name + " (gradient parts)"] = r.correct | square
-        elif attack.white_box:
-            white[r.name] = r.correct
         else:
-            black[r.name] = r.correct
-    iterative = {
-        r.name: r.correct for r in results if r.name.startswith("pgd") or r.name == "cw-linf"
-    }
-    fgsm = next((r.correct for r in results if r.name == "fgsm"), None)
+            (white if attack.white_box else black)[r.name] = r.correct
+    correct = {r.name: r.correct for r in results}
+    iterative = {k: c for k, c in correct.items() if k.startswith("pgd") or k == "cw-linf"}
     pgd = {r.name: r.accuracy for r in results if r.name.startswith("pgd")}
     aa = [(a, r) for a, r in zip(attacks, results, strict=True) if isinstance(a, AutoAttackAdapter)]
     aa_acc = aa[0][1].accuracy if aa else None
@@ -287,6 +278,6 @@ def _checklist(
         cl.check_non_increasing("accuracy falls monotonically as ε rises", [f"{e:.3g}" for e in s["eps"]["x"]], s["eps"]["acc"], n, tol),
         cl.check_reaches_chance(s["large_eps"], s["eps"]["acc"][-1], num_classes, n, tol),
         cl.check_white_beats_black(white, black, tol),
-        cl.check_iterative_beats_fgsm(iterative, fgsm, tol),
+        cl.check_iterative_beats_fgsm(iterative, correct.get("fgsm"), tol),
         cl.check_autoattack_margin(aa_acc, pgd, o.aa_margin, aa[0][0].name if aa else ""),
     ]  # fmt: skip

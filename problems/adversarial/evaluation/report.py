@@ -21,11 +21,9 @@ from problems.adversarial.evaluation.plots import plot_examples, plot_sweeps
 from problems.adversarial.report import panels
 
 EXAMPLE_ATTACKS = ("fgsm", "pgd20", "learned")  # Figure 4/5 of the paper
-SWEEP_PLOT, EXAMPLES_PLOT, CURVES_PLOT = (
-    "eval_sweeps.png",
-    "eval_examples.png",
-    "training_curves.png",
-)
+SWEEP_PLOT = "eval_sweeps.png"
+EXAMPLES_PLOT = "eval_examples.png"
+CURVES_PLOT = "training_curves.png"
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:
@@ -42,21 +40,15 @@ def read_eval(run_dir: Path) -> dict[str, Any]:
 def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per attack (clean first, then AutoAttack, the per-example worst case last), one
     column per run."""
-    names = ["clean"]
-    for ev in evals.values():
-        names += [a["name"] for a in ev["attacks"] if a["name"] not in names]
-    names = names[:1] + sorted(names[1:], key=lambda n: not n.startswith("autoattack"))
-    names.append("worst case (per example)")
-    rows = []
-    for name in names:
-        row: dict[str, Any] = {"attack": name}
-        for label, ev in evals.items():
-            accs = {a["name"]: a["accuracy"] for a in ev["attacks"]}
-            accs["clean"] = ev["clean_acc"]
-            accs["worst case (per example)"] = ev["worst_case"]["accuracy"]
-            row[label] = accs.get(name, "-")
-        rows.append(row)
-    return rows
+    worst = "worst case (per example)"
+    accs = {  # run label → attack name → accuracy
+        label: {a["name"]: a["accuracy"] for a in ev["attacks"]}
+        | {"clean": ev["clean_acc"], worst: ev["worst_case"]["accuracy"]}
+        for label, ev in evals.items()
+    }
+    attacks = dict.fromkeys(a["name"] for ev in evals.values() for a in ev["attacks"])
+    names = ["clean", *sorted(attacks, key=lambda n: not n.startswith("autoattack")), worst]
+    return [{"attack": n} | {label: acc.get(n, "-") for label, acc in accs.items()} for n in names]
 
 
 def checklist_lines(ev: dict[str, Any]) -> list[str]:
@@ -107,16 +99,10 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
             f"{ev['worst_case']['accuracy']:.4f}.",
             "",
         ]
-    evals = {ev["run"]: ev} | others
-    rows = table_rows(evals)
+    rows = table_rows({ev["run"]: ev} | others)
     lines += markdown_table(rows, list(rows[0]))
-    lines += [
-        "",
-        "## Attack settings",
-        "",
-        "| attack | white-box | seconds | settings |",
-        "|---|---|---|---|",
-    ]
+    lines += ["", "## Attack settings", ""]
+    lines += ["| attack | white-box | seconds | settings |", "|---|---|---|---|"]
     for a in ev["attacks"]:
         settings = ", ".join(f"{k}={v}" for k, v in a["params"].items())
         lines.append(f"| {a['name']} | {a['white_box']} | {a['seconds']} | {settings} |")

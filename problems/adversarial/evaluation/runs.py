@@ -86,8 +86,7 @@ def load_classifier(
         config = read_config(run_dir)
         checkpoint = RunDir(run_dir).best_checkpoint
     else:
-        has_run = RunDir(run_dir).config_path.is_file()
-        config = read_config(run_dir) if has_run else {}
+        config = read_config(run_dir) if RunDir(run_dir).config_path.is_file() else {}
         checkpoint = Path(model_path)
     info = dataset_info(config.get("dataset", dataset))
     name = config.get("model") or arch or dataset_default(info.name, "model")
@@ -126,8 +125,7 @@ def threat_model(
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
     """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
     follower has none, which is one sentence."""
-    config = read_config(run_dir)
-    cfg = DROConfig.from_dict(config).resolve()
+    cfg = DROConfig.from_dict(read_config(run_dir)).resolve()
     if cfg.follower not in LEARNED:
         raise UserError(
             f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "
@@ -143,7 +141,3 @@ def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> 
             f"configuration ({type(err).__name__}); the run folder may be damaged."
         ) from None
     return follower.to(device).eval()
-
-
-def has_learned_attacker(config: dict[str, Any]) -> bool:
-    return config.get("follower") in LEARNED
