@@ -3,7 +3,8 @@ command line is generated from the dataclass (``cli.py``), so no default is writ
 
 ``option(default, help)`` is such a field; ``comma=True`` marks a list given as "a,b,c" on the
 command line (its ``example`` shows how), ``name`` an option spelled otherwise than the field
-(``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for a value outside its choices.
+(``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for
+a value outside its choices; ``fill_unset`` gives the options left unset their defaults.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def choose(option: str, value: str, choices: tuple[str, ...]) -> None:
     """One sentence unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise UserError(f"Unknown {option} {value!r}; choose one of: {', '.join(choices)}.")
+
+
+def fill_unset(config: Any, values: dict[str, Any]) -> None:
+    """Every option of the dataclass ``config`` left unset (None) takes its value in ``values``,
+    where that has one."""
+    for f in dataclasses.fields(config):
+        if getattr(config, f.name) is None and f.name in values:
+            setattr(config, f.name, values[f.name])
 
 
 def _inner(hint: Any) -> Any:

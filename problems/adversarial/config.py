@@ -27,7 +27,7 @@ from bilevel.errors import UserError, require_counts
 from bilevel.followers import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
-from bilevel.options import choose, option
+from bilevel.options import choose, fill_unset, option
 from bilevel.run import RunDir
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.ait import Direction, Pairing
@@ -45,9 +45,6 @@ LEARNED = {
 FOLLOWERS = ("none", "fgsm", "pgm", *LEARNED)
 AIT_FOLLOWERS = ("ait", *LEARNED)
 NORMS = tuple(n.value for n in Norm)
-DEVICES = ("auto", "cpu", "cuda")
-LEADER_OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("multistep", "constant", "cosine")
 # What a run made before an option existed did, for --resume of older run folders (an option
 # missing here and in the old config.json, such as --gap-size, does not change training).
 LEGACY_VALUES: dict[str, Any] = {
@@ -75,6 +72,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         lr=0.05,
         attacker="slim",
         attacker_width=0.0625,
+        pgm_step_size=None,
         eval_step_size=None,
         # the learned followers' defaults chosen by the study (benchmarks/l2l, README "Results")
         update="fused",
@@ -89,6 +87,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         lr=0.1,
         attacker="cnn",
         attacker_width=1.0,
+        pgm_step_size=0.007,
         eval_step_size=0.003,
         update="alternating",  # the paper's follower; the mnist5k levers are unmeasured here
         attacker_random_start=False,
@@ -96,6 +95,8 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
+# the learned followers' options where the follower is hand-designed (no g_φ to start or step)
+_HAND_DESIGNED = dict(update="alternating", attacker_random_start=False, attacker_sign_step=0.0)
 
 
 def check_eps(eps: float, norm: Norm | str) -> float:
@@ -110,9 +111,9 @@ def check_eps(eps: float, norm: Norm | str) -> float:
 
 def dataset_default(dataset: str, option: str, norm: str = "linf") -> Any:
     """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it; ε
-    and the paper's fixed PGD steps depend on the ``norm`` too."""
+    and the paper's fixed PGM and PGD steps depend on the ``norm`` too (None: 2.5 ε / k)."""
     d = _DATASET_DEFAULTS[dataset]
-    if norm == Norm.L2 and option in ("eps", "eval_step_size"):
+    if norm == Norm.L2 and option in ("eps", "pgm_step_size", "eval_step_size"):
         return d["l2_eps"] if option == "eps" else None  # L2: 2.5 ε / k
     return d[option]
 
@@ -235,21 +236,16 @@ class AdversarialConfig:
         self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
         d = _DATASET_DEFAULTS[self.dataset]
-        self.model = self.model or d["model"]
+        plain = ("model", "attacker", "attacker_width", "epochs", "eps")  # ε: in the --norm
+        fill_unset(self, {k: dataset_default(self.dataset, k, self.norm) for k in plain})
         choose("--model", self.model, MODEL_NAMES)
         choose("--follower", self.follower, self.FOLLOWER_CHOICES)
-        self.attacker = self.attacker or d["attacker"]
         choose("--attacker", self.attacker, ATTACKER_KINDS)
-        if self.update is None:
-            self.update = d["update"] if self.learned else UpdateMode.ALTERNATING.value
-        if self.attacker_random_start is None:
-            self.attacker_random_start = bool(d["attacker_random_start"]) and self.learned
-        if self.attacker_sign_step is None:
-            self.attacker_sign_step = float(d["attacker_sign_step"]) if self.learned else 0.0
+        fill_unset(self, {k: d[k] for k in _HAND_DESIGNED} if self.learned else _HAND_DESIGNED)
         choose("--update", self.update, tuple(m.value for m in UpdateMode))
-        choose("--device", self.device, DEVICES)
-        choose("--leader-optimizer", self.leader_optimizer, LEADER_OPTIMIZERS)
-        choose("--schedule", self.schedule, SCHEDULES)
+        choose("--device", self.device, ("auto", "cpu", "cuda"))
+        choose("--leader-optimizer", self.leader_optimizer, ("sgd", "adam"))
+        choose("--schedule", self.schedule, ("multistep", "constant", "cosine"))
         choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
         choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
         self.attacker_betas = [float(b) for b in self.attacker_betas]
@@ -272,27 +268,18 @@ class AdversarialConfig:
             )
         if self.device == "auto":  # config.json records the device the run used
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        linf = self.norm == Norm.LINF
-        if self.eps is None:
-            self.eps = dataset_default(self.dataset, "eps", self.norm)
         self.eps = check_eps(self.eps, self.norm)
-        self.epochs = d["epochs"] if self.epochs is None else self.epochs
         require_counts(self, COUNTS)  # before any default is computed from them
+        cifar = self.dataset != "mnist5k"
         if self.eps_warmup is None:
-            self.eps_warmup = 0 if self.dataset != "mnist5k" else self.epochs // 3
+            self.eps_warmup = 0 if cifar else self.epochs // 3
         if not 0 <= self.eps_warmup <= self.epochs:
             raise UserError(f"--eps-warmup must be between 0 and --epochs; got {self.eps_warmup}.")
         if self.lr is None:
             self.lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3
-        self.attacker_width = (
-            d["attacker_width"] if self.attacker_width is None else self.attacker_width
-        )
-        cifar = self.dataset != "mnist5k"
-        if self.pgm_step_size is None:
-            self.pgm_step_size = 0.007 if cifar and linf else 2.5 * self.eps / self.pgm_steps
-        if self.eval_step_size is None:
-            paper = dataset_default(self.dataset, "eval_step_size", self.norm)
-            self.eval_step_size = paper or 2.5 * self.eps / self.eval_pgd_steps
+        for step, k in (("pgm_step_size", self.pgm_steps), ("eval_step_size", self.eval_pgd_steps)):
+            madry = 2.5 * self.eps / k  # where the paper fixes no step
+            fill_unset(self, {step: dataset_default(self.dataset, step, self.norm) or madry})
         if self.milestones is None:
             e = self.epochs
             self.milestones = (
@@ -304,8 +291,8 @@ class AdversarialConfig:
         if self.channels_last is None:
             self.channels_last = cifar
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
-            if not vars(self)[name] > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive; got {vars(self)[name]}.")  # fmt: skip
+            if not (value := vars(self)[name]) > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
         if self.gap_size < 0:
             raise UserError(f"--gap-size must be at least 0; got {self.gap_size}.")
         return self
@@ -317,10 +304,7 @@ class AdversarialConfig:
         """For ``--resume``: every option left unset (None) takes the value the run folder
         recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run resumes
         as it was trained even where a default has changed since; returns self."""
-        recorded = LEGACY_VALUES | recorded
-        for f in fields(self):
-            if vars(self)[f.name] is None and f.name in recorded:
-                setattr(self, f.name, recorded[f.name])
+        fill_unset(self, LEGACY_VALUES | recorded)
         return self
 
     def acceleration(self) -> Acceleration:
