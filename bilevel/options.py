@@ -52,7 +52,7 @@ def _inner(hint: Any) -> Any:
     return args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
 
 
-def _parse_list(name: str, text: str | None, item: type, example: str) -> list[Any] | None:
+def parse_list(name: str, text: str | None, item: type, example: str) -> list[Any] | None:
     """A comma option's text as a list of ``item``; one sentence for a bad entry."""
     if text is None:
         return None
@@ -98,7 +98,7 @@ def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[
         def wrapper(**kwargs: Any) -> Any:
             values = {k: v for k, v in kwargs.items() if k in names}
             for name, (item, example) in lists.items():
-                values[name] = _parse_list(name, values[name], item, example)
+                values[name] = parse_list(name, values[name], item, example)
                 if values[name] is None:  # unset: the field's own default
                     values.pop(name)
             rest = {k: v for k, v in kwargs.items() if k not in names}

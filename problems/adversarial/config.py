@@ -71,9 +71,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         epochs=10,
         lr=0.05,
         attacker="slim",
-        attacker_width=0.0625,
-        pgm_step_size=None,
-        eval_step_size=None,
+        attacker_width=0.0625,  # no fixed pgm_step_size or eval_step_size: 2.5 ε / k
         # the learned followers' defaults chosen by the study (benchmarks/l2l, README "Results")
         update="fused",
         attacker_random_start=True,
@@ -111,11 +109,12 @@ def check_eps(eps: float, norm: Norm | str) -> float:
 
 def dataset_default(dataset: str, option: str, norm: str = "linf") -> Any:
     """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it; ε
-    and the paper's fixed PGM and PGD steps depend on the ``norm`` too (None: 2.5 ε / k)."""
+    and the paper's fixed PGM and PGD steps depend on the ``norm`` too; None where the data set
+    has none (the steps: 2.5 ε / k)."""
     d = _DATASET_DEFAULTS[dataset]
     if norm == Norm.L2 and option in ("eps", "pgm_step_size", "eval_step_size"):
         return d["l2_eps"] if option == "eps" else None  # L2: 2.5 ε / k
-    return d[option]
+    return d.get(option)
 
 
 @dataclass
@@ -258,12 +257,9 @@ class AdversarialConfig:
             raise UserError(f"--attacker-sign-step must be >= 0; got {self.attacker_sign_step}.")
         if self.learned and self.unroll is None:
             self.unroll = LEARNED[self.follower][0]
-        if (
-            self.attacker_init is not None
-            and not RunDir(self.attacker_init).last_checkpoint.is_file()
-        ):
+        if (init := self.attacker_init) is not None and not RunDir(init).last_checkpoint.is_file():
             raise UserError(
-                f"--attacker-init: {self.attacker_init} holds no last.pt to warm-start g_φ from; "
+                f"--attacker-init: {init} holds no last.pt to warm-start g_φ from; "
                 "give the folder of a finished L2L run."
             )
         if self.device == "auto":  # config.json records the device the run used
@@ -282,14 +278,9 @@ class AdversarialConfig:
             fill_unset(self, {step: dataset_default(self.dataset, step, self.norm) or madry})
         if self.milestones is None:
             e = self.epochs
-            self.milestones = (
-                [30, 60, 90] if e == 100 else sorted({max(1, e // 2), max(1, 3 * e // 4)})
-            )
-        if self.augment is None:
-            self.augment = "crop-flip" if cifar else "none"
+            self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
+        fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
-        if self.channels_last is None:
-            self.channels_last = cifar
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
             if not (value := vars(self)[name]) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")

@@ -108,14 +108,11 @@ class GAILConfig:
         choose("--disc-norm", self.disc_norm, NORMS)
         choose("--meta-objective", self.meta_objective, META_OBJECTIVES)
         fill_unset(self, _ENV_DEFAULTS.get(self.env, _GENERIC))
-        if self.lstm_steps is None:
-            self.lstm_steps = self.disc_steps  # so that L2L-GAIL at φ₀ is GAIL
-        if self.oneshot_step is None:
-            self.oneshot_step = self.disc_lr
-        if self.residual_scale is None:
-            self.residual_scale = self.oneshot_step if self.follower == "oneshot" else self.disc_lr
-        if self.trust_radius is None:
-            self.trust_radius = 0.05 if self.follower == "oneshot" else 0.0
+        # K = --disc-steps, so that L2L-GAIL at φ₀ is GAIL; the one-shot step η = Adam's
+        fill_unset(self, dict(lstm_steps=self.disc_steps, oneshot_step=self.disc_lr))
+        oneshot = self.follower == "oneshot"  # s = its step size; only it has a trust region
+        step, radius = (self.oneshot_step, 0.05) if oneshot else (self.disc_lr, 0.0)
+        fill_unset(self, dict(residual_scale=step, trust_radius=radius))
         require_counts(self, COUNTS)
         for name in ("ppo_lr", "disc_lr", "meta_lr", "residual_scale", "oneshot_step"):
             if not (value := getattr(self, name)) > 0:
