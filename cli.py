@@ -61,8 +61,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    report.print_table(console, title, rows)
+def print_table(title: str, rows: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> None:
+    """``rows`` under ``title``, only their ``keys`` where given."""
+    report.print_table(console, title, [{k: r[k] for k in keys} for r in rows] if keys else rows)
 
 
 class Shared:
@@ -74,6 +75,9 @@ class Shared:
     resume = typer.Option(False, help="Continue the run in --out where it stopped.")
     interrupt_after_epoch = typer.Option(None, hidden=True)
     json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
+    levers = typer.Option(
+        None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
+    )
 
 
 def _seeds(text: str) -> list[int]:
@@ -200,9 +204,9 @@ def bench_dro(
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
             norm=norm or "linf", eps=eps, aa_version=aa,
         )  # fmt: skip
-    shown = [_mean_std_cells(row) for row in rows]
     first = rows[0]  # an L2 row names its ball
     ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
+    shown = [_mean_std_cells(row) for row in rows]
     print_table(f"bench dro: mnist5k, small CNN, {ball} (test split, mean ± std)", shown)
 
 
@@ -234,9 +238,7 @@ def bench_l2l(
     rows = run_study(spec, out, results)
     shown = ("entry", "val_apgd_ce_t_acc", "val_apgd_ce_t_std", "val_clean_acc", "train_seconds",
              "seconds_vs_pgm10")  # fmt: skip
-    print_table(
-        f"bench l2l: {spec.name} (validation split)", [{k: r[k] for k in shown} for r in rows]
-    )
+    print_table(f"bench l2l: {spec.name} (validation split)", rows, shown)
     console.print(f"written: {results}/{spec.name}.md, .json, .png")
 
 
@@ -320,9 +322,7 @@ def bench_speed(
     methods: str = typer.Option(
         None, help="Comma-separated subset of the methods, and pgm-K for another K."
     ),
-    levers: str = typer.Option(
-        None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
-    ),
+    levers: str = Shared.levers,
     json_path: Path = Shared.json_path,
 ) -> None:
     """Seconds per training step: plain, FGSM-RS, PGM-10, Grad and 2-Step L2L (paper Table 3)."""
@@ -387,8 +387,8 @@ def gail_stability(
     base = GAILConfig(env=env, steps=steps, reward=reward, cache_dir=cache_dir)
     summary = run_stability(base, _names(followers), seeds, out, jobs)
     keys = ("method", "final_median", "final_iqr", "final_cvar", "drawdown_cvar", "short_term_risk")
-    rows = [{k: row[k] for k in keys} for row in summary["rows"]]
-    print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows)
+    rows = summary["rows"]
+    print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows, keys)
     for line in target_checks(summary["rows"]):
         console.print(line)
     console.print(f"written: {out}/stability.png, stability.md, stability.json")
@@ -417,10 +417,7 @@ def bench_ait(
     methods: str = typer.Option("ait,grad", help="AIT followers, comma-separated."),
     directions: str = typer.Option("toward,away", help="Feature directions, comma-separated."),
     seeds: str = typer.Option("0", help="Seeds, comma-separated; rows give mean and std."),
-    levers: str = typer.Option(
-        None,
-        help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 1.0}'.",
-    ),
+    levers: str = Shared.levers,
     autoattack: bool = typer.Option(True, help="Standard AutoAttack on the test split."),
     jobs: int = typer.Option(1, help="Worker processes for the evaluations (after training)."),
     train_size: int = Shared.train_size,

@@ -52,10 +52,8 @@ def _inner(hint: Any) -> Any:
     return args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
 
 
-def parse_list(name: str, text: str | None, item: type, example: str) -> list[Any] | None:
+def parse_list(name: str, text: str, item: type, example: str) -> list[Any]:
     """A comma option's text as a list of ``item``; one sentence for a bad entry."""
-    if text is None:
-        return None
     try:
         return [item(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -73,7 +71,7 @@ def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[
     import typer
 
     hints = typing.get_type_hints(config_class)
-    params, annotations, lists = [], {}, {}
+    params, lists = [], {}
     for f in dataclasses.fields(config_class):
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -87,26 +85,21 @@ def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[
             decls = [f"--{flag}/--no-{flag}"]
         info = typer.Option(default, *decls, help=meta.get("help") or None, hidden=meta.get("hidden", False))  # fmt: skip
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hint))  # fmt: skip
-        annotations[f.name] = hint
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
-        own_hints = typing.get_type_hints(command)
-        names = {f.name for f in dataclasses.fields(config_class)}
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            values = {k: v for k, v in kwargs.items() if k in names}
+            rest = {p.name: kwargs.pop(p.name) for p in own}  # what remains: the options
             for name, (item, example) in lists.items():
-                values[name] = parse_list(name, values[name], item, example)
-                if values[name] is None:  # unset: the field's own default
-                    values.pop(name)
-            rest = {k: v for k, v in kwargs.items() if k not in names}
-            return command(config_class(**values), **rest)
+                if (text := kwargs.pop(name)) is not None:  # unset: the field's own default
+                    kwargs[name] = parse_list(name, text, item, example)
+            return command(config_class(**kwargs), **rest)
 
         keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
         wrapper.__signature__ = inspect.Signature(params + keyword)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = annotations | {p.name: own_hints[p.name] for p in own}
+        wrapper.__annotations__ = {p.name: p.annotation for p in params + keyword}
         del wrapper.__wrapped__  # typer reads the signature above, not the command's
         return wrapper
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
+from torch.optim import Optimizer, lr_scheduler
 
 from bilevel.acceleration import Acceleration
 from bilevel.errors import UserError, require_counts
@@ -247,11 +248,10 @@ class AdversarialConfig:
         choose("--schedule", self.schedule, ("multistep", "constant", "cosine"))
         choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
         choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
-        self.attacker_betas = [float(b) for b in self.attacker_betas]
-        if len(self.attacker_betas) != 2 or not all(0 <= b < 1 for b in self.attacker_betas):
+        betas = self.attacker_betas = [float(b) for b in self.attacker_betas]
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise UserError(
-                f"--attacker-betas takes two numbers in [0, 1), like 0.9,0.999; "
-                f"got {self.attacker_betas}."
+                f"--attacker-betas takes two numbers in [0, 1), like 0.9,0.999; got {betas}."
             )
         if self.attacker_sign_step < 0:
             raise UserError(f"--attacker-sign-step must be >= 0; got {self.attacker_sign_step}.")
@@ -267,12 +267,10 @@ class AdversarialConfig:
         self.eps = check_eps(self.eps, self.norm)
         require_counts(self, COUNTS)  # before any default is computed from them
         cifar = self.dataset != "mnist5k"
-        if self.eps_warmup is None:
-            self.eps_warmup = 0 if cifar else self.epochs // 3
+        lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3  # Adam's: 1e-3
+        fill_unset(self, dict(eps_warmup=0 if cifar else self.epochs // 3, lr=lr))
         if not 0 <= self.eps_warmup <= self.epochs:
             raise UserError(f"--eps-warmup must be between 0 and --epochs; got {self.eps_warmup}.")
-        if self.lr is None:
-            self.lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3
         for step, k in (("pgm_step_size", self.pgm_steps), ("eval_step_size", self.eval_pgd_steps)):
             madry = 2.5 * self.eps / k  # where the paper fixes no step
             fill_unset(self, {step: dataset_default(self.dataset, step, self.norm) or madry})
@@ -359,23 +357,21 @@ class AITConfig(AdversarialConfig):
         return self
 
 
-def leader_optimizer(cfg: AdversarialConfig, params: Any) -> torch.optim.Optimizer:
+def leader_optimizer(cfg: AdversarialConfig, params: Any) -> Optimizer:
     """``--leader-optimizer``: SGD with momentum (the paper) or Adam, weight decay for both."""
     if cfg.leader_optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def lr_schedule(
-    cfg: AdversarialConfig, optimizer: torch.optim.Optimizer
-) -> torch.optim.lr_scheduler.LRScheduler:
+def lr_schedule(cfg: AdversarialConfig, optimizer: Optimizer) -> lr_scheduler.LRScheduler:
     """``--schedule``, stepped once per epoch: ×0.1 at ``milestones``, constant, or cosine
     annealing to zero over ``epochs``."""
     if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
 
 
 def resolve_device(name: str) -> torch.device:

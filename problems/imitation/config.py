@@ -36,13 +36,11 @@ from problems.imitation.meta_objective import META_OBJECTIVES
 
 FOLLOWERS = ("adam", "l2l", "oneshot")
 
+_GENERIC = dict(gamma=0.99, use_sde=False, n_steps=512, ppo_lr=3e-4, ppo_batch_size=64)
 _ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(gamma=0.9, use_sde=True, n_steps=1000, ppo_lr=1e-3, ppo_batch_size=100),
-    "MountainCarContinuous-v0": dict(
-        gamma=0.99, use_sde=True, n_steps=1000, ppo_lr=3e-4, ppo_batch_size=100
-    ),
+    "MountainCarContinuous-v0": _GENERIC | dict(use_sde=True, n_steps=1000, ppo_batch_size=100),
 }
-_GENERIC = dict(gamma=0.99, use_sde=False, n_steps=512, ppo_lr=3e-4, ppo_batch_size=64)
 COUNTS = (  # options that count something: at least 1
     "steps", "n_envs", "n_steps", "ppo_batch_size", "ppo_epochs", "disc_hidden", "disc_batch_size",
     "disc_steps", "lstm_steps", "lstm_hidden", "meta_steps", "demo_episodes", "eval_episodes",
@@ -132,13 +130,10 @@ class GAILConfig:
         return self
 
     @property
-    def steps_per_round(self) -> int:
-        return self.n_steps * self.n_envs
-
-    @property
     def epochs(self) -> int:
-        """Epochs of ``rounds_per_epoch`` PPO rounds that cover ``steps`` (rounded up)."""
-        return max(1, math.ceil(self.steps / (self.steps_per_round * self.rounds_per_epoch)))
+        """Epochs of ``rounds_per_epoch`` PPO rounds (``n_steps`` in each of ``n_envs``) that
+        cover ``steps`` (rounded up)."""
+        return max(1, math.ceil(self.steps / (self.n_steps * self.n_envs * self.rounds_per_epoch)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
