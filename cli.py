@@ -19,7 +19,7 @@ from rich.console import Console
 from bilevel import report
 from bilevel.distributed import leave_process_group
 from bilevel.errors import Stopped, UserError
-from bilevel.options import with_options
+from bilevel.options import parse_list, with_options
 from bilevel.paths import check_paths
 from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 from problems.adversarial.config import AITConfig, DROConfig
@@ -61,8 +61,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def print_table(title: str, rows: list[dict[str, Any]]) -> None:
-    report.print_table(console, title, rows)
+def print_table(title: str, rows: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> None:
+    """``rows`` under ``title``, only their ``keys`` where given."""
+    report.print_table(console, title, [{k: r[k] for k in keys} for r in rows] if keys else rows)
 
 
 class Shared:
@@ -74,15 +75,13 @@ class Shared:
     resume = typer.Option(False, help="Continue the run in --out where it stopped.")
     interrupt_after_epoch = typer.Option(None, hidden=True)
     json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
+    levers = typer.Option(
+        None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
+    )
 
 
 def _seeds(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(
-            f"--seeds takes integers separated by commas, like 0,1,2; got {text!r}."
-        ) from None
+    return parse_list("seeds", text, int, "0,1,2")
 
 
 def _names(text: str) -> list[str]:
@@ -91,14 +90,16 @@ def _names(text: str) -> list[str]:
 
 
 def _print_solved(
-    results: dict[str, Any] | None, title: str, out: Path, interrupt_after_epoch: int | None
+    results: dict[str, Any] | None, title: str, out: Path, interrupted: int | None, plot: str
 ) -> None:
+    """A solve command's results and run folder (``plot`` its curves), or how to go on after
+    ``--interrupt-after-epoch``."""
     if results is None:  # stopped on purpose, or a torchrun process other than rank 0
-        if interrupt_after_epoch is not None:
-            console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
+        if interrupted is not None:
+            console.print(f"stopped after epoch {interrupted}; continue with --resume")
         return
     print_table(title, [results])
-    console.print(f"run folder: {out} (report.md, curves.png, metrics.jsonl)")
+    console.print(f"run folder: {out} (report.md, {plot}, metrics.jsonl)")
 
 
 @solve_app.command("adversarial-dro")
@@ -119,12 +120,9 @@ def solve_adversarial_dro(
     check_paths(folders={"--out": out}, inputs={"--data-dir": cfg.data_dir})
     from problems.adversarial.solve import solve
 
-    results = solve(
-        cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch,
-        crash_after_epoch=crash_after_epoch,
-    )  # fmt: skip
+    results = solve(cfg, out, resume, interrupt_after_epoch, crash_after_epoch=crash_after_epoch)
     title = f"adversarial-dro, {cfg.follower} follower, {cfg.dataset} (test split)"
-    _print_solved(results, title, out, interrupt_after_epoch)
+    _print_solved(results, title, out, interrupt_after_epoch, "curves.png")
 
 
 @solve_app.command("adversarial-ait")
@@ -140,9 +138,9 @@ def solve_adversarial_ait(
     check_paths(folders={"--out": out}, inputs={"--data-dir": cfg.data_dir})
     from problems.adversarial.solve import solve
 
-    results = solve(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
+    results = solve(cfg, out, resume, interrupt_after_epoch)
     title = f"adversarial-ait, {cfg.follower} follower, {cfg.ait_direction}, {cfg.dataset} (test)"
-    _print_solved(results, title, out, interrupt_after_epoch)
+    _print_solved(results, title, out, interrupt_after_epoch, "curves.png")
 
 
 @bench_app.command("dro")
@@ -196,17 +194,9 @@ def bench_dro(
         from problems.adversarial.bench import bench_grid
         from problems.adversarial.study import load_grid
 
+        chosen = _seeds(seeds) if seeds else None  # None: the grid's
         rows = bench_grid(
-            load_grid(grid),
-            out,
-            json_path,
-            autoattack,
-            jobs,
-            _seeds(seeds) if seeds else None,
-            reuse,
-            aa,
-            norm,
-            eps,
+            load_grid(grid), out, json_path, autoattack, jobs, chosen, reuse, aa, norm, eps
         )
     else:
         rows = run_bench(
@@ -214,9 +204,9 @@ def bench_dro(
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
             norm=norm or "linf", eps=eps, aa_version=aa,
         )  # fmt: skip
-    shown = [_mean_std_cells(row) for row in rows]
     first = rows[0]  # an L2 row names its ball
     ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
+    shown = [_mean_std_cells(row) for row in rows]
     print_table(f"bench dro: mnist5k, small CNN, {ball} (test split, mean ± std)", shown)
 
 
@@ -225,10 +215,9 @@ def _mean_std_cells(row: dict[str, Any]) -> dict[str, Any]:
     one "mean ± std" cell."""
     out = {}
     for key, value in row.items():
-        std = row.get(key.removesuffix("_acc") + "_std") if not key.endswith("_std") else None
-        if key.endswith("_std"):
-            continue
-        out[key] = f"{value:.3f} ± {std:.3f}" if std is not None else value
+        if not key.endswith("_std"):
+            std = row.get(key.removesuffix("_acc") + "_std")
+            out[key] = value if std is None else f"{value:.3f} ± {std:.3f}"
     return out
 
 
@@ -249,9 +238,7 @@ def bench_l2l(
     rows = run_study(spec, out, results)
     shown = ("entry", "val_apgd_ce_t_acc", "val_apgd_ce_t_std", "val_clean_acc", "train_seconds",
              "seconds_vs_pgm10")  # fmt: skip
-    print_table(
-        f"bench l2l: {spec.name} (validation split)", [{k: r[k] for k in shown} for r in rows]
-    )
+    print_table(f"bench l2l: {spec.name} (validation split)", rows, shown)
     console.print(f"written: {results}/{spec.name}.md, .json, .png")
 
 
@@ -335,17 +322,15 @@ def bench_speed(
     methods: str = typer.Option(
         None, help="Comma-separated subset of the methods, and pgm-K for another K."
     ),
-    levers: str = typer.Option(
-        None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
-    ),
-    json_path: Path = typer.Option(None, "--json", help="Also write the table as JSON here."),
+    levers: str = Shared.levers,
+    json_path: Path = Shared.json_path,
 ) -> None:
     """Seconds per training step: plain, FGSM-RS, PGM-10, Grad and 2-Step L2L (paper Table 3)."""
     check_paths(files={"--json": json_path})
     from problems.adversarial.speed import METHODS, SpeedConfig
     from problems.adversarial.speed import bench_speed as run_bench
 
-    chosen = tuple(m.strip() for m in methods.split(",")) if methods else METHODS
+    chosen = tuple(_names(methods)) if methods else METHODS
     cfg = SpeedConfig(
         model=model, attacker=attacker, attacker_width=attacker_width, batch_size=batch_size,
         batches=batches, rounds=rounds, device=device, amp=amp, channels_last=channels_last,
@@ -374,14 +359,9 @@ def solve_gail_command(
     check_paths(folders={"--out": out}, inputs={"--cache-dir": cfg.cache_dir})
     from problems.imitation.solve import solve_gail
 
-    results = solve_gail(cfg, out, resume=resume, interrupt_after_epoch=interrupt_after_epoch)
-    if results is None:  # stopped on purpose, or a torchrun process other than rank 0
-        if interrupt_after_epoch is not None:
-            console.print(f"stopped after epoch {interrupt_after_epoch}; continue with --resume")
-        return
+    results = solve_gail(cfg, out, resume, interrupt_after_epoch)
     title = f"gail, {cfg.follower} follower, {cfg.env} (test episodes, best epoch)"
-    print_table(title, [results])
-    console.print(f"run folder: {out} (report.md, gail.png, metrics.jsonl)")
+    _print_solved(results, title, out, interrupt_after_epoch, "gail.png")
 
 
 @app.command("gail-stability")
@@ -404,12 +384,11 @@ def gail_stability(
     check_paths(folders={"--out": out})
     from problems.imitation.stability import run_stability, target_checks
 
-    specs = [f.strip() for f in followers.split(",") if f.strip()]
     base = GAILConfig(env=env, steps=steps, reward=reward, cache_dir=cache_dir)
-    summary = run_stability(base, specs, seeds, out, jobs)
+    summary = run_stability(base, _names(followers), seeds, out, jobs)
     keys = ("method", "final_median", "final_iqr", "final_cvar", "drawdown_cvar", "short_term_risk")
-    rows = [{k: row[k] for k in keys} for row in summary["rows"]]
-    print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows)
+    rows = summary["rows"]
+    print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows, keys)
     for line in target_checks(summary["rows"]):
         console.print(line)
     console.print(f"written: {out}/stability.png, stability.md, stability.json")
@@ -438,10 +417,7 @@ def bench_ait(
     methods: str = typer.Option("ait,grad", help="AIT followers, comma-separated."),
     directions: str = typer.Option("toward,away", help="Feature directions, comma-separated."),
     seeds: str = typer.Option("0", help="Seeds, comma-separated; rows give mean and std."),
-    levers: str = typer.Option(
-        None,
-        help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 1.0}'.",
-    ),
+    levers: str = Shared.levers,
     autoattack: bool = typer.Option(True, help="Standard AutoAttack on the test split."),
     jobs: int = typer.Option(1, help="Worker processes for the evaluations (after training)."),
     train_size: int = Shared.train_size,
@@ -463,10 +439,8 @@ def bench_ait(
 
 
 def _json_object(option: str, text: str | None) -> dict[str, Any]:
-    if text is None:
-        return {}
     try:
-        value = json.loads(text)
+        value = {} if text is None else json.loads(text)
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):

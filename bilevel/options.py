@@ -3,7 +3,8 @@ command line is generated from the dataclass (``cli.py``), so no default is writ
 
 ``option(default, help)`` is such a field; ``comma=True`` marks a list given as "a,b,c" on the
 command line (its ``example`` shows how), ``name`` an option spelled otherwise than the field
-(``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for a value outside its choices.
+(``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for
+a value outside its choices; ``fill_unset`` gives the options left unset their defaults.
 """
 
 from __future__ import annotations
@@ -37,16 +38,22 @@ def choose(option: str, value: str, choices: tuple[str, ...]) -> None:
         raise UserError(f"Unknown {option} {value!r}; choose one of: {', '.join(choices)}.")
 
 
+def fill_unset(config: Any, values: dict[str, Any]) -> None:
+    """Every option of the dataclass ``config`` left unset (None) takes its value in ``values``,
+    where that has one."""
+    for f in dataclasses.fields(config):
+        if getattr(config, f.name) is None and f.name in values:
+            setattr(config, f.name, values[f.name])
+
+
 def _inner(hint: Any) -> Any:
     """``X`` of ``X | None``; the hint itself otherwise."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
 
 
-def _parse_list(name: str, text: str | None, item: type, example: str) -> list[Any] | None:
+def parse_list(name: str, text: str, item: type, example: str) -> list[Any]:
     """A comma option's text as a list of ``item``; one sentence for a bad entry."""
-    if text is None:
-        return None
     try:
         return [item(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -64,7 +71,7 @@ def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[
     import typer
 
     hints = typing.get_type_hints(config_class)
-    params, annotations, lists = [], {}, {}
+    params, lists = [], {}
     for f in dataclasses.fields(config_class):
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
@@ -78,26 +85,21 @@ def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[
             decls = [f"--{flag}/--no-{flag}"]
         info = typer.Option(default, *decls, help=meta.get("help") or None, hidden=meta.get("hidden", False))  # fmt: skip
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hint))  # fmt: skip
-        annotations[f.name] = hint
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
-        own_hints = typing.get_type_hints(command)
-        names = {f.name for f in dataclasses.fields(config_class)}
 
         @functools.wraps(command)
         def wrapper(**kwargs: Any) -> Any:
-            values = {k: v for k, v in kwargs.items() if k in names}
+            rest = {p.name: kwargs.pop(p.name) for p in own}  # what remains: the options
             for name, (item, example) in lists.items():
-                values[name] = _parse_list(name, values[name], item, example)
-                if values[name] is None:  # unset: the field's own default
-                    values.pop(name)
-            rest = {k: v for k, v in kwargs.items() if k not in names}
-            return command(config_class(**values), **rest)
+                if (text := kwargs.pop(name)) is not None:  # unset: the field's own default
+                    kwargs[name] = parse_list(name, text, item, example)
+            return command(config_class(**kwargs), **rest)
 
         keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
         wrapper.__signature__ = inspect.Signature(params + keyword)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = annotations | {p.name: own_hints[p.name] for p in own}
+        wrapper.__annotations__ = {p.name: p.annotation for p in params + keyword}
         del wrapper.__wrapped__  # typer reads the signature above, not the command's
         return wrapper
 

@@ -21,13 +21,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
+from torch.optim import Optimizer, lr_scheduler
 
 from bilevel.acceleration import Acceleration
 from bilevel.errors import UserError, require_counts
 from bilevel.followers import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
-from bilevel.options import choose, option
+from bilevel.options import choose, fill_unset, option
 from bilevel.run import RunDir
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.ait import Direction, Pairing
@@ -45,9 +46,6 @@ LEARNED = {
 FOLLOWERS = ("none", "fgsm", "pgm", *LEARNED)
 AIT_FOLLOWERS = ("ait", *LEARNED)
 NORMS = tuple(n.value for n in Norm)
-DEVICES = ("auto", "cpu", "cuda")
-LEADER_OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("multistep", "constant", "cosine")
 # What a run made before an option existed did, for --resume of older run folders (an option
 # missing here and in the old config.json, such as --gap-size, does not change training).
 LEGACY_VALUES: dict[str, Any] = {
@@ -74,8 +72,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         epochs=10,
         lr=0.05,
         attacker="slim",
-        attacker_width=0.0625,
-        eval_step_size=None,
+        attacker_width=0.0625,  # no fixed pgm_step_size or eval_step_size: 2.5 ε / k
         # the learned followers' defaults chosen by the study (benchmarks/l2l, README "Results")
         update="fused",
         attacker_random_start=True,
@@ -89,6 +86,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         lr=0.1,
         attacker="cnn",
         attacker_width=1.0,
+        pgm_step_size=0.007,
         eval_step_size=0.003,
         update="alternating",  # the paper's follower; the mnist5k levers are unmeasured here
         attacker_random_start=False,
@@ -96,6 +94,8 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
 }
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
+# the learned followers' options where the follower is hand-designed (no g_φ to start or step)
+_HAND_DESIGNED = dict(update="alternating", attacker_random_start=False, attacker_sign_step=0.0)
 
 
 def check_eps(eps: float, norm: Norm | str) -> float:
@@ -110,11 +110,12 @@ def check_eps(eps: float, norm: Norm | str) -> float:
 
 def dataset_default(dataset: str, option: str, norm: str = "linf") -> Any:
     """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it; ε
-    and the paper's fixed PGD steps depend on the ``norm`` too."""
+    and the paper's fixed PGM and PGD steps depend on the ``norm`` too; None where the data set
+    has none (the steps: 2.5 ε / k)."""
     d = _DATASET_DEFAULTS[dataset]
-    if norm == Norm.L2 and option in ("eps", "eval_step_size"):
+    if norm == Norm.L2 and option in ("eps", "pgm_step_size", "eval_step_size"):
         return d["l2_eps"] if option == "eps" else None  # L2: 2.5 ε / k
-    return d[option]
+    return d.get(option)
 
 
 @dataclass
@@ -235,77 +236,52 @@ class AdversarialConfig:
         self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
         d = _DATASET_DEFAULTS[self.dataset]
-        self.model = self.model or d["model"]
+        plain = ("model", "attacker", "attacker_width", "epochs", "eps")  # ε: in the --norm
+        fill_unset(self, {k: dataset_default(self.dataset, k, self.norm) for k in plain})
         choose("--model", self.model, MODEL_NAMES)
         choose("--follower", self.follower, self.FOLLOWER_CHOICES)
-        self.attacker = self.attacker or d["attacker"]
         choose("--attacker", self.attacker, ATTACKER_KINDS)
-        if self.update is None:
-            self.update = d["update"] if self.learned else UpdateMode.ALTERNATING.value
-        if self.attacker_random_start is None:
-            self.attacker_random_start = bool(d["attacker_random_start"]) and self.learned
-        if self.attacker_sign_step is None:
-            self.attacker_sign_step = float(d["attacker_sign_step"]) if self.learned else 0.0
+        fill_unset(self, {k: d[k] for k in _HAND_DESIGNED} if self.learned else _HAND_DESIGNED)
         choose("--update", self.update, tuple(m.value for m in UpdateMode))
-        choose("--device", self.device, DEVICES)
-        choose("--leader-optimizer", self.leader_optimizer, LEADER_OPTIMIZERS)
-        choose("--schedule", self.schedule, SCHEDULES)
+        choose("--device", self.device, ("auto", "cpu", "cuda"))
+        choose("--leader-optimizer", self.leader_optimizer, ("sgd", "adam"))
+        choose("--schedule", self.schedule, ("multistep", "constant", "cosine"))
         choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
         choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
-        self.attacker_betas = [float(b) for b in self.attacker_betas]
-        if len(self.attacker_betas) != 2 or not all(0 <= b < 1 for b in self.attacker_betas):
+        betas = self.attacker_betas = [float(b) for b in self.attacker_betas]
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise UserError(
-                f"--attacker-betas takes two numbers in [0, 1), like 0.9,0.999; "
-                f"got {self.attacker_betas}."
+                f"--attacker-betas takes two numbers in [0, 1), like 0.9,0.999; got {betas}."
             )
         if self.attacker_sign_step < 0:
             raise UserError(f"--attacker-sign-step must be >= 0; got {self.attacker_sign_step}.")
         if self.learned and self.unroll is None:
             self.unroll = LEARNED[self.follower][0]
-        if (
-            self.attacker_init is not None
-            and not RunDir(self.attacker_init).last_checkpoint.is_file()
-        ):
+        if (init := self.attacker_init) is not None and not RunDir(init).last_checkpoint.is_file():
             raise UserError(
-                f"--attacker-init: {self.attacker_init} holds no last.pt to warm-start g_φ from; "
+                f"--attacker-init: {init} holds no last.pt to warm-start g_φ from; "
                 "give the folder of a finished L2L run."
             )
         if self.device == "auto":  # config.json records the device the run used
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        linf = self.norm == Norm.LINF
-        if self.eps is None:
-            self.eps = dataset_default(self.dataset, "eps", self.norm)
         self.eps = check_eps(self.eps, self.norm)
-        self.epochs = d["epochs"] if self.epochs is None else self.epochs
         require_counts(self, COUNTS)  # before any default is computed from them
-        if self.eps_warmup is None:
-            self.eps_warmup = 0 if self.dataset != "mnist5k" else self.epochs // 3
+        cifar = self.dataset != "mnist5k"
+        lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3  # Adam's: 1e-3
+        fill_unset(self, dict(eps_warmup=0 if cifar else self.epochs // 3, lr=lr))
         if not 0 <= self.eps_warmup <= self.epochs:
             raise UserError(f"--eps-warmup must be between 0 and --epochs; got {self.eps_warmup}.")
-        if self.lr is None:
-            self.lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3
-        self.attacker_width = (
-            d["attacker_width"] if self.attacker_width is None else self.attacker_width
-        )
-        cifar = self.dataset != "mnist5k"
-        if self.pgm_step_size is None:
-            self.pgm_step_size = 0.007 if cifar and linf else 2.5 * self.eps / self.pgm_steps
-        if self.eval_step_size is None:
-            paper = dataset_default(self.dataset, "eval_step_size", self.norm)
-            self.eval_step_size = paper or 2.5 * self.eps / self.eval_pgd_steps
+        for step, k in (("pgm_step_size", self.pgm_steps), ("eval_step_size", self.eval_pgd_steps)):
+            madry = 2.5 * self.eps / k  # where the paper fixes no step
+            fill_unset(self, {step: dataset_default(self.dataset, step, self.norm) or madry})
         if self.milestones is None:
             e = self.epochs
-            self.milestones = (
-                [30, 60, 90] if e == 100 else sorted({max(1, e // 2), max(1, 3 * e // 4)})
-            )
-        if self.augment is None:
-            self.augment = "crop-flip" if cifar else "none"
+            self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
+        fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
-        if self.channels_last is None:
-            self.channels_last = cifar
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
-            if not vars(self)[name] > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive; got {vars(self)[name]}.")  # fmt: skip
+            if not (value := vars(self)[name]) > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
         if self.gap_size < 0:
             raise UserError(f"--gap-size must be at least 0; got {self.gap_size}.")
         return self
@@ -317,10 +293,7 @@ class AdversarialConfig:
         """For ``--resume``: every option left unset (None) takes the value the run folder
         recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run resumes
         as it was trained even where a default has changed since; returns self."""
-        recorded = LEGACY_VALUES | recorded
-        for f in fields(self):
-            if vars(self)[f.name] is None and f.name in recorded:
-                setattr(self, f.name, recorded[f.name])
+        fill_unset(self, LEGACY_VALUES | recorded)
         return self
 
     def acceleration(self) -> Acceleration:
@@ -384,23 +357,21 @@ class AITConfig(AdversarialConfig):
         return self
 
 
-def leader_optimizer(cfg: AdversarialConfig, params: Any) -> torch.optim.Optimizer:
+def leader_optimizer(cfg: AdversarialConfig, params: Any) -> Optimizer:
     """``--leader-optimizer``: SGD with momentum (the paper) or Adam, weight decay for both."""
     if cfg.leader_optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
-def lr_schedule(
-    cfg: AdversarialConfig, optimizer: torch.optim.Optimizer
-) -> torch.optim.lr_scheduler.LRScheduler:
+def lr_schedule(cfg: AdversarialConfig, optimizer: Optimizer) -> lr_scheduler.LRScheduler:
     """``--schedule``, stepped once per epoch: ×0.1 at ``milestones``, constant, or cosine
     annealing to zero over ``epochs``."""
     if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -29,20 +29,23 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bilevel.errors import UserError
-from bilevel.options import option
+from bilevel.errors import UserError, require_counts
+from bilevel.options import choose, fill_unset, option
 from problems.imitation.discriminator import NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
 
 FOLLOWERS = ("adam", "l2l", "oneshot")
 
+_GENERIC = dict(gamma=0.99, use_sde=False, n_steps=512, ppo_lr=3e-4, ppo_batch_size=64)
 _ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(gamma=0.9, use_sde=True, n_steps=1000, ppo_lr=1e-3, ppo_batch_size=100),
-    "MountainCarContinuous-v0": dict(
-        gamma=0.99, use_sde=True, n_steps=1000, ppo_lr=3e-4, ppo_batch_size=100
-    ),
+    "MountainCarContinuous-v0": _GENERIC | dict(use_sde=True, n_steps=1000, ppo_batch_size=100),
 }
-_GENERIC = dict(gamma=0.99, use_sde=False, n_steps=512, ppo_lr=3e-4, ppo_batch_size=64)
+COUNTS = (  # options that count something: at least 1
+    "steps", "n_envs", "n_steps", "ppo_batch_size", "ppo_epochs", "disc_hidden", "disc_batch_size",
+    "disc_steps", "lstm_steps", "lstm_hidden", "meta_steps", "demo_episodes", "eval_episodes",
+    "test_episodes", "rounds_per_epoch",
+)  # fmt: skip
 
 
 @dataclass
@@ -98,49 +101,20 @@ class GAILConfig:
         from problems.imitation.ppo_expert import check_env_id
 
         check_env_id(self.env)
-        if self.follower not in FOLLOWERS:
-            raise UserError(
-                f"Unknown --follower {self.follower!r}; choose one of: {', '.join(FOLLOWERS)}."
-            )
-        if self.reward not in REWARDS:
-            raise UserError(
-                f"Unknown --reward {self.reward!r}; choose one of: {', '.join(REWARDS)}."
-            )
-        if self.disc_norm not in NORMS:
-            raise UserError(
-                f"Unknown --disc-norm {self.disc_norm!r}; choose one of: {', '.join(NORMS)}."
-            )
-        if self.meta_objective not in META_OBJECTIVES:
-            raise UserError(
-                f"Unknown --meta-objective {self.meta_objective!r}; choose one of: "
-                f"{', '.join(META_OBJECTIVES)}."
-            )
-        d = _ENV_DEFAULTS.get(self.env, _GENERIC)
-        for key, value in d.items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        if self.lstm_steps is None:
-            self.lstm_steps = self.disc_steps  # so that L2L-GAIL at φ₀ is GAIL
-        if self.oneshot_step is None:
-            self.oneshot_step = self.disc_lr
-        if self.residual_scale is None:
-            self.residual_scale = self.oneshot_step if self.follower == "oneshot" else self.disc_lr
-        if self.trust_radius is None:
-            self.trust_radius = 0.05 if self.follower == "oneshot" else 0.0
-        for name in (
-            "steps", "n_envs", "n_steps", "ppo_batch_size", "ppo_epochs", "disc_hidden",
-            "disc_batch_size", "disc_steps", "lstm_steps", "lstm_hidden", "meta_steps",
-            "demo_episodes", "eval_episodes", "test_episodes", "rounds_per_epoch",
-        ):  # fmt: skip
-            if getattr(self, name) < 1:
-                raise UserError(
-                    f"--{name.replace('_', '-')} must be at least 1; got {getattr(self, name)}."
-                )
+        choose("--follower", self.follower, FOLLOWERS)
+        choose("--reward", self.reward, REWARDS)
+        choose("--disc-norm", self.disc_norm, NORMS)
+        choose("--meta-objective", self.meta_objective, META_OBJECTIVES)
+        fill_unset(self, _ENV_DEFAULTS.get(self.env, _GENERIC))
+        # K = --disc-steps, so that L2L-GAIL at φ₀ is GAIL; the one-shot step η = Adam's
+        fill_unset(self, dict(lstm_steps=self.disc_steps, oneshot_step=self.disc_lr))
+        oneshot = self.follower == "oneshot"  # s = its step size; only it has a trust region
+        step, radius = (self.oneshot_step, 0.05) if oneshot else (self.disc_lr, 0.0)
+        fill_unset(self, dict(residual_scale=step, trust_radius=radius))
+        require_counts(self, COUNTS)
         for name in ("ppo_lr", "disc_lr", "meta_lr", "residual_scale", "oneshot_step"):
-            if not getattr(self, name) > 0:
-                raise UserError(
-                    f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}."
-                )
+            if not (value := getattr(self, name)) > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
         if min(self.grad_penalty, self.ent_coef, self.meta_penalty, self.trust_radius) < 0:
             raise UserError(
                 "--grad-penalty, --ent-coef, --meta-penalty and --trust-radius must be at least 0."
@@ -156,13 +130,10 @@ class GAILConfig:
         return self
 
     @property
-    def steps_per_round(self) -> int:
-        return self.n_steps * self.n_envs
-
-    @property
     def epochs(self) -> int:
-        """Epochs of ``rounds_per_epoch`` PPO rounds that cover ``steps`` (rounded up)."""
-        return max(1, math.ceil(self.steps / (self.steps_per_round * self.rounds_per_epoch)))
+        """Epochs of ``rounds_per_epoch`` PPO rounds (``n_steps`` in each of ``n_envs``) that
+        cover ``steps`` (rounded up)."""
+        return max(1, math.ceil(self.steps / (self.n_steps * self.n_envs * self.rounds_per_epoch)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
