@@ -63,6 +63,8 @@ def test_pareto_front_and_winner() -> None:
     ]
     assert pareto_front(rows, cost="train_seconds") == ["a", "b", "d"]  # c beaten by b, e by a
     assert winner(rows) == "b"  # the best learned entry, references aside
+    rows.append({"entry": "f", "reference": True, "train_seconds": None, "val_apgd_ce_t_acc": 0.9})
+    assert pareto_front(rows, cost="train_seconds") == ["a", "b", "d"]  # f has no cost to place
 
 
 @pytest.mark.parametrize(

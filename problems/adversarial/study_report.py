@@ -21,8 +21,9 @@ COST = "train_cpu_seconds"  # CPU time: on a shared machine wall-clock time is m
 
 def pareto_front(rows: list[dict[str, Any]], cost: str = COST) -> list[str]:
     """Entries that no other entry beats on both axes (less ``cost`` and higher robust
-    accuracy, at least as good on each and better on one), in order of cost."""
-    points = {r["entry"]: (r[cost], -r["val_apgd_ce_t_acc"]) for r in rows}  # lower is better
+    accuracy, at least as good on each and better on one), in order of cost. An entry whose runs
+    recorded no cost (made before the study recorded CPU time) cannot be placed: it is left out."""
+    points = {r["entry"]: (r[cost], -r["val_apgd_ce_t_acc"]) for r in rows if r[cost] is not None}
     front = [
         e
         for e, p in points.items()
@@ -58,9 +59,9 @@ def _table(grid: Any, rows: list[dict[str, Any]]) -> str:
             "kind": "reference" if r["reference"] else "L2L",
             "val APGD-CE+T": f"{r['val_apgd_ce_t_acc']:.3f} ± {r['val_apgd_ce_t_std']:.3f}",
             "val clean": f"{r['val_clean_acc']:.3f} ± {r['val_clean_std']:.3f}",
-            "train CPU s": f"{r['train_cpu_seconds']:.1f} ± {r['train_cpu_seconds_std']:.1f}",
+            "train CPU s": _mean_std(r, "train_cpu_seconds"),
             "CPU ÷ PGM-10": cpu,
-            "train wall s": f"{r['train_seconds']:.1f} ± {r['train_seconds_std']:.1f}",
+            "train wall s": _mean_std(r, "train_seconds"),
             "wall ÷ PGM-10": wall,
             "Pareto": "yes" if r["entry"] in front else "",
         })  # fmt: skip
@@ -72,10 +73,15 @@ def _table(grid: Any, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _mean_std(row: dict[str, Any], key: str) -> str:
+    """ "mean ± std" of seconds, or "-" where no run recorded them."""
+    return "-" if row[key] is None else f"{row[key]:.1f} ± {row[key + '_std']:.1f}"
+
+
 def plot_pareto(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     """Validation robust accuracy (± std) against training seconds (± std), the front joined."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for r in rows:
+    for r in (r for r in rows if r[COST] is not None):  # no recorded cost: no place on the plot
         style = dict(color="0.4", marker="s") if r["reference"] else dict(color="C0", marker="o")
         ax.errorbar(
             r[COST], r["val_apgd_ce_t_acc"], xerr=r[COST + "_std"],
