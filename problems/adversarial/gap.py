@@ -43,6 +43,32 @@ def reference_followers(eps: float, norm: Norm | str = Norm.LINF) -> dict[str, S
     }
 
 
+def _loss_and_accuracy(
+    model: nn.Module,
+    follower: Follower,
+    problem: Perturbation,
+    make_batch: Callable[[Tensor, Tensor], Any],
+    x: Tensor,
+    y: Tensor,
+    seed: int,
+    batch_size: int,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on x + δ, δ from ``follower`` on ``problem``
+    (the same random starts for every follower and epoch: from ``seed``)."""
+    loss_sum, correct = 0.0, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            delta = follower.solve(problem, make_batch(xb, yb))
+            with torch.no_grad():
+                logits = model(xb + delta)
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+                correct += (logits.argmax(1) == yb).sum().item()
+    n = max(len(x), 1)
+    return loss_sum / n, correct / n
+
+
 def follower_gap(
     model: nn.Module,
     follower: Follower,
@@ -74,19 +100,9 @@ def follower_gap(
             logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
         out[key + "clean_loss"] = clean_loss = F.cross_entropy(logits, y).item() if len(x) else 0.0
         out[key + "clean_acc"] = (logits.argmax(1) == y).float().mean().item() if len(x) else 0.0
-        n = max(len(x), 1)
-        for name, (f, p, make) in attacks.items():  # mean cross-entropy and accuracy on x + δ
-            loss_sum, correct = 0.0, 0
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                for i in range(0, len(x), batch_size):
-                    xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-                    delta = f.solve(p, make(xb, yb))
-                    with torch.no_grad():
-                        adv_logits = model(xb + delta)
-                        loss_sum += F.cross_entropy(adv_logits, yb, reduction="sum").item()
-                        correct += (adv_logits.argmax(1) == yb).sum().item()
-            out[f"{key}{name}_loss"], out[f"{key}{name}_acc"] = loss_sum / n, correct / n
+        for name, (f, p, make) in attacks.items():
+            loss, acc = _loss_and_accuracy(model, f, p, make, x, y, seed, batch_size)
+            out[f"{key}{name}_loss"], out[f"{key}{name}_acc"] = loss, acc
         scale = out[key + "pgd10_loss"] - clean_loss
         for name in ("follower", "fgsm_rs"):
             gain = out[f"{key}{name}_loss"] - clean_loss
