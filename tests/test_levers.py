@@ -11,11 +11,12 @@ from helpers import TinyConvAttacker, image_batch
 from typer.testing import CliRunner
 
 from bilevel import LearnedFollower, SignGradientAscent
+from bilevel.errors import UserError
 from bilevel.followers import GradientScaling, Memory
 from bilevel.run import atomic_torch_save
 from cli import app
 from learned_optimizers import build_attacker, start_at_zero
-from problems.adversarial.config import DROConfig, leader_optimizer, lr_schedule
+from problems.adversarial.config import AITConfig, DROConfig, leader_optimizer, lr_schedule
 from problems.adversarial.data import dataset_info
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.followers import build_follower
@@ -252,3 +253,13 @@ def test_resume_keeps_the_recorded_value_of_an_option_whose_default_changed(tmp_
     assert (config["update"], config["attacker_sign_step"]) == ("alternating", 0.0)
     clash = CliRunner().invoke(app, [*args, "--resume", "--attacker-sign-step", "0.5"])
     assert clash.exit_code == 2 and "attacker_sign_step" in clash.output
+
+
+def test_the_batch_size_default_is_64_for_dro_on_mnist5k_and_128_elsewhere() -> None:
+    assert DROConfig(follower="pgm").resolve().batch_size == 64  # the study's choice, every method
+    assert DROConfig(follower="2-step").resolve().batch_size == 64
+    assert DROConfig(follower="2-step", dataset="cifar10").resolve().batch_size == 128
+    assert AITConfig().resolve().batch_size == 128  # bench ait's figures were measured at 128
+    assert DROConfig(batch_size=32).resolve().batch_size == 32
+    with pytest.raises(UserError, match="--batch-size"):
+        DROConfig(batch_size=0).resolve()
