@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The learned-attacker study of the README (issue 11), every step with the command that made its
-# figures. mnist5k, small CNN, ε = 0.3, 10 epochs. CPU-bound: each process takes one thread, so two
-# of them can share a 2-core machine. Finished runs are reused, so the script can be restarted.
+# figures. mnist5k, small CNN, ε = 0.3, 10 epochs; batch 128 in steps 1-5 unless a grid says 64.
+# CPU-bound: each process takes one thread, so two of them can share a 2-core machine. Finished
+# runs are reused, so the script can be restarted.
 #   1. screening of the levers, seed 0, validation only (APGD-CE + APGD-T, first 200 digits);
 #   2. the final study: PGM-k (k = 2, 3, 5, 10), FGSM-RS, the paper's 2-step follower and the
 #      chosen one (the mnist5k default), 3 seeds, validation only -> benchmarks/results/final.*;
 #   3. the same runs judged on the 1,000 test digits by APGD-CE + APGD-T (--reuse: no
 #      retraining) -> benchmarks/results/final-test.json;
-#   4. the chosen levers carried over to AIT, and the per-batch cost at CIFAR scale.
+#   4. the chosen levers carried over to AIT, and the per-batch cost at CIFAR scale;
+#   5. standard AutoAttack on those runs, and the later lever screens (screen4-7);
+#   6. batch 64, the mnist5k default since screen 6: validation, test split, standard AutoAttack.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
@@ -26,3 +29,17 @@ for width in 0.0625 0.125; do   # the default width, and the study's first choic
     --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625}' \
     --json "benchmarks/results/speed-slim$([ "$width" = 0.125 ] || echo "$width")-b32.json"
 done
+# 5. standard AutoAttack on the batch-128 runs; the levers screened after the first study (seed 0):
+#    K = 3, then leader Adam, 2 φ updates, sign-scaled ∇ and the batch size, then warm-started φ
+"$PY" cli.py bench dro --grid benchmarks/l2l/final-test-aa.json --reuse --out runs/l2l-final \
+  --aa standard --jobs 2 --json benchmarks/results/final-test-aa.json
+for screen in screen4 screen5 screen6 screen7; do
+  "$PY" cli.py bench l2l --grid "benchmarks/l2l/$screen.json" --out runs/l2l-final
+done
+# 6. batch 64, the mnist5k default since screen 6: 3 seeds on validation, then the test split
+#    (APGD-CE + APGD-T, all seeds; standard AutoAttack, seed 0)
+"$PY" cli.py bench l2l --grid benchmarks/l2l/final-b64.json --out runs/l2l-b64
+"$PY" cli.py bench dro --grid benchmarks/l2l/final-b64-test.json --reuse --out runs/l2l-b64 \
+  --aa apgd-ce-t --jobs 2 --json benchmarks/results/final-b64-test.json
+"$PY" cli.py bench dro --grid benchmarks/l2l/final-b64-test-aa.json --reuse --out runs/l2l-b64 \
+  --aa standard --jobs 2 --seeds 0 --json benchmarks/results/final-b64-test-aa.json
