@@ -33,13 +33,17 @@ done
 #    K = 3, then leader Adam, 2 φ updates, sign-scaled ∇ and the batch size, then warm-started φ
 "$PY" cli.py bench dro --grid benchmarks/l2l/final-test-aa.json --reuse --out runs/l2l-final \
   --aa standard --jobs 2 --json benchmarks/results/final-test-aa.json
-for screen in screen4 screen5 screen6 screen7; do
+for screen in screen4 screen5 screen6 screen7; do  # screen8: after the batch-64 runs
   "$PY" cli.py bench l2l --grid "benchmarks/l2l/$screen.json" --out runs/l2l-final
 done
 # 6. batch 64, the mnist5k default since screen 6: 3 seeds on validation, then the test split
 #    (APGD-CE + APGD-T, all seeds; standard AutoAttack, seed 0)
 "$PY" cli.py bench l2l --grid benchmarks/l2l/final-b64.json --out runs/l2l-b64
+"$PY" cli.py bench l2l --grid benchmarks/l2l/screen8.json --out runs/l2l-final
+"$PY" cli.py bench l2l --grid benchmarks/l2l/b64-seeds.json --out runs/l2l-final
 "$PY" cli.py bench dro --grid benchmarks/l2l/final-b64-test.json --reuse --out runs/l2l-b64 \
   --aa apgd-ce-t --jobs 2 --json benchmarks/results/final-b64-test.json
 "$PY" cli.py bench dro --grid benchmarks/l2l/final-b64-test-aa.json --reuse --out runs/l2l-b64 \
   --aa standard --jobs 2 --seeds 0 --json benchmarks/results/final-b64-test-aa.json
+"$PY" cli.py bench dro --grid benchmarks/l2l/betas-b64-test.json --reuse --out runs/l2l-final \
+  --aa apgd-ce-t --jobs 2 --json benchmarks/results/betas-b64-test.json
