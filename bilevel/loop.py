@@ -115,6 +115,7 @@ class JointTrainer:
         if not self.follower.learnable:
             self._set_modes(leader_train=False, follower_train=False)
             z = self.follower.solve(self.problem, batch)
+            self.problem.end_step(batch, detach(z))
             self._set_modes(leader_train=True, follower_train=False)
             loss = self.problem.leader_step(batch, detach(z), self.leader_optimizer)
             return {"leader_loss": loss}  # z may be a parameter set (ψ)
@@ -128,6 +129,7 @@ class JointTrainer:
         follower = cast(LearnedFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
         z = follower(self.problem, batch)
+        self.problem.end_step(batch, detach(z))
         follower_first = self.update is UpdateMode.FOLLOWER_FIRST  # Algorithm 4's order
         if follower_first:
             objective = self.problem.follower_objective(batch, z)
@@ -147,7 +149,9 @@ class JointTrainer:
         """θ ← θ − α1 ∇θ L and φ ← φ + α2 ∇φ L from one backward (zero-sum: q = L)."""
         follower = cast(LearnedFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
-        z = reverse_gradient(follower(self.problem, batch))
+        z = follower(self.problem, batch)
+        self.problem.end_step(batch, detach(z))
+        z = reverse_gradient(z)
         self.problem.leader.train(True)
         loss = self.problem.leader_loss(batch, z)
         self.leader_optimizer.zero_grad(set_to_none=True)

@@ -44,6 +44,8 @@ class BilevelProblem:
     - ``begin_step`` / ``step_metrics``: called before each joint step (nothing by default), and
       extra per-step metrics for ``metrics.jsonl`` (none by default; GAIL's discriminator
       diagnostics).
+    - ``end_step``: called with the follower's decision after each joint step (nothing by
+      default; a perturbation problem may carry it to the next epoch, ``bilevel.carry``).
     - ``state_dict`` / ``load_state_dict``: state beyond θ that a checkpoint must hold (none).
     """
 
@@ -99,6 +101,9 @@ class BilevelProblem:
 
     def begin_step(self, batch: Batch) -> None:
         """Called once before each joint step on ``batch`` (before the follower solves)."""
+
+    def end_step(self, batch: Batch, z: Decision) -> None:
+        """Called once per joint step with the follower's decision z on ``batch`` (detached)."""
 
     def step_metrics(self) -> dict[str, float]:
         """Metrics of the last joint step beyond L and q, averaged per epoch into the metrics."""

@@ -59,6 +59,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "attacker_sign_step": 0.0,
     "attacker_init": None,
     "norm": "linf",
+    "carry_decision": False,
 }
 COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
@@ -315,9 +316,21 @@ class AdversarialConfig:
 class DROConfig(AdversarialConfig):
     """Every option of a DRO run (paper Eq. 2-3, with the follower of Eq. 4 or Eq. 7)."""
 
+    carry_decision: bool | None = option(
+        None,
+        "Each training example's follower starts from its δ of the previous epoch (ATTA, Zheng "
+        "et al. 2020), not afresh; needs --augment none (default: off).",
+    )
+
     def resolve(self) -> DROConfig:
         super().resolve()
         check_update(self.update, self.learned, zero_sum=True)
+        fill_unset(self, dict(carry_decision=False))
+        if self.carry_decision and self.augment != "none":
+            raise UserError(
+                "--carry-decision needs --augment none: a carried δ fits only its example's "
+                "uncropped, unflipped image."
+            )
         return self
 
 

@@ -166,13 +166,15 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     augment: str | None = None,
     drop_last: bool = False,
-) -> Iterator[TensorPair]:
+    with_indices: bool = False,
+) -> Iterator[tuple[Tensor, ...]]:
     """Yield in-memory minibatches ``(xb, yb)``; every example appears once per pass.
 
     All randomness (the order, and the crop offsets and flips of ``augment="crop-flip"``) is
     drawn from ``generator`` (a CPU generator), so a resumed run replays the same batches.
     ``augment="crop-flip"`` is the CIFAR training augmentation: pad 4 zero pixels on each side,
     crop back to the original size at a random offset, flip horizontally with probability 1/2.
+    ``with_indices``: yield ``(xb, yb, rows)``, the rows of ``x`` the batch holds, as well.
     """
     _check_batch_size(batch_size)
     if augment is not None and augment not in AUGMENTATIONS:
@@ -190,7 +192,7 @@ def iterate_batches(
         xb, yb = x[idx], y[idx]
         if augment == "crop-flip":
             xb = _crop_flip(xb, generator)
-        yield xb, yb
+        yield (xb, yb, idx) if with_indices else (xb, yb)
 
 
 def _crop_flip(xb: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -4,23 +4,50 @@ DRO (Eq. 2-3) and AIT (Eq. 5-6) differ in their objectives only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from bilevel.carry import CarriedDecisions
 from bilevel.norms import Norm
 from bilevel.protocol import Batch, BilevelProblem
 
 
 class Perturbation(BilevelProblem):
-    """Z = B(0, ε) ∩ {δ : x + δ ∈ [0, 1]} in ``norm``; the leader ``leader`` classifies x + δ."""
+    """Z = B(0, ε) ∩ {δ : x + δ ∈ [0, 1]} in ``norm``; the leader ``leader`` classifies x + δ.
 
-    def __init__(self, leader: nn.Module, eps: float, norm: Norm | str = Norm.LINF) -> None:
-        self.leader, self.eps, self.norm = leader, eps, Norm(norm)
+    ``carried``: each training example's last δ_i, where the follower starts on its next visit
+    (ATTA, ``bilevel.carry``); the training loop selects the batch's examples in it."""
+
+    def __init__(
+        self,
+        leader: nn.Module,
+        eps: float,
+        norm: Norm | str = Norm.LINF,
+        carried: CarriedDecisions | None = None,
+    ) -> None:
+        self.leader, self.eps, self.norm, self.carried = leader, eps, Norm(norm), carried
 
     def init_follower(self, batch: Batch, random_start: bool = False) -> Tensor:
-        """δ0 = 0, or uniform in the ε-ball (``random_start``: FGSM-RS's and PGM's start)."""
+        """δ0 = 0, or uniform in the ε-ball (``random_start``: FGSM-RS's and PGM's start); with
+        ``carried``, the example's last δ where it has one (the follower projects it into the
+        current ε-ball)."""
         x = batch[0]
-        return self.norm.sample(x, self.eps) if random_start else torch.zeros_like(x)
+        z0 = self.norm.sample(x, self.eps) if random_start else torch.zeros_like(x)
+        return z0 if self.carried is None else self.carried.start(z0)
+
+    def end_step(self, batch: Batch, z: Tensor) -> None:
+        """Carry the follower's δ to the example's next visit (with ``carried``)."""
+        if self.carried is not None:
+            self.carried.remember(z)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.carried is None else {"carried": self.carried.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.carried is not None and "carried" in state:
+            self.carried.load_state_dict(state["carried"])
 
     def project(self, batch: Batch, z: Tensor) -> Tensor:
         """Π onto Z: the ball's projection, then the box's clamp of x + δ. Under L∞ both are boxes,

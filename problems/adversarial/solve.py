@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from bilevel import distributed
 from bilevel.acceleration import keep_freed_memory
+from bilevel.carry import CarriedDecisions
 from bilevel.experiment import Experiment, run_experiment, seed_everything
 from bilevel.followers import Follower, LearnedFollower
 from bilevel.loop import JointTrainer
@@ -166,17 +167,24 @@ def _experiment(
     if device.type == "cuda":  # the split lives on the GPU: no batch waits on a host copy
         train = tuple(t.to(device) for t in train)
 
+    carried = getattr(cfg, "carry_decision", False)  # DRO only
+    if carried:
+        problem.carried = CarriedDecisions(len(train[0]))
+
     def train_batches(epoch: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        for i, (xb, yb) in enumerate(
+        for i, (xb, yb, rows) in enumerate(
             iterate_batches(
-                *train, cfg.batch_size, shuffle=True, generator=generator, augment=augment
+                *train, cfg.batch_size, shuffle=True, generator=generator, augment=augment,
+                with_indices=True,
             )
-        ):
+        ):  # fmt: skip
             set_eps(problem, follower, warmed_up_eps(cfg.eps, cfg.eps_warmup, epoch, i, per_epoch))
             if crash_after_epoch is not None and epoch == crash_after_epoch + 1 and i == 1:
                 _crash_once(context)
             xb, yb = distributed.shard(xb, context), distributed.shard(yb, context)
+            if carried:
+                problem.carried.select(distributed.shard(rows, context))
             xb = speedup.batch(xb.to(device, non_blocking=True))
             yb = yb.to(device, non_blocking=True)
             yield make_batch(xb, yb, generator)

@@ -1,0 +1,60 @@
+"""Carried decisions: each training example's follower starts from that example's last decision.
+
+ATTA (Zheng et al. 2020, "Efficient adversarial training with transferable adversarial examples")
+found that adversarial perturbations of one epoch transfer to the next: a follower that starts from
+the previous epoch's δ_i instead of afresh keeps climbing across epochs, so a few steps per batch
+act like many. A problem with per-example decisions (a perturbation δ_i of each x_i) owns one
+``CarriedDecisions``; the training loop tells it which examples the next batch holds (``select``),
+the problem's ``init_follower`` starts from the carried decisions (``start``) and its ``end_step``
+stores the follower's answer (``remember``). The first visit of an example starts as usual.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class CarriedDecisions:
+    """The last decision z_i of each of ``size`` training examples, for the next visit's start."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"CarriedDecisions needs at least one example; got {size}.")
+        self.size = size
+        self.store: Tensor | None = None  # (size, *z_i.shape), made at the first remember
+        self.seen: Tensor | None = None  # (size,) bool: whether z_i was stored yet
+        self.indices: Tensor | None = None  # the examples of the current batch
+
+    def select(self, indices: Tensor) -> None:
+        """The training examples (rows of the training set) the next batch holds, in its order."""
+        self.indices = indices
+
+    def start(self, z0: Tensor) -> Tensor:
+        """The follower's start: the carried z_i where example i was seen before, else z0_i."""
+        if self.indices is None or self.store is None or self.seen is None:
+            return z0
+        idx = self.indices.to(self.store.device)
+        seen = self.seen[idx].to(z0.device).view(-1, *([1] * (z0.dim() - 1)))
+        return torch.where(seen, self.store[idx].to(z0), z0)
+
+    def remember(self, z: Tensor) -> None:
+        """Store the follower's answer z (one row per example of the selected batch)."""
+        if self.indices is None:
+            return
+        if len(z) != len(self.indices):
+            raise ValueError(f"a batch of {len(self.indices)} examples got {len(z)} decisions")
+        if self.store is None or self.seen is None:
+            self.store = z.new_zeros(self.size, *z.shape[1:])
+            self.seen = torch.zeros(self.size, dtype=torch.bool, device=z.device)
+        idx = self.indices.to(self.store.device)
+        self.store[idx] = z.detach().to(self.store)
+        self.seen[idx] = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"store": self.store, "seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.store, self.seen = state["store"], state["seen"]

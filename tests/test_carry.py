@@ -1,0 +1,105 @@
+"""Carried decisions (ATTA): each example's follower starts from its last δ (``bilevel.carry``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import metrics_without_time
+from torch import nn
+from typer.testing import CliRunner
+
+from bilevel import SignGradientAscent
+from bilevel.carry import CarriedDecisions
+from bilevel.errors import UserError
+from bilevel.loop import JointTrainer
+from cli import app
+from problems.adversarial.config import DROConfig
+from problems.adversarial.dro import AdversarialDRO
+
+EPS = 0.3
+
+
+def test_unseen_examples_start_fresh_and_seen_ones_where_they_stopped() -> None:
+    carried = CarriedDecisions(4)
+    z0 = torch.full((2, 1, 2, 2), 0.5)
+    carried.select(torch.tensor([2, 0]))
+    assert torch.equal(carried.start(z0), z0)  # nothing stored yet
+    carried.remember(torch.stack([torch.full((1, 2, 2), 0.2), torch.full((1, 2, 2), -0.1)]))
+    carried.select(torch.tensor([0, 1]))
+    start = carried.start(z0)
+    assert torch.allclose(start[0], torch.full((1, 2, 2), -0.1))  # example 0: its last δ
+    assert torch.equal(start[1], z0[1])  # example 1: never seen, the usual start
+    again = CarriedDecisions(4)
+    again.load_state_dict(carried.state_dict())
+    again.select(torch.tensor([2]))
+    assert torch.allclose(again.start(z0[:1]), torch.full((1, 1, 2, 2), 0.2))
+    with pytest.raises(ValueError, match="decisions"):
+        carried.remember(torch.zeros(3, 1, 2, 2))
+
+
+def _linear_two_class() -> nn.Module:
+    """Two classes: ∇_x CE = (p_1 − [y = 1]) (w_1 − w_0), whose sign never changes with δ."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+
+
+@pytest.mark.parametrize("carry", [False, True])
+def test_a_carried_one_step_follower_climbs_one_step_per_visit(carry: bool) -> None:
+    """FGSM of step ε/4 from δ = 0 on a fixed θ (lr 0): afresh it reaches |δ| = ε/4 on every
+    visit; carried, its δ grows by ε/4 a visit until the ball stops it at ε (ATTA's accumulation)."""
+    leader = _linear_two_class()
+    carried = CarriedDecisions(6) if carry else None
+    problem = AdversarialDRO(leader, EPS, carried=carried)
+    follower = SignGradientAscent(1, EPS / 4)
+    trainer = JointTrainer(problem, follower, torch.optim.SGD(leader.parameters(), lr=0.0))
+    x, y, rows = torch.full((6, 1, 4, 4), 0.5), torch.tensor([0, 1, 0, 1, 0, 1]), torch.arange(6)
+    reached = []
+    for _ in range(5):
+        for half in (rows[:3], rows[3:]):
+            if carried is not None:
+                carried.select(half)
+            trainer.step((x[half], y[half]))
+        if carried is not None:
+            assert carried.store is not None
+            reached.append(round(carried.store.abs().amin().item(), 6))
+    if carry:
+        assert reached == pytest.approx([EPS / 4, EPS / 2, 3 * EPS / 4, EPS, EPS])
+    else:
+        z = follower.solve(problem, (x, y))
+        assert z.abs().amin().item() == pytest.approx(EPS / 4)
+        assert z.abs().amax().item() == pytest.approx(EPS / 4)
+
+
+def test_carry_decision_refuses_augmented_batches_in_one_sentence(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--augment none"):
+        DROConfig(carry_decision=True, augment="crop-flip").resolve()
+    out = tmp_path / "run"
+    args = ["solve", "adversarial-dro", "--carry-decision", "--augment", "crop-flip", "--out"]
+    result = CliRunner().invoke(app, [*args, str(out)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_carrying_run_records_the_lever_and_resumes_exactly(tmp_path: Path) -> None:
+    """The carried δ are in last.pt: a run stopped after epoch 1 and resumed ends as the unbroken
+    run, and they differ from a run without carry (the lever changes what is trained)."""
+    args = ["solve", "adversarial-dro", "--train-size", "64", "--eval-size", "16", "--batch-size",
+            "32", "--epochs", "2", "--gap-size", "0", "--follower", "pgm", "--pgm-steps", "1"]  # fmt: skip
+    runs = {}
+    for name, extra in (("unbroken", ["--carry-decision"]), ("fresh", [])):
+        runs[name] = tmp_path / name
+        done = CliRunner().invoke(app, [*args, *extra, "--out", str(runs[name])])
+        assert done.exit_code == 0, done.output
+    stopped = tmp_path / "stopped"
+    first = CliRunner().invoke(
+        app, [*args, "--carry-decision", "--out", str(stopped), "--interrupt-after-epoch", "1"]
+    )
+    assert first.exit_code == 0, first.output
+    assert json.loads((stopped / "config.json").read_text())["carry_decision"] is True
+    resumed = CliRunner().invoke(app, [*args, "--out", str(stopped), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert metrics_without_time(stopped) == metrics_without_time(runs["unbroken"])
+    assert metrics_without_time(runs["fresh"]) != metrics_without_time(runs["unbroken"])
