@@ -100,8 +100,8 @@ class AdversarialInterpolation(Perturbation):
         self.num_classes, self.eps_y, self.direction = num_classes, eps_y, Direction(direction)
 
     def init_follower(self, batch: AITBatch, random_start: bool = False) -> Tensor:
-        """δ0 uniform in the ball always (see the class docstring); ``random_start`` is accepted
-        for the protocol and has no effect."""
+        """δ0 uniform in the ball always (see the class docstring), or the carried δ of
+        ``--carry-decision``; ``random_start`` is accepted for the protocol and has no effect."""
         return super().init_follower(batch, random_start=True)
 
     def cosine_distance(self, batch: AITBatch, z: Tensor) -> Tensor:

@@ -211,6 +211,11 @@ class AdversarialConfig:
         "for mnist5k, 0 on CIFAR, the paper's).",
     )
     attacker_init: str | None = option(None, "A finished L2L run folder whose g_φ warm-starts φ.")
+    carry_decision: bool | None = option(
+        None,
+        "Each training example's follower starts from its δ of the previous epoch (ATTA, Zheng "
+        "et al. 2020), not afresh; needs --augment none (default: off).",
+    )
     train_size: int | None = option(None, "Use only the first N training examples.")
     select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
     eval_pgd_steps: int = option(20, "PGD-k on the test split for the final table.")
@@ -285,6 +290,12 @@ class AdversarialConfig:
             self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
+        fill_unset(self, dict(carry_decision=False))
+        if self.carry_decision and self.augment != "none":
+            raise UserError(
+                "--carry-decision needs --augment none: a carried δ fits only its example's "
+                "uncropped, unflipped image."
+            )
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
             if not (value := vars(self)[name]) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
@@ -316,21 +327,9 @@ class AdversarialConfig:
 class DROConfig(AdversarialConfig):
     """Every option of a DRO run (paper Eq. 2-3, with the follower of Eq. 4 or Eq. 7)."""
 
-    carry_decision: bool | None = option(
-        None,
-        "Each training example's follower starts from its δ of the previous epoch (ATTA, Zheng "
-        "et al. 2020), not afresh; needs --augment none (default: off).",
-    )
-
     def resolve(self) -> DROConfig:
         super().resolve()
         check_update(self.update, self.learned, zero_sum=True)
-        fill_unset(self, dict(carry_decision=False))
-        if self.carry_decision and self.augment != "none":
-            raise UserError(
-                "--carry-decision needs --augment none: a carried δ fits only its example's "
-                "uncropped, unflipped image."
-            )
         return self
 
 

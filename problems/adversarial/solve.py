@@ -167,8 +167,7 @@ def _experiment(
     if device.type == "cuda":  # the split lives on the GPU: no batch waits on a host copy
         train = tuple(t.to(device) for t in train)
 
-    carried = getattr(cfg, "carry_decision", False)  # DRO only
-    if carried:
+    if carried := cfg.carry_decision:
         problem.carried = CarriedDecisions(len(train[0]))
 
     def train_batches(epoch: int) -> Iterator[Batch]:
