@@ -225,19 +225,22 @@ def test_a_run_folder_from_before_the_levers_resumes(tmp_path: Path) -> None:
     assert changed.exit_code == 2 and "leader_optimizer" in changed.output
 
 
+def _levers(cfg: DROConfig | AITConfig) -> tuple:
+    cfg.resolve()
+    return cfg.update, cfg.attacker_random_start, cfg.attacker_sign_step, cfg.carry_decision
+
+
 def test_the_data_set_defaults_of_the_levers_apply_to_learned_followers_only() -> None:
-    learned = DROConfig(follower="2-step").resolve()
-    assert (learned.update, learned.attacker_random_start, learned.attacker_sign_step) == (
-        "fused", True, 0.625
-    )  # fmt: skip
-    pgm = DROConfig(follower="pgm").resolve()
-    assert (pgm.update, pgm.attacker_random_start, pgm.attacker_sign_step) == (
-        "alternating", False, 0.0
-    )  # fmt: skip
-    cifar = DROConfig(follower="2-step", dataset="cifar10").resolve()  # the paper's follower
-    assert (cifar.update, cifar.attacker_random_start, cifar.attacker_sign_step) == (
-        "alternating", False, 0.0
-    )  # fmt: skip
+    assert _levers(DROConfig(follower="2-step")) == ("fused", True, 0.625, True)
+    assert _levers(DROConfig(follower="pgm")) == ("alternating", False, 0.0, False)
+    assert _levers(DROConfig(follower="fgsm")) == ("alternating", False, 0.0, False)
+    paper = ("alternating", False, 0.0, False)  # CIFAR: the paper's follower, afresh each batch
+    assert _levers(DROConfig(follower="2-step", dataset="cifar10")) == paper
+    assert _levers(AITConfig(follower="2-step")) == ("follower-first", False, 0.0, False)
+    # an asked augmentation turns the carry default off; an asked carry refuses it
+    assert _levers(DROConfig(follower="2-step", augment="crop-flip"))[3] is False
+    with pytest.raises(UserError, match="--augment none"):
+        DROConfig(follower="2-step", augment="crop-flip", carry_decision=True).resolve()
 
 
 def test_resume_keeps_the_recorded_value_of_an_option_whose_default_changed(tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         update="fused",
         attacker_random_start=True,
         attacker_sign_step=0.625,
+        carry_decision=True,  # screen 9 and carry-b64: each example's δ carried across epochs
     ),
     "cifar10": dict(
         model="wrn-34-10",
@@ -95,11 +96,14 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         update="alternating",  # the paper's follower; the mnist5k levers are unmeasured here
         attacker_random_start=False,
         attacker_sign_step=0.0,
+        carry_decision=False,  # crop-flip moves the pixels a carried δ was found for
     ),
 }
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
 # the learned followers' options where the follower is hand-designed (no g_φ to start or step)
-_HAND_DESIGNED = dict(update="alternating", attacker_random_start=False, attacker_sign_step=0.0)
+_HAND_DESIGNED = dict(
+    update="alternating", attacker_random_start=False, attacker_sign_step=0.0, carry_decision=False
+)  # hand-designed followers: the textbook FGSM-RS and PGM-k, each start afresh
 
 
 def check_eps(eps: float, norm: Norm | str) -> float:
@@ -214,7 +218,8 @@ class AdversarialConfig:
     carry_decision: bool | None = option(
         None,
         "Each training example's follower starts from its δ of the previous epoch (ATTA, Zheng "
-        "et al. 2020), not afresh; needs --augment none (default: off).",
+        "et al. 2020), not afresh; needs --augment none (default: on for learned followers on "
+        "mnist5k, off for hand-designed ones, on CIFAR and in AIT).",
     )
     train_size: int | None = option(None, "Use only the first N training examples.")
     select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
@@ -244,6 +249,7 @@ class AdversarialConfig:
         """Check every option and fill the data set's defaults in place; returns self."""
         self.dataset = self.dataset.lower()
         choose("--dataset", self.dataset, DATASETS)
+        carry_asked = self.carry_decision is not None
         self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
         d = _DATASET_DEFAULTS[self.dataset]
@@ -290,7 +296,8 @@ class AdversarialConfig:
             self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
-        fill_unset(self, dict(carry_decision=False))
+        if self.carry_decision and self.augment != "none" and not carry_asked:
+            self.carry_decision = False  # the default gives way to an asked augmentation
         if self.carry_decision and self.augment != "none":
             raise UserError(
                 "--carry-decision needs --augment none: a carried δ fits only its example's "
@@ -365,6 +372,7 @@ class AITConfig(AdversarialConfig):
         # the paper's L2L-AIT unless asked: bench ait --levers carries the DRO study's choices over
         self.attacker_random_start = bool(self.attacker_random_start)
         self.attacker_sign_step = self.attacker_sign_step or 0.0
+        self.carry_decision = bool(self.carry_decision)
         fill_unset(self, dict(batch_size=128))  # where bench ait measured AIT and L2L-AIT
         super().resolve()
         choose("--pairing", self.pairing, tuple(m.value for m in Pairing))
