@@ -7,17 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import metrics_without_time
+from helpers import image_batch, metrics_without_time
 from torch import nn
 from typer.testing import CliRunner
 
 from bilevel import SignGradientAscent
 from bilevel.carry import CarriedDecisions
 from bilevel.errors import UserError
+from bilevel.followers import HandDesigned
 from bilevel.loop import JointTrainer
 from cli import app
 from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.gap import carried_gap, follower_gap, reference_followers
+from problems.adversarial.models import SmallCNN
 
 EPS = 0.3
 
@@ -103,3 +106,30 @@ def test_a_carrying_run_records_the_lever_and_resumes_exactly(tmp_path: Path) ->
     assert resumed.exit_code == 0, resumed.output
     assert metrics_without_time(stopped) == metrics_without_time(runs["unbroken"])
     assert metrics_without_time(runs["fresh"]) != metrics_without_time(runs["unbroken"])
+
+
+class StaysAtStart(HandDesigned):
+    """A follower that takes no step: z = Π(z0)."""
+
+    def solve(self, problem, batch):
+        return problem.project(batch, problem.init_follower(batch))
+
+
+@pytest.mark.parametrize("carried_is", ["pgd10", "zero"])
+def test_the_carried_gap_scores_a_follower_by_where_its_carried_start_leads(carried_is) -> None:
+    """A follower that stays at its start (0 steps) scores ratio 1 when the carried δ are PGD-10's
+    own answers (same seed), and 0 when they are zero: it measures the carried start."""
+    model = SmallCNN().eval()
+    probe = image_batch(40)
+    problem = AdversarialDRO(model, EPS)
+    gap = follower_gap(model, StaysAtStart(), problem, {"probe": probe}, EPS, seed=3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        delta = reference_followers(EPS)["pgd10"].solve(problem, probe)
+    carried = CarriedDecisions(40)
+    carried.select(torch.arange(40))
+    carried.remember(delta if carried_is == "pgd10" else torch.zeros_like(delta))
+    out = carried_gap(model, StaysAtStart(), problem, carried, probe, gap, seed=3)
+    expected = 1.0 if carried_is == "pgd10" else 0.0
+    assert out["gap_probe_carried_ratio"] == pytest.approx(expected, abs=1e-5)
+    assert problem.carried is None  # the probe problem is left as it was

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bilevel.carry import CarriedDecisions
 from bilevel.followers import Follower, SignGradientAscent
 from bilevel.norms import Norm
 from problems.adversarial.dro import AdversarialDRO
@@ -110,6 +111,33 @@ def follower_gap(
     return out
 
 
+def carried_gap(
+    model: nn.Module,
+    follower: Follower,
+    problem: Perturbation,
+    carried: CarriedDecisions,
+    probe: tuple[Tensor, Tensor],
+    gap: dict[str, float],
+    seed: int,
+    make_batch: Callable[[Tensor, Tensor], Any] = lambda x, y: (x, y),
+) -> dict[str, float]:
+    """The follower as it trains under ``--carry-decision``: on the probe (the first training
+    rows), started from each example's carried δ, ``gap_probe_carried_{loss,acc,ratio}``; the
+    ratio is against the fresh PGD-10 of ``gap`` (``follower_gap``'s row), so above 1 the carried
+    follower finds more loss than PGD-10 does from a random start. Modes: as ``follower_gap``."""
+    x, y = probe
+    problem.carried = carried
+    carried.select(torch.arange(len(x)))
+    try:
+        loss, acc = _loss_and_accuracy(model, follower, problem, make_batch, x, y, seed, len(x))
+    finally:
+        problem.carried = None
+    key, clean = f"{GAP_PREFIX}probe_", gap[f"{GAP_PREFIX}probe_clean_loss"]
+    scale = gap[key + "pgd10_loss"] - clean
+    ratio = (loss - clean) / scale if abs(scale) > 1e-12 else float("nan")
+    return {key + "carried_loss": loss, key + "carried_acc": acc, key + "carried_ratio": ratio}
+
+
 def gap_summary(row: dict[str, Any]) -> str:
     """One line for ``report.md`` from a metrics row that holds the follower gap."""
     parts = []
@@ -126,6 +154,11 @@ def gap_summary(row: dict[str, Any]) -> str:
         )
     if not parts:
         return ""
+    if (carried := f"{GAP_PREFIX}probe_carried_ratio") in row:
+        parts.append(
+            f"from its carried δ the training follower reaches loss "
+            f"{row[GAP_PREFIX + 'probe_carried_loss']:.3f} on the probe: ratio {row[carried]:.2f}"
+        )
     updates = row.get("phi_updates")
     after = f" after {updates} φ updates" if updates is not None else ""
     return f"Follower gap at epoch {row['epoch']}{after}: " + "; ".join(parts) + "."

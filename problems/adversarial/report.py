@@ -22,6 +22,9 @@ def gap_panel(ax: Any, epochs: list[int], history: Rows) -> None:
             key = f"{GAP_PREFIX}{split}_{name}_ratio"
             values = [row.get(key, float("nan")) for row in history]
             ax.plot(epochs, values, style, color=color, marker="o", label=f"{label}, {split}")
+    carried = [row.get(f"{GAP_PREFIX}probe_carried_ratio", float("nan")) for row in history]
+    if any(value == value for value in carried):  # --carry-decision: the follower as it trains
+        ax.plot(epochs, carried, ":", color="C0", marker="s", label="follower, carried δ, probe")
     ax.axhline(1.0, color="k", lw=0.8, label="PGD-10")
     updates = history[-1].get("phi_updates")
     title = "follower gap" + (f" ({updates} φ updates)" if updates is not None else "")

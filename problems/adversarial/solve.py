@@ -45,7 +45,7 @@ from problems.adversarial.data import (
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy
 from problems.adversarial.followers import build_follower
-from problems.adversarial.gap import follower_gap
+from problems.adversarial.gap import carried_gap, follower_gap
 from problems.adversarial.models import build_model
 from problems.adversarial.perturbation import Perturbation
 from problems.adversarial.report import gap_notes, panels
@@ -214,6 +214,11 @@ def _experiment(
             row = follower_gap(
                 model, follower, gap_problem, gap_splits, cfg.eps, cfg.seed, gap_batch
             )
+            if carried and problem.carried.store is not None:
+                row |= carried_gap(
+                    model, follower, gap_problem, problem.carried, gap_splits["probe"], row,
+                    cfg.seed, gap_batch,
+                )  # fmt: skip
         if cfg.select_pgd_steps == 10 and row:  # the gap's PGD-10 is the selection's, same seed
             clean, robust = row["gap_val_clean_acc"], row["gap_val_pgd10_acc"]
         else:
