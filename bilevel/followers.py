@@ -184,7 +184,9 @@ class LearnedFollower(nn.Module):
         z_{k+1} = Π_Z(z_k + s·ε·sign ∇_z q(θ, z_k) + g_φ(A_k)),
 
     so that g_φ learns a correction to PGM rather than the whole step; with g_φ's last layer at
-    zero (``learned_optimizers.start_at_zero``) the follower starts as PGM-K with step s·ε. The
+    zero (``learned_optimizers.start_at_zero``) the follower starts as PGM-K with step s·ε.
+    ``learned_steps`` k < K: only the last k steps call g_φ, the first K − k are the sign step
+    alone (each g_φ call costs about a classifier's forward and backward on small images). The
     ε of ``sign_step`` and of the ``delta`` memory is g_φ's own bound, its float ``net.eps``.
     """
 
@@ -203,12 +205,19 @@ class LearnedFollower(nn.Module):
         memory: Memory | str = Memory.NONE,
         sign_step: float = 0.0,
         norm: Norm | str = Norm.LINF,
+        learned_steps: int | None = None,
     ) -> None:
         super().__init__()
         if steps < 1:
             raise ValueError("LearnedFollower needs at least one step")
         if sign_step < 0:
             raise ValueError(f"The sign step must be >= 0; got {sign_step}.")
+        self.learned_steps = steps if learned_steps is None else learned_steps
+        if not 1 <= self.learned_steps <= steps or (self.learned_steps < steps and sign_step <= 0):
+            raise ValueError(
+                f"learned_steps must be in [1, steps={steps}], and below steps only with a sign "
+                f"step (the other steps are sign steps); got {learned_steps}."
+            )
         self.net, self.steps, self.input_mode = net, steps, InputMode(input_mode)
         self.grad_scaling, self.memory = GradientScaling(grad_scaling), Memory(memory)
         self.random_start, self.sign_step, self.norm = random_start, sign_step, Norm(norm)
@@ -269,9 +278,11 @@ class LearnedFollower(nn.Module):
         """z_φ with its graph to φ (used by ``learn`` and by the fused update)."""
         z = problem.project(batch, problem.init_follower(batch, random_start=self.random_start))
         previous = None
-        for _ in range(self.steps):
+        for k in range(self.steps):
             grad = follower_gradient(problem, batch, z) if self._needs_gradient else None
-            step = self._cell(self.features(problem, batch, z, grad, previous))
+            step = torch.zeros_like(z)  # the first steps - learned_steps steps: sign steps only
+            if k >= self.steps - self.learned_steps:
+                step = self._cell(self.features(problem, batch, z, grad, previous))
             if self.sign_step > 0:
                 step = step + (self.sign_step * self.net.eps) * self.norm.steepest(grad)
             z = problem.project(batch, z + step)

@@ -63,7 +63,7 @@ LEGACY_VALUES: dict[str, Any] = {
 }
 COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
-    "train_size", "eval_size", "unroll",
+    "train_size", "eval_size", "unroll", "learned_steps",
 )  # fmt: skip
 
 _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -196,6 +196,11 @@ class AdversarialConfig:
     unroll: int | None = option(
         None, "Unrolled steps K of the learned follower (default: 1, or 2 for 2-step)."
     )
+    learned_steps: int | None = option(
+        None,
+        "How many of the K unrolled steps (the last ones) go through g_φ; the others are sign "
+        "steps of --attacker-sign-step alone (default: all K).",
+    )
     grad_scaling: str = option(
         "sample",
         "How ∇ is scaled for g_φ: sample (g/‖g‖ each, in the --norm), batch, sign or none.",
@@ -283,6 +288,19 @@ class AdversarialConfig:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.eps = check_eps(self.eps, self.norm)
         require_counts(self, COUNTS)  # before any default is computed from them
+        if self.learned_steps is not None:  # None: all K steps call g_φ
+            if not self.learned:
+                raise UserError("--learned-steps needs a learned follower, like --follower 2-step.")
+            if self.learned_steps > self.unroll:
+                raise UserError(
+                    f"--learned-steps must be at most --unroll ({self.unroll}); "
+                    f"got {self.learned_steps}."
+                )
+            if self.learned_steps < self.unroll and not self.attacker_sign_step > 0:
+                raise UserError(
+                    "--learned-steps below --unroll needs --attacker-sign-step > 0: the steps "
+                    "without g_φ are sign steps."
+                )
         cifar = self.dataset != "mnist5k"
         lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3  # Adam's: 1e-3
         fill_unset(self, dict(eps_warmup=0 if cifar else self.epochs // 3, lr=lr))
