@@ -47,3 +47,19 @@ done
   --aa standard --jobs 2 --seeds 0 --json benchmarks/results/final-b64-test-aa.json
 "$PY" cli.py bench dro --grid benchmarks/l2l/betas-b64-test.json --reuse --out runs/l2l-final \
   --aa apgd-ce-t --jobs 2 --json benchmarks/results/betas-b64-test.json
+# 7. each example's δ carried across epochs (ATTA; the mnist5k default since): screens 9-10 (seed
+#    0), then 3 seeds on validation, the test split, standard AutoAttack, the carried follower gap
+#    and the carry in AIT
+for screen in screen9 screen10; do
+  "$PY" cli.py bench l2l --grid "benchmarks/l2l/$screen.json" --out runs/l2l-final
+done
+"$PY" cli.py bench l2l --grid benchmarks/l2l/carry-b64.json --out runs/l2l-b64
+"$PY" cli.py bench dro --grid benchmarks/l2l/carry-b64-test.json --reuse --out runs/l2l-b64 \
+  --aa apgd-ce-t --jobs 2 --json benchmarks/results/carry-b64-test.json
+"$PY" cli.py bench dro --grid benchmarks/l2l/carry-b64-test-aa.json --reuse --out runs/l2l-b64-aa \
+  --aa standard --jobs 2 --json benchmarks/results/carry-b64-test-aa.json
+"$PY" benchmarks/carried_gap.py runs/l2l-b64/default_carried_delta/seed-{0,1,2} \
+  runs/l2l-b64/pgm-2_carried_delta/seed-0 runs/l2l-b64/K_1_carried_delta/seed-0
+"$PY" cli.py bench ait --methods ait,2-step --directions toward --seeds 0,1,2 \
+  --levers "${AIT_LEVERS%\}}, \"carry_decision\": true}" --out runs/bench-ait-carry \
+  --json benchmarks/results/bench-ait-carry.json
