@@ -185,8 +185,8 @@ class LearnedFollower(nn.Module):
 
     so that g_φ learns a correction to PGM rather than the whole step; with g_φ's last layer at
     zero (``learned_optimizers.start_at_zero``) the follower starts as PGM-K with step s·ε.
-    ``learned_steps`` k < K: only the last k steps call g_φ, the first K − k are the sign step
-    alone (each g_φ call costs about a classifier's forward and backward on small images). The
+    ``plain_steps`` p < K: the first p steps are the sign step alone and only the last K − p call
+    g_φ (each g_φ call costs about a classifier's forward and backward on small images). The
     ε of ``sign_step`` and of the ``delta`` memory is g_φ's own bound, its float ``net.eps``.
     """
 
@@ -205,19 +205,19 @@ class LearnedFollower(nn.Module):
         memory: Memory | str = Memory.NONE,
         sign_step: float = 0.0,
         norm: Norm | str = Norm.LINF,
-        learned_steps: int | None = None,
+        plain_steps: int = 0,
     ) -> None:
         super().__init__()
         if steps < 1:
             raise ValueError("LearnedFollower needs at least one step")
         if sign_step < 0:
             raise ValueError(f"The sign step must be >= 0; got {sign_step}.")
-        self.learned_steps = steps if learned_steps is None else learned_steps
-        if not 1 <= self.learned_steps <= steps or (self.learned_steps < steps and sign_step <= 0):
+        if not 0 <= plain_steps < steps or (plain_steps > 0 and sign_step <= 0):
             raise ValueError(
-                f"learned_steps must be in [1, steps={steps}], and below steps only with a sign "
-                f"step (the other steps are sign steps); got {learned_steps}."
+                f"plain_steps must be in [0, steps={steps}), and above 0 only with a sign step "
+                f"(a plain step is the sign step alone); got {plain_steps}."
             )
+        self.plain_steps = plain_steps
         self.net, self.steps, self.input_mode = net, steps, InputMode(input_mode)
         self.grad_scaling, self.memory = GradientScaling(grad_scaling), Memory(memory)
         self.random_start, self.sign_step, self.norm = random_start, sign_step, Norm(norm)
@@ -280,8 +280,8 @@ class LearnedFollower(nn.Module):
         previous = None
         for k in range(self.steps):
             grad = follower_gradient(problem, batch, z) if self._needs_gradient else None
-            step = torch.zeros_like(z)  # the first steps - learned_steps steps: sign steps only
-            if k >= self.steps - self.learned_steps:
+            step = torch.zeros_like(z)  # the first plain_steps steps: the sign step alone
+            if k >= self.plain_steps:
                 step = self._cell(self.features(problem, batch, z, grad, previous))
             if self.sign_step > 0:
                 step = step + (self.sign_step * self.net.eps) * self.norm.steepest(grad)

@@ -97,11 +97,11 @@ def test_the_k_step_unroll_takes_k_steps_and_stays_feasible(steps: int) -> None:
     _feasible(x, delta)
 
 
-def test_learned_steps_call_g_phi_only_in_the_last_steps_after_plain_sign_steps() -> None:
-    """K = 3 with one learned step: g_φ runs once, at the point two PGM sign steps reach."""
+def test_plain_steps_are_sign_steps_and_g_phi_runs_only_after_them() -> None:
+    """K = 3 with two plain steps: g_φ runs once, at the point two PGM sign steps reach."""
     problem, (x, y) = _problem(), image_batch(6)
     net = CountingNet(2)
-    follower = LearnedFollower(net, steps=3, random_start=True, sign_step=0.5, learned_steps=1)
+    follower = LearnedFollower(net, steps=3, random_start=True, sign_step=0.5, plain_steps=2)
     torch.manual_seed(2)
     delta = follower.solve(problem, (x, y))
     torch.manual_seed(2)
@@ -109,8 +109,10 @@ def test_learned_steps_call_g_phi_only_in_the_last_steps_after_plain_sign_steps(
     assert len(net.inputs) == 1
     assert torch.allclose(net.inputs[0][:, :1], x + pgm2, atol=1e-6)  # A's image part: x + z_2
     _feasible(x, delta)
-    with pytest.raises(ValueError, match="learned_steps"):
-        LearnedFollower(CountingNet(2), steps=2, learned_steps=1)  # no sign step to take instead
+    with pytest.raises(ValueError, match="plain_steps"):
+        LearnedFollower(CountingNet(2), steps=2, plain_steps=1)  # no sign step to take instead
+    with pytest.raises(ValueError, match="plain_steps"):
+        LearnedFollower(CountingNet(2), steps=2, sign_step=0.5, plain_steps=2)  # no g_φ at all
 
 
 def test_random_start_starts_inside_the_ball_and_varies_with_the_seed() -> None:
@@ -212,10 +214,10 @@ def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
         (["--unroll", "0"], "--unroll"),
         (["--attacker-init", "/nonexistent/run"], "--attacker-init"),
         (["--gap-size", "-1"], "--gap-size"),
-        (["--learned-steps", "3"], "--learned-steps"),
-        (["--learned-steps", "0"], "--learned-steps"),
-        (["--learned-steps", "1", "--attacker-sign-step", "0"], "--learned-steps"),
-        (["--learned-steps", "1", "--follower", "pgm"], "--learned-steps"),
+        (["--plain-steps", "2"], "--plain-steps"),
+        (["--plain-steps", "-1"], "--plain-steps"),
+        (["--plain-steps", "1", "--attacker-sign-step", "0"], "--plain-steps"),
+        (["--plain-steps", "1", "--follower", "pgm"], "--plain-steps"),
     ],
 )
 def test_a_bad_lever_is_one_sentence_and_exit_2(tmp_path: Path, args, words) -> None:

@@ -60,10 +60,11 @@ LEGACY_VALUES: dict[str, Any] = {
     "attacker_init": None,
     "norm": "linf",
     "carry_decision": False,
+    "plain_steps": 0,
 }
 COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
-    "train_size", "eval_size", "unroll", "learned_steps",
+    "train_size", "eval_size", "unroll",
 )  # fmt: skip
 
 _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -81,6 +82,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         attacker_random_start=True,
         attacker_sign_step=0.625,
         carry_decision=True,  # screen 9 and carry-b64: each example's δ carried across epochs
+        plain_steps=0,
     ),
     "cifar10": dict(
         model="wrn-34-10",
@@ -97,12 +99,17 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         attacker_random_start=False,
         attacker_sign_step=0.0,
         carry_decision=False,  # crop-flip moves the pixels a carried δ was found for
+        plain_steps=0,
     ),
 }
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
 # the learned followers' options where the follower is hand-designed (no g_φ to start or step)
 _HAND_DESIGNED = dict(
-    update="alternating", attacker_random_start=False, attacker_sign_step=0.0, carry_decision=False
+    update="alternating",
+    attacker_random_start=False,
+    attacker_sign_step=0.0,
+    carry_decision=False,
+    plain_steps=0,
 )  # hand-designed followers: the textbook FGSM-RS and PGM-k, each start afresh
 
 
@@ -196,10 +203,10 @@ class AdversarialConfig:
     unroll: int | None = option(
         None, "Unrolled steps K of the learned follower (default: 1, or 2 for 2-step)."
     )
-    learned_steps: int | None = option(
+    plain_steps: int | None = option(
         None,
-        "How many of the K unrolled steps (the last ones) go through g_φ; the others are sign "
-        "steps of --attacker-sign-step alone (default: all K).",
+        "How many of the K unrolled steps, the first ones, are the sign step alone, without g_φ "
+        "(needs --attacker-sign-step > 0; default: 0).",
     )
     grad_scaling: str = option(
         "sample",
@@ -255,6 +262,7 @@ class AdversarialConfig:
         self.dataset = self.dataset.lower()
         choose("--dataset", self.dataset, DATASETS)
         carry_asked = self.carry_decision is not None
+        plain_asked = self.plain_steps is not None
         self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
         d = _DATASET_DEFAULTS[self.dataset]
@@ -288,19 +296,20 @@ class AdversarialConfig:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.eps = check_eps(self.eps, self.norm)
         require_counts(self, COUNTS)  # before any default is computed from them
-        if self.learned_steps is not None:  # None: all K steps call g_φ
-            if not self.learned:
-                raise UserError("--learned-steps needs a learned follower, like --follower 2-step.")
-            if self.learned_steps > self.unroll:
-                raise UserError(
-                    f"--learned-steps must be at most --unroll ({self.unroll}); "
-                    f"got {self.learned_steps}."
-                )
-            if self.learned_steps < self.unroll and not self.attacker_sign_step > 0:
-                raise UserError(
-                    "--learned-steps below --unroll needs --attacker-sign-step > 0: the steps "
-                    "without g_φ are sign steps."
-                )
+        if not plain_asked and self.learned:  # the data set's default, where it fits
+            self.plain_steps = min(self.plain_steps, self.unroll - 1)
+            self.plain_steps = self.plain_steps if self.attacker_sign_step > 0 else 0
+        if self.plain_steps != 0 and not self.learned:
+            raise UserError("--plain-steps needs a learned follower, like --follower 2-step.")
+        if self.learned and not 0 <= self.plain_steps < self.unroll:
+            raise UserError(
+                f"--plain-steps must be at least 0 and below --unroll ({self.unroll}): one step "
+                f"at least calls g_φ; got {self.plain_steps}."
+            )
+        if self.plain_steps > 0 and not self.attacker_sign_step > 0:
+            raise UserError(
+                "--plain-steps needs --attacker-sign-step > 0: a plain step is the sign step alone."
+            )
         cifar = self.dataset != "mnist5k"
         lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3  # Adam's: 1e-3
         fill_unset(self, dict(eps_warmup=0 if cifar else self.epochs // 3, lr=lr))
@@ -391,6 +400,7 @@ class AITConfig(AdversarialConfig):
         self.attacker_random_start = bool(self.attacker_random_start)
         self.attacker_sign_step = self.attacker_sign_step or 0.0
         self.carry_decision = bool(self.carry_decision)
+        self.plain_steps = self.plain_steps or 0
         fill_unset(self, dict(batch_size=128))  # where bench ait measured AIT and L2L-AIT
         super().resolve()
         choose("--pairing", self.pairing, tuple(m.value for m in Pairing))

@@ -48,7 +48,7 @@ def build_follower(cfg: AdversarialConfig, info: DatasetInfo, warm_start: bool =
         memory=cfg.attacker_memory,
         sign_step=cfg.attacker_sign_step,
         norm=cfg.norm,
-        learned_steps=cfg.learned_steps,
+        plain_steps=cfg.plain_steps,
     )
     if warm_start and cfg.attacker_init is not None:
         state = load_checkpoint(RunDir(cfg.attacker_init).last_checkpoint)
