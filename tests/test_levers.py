@@ -197,7 +197,8 @@ def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
     expected = {"unroll": 2, "leader_optimizer": "sgd", "schedule": "multistep", "lr": 0.05,
                 "attacker_betas": [0.5, 0.99], "grad_scaling": "batch",
                 "attacker_sign_step": 0.25, "attacker_random_start": True,
-                "attacker_memory": "none", "attacker_init": None, "update": "fused"}  # fmt: skip
+                "attacker_memory": "none", "attacker_init": None, "update": "fused",
+                "carry_decision": True, "plain_steps": 1}  # fmt: skip
     assert {k: config[k] for k in expected} == expected
 
 
@@ -249,16 +250,21 @@ def test_a_run_folder_from_before_the_levers_resumes(tmp_path: Path) -> None:
 
 def _levers(cfg: DROConfig | AITConfig) -> tuple:
     cfg.resolve()
-    return cfg.update, cfg.attacker_random_start, cfg.attacker_sign_step, cfg.carry_decision
+    levers = cfg.update, cfg.attacker_random_start, cfg.attacker_sign_step, cfg.carry_decision
+    return (*levers, cfg.plain_steps)
 
 
 def test_the_data_set_defaults_of_the_levers_apply_to_learned_followers_only() -> None:
-    assert _levers(DROConfig(follower="2-step")) == ("fused", True, 0.625, True)
-    assert _levers(DROConfig(follower="pgm")) == ("alternating", False, 0.0, False)
-    assert _levers(DROConfig(follower="fgsm")) == ("alternating", False, 0.0, False)
-    paper = ("alternating", False, 0.0, False)  # CIFAR: the paper's follower, afresh each batch
+    assert _levers(DROConfig(follower="2-step")) == ("fused", True, 0.625, True, 1)
+    assert _levers(DROConfig(follower="pgm")) == ("alternating", False, 0.0, False, 0)
+    assert _levers(DROConfig(follower="fgsm")) == ("alternating", False, 0.0, False, 0)
+    paper = ("alternating", False, 0.0, False, 0)  # CIFAR: the paper's follower, afresh
     assert _levers(DROConfig(follower="2-step", dataset="cifar10")) == paper
-    assert _levers(AITConfig(follower="2-step")) == ("follower-first", False, 0.0, False)
+    assert _levers(AITConfig(follower="2-step")) == ("follower-first", False, 0.0, False, 0)
+    # the plain step gives way where it cannot be taken: one step only, or no sign step
+    assert _levers(DROConfig(follower="grad"))[4] == 0
+    assert _levers(DROConfig(follower="2-step", unroll=3))[4] == 1
+    assert _levers(DROConfig(follower="2-step", attacker_sign_step=0.0))[4] == 0
     # an asked augmentation turns the carry default off; an asked carry refuses it
     assert _levers(DROConfig(follower="2-step", augment="crop-flip"))[3] is False
     with pytest.raises(UserError, match="--augment none"):
