@@ -58,8 +58,8 @@ done
   --aa apgd-ce-t --jobs 2 --json benchmarks/results/carry-b64-test.json
 "$PY" cli.py bench dro --grid benchmarks/l2l/carry-b64-test-aa.json --reuse --out runs/l2l-b64-aa \
   --aa standard --jobs 2 --json benchmarks/results/carry-b64-test-aa.json
-"$PY" benchmarks/carried_gap.py runs/l2l-b64/default_carried_delta/seed-{0,1,2} \
+"$PY" benchmarks/carried_gap.py runs/l2l-b64/default_carried_delta{,_1_of_2_steps_learned}/seed-{0,1,2} \
   runs/l2l-b64/pgm-2_carried_delta/seed-0 runs/l2l-b64/K_1_carried_delta/seed-0
 "$PY" cli.py bench ait --methods ait,2-step --directions toward --seeds 0,1,2 \
-  --levers "${AIT_LEVERS%\}}, \"carry_decision\": true}" --out runs/bench-ait-carry \
+  --levers "${AIT_LEVERS%\}}, \"carry_decision\": true, \"plain_steps\": 1}" --out runs/bench-ait-carry \
   --json benchmarks/results/bench-ait-carry.json
