@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bilevel import distributed
+
 
 class CarriedDecisions:
     """The last decision z_i of each of ``size`` training examples, for the next visit's start."""
@@ -41,16 +43,19 @@ class CarriedDecisions:
         return torch.where(seen, self.store[idx].to(z0), z0)
 
     def remember(self, z: Tensor) -> None:
-        """Store the follower's answer z (one row per example of the selected batch)."""
+        """Store the follower's answer z (one row per example of the selected batch; under torchrun,
+        every process's rows)."""
         if self.indices is None:
             return
         if len(z) != len(self.indices):
             raise ValueError(f"a batch of {len(self.indices)} examples got {len(z)} decisions")
+        # under torchrun every process keeps every example's δ, so rank 0's checkpoint holds them
+        indices, z = distributed.gather_rows(self.indices), distributed.gather_rows(z.detach())
         if self.store is None or self.seen is None:
             self.store = z.new_zeros(self.size, *z.shape[1:])
             self.seen = torch.zeros(self.size, dtype=torch.bool, device=z.device)
-        idx = self.indices.to(self.store.device)
-        self.store[idx] = z.detach().to(self.store)
+        idx = indices.to(self.store.device)
+        self.store[idx] = z.to(self.store)
         self.seen[idx] = True
 
     def state_dict(self) -> dict[str, Any]:

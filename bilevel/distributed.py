@@ -101,6 +101,23 @@ def average(tensors: list[torch.Tensor]) -> None:
             t /= dist.get_world_size()
 
 
+def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor`` concatenated along dim 0, in rank order (the tensor itself in
+    one process); the processes' row counts may differ, as ``shard``'s do."""
+    if not active():
+        return tensor
+    world = dist.get_world_size()
+    count = torch.tensor([len(tensor)], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    most = int(max(c.item() for c in counts))
+    padded = tensor.new_zeros(most, *tensor.shape[1:])
+    padded[: len(tensor)] = tensor
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[: int(c.item())] for p, c in zip(parts, counts, strict=True)])
+
+
 def barrier() -> None:
     if active():
         dist.barrier()
