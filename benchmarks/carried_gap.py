@@ -31,7 +31,7 @@ from problems.adversarial.models import build_model  # noqa: E402
 
 def last_epoch_gap(run: Path) -> dict[str, float]:
     """``gap_probe_*`` of ``run``'s last checkpoint, with ``gap_probe_carried_*`` if it carried."""
-    cfg = DROConfig.from_dict(RunDir(run).read_config()).resolve()
+    cfg = DROConfig.as_trained(RunDir(run).read_config())
     splits = load_dataset(cfg.dataset, cfg.data_dir)
     info, train = splits.info, splits.train
     train = subset(train, cfg.train_size) if cfg.train_size else train

@@ -19,6 +19,7 @@ from bilevel.loop import JointTrainer
 from cli import app
 from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.evaluation.runs import load_learned_attacker
 from problems.adversarial.gap import carried_gap, follower_gap, reference_followers
 from problems.adversarial.models import SmallCNN
 
@@ -133,3 +134,18 @@ def test_the_carried_gap_scores_a_follower_by_where_its_carried_start_leads(carr
     expected = 1.0 if carried_is == "pgd10" else 0.0
     assert out["gap_probe_carried_ratio"] == pytest.approx(expected, abs=1e-5)
     assert problem.carried is None  # the probe problem is left as it was
+
+
+def test_a_run_from_before_the_carry_rebuilds_its_attacker_as_it_trained(tmp_path: Path) -> None:
+    """A run folder whose config.json predates --plain-steps and --carry-decision is read with
+    their old values (LEGACY_VALUES), not today's defaults: its g_φ acts in every step."""
+    out = tmp_path / "old"
+    args = ["solve", "adversarial-dro", "--train-size", "32", "--eval-size", "16", "--batch-size",
+            "32", "--epochs", "1", "--gap-size", "0", "--out", str(out)]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    assert load_learned_attacker(out).plain_steps == 1  # today's mnist5k default, as trained
+    config = json.loads((out / "config.json").read_text())
+    del config["plain_steps"], config["carry_decision"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert load_learned_attacker(out).plain_steps == 0

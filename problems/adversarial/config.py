@@ -356,6 +356,13 @@ class AdversarialConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    @classmethod
+    def as_trained(cls, recorded: dict[str, Any]) -> AdversarialConfig:
+        """The resolved configuration a run folder recorded (its config.json), with every option
+        newer than the folder at the value it trained with (``LEGACY_VALUES``), not at today's
+        default: what ``--resume`` does, for readers of a finished run."""
+        return cls.from_dict(LEGACY_VALUES | recorded).resolve()
+
 
 @dataclass
 class DROConfig(AdversarialConfig):

@@ -125,7 +125,7 @@ def threat_model(
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
     """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
     follower has none, which is one sentence."""
-    cfg = DROConfig.from_dict(read_config(run_dir)).resolve()
+    cfg = DROConfig.as_trained(read_config(run_dir))
     if cfg.follower not in LEARNED:
         raise UserError(
             f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "
