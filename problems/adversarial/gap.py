@@ -70,6 +70,14 @@ def _loss_and_accuracy(
     return loss_sum / n, correct / n
 
 
+def _ratio(loss: float, row: dict[str, float], key: str) -> float:
+    """(L − L_clean) / (L_PGD-10 − L_clean) with the clean and PGD-10 losses of ``row`` under
+    ``key`` (a split's prefix); NaN where PGD-10 adds no loss."""
+    clean = row[key + "clean_loss"]
+    scale = row[key + "pgd10_loss"] - clean
+    return (loss - clean) / scale if abs(scale) > 1e-12 else float("nan")
+
+
 def follower_gap(
     model: nn.Module,
     follower: Follower,
@@ -99,15 +107,13 @@ def follower_gap(
         key = f"{GAP_PREFIX}{split}_"
         with torch.no_grad():
             logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        out[key + "clean_loss"] = clean_loss = F.cross_entropy(logits, y).item() if len(x) else 0.0
+        out[key + "clean_loss"] = F.cross_entropy(logits, y).item() if len(x) else 0.0
         out[key + "clean_acc"] = (logits.argmax(1) == y).float().mean().item() if len(x) else 0.0
         for name, (f, p, make) in attacks.items():
             loss, acc = _loss_and_accuracy(model, f, p, make, x, y, seed, batch_size)
             out[f"{key}{name}_loss"], out[f"{key}{name}_acc"] = loss, acc
-        scale = out[key + "pgd10_loss"] - clean_loss
         for name in ("follower", "fgsm_rs"):
-            gain = out[f"{key}{name}_loss"] - clean_loss
-            out[f"{key}{name}_ratio"] = gain / scale if abs(scale) > 1e-12 else float("nan")
+            out[f"{key}{name}_ratio"] = _ratio(out[f"{key}{name}_loss"], out, key)
     return out
 
 
@@ -132,9 +138,8 @@ def carried_gap(
         loss, acc = _loss_and_accuracy(model, follower, problem, make_batch, x, y, seed, len(x))
     finally:
         problem.carried = None
-    key, clean = f"{GAP_PREFIX}probe_", gap[f"{GAP_PREFIX}probe_clean_loss"]
-    scale = gap[key + "pgd10_loss"] - clean
-    ratio = (loss - clean) / scale if abs(scale) > 1e-12 else float("nan")
+    key = f"{GAP_PREFIX}probe_"
+    ratio = _ratio(loss, gap, key)
     return {key + "carried_loss": loss, key + "carried_acc": acc, key + "carried_ratio": ratio}
 
 
