@@ -186,7 +186,10 @@ class LearnedFollower(nn.Module):
     so that g_φ learns a correction to PGM rather than the whole step; with g_φ's last layer at
     zero (``learned_optimizers.start_at_zero``) the follower starts as PGM-K with step s·ε.
     ``plain_steps`` p < K: the first p steps are the sign step alone and only the last K − p call
-    g_φ (each g_φ call costs about a classifier's forward and backward on small images). The
+    g_φ (each g_φ call costs about a classifier's forward and backward on small images).
+    ``truncated``: φ's gradient flows through the last g_φ call only; the earlier ones run
+    without a graph (truncated backpropagation through the unroll, as learned optimizers are
+    commonly meta-trained: Metz et al., 2019), which saves their backward. The
     ε of ``sign_step`` and of the ``delta`` memory is g_φ's own bound, its float ``net.eps``.
     """
 
@@ -206,6 +209,7 @@ class LearnedFollower(nn.Module):
         sign_step: float = 0.0,
         norm: Norm | str = Norm.LINF,
         plain_steps: int = 0,
+        truncated: bool = False,
     ) -> None:
         super().__init__()
         if steps < 1:
@@ -217,7 +221,9 @@ class LearnedFollower(nn.Module):
                 f"plain_steps must be in [0, steps={steps}), and above 0 only with a sign step "
                 f"(a plain step is the sign step alone); got {plain_steps}."
             )
-        self.plain_steps = plain_steps
+        if truncated and steps - plain_steps < 2:
+            raise ValueError("truncated needs at least two g_φ steps (steps - plain_steps >= 2).")
+        self.plain_steps, self.truncated = plain_steps, truncated
         self.net, self.steps, self.input_mode = net, steps, InputMode(input_mode)
         self.grad_scaling, self.memory = GradientScaling(grad_scaling), Memory(memory)
         self.random_start, self.sign_step, self.norm = random_start, sign_step, Norm(norm)
@@ -282,12 +288,18 @@ class LearnedFollower(nn.Module):
             grad = follower_gradient(problem, batch, z) if self._needs_gradient else None
             step = torch.zeros_like(z)  # the first plain_steps steps: the sign step alone
             if k >= self.plain_steps:
-                step = self._cell(self.features(problem, batch, z, grad, previous))
+                a = self.features(problem, batch, z, grad, previous)
+                with torch.set_grad_enabled(torch.is_grad_enabled() and not self._cut(k)):
+                    step = self._cell(a)
             if self.sign_step > 0:
                 step = step + (self.sign_step * self.net.eps) * self.norm.steepest(grad)
             z = problem.project(batch, z + step)
             previous = grad
         return z
+
+    def _cut(self, k: int) -> bool:
+        """Whether step k's g_φ call runs without a graph to φ (``truncated``, not the last)."""
+        return self.truncated and k < self.steps - 1
 
     def solve(self, problem: BilevelProblem, batch: Batch) -> Tensor:
         with torch.no_grad():

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from bilevel import LearnedFollower, SignGradientAscent
 from bilevel.errors import UserError
 from bilevel.followers import GradientScaling, Memory
+from bilevel.protocol import follower_gradient
 from bilevel.run import atomic_torch_save
 from cli import app
 from learned_optimizers import build_attacker, start_at_zero
@@ -113,6 +114,39 @@ def test_plain_steps_are_sign_steps_and_g_phi_runs_only_after_them() -> None:
         LearnedFollower(CountingNet(2), steps=2, plain_steps=1)  # no sign step to take instead
     with pytest.raises(ValueError, match="plain_steps"):
         LearnedFollower(CountingNet(2), steps=2, sign_step=0.5, plain_steps=2)  # no g_φ at all
+
+
+def test_a_truncated_unroll_takes_the_same_steps_but_learns_through_the_last_g_phi_call_only():
+    """--truncated-unroll: z_K is unchanged; φ's gradient is that of q(z_2) with z_1 a constant,
+    worked out here by hand, and differs from the full unroll's (which also flows through z_1)."""
+    problem, batch = _problem(), image_batch(6)
+    torch.manual_seed(0)
+    net = TinyConvAttacker(2, 1, EPS)
+    params = list(net.parameters())
+
+    def phi_gradient(truncated: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        follower = LearnedFollower(net, steps=2, sign_step=0.25, truncated=truncated)
+        z = follower(problem, batch)
+        return z.detach(), torch.autograd.grad(problem.follower_objective(batch, z), params)
+
+    def by_hand() -> list[torch.Tensor]:
+        follower = LearnedFollower(net, steps=2, sign_step=0.25)
+        z = torch.zeros_like(batch[0])
+        for k in range(2):
+            grad = follower_gradient(problem, batch, z)
+            with torch.set_grad_enabled(k == 1):
+                step = net(follower.features(problem, batch, z, grad))
+            z = problem.project(batch, z + step + 0.25 * EPS * grad.sign())
+        return torch.autograd.grad(problem.follower_objective(batch, z), params)
+
+    z_full, full = phi_gradient(truncated=False)
+    z_cut, cut = phi_gradient(truncated=True)
+    assert torch.equal(z_full, z_cut)
+    for mine, theirs in zip(cut, by_hand(), strict=True):
+        assert torch.allclose(mine, theirs, atol=1e-7)
+    assert not all(torch.allclose(a, b, atol=1e-7) for a, b in zip(full, cut, strict=True))
+    with pytest.raises(ValueError, match="truncated"):
+        LearnedFollower(net, steps=2, sign_step=0.25, plain_steps=1, truncated=True)  # one call
 
 
 def test_random_start_starts_inside_the_ball_and_varies_with_the_seed() -> None:
@@ -219,6 +253,8 @@ def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
         (["--plain-steps", "-1"], "--plain-steps"),
         (["--plain-steps", "1", "--attacker-sign-step", "0"], "--plain-steps"),
         (["--plain-steps", "1", "--follower", "pgm"], "--plain-steps"),
+        (["--truncated-unroll"], "--truncated-unroll"),  # the default: one g_φ step of two
+        (["--truncated-unroll", "--follower", "pgm"], "--truncated-unroll"),
     ],
 )
 def test_a_bad_lever_is_one_sentence_and_exit_2(tmp_path: Path, args, words) -> None:

@@ -61,6 +61,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "norm": "linf",
     "carry_decision": False,
     "plain_steps": 0,
+    "truncated_unroll": False,
 }
 COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
@@ -208,6 +209,11 @@ class AdversarialConfig:
         "How many of the K unrolled steps, the first ones, are the sign step alone, without g_φ "
         "(needs --attacker-sign-step > 0; default: 1 of 2 on mnist5k, 0 on CIFAR and in AIT).",
     )
+    truncated_unroll: bool = option(
+        False,
+        "φ's gradient flows through the last g_φ step only; earlier g_φ steps run without a "
+        "graph, which saves their backward (needs two g_φ steps or more).",
+    )
     grad_scaling: str = option(
         "sample",
         "How ∇ is scaled for g_φ: sample (g/‖g‖ each, in the --norm), batch, sign or none.",
@@ -309,6 +315,11 @@ class AdversarialConfig:
         if self.plain_steps > 0 and not self.attacker_sign_step > 0:
             raise UserError(
                 "--plain-steps needs --attacker-sign-step > 0: a plain step is the sign step alone."
+            )
+        if self.truncated_unroll and not (self.learned and self.unroll - self.plain_steps >= 2):
+            raise UserError(
+                "--truncated-unroll needs a learned follower with two g_φ steps or more "
+                "(--unroll minus --plain-steps at least 2)."
             )
         cifar = self.dataset != "mnist5k"
         lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3  # Adam's: 1e-3

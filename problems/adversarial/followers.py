@@ -49,6 +49,7 @@ def build_follower(cfg: AdversarialConfig, info: DatasetInfo, warm_start: bool =
         sign_step=cfg.attacker_sign_step,
         norm=cfg.norm,
         plain_steps=cfg.plain_steps,
+        truncated=cfg.truncated_unroll,
     )
     if warm_start and cfg.attacker_init is not None:
         state = load_checkpoint(RunDir(cfg.attacker_init).last_checkpoint)
