@@ -137,15 +137,16 @@ def test_the_carried_gap_scores_a_follower_by_where_its_carried_start_leads(carr
 
 
 def test_a_run_from_before_the_carry_rebuilds_its_attacker_as_it_trained(tmp_path: Path) -> None:
-    """A run folder whose config.json predates --plain-steps and --carry-decision is read with
-    their old values (LEGACY_VALUES), not today's defaults: its g_φ acts in every step."""
+    """A run folder whose config.json predates --truncated-unroll, --plain-steps and
+    --carry-decision is read with their old values (LEGACY_VALUES), not today's defaults: φ
+    learned through every g_φ step."""
     out = tmp_path / "old"
     args = ["solve", "adversarial-dro", "--train-size", "32", "--eval-size", "16", "--batch-size",
             "32", "--epochs", "1", "--gap-size", "0", "--out", str(out)]  # fmt: skip
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
-    assert load_learned_attacker(out).plain_steps == 1  # today's mnist5k default, as trained
+    assert load_learned_attacker(out).truncated  # today's mnist5k default, as trained
     config = json.loads((out / "config.json").read_text())
-    del config["plain_steps"], config["carry_decision"]
+    del config["truncated_unroll"], config["plain_steps"], config["carry_decision"]
     (out / "config.json").write_text(json.dumps(config))
-    assert load_learned_attacker(out).plain_steps == 0
+    assert not load_learned_attacker(out).truncated

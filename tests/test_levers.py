@@ -232,7 +232,7 @@ def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
                 "attacker_betas": [0.5, 0.99], "grad_scaling": "batch",
                 "attacker_sign_step": 0.25, "attacker_random_start": True,
                 "attacker_memory": "none", "attacker_init": None, "update": "fused",
-                "carry_decision": True, "plain_steps": 1}  # fmt: skip
+                "carry_decision": True, "plain_steps": 0, "truncated_unroll": True}  # fmt: skip
     assert {k: config[k] for k in expected} == expected
 
 
@@ -253,7 +253,7 @@ def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
         (["--plain-steps", "-1"], "--plain-steps"),
         (["--plain-steps", "1", "--attacker-sign-step", "0"], "--plain-steps"),
         (["--plain-steps", "1", "--follower", "pgm"], "--plain-steps"),
-        (["--truncated-unroll"], "--truncated-unroll"),  # the default: one g_φ step of two
+        (["--truncated-unroll", "--plain-steps", "1"], "--truncated-unroll"),  # one g_φ call
         (["--truncated-unroll", "--follower", "pgm"], "--truncated-unroll"),
     ],
 )
@@ -287,20 +287,21 @@ def test_a_run_folder_from_before_the_levers_resumes(tmp_path: Path) -> None:
 def _levers(cfg: DROConfig | AITConfig) -> tuple:
     cfg.resolve()
     levers = cfg.update, cfg.attacker_random_start, cfg.attacker_sign_step, cfg.carry_decision
-    return (*levers, cfg.plain_steps)
+    return (*levers, cfg.plain_steps, cfg.truncated_unroll)
 
 
 def test_the_data_set_defaults_of_the_levers_apply_to_learned_followers_only() -> None:
-    assert _levers(DROConfig(follower="2-step")) == ("fused", True, 0.625, True, 1)
-    assert _levers(DROConfig(follower="pgm")) == ("alternating", False, 0.0, False, 0)
-    assert _levers(DROConfig(follower="fgsm")) == ("alternating", False, 0.0, False, 0)
-    paper = ("alternating", False, 0.0, False, 0)  # CIFAR: the paper's follower, afresh
+    assert _levers(DROConfig(follower="2-step")) == ("fused", True, 0.625, True, 0, True)
+    hand_designed = ("alternating", False, 0.0, False, 0, False)
+    assert _levers(DROConfig(follower="pgm")) == hand_designed
+    assert _levers(DROConfig(follower="fgsm")) == hand_designed
+    paper = hand_designed  # CIFAR: the paper's follower, afresh
     assert _levers(DROConfig(follower="2-step", dataset="cifar10")) == paper
-    assert _levers(AITConfig(follower="2-step")) == ("follower-first", False, 0.0, False, 0)
-    # the plain step gives way where it cannot be taken: one step only, or no sign step
-    assert _levers(DROConfig(follower="grad"))[4] == 0
-    assert _levers(DROConfig(follower="2-step", unroll=3))[4] == 1
-    assert _levers(DROConfig(follower="2-step", attacker_sign_step=0.0))[4] == 0
+    assert _levers(AITConfig(follower="2-step")) == ("follower-first", *hand_designed[1:])
+    # the truncation gives way where one g_φ call is all there is: one step, or a plain step
+    assert _levers(DROConfig(follower="grad"))[5] is False
+    assert _levers(DROConfig(follower="2-step", plain_steps=1))[5] is False
+    assert _levers(DROConfig(follower="2-step", unroll=3, plain_steps=1))[5] is True
     # an asked augmentation turns the carry default off; an asked carry refuses it
     assert _levers(DROConfig(follower="2-step", augment="crop-flip"))[3] is False
     with pytest.raises(UserError, match="--augment none"):

@@ -83,7 +83,8 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         attacker_random_start=True,
         attacker_sign_step=0.625,
         carry_decision=True,  # screen 9 and carry-b64: each example's δ carried across epochs
-        plain_steps=1,  # carry-b64: g_φ in the last step only, as robust at 0.45x PGM-10's cost
+        plain_steps=0,  # truncated-b64: g_φ in both steps, φ learning through the last one,
+        truncated_unroll=True,  # as robust as the full unroll at 0.45x PGM-10's cost
     ),
     "cifar10": dict(
         model="wrn-34-10",
@@ -101,6 +102,7 @@ _DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
         attacker_sign_step=0.0,
         carry_decision=False,  # crop-flip moves the pixels a carried δ was found for
         plain_steps=0,
+        truncated_unroll=False,
     ),
 }
 _DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
@@ -111,6 +113,7 @@ _HAND_DESIGNED = dict(
     attacker_sign_step=0.0,
     carry_decision=False,
     plain_steps=0,
+    truncated_unroll=False,
 )  # hand-designed followers: the textbook FGSM-RS and PGM-k, each start afresh
 
 
@@ -207,12 +210,13 @@ class AdversarialConfig:
     plain_steps: int | None = option(
         None,
         "How many of the K unrolled steps, the first ones, are the sign step alone, without g_φ "
-        "(needs --attacker-sign-step > 0; default: 1 of 2 on mnist5k, 0 on CIFAR and in AIT).",
+        "(needs --attacker-sign-step > 0; default: 0).",
     )
-    truncated_unroll: bool = option(
-        False,
+    truncated_unroll: bool | None = option(
+        None,
         "φ's gradient flows through the last g_φ step only; earlier g_φ steps run without a "
-        "graph, which saves their backward (needs two g_φ steps or more).",
+        "graph, which saves their backward (needs two g_φ steps or more; default: on for "
+        "learned followers on mnist5k, off on CIFAR and in AIT).",
     )
     grad_scaling: str = option(
         "sample",
@@ -269,6 +273,7 @@ class AdversarialConfig:
         choose("--dataset", self.dataset, DATASETS)
         carry_asked = self.carry_decision is not None
         plain_asked = self.plain_steps is not None
+        truncated_asked = self.truncated_unroll is not None
         self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
         d = _DATASET_DEFAULTS[self.dataset]
@@ -316,7 +321,10 @@ class AdversarialConfig:
             raise UserError(
                 "--plain-steps needs --attacker-sign-step > 0: a plain step is the sign step alone."
             )
-        if self.truncated_unroll and not (self.learned and self.unroll - self.plain_steps >= 2):
+        two_calls = self.learned and self.unroll - self.plain_steps >= 2
+        if not truncated_asked:  # the default gives way where one g_φ call is all there is
+            self.truncated_unroll = self.truncated_unroll and two_calls
+        if self.truncated_unroll and not two_calls:
             raise UserError(
                 "--truncated-unroll needs a learned follower with two g_φ steps or more "
                 "(--unroll minus --plain-steps at least 2)."
@@ -419,6 +427,7 @@ class AITConfig(AdversarialConfig):
         self.attacker_sign_step = self.attacker_sign_step or 0.0
         self.carry_decision = bool(self.carry_decision)
         self.plain_steps = self.plain_steps or 0
+        self.truncated_unroll = bool(self.truncated_unroll)
         fill_unset(self, dict(batch_size=128))  # where bench ait measured AIT and L2L-AIT
         super().resolve()
         choose("--pairing", self.pairing, tuple(m.value for m in Pairing))
