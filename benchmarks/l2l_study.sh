@@ -63,3 +63,25 @@ done
 "$PY" cli.py bench ait --methods ait,2-step --directions toward --seeds 0,1,2 \
   --levers "${AIT_LEVERS%\}}, \"carry_decision\": true, \"plain_steps\": 1}" --out runs/bench-ait-carry \
   --json benchmarks/results/bench-ait-carry.json
+# 8. the truncated unroll (φ through the last g_φ call only; the mnist5k default since): 3 seeds
+#    on validation, the test split, standard AutoAttack (into a copy of the run folders: a folder
+#    keeps one evaluation), the carried follower gap, the CIFAR-shaped per-batch cost, and AIT
+"$PY" cli.py bench l2l --grid benchmarks/l2l/truncated-b64.json --out runs/l2l-b64
+"$PY" cli.py bench dro --grid benchmarks/l2l/truncated-b64-test.json --reuse --out runs/l2l-b64 \
+  --aa apgd-ce-t --jobs 2 --json benchmarks/results/truncated-b64-test.json
+for run in pgm-10 default_carried_delta_truncated_unroll; do
+  for seed in 0 1 2; do
+    copy="runs/l2l-b64-aa/$run/seed-$seed"
+    [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-b64/$run/seed-$seed" "$copy" \
+      && rm -f "$copy/bench-eval.json"; }
+  done
+done
+"$PY" cli.py bench dro --grid benchmarks/l2l/truncated-b64-test-aa.json --reuse --out runs/l2l-b64-aa \
+  --aa standard --jobs 2 --json benchmarks/results/truncated-b64-test-aa.json
+"$PY" benchmarks/carried_gap.py runs/l2l-b64/default_carried_delta_truncated_unroll/seed-{0,1,2}
+"$PY" cli.py bench speed --attacker slim --attacker-width 0.0625 --batch-size 32 --batches 2 \
+  --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused --json benchmarks/results/speed-truncated-b32.json \
+  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}'
+"$PY" cli.py bench ait --methods 2-step --directions toward --seeds 0,1,2 \
+  --levers "${AIT_LEVERS%\}}, \"carry_decision\": true, \"truncated_unroll\": true}" \
+  --out runs/bench-ait-truncated --json benchmarks/results/bench-ait-truncated.json
