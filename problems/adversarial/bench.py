@@ -28,8 +28,9 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.norms import Norm
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
-from problems.adversarial.config import FOLLOWERS, LEGACY_VALUES, DROConfig, dataset_default
+from problems.adversarial.config import FOLLOWERS, DROConfig
 from problems.adversarial.data import load_dataset, subset
+from problems.adversarial.defaults import LEGACY_VALUES, dataset_default
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.runs import load_classifier

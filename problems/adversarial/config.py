@@ -1,19 +1,8 @@
 """Options of ``solve adversarial-dro`` and ``solve adversarial-ait``, each declared once with its
-default and help (the command line is generated from them), the data set's defaults, and the
-checks, one sentence each. ``DROConfig`` and ``AITConfig`` are siblings over the options they
-share (``AdversarialConfig``); neither builds anything (``problems.adversarial.solve`` does).
-
-Defaults (every one is written, resolved, into ``config.json``):
-- ``mnist5k`` (offline, CPU): the small CNN, ε = 0.3 in L∞ (Madry et al.'s MNIST setting) or 1.5
-  in L2 (Schott et al. 2019, Table 1's L2 threshold), SGD lr 0.05, batch 64 (the study found it
-  more robust than 128 for PGM-10 and L2L alike; AIT keeps 128), and the slim attacker
-  (Appendix B) at width 0.0625: a full-resolution Table 1 attacker costs more than the small CNN
-  it attacks (docs/architecture.md, "Known pitfalls"), and the study (README, "Results") found
-  width 0.0625 as robust as 0.125 on validation at 0.70x its training time.
-- ``cifar10`` / ``cifar100``: the paper's setting (Section 4, Appendix C): WRN-34-10, 100 epochs,
-  SGD lr 0.1, momentum 0.9, weight decay 2e-4, lr ×0.1 at epochs 30/60/90, batch 128, crop+flip;
-  attacker Adam lr 1e-3, betas (0.9, 0.999), weight decay 2e-4; ε = 0.031, PGM step 0.007 (L∞),
-  or ε = 0.5 in L2 (RobustBench's CIFAR-10 L2 radius) with PGM step 2.5 ε / k.
+default and help (the command line is generated from them), and the checks, one sentence each;
+the data sets' defaults they fill in are in ``problems.adversarial.defaults``. ``DROConfig`` and
+``AITConfig`` are siblings over the options they share (``AdversarialConfig``); neither builds
+anything (``problems.adversarial.solve`` does).
 """
 
 from __future__ import annotations
@@ -34,6 +23,13 @@ from bilevel.run import RunDir
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.ait import Direction, Pairing
 from problems.adversarial.data import DATASETS
+from problems.adversarial.defaults import (
+    DATASET_DEFAULTS,
+    HAND_DESIGNED,
+    LEGACY_VALUES,
+    check_eps,
+    dataset_default,
+)
 from problems.adversarial.models import MODEL_NAMES
 
 # --follower name -> (unrolled steps, input mode) for learned followers
@@ -47,94 +43,10 @@ LEARNED = {
 FOLLOWERS = ("none", "fgsm", "pgm", *LEARNED)
 AIT_FOLLOWERS = ("ait", *LEARNED)
 NORMS = tuple(n.value for n in Norm)
-# What a run made before an option existed did, for --resume of older run folders (an option
-# missing here and in the old config.json, such as --gap-size, does not change training).
-LEGACY_VALUES: dict[str, Any] = {
-    "leader_optimizer": "sgd",
-    "schedule": "multistep",
-    "attacker_betas": [0.9, 0.999],
-    "grad_scaling": "sample",
-    "attacker_random_start": False,
-    "attacker_memory": "none",
-    "attacker_sign_step": 0.0,
-    "attacker_init": None,
-    "norm": "linf",
-    "carry_decision": False,
-    "plain_steps": 0,
-    "truncated_unroll": False,
-}
 COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
     "train_size", "eval_size", "unroll",
 )  # fmt: skip
-
-_DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist5k": dict(
-        model="small-cnn",
-        eps=0.3,
-        l2_eps=1.5,
-        epochs=10,
-        batch_size=64,  # DRO; the study found 64 better than 128 for PGM-10 and L2L alike
-        lr=0.05,
-        attacker="slim",
-        attacker_width=0.0625,  # no fixed pgm_step_size or eval_step_size: 2.5 ε / k
-        # the learned followers' defaults chosen by the study (benchmarks/l2l, README "Results")
-        update="fused",
-        attacker_random_start=True,
-        attacker_sign_step=0.625,
-        carry_decision=True,  # screen 9 and carry-b64: each example's δ carried across epochs
-        plain_steps=0,  # truncated-b64: g_φ in both steps, φ learning through the last one,
-        truncated_unroll=True,  # as robust as the full unroll at 0.45x PGM-10's cost
-    ),
-    "cifar10": dict(
-        model="wrn-34-10",
-        eps=0.031,
-        l2_eps=0.5,
-        epochs=100,
-        batch_size=128,
-        lr=0.1,
-        attacker="cnn",
-        attacker_width=1.0,
-        pgm_step_size=0.007,
-        eval_step_size=0.003,
-        update="alternating",  # the paper's follower; the mnist5k levers are unmeasured here
-        attacker_random_start=False,
-        attacker_sign_step=0.0,
-        carry_decision=False,  # crop-flip moves the pixels a carried δ was found for
-        plain_steps=0,
-        truncated_unroll=False,
-    ),
-}
-_DATASET_DEFAULTS["cifar100"] = _DATASET_DEFAULTS["cifar10"]
-# the learned followers' options where the follower is hand-designed (no g_φ to start or step)
-_HAND_DESIGNED = dict(
-    update="alternating",
-    attacker_random_start=False,
-    attacker_sign_step=0.0,
-    carry_decision=False,
-    plain_steps=0,
-    truncated_unroll=False,
-)  # hand-designed followers: the textbook FGSM-RS and PGM-k, each start afresh
-
-
-def check_eps(eps: float, norm: Norm | str) -> float:
-    """ε as a float: in (0, 1] in L∞ (a larger ε allows any image), positive in L2; else one
-    sentence."""
-    eps, linf = float(eps), Norm(norm) is Norm.LINF
-    if not 0 < eps <= (1 if linf else float("inf")):
-        bound = "in (0, 1] (pixels are in [0, 1])" if linf else "positive"
-        raise UserError(f"--eps must be {bound}; got {eps}.")
-    return eps
-
-
-def dataset_default(dataset: str, option: str, norm: str = "linf") -> Any:
-    """The data set's default for ``option`` (e.g. "eps", "model"), as ``resolve`` fills it; ε
-    and the paper's fixed PGM and PGD steps depend on the ``norm`` too; None where the data set
-    has none (the steps: 2.5 ε / k)."""
-    d = _DATASET_DEFAULTS[dataset]
-    if norm == Norm.L2 and option in ("eps", "pgm_step_size", "eval_step_size"):
-        return d["l2_eps"] if option == "eps" else None  # L2: 2.5 ε / k
-    return d.get(option)
 
 
 @dataclass
@@ -276,13 +188,13 @@ class AdversarialConfig:
         truncated_asked = self.truncated_unroll is not None
         self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
-        d = _DATASET_DEFAULTS[self.dataset]
+        d = DATASET_DEFAULTS[self.dataset]
         plain = ("model", "attacker", "attacker_width", "epochs", "eps", "batch_size")  # ε: --norm
         fill_unset(self, {k: dataset_default(self.dataset, k, self.norm) for k in plain})
         choose("--model", self.model, MODEL_NAMES)
         choose("--follower", self.follower, self.FOLLOWER_CHOICES)
         choose("--attacker", self.attacker, ATTACKER_KINDS)
-        fill_unset(self, {k: d[k] for k in _HAND_DESIGNED} if self.learned else _HAND_DESIGNED)
+        fill_unset(self, {k: d[k] for k in HAND_DESIGNED} if self.learned else HAND_DESIGNED)
         choose("--update", self.update, tuple(m.value for m in UpdateMode))
         choose("--device", self.device, ("auto", "cpu", "cuda"))
         choose("--leader-optimizer", self.leader_optimizer, ("sgd", "adam"))

@@ -27,7 +27,6 @@ from bilevel.protocol import Batch
 from bilevel.run import RunDir
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
 from problems.adversarial.config import (
-    LEGACY_VALUES,
     AdversarialConfig,
     AITConfig,
     DROConfig,
@@ -42,6 +41,7 @@ from problems.adversarial.data import (
     num_batches,
     subset,
 )
+from problems.adversarial.defaults import LEGACY_VALUES
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy
 from problems.adversarial.followers import build_follower
