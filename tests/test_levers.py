@@ -331,3 +331,18 @@ def test_the_batch_size_default_is_64_for_dro_on_mnist5k_and_128_elsewhere() -> 
     assert DROConfig(batch_size=32).resolve().batch_size == 32
     with pytest.raises(UserError, match="--batch-size"):
         DROConfig(batch_size=0).resolve()
+
+
+def test_resuming_a_default_l2l_run_as_pgm_is_refused_as_another_configuration(
+    tmp_path: Path,
+) -> None:
+    """The learned follower's levers (fused, truncated unroll) are not inherited by PGM on
+    --resume, where they would not fit it: the refusal names the real cause."""
+    out = tmp_path / "l2l"
+    args = ["solve", "adversarial-dro", "--train-size", "32", "--eval-size", "16", "--batch-size",
+            "32", "--epochs", "2", "--gap-size", "0", "--out", str(out)]  # fmt: skip
+    first = CliRunner().invoke(app, [*args, "--interrupt-after-epoch", "1"])
+    assert first.exit_code == 0, first.output
+    assert json.loads((out / "config.json").read_text())["truncated_unroll"] is True
+    resumed = CliRunner().invoke(app, [*args, "--follower", "pgm", "--resume"])
+    assert resumed.exit_code == 2 and "another configuration" in resumed.output

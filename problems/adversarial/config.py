@@ -274,8 +274,13 @@ class AdversarialConfig:
     def inherit_unset(self, recorded: dict[str, Any]) -> AdversarialConfig:
         """For ``--resume``: every option left unset (None) takes the value the run folder
         recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run resumes
-        as it was trained even where a default has changed since; returns self."""
-        fill_unset(self, LEGACY_VALUES | recorded)
+        as it was trained even where a default has changed since; returns self. The follower's own
+        levers (``HAND_DESIGNED``'s keys) are not inherited by another follower: they may not fit
+        it, and the resume is refused as another configuration anyway."""
+        values = LEGACY_VALUES | recorded
+        if self.follower != values.get("follower"):
+            values = {k: v for k, v in values.items() if k not in HAND_DESIGNED}
+        fill_unset(self, values)
         return self
 
     def acceleration(self) -> Acceleration:
