@@ -184,7 +184,6 @@ class AdversarialConfig:
         self.dataset = self.dataset.lower()
         choose("--dataset", self.dataset, DATASETS)
         carry_asked = self.carry_decision is not None
-        plain_asked = self.plain_steps is not None
         truncated_asked = self.truncated_unroll is not None
         self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
         choose("--norm", self.norm, NORMS)
@@ -219,9 +218,6 @@ class AdversarialConfig:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.eps = check_eps(self.eps, self.norm)
         require_counts(self, COUNTS)  # before any default is computed from them
-        if not plain_asked and self.learned:  # the data set's default, where it fits
-            self.plain_steps = min(self.plain_steps, self.unroll - 1)
-            self.plain_steps = self.plain_steps if self.attacker_sign_step > 0 else 0
         if self.plain_steps != 0 and not self.learned:
             raise UserError("--plain-steps needs a learned follower, like --follower 2-step.")
         if self.learned and not 0 <= self.plain_steps < self.unroll:
