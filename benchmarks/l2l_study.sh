@@ -85,3 +85,9 @@ done
 "$PY" cli.py bench ait --methods 2-step --directions toward --seeds 0,1,2 \
   --levers "${AIT_LEVERS%\}}, \"carry_decision\": true, \"truncated_unroll\": true}" \
   --out runs/bench-ait-truncated --json benchmarks/results/bench-ait-truncated.json
+# 9. spending the cost budget: the truncated default with an 11th epoch (0.47x) or the leader's
+#    cosine schedule, and PGM-10 with the cosine schedule too (is it a follower or a leader
+#    lever?); 3 seeds on 500 validation digits, then the cosine pair on the test split
+"$PY" cli.py bench l2l --grid benchmarks/l2l/budget-b64.json --out runs/l2l-budget
+"$PY" cli.py bench dro --grid benchmarks/l2l/budget-b64-cosine-test.json --reuse --out runs/l2l-budget \
+  --aa apgd-ce-t --jobs 2 --json benchmarks/results/budget-b64-cosine-test.json
