@@ -93,12 +93,13 @@ done
   --aa apgd-ce-t --jobs 2 --json benchmarks/results/budget-b64-cosine-test.json
 # 10. two more seeds, declared before they were read: PGM-10 and the default at seeds 3 and 4 (with
 #     seeds 0-2 of step 9's folder, all trained at one commit), validation then the test split;
-#     standard AutoAttack seed by seed on copies of the folders (a folder keeps one evaluation);
+#     standard AutoAttack seed by seed on copies of the folders (a folder keeps one evaluation;
+#     seeds 3 and 4 first, as they were measured);
 #     and the carried default's sign step at 0.4ε, 0.5ε (5 seeds) and 0.75ε on validation
 "$PY" cli.py bench l2l --grid benchmarks/l2l/five-seeds-b64.json --out runs/l2l-budget
 "$PY" cli.py bench dro --grid benchmarks/l2l/five-seeds-b64.json --reuse --out runs/l2l-budget \
   --aa apgd-ce-t --jobs 2 --json benchmarks/results/five-seeds-b64-test.json
-for seed in 3 4; do
+for seed in 3 4 0 1 2; do
   for run in pgm-10 default_carried_delta_truncated_unroll; do
     copy="runs/l2l-budget-aa/$run/seed-$seed"
     [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-budget/$run/seed-$seed" "$copy" \
