@@ -105,7 +105,7 @@ for seed in 3 4 0 1 2; do
     [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-budget/$run/seed-$seed" "$copy" \
       && rm -f "$copy/bench-eval.json"; }
   done
-  "$PY" cli.py bench dro --grid "benchmarks/l2l/five-seeds-b64-aa-seed$seed.json" --reuse \
+  "$PY" cli.py bench dro --grid benchmarks/l2l/five-seeds-b64.json --seeds "$seed" --reuse \
     --out runs/l2l-budget-aa --aa standard --json "benchmarks/results/five-seeds-b64-aa-seed$seed.json"
 done
 for grid in sign-step-b64 sign-step-b64-five-seeds sign-step-0.4-b64; do
