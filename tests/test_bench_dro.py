@@ -38,6 +38,15 @@ def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path
         for run in mine:
             assert 0.0 <= run["autoattack_acc"] <= run["pgd40_acc"] + 0.25
             assert run["autoattack_acc"] <= run["clean_acc"]
+            # every example the cascade broke is one component's, so the counts add up to the
+            # drop from clean accuracy; FAB-T's and Square's part of it is aa_beyond_apgd
+            broken = run["broken_by_component"]
+            assert list(broken) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+            drop = round((run["clean_acc"] - run["autoattack_acc"]) * 8)
+            assert sum(broken.values()) == drop
+            assert run["aa_beyond_apgd"] == (broken["fab-t"] + broken["square"]) / 8
+        beyond = [r["aa_beyond_apgd"] for r in mine]
+        assert row["aa_beyond_apgd"] == pytest.approx(statistics.fmean(beyond))
     assert rows["pgm"]["ratio_to_pgm10"] == 1.0
     assert rows["grad (fused)"]["ratio_to_pgm10"] == pytest.approx(
         rows["grad (fused)"]["train_seconds"] / rows["pgm"]["train_seconds"], abs=1e-3

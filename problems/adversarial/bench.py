@@ -40,8 +40,8 @@ BENCH_EPS = 0.3  # L∞; under L2 the data set's (``dataset_default``)
 LINF_PGD40_STEP = 0.01  # PGD-40's step in L∞; 2.5 ε / 40 in L2
 HAND_DESIGNED = ("none", "fgsm", "pgm")
 METRICS = (
-    "clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "apgd_ce_t_acc", "train_seconds",
-    "train_cpu_seconds",
+    "clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "apgd_ce_t_acc", "aa_beyond_apgd",
+    "train_seconds", "train_cpu_seconds",
 )  # fmt: skip
 # AutoAttack on the test split: the standard cascade, or its two gradient components alone, which
 # broke every example FAB-T and Square did in this project's evaluations at about 1/5 of the time
@@ -80,7 +80,10 @@ def evaluate_leader(
 ) -> dict[str, float]:  # fmt: skip
     """Clean, PGD-40, if asked CW-margin PGD-40, and AutoAttack accuracy (the standard cascade,
     or ``aa_version`` "apgd-ce-t": APGD-CE + APGD-T), all in the ``norm`` ball of radius ε.
-    PGD-40's step: 0.01 in L∞, 2.5 ε / 40 in L2 (Madry et al.'s rule, as ``solve`` uses)."""
+    PGD-40's step: 0.01 in L∞, 2.5 ε / 40 in L2 (Madry et al.'s rule, as ``solve`` uses).
+    With AutoAttack, ``broken_by_component`` counts the examples each component of the cascade
+    broke; under the standard cascade ``aa_beyond_apgd`` is the accuracy FAB-T and Square took
+    after the gradient attacks, where a large share would be a sign of gradient masking."""
     norm = Norm(norm)
     step = LINF_PGD40_STEP if norm is Norm.LINF else 2.5 * eps / 40
     with torch.random.fork_rng(devices=[]):
@@ -96,6 +99,10 @@ def evaluate_leader(
         if autoattack:
             aa = AutoAttackAdapter(eps, AA_VERSIONS[aa_version], seed=seed, norm=norm)
             row[AA_KEYS[aa_version]] = run_attack(aa, model, *test).accuracy
+            row["broken_by_component"] = {c: aa.broken_by.count(c) for c in aa.components}
+            if aa_version == "standard":  # what the gradient attacks left to FAB-T and Square
+                late = sum(row["broken_by_component"][c] for c in ("fab-t", "square"))
+                row["aa_beyond_apgd"] = late / len(test[1])
     return row
 
 
