@@ -115,3 +115,9 @@ done
 for grid in sign-step-b64 sign-step-b64-five-seeds sign-step-0.4-b64; do
   "$PY" cli.py bench l2l --grid "benchmarks/l2l/$grid.json" --out runs/l2l-budget
 done
+# 11. is Square's share the carry's? The default without the carried δ at the same five seeds
+#     (validation), then APGD-CE + APGD-T and Square on what they leave, on the test split, for
+#     those runs and, as the check, the default's seed 3 (the standard cascade gave 18 to Square)
+"$PY" cli.py bench l2l --grid benchmarks/l2l/no-carry-b64-five-seeds.json --out runs/l2l-budget
+"$PY" benchmarks/square_share.py runs/l2l-budget/default_carried_delta_truncated_unroll/seed-3 \
+  runs/l2l-budget/default_without_the_carry/seed-{0,1,2,3} --json benchmarks/results/square-share.json
