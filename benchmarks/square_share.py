@@ -4,8 +4,8 @@
 
 For each run folder (trained by ``solve adversarial-dro``), attacks its best-on-validation leader
 on the whole test split with AutoAttack's APGD-CE, APGD-T and then Square (Andriushchenko et al.
-2020, 5000 queries) on what both APGD attacks left, the standard cascade without FAB-T (which
-broke at most one digit a run in this project's measurements, at a third of the cascade's time).
+2020, 5000 queries) on what both APGD attacks left: the standard cascade without FAB-T, which
+broke at most one digit a run where ``bench dro`` counted it (README, "What FAB-T and Square add").
 Prints, per run, the accuracy after APGD-CE + APGD-T and the digits Square broke beyond it:
 examples a gradient-free search breaks and a gradient one does not are the mark of gradients that
 mislead (Athalye et al. 2018; Croce & Hein 2020).
@@ -33,13 +33,14 @@ CASCADE = ("apgd-ce", "apgd-t", "square")
 
 
 def square_share(run_dir: Path) -> dict[str, float | int | str]:
-    """One run's clean and APGD-CE + APGD-T accuracy and the digits Square broke after them."""
-    cfg = DROConfig.from_dict(read_config(run_dir))
+    """One run's APGD-CE + APGD-T accuracy, the digits Square broke after them, and the accuracy
+    left after all three."""
+    cfg = DROConfig.as_trained(read_config(run_dir))
     x, y = load_dataset(cfg.dataset, cfg.data_dir).test
     model = load_classifier(run_dir).model
     attack = AutoAttackAdapter(cfg.eps, CASCADE, seed=cfg.seed, norm=cfg.norm)
     result = run_attack(attack, model, x, y)
-    broken = {c: attack.broken_by.count(c) for c in CASCADE}
+    broken = attack.broken_counts()
     after_apgd = result.accuracy + broken["square"] / len(y)
     return {"run": str(run_dir), "apgd_ce_t_acc": after_apgd, "square_broke": broken["square"],
             "apgd_ce_t_square_acc": result.accuracy}  # fmt: skip

@@ -77,7 +77,7 @@ def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
 def evaluate_leader(
     model: nn.Module, eps: float, test: tuple[torch.Tensor, torch.Tensor], seed: int,
     autoattack: bool, cw: bool = False, aa_version: str = "standard", norm: Norm | str = Norm.LINF,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     """Clean, PGD-40, if asked CW-margin PGD-40, and AutoAttack accuracy (the standard cascade,
     or ``aa_version`` "apgd-ce-t": APGD-CE + APGD-T), all in the ``norm`` ball of radius ε.
     PGD-40's step: 0.01 in L∞, 2.5 ε / 40 in L2 (Madry et al.'s rule, as ``solve`` uses).
@@ -99,14 +99,14 @@ def evaluate_leader(
         if autoattack:
             aa = AutoAttackAdapter(eps, AA_VERSIONS[aa_version], seed=seed, norm=norm)
             row[AA_KEYS[aa_version]] = run_attack(aa, model, *test).accuracy
-            row["broken_by_component"] = {c: aa.broken_by.count(c) for c in aa.components}
+            row["broken_by_component"] = aa.broken_counts()
             if aa_version == "standard":  # what the gradient attacks left to FAB-T and Square
                 late = sum(row["broken_by_component"][c] for c in ("fab-t", "square"))
                 row["aa_beyond_apgd"] = late / len(test[1])
     return row
 
 
-def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool, str]) -> dict[str, float]:
+def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool, str]) -> dict[str, Any]:
     """One finished run's test row (in this process, or in a worker of ``run_bench``)."""
     options, run_dir, eval_size, autoattack, cw, aa_version = job
     # a run folder keeps its test row, so a bench stopped during its (long) evaluations and

@@ -38,8 +38,9 @@ GRADIENT_FREE = ("square",)
 class AutoAttackAdapter(Attack):
     """The standard AutoAttack cascade (or a sub-list of its components, for quick tests).
 
-    After ``perturb``, ``broken_by`` holds, per example of the last call, the component that
-    broke it ("" if none did), and ``warnings`` the package's warnings.
+    After ``perturb``, ``broken_by`` holds, per example of every call so far (``run_attack``'s
+    batches, in order), the component that broke it ("" if none did), and ``warnings`` the
+    package's warnings.
     """
 
     name = "autoattack"
@@ -98,6 +99,10 @@ class AutoAttackAdapter(Attack):
             "square_queries": attack.square.n_queries,
             "square_p_init": attack.square.p_init,
         }
+
+    def broken_counts(self) -> dict[str, int]:
+        """How many examples each component broke, over every call so far, in cascade order."""
+        return {c: self.broken_by.count(c) for c in self.components}
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         attack = self._build(model, x.device)

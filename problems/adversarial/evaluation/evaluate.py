@@ -219,7 +219,7 @@ def _attack_entry(attack: Attack, result: AttackResult) -> dict[str, Any]:
         "correct": _bits(result.correct),
     }
     if isinstance(attack, AutoAttackAdapter):
-        entry["broken_by_component"] = {c: attack.broken_by.count(c) for c in attack.components}
+        entry["broken_by_component"] = attack.broken_counts()
         entry["package_warnings"] = attack.warnings
     return entry
 
