@@ -7,6 +7,14 @@ act like many. A problem with per-example decisions (a perturbation δ_i of each
 ``CarriedDecisions``; the training loop tells it which examples the next batch holds (``select``),
 the problem's ``init_follower`` starts from the carried decisions (``start``) and its ``end_step``
 stores the follower's answer (``remember``). The first visit of an example starts as usual.
+
+``restart`` p > 0 starts a random fraction p of each batch's examples afresh all the same, drawn
+anew at every visit (as FAT and ATTA-style methods re-seed some perturbations): a carried δ that
+only ever climbs the gradient may settle where gradients look but a gradient-free search does
+not, and a fresh start now and then makes the follower find such points again. ``jitter`` α > 0
+starts every carried example near its carried δ instead: δ_i + α·z0_i, where z0 is the fresh
+start (a uniform draw in the ε-ball under a random start), so each visit climbs from a slightly
+different point; the follower projects the sum back into Z.
 """
 
 from __future__ import annotations
@@ -22,10 +30,14 @@ from bilevel import distributed
 class CarriedDecisions:
     """The last decision z_i of each of ``size`` training examples, for the next visit's start."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, restart: float = 0.0, jitter: float = 0.0) -> None:
         if size < 1:
             raise ValueError(f"CarriedDecisions needs at least one example; got {size}.")
-        self.size = size
+        if not 0 <= restart <= 1:
+            raise ValueError(f"the restarted fraction must be in [0, 1]; got {restart}.")
+        if jitter < 0:
+            raise ValueError(f"the jitter must be at least 0; got {jitter}.")
+        self.size, self.restart, self.jitter = size, restart, jitter
         self.store: Tensor | None = None  # (size, *z_i.shape), made at the first remember
         self.seen: Tensor | None = None  # (size,) bool: whether z_i was stored yet
         self.indices: Tensor | None = None  # the examples of the current batch
@@ -35,12 +47,17 @@ class CarriedDecisions:
         self.indices = indices
 
     def start(self, z0: Tensor) -> Tensor:
-        """The follower's start: the carried z_i where example i was seen before, else z0_i."""
+        """The follower's start: the carried z_i where example i was seen before (and is not one
+        of the ``restart`` fraction drawn afresh this visit), plus ``jitter``·z0_i; else z0_i."""
         if self.indices is None or self.store is None or self.seen is None:
             return z0
         idx = self.indices.to(self.store.device)
-        seen = self.seen[idx].to(z0.device).view(-1, *([1] * (z0.dim() - 1)))
-        return torch.where(seen, self.store[idx].to(z0), z0)
+        seen = self.seen[idx].to(z0.device)
+        if self.restart > 0:  # no draw at 0, so the plain carry's random stream is unchanged
+            seen = seen & (torch.rand(len(seen), device=seen.device) >= self.restart)
+        seen = seen.view(-1, *([1] * (z0.dim() - 1)))
+        carried = self.store[idx].to(z0)
+        return torch.where(seen, carried + self.jitter * z0 if self.jitter else carried, z0)
 
     def remember(self, z: Tensor) -> None:
         """Store the follower's answer z (one row per example of the selected batch; under torchrun,

@@ -44,6 +44,44 @@ def test_unseen_examples_start_fresh_and_seen_ones_where_they_stopped() -> None:
         carried.remember(torch.zeros(3, 1, 2, 2))
 
 
+@pytest.mark.parametrize("restart", [0.0, 0.25, 1.0])
+def test_a_restart_fraction_starts_that_share_of_seen_examples_afresh(restart: float) -> None:
+    """--carry-restart p: of 4,000 seen examples about p start at z0, the rest at their carried
+    δ; p = 0 is the plain carry and p = 1 is no carry at all."""
+    torch.manual_seed(0)
+    carried = CarriedDecisions(4000, restart)
+    carried.select(torch.arange(4000))
+    carried.remember(torch.full((4000, 1), 0.2))
+    starts = carried.start(torch.zeros(4000, 1))
+    fresh = (starts == 0).float().mean().item()
+    assert bool(((starts == 0) | torch.isclose(starts, torch.tensor(0.2))).all())
+    assert fresh == pytest.approx(restart, abs=0.025)  # binomial sd at p = 0.25: 0.007
+    with pytest.raises(ValueError, match="fraction"):
+        CarriedDecisions(4, 1.5)
+
+
+def test_a_jittered_carried_start_moves_by_alpha_times_the_fresh_start() -> None:
+    """--carry-jitter α: a seen example starts at δ_i + α·z0_i, an unseen one at z0_i."""
+    carried = CarriedDecisions(3, jitter=0.5)
+    carried.select(torch.tensor([0, 1]))
+    carried.remember(torch.tensor([[0.2], [-0.1]]))
+    carried.select(torch.tensor([0, 2]))
+    start = carried.start(torch.tensor([[0.1], [0.3]]))
+    assert torch.allclose(start, torch.tensor([[0.25], [0.3]]))
+    with pytest.raises(ValueError, match="jitter"):
+        CarriedDecisions(3, jitter=-1.0)
+
+
+def test_carry_restart_refuses_values_outside_0_1_and_runs_without_the_carry() -> None:
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        DROConfig(carry_restart=-0.1).resolve()
+    with pytest.raises(UserError, match="--carry-decision"):
+        DROConfig(follower="pgm", carry_restart=0.5).resolve()
+    assert DROConfig(carry_restart=0.5).resolve().carry_restart == 0.5  # mnist5k L2L: carried
+    with pytest.raises(UserError, match="--carry-jitter needs --carry-decision"):
+        DROConfig(follower="fgsm", carry_jitter=0.5).resolve()
+
+
 def _linear_two_class() -> nn.Module:
     """Two classes: ∇_x CE = (p_1 − [y = 1]) (w_1 − w_0), whose sign never changes with δ."""
     torch.manual_seed(0)

@@ -155,6 +155,16 @@ class AdversarialConfig:
         "et al. 2020), not afresh; needs --augment none (default: on for learned followers on "
         "mnist5k, off for hand-designed ones, on CIFAR and in AIT).",
     )
+    carry_restart: float = option(
+        0.0,
+        "Under --carry-decision, the fraction of each batch's examples that start afresh anyway, "
+        "drawn at every visit (0: every seen example starts from its carried δ).",
+    )
+    carry_jitter: float = option(
+        0.0,
+        "Under --carry-decision, each carried δ starts at δ + α·z0, z0 the fresh (random) start, "
+        "so each visit climbs from a nearby point (0: exactly at the carried δ).",
+    )
     train_size: int | None = option(None, "Use only the first N training examples.")
     select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
     eval_pgd_steps: int = option(20, "PGD-k on the test split for the final table.")
@@ -257,6 +267,16 @@ class AdversarialConfig:
                 "--carry-decision needs --augment none: a carried δ fits only its example's "
                 "uncropped, unflipped image."
             )
+        if not 0 <= self.carry_restart <= 1:
+            raise UserError(f"--carry-restart must be in [0, 1]; got {self.carry_restart}.")
+        if self.carry_jitter < 0:
+            raise UserError(f"--carry-jitter must be at least 0; got {self.carry_jitter}.")
+        for name in ("carry_restart", "carry_jitter"):
+            if vars(self)[name] > 0 and not self.carry_decision:
+                flag = "--" + name.replace("_", "-")
+                raise UserError(
+                    f"{flag} needs --carry-decision: it changes where carried δs start."
+                )
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
             if not (value := vars(self)[name]) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")

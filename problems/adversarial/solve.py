@@ -168,7 +168,7 @@ def _experiment(
         train = tuple(t.to(device) for t in train)
 
     if carried := cfg.carry_decision:
-        problem.carried = CarriedDecisions(len(train[0]))
+        problem.carried = CarriedDecisions(len(train[0]), cfg.carry_restart, cfg.carry_jitter)
 
     def train_batches(epoch: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
