@@ -121,3 +121,8 @@ done
 "$PY" cli.py bench l2l --grid benchmarks/l2l/no-carry-b64-five-seeds.json --out runs/l2l-budget
 "$PY" benchmarks/square_share.py runs/l2l-budget/default_carried_delta_truncated_unroll/seed-3 \
   runs/l2l-budget/default_without_the_carry/seed-{0,1,2,3} --json benchmarks/results/square-share.json
+# 12. two levers aimed at the carry's Square share, 5 seeds on validation: a quarter of each
+#     batch's carried δ restarted at random, and every carried δ jittered by half a random start
+for grid in carry-restart-b64-five-seeds carry-jitter-b64-five-seeds; do
+  "$PY" cli.py bench l2l --grid "benchmarks/l2l/$grid.json" --out runs/l2l-budget
+done
