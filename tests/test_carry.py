@@ -147,6 +147,26 @@ def test_a_carrying_run_records_the_lever_and_resumes_exactly(tmp_path: Path) ->
     assert metrics_without_time(runs["fresh"]) != metrics_without_time(runs["unbroken"])
 
 
+def test_a_jittered_carry_resumes_without_its_options_repeated(tmp_path: Path) -> None:
+    """--resume without the carry's levers continues a run trained with --carry-restart and
+    --carry-jitter: the folder's values are taken (not the defaults of 0), and the run ends as an
+    unbroken one."""
+    args = ["solve", "adversarial-dro", "--train-size", "64", "--eval-size", "16", "--batch-size",
+            "32", "--epochs", "2", "--gap-size", "0", "--follower", "pgm", "--pgm-steps", "1",
+            "--attacker-random-start"]  # fmt: skip
+    levers = ["--carry-decision", "--carry-restart", "0.5", "--carry-jitter", "0.5"]
+    unbroken, stopped = tmp_path / "unbroken", tmp_path / "stopped"
+    done = CliRunner().invoke(app, [*args, *levers, "--out", str(unbroken)])
+    assert done.exit_code == 0, done.output
+    cut = [*args, *levers, "--out", str(stopped), "--interrupt-after-epoch", "1"]
+    assert CliRunner().invoke(app, cut).exit_code == 0
+    resumed = CliRunner().invoke(app, [*args, "--out", str(stopped), "--resume"])  # no levers
+    assert resumed.exit_code == 0, resumed.output
+    config = json.loads((stopped / "config.json").read_text())
+    assert (config["carry_restart"], config["carry_jitter"]) == (0.5, 0.5)
+    assert metrics_without_time(stopped) == metrics_without_time(unbroken)
+
+
 class StaysAtStart(HandDesigned):
     """A follower that takes no step: z = Π(z0)."""
 

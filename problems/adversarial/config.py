@@ -155,13 +155,13 @@ class AdversarialConfig:
         "et al. 2020), not afresh; needs --augment none (default: on for learned followers on "
         "mnist5k, off for hand-designed ones, on CIFAR and in AIT).",
     )
-    carry_restart: float = option(
-        0.0,
+    carry_restart: float | None = option(
+        None,
         "Under --carry-decision, the fraction of each batch's examples that start afresh anyway, "
         "drawn at every visit (0: every seen example starts from its carried δ).",
     )
-    carry_jitter: float = option(
-        0.0,
+    carry_jitter: float | None = option(
+        None,
         "Under --carry-decision, each carried δ starts at δ + α·z0, z0 the fresh (random) start, "
         "so each visit climbs from a nearby point (0: exactly at the carried δ).",
     )
@@ -267,6 +267,9 @@ class AdversarialConfig:
                 "--carry-decision needs --augment none: a carried δ fits only its example's "
                 "uncropped, unflipped image."
             )
+        fill_unset(
+            self, dict(carry_restart=0.0, carry_jitter=0.0)
+        )  # unset: --resume takes the folder's
         if not 0 <= self.carry_restart <= 1:
             raise UserError(f"--carry-restart must be in [0, 1]; got {self.carry_restart}.")
         if self.carry_jitter < 0:

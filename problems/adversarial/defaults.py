@@ -38,6 +38,8 @@ LEGACY_VALUES: dict[str, Any] = {
     "attacker_init": None,
     "norm": "linf",
     "carry_decision": False,
+    "carry_restart": 0.0,
+    "carry_jitter": 0.0,
     "plain_steps": 0,
     "truncated_unroll": False,
 }
