@@ -126,3 +126,19 @@ done
 for grid in carry-restart-b64-five-seeds carry-jitter-b64-five-seeds; do
   "$PY" cli.py bench l2l --grid "benchmarks/l2l/$grid.json" --out runs/l2l-budget
 done
+# 13. two more seeds of PGM-10 and the default, declared before they were trained (5 and 6):
+#     validation, then standard AutoAttack on copies of the folders, then all seven from the
+#     folders' cached rows (validation and test)
+for seed in 5 6; do
+  "$PY" cli.py bench l2l --grid "benchmarks/l2l/seed-$seed-b64.json" --out runs/l2l-budget
+  for run in pgm-10 default_carried_delta_truncated_unroll; do
+    copy="runs/l2l-budget-aa/$run/seed-$seed"
+    [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-budget/$run/seed-$seed" "$copy" \
+      && rm -f "$copy/bench-eval.json"; }
+  done
+done
+"$PY" cli.py bench dro --grid benchmarks/l2l/seven-seeds-b64.json --seeds 5,6 --reuse \
+  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/seeds-5-6-b64-aa.json
+"$PY" cli.py bench l2l --grid benchmarks/l2l/seven-seeds-b64.json --out runs/l2l-budget
+"$PY" cli.py bench dro --grid benchmarks/l2l/seven-seeds-b64.json --seeds 0,1,2,3,4,5,6 --reuse \
+  --out runs/l2l-budget-aa --aa standard --json benchmarks/results/seven-seeds-b64-aa.json
