@@ -11,10 +11,9 @@ stores the follower's answer (``remember``). The first visit of an example start
 ``restart`` p > 0 starts a random fraction p of each batch's examples afresh all the same, drawn
 anew at every visit: a carried δ that only ever climbs the gradient may settle where gradients
 look but a gradient-free search does not, and a fresh start now and then makes the follower find
-such points again. ``jitter`` α > 0
-starts every carried example near its carried δ instead: δ_i + α·z0_i, where z0 is the fresh
-start (a uniform draw in the ε-ball under a random start), so each visit climbs from a slightly
-different point; the follower projects the sum back into Z.
+such points again. ``jitter`` α > 0 starts every carried example near its carried δ instead:
+δ_i + α·z0_i, where z0 is the fresh start (a uniform draw in the ε-ball under a random start), so
+each visit climbs from a slightly different point; the follower projects the sum back into Z.
 """
 
 from __future__ import annotations

@@ -80,6 +80,8 @@ def test_carry_restart_refuses_values_outside_0_1_and_runs_without_the_carry() -
     assert DROConfig(carry_restart=0.5).resolve().carry_restart == 0.5  # mnist5k L2L: carried
     with pytest.raises(UserError, match="--carry-jitter needs --carry-decision"):
         DROConfig(follower="fgsm", carry_jitter=0.5).resolve()
+    with pytest.raises(UserError, match="--attacker-random-start"):  # z0 = 0: nothing to jitter by
+        DROConfig(carry_jitter=0.5, attacker_random_start=False).resolve()
 
 
 def _linear_two_class() -> nn.Module:

@@ -267,9 +267,8 @@ class AdversarialConfig:
                 "--carry-decision needs --augment none: a carried δ fits only its example's "
                 "uncropped, unflipped image."
             )
-        fill_unset(
-            self, dict(carry_restart=0.0, carry_jitter=0.0)
-        )  # unset: --resume takes the folder's
+        # unset until here, so that --resume takes the folder's values
+        fill_unset(self, dict(carry_restart=0.0, carry_jitter=0.0))
         if not 0 <= self.carry_restart <= 1:
             raise UserError(f"--carry-restart must be in [0, 1]; got {self.carry_restart}.")
         if self.carry_jitter < 0:
@@ -326,6 +325,11 @@ class DROConfig(AdversarialConfig):
     def resolve(self) -> DROConfig:
         super().resolve()
         check_update(self.update, self.learned, zero_sum=True)
+        if self.carry_jitter > 0 and self.learned and not self.attacker_random_start:
+            raise UserError(
+                "--carry-jitter needs --attacker-random-start: it moves the carried δ by a "
+                "fraction of the random start, which is zero without it."
+            )
         return self
 
 
