@@ -142,3 +142,17 @@ done
 "$PY" cli.py bench l2l --grid benchmarks/l2l/seven-seeds-b64.json --out runs/l2l-budget
 "$PY" cli.py bench dro --grid benchmarks/l2l/seven-seeds-b64.json --seeds 0,1,2,3,4,5,6 --reuse \
   --out runs/l2l-budget-aa --aa standard --json benchmarks/results/seven-seeds-b64-aa.json
+# 14. seeds 7 and 8, the last two (declared before training): as step 13, nine seeds in all
+for seed in 7 8; do
+  "$PY" cli.py bench l2l --grid "benchmarks/l2l/seed-$seed-b64.json" --out runs/l2l-budget
+  for run in pgm-10 default_carried_delta_truncated_unroll; do
+    copy="runs/l2l-budget-aa/$run/seed-$seed"
+    [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-budget/$run/seed-$seed" "$copy" \
+      && rm -f "$copy/bench-eval.json"; }
+  done
+done
+"$PY" cli.py bench dro --grid benchmarks/l2l/nine-seeds-b64.json --seeds 7,8 --reuse \
+  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/seeds-7-8-b64-aa.json
+"$PY" cli.py bench l2l --grid benchmarks/l2l/nine-seeds-b64.json --out runs/l2l-budget
+"$PY" cli.py bench dro --grid benchmarks/l2l/nine-seeds-b64.json --seeds 0,1,2,3,4,5,6,7,8 --reuse \
+  --out runs/l2l-budget-aa --aa standard --json benchmarks/results/nine-seeds-b64-aa.json
