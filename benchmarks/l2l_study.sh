@@ -15,6 +15,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+RUNS_FOR_AA="pgm-10 default_carried_delta_truncated_unroll"
+# copy_for_aa FROM TO SEED: PGM-10's and the default's run of SEED from FROM into TO, without its
+# cached test row (a folder keeps one evaluation, so standard AutoAttack gets copies)
+copy_for_aa() {
+  local run copy
+  for run in $RUNS_FOR_AA; do
+    copy="$2/$run/seed-$3"
+    [ -d "$copy" ] || { mkdir -p "$2/$run" && cp -r "$1/$run/seed-$3" "$copy" && rm -f "$copy/bench-eval.json"; }
+  done
+}
 AIT_LEVERS='{"attacker_random_start": true, "attacker_sign_step": 0.625, "attacker_width": 0.125}'  # AIT cannot fuse (not zero-sum)
 "$PY" cli.py bench l2l --grid benchmarks/l2l/screen.json --out runs/l2l-screen
 "$PY" cli.py bench l2l --grid benchmarks/l2l/final.json --out runs/l2l-final
@@ -69,13 +79,7 @@ done
 "$PY" cli.py bench l2l --grid benchmarks/l2l/truncated-b64.json --out runs/l2l-b64
 "$PY" cli.py bench dro --grid benchmarks/l2l/truncated-b64-test.json --reuse --out runs/l2l-b64 \
   --aa apgd-ce-t --jobs 2 --json benchmarks/results/truncated-b64-test.json
-for run in pgm-10 default_carried_delta_truncated_unroll; do
-  for seed in 0 1 2; do
-    copy="runs/l2l-b64-aa/$run/seed-$seed"
-    [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-b64/$run/seed-$seed" "$copy" \
-      && rm -f "$copy/bench-eval.json"; }
-  done
-done
+for seed in 0 1 2; do copy_for_aa runs/l2l-b64 runs/l2l-b64-aa "$seed"; done
 "$PY" cli.py bench dro --grid benchmarks/l2l/truncated-b64-test-aa.json --reuse --out runs/l2l-b64-aa \
   --aa standard --jobs 2 --json benchmarks/results/truncated-b64-test-aa.json
 "$PY" benchmarks/carried_gap.py runs/l2l-b64/default_carried_delta_truncated_unroll/seed-{0,1,2}
@@ -102,11 +106,7 @@ done
 "$PY" cli.py bench dro --grid benchmarks/l2l/five-seeds-b64.json --reuse --out runs/l2l-budget \
   --aa apgd-ce-t --jobs 2 --json benchmarks/results/five-seeds-b64-test.json
 for seed in 3 4 0 1 2; do
-  for run in pgm-10 default_carried_delta_truncated_unroll; do
-    copy="runs/l2l-budget-aa/$run/seed-$seed"
-    [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-budget/$run/seed-$seed" "$copy" \
-      && rm -f "$copy/bench-eval.json"; }
-  done
+  copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"
   "$PY" cli.py bench dro --grid benchmarks/l2l/five-seeds-b64.json --seeds "$seed" --reuse \
     --out runs/l2l-budget-aa --aa standard --json "benchmarks/results/five-seeds-b64-aa-seed$seed.json"
 done
@@ -131,11 +131,7 @@ done
 #     folders' cached rows (validation and test)
 for seed in 5 6; do
   "$PY" cli.py bench l2l --grid "benchmarks/l2l/seed-$seed-b64.json" --out runs/l2l-budget
-  for run in pgm-10 default_carried_delta_truncated_unroll; do
-    copy="runs/l2l-budget-aa/$run/seed-$seed"
-    [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-budget/$run/seed-$seed" "$copy" \
-      && rm -f "$copy/bench-eval.json"; }
-  done
+  copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"
 done
 "$PY" cli.py bench dro --grid benchmarks/l2l/seven-seeds-b64.json --seeds 5,6 --reuse \
   --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/seeds-5-6-b64-aa.json
@@ -145,11 +141,7 @@ done
 # 14. seeds 7 and 8, the last two (declared before training): as step 13, nine seeds in all
 for seed in 7 8; do
   "$PY" cli.py bench l2l --grid "benchmarks/l2l/seed-$seed-b64.json" --out runs/l2l-budget
-  for run in pgm-10 default_carried_delta_truncated_unroll; do
-    copy="runs/l2l-budget-aa/$run/seed-$seed"
-    [ -d "$copy" ] || { mkdir -p "$(dirname "$copy")" && cp -r "runs/l2l-budget/$run/seed-$seed" "$copy" \
-      && rm -f "$copy/bench-eval.json"; }
-  done
+  copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"
 done
 "$PY" cli.py bench dro --grid benchmarks/l2l/nine-seeds-b64.json --seeds 7,8 --reuse \
   --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/seeds-7-8-b64-aa.json
