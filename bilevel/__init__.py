@@ -9,18 +9,15 @@ into a run folder.
 from bilevel import distributed
 from bilevel.errors import UserError
 from bilevel.experiment import Experiment, run_experiment
-from bilevel.followers import (
-    Follower,
-    GradientAscent,
+from bilevel.followers import Follower, GradientAscent, NoFollower, SignGradientAscent
+from bilevel.hypergradients import Hypergradient, hypergradient, hypergradient_step
+from bilevel.learned_follower import (
     GradientScaling,
     InputMode,
     LearnedFollower,
     Memory,
-    NoFollower,
-    SignGradientAscent,
     normalise_per_sample,
 )
-from bilevel.hypergradients import Hypergradient, hypergradient, hypergradient_step
 from bilevel.loop import JointTrainer, UpdateMode, reverse_gradient
 from bilevel.norms import Norm
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower

@@ -23,7 +23,8 @@ from bilevel.acceleration import Acceleration
 from bilevel.decisions import detach
 from bilevel.distributed import unwrap
 from bilevel.errors import UserError
-from bilevel.followers import Follower, LearnedFollower
+from bilevel.followers import Follower
+from bilevel.learned_follower import LearnedFollower
 from bilevel.protocol import Batch, BilevelProblem
 
 

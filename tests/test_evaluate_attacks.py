@@ -10,7 +10,7 @@ from evaluate_helpers import digits_head as split_head
 from evaluate_helpers import train_mlp
 from helpers import TinyConvAttacker
 
-from bilevel.followers import LearnedFollower
+from bilevel.learned_follower import LearnedFollower
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.evaluation.attacks import (
     CarliniWagnerLinf,

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from bilevel import LearnedFollower, SignGradientAscent
 from bilevel.errors import UserError
-from bilevel.followers import GradientScaling, Memory
+from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.protocol import follower_gradient
 from bilevel.run import atomic_torch_save
 from cli import app

@@ -15,7 +15,7 @@ from torch.optim import Optimizer, lr_scheduler
 
 from bilevel.acceleration import Acceleration
 from bilevel.errors import UserError, require_counts
-from bilevel.followers import GradientScaling, Memory
+from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
 from bilevel.options import choose, fill_unset, option

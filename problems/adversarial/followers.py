@@ -4,7 +4,8 @@ run's configuration (``DROConfig`` or ``AITConfig``), in the run's threat model 
 from __future__ import annotations
 
 from bilevel.errors import UserError
-from bilevel.followers import Follower, LearnedFollower, NoFollower, SignGradientAscent
+from bilevel.followers import Follower, NoFollower, SignGradientAscent
+from bilevel.learned_follower import LearnedFollower
 from bilevel.run import RunDir, load_checkpoint
 from learned_optimizers import build_attacker, start_at_zero
 from problems.adversarial.config import LEARNED, AdversarialConfig

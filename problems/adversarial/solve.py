@@ -21,7 +21,8 @@ from bilevel import distributed
 from bilevel.acceleration import keep_freed_memory
 from bilevel.carry import CarriedDecisions
 from bilevel.experiment import Experiment, run_experiment, seed_everything
-from bilevel.followers import Follower, LearnedFollower
+from bilevel.followers import Follower
+from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
 from bilevel.run import RunDir

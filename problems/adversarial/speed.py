@@ -24,7 +24,7 @@ import torch
 
 from bilevel.acceleration import Acceleration, keep_freed_memory
 from bilevel.errors import UserError, require_counts
-from bilevel.followers import LearnedFollower
+from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.run import atomic_write_text
 from problems.adversarial.config import DROConfig, resolve_device

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from bilevel.errors import UserError
-from bilevel.followers import Follower, LearnedFollower, SignGradientAscent
+from bilevel.followers import Follower, SignGradientAscent
+from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
 from problems.adversarial.dro import AdversarialDRO, ImageBatch
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from bilevel.errors import UserError
-from bilevel.followers import LearnedFollower
+from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
 from bilevel.options import choose
 from bilevel.run import RunDir, load_checkpoint

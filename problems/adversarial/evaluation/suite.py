@@ -25,7 +25,7 @@ from pathlib import Path
 from torch import nn
 
 from bilevel.errors import UserError
-from bilevel.followers import LearnedFollower
+from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
 from problems.adversarial.evaluation.attacks import (
     Attack,
