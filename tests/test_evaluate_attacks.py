@@ -13,9 +13,7 @@ from helpers import TinyConvAttacker
 from bilevel.learned_follower import LearnedFollower
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.evaluation.attacks import (
-    CarliniWagnerLinf,
     FollowerAttack,
-    RandomNoise,
     TransferAttack,
     cw_margin,
     fgsm_attack,
@@ -23,6 +21,7 @@ from problems.adversarial.evaluation.attacks import (
     run_attack,
 )
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
+from problems.adversarial.evaluation.noise_and_cw import CarliniWagnerLinf, RandomNoise
 
 N = 24
 

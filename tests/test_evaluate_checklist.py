@@ -9,9 +9,10 @@ import torch
 from evaluate_helpers import digits_head, train_mlp
 
 from problems.adversarial.evaluation import checklist as cl
-from problems.adversarial.evaluation.attacks import RandomNoise, fgsm_attack, pgd_attack
+from problems.adversarial.evaluation.attacks import fgsm_attack, pgd_attack
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.evaluate import EvalOptions, evaluate_model
+from problems.adversarial.evaluation.noise_and_cw import RandomNoise
 from problems.adversarial.evaluation.suite import SuiteOptions
 
 N, EPS = 24, 0.2

@@ -29,14 +29,13 @@ from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
 from problems.adversarial.evaluation.attacks import (
     Attack,
-    CarliniWagnerLinf,
     FollowerAttack,
-    RandomNoise,
     TransferAttack,
     fgsm_attack,
     pgd_attack,
 )
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
+from problems.adversarial.evaluation.noise_and_cw import CarliniWagnerLinf, RandomNoise
 
 APGD = "apgd-ce-t"  # AutoAttack's APGD-CE + APGD-T, the default's strongest attack
 DEFAULT = (APGD, "fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", "noise")
