@@ -1,0 +1,122 @@
+"""Two methods trained at the same seeds, compared seed by seed (README, "Results").
+
+Reads what ``bench dro --reuse`` and ``bench l2l`` cached in each run folder, ``FAMILY/seed-S``:
+``bench-eval.json`` (test split: clean, standard AutoAttack, and ``aa_beyond_apgd``, the accuracy
+FAB-T and Square took after APGD-CE + APGD-T), ``study-eval.json`` (validation APGD-CE + APGD-T)
+and ``results.json`` (training CPU seconds). Prints mean ± std of each method and the paired
+difference B − A: its mean, its standard error (std / √n) and on how many seeds B is ahead.
+The APGD-CE + APGD-T column is the standard cascade's accuracy plus what FAB-T and Square took
+(the cascade's APGD part is the same deterministic attack); for a run attacked before
+``aa_beyond_apgd`` was recorded, it is read from the same run's APGD-CE + APGD-T evaluation,
+``APGD_ROOT/FAMILY/seed-S/bench-eval.json`` (``--apgd-root``).
+
+    python benchmarks/paired_seeds.py runs/l2l-budget-aa/pgm-10 \
+        runs/l2l-budget-aa/default_carried_delta_truncated_unroll --seeds 0,1,2,3,4,5,6,7,8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+FIELDS = {  # column: how to read it from a run folder's cached files
+    "val APGD-CE+T": lambda f: f["study"]["val_apgd_ce_t_acc"],
+    "test clean": lambda f: f["row"]["clean_acc"],
+    "test APGD-CE+T": lambda f: f["apgd"],
+    "test AutoAttack": lambda f: f["row"]["autoattack_acc"],
+    "train CPU s": lambda f: f["results"]["train_cpu_seconds"],
+}
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise SystemExit(f"{path} is missing: run bench dro --reuse / bench l2l on it first.")
+    return json.loads(path.read_text())
+
+
+def read_run(folder: Path, apgd_root: Path | None) -> dict[str, float]:
+    """One run folder's figures, by column; a missing file is one sentence."""
+    files = {
+        "row": _read(folder / "bench-eval.json")["row"],
+        "study": _read(folder / "study-eval.json"),
+        "results": _read(folder / "results.json"),
+    }
+    row = files["row"]
+    if "aa_beyond_apgd" in row:
+        files["apgd"] = row["autoattack_acc"] + row["aa_beyond_apgd"]
+    elif apgd_root is None:
+        raise SystemExit(f"{folder} has no aa_beyond_apgd; give --apgd-root for its APGD figure.")
+    else:
+        other = apgd_root / folder.parent.name / folder.name / "bench-eval.json"
+        files["apgd"] = _read(other)["row"]["apgd_ce_t_acc"]
+    return {column: float(read(files)) for column, read in FIELDS.items()}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1), as ``bench dro`` reports them."""
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+    return mean, math.sqrt(var)
+
+
+def compare(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per column: both methods' mean ± std and the paired difference b − a."""
+    out = {}
+    for column in FIELDS:
+        xs, ys = [r[column] for r in a], [r[column] for r in b]
+        diffs = [y - x for x, y in zip(xs, ys, strict=True)]
+        d_mean, d_std = mean_std(diffs)
+        out[column] = {
+            "a_mean": mean_std(xs)[0],
+            "a_std": mean_std(xs)[1],
+            "b_mean": mean_std(ys)[0],
+            "b_std": mean_std(ys)[1],
+            "diff_mean": d_mean,
+            "diff_se": d_std / math.sqrt(len(diffs)),
+            "b_ahead": sum(d > 0 for d in diffs),
+            "a_per_seed": xs,
+            "b_per_seed": ys,
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("a", type=Path, help="the reference method's folder of seed-S runs")
+    parser.add_argument("b", type=Path, help="the compared method's folder of seed-S runs")
+    parser.add_argument("--seeds", required=True, help="comma-separated, e.g. 0,1,2")
+    parser.add_argument("--apgd-root", type=Path, help="where older runs' APGD-CE + APGD-T is")
+    parser.add_argument("--json", type=Path, help="also write the comparison here")
+    args = parser.parse_args(argv)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        parser.exit(2, f"--seeds must be comma-separated integers; got {args.seeds!r}.\n")
+    runs = [
+        [read_run(family / f"seed-{s}", args.apgd_root) for s in seeds]
+        for family in (args.a, args.b)
+    ]
+    result = compare(*runs)
+    print(f"{len(seeds)} seeds; A = {args.a.name}, B = {args.b.name}")
+    for column, r in result.items():
+        print(
+            f"{column:16s} A {r['a_mean']:.4f} ± {r['a_std']:.4f}   B {r['b_mean']:.4f} ± "
+            f"{r['b_std']:.4f}   B − A {r['diff_mean']:+.4f} (SE {r['diff_se']:.4f}; "
+            f"B ahead on {r['b_ahead']} of {len(seeds)})"
+        )
+        print(f"{'':16s} A {[round(v, 3) for v in r['a_per_seed']]}")
+        print(f"{'':16s} B {[round(v, 3) for v in r['b_per_seed']]}")
+    if args.json:
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(
+            json.dumps({"seeds": seeds, "a": str(args.a), "b": str(args.b)} | result, indent=1)
+        )
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""benchmarks/paired_seeds.py: the seed-by-seed comparison the README's nine-seed table quotes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location(
+        "paired_seeds", ROOT / "benchmarks" / "paired_seeds.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder: Path, aa: float, clean: float = 0.97, beyond: float | None = 0.01) -> None:
+    folder.mkdir(parents=True)
+    row = {"autoattack_acc": aa, "clean_acc": clean}
+    if beyond is not None:
+        row["aa_beyond_apgd"] = beyond
+    (folder / "bench-eval.json").write_text(json.dumps({"row": row}))
+    (folder / "study-eval.json").write_text(json.dumps({"val_apgd_ce_t_acc": aa + 0.02}))
+    (folder / "results.json").write_text(json.dumps({"train_cpu_seconds": 100.0}))
+
+
+def test_the_paired_difference_its_standard_error_and_the_apgd_column(tmp_path, capsys) -> None:
+    script = load_script()
+    a_acc, b_acc = [0.70, 0.75, 0.80], [0.73, 0.76, 0.85]  # differences 3, 1 and 5 points
+    for s, (a, b) in enumerate(zip(a_acc, b_acc, strict=True)):
+        write_run(tmp_path / "a" / f"seed-{s}", a)
+        write_run(tmp_path / "b" / f"seed-{s}", b, beyond=0.02)
+    out = tmp_path / "cmp.json"
+    assert (
+        script.main(
+            [str(tmp_path / "a"), str(tmp_path / "b"), "--seeds", "0,1,2", "--json", str(out)]
+        )
+        == 0
+    )
+    aa = json.loads(out.read_text())["test AutoAttack"]
+    assert aa["diff_mean"] == pytest.approx(0.03)
+    assert aa["diff_se"] == pytest.approx(0.02 / math.sqrt(3))  # std of (3, 1, 5) points is 2
+    assert aa["b_ahead"] == 3 and aa["a_std"] == pytest.approx(0.05)
+    apgd = json.loads(out.read_text())["test APGD-CE+T"]
+    assert apgd["a_per_seed"] == pytest.approx(
+        [0.71, 0.76, 0.81]
+    )  # AutoAttack + what FAB/Square took
+    assert apgd["diff_mean"] == pytest.approx(0.04)
+    assert "B ahead on 3 of 3" in capsys.readouterr().out
+
+
+def test_an_older_run_takes_its_apgd_figure_from_the_apgd_root_or_says_it_cannot(tmp_path) -> None:
+    script = load_script()
+    write_run(tmp_path / "aa" / "m" / "seed-0", 0.70, beyond=None)
+    with pytest.raises(SystemExit, match="--apgd-root"):
+        script.read_run(tmp_path / "aa" / "m" / "seed-0", None)
+    older = tmp_path / "apgd" / "m" / "seed-0"
+    older.mkdir(parents=True)
+    (older / "bench-eval.json").write_text(json.dumps({"row": {"apgd_ce_t_acc": 0.72}}))
+    assert (
+        script.read_run(tmp_path / "aa" / "m" / "seed-0", tmp_path / "apgd")["test APGD-CE+T"]
+        == 0.72
+    )
