@@ -5,7 +5,8 @@
 For each run folder (trained by ``solve adversarial-dro``), attacks its best-on-validation leader
 on the whole test split with AutoAttack's APGD-CE, APGD-T and then Square (Andriushchenko et al.
 2020, 5000 queries) on what both APGD attacks left: the standard cascade without FAB-T, which
-broke at most one digit a run where ``bench dro`` counted it (README, "What FAB-T and Square add").
+broke at most one digit a run where ``bench dro`` counted it (docs/results.md, "What FAB-T and
+Square add").
 Prints, per run, the accuracy after APGD-CE + APGD-T and the digits Square broke beyond it:
 examples a gradient-free search breaks and a gradient one does not are the mark of gradients that
 mislead (Athalye et al. 2018; Croce & Hein 2020).

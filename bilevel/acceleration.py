@@ -1,14 +1,14 @@
 """Speed levers of the joint training step (paper Table 3's cost), each an option, none changing
 the maths: the channels_last memory format, bf16 autocast, and ``torch.compile``.
 
-Measured with ``cli.py bench speed`` (README, "Speed"): channels_last made every method faster on
-CPU for PreAct ResNet-18 and the Table 1 attacker; bf16 autocast needs no loss scaling (bf16 has
+Measured with ``cli.py bench speed`` (docs/results.md, "Cost per training step"): channels_last
+made every method faster on CPU for PreAct ResNet-18 and the Table 1 attacker; bf16 autocast needs no loss scaling (bf16 has
 float32's exponent range), so one code path serves CPU and GPU.
 
 On CPU one lever is below PyTorch: glibc serves every block above 32 MiB (a batch-128 activation
 of the attacker is 33.5 MiB) with a fresh ``mmap`` and unmaps it on free, so each step page-faults
 and zeroes its largest tensors again. ``keep_freed_memory`` makes glibc reuse them instead (the
-``MALLOC_MMAP_MAX_=0`` setting, applied at run time); measured in the README.
+``MALLOC_MMAP_MAX_=0`` setting, applied at run time); measured in docs/results.md.
 """
 
 from __future__ import annotations

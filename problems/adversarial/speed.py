@@ -50,7 +50,7 @@ class SpeedConfig:
     rounds: int = 3  # interleaved rounds; the median over rounds is reported
     device: str = "auto"
     amp: bool = False  # bf16 autocast
-    channels_last: bool = True  # measured faster for every method (README, "Speed")
+    channels_last: bool = True  # measured faster for every method (docs/results.md)
     compile: bool = False  # torch.compile of the leader and the attacker
     methods: tuple[str, ...] = METHODS  # any of METHODS, and pgm-K for another K
     levers: dict[str, Any] = field(default_factory=dict)  # DROConfig options of learned ones
