@@ -159,3 +159,10 @@ done
 for lever in carry-betas carry-delta-memory; do
   "$PY" cli.py bench l2l --grid "benchmarks/l2l/$lever-b64-five-seeds.json" --out runs/l2l-budget
 done
+# 16. FGSM-RS under standard AutoAttack at batch 64 (the README's table had only its APGD-CE +
+#     APGD-T): seeds 0-2 trained at this commit beside the cached default, then attacked on copies
+RUNS_FOR_AA="fgsm"
+"$PY" cli.py bench l2l --grid benchmarks/l2l/fgsm-rs-b64-aa.json --out runs/l2l-budget
+for seed in 0 1 2; do copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"; done
+"$PY" cli.py bench dro --grid benchmarks/l2l/fgsm-rs-b64-aa.json --seeds 0,1,2 --reuse \
+  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/fgsm-rs-b64-aa.json
