@@ -165,4 +165,4 @@ RUNS_FOR_AA="fgsm"
 "$PY" cli.py bench l2l --grid benchmarks/l2l/fgsm-rs-b64-aa.json --out runs/l2l-budget
 for seed in 0 1 2; do copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"; done
 "$PY" cli.py bench dro --grid benchmarks/l2l/fgsm-rs-b64-aa.json --seeds 0,1,2 --reuse \
-  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/fgsm-rs-b64-aa.json
+  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/fgsm-rs-b64-test-aa.json
