@@ -22,6 +22,11 @@ import math
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bilevel.files import atomic_write_text  # noqa: E402
+from problems.adversarial.bench import mean_std  # noqa: E402
+
 FIELDS = {  # column: how to read it from a run folder's cached files
     "val APGD-CE+T": lambda f: f["study"]["val_apgd_ce_t_acc"],
     "test clean": lambda f: f["row"]["clean_acc"],
@@ -55,25 +60,18 @@ def read_run(folder: Path, apgd_root: Path | None) -> dict[str, float]:
     return {column: float(read(files)) for column, read in FIELDS.items()}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n − 1), as ``bench dro`` reports them."""
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-    return mean, math.sqrt(var)
-
-
 def compare(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     """Per column: both methods' mean ± std and the paired difference b − a."""
     out = {}
     for column in FIELDS:
         xs, ys = [r[column] for r in a], [r[column] for r in b]
         diffs = [y - x for x, y in zip(xs, ys, strict=True)]
-        d_mean, d_std = mean_std(diffs)
+        (a_mean, a_std), (b_mean, b_std), (d_mean, d_std) = map(mean_std, (xs, ys, diffs))
         out[column] = {
-            "a_mean": mean_std(xs)[0],
-            "a_std": mean_std(xs)[1],
-            "b_mean": mean_std(ys)[0],
-            "b_std": mean_std(ys)[1],
+            "a_mean": a_mean,
+            "a_std": a_std,
+            "b_mean": b_mean,
+            "b_std": b_std,
             "diff_mean": d_mean,
             "diff_se": d_std / math.sqrt(len(diffs)),
             "b_ahead": sum(d > 0 for d in diffs),
@@ -110,11 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':16s} A {[round(v, 3) for v in r['a_per_seed']]}")
         print(f"{'':16s} B {[round(v, 3) for v in r['b_per_seed']]}")
     if args.json:
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
-        tmp.write_text(
-            json.dumps({"seeds": seeds, "a": str(args.a), "b": str(args.b)} | result, indent=1)
-        )
-        tmp.replace(args.json)
+        header = {"seeds": seeds, "a": str(args.a), "b": str(args.b)}
+        atomic_write_text(args.json, json.dumps(header | result, indent=1))
     return 0
 
 
