@@ -25,6 +25,18 @@ copy_for_aa() {
     [ -d "$copy" ] || { mkdir -p "$2/$run" && cp -r "$1/$run/seed-$3" "$copy" && rm -f "$copy/bench-eval.json"; }
   done
 }
+# attack_new_seeds GRID JSON SEED...: train PGM-10 and the default at each declared SEED
+# (benchmarks/l2l/seed-SEED-b64.json), copy the runs for standard AutoAttack, attack them (GRID
+# names both; JSON gets the new seeds' table)
+attack_new_seeds() {
+  local grid="$1" json="$2" seed; shift 2
+  for seed in "$@"; do
+    "$PY" cli.py bench l2l --grid "benchmarks/l2l/seed-$seed-b64.json" --out runs/l2l-budget
+    copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"
+  done
+  "$PY" cli.py bench dro --grid "$grid" --seeds "$(IFS=,; echo "$*")" --reuse \
+    --out runs/l2l-budget-aa --aa standard --jobs 2 --json "$json"
+}
 AIT_LEVERS='{"attacker_random_start": true, "attacker_sign_step": 0.625, "attacker_width": 0.125}'  # AIT cannot fuse (not zero-sum)
 "$PY" cli.py bench l2l --grid benchmarks/l2l/screen.json --out runs/l2l-screen
 "$PY" cli.py bench l2l --grid benchmarks/l2l/final.json --out runs/l2l-final
@@ -129,22 +141,12 @@ done
 # 13. two more seeds of PGM-10 and the default, declared before they were trained (5 and 6):
 #     validation, then standard AutoAttack on copies of the folders, then all seven from the
 #     folders' cached rows (validation and test)
-for seed in 5 6; do
-  "$PY" cli.py bench l2l --grid "benchmarks/l2l/seed-$seed-b64.json" --out runs/l2l-budget
-  copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"
-done
-"$PY" cli.py bench dro --grid benchmarks/l2l/seven-seeds-b64.json --seeds 5,6 --reuse \
-  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/seeds-5-6-b64-aa.json
+attack_new_seeds benchmarks/l2l/seven-seeds-b64.json benchmarks/results/seeds-5-6-b64-aa.json 5 6
 "$PY" cli.py bench l2l --grid benchmarks/l2l/seven-seeds-b64.json --out runs/l2l-budget
 "$PY" cli.py bench dro --grid benchmarks/l2l/seven-seeds-b64.json --seeds 0,1,2,3,4,5,6 --reuse \
   --out runs/l2l-budget-aa --aa standard --json benchmarks/results/seven-seeds-b64-aa.json
 # 14. seeds 7 and 8, the last two (declared before training): as step 13, nine seeds in all
-for seed in 7 8; do
-  "$PY" cli.py bench l2l --grid "benchmarks/l2l/seed-$seed-b64.json" --out runs/l2l-budget
-  copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"
-done
-"$PY" cli.py bench dro --grid benchmarks/l2l/nine-seeds-b64.json --seeds 7,8 --reuse \
-  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/seeds-7-8-b64-aa.json
+attack_new_seeds benchmarks/l2l/nine-seeds-b64.json benchmarks/results/seeds-7-8-b64-aa.json 7 8
 "$PY" cli.py bench l2l --grid benchmarks/l2l/nine-seeds-b64.json --out runs/l2l-budget
 "$PY" cli.py bench dro --grid benchmarks/l2l/nine-seeds-b64.json --seeds 0,1,2,3,4,5,6,7,8 --reuse \
   --out runs/l2l-budget-aa --aa standard --json benchmarks/results/nine-seeds-b64-aa.json
@@ -161,8 +163,7 @@ for lever in carry-betas carry-delta-memory; do
 done
 # 16. FGSM-RS under standard AutoAttack at batch 64 (the README's table had only its APGD-CE +
 #     APGD-T): seeds 0-2 trained at this commit beside the cached default, then attacked on copies
-RUNS_FOR_AA="fgsm"
 "$PY" cli.py bench l2l --grid benchmarks/l2l/fgsm-rs-b64-aa.json --out runs/l2l-budget
-for seed in 0 1 2; do copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"; done
+for seed in 0 1 2; do RUNS_FOR_AA=fgsm copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"; done
 "$PY" cli.py bench dro --grid benchmarks/l2l/fgsm-rs-b64-aa.json --seeds 0,1,2 --reuse \
   --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/fgsm-rs-b64-test-aa.json
