@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from bilevel.errors import UserError
+
 
 @dataclass(frozen=True)
 class Acceleration:
@@ -59,6 +61,16 @@ class Acceleration:
             return
         with torch.autocast(device.type, dtype=torch.bfloat16):
             yield
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: auto (a CUDA GPU where one is visible, else the CPU), cpu, or cuda (refused
+    in one sentence where no GPU is visible)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, <malloc.h>

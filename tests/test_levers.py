@@ -17,10 +17,11 @@ from bilevel.protocol import follower_gradient
 from bilevel.run import atomic_torch_save
 from cli import app
 from learned_optimizers import build_attacker, start_at_zero
-from problems.adversarial.config import AITConfig, DROConfig, leader_optimizer, lr_schedule
+from problems.adversarial.config import AITConfig, DROConfig
 from problems.adversarial.data import dataset_info
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.followers import build_follower
+from problems.adversarial.leader import leader_optimizer, lr_schedule
 from problems.adversarial.models import SmallCNN
 
 EPS = 0.3

@@ -1,5 +1,6 @@
 """Options of ``solve adversarial-dro`` and ``solve adversarial-ait``, each declared once with its
-default and help (the command line is generated from them), and the checks, one sentence each;
+default and help (the command line is generated from them), and the checks, one sentence each
+(those of the learned follower's levers and of the carried δ in ``problems.adversarial.checks``);
 the data sets' defaults they fill in are in ``problems.adversarial.defaults``. ``DROConfig`` and
 ``AITConfig`` are siblings over the options they share (``AdversarialConfig``); neither builds
 anything (``problems.adversarial.solve`` does).
@@ -11,7 +12,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import torch
-from torch.optim import Optimizer, lr_scheduler
 
 from bilevel.acceleration import Acceleration
 from bilevel.errors import UserError, require_counts
@@ -19,9 +19,9 @@ from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
 from bilevel.options import choose, fill_unset, option
-from bilevel.run import RunDir
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.ait import Direction, Pairing
+from problems.adversarial.checks import check_attacker_levers, check_carry
 from problems.adversarial.data import DATASETS
 from problems.adversarial.defaults import (
     DATASET_DEFAULTS,
@@ -210,43 +210,13 @@ class AdversarialConfig:
         choose("--schedule", self.schedule, ("multistep", "constant", "cosine"))
         choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
         choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
-        betas = self.attacker_betas = [float(b) for b in self.attacker_betas]
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise UserError(
-                f"--attacker-betas takes two numbers in [0, 1), like 0.9,0.999; got {betas}."
-            )
-        if self.attacker_sign_step < 0:
-            raise UserError(f"--attacker-sign-step must be >= 0; got {self.attacker_sign_step}.")
         if self.learned and self.unroll is None:
             self.unroll = LEARNED[self.follower][0]
-        if (init := self.attacker_init) is not None and not RunDir(init).last_checkpoint.is_file():
-            raise UserError(
-                f"--attacker-init: {init} holds no last.pt to warm-start g_φ from; "
-                "give the folder of a finished L2L run."
-            )
         if self.device == "auto":  # config.json records the device the run used
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.eps = check_eps(self.eps, self.norm)
         require_counts(self, COUNTS)  # before any default is computed from them
-        if self.plain_steps != 0 and not self.learned:
-            raise UserError("--plain-steps needs a learned follower, like --follower 2-step.")
-        if self.learned and not 0 <= self.plain_steps < self.unroll:
-            raise UserError(
-                f"--plain-steps must be at least 0 and below --unroll ({self.unroll}): one step "
-                f"at least calls g_φ; got {self.plain_steps}."
-            )
-        if self.plain_steps > 0 and not self.attacker_sign_step > 0:
-            raise UserError(
-                "--plain-steps needs --attacker-sign-step > 0: a plain step is the sign step alone."
-            )
-        two_calls = self.learned and self.unroll - self.plain_steps >= 2
-        if not truncated_asked:  # the default gives way where one g_φ call is all there is
-            self.truncated_unroll = self.truncated_unroll and two_calls
-        if self.truncated_unroll and not two_calls:
-            raise UserError(
-                "--truncated-unroll needs a learned follower with two g_φ steps or more "
-                "(--unroll minus --plain-steps at least 2)."
-            )
+        check_attacker_levers(self, truncated_asked)
         cifar = self.dataset != "mnist5k"
         lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3  # Adam's: 1e-3
         fill_unset(self, dict(eps_warmup=0 if cifar else self.epochs // 3, lr=lr))
@@ -260,25 +230,7 @@ class AdversarialConfig:
             self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
-        if self.carry_decision and self.augment != "none" and not carry_asked:
-            self.carry_decision = False  # the default gives way to an asked augmentation
-        if self.carry_decision and self.augment != "none":
-            raise UserError(
-                "--carry-decision needs --augment none: a carried δ fits only its example's "
-                "uncropped, unflipped image."
-            )
-        # unset until here, so that --resume takes the folder's values
-        fill_unset(self, dict(carry_restart=0.0, carry_jitter=0.0))
-        if not 0 <= self.carry_restart <= 1:
-            raise UserError(f"--carry-restart must be in [0, 1]; got {self.carry_restart}.")
-        if self.carry_jitter < 0:
-            raise UserError(f"--carry-jitter must be at least 0; got {self.carry_jitter}.")
-        for name in ("carry_restart", "carry_jitter"):
-            if vars(self)[name] > 0 and not self.carry_decision:
-                flag = "--" + name.replace("_", "-")
-                raise UserError(
-                    f"{flag} needs --carry-decision: it changes where carried δs start."
-                )
+        check_carry(self, carry_asked)
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
             if not (value := vars(self)[name]) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
@@ -376,28 +328,3 @@ class AITConfig(AdversarialConfig):
             raise UserError(f"--eps-y must be in [0, 1]; got {self.eps_y}.")
         check_update(self.update, self.learned, zero_sum=False)
         return self
-
-
-def leader_optimizer(cfg: AdversarialConfig, params: Any) -> Optimizer:
-    """``--leader-optimizer``: SGD with momentum (the paper) or Adam, weight decay for both."""
-    if cfg.leader_optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def lr_schedule(cfg: AdversarialConfig, optimizer: Optimizer) -> lr_scheduler.LRScheduler:
-    """``--schedule``, stepped once per epoch: ×0.1 at ``milestones``, constant, or cosine
-    annealing to zero over ``epochs``."""
-    if cfg.schedule == "constant":
-        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-    if cfg.schedule == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return lr_scheduler.MultiStepLR(optimizer, cfg.milestones, gamma=0.1)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)

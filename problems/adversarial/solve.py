@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from bilevel import distributed
-from bilevel.acceleration import keep_freed_memory
+from bilevel.acceleration import keep_freed_memory, resolve_device
 from bilevel.carry import CarriedDecisions
 from bilevel.experiment import Experiment, run_experiment, seed_everything
 from bilevel.followers import Follower
@@ -27,14 +27,7 @@ from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
 from bilevel.run import RunDir
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
-from problems.adversarial.config import (
-    AdversarialConfig,
-    AITConfig,
-    DROConfig,
-    leader_optimizer,
-    lr_schedule,
-    resolve_device,
-)
+from problems.adversarial.config import AdversarialConfig, AITConfig, DROConfig
 from problems.adversarial.data import (
     DatasetInfo,
     iterate_batches,
@@ -47,6 +40,7 @@ from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy
 from problems.adversarial.followers import build_follower
 from problems.adversarial.gap import carried_gap, follower_gap
+from problems.adversarial.leader import leader_optimizer, lr_schedule
 from problems.adversarial.models import build_model
 from problems.adversarial.perturbation import Perturbation
 from problems.adversarial.report import gap_notes, panels

@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from bilevel.acceleration import Acceleration, keep_freed_memory
+from bilevel.acceleration import Acceleration, keep_freed_memory, resolve_device
 from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.run import atomic_write_text
-from problems.adversarial.config import DROConfig, resolve_device
+from problems.adversarial.config import DROConfig
 from problems.adversarial.data import DatasetInfo
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.followers import build_follower

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bilevel.acceleration import resolve_device
 from bilevel.errors import UserError, require_counts
 from bilevel.norms import Norm
 from bilevel.paths import check_output_folder
 from bilevel.run import RunDir
-from problems.adversarial.config import LEARNED, resolve_device
+from problems.adversarial.config import LEARNED
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation import checklist as cl
 from problems.adversarial.evaluation.attacks import (

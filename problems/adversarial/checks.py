@@ -1,0 +1,74 @@
+"""The checks of ``AdversarialConfig.resolve`` for the learned follower's levers and for the
+carried decision (ATTA), each a sentence saying what to change; some fill a default that gives
+way to another asked option. Called from ``resolve`` where the options they read are filled."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bilevel.errors import UserError
+from bilevel.options import fill_unset
+from bilevel.run import RunDir
+
+if TYPE_CHECKING:
+    from problems.adversarial.config import AdversarialConfig
+
+
+def check_attacker_levers(cfg: AdversarialConfig, truncated_asked: bool) -> None:
+    """φ's Adam betas, the sign step s·ε, the warm start of φ, and the unrolled steps (K of Eq. 7):
+    how many are plain sign steps, and whether φ's gradient is truncated to the last g_φ call
+    (on by default, off where one g_φ call is all there is unless ``truncated_asked``)."""
+    betas = cfg.attacker_betas = [float(b) for b in cfg.attacker_betas]
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise UserError(
+            f"--attacker-betas takes two numbers in [0, 1), like 0.9,0.999; got {betas}."
+        )
+    if cfg.attacker_sign_step < 0:
+        raise UserError(f"--attacker-sign-step must be >= 0; got {cfg.attacker_sign_step}.")
+    if (init := cfg.attacker_init) is not None and not RunDir(init).last_checkpoint.is_file():
+        raise UserError(
+            f"--attacker-init: {init} holds no last.pt to warm-start g_φ from; "
+            "give the folder of a finished L2L run."
+        )
+    if cfg.plain_steps != 0 and not cfg.learned:
+        raise UserError("--plain-steps needs a learned follower, like --follower 2-step.")
+    if cfg.learned and not 0 <= cfg.plain_steps < cfg.unroll:
+        raise UserError(
+            f"--plain-steps must be at least 0 and below --unroll ({cfg.unroll}): one step "
+            f"at least calls g_φ; got {cfg.plain_steps}."
+        )
+    if cfg.plain_steps > 0 and not cfg.attacker_sign_step > 0:
+        raise UserError(
+            "--plain-steps needs --attacker-sign-step > 0: a plain step is the sign step alone."
+        )
+    two_calls = cfg.learned and cfg.unroll - cfg.plain_steps >= 2
+    if not truncated_asked:  # the default gives way where one g_φ call is all there is
+        cfg.truncated_unroll = cfg.truncated_unroll and two_calls
+    if cfg.truncated_unroll and not two_calls:
+        raise UserError(
+            "--truncated-unroll needs a learned follower with two g_φ steps or more "
+            "(--unroll minus --plain-steps at least 2)."
+        )
+
+
+def check_carry(cfg: AdversarialConfig, carry_asked: bool) -> None:
+    """``--carry-decision`` (each example's δ starts from its last one, ATTA) needs unaugmented
+    images: the default gives way to an asked augmentation unless ``carry_asked``; its restart
+    fraction and jitter are filled here (so that ``--resume`` takes the folder's) and checked."""
+    if cfg.carry_decision and cfg.augment != "none" and not carry_asked:
+        cfg.carry_decision = False  # the default gives way to an asked augmentation
+    if cfg.carry_decision and cfg.augment != "none":
+        raise UserError(
+            "--carry-decision needs --augment none: a carried δ fits only its example's "
+            "uncropped, unflipped image."
+        )
+    # unset until here, so that --resume takes the folder's values
+    fill_unset(cfg, dict(carry_restart=0.0, carry_jitter=0.0))
+    if not 0 <= cfg.carry_restart <= 1:
+        raise UserError(f"--carry-restart must be in [0, 1]; got {cfg.carry_restart}.")
+    if cfg.carry_jitter < 0:
+        raise UserError(f"--carry-jitter must be at least 0; got {cfg.carry_jitter}.")
+    for name in ("carry_restart", "carry_jitter"):
+        if vars(cfg)[name] > 0 and not cfg.carry_decision:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} needs --carry-decision: it changes where carried δs start.")
