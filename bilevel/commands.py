@@ -1,0 +1,87 @@
+"""What every command of ``cli.py`` shares: one sentence and an exit code for every known way to
+stop (``user_errors``), tables on the terminal, typer options that are not a run's configuration,
+and the parsing of comma-separated lists. Knows nothing of any problem; the commands themselves
+live beside their problems (``problems.adversarial.commands``, ``problems.imitation.commands``).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from bilevel import report
+from bilevel.distributed import leave_process_group
+from bilevel.errors import Stopped, UserError
+from bilevel.options import parse_list
+from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
+
+console = Console()
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every known way for a command to stop, as one line on stderr and an exit code: a
+    ``UserError`` exits 2 (any other exception is a bug and keeps its traceback); a run stopped by SIGINT or SIGTERM
+    (``Stopped``, or ``Interrupted`` outside a training loop) exits 130 or 143."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with signals_raise():
+                return command(*args, **kwargs)
+        except UserError as err:
+            message, code = f"error: {err}", 2
+        except Stopped as stop:
+            message, code = str(stop), stop.exit_code
+        except Interrupted as err:
+            message, code = f"Stopped by {err.name}; {INTERRUPTED_KEEPS}", err.exit_code
+        if message:
+            print(message, file=sys.stderr)
+        leave_process_group()  # the run's DDP wrappers went with the exception
+        raise typer.Exit(code)
+
+    return wrapper
+
+
+def print_table(title: str, rows: list[dict[str, Any]], keys: tuple[str, ...] = ()) -> None:
+    """``rows`` under ``title``, only their ``keys`` where given."""
+    report.print_table(console, title, [{k: r[k] for k in keys} for r in rows] if keys else rows)
+
+
+class Shared:
+    """typer options that are not a run's configuration, shared by several commands (a run's
+    options come from its configuration dataclass, ``bilevel.options.with_options``)."""
+
+    train_size = typer.Option(None, help="Use only the first N training examples.")
+    eval_size = typer.Option(None, help="Use only the first N validation and test examples.")
+    resume = typer.Option(False, help="Continue the run in --out where it stopped.")
+    interrupt_after_epoch = typer.Option(None, hidden=True)
+    json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``--seeds``: comma-separated integers (one sentence, exit 2, otherwise)."""
+    return parse_list("seeds", text, int, "0,1,2")
+
+
+def split_names(text: str) -> list[str]:
+    """A comma-separated option as a list of names."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def print_solved(
+    results: dict[str, Any] | None, title: str, out: Path, interrupted: int | None, plot: str
+) -> None:
+    """A solve command's results and run folder (``plot`` its curves), or how to go on after
+    ``--interrupt-after-epoch``."""
+    if results is None:  # stopped on purpose, or a torchrun process other than rank 0
+        if interrupted is not None:
+            console.print(f"stopped after epoch {interrupted}; continue with --resume")
+        return
+    print_table(title, [results])
+    console.print(f"run folder: {out} (report.md, {plot}, metrics.jsonl)")
