@@ -4,7 +4,10 @@ Reads what ``bench dro --reuse`` and ``bench l2l`` cached in each run folder, ``
 ``bench-eval.json`` (test split: clean, standard AutoAttack, and ``aa_beyond_apgd``, the accuracy
 FAB-T and Square took after APGD-CE + APGD-T), ``study-eval.json`` (validation APGD-CE + APGD-T)
 and ``results.json`` (training CPU seconds). Prints mean ± std of each method and the paired
-difference B − A: its mean, its standard error (std / √n) and on how many seeds B is ahead.
+difference B − A: its mean, its standard error (std / √n), on how many seeds B is ahead, and
+Student's t with n − 1 degrees of freedom: the two-sided p of "no difference" and the 95%
+interval. With ``--margin M`` (e.g. 0.02, issue 11's +2 points) it adds the seeds a paired study
+with this spread would need to put the mean two standard errors from M: (2 std / |mean − M|)².
 The APGD-CE + APGD-T column is the standard cascade's accuracy plus what FAB-T and Square took
 (the cascade's APGD part is the same deterministic attack); for a run attacked before
 ``aa_beyond_apgd`` was recorded, it is read from the same run's APGD-CE + APGD-T evaluation,
@@ -22,6 +25,8 @@ import math
 import sys
 from pathlib import Path
 
+from scipy import stats
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bilevel.files import atomic_write_text  # noqa: E402
@@ -34,6 +39,8 @@ FIELDS = {  # column: how to read it from a run folder's cached files
     "test AutoAttack": lambda f: f["row"]["autoattack_acc"],
     "train CPU s": lambda f: f["results"]["train_cpu_seconds"],
 }
+
+ROBUST = ("val APGD-CE+T", "test APGD-CE+T", "test AutoAttack")  # where --margin applies
 
 
 def _read(path: Path) -> dict:
@@ -60,8 +67,35 @@ def read_run(folder: Path, apgd_root: Path | None) -> dict[str, float]:
     return {column: float(read(files)) for column, read in FIELDS.items()}
 
 
-def compare(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Per column: both methods' mean ± std and the paired difference b − a."""
+def paired_t(diffs: list[float], margin: float | None = None) -> dict[str, float]:
+    """Student's t on paired differences (n − 1 degrees of freedom): t and the two-sided p of a
+    zero mean, the 95% interval of the mean, and with ``margin`` the seeds that would put the
+    mean two standard errors from it at this spread (None where the mean sits on it)."""
+    n = len(diffs)
+    mean, std = mean_std(diffs)
+    se = std / math.sqrt(n)
+    if se > 0:
+        t = mean / se
+    else:  # every seed the same difference: certain, unless that difference is zero
+        t = math.copysign(math.inf, mean) if mean else 0.0
+    half = stats.t.ppf(0.975, n - 1) * se
+    out = {
+        "diff_t": t,
+        "diff_p_two_sided": float(2 * stats.t.sf(abs(t), n - 1)),
+        "diff_ci95": [mean - half, mean + half],
+    }
+    if margin is not None:
+        gap = abs(mean - margin)
+        out["margin"] = margin
+        out["seeds_for_2se_at_margin"] = math.ceil((2 * std / gap) ** 2 - 1e-9) if gap else None
+    return out
+
+
+def compare(
+    a: list[dict[str, float]], b: list[dict[str, float]], margin: float | None = None
+) -> dict[str, dict[str, float]]:
+    """Per column: both methods' mean ± std and the paired difference b − a (``paired_t``; the
+    margin only for the robust-accuracy columns, ``ROBUST``)."""
     out = {}
     for column in FIELDS:
         xs, ys = [r[column] for r in a], [r[column] for r in b]
@@ -75,6 +109,7 @@ def compare(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, d
             "diff_mean": d_mean,
             "diff_se": d_std / math.sqrt(len(diffs)),
             "b_ahead": sum(d > 0 for d in diffs),
+            **paired_t(diffs, margin if column in ROBUST else None),
             "a_per_seed": xs,
             "b_per_seed": ys,
         }
@@ -87,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", type=Path, help="the compared method's folder of seed-S runs")
     parser.add_argument("--seeds", required=True, help="comma-separated, e.g. 0,1,2")
     parser.add_argument("--apgd-root", type=Path, help="where older runs' APGD-CE + APGD-T is")
+    parser.add_argument("--margin", type=float, help="a target for B − A, e.g. 0.02")
     parser.add_argument("--json", type=Path, help="also write the comparison here")
     args = parser.parse_args(argv)
     try:
@@ -97,13 +133,23 @@ def main(argv: list[str] | None = None) -> int:
         [read_run(family / f"seed-{s}", args.apgd_root) for s in seeds]
         for family in (args.a, args.b)
     ]
-    result = compare(*runs)
+    result = compare(*runs, margin=args.margin)
     print(f"{len(seeds)} seeds; A = {args.a.name}, B = {args.b.name}")
     for column, r in result.items():
         print(
             f"{column:16s} A {r['a_mean']:.4f} ± {r['a_std']:.4f}   B {r['b_mean']:.4f} ± "
             f"{r['b_std']:.4f}   B − A {r['diff_mean']:+.4f} (SE {r['diff_se']:.4f}; "
             f"B ahead on {r['b_ahead']} of {len(seeds)})"
+        )
+        lo, hi = r["diff_ci95"]
+        needed = (
+            f"; {r['seeds_for_2se_at_margin']} seeds for 2 SE from {r['margin']:+g}"
+            if "margin" in r
+            else ""
+        )
+        print(
+            f"{'':16s} t {r['diff_t']:.2f}, two-sided p {r['diff_p_two_sided']:.3f}, "
+            f"95% interval [{lo:+.4f}, {hi:+.4f}]{needed}"
         )
         print(f"{'':16s} A {[round(v, 3) for v in r['a_per_seed']]}")
         print(f"{'':16s} B {[round(v, 3) for v in r['b_per_seed']]}")

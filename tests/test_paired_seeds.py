@@ -67,3 +67,20 @@ def test_an_older_run_takes_its_apgd_figure_from_the_apgd_root_or_says_it_cannot
         script.read_run(tmp_path / "aa" / "m" / "seed-0", tmp_path / "apgd")["test APGD-CE+T"]
         == 0.72
     )
+
+
+def test_students_t_matches_its_closed_form_at_two_degrees_of_freedom() -> None:
+    """With n = 3 seeds the t distribution has 2 degrees of freedom, where its CDF is closed:
+    F(t) = 1/2 + t / (2 √(2 + t²)), so p = 1 − t / √(2 + t²), and the 0.975 quantile is
+    a √(2 / (1 − a²)) with a = 0.95."""
+    script = load_script()
+    diffs = [0.03, 0.01, 0.05]  # mean 3 points, std 2, SE 2/√3
+    out = script.paired_t(diffs, margin=0.02)
+    t = 0.03 / (0.02 / math.sqrt(3))
+    assert out["diff_t"] == pytest.approx(t)
+    assert out["diff_p_two_sided"] == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    half = 0.95 * math.sqrt(2 / (1 - 0.95**2)) * 0.02 / math.sqrt(3)
+    assert out["diff_ci95"] == pytest.approx([0.03 - half, 0.03 + half])
+    # two SE from +2 points at std 2 points needs a mean 1 point away: (2 · 2 / 1)² seeds
+    assert out["seeds_for_2se_at_margin"] == 16
+    assert script.paired_t([0.02, 0.02, 0.02], margin=0.02)["seeds_for_2se_at_margin"] is None
