@@ -14,10 +14,8 @@ if TYPE_CHECKING:
     from problems.adversarial.config import AdversarialConfig
 
 
-def check_attacker_levers(cfg: AdversarialConfig, truncated_asked: bool) -> None:
-    """φ's Adam betas, the sign step s·ε, the warm start of φ, and the unrolled steps (K of Eq. 7):
-    how many are plain sign steps, and whether φ's gradient is truncated to the last g_φ call
-    (on by default, off where one g_φ call is all there is unless ``truncated_asked``)."""
+def check_attacker_levers(cfg: AdversarialConfig) -> None:
+    """φ's Adam betas, the sign step s·ε and the warm start of φ."""
     betas = cfg.attacker_betas = [float(b) for b in cfg.attacker_betas]
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise UserError(
@@ -30,6 +28,12 @@ def check_attacker_levers(cfg: AdversarialConfig, truncated_asked: bool) -> None
             f"--attacker-init: {init} holds no last.pt to warm-start g_φ from; "
             "give the folder of a finished L2L run."
         )
+
+
+def check_unroll(cfg: AdversarialConfig, truncated_asked: bool) -> None:
+    """The unrolled steps (K of Eq. 7), once the counts are checked: how many are plain sign
+    steps, and whether φ's gradient is truncated to the last g_φ call (on by default, off where
+    one g_φ call is all there is unless ``truncated_asked``)."""
     if cfg.plain_steps != 0 and not cfg.learned:
         raise UserError("--plain-steps needs a learned follower, like --follower 2-step.")
     if cfg.learned and not 0 <= cfg.plain_steps < cfg.unroll:

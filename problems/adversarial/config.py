@@ -21,7 +21,7 @@ from bilevel.norms import Norm
 from bilevel.options import choose, fill_unset, option
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.ait import Direction, Pairing
-from problems.adversarial.checks import check_attacker_levers, check_carry
+from problems.adversarial.checks import check_attacker_levers, check_carry, check_unroll
 from problems.adversarial.data import DATASETS
 from problems.adversarial.defaults import (
     DATASET_DEFAULTS,
@@ -210,13 +210,14 @@ class AdversarialConfig:
         choose("--schedule", self.schedule, ("multistep", "constant", "cosine"))
         choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
         choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
+        check_attacker_levers(self)
         if self.learned and self.unroll is None:
             self.unroll = LEARNED[self.follower][0]
         if self.device == "auto":  # config.json records the device the run used
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.eps = check_eps(self.eps, self.norm)
         require_counts(self, COUNTS)  # before any default is computed from them
-        check_attacker_levers(self, truncated_asked)
+        check_unroll(self, truncated_asked)
         cifar = self.dataset != "mnist5k"
         lr = d["lr"] if self.leader_optimizer == "sgd" else 1e-3  # Adam's: 1e-3
         fill_unset(self, dict(eps_warmup=0 if cifar else self.epochs // 3, lr=lr))
