@@ -155,7 +155,7 @@ attack_new_seeds benchmarks/l2l/nine-seeds-b64.json benchmarks/results/seeds-7-8
 # APGD-CE + APGD-T figure comes from the same runs' evaluation in runs/l2l-budget)
 "$PY" benchmarks/paired_seeds.py runs/l2l-budget-aa/pgm-10 \
   runs/l2l-budget-aa/default_carried_delta_truncated_unroll --seeds 0,1,2,3,4,5,6,7,8 \
-  --apgd-root runs/l2l-budget --json benchmarks/results/nine-seeds-paired.json
+  --apgd-root runs/l2l-budget --margin 0.02 --json benchmarks/results/nine-seeds-paired.json
 # 15. φ's betas (0.5, 0.999) and δ as memory, screened only before the carry, on the carried
 #     default: five seeds on validation (declared before training)
 for lever in carry-betas carry-delta-memory; do

@@ -7,7 +7,7 @@ and ``results.json`` (training CPU seconds). Prints mean ± std of each method a
 difference B − A: its mean, its standard error (std / √n), on how many seeds B is ahead, and
 Student's t with n − 1 degrees of freedom: the two-sided p of "no difference" and the 95%
 interval. With ``--margin M`` (e.g. 0.02, issue 11's +2 points) it adds the seeds a paired study
-with this spread would need to put the mean two standard errors from M: (2 std / |mean − M|)².
+with this spread would need to tell today's mean from M at the 5% level with 80% power.
 The APGD-CE + APGD-T column is the standard cascade's accuracy plus what FAB-T and Square took
 (the cascade's APGD part is the same deterministic attack); for a run attacked before
 ``aa_beyond_apgd`` was recorded, it is read from the same run's APGD-CE + APGD-T evaluation,
@@ -24,6 +24,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from scipy import stats
 
@@ -67,27 +68,30 @@ def read_run(folder: Path, apgd_root: Path | None) -> dict[str, float]:
     return {column: float(read(files)) for column, read in FIELDS.items()}
 
 
-def paired_t(diffs: list[float], margin: float | None = None) -> dict[str, float]:
-    """Student's t on paired differences (n − 1 degrees of freedom): t and the two-sided p of a
-    zero mean, the 95% interval of the mean, and with ``margin`` the seeds that would put the
-    mean two standard errors from it at this spread (None where the mean sits on it)."""
+def paired_t(diffs: list[float], margin: float | None = None) -> dict[str, Any]:
+    """Student's t on paired differences (n ≥ 2, n − 1 degrees of freedom): t and the two-sided
+    p of a zero mean, and the 95% interval of the mean. With ``margin``, the seeds a new paired
+    study with this spread σ would need to tell a true difference of today's mean from the margin
+    at the 5% level with 80% power, n = ((z_0.975 + z_0.8) σ / |mean − margin|)², at least 2
+    (the normal approximation; None where the mean sits on the margin)."""
     n = len(diffs)
+    if n < 2:
+        raise ValueError(f"a paired t needs at least 2 seeds; got {n}.")
     mean, std = mean_std(diffs)
     se = std / math.sqrt(n)
     if se > 0:
         t = mean / se
-    else:  # every seed the same difference: certain, unless that difference is zero
-        t = math.copysign(math.inf, mean) if mean else 0.0
+        p = float(2 * stats.t.sf(abs(t), n - 1))
+    else:  # every seed the same difference: no t; certain unless that difference is zero
+        t, p = None, 0.0 if mean else 1.0
     half = stats.t.ppf(0.975, n - 1) * se
-    out = {
-        "diff_t": t,
-        "diff_p_two_sided": float(2 * stats.t.sf(abs(t), n - 1)),
-        "diff_ci95": [mean - half, mean + half],
-    }
+    out = {"diff_t": t, "diff_p_two_sided": p, "diff_ci95": [mean - half, mean + half]}
     if margin is not None:
         gap = abs(mean - margin)
+        z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
         out["margin"] = margin
-        out["seeds_for_2se_at_margin"] = math.ceil((2 * std / gap) ** 2 - 1e-9) if gap else None
+        needed = math.ceil((z * std / gap) ** 2 - 1e-9) if gap else None
+        out["seeds_for_80pct_power_at_margin"] = None if needed is None else max(2, needed)
     return out
 
 
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         parser.exit(2, f"--seeds must be comma-separated integers; got {args.seeds!r}.\n")
+    if len(seeds) < 2:
+        parser.exit(2, f"--seeds needs at least two seeds for a paired t; got {args.seeds!r}.\n")
     runs = [
         [read_run(family / f"seed-{s}", args.apgd_root) for s in seeds]
         for family in (args.a, args.b)
@@ -143,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         lo, hi = r["diff_ci95"]
         needed = (
-            f"; {r['seeds_for_2se_at_margin']} seeds for 2 SE from {r['margin']:+g}"
+            f"; {r['seeds_for_80pct_power_at_margin']} seeds for 80% power against {r['margin']:+g}"
             if "margin" in r
             else ""
         )
+        t = "none (no spread)" if r["diff_t"] is None else f"{r['diff_t']:.2f}"
         print(
-            f"{'':16s} t {r['diff_t']:.2f}, two-sided p {r['diff_p_two_sided']:.3f}, "
+            f"{'':16s} t {t}, two-sided p {r['diff_p_two_sided']:.3f}, "
             f"95% interval [{lo:+.4f}, {hi:+.4f}]{needed}"
         )
         print(f"{'':16s} A {[round(v, 3) for v in r['a_per_seed']]}")

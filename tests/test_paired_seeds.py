@@ -71,16 +71,27 @@ def test_an_older_run_takes_its_apgd_figure_from_the_apgd_root_or_says_it_cannot
 
 def test_students_t_matches_its_closed_form_at_two_degrees_of_freedom() -> None:
     """With n = 3 seeds the t distribution has 2 degrees of freedom, where its CDF is closed:
-    F(t) = 1/2 + t / (2 √(2 + t²)), so p = 1 − t / √(2 + t²), and the 0.975 quantile is
-    a √(2 / (1 − a²)) with a = 0.95."""
+    F(t) = 1/2 + t / (2 √(2 + t²)), so p = 1 − |t| / √(2 + t²), and the 0.975 quantile is
+    a √(2 / (1 − a²)) with a = 0.95; a negative mean has the same p."""
     script = load_script()
-    diffs = [0.03, 0.01, 0.05]  # mean 3 points, std 2, SE 2/√3
-    out = script.paired_t(diffs, margin=0.02)
-    t = 0.03 / (0.02 / math.sqrt(3))
-    assert out["diff_t"] == pytest.approx(t)
-    assert out["diff_p_two_sided"] == pytest.approx(1 - t / math.sqrt(2 + t * t))
-    half = 0.95 * math.sqrt(2 / (1 - 0.95**2)) * 0.02 / math.sqrt(3)
-    assert out["diff_ci95"] == pytest.approx([0.03 - half, 0.03 + half])
-    # two SE from +2 points at std 2 points needs a mean 1 point away: (2 · 2 / 1)² seeds
-    assert out["seeds_for_2se_at_margin"] == 16
-    assert script.paired_t([0.02, 0.02, 0.02], margin=0.02)["seeds_for_2se_at_margin"] is None
+    for sign in (1, -1):
+        diffs = [sign * d for d in (0.03, 0.01, 0.05)]  # mean ±3 points, std 2, SE 2/√3
+        out = script.paired_t(diffs)
+        t = sign * 0.03 / (0.02 / math.sqrt(3))
+        assert out["diff_t"] == pytest.approx(t)
+        assert out["diff_p_two_sided"] == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t))
+        half = 0.95 * math.sqrt(2 / (1 - 0.95**2)) * 0.02 / math.sqrt(3)
+        assert out["diff_ci95"] == pytest.approx([sign * 0.03 - half, sign * 0.03 + half])
+
+
+def test_the_seeds_for_80_percent_power_follow_the_normal_approximation() -> None:
+    """n = ((z_0.975 + z_0.8) σ / |mean − margin|)²: σ = 2 points and a mean 1 point from the
+    margin need ((1.96 + 0.84) · 2)² = 31.4, so 32 seeds; never fewer than 2, and none at all
+    where the mean sits on the margin."""
+    script = load_script()
+    assert script.paired_t([0.03, 0.01, 0.05], margin=0.02)["seeds_for_80pct_power_at_margin"] == 32
+    assert script.paired_t([0.03, 0.01, 0.05], margin=-0.5)["seeds_for_80pct_power_at_margin"] == 2
+    same = script.paired_t([0.02, 0.02, 0.02], margin=0.02)
+    assert same["seeds_for_80pct_power_at_margin"] is None and same["diff_t"] is None
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        script.paired_t([0.01])
