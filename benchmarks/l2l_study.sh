@@ -167,3 +167,13 @@ done
 for seed in 0 1 2; do RUNS_FOR_AA=fgsm copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"; done
 "$PY" cli.py bench dro --grid benchmarks/l2l/fgsm-rs-b64-aa.json --seeds 0,1,2 --reuse \
   --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/fgsm-rs-b64-test-aa.json
+# 17. Does classifier capacity cap what the stronger training adversary buys? PGM-10 and the
+#     default on the TRADES MNIST CNN (about 4x the small CNN's compute), seeds 0-2, validation
+#     only; declared before training. An insight, not a default change: if L2L's validation lead
+#     over PGM-10 beats the small CNN's on the same seeds (+1.7) by 2 points or more, capacity is
+#     named as the lever to measure on the test split next; otherwise it is reported as not the
+#     cap. The second grid trains the defaults beside PGM-10 (same folder); the first reuses them.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn-default.json --out runs/l2l-capacity &
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn.json --out runs/l2l-capacity
+wait
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn.json --out runs/l2l-capacity
