@@ -177,3 +177,7 @@ for seed in 0 1 2; do RUNS_FOR_AA=fgsm copy_for_aa runs/l2l-budget runs/l2l-budg
 "$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn.json --out runs/l2l-capacity
 wait
 "$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn.json --out runs/l2l-capacity
+# the stalled seed 1 of the default, diagnosed: without the carry, and with the leader at lr 0.01
+DIAG="--model trades-cnn --seed 1 --gap-size 500 --follower 2-step"
+"$PY" cli.py solve adversarial-dro $DIAG --no-carry-decision --out runs/l2l-capacity-diag/no-carry-seed-1
+"$PY" cli.py solve adversarial-dro $DIAG --lr 0.01 --out runs/l2l-capacity-diag/lr-0.01-seed-1
