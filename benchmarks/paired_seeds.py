@@ -69,8 +69,8 @@ def read_run(folder: Path, apgd_root: Path | None) -> dict[str, float]:
 
 
 def paired_t(diffs: list[float], margin: float | None = None) -> dict[str, Any]:
-    """Student's t on paired differences (n ≥ 2, n − 1 degrees of freedom): t and the two-sided
-    p of a zero mean, and the 95% interval of the mean. With ``margin``, the seeds a new paired
+    """Student's t on paired differences (n ≥ 2, n − 1 degrees of freedom): their mean, its
+    standard error std / √n, t and the two-sided p of a zero mean, and the 95% interval. With ``margin``, the seeds a new paired
     study with this spread σ would need to tell a true difference of today's mean from the margin
     at the 5% level with 80% power, n = ((z_0.975 + z_0.8) σ / |mean − margin|)², at least 2
     (the normal approximation; None where the mean sits on the margin)."""
@@ -85,7 +85,13 @@ def paired_t(diffs: list[float], margin: float | None = None) -> dict[str, Any]:
     else:  # every seed the same difference: no t; certain unless that difference is zero
         t, p = None, 0.0 if mean else 1.0
     half = stats.t.ppf(0.975, n - 1) * se
-    out = {"diff_t": t, "diff_p_two_sided": p, "diff_ci95": [mean - half, mean + half]}
+    out = {
+        "diff_mean": mean,
+        "diff_se": se,
+        "diff_t": t,
+        "diff_p_two_sided": p,
+        "diff_ci95": [mean - half, mean + half],
+    }
     if margin is not None:
         gap = abs(mean - margin)
         z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
@@ -104,16 +110,14 @@ def compare(
     for column in FIELDS:
         xs, ys = [r[column] for r in a], [r[column] for r in b]
         diffs = [y - x for x, y in zip(xs, ys, strict=True)]
-        (a_mean, a_std), (b_mean, b_std), (d_mean, d_std) = map(mean_std, (xs, ys, diffs))
+        (a_mean, a_std), (b_mean, b_std) = mean_std(xs), mean_std(ys)
         out[column] = {
             "a_mean": a_mean,
             "a_std": a_std,
             "b_mean": b_mean,
             "b_std": b_std,
-            "diff_mean": d_mean,
-            "diff_se": d_std / math.sqrt(len(diffs)),
-            "b_ahead": sum(d > 0 for d in diffs),
             **paired_t(diffs, margin if column in ROBUST else None),
+            "b_ahead": sum(d > 0 for d in diffs),
             "a_per_seed": xs,
             "b_per_seed": ys,
         }

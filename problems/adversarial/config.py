@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-import torch
-
-from bilevel.acceleration import Acceleration
+from bilevel.acceleration import Acceleration, resolve_device
 from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
@@ -214,7 +212,7 @@ class AdversarialConfig:
         if self.learned and self.unroll is None:
             self.unroll = LEARNED[self.follower][0]
         if self.device == "auto":  # config.json records the device the run used
-            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+            self.device = resolve_device("auto").type
         self.eps = check_eps(self.eps, self.norm)
         require_counts(self, COUNTS)  # before any default is computed from them
         check_unroll(self, truncated_asked)
