@@ -57,10 +57,10 @@ def test_normalisation_is_inside_the_model(name, kwargs, shape, dim) -> None:
     mean = torch.tensor(kwargs["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(kwargs["std"]).view(1, -1, 1, 1)
     x = torch.rand(2, *shape)
-    with torch.no_grad():
-        expected = core((x - mean) / std)
-        got = model(x)
-        unnormalised = core(x)
+    with torch.no_grad():  # features: the TRADES CNN's zero head makes every logit 0 at first
+        expected = core.features((x - mean) / std)
+        got = model.features(x)
+        unnormalised = core.features(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(got, unnormalised, rtol=1e-4, atol=1e-5)
 
@@ -84,6 +84,23 @@ def test_small_cnn_has_no_batch_norm() -> None:
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(model(x)[:1], model(x[:1]))
+
+
+def test_trades_cnn_starts_as_trades_does() -> None:
+    """He-normal convolutions with zero biases and a zero head: weight std √(2 / fan_in), where
+    PyTorch's default gives √(1 / (3 fan_in)), and the uniform prediction for every digit."""
+    torch.manual_seed(0)
+    model = build_model("trades-cnn", **MNIST)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4
+    for conv in convs:
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert abs(conv.weight.std().item() / (2 / fan_in) ** 0.5 - 1) < 0.15
+        assert not conv.bias.any()
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert not model(x).any()
+        assert model.features(x).std() > 0  # the body is not dead, only the head starts at 0
 
 
 def test_small_cnn_is_small() -> None:
