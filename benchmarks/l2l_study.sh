@@ -181,3 +181,20 @@ wait
 DIAG="--model trades-cnn --seed 1 --gap-size 500 --follower 2-step"
 "$PY" cli.py solve adversarial-dro $DIAG --no-carry-decision --out runs/l2l-capacity-diag/no-carry-seed-1
 "$PY" cli.py solve adversarial-dro $DIAG --lr 0.01 --out runs/l2l-capacity-diag/lr-0.01-seed-1
+# the stall's cause, found after step 17: FGSM-RS stalls on the same seed (the learned follower is
+# not needed for it), an Adam leader does not, and neither does TRADES's own initialisation of the
+# network (He-normal convolutions, zero head), which the TRADES CNN here had lacked (fixed in
+# 2bfe920; before it, these two commands stalled for two to four epochs)
+DIAG="--model trades-cnn --seed 1 --gap-size 0"
+"$PY" cli.py solve adversarial-dro $DIAG --follower fgsm --out runs/l2l-capacity-diag/trades-init-fgsm-rs-seed-1
+"$PY" cli.py solve adversarial-dro $DIAG --follower 2-step --out runs/l2l-capacity-diag/trades-init-default-seed-1
+# 18. Step 17 again with TRADES's initialisation (declared before training, same seeds, same
+#     validation-only rule): if the default's mean validation lead over PGM-10 on seeds 0-2 beats
+#     the small CNN's on the same seeds (+1.7) by 2 points or more, capacity is named as the lever
+#     to measure on the test split next; otherwise it is reported as not the cap. Step 17's reading
+#     (the lead goes, one seed stalls) is replaced by this one either way, as step 17 ran a network
+#     that did not start as TRADES's does.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init-default.json --out runs/l2l-capacity-init &
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init.json --out runs/l2l-capacity-init
+wait
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init.json --out runs/l2l-capacity-init
