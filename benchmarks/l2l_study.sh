@@ -184,7 +184,8 @@ DIAG="--model trades-cnn --seed 1 --gap-size 500 --follower 2-step"
 # the stall's cause, found after step 17: FGSM-RS stalls on the same seed (the learned follower is
 # not needed for it), an Adam leader does not, and neither does TRADES's own initialisation of the
 # network (He-normal convolutions, zero head), which the TRADES CNN here had lacked (fixed in
-# 2bfe920; before it, these two commands stalled for two to four epochs)
+# 2bfe920; before it, at a53d10a, these two commands stalled for two to four epochs, and the
+# default with --leader-optimizer adam added, out runs/l2l-capacity-diag/adam-default-seed-1, did not)
 DIAG="--model trades-cnn --seed 1 --gap-size 0"
 "$PY" cli.py solve adversarial-dro $DIAG --follower fgsm --out runs/l2l-capacity-diag/trades-init-fgsm-rs-seed-1
 "$PY" cli.py solve adversarial-dro $DIAG --follower 2-step --out runs/l2l-capacity-diag/trades-init-default-seed-1

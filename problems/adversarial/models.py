@@ -94,7 +94,8 @@ class TradesCNN(Classifier):
 
     Initialised as TRADES's code does: He-normal convolutions (He et al., 2015) with zero biases,
     and a zero head, so every digit starts at the uniform prediction. With PyTorch's default
-    initialisation instead, SGD at lr 0.05 left this net at chance for whole epochs on some seeds.
+    initialisation instead, SGD at lr 0.05 left this net at chance for whole epochs on some seeds
+    (the runs that did train were more robust after 10 epochs: docs/results.md, study step 18).
     TRADES's dropout (0.5, after the first fully connected layer) is left out, as in ``SmallCNN``.
     """
 
