@@ -199,3 +199,16 @@ DIAG="--model trades-cnn --seed 1 --gap-size 0"
 "$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init.json --out runs/l2l-capacity-init
 wait
 "$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init.json --out runs/l2l-capacity-init
+# 19. The ε warm-up's length, on both sides (declared before training). Step 18 showed that the
+#     early epochs decide much at this budget: the TRADES CNN's slow start from PyTorch's
+#     initialisation ended 5-10 points more robust, as if it learned little until ε was large. On
+#     the small CNN the warm-up (3 epochs by default) was never screened. Seeds 0-2, validation
+#     only; the default and PGM-10 at warm-up 3 are the runs already in runs/l2l-budget (lead +1.7
+#     on these seeds). Rule: a length W is named a lever for the learned follower only if the
+#     default's mean lead over PGM-10, both at W, beats +1.7 by 2 points or more (it would then
+#     need five seeds and the test split before any default changes); otherwise it is reported as
+#     not one. The defaults do not change in this step.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-default-b64.json --out runs/l2l-budget &
+"$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-pgm10-b64.json --out runs/l2l-budget
+wait
+"$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-b64.json --out runs/l2l-budget
