@@ -172,11 +172,8 @@ for seed in 0 1 2; do RUNS_FOR_AA=fgsm copy_for_aa runs/l2l-budget runs/l2l-budg
 #     only; declared before training. An insight, not a default change: if L2L's validation lead
 #     over PGM-10 beats the small CNN's on the same seeds (+1.7) by 2 points or more, capacity is
 #     named as the lever to measure on the test split next; otherwise it is reported as not the
-#     cap. The second grid trains the defaults beside PGM-10 (same folder); the first reuses them.
-"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn-default.json --out runs/l2l-capacity &
-"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn.json --out runs/l2l-capacity
-wait
-"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn.json --out runs/l2l-capacity
+#     cap.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-cnn.json --out runs/l2l-capacity --jobs 2
 # the stalled seed 1 of the default, diagnosed: without the carry, and with the leader at lr 0.01
 DIAG="--model trades-cnn --seed 1 --gap-size 500 --follower 2-step"
 "$PY" cli.py solve adversarial-dro $DIAG --no-carry-decision --out runs/l2l-capacity-diag/no-carry-seed-1
@@ -195,10 +192,7 @@ DIAG="--model trades-cnn --seed 1 --gap-size 0"
 #     to measure on the test split next; otherwise it is reported as not the cap. Step 17's reading
 #     (the lead goes, one seed stalls) is replaced by this one either way, as step 17 ran a network
 #     that did not start as TRADES's does.
-"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init-default.json --out runs/l2l-capacity-init &
-"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init.json --out runs/l2l-capacity-init
-wait
-"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init.json --out runs/l2l-capacity-init
+"$PY" cli.py bench l2l --grid benchmarks/l2l/capacity-trades-init.json --out runs/l2l-capacity-init --jobs 2
 # 19. The ε warm-up's length, on both sides (declared before training). Step 18 showed that the
 #     early epochs decide much at this budget: the TRADES CNN's slow start from PyTorch's
 #     initialisation ended 5-10 points more robust, as if it learned little until ε was large. On
@@ -208,7 +202,4 @@ wait
 #     default's mean lead over PGM-10, both at W, beats +1.7 by 2 points or more (it would then
 #     need five seeds and the test split before any default changes); otherwise it is reported as
 #     not one. The defaults do not change in this step.
-"$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-default-b64.json --out runs/l2l-budget &
-"$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-pgm10-b64.json --out runs/l2l-budget
-wait
-"$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-b64.json --out runs/l2l-budget
+"$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-b64.json --out runs/l2l-budget --jobs 2

@@ -22,9 +22,9 @@ TINY = {
 }  # fmt: skip
 
 
-def _bench(grid: Path, tmp_path: Path):
+def _bench(grid: Path, tmp_path: Path, *extra: str):
     args = ["bench", "l2l", "--grid", str(grid), "--out", str(tmp_path / "runs"), "--results",
-            str(tmp_path / "results")]  # fmt: skip
+            str(tmp_path / "results"), *extra]  # fmt: skip
     return CliRunner().invoke(app, args)
 
 
@@ -51,6 +51,24 @@ def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> N
     again = _bench(grid, tmp_path)
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == before  # a finished run is not trained again
+
+
+def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path: Path) -> None:
+    """--jobs 2 trains and attacks each run in a worker process; every figure but the clocks
+    is the same as when one process does it all, run for run."""
+    grid = tmp_path / "tiny.json"
+    grid.write_text(json.dumps(TINY))
+    figures = ("seed", "val_apgd_ce_t_acc", "val_clean_acc", "best_epoch")
+    found = []
+    for jobs in ("1", "2"):
+        result = _bench(grid, tmp_path / f"jobs-{jobs}", "--jobs", jobs)
+        assert result.exit_code == 0, result.output
+        data = json.loads((tmp_path / f"jobs-{jobs}" / "results" / "tiny.json").read_text())
+        found.append([[{k: r[k] for k in figures} for r in e["runs"]] for e in data["runs"]])
+        metrics = tmp_path / f"jobs-{jobs}" / "runs" / "grad_fused" / "seed-1" / "metrics.jsonl"
+        losses = [json.loads(line)["leader_loss"] for line in metrics.read_text().splitlines()]
+        found[-1].append(losses)
+    assert found[0] == found[1]
 
 
 def test_pareto_front_and_winner() -> None:
@@ -87,6 +105,14 @@ def test_a_bad_grid_is_one_sentence_and_exit_2(tmp_path: Path, content: str, wor
     assert result.exit_code == 2
     assert words in result.output and "Traceback" not in result.output
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
+
+
+def test_zero_jobs_is_one_sentence_before_any_training(tmp_path: Path) -> None:
+    grid = tmp_path / "tiny.json"
+    grid.write_text(json.dumps(TINY))
+    result = _bench(grid, tmp_path, "--jobs", "0")
+    assert result.exit_code == 2 and "--jobs must be at least 1" in result.output
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
 def test_a_missing_grid_file_is_one_sentence(tmp_path: Path) -> None:

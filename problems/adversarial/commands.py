@@ -154,13 +154,16 @@ def bench_l2l(
     results: Path = typer.Option(
         Path("benchmarks/results"), help="Where <grid>.md, <grid>.json and <grid>.png go."
     ),
+    jobs: int = typer.Option(
+        1, help="Worker processes of one thread each; a run (training, then its attack) is a task."
+    ),
 ) -> None:
     """A study: learned-follower configurations and PGM-k / FGSM-RS references, 3 seeds each,
     judged by APGD-CE + APGD-T on the validation split against training seconds (Pareto plot)."""
     from problems.adversarial.study import load_grid, run_study
 
     spec = load_grid(grid)
-    rows = run_study(spec, out, results)
+    rows = run_study(spec, out, results, jobs)
     shown = ("entry", "val_apgd_ce_t_acc", "val_apgd_ce_t_std", "val_clean_acc", "train_seconds",
              "seconds_vs_pgm10")  # fmt: skip
     print_table(f"bench l2l: {spec.name} (validation split)", rows, shown)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -142,17 +143,33 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     return results, evaluation
 
 
-def run_study(grid: Grid, out: Path, results_dir: Path) -> list[dict[str, Any]]:
-    """Train and evaluate every entry of ``grid`` for every seed; write the table, the plot and
-    the JSON into ``results_dir``; return one row per entry (means and standard deviations)."""
+def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[dict[str, Any]]:
+    """Train and evaluate every entry of ``grid`` for every seed, in ``jobs`` worker processes of
+    one thread each (one run, training then validation attack, is one task); write the table,
+    the plot and the JSON into ``results_dir``; return one row per entry (means and standard
+    deviations). A run's cost is its own process's CPU time, so ``jobs`` changes the wall clock,
+    not the cost axis."""
     from problems.adversarial.study_report import write_study
 
+    if jobs < 1:
+        raise UserError("--jobs must be at least 1.")
+    entries = grid.entries()
+    # seed-major: a study stopped early leaves every entry with its first seeds trained
+    keys = [(name, seed) for seed in grid.seeds for name in entries]
+    tasks = [
+        (entries[name], seed, Path(out) / folder_name(name) / f"seed-{seed}", grid.val_examples)
+        for name, seed in keys
+    ]
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            finished = dict(zip(keys, pool.map(_run_one, *zip(*tasks, strict=True)), strict=True))
+    else:
+        finished = {key: _run_one(*task) for key, task in zip(keys, tasks, strict=True)}
     rows, runs = [], []
-    for name, options in grid.entries().items():
+    for name, options in entries.items():
         per_seed = []
         for seed in grid.seeds:
-            run_dir = Path(out) / folder_name(name) / f"seed-{seed}"
-            results, evaluation = _run_one(options, seed, run_dir, grid.val_examples)
+            results, evaluation = finished[name, seed]
             seconds = {k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")}
             per_seed.append({"seed": seed} | seconds | evaluation)
         runs.append({"entry": name, "options": options, "runs": per_seed})
