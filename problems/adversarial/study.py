@@ -17,7 +17,8 @@ writes ``<name>.json`` (every run), ``<name>.md`` (mean ± std per entry, the wi
 ``<name>.png`` (robust accuracy against training CPU seconds, with the Pareto front). The cost
 axis is CPU time (``time.process_time`` over the training loops, all threads of the process):
 on a shared machine the wall clock measures the other load as much as the method; wall seconds
-are in the table beside it.
+are in the table beside it. With ``jobs`` > 1 the runs go to that many worker processes of one
+thread each; every figure but the clocks is the same as in one process.
 """
 
 from __future__ import annotations
