@@ -203,3 +203,13 @@ DIAG="--model trades-cnn --seed 1 --gap-size 0"
 #     need five seeds and the test split before any default changes); otherwise it is reported as
 #     not one. The defaults do not change in this step.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-b64.json --out runs/l2l-budget --jobs 2
+# 20. Where the stronger training adversary goes (a reading of the instrument, no decision): PGM-10
+#     and the default at the make-run settings, seeds 0-2, then the robust generalisation gap
+#     (PGD-10 accuracy on the training probe minus validation) at each run's selected epoch.
+for seed in 0 1 2; do
+  "$PY" cli.py solve adversarial-dro --follower pgm --seed "$seed" --out "runs/gap-check/pgm-10-seed-$seed" &
+  "$PY" cli.py solve adversarial-dro --follower 2-step --seed "$seed" --out "runs/gap-check/default-seed-$seed"
+  wait
+done
+"$PY" benchmarks/robust_generalisation.py runs/gap-check/pgm-10-seed-{0,1,2}
+"$PY" benchmarks/robust_generalisation.py runs/gap-check/default-seed-{0,1,2}

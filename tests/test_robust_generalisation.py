@@ -1,0 +1,50 @@
+"""benchmarks/robust_generalisation.py: the robust generalisation gap at the selected epoch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+
+def load_script():
+    path = ROOT / "benchmarks" / "robust_generalisation.py"
+    spec = importlib.util.spec_from_file_location("robust_generalisation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_run(folder: Path, best: int, probe_pgd: list[float], val_pgd: list[float]) -> None:
+    folder.mkdir(parents=True)
+    rows = [
+        {"epoch": e + 1, "gap_probe_clean_acc": 0.99, "gap_probe_pgd10_acc": p,
+         "val_clean_acc": 0.96, "val_pgd10_acc": v}
+        for e, (p, v) in enumerate(zip(probe_pgd, val_pgd, strict=True))
+    ]  # fmt: skip
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "results.json").write_text(json.dumps({"best_epoch": best}))
+
+
+def test_the_gap_is_read_at_the_epoch_selected_on_validation(tmp_path, capsys) -> None:
+    script = load_script()
+    write_run(tmp_path / "a", best=2, probe_pgd=[0.5, 0.9, 0.95], val_pgd=[0.4, 0.8, 0.7])
+    write_run(tmp_path / "b", best=3, probe_pgd=[0.5, 0.9, 0.96], val_pgd=[0.4, 0.8, 0.86])
+    a = script.selected_epoch(tmp_path / "a")
+    assert a["epoch"] == 2 and a["robust_gap"] == pytest.approx(0.1)  # not the last epoch's 0.25
+    script.main([str(tmp_path / "a"), str(tmp_path / "b")])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "| mean of 2 | | 0.990 | 0.930 | 0.960 | 0.830 | 0.100 |"
+
+
+def test_a_run_without_the_instrument_is_one_sentence(tmp_path) -> None:
+    script = load_script()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_pgd10_acc": 0.8}) + "\n")
+    (folder / "results.json").write_text(json.dumps({"best_epoch": 1}))
+    with pytest.raises(SystemExit, match="no gap_probe_clean_acc"):
+        script.selected_epoch(folder)
