@@ -78,7 +78,8 @@ def fit(
     show_progress: bool = True,
     is_main: bool = True,
 ) -> FitResult:
-    """Train for ``epochs``; keep ``best.pt`` (leader only) at the highest ``validate()[select_key]``.
+    """Train for ``epochs``; keep ``best.pt`` (the selected leader only: θ, or θ̄ when averaged)
+    at the highest ``validate()[select_key]``.
 
     ``scheduler`` (optional) is stepped once at the end of every epoch.
     ``train_batches(epoch)`` yields that epoch's minibatches, drawing randomness only from its own
@@ -180,7 +181,7 @@ class _Loop:
         row["train_cpu_seconds"] = round(state.train_cpu_seconds, 3)
         state.history.append(row)
         state.epoch = epoch
-        leader = self.trainer.state_dict()["leader"]
+        leader = self.trainer.selected_leader().state_dict()  # θ̄ when the leader is averaged
         if row[self.select_key] > state.best:
             state.best = row[self.select_key]
             if self.is_main:

@@ -17,9 +17,10 @@ from enum import Enum
 from typing import Any, cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bilevel.acceleration import Acceleration
+from bilevel.averaging import LeaderAverage
 from bilevel.decisions import detach
 from bilevel.distributed import unwrap
 from bilevel.errors import UserError
@@ -74,7 +75,8 @@ class JointTrainer:
     The leader steps with ``problem.leader_step`` (by default down L at the follower's z, or along
     the problem's hypergradient); its checkpoint holds θ, φ, both optimizers and, when the problem
     has any, ``problem.state_dict()``. ``acceleration.amp`` runs every step under bf16 autocast
-    (``bilevel.acceleration``).
+    (``bilevel.acceleration``). With ``leader_average``, θ̄ is updated after every step and is
+    the leader that ``selected_leader`` names for validation, selection and the test.
     """
 
     def __init__(
@@ -85,8 +87,10 @@ class JointTrainer:
         update: UpdateMode | str = UpdateMode.ALTERNATING,
         follower_steps: int = 1,
         acceleration: Acceleration | None = None,
+        leader_average: LeaderAverage | None = None,
     ) -> None:
         self.problem, self.follower, self.leader_optimizer = problem, follower, leader_optimizer
+        self.leader_average = leader_average
         self.acceleration = acceleration or Acceleration()
         self.update, self.follower_steps = UpdateMode(update), follower_steps
         if follower_steps < 1:
@@ -108,7 +112,15 @@ class JointTrainer:
             device = next(self.problem.leader.parameters()).device
             with self.acceleration.autocast(device):
                 out = self._step(batch)
+        if self.leader_average is not None:
+            self.leader_average.update(unwrap(self.problem.leader))
         return out | {k: torch.tensor(v) for k, v in self.problem.step_metrics().items()}
+
+    def selected_leader(self) -> nn.Module:
+        """The leader that is validated, selected and tested: θ̄ when averaging, else θ."""
+        if self.leader_average is not None:
+            return self.leader_average.module
+        return unwrap(self.problem.leader)
 
     def _step(self, batch: Batch) -> dict[str, Tensor]:
         if self.update is UpdateMode.FUSED:
@@ -177,6 +189,8 @@ class JointTrainer:
         problem = self.problem.state_dict()
         if problem:  # none for DRO and AIT: their checkpoints keep the keys they always had
             state["problem"] = problem
+        if self.leader_average is not None:
+            state["leader_average"] = self.leader_average.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -187,3 +201,5 @@ class JointTrainer:
             self.follower.optimizer.load_state_dict(state["follower_optimizer"])
         if "problem" in state:
             self.problem.load_state_dict(state["problem"])
+        if self.leader_average is not None:
+            self.leader_average.load_state_dict(state["leader_average"])

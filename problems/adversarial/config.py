@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from bilevel.acceleration import Acceleration, resolve_device
+from bilevel.averaging import check_decay
 from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
@@ -85,6 +86,11 @@ class AdversarialConfig:
     )
     momentum: float = option(0.9, "Momentum of the leader's SGD.")
     weight_decay: float = option(2e-4, "Weight decay of the leader's optimizer.")
+    leader_ema: float | None = option(
+        None,
+        "Decay d of an exponential moving average of θ, updated after every leader step; the "
+        "average is what is validated, selected and tested (default 0: off; e.g. 0.995).",
+    )
     schedule: str = option(
         "multistep", "Leader lr schedule: multistep (×0.1 at --milestones), constant, cosine."
     )
@@ -235,6 +241,8 @@ class AdversarialConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
         if self.gap_size < 0:
             raise UserError(f"--gap-size must be at least 0; got {self.gap_size}.")
+        fill_unset(self, dict(leader_ema=0.0))
+        check_decay(self.leader_ema)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "carry_jitter": 0.0,
     "plain_steps": 0,
     "truncated_unroll": False,
+    "leader_ema": 0.0,
 }
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist5k": dict(

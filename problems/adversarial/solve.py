@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from bilevel import distributed
 from bilevel.acceleration import keep_freed_memory, resolve_device
+from bilevel.averaging import LeaderAverage
 from bilevel.carry import CarriedDecisions
 from bilevel.experiment import Experiment, run_experiment, seed_everything
 from bilevel.followers import Follower
@@ -155,7 +156,11 @@ def _experiment(
     make_problem = PROBLEMS[type(cfg)]
     problem, make_batch = make_problem(cfg, distributed.data_parallel(model, device), info)
     optimizer = leader_optimizer(cfg, model.parameters())
-    trainer = JointTrainer(problem, follower, optimizer, cfg.update, cfg.follower_steps, speedup)
+    average = LeaderAverage(model, cfg.leader_ema) if cfg.leader_ema else None
+    trainer = JointTrainer(
+        problem, follower, optimizer, cfg.update, cfg.follower_steps, speedup, average
+    )
+    judged = trainer.selected_leader()  # θ̄ with --leader-ema: validated, selected, tested
 
     augment = None if cfg.augment == "none" else cfg.augment
     per_epoch = num_batches(len(train[0]), cfg.batch_size)
@@ -185,7 +190,7 @@ def _experiment(
 
     val_dev = tuple(t.to(device) for t in val)
     gap_splits = {"probe": tuple(t[: cfg.gap_size].to(device) for t in train), "val": val_dev}
-    gap_problem, _ = make_problem(cfg, model, info)  # the unwrapped leader, for the follower gap
+    gap_problem, _ = make_problem(cfg, judged, info)  # the unwrapped leader, for the follower gap
     selection = f"val_pgd{cfg.select_pgd_steps}_acc"
 
     def gap_batch(x: Tensor, y: Tensor) -> Batch:
@@ -200,18 +205,18 @@ def _experiment(
         attack = pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            return robust_accuracy(model, *split, Clean()), robust_accuracy(model, *split, attack)
+            return robust_accuracy(judged, *split, Clean()), robust_accuracy(judged, *split, attack)
 
     def validate() -> dict[str, float]:
         row: dict[str, float] = {}
         if cfg.gap_size > 0:  # at the full ε: the next batch sets the warm-up's ε again
             set_eps(gap_problem, follower, cfg.eps)
             row = follower_gap(
-                model, follower, gap_problem, gap_splits, cfg.eps, cfg.seed, gap_batch
+                judged, follower, gap_problem, gap_splits, cfg.eps, cfg.seed, gap_batch
             )
             if carried and problem.carried.store is not None:
                 row |= carried_gap(
-                    model, follower, gap_problem, problem.carried, gap_splits["probe"], row,
+                    judged, follower, gap_problem, problem.carried, gap_splits["probe"], row,
                     cfg.seed, gap_batch,
                 )  # fmt: skip
         if cfg.select_pgd_steps == 10 and row:  # the gap's PGD-10 is the selection's, same seed
@@ -224,7 +229,7 @@ def _experiment(
         return row
 
     def test_leader(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
-        model.load_state_dict(leader)
+        judged.load_state_dict(leader)
         test_dev = tuple(t.to(device) for t in test)
         clean, robust = accuracies(test_dev, cfg.eval_pgd_steps, cfg.eval_step_size)
         return {"test_clean_acc": clean, f"test_pgd{cfg.eval_pgd_steps}_acc": robust}
