@@ -205,7 +205,9 @@ DIAG="--model trades-cnn --seed 1 --gap-size 0"
 "$PY" cli.py bench l2l --grid benchmarks/l2l/warmup-b64.json --out runs/l2l-budget --jobs 2
 # 20. Where the stronger training adversary goes (a reading of the instrument, no decision): PGM-10
 #     and the default at the make-run settings, seeds 0-2, then the robust generalisation gap
-#     (PGD-10 accuracy on the training probe minus validation) at each run's selected epoch.
+#     (PGD-10 accuracy on the training probe minus validation) at each run's selected epoch. Its
+#     first reading (a 256-digit probe, and the default's seed 0 then taken from a two-thread
+#     `make run`) was replaced by the same reading of step 21's runs (a 500-digit probe), below.
 for seed in 0 1 2; do
   "$PY" cli.py solve adversarial-dro --follower pgm --seed "$seed" --out "runs/gap-check/pgm-10-seed-$seed" &
   "$PY" cli.py solve adversarial-dro --follower 2-step --seed "$seed" --out "runs/gap-check/default-seed-$seed"
