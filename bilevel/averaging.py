@@ -36,7 +36,7 @@ class LeaderAverage:
 
     @property
     def module(self) -> nn.Module:
-        """θ̄ as a module of the leader's class, in the leader's mode (eval or train)."""
+        """θ̄ as a module of the leader's class (whoever evaluates it sets its mode)."""
         return self.average.module
 
     @torch.no_grad()
