@@ -18,7 +18,6 @@ import re
 import shutil
 import statistics
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.norms import Norm
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
+from bilevel.workers import map_tasks
 from problems.adversarial.config import FOLLOWERS, DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.defaults import LEGACY_VALUES, dataset_default
@@ -106,9 +106,11 @@ def evaluate_leader(
     return row
 
 
-def _evaluate_run(job: tuple[dict[str, Any], str, int | None, bool, bool, str]) -> dict[str, Any]:
+def _evaluate_run(
+    options: dict[str, Any], run_dir: str, eval_size: int | None, autoattack: bool, cw: bool,
+    aa_version: str,
+) -> dict[str, Any]:  # fmt: skip
     """One finished run's test row (in this process, or in a worker of ``run_bench``)."""
-    options, run_dir, eval_size, autoattack, cw, aa_version = job
     # a run folder keeps its test row, so a bench stopped during its (long) evaluations and
     # started again with --reuse evaluates only what is missing; retraining deletes the folder
     asked = {"eval_size": eval_size, "autoattack": autoattack, "cw": cw, "aa": aa_version}
@@ -173,11 +175,7 @@ def run_bench(
         runs.append({"method": label, "seed": seed, "update": cfg.update} | ball | {
             k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")
         })  # fmt: skip
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            evaluations = list(pool.map(_evaluate_run, work))
-    else:
-        evaluations = [_evaluate_run(job) for job in work]
+    evaluations = map_tasks(_evaluate_run, work, jobs)
     runs = [run | evaluation for run, evaluation in zip(runs, evaluations, strict=True)]
     rows = [_summary(label, [r for r in runs if r["method"] == label]) for label in entries]
     pgm = next((r for r in rows if r["method"] == reference), None)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import torch
 
 from bilevel.errors import UserError
 from bilevel.run import RunDir, load_checkpoint
+from bilevel.workers import map_tasks
 from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name, mean_std, train
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
@@ -161,11 +161,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[d
         (entries[name], seed, Path(out) / folder_name(name) / f"seed-{seed}", grid.val_examples)
         for name, seed in keys
     ]
-    if jobs > 1:
-        with ProcessPoolExecutor(jobs, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            finished = dict(zip(keys, pool.map(_run_one, *zip(*tasks, strict=True)), strict=True))
-    else:
-        finished = {key: _run_one(*task) for key, task in zip(keys, tasks, strict=True)}
+    finished = dict(zip(keys, map_tasks(_run_one, tasks, jobs), strict=True))
     rows, runs = [], []
     for name, options in entries.items():
         per_seed = []

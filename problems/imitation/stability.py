@@ -25,7 +25,6 @@ The markdown also checks issue 13's target for every learned follower against th
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import numpy as np
 from bilevel.errors import UserError
 from bilevel.report import markdown_table, table_cell
 from bilevel.run import RunDir, atomic_write_text
+from bilevel.workers import map_tasks
 from problems.imitation.config import GAILConfig
 from problems.imitation.plots import PANELS, plot_bands
 from problems.imitation.ppo_expert import expert_policy
@@ -88,12 +88,7 @@ def run_stability(
         for label, folder, cfg in variants  # seed-major: an early stop leaves every follower seeds
     }  # resolve(): every bad option stops the command before any run starts
     expert_policy(base.env, base.cache_dir)  # a task without an expert, too
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            list(pool.map(_run_one, *zip(*runs.values(), strict=True)))
-    else:
-        for cfg, path in runs.values():
-            _run_one(cfg, path)
+    map_tasks(_run_one, list(runs.values()), jobs, threads=None)
     histories = {key: RunDir(path).read_metrics() for key, (_, path) in runs.items()}
     labels = [label for label, _, _ in variants]
     summary = {
