@@ -17,6 +17,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bilevel.run import RunDir  # noqa: E402
+
 COLUMNS = ("gap_probe_clean_acc", "gap_probe_pgd10_acc", "val_clean_acc", "val_pgd10_acc")
 
 
@@ -24,13 +28,12 @@ def selected_epoch(run: Path) -> dict[str, float]:
     """The ``COLUMNS`` of ``run``'s selected epoch, and ``robust_gap`` (probe minus validation
     accuracy under PGD-10)."""
     best = json.loads((run / "results.json").read_text())["best_epoch"]
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    row = next(r for r in rows if r["epoch"] == best)
+    row = next(r for r in RunDir(run).read_metrics() if r["epoch"] == best)
     missing = [c for c in COLUMNS if c not in row]
     if missing:
         raise SystemExit(f"{run} has no {', '.join(missing)} in metrics.jsonl (no --gap-size?).")
-    figures = {c: row[c] for c in COLUMNS}
-    return {"epoch": best} | figures | {"robust_gap": figures[COLUMNS[1]] - figures[COLUMNS[3]]}
+    gap = row["gap_probe_pgd10_acc"] - row["val_pgd10_acc"]
+    return {"epoch": best} | {c: row[c] for c in COLUMNS} | {"robust_gap": gap}
 
 
 def main(runs: list[str]) -> None:

@@ -29,10 +29,8 @@ class LeaderAverage:
     """θ̄, the exponential moving average of ``leader`` with decay ``decay`` in [0, 1)."""
 
     def __init__(self, leader: nn.Module, decay: float) -> None:
-        self.decay = check_decay(decay)
-        self.average = AveragedModel(
-            leader, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
-        )
+        ema = get_ema_multi_avg_fn(check_decay(decay))
+        self.average = AveragedModel(leader, multi_avg_fn=ema, use_buffers=True)
 
     @property
     def module(self) -> nn.Module:
