@@ -26,12 +26,18 @@ BASE = ["solve", "adversarial-dro", "--follower", "grad", "--train-size", "64", 
 TINY = [*BASE, "--epochs", "2"]
 
 
-def test_the_average_is_the_closed_form_ema_of_the_leader_steps() -> None:
-    """θ̄ after n steps: θ_1 after the first, then θ̄ ← d θ̄ + (1 − d) θ_k, for every tensor."""
-    torch.manual_seed(0)
+def _parts():
+    """A DRO problem, a learned follower and the leader's SGD."""
     problem = AdversarialDRO(SmallCNN(), EPS)
     follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=1, lr=1e-3, weight_decay=0.0)
     optimizer = torch.optim.SGD(problem.leader.parameters(), lr=0.05)
+    return problem, follower, optimizer
+
+
+def test_the_average_is_the_closed_form_ema_of_the_leader_steps() -> None:
+    """θ̄ after n steps: θ_1 after the first, then θ̄ ← d θ̄ + (1 − d) θ_k, for every tensor."""
+    torch.manual_seed(0)
+    problem, follower, optimizer = _parts()
     decay = 0.8
     trainer = JointTrainer(problem, follower, optimizer, leader_average=LeaderAverage(problem.leader, decay))  # fmt: skip
     expected = None
@@ -53,9 +59,7 @@ def test_the_average_is_the_closed_form_ema_of_the_leader_steps() -> None:
 
 
 def test_without_the_option_the_selected_leader_is_theta_itself() -> None:
-    problem = AdversarialDRO(SmallCNN(), EPS)
-    follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=1, lr=1e-3, weight_decay=0.0)
-    optimizer = torch.optim.SGD(problem.leader.parameters(), lr=0.05)
+    problem, follower, optimizer = _parts()
     assert JointTrainer(problem, follower, optimizer).selected_leader() is problem.leader
 
 
