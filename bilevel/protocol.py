@@ -41,6 +41,9 @@ class BilevelProblem:
     - ``leader_step``: one leader step (default: along the hypergradient; GAIL: a PPO update).
     - ``meta_objective``: what a learned follower's φ ascends at its answer (default: q itself;
       GAIL: q on a fresh batch, minus a penalty).
+    - ``ascent_objective``: the objective whose ∇_z the follower's steps climb (a hand-designed
+      step, g_φ's ∇ input and its sign step; default: q itself; DRO may name the CW margin, a
+      surrogate with q's maximisers in mind). φ and θ keep q and L.
     - ``begin_step`` / ``step_metrics``: called before each joint step (nothing by default), and
       extra per-step metrics for ``metrics.jsonl`` (none by default; GAIL's discriminator
       diagnostics).
@@ -99,6 +102,10 @@ class BilevelProblem:
         """The objective a learned follower's φ ascends at z_φ (Algorithm 3's last line): q."""
         return self.follower_objective(batch, z)
 
+    def ascent_objective(self, batch: Batch, z: Decision) -> Tensor:
+        """The scalar whose ∇_z the follower's steps climb (``follower_gradient``): q."""
+        return self.follower_objective(batch, z)
+
     def begin_step(self, batch: Batch) -> None:
         """Called once before each joint step on ``batch`` (before the follower solves)."""
 
@@ -118,7 +125,8 @@ class BilevelProblem:
 
 
 def follower_gradient(problem: BilevelProblem, batch: Batch, z: Tensor) -> Tensor:
-    """∇_z q(θ, z) as a constant (no graph to θ or to whatever produced z).
+    """∇_z q(θ, z) as a constant (no graph to θ or to whatever produced z); the gradient of the
+    problem's ``ascent_objective``, which is q unless the problem names a surrogate.
 
     The objective is a batch mean, so each sample's gradient carries a 1/B factor; every consumer
     here either takes its steepest direction (PGM, Eq. 4) or normalises it per sample, so the
@@ -126,5 +134,5 @@ def follower_gradient(problem: BilevelProblem, batch: Batch, z: Tensor) -> Tenso
     """
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():
-        (grad,) = torch.autograd.grad(problem.follower_objective(batch, z), z)
+        (grad,) = torch.autograd.grad(problem.ascent_objective(batch, z), z)
     return grad.detach()

@@ -11,11 +11,10 @@ from evaluate_helpers import train_mlp
 from helpers import TinyConvAttacker
 
 from bilevel.learned_follower import LearnedFollower
-from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro import AdversarialDRO, cw_margin
 from problems.adversarial.evaluation.attacks import (
     FollowerAttack,
     TransferAttack,
-    cw_margin,
     fgsm_attack,
     pgd_attack,
     run_attack,

@@ -29,6 +29,7 @@ from problems.adversarial.defaults import (
     check_eps,
     dataset_default,
 )
+from problems.adversarial.dro import ASCENT_LOSSES
 from problems.adversarial.models import MODEL_NAMES
 
 # --follower name -> (unrolled steps, input mode) for learned followers
@@ -281,8 +282,17 @@ class AdversarialConfig:
 class DROConfig(AdversarialConfig):
     """Every option of a DRO run (paper Eq. 2-3, with the follower of Eq. 4 or Eq. 7)."""
 
+    ascent_loss: str | None = option(
+        None,
+        "The loss whose ∇_δ the follower's steps climb (PGM's and FGSM's step, g_φ's ∇ input and "
+        "sign step): ce (q itself) or margin (CW's max_{j≠y} Z_j − Z_y); φ and θ keep CE "
+        "(default: ce).",
+    )
+
     def resolve(self) -> DROConfig:
         super().resolve()
+        fill_unset(self, dict(ascent_loss="ce"))
+        choose("--ascent-loss", self.ascent_loss, ASCENT_LOSSES)
         check_update(self.update, self.learned, zero_sum=True)
         if self.carry_jitter > 0 and self.learned and not self.attacker_random_start:
             raise UserError(

@@ -43,6 +43,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "plain_steps": 0,
     "truncated_unroll": False,
     "leader_ema": 0.0,
+    "ascent_loss": "ce",
 }
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist5k": dict(

@@ -51,7 +51,8 @@ MakeBatch = Callable[[Tensor, Tensor, torch.Generator], Batch]
 
 def _dro(cfg: DROConfig, leader: nn.Module, info: DatasetInfo) -> tuple[Perturbation, MakeBatch]:
     """DRO (Eq. 2-3) and its batches, ``(x, y)`` as they come."""
-    return AdversarialDRO(leader, cfg.eps, cfg.norm), lambda x, y, generator: (x, y)
+    problem = AdversarialDRO(leader, cfg.eps, cfg.norm, ascent=cfg.ascent_loss)
+    return problem, lambda x, y, generator: (x, y)
 
 
 def _ait(cfg: AITConfig, leader: nn.Module, info: DatasetInfo) -> tuple[Perturbation, MakeBatch]:

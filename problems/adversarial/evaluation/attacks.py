@@ -31,16 +31,9 @@ from bilevel.errors import UserError
 from bilevel.followers import Follower, SignGradientAscent
 from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
-from problems.adversarial.dro import AdversarialDRO, ImageBatch
+from problems.adversarial.dro import AdversarialDRO, ImageBatch, cw_margin
 
 FEASIBILITY_SLACK = 1e-5  # float rounding allowed on ‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1]
-
-
-def cw_margin(logits: Tensor, y: Tensor) -> Tensor:
-    """Per-example margin max_{j≠y} Z_j − Z_y (> 0 exactly when the example is misclassified)."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    others = logits.scatter(1, y[:, None], float("-inf"))
-    return others.amax(1) - true
 
 
 class MarginDRO(AdversarialDRO):

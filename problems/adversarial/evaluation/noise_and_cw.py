@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from bilevel.errors import UserError
 from bilevel.norms import Norm
-from problems.adversarial.evaluation.attacks import Attack, cw_margin, keep_first_break
+from problems.adversarial.dro import cw_margin
+from problems.adversarial.evaluation.attacks import Attack, keep_first_break
 
 
 class RandomNoise(Attack):
