@@ -231,3 +231,14 @@ done
 for entry in pgm-10 default_carried_delta_truncated_unroll pgm-10_leader_EMA_0.99 default_leader_EMA_0.99; do
   "$PY" benchmarks/robust_generalisation.py runs/l2l-budget/"$entry"/seed-{0,1,2}
 done
+# 22. The follower's steps on the CW margin (--ascent-loss margin: PGM-10's steps, g_φ's ∇ input
+#     and its sign step climb max_{j≠y} Z_j − Z_y; φ and θ keep CE), on both sides; declared before
+#     training. Step 20 found a third of the default's lead lost between PGD-40 (CE) and standard
+#     AutoAttack, whose APGD-T, FAB-T and Square climb margins. Seeds 0-2, validation only
+#     (APGD-CE + APGD-T, 500 digits); the CE runs are step 21's, reused.
+#     Rule: the margin is named a lever for the learned follower only if the default's mean lead
+#     over PGM-10, both on the margin, beats the lead with both on CE on the same seeds by 2 points
+#     or more (it would then need five seeds and the test split before any default changes);
+#     otherwise it is reported as not one, and as a lever of any follower if it lifts both by 2
+#     points or more. No default changes here.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/ascent-b64.json --out runs/l2l-budget --jobs 2
