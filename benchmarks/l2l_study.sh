@@ -242,3 +242,4 @@ done
 #     otherwise it is reported as not one, and as a lever of any follower if it lifts both by 2
 #     points or more. No default changes here.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/ascent-b64.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 22): the lead +1.7 (CE) -> +2.1 (margin), +0.4 < 2: not a lever.
