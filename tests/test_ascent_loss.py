@@ -100,3 +100,20 @@ def test_an_unknown_ascent_loss_is_one_sentence_and_exit_2(tmp_path: Path, value
     assert result.exit_code == 2
     assert "--ascent-loss" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_evaluate_feeds_a_margin_runs_attacker_the_margin_gradient(tmp_path: Path) -> None:
+    """``evaluate``'s ``learned`` attack runs g_φ on the loss whose gradient it was trained on:
+    the CW margin for a run of ``--ascent-loss margin``, the CE otherwise."""
+    runner = CliRunner()
+    for ascent, loss in (("margin", "cw"), ("ce", "ce")):
+        out = tmp_path / ascent
+        args = ["solve", "adversarial-dro", "--follower", "grad", "--train-size", "64",
+                "--eval-size", "16", "--batch-size", "32", "--epochs", "1", "--gap-size", "0",
+                "--ascent-loss", ascent, "--out", str(out)]  # fmt: skip
+        assert runner.invoke(app, args).exit_code == 0
+        args = ["evaluate", str(out), "--attacks", "learned", "--n-examples", "8", "--no-checklist"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        (attack,) = json.loads((out / "eval.json").read_text())["attacks"]
+        assert attack["params"]["loss"] == loss

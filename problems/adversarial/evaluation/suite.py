@@ -3,7 +3,8 @@ the run's threat model (``SuiteOptions.norm``: L∞, the paper's, or L2).
 
 ``default``: AutoAttack's gradient components APGD-CE + APGD-T (``apgd-ce-t``; Croce & Hein
 2020), FGSM, PGD-20 and PGD-100 on cross-entropy and on the CW margin, CW-L∞ (100 iterations),
-random noise, and, when available, the run's own learned attacker, other runs' learned attackers
+random noise, and, when available, the run's own learned attacker (fed the gradient of the loss
+it trained on: the CW margin's under ``--ascent-loss margin``), other runs' learned attackers
 (``--attacker-from``) and black-box transfer (``--surrogate``). APGD comes first: a fixed-step
 PGD alone flatters a defence trained against a weak attacker (it did for L2L here).
 ``full``: ``default`` with the standard AutoAttack (APGD-CE, APGD-T, FAB-T and Square) in place of
@@ -36,6 +37,7 @@ from problems.adversarial.evaluation.attacks import (
 )
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.noise_and_cw import CarliniWagnerLinf, RandomNoise
+from problems.adversarial.evaluation.runs import read_config
 
 APGD = "apgd-ce-t"  # AutoAttack's APGD-CE + APGD-T, the default's strongest attack
 DEFAULT = (APGD, "fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", "noise")
@@ -152,5 +154,7 @@ def _learned(name: str, follower: LearnedFollower, source: str, o: SuiteOptions)
     }
     if follower.norm is not o.norm:  # another run's g_φ, trained in another ball
         extra["trained_norm"] = follower.norm.value
+    # g_φ sees the gradient it trained on: the CW margin's for a run of --ascent-loss margin
+    loss = "cw" if read_config(Path(source)).get("ascent_loss") == "margin" else "ce"
     # g_φ is deterministic: one try; its steps are projected onto this evaluation's ball
-    return FollowerAttack(name, follower, o.eps, "ce", 1, extra, o.norm)
+    return FollowerAttack(name, follower, o.eps, loss, 1, extra, o.norm)
