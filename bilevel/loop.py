@@ -159,12 +159,16 @@ class JointTrainer:
         return out
 
     def _fused_step(self, batch: Batch) -> dict[str, Tensor]:
-        """θ ← θ − α1 ∇θ L and φ ← φ + α2 ∇φ L from one backward (zero-sum: q = L)."""
+        """θ ← θ − α1 ∇θ L and φ ← φ + α2 ∇φ L from one backward (zero-sum: q = L); a problem
+        that asks (``wants_decision_gradient``) gets that backward's ∇_z L too."""
         follower = cast(LearnedFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
         z = follower(self.problem, batch)
         self.problem.end_step(batch, detach(z))
         z = reverse_gradient(z)
+        wants_gradient = self.problem.wants_decision_gradient and z.requires_grad
+        if wants_gradient:
+            z.retain_grad()  # ∇_z L arrives here anyway, on its way to φ
         self.problem.leader.train(True)
         loss = self.problem.leader_loss(batch, z)
         self.leader_optimizer.zero_grad(set_to_none=True)
@@ -172,6 +176,8 @@ class JointTrainer:
         loss.backward()
         self.leader_optimizer.step()
         follower.optimizer.step()
+        if wants_gradient:
+            self.problem.decision_gradient(batch, detach(z), cast(Tensor, z.grad).detach())
         out = {"leader_loss": loss.detach(), "follower_objective": loss.detach()}
         for _ in range(self.follower_steps - 1):  # extra φ steps beyond the shared one
             self._set_modes(leader_train=False, follower_train=True)

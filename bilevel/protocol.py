@@ -49,6 +49,10 @@ class BilevelProblem:
       diagnostics).
     - ``end_step``: called with the follower's decision after each joint step (nothing by
       default; a perturbation problem may carry it to the next epoch, ``bilevel.carry``).
+    - ``wants_decision_gradient = False`` / ``decision_gradient``: under the fused update, the
+      gradient ∇_z L that the leader's own backward leaves on the decision, at the θ before its
+      step (not asked by default; a perturbation problem may take one more step on each carried δ
+      with it, at no extra pass: Free-AT's reuse, Shafahi et al. 2019).
     - ``state_dict`` / ``load_state_dict``: state beyond θ that a checkpoint must hold (none).
     """
 
@@ -111,6 +115,12 @@ class BilevelProblem:
 
     def end_step(self, batch: Batch, z: Decision) -> None:
         """Called once per joint step with the follower's decision z on ``batch`` (detached)."""
+
+    wants_decision_gradient: bool = False
+
+    def decision_gradient(self, batch: Batch, z: Decision, grad: Tensor) -> None:
+        """Called after a fused step, when ``wants_decision_gradient``, with the decision z and
+        ∇_z L(θ, z) at the leader's pre-step θ (a constant)."""
 
     def step_metrics(self) -> dict[str, float]:
         """Metrics of the last joint step beyond L and q, averaged per epoch into the metrics."""

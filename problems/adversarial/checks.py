@@ -58,7 +58,8 @@ def check_unroll(cfg: AdversarialConfig, truncated_asked: bool) -> None:
 def check_carry(cfg: AdversarialConfig, carry_asked: bool) -> None:
     """``--carry-decision`` (each example's δ starts from its last one, ATTA) needs unaugmented
     images: the default gives way to an asked augmentation unless ``carry_asked``; its restart
-    fraction and jitter are filled here (so that ``--resume`` takes the folder's) and checked."""
+    fraction, jitter and free step are filled here (so that ``--resume`` takes the folder's) and
+    checked."""
     if cfg.carry_decision and cfg.augment != "none" and not carry_asked:
         cfg.carry_decision = False  # the default gives way to an asked augmentation
     if cfg.carry_decision and cfg.augment != "none":
@@ -67,12 +68,19 @@ def check_carry(cfg: AdversarialConfig, carry_asked: bool) -> None:
             "uncropped, unflipped image."
         )
     # unset until here, so that --resume takes the folder's values
-    fill_unset(cfg, dict(carry_restart=0.0, carry_jitter=0.0))
+    fill_unset(cfg, dict(carry_restart=0.0, carry_jitter=0.0, carry_free_step=0.0))
     if not 0 <= cfg.carry_restart <= 1:
         raise UserError(f"--carry-restart must be in [0, 1]; got {cfg.carry_restart}.")
     if cfg.carry_jitter < 0:
         raise UserError(f"--carry-jitter must be at least 0; got {cfg.carry_jitter}.")
-    for name in ("carry_restart", "carry_jitter"):
+    if cfg.carry_free_step < 0:
+        raise UserError(f"--carry-free-step must be at least 0; got {cfg.carry_free_step}.")
+    for name in ("carry_restart", "carry_jitter", "carry_free_step"):
         if vars(cfg)[name] > 0 and not cfg.carry_decision:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} needs --carry-decision: it changes where carried δs start.")
+    if cfg.carry_free_step > 0 and cfg.update != "fused":
+        raise UserError(
+            "--carry-free-step needs --update fused: its step reuses the gradient of the fused "
+            "backward, which the other updates do not leave on δ."
+        )

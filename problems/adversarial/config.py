@@ -170,6 +170,12 @@ class AdversarialConfig:
         "Under --carry-decision, each carried δ starts at δ + α·z0, z0 the fresh (random) start, "
         "so each visit climbs from a nearby point (0: exactly at the carried δ).",
     )
+    carry_free_step: float | None = option(
+        None,
+        "Under --carry-decision and the fused update, s > 0: each carried δ takes one more step "
+        "of s·ε along the gradient the leader's backward leaves on it, at no extra pass "
+        "(Free-AT's reuse), before its next visit (0: stored as the follower left it).",
+    )
     train_size: int | None = option(None, "Use only the first N training examples.")
     select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
     eval_pgd_steps: int = option(20, "PGD-k on the test split for the final table.")

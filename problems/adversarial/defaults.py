@@ -40,6 +40,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "carry_decision": False,
     "carry_restart": 0.0,
     "carry_jitter": 0.0,
+    "carry_free_step": 0.0,
     "plain_steps": 0,
     "truncated_unroll": False,
     "leader_ema": 0.0,

@@ -18,7 +18,11 @@ class Perturbation(BilevelProblem):
     """Z = B(0, ε) ∩ {δ : x + δ ∈ [0, 1]} in ``norm``; the leader ``leader`` classifies x + δ.
 
     ``carried``: each training example's last δ_i, where the follower starts on its next visit
-    (ATTA, ``bilevel.carry``); the training loop selects the batch's examples in it."""
+    (ATTA, ``bilevel.carry``); the training loop selects the batch's examples in it.
+    ``carry_step`` s > 0 (``--carry-free-step``): each carried δ_i takes one more step of s·ε,
+    along the gradient the fused update's backward leaves on it, before it is stored."""
+
+    carry_step: float = 0.0
 
     def __init__(
         self,
@@ -41,6 +45,18 @@ class Perturbation(BilevelProblem):
         """Carry the follower's δ to the example's next visit (with ``carried``)."""
         if self.carried is not None:
             self.carried.remember(z)
+
+    @property
+    def wants_decision_gradient(self) -> bool:
+        return self.carried is not None and self.carry_step > 0
+
+    def decision_gradient(self, batch: Batch, z: Tensor, grad: Tensor) -> None:
+        """With ``carry_step`` s > 0: the carried δ takes one more steepest-ascent step of s·ε along
+        ∇_δ L from the leader's own backward, before its next visit: Π_Z(δ + s·ε·sign ∇) under
+        L∞. The step costs no pass (Free-AT's reuse of that backward, Shafahi et al. 2019); its
+        gradient is at the θ before the leader's step."""
+        step = (self.carry_step * self.eps) * self.norm.steepest(grad)
+        self.carried.remember(self.project(batch, z + step))
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.carried is None else {"carried": self.carried.state_dict()}

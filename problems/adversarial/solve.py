@@ -170,6 +170,7 @@ def _experiment(
 
     if carried := cfg.carry_decision:
         problem.carried = CarriedDecisions(len(train[0]), cfg.carry_restart, cfg.carry_jitter)
+        problem.carry_step = cfg.carry_free_step
 
     def train_batches(epoch: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)

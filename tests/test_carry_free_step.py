@@ -1,0 +1,117 @@
+"""``--carry-free-step s``: after the fused backward, each carried δ takes one more step of s·ε
+along the gradient that backward left on it (at θ before its step), before its next visit."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TinyConvAttacker
+from torch import Tensor, nn
+from typer.testing import CliRunner
+
+from bilevel import LearnedFollower
+from bilevel.carry import CarriedDecisions
+from bilevel.loop import JointTrainer
+from cli import app
+from problems.adversarial.config import DROConfig
+from problems.adversarial.dro import AdversarialDRO, ImageBatch
+
+EPS = 0.3
+
+
+def _linear_two_class() -> nn.Module:
+    """Two classes: ∇_x CE = (p_1 − [y = 1]) (w_1 − w_0), whose sign never changes with δ."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+
+
+def _frozen_pgm_follower(sign_step: float) -> LearnedFollower:
+    """A one-step learned follower whose g_φ is zero and stays zero (lr 0): PGM-1 of step s·ε."""
+    net = TinyConvAttacker(2, 1, EPS)
+    with torch.no_grad():
+        net.body[2].weight.zero_()
+        net.body[2].bias.zero_()
+    return LearnedFollower(net, steps=1, lr=0.0, weight_decay=0.0, sign_step=sign_step)
+
+
+@pytest.mark.parametrize("free_step, per_visit", [(0.0, EPS / 4), (0.25, EPS / 2)])
+def test_the_free_step_adds_its_climb_to_every_visit(free_step: float, per_visit: float) -> None:
+    """θ fixed (lr 0), g_φ ≡ 0, sign step ε/4: carried δ grows by ε/4 a visit, and by ε/4 more
+    with a free step of ε/4, until the ball stops it at ε."""
+    leader = _linear_two_class()
+    carried = CarriedDecisions(6)
+    problem = AdversarialDRO(leader, EPS, carried=carried)
+    problem.carry_step = free_step
+    follower = _frozen_pgm_follower(0.25)
+    optimizer = torch.optim.SGD(leader.parameters(), lr=0.0)
+    trainer = JointTrainer(problem, follower, optimizer, update="fused")
+    x, y, rows = torch.full((6, 1, 4, 4), 0.5), torch.tensor([0, 1, 0, 1, 0, 1]), torch.arange(6)
+    reached = []
+    for _ in range(5):
+        for half in (rows[:3], rows[3:]):
+            carried.select(half)
+            trainer.step((x[half], y[half]))
+        assert carried.store is not None
+        reached.append(round(carried.store.abs().amin().item(), 6))
+        assert carried.store.abs().amax().item() <= EPS + 1e-6  # still in the ball
+    expected = [min(EPS, k * per_visit) for k in range(1, 6)]
+    assert reached == pytest.approx(expected)
+
+
+class RecordingDRO(AdversarialDRO):
+    """Keeps what the fused step hands to ``decision_gradient``."""
+
+    wants_decision_gradient = True
+
+    def decision_gradient(self, batch: ImageBatch, z: Tensor, grad: Tensor) -> None:
+        self.seen = (z.clone(), grad.clone())
+
+
+def test_the_gradient_is_the_leaders_at_theta_before_its_step() -> None:
+    """The gradient handed over is ∇_δ L(θ, δ) at the θ before the leader's step (lr > 0 here, so
+    the two θ differ), with δ the follower's answer; φ and θ still step."""
+    torch.manual_seed(0)
+    leader = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    before = copy.deepcopy(leader)
+    problem = RecordingDRO(leader, EPS)
+    follower = LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=1, lr=1e-2, weight_decay=0.0)
+    phi_before = [p.detach().clone() for p in follower.parameters()]
+    optimizer = torch.optim.SGD(leader.parameters(), lr=0.5)
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    JointTrainer(problem, follower, optimizer, update="fused").step((x, y))
+    z, grad = problem.seen
+    delta = z.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.cross_entropy(before(x + delta), y), delta)
+    assert torch.allclose(grad, expected, atol=1e-7)
+    (after,) = torch.autograd.grad(F.cross_entropy(leader(x + delta), y), delta)
+    assert not torch.allclose(grad, after, atol=1e-5)  # not the gradient at the new θ
+    assert any(
+        not torch.equal(p, q) for p, q in zip(follower.parameters(), phi_before, strict=True)
+    )
+
+
+BASE = ["solve", "adversarial-dro", "--train-size", "64", "--eval-size", "16", "--batch-size",
+        "32", "--epochs", "1", "--gap-size", "0"]  # fmt: skip
+
+
+def test_the_option_is_recorded_and_bad_values_are_one_sentence(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*BASE, "--carry-free-step", "0.25", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["carry_free_step"] == 0.25
+    assert DROConfig(follower="2-step").resolve().carry_free_step == 0.0
+    bad = {
+        "at least 0": ["--carry-free-step", "-0.1"],
+        "needs --carry-decision": ["--carry-free-step", "0.25", "--no-carry-decision"],
+        "needs --update fused": ["--carry-free-step", "0.25", "--update", "alternating"],
+    }
+    for words, args in bad.items():
+        out = tmp_path / words.replace(" ", "-")
+        result = CliRunner().invoke(app, [*BASE, *args, "--out", str(out)])
+        assert result.exit_code == 2 and words in result.output, result.output
+        assert "Traceback" not in result.output and not out.exists()
