@@ -243,3 +243,16 @@ done
 #     points or more. No default changes here.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/ascent-b64.json --out runs/l2l-budget --jobs 2
 #     Read (docs/results.md, step 22): the lead +1.7 (CE) -> +2.1 (margin), +0.4 < 2: not a lever.
+# 23. A free step on the carried δ (--carry-free-step s): after the fused backward, each carried δ
+#     takes one more s·ε step along the gradient that backward left on it (Free-AT's reuse), at
+#     no extra pass; s = 0.25 and 0.625 (the sign step's size). Declared before training. A third
+#     unrolled step was 0.8 points ahead at 0.87x PGM-10's cost; this asks whether climbing the
+#     carried δ further for free buys robustness. Seeds 0-2, validation only (APGD-CE + APGD-T,
+#     500 digits); the default's runs are step 21's, reused; PGM-10 has no carry, so its runs and
+#     the lead's other side are unchanged.
+#     Rule: a free step is named a lever if the default with it beats the default without it by
+#     2 points or more on the mean of seeds 0-2 (it would then need seeds 3 and 4 on validation
+#     before any test reading or default change); otherwise it is reported as not one. The
+#     instrument's carried ratio (last epoch's probe) is reported for each entry. No default
+#     changes here.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/free-step-b64.json --out runs/l2l-budget --jobs 2
