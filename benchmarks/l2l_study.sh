@@ -256,3 +256,4 @@ done
 #     instrument's carried ratio (last epoch's probe) is reported for each entry. No default
 #     changes here.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/free-step-b64.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 23): 0.789 (default), 0.781 (0.25), 0.790 (0.625): not a lever.
