@@ -14,6 +14,9 @@ look but a gradient-free search does not, and a fresh start now and then makes t
 such points again. ``jitter`` α > 0 starts every carried example near its carried δ instead:
 δ_i + α·z0_i, where z0 is the fresh start (a uniform draw in the ε-ball under a random start), so
 each visit climbs from a slightly different point; the follower projects the sum back into Z.
+``free_step`` s > 0 asks the problem to take one more step of s·ε on each stored δ_i, along the
+gradient the fused update's backward leaves on it (``BilevelProblem.decision_gradient``; the
+perturbation problems do, ``problems.adversarial.perturbation``).
 """
 
 from __future__ import annotations
@@ -29,14 +32,18 @@ from bilevel import distributed
 class CarriedDecisions:
     """The last decision z_i of each of ``size`` training examples, for the next visit's start."""
 
-    def __init__(self, size: int, restart: float = 0.0, jitter: float = 0.0) -> None:
+    def __init__(
+        self, size: int, restart: float = 0.0, jitter: float = 0.0, free_step: float = 0.0
+    ) -> None:
         if size < 1:
             raise ValueError(f"CarriedDecisions needs at least one example; got {size}.")
         if not 0 <= restart <= 1:
             raise ValueError(f"the restarted fraction must be in [0, 1]; got {restart}.")
         if jitter < 0:
             raise ValueError(f"the jitter must be at least 0; got {jitter}.")
-        self.size, self.restart, self.jitter = size, restart, jitter
+        if free_step < 0:
+            raise ValueError(f"the free step must be at least 0; got {free_step}.")
+        self.size, self.restart, self.jitter, self.free_step = size, restart, jitter, free_step
         self.store: Tensor | None = None  # (size, *z_i.shape), made at the first remember
         self.seen: Tensor | None = None  # (size,) bool: whether z_i was stored yet
         self.indices: Tensor | None = None  # the examples of the current batch

@@ -166,7 +166,7 @@ class JointTrainer:
         z = follower(self.problem, batch)
         self.problem.end_step(batch, detach(z))
         z = reverse_gradient(z)
-        wants_gradient = self.problem.wants_decision_gradient and z.requires_grad
+        wants_gradient = self.problem.wants_decision_gradient
         if wants_gradient:
             z.retain_grad()  # ∇_z L arrives here anyway, on its way to φ
         self.problem.leader.train(True)

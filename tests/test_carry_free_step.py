@@ -18,8 +18,10 @@ from bilevel import LearnedFollower
 from bilevel.carry import CarriedDecisions
 from bilevel.loop import JointTrainer
 from cli import app
+from problems.adversarial.bench import finished_results
 from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO, ImageBatch
+from problems.adversarial.perturbation import Perturbation
 
 EPS = 0.3
 
@@ -44,9 +46,8 @@ def test_the_free_step_adds_its_climb_to_every_visit(free_step: float, per_visit
     """θ fixed (lr 0), g_φ ≡ 0, sign step ε/4: carried δ grows by ε/4 a visit, and by ε/4 more
     with a free step of ε/4, until the ball stops it at ε."""
     leader = _linear_two_class()
-    carried = CarriedDecisions(6)
+    carried = CarriedDecisions(6, free_step=free_step)
     problem = AdversarialDRO(leader, EPS, carried=carried)
-    problem.carry_step = free_step
     follower = _frozen_pgm_follower(0.25)
     optimizer = torch.optim.SGD(leader.parameters(), lr=0.0)
     trainer = JointTrainer(problem, follower, optimizer, update="fused")
@@ -99,17 +100,50 @@ BASE = ["solve", "adversarial-dro", "--train-size", "64", "--eval-size", "16", "
         "32", "--epochs", "1", "--gap-size", "0"]  # fmt: skip
 
 
-def test_the_option_is_recorded_and_bad_values_are_one_sentence(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    result = CliRunner().invoke(app, [*BASE, "--carry-free-step", "0.25", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert json.loads((out / "config.json").read_text())["carry_free_step"] == 0.25
-    assert DROConfig(follower="2-step").resolve().carry_free_step == 0.0
+def test_the_option_reaches_training_and_config_json(tmp_path: Path, monkeypatch) -> None:
+    """``solve --carry-free-step s`` steps every batch's carried δ by s·ε (every training batch
+    calls the problem's step, each with ε·s), and config.json records s; without it none does."""
+    calls: list[float] = []
+    original = Perturbation.decision_gradient
+
+    def counting(self, batch, z, grad):
+        calls.append(self.carried.free_step)
+        original(self, batch, z, grad)
+
+    monkeypatch.setattr(Perturbation, "decision_gradient", counting)
+    for free_step, expected in ((None, []), ("0.25", [0.25, 0.25])):  # 64 digits, batches of 32
+        calls.clear()
+        out = tmp_path / f"run-{free_step}"
+        args = [*BASE, "--out", str(out)]
+        args += [] if free_step is None else ["--carry-free-step", free_step]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert calls == expected
+        recorded = json.loads((out / "config.json").read_text())["carry_free_step"]
+        assert recorded == (float(free_step) if free_step else 0.0)
+
+
+def test_a_folder_older_than_both_options_is_reused_as_trained(tmp_path: Path) -> None:
+    """A finished run whose config.json predates --ascent-loss and --carry-free-step trained as
+    their defaults do (ce, 0): ``bench`` reuses it for a configuration at those defaults."""
+    out = tmp_path / "old"
+    assert CliRunner().invoke(app, [*BASE, "--out", str(out)]).exit_code == 0
+    config = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k not in ("ascent_loss", "carry_free_step")}
+    (out / "config.json").write_text(json.dumps(old))
+    args = dict(train_size=64, eval_size=16, batch_size=32, epochs=1, gap_size=0)
+    assert finished_results(DROConfig(**args).resolve(), out) is not None
+    assert finished_results(DROConfig(**args, carry_free_step=0.25).resolve(), out) is None
+
+
+def test_bad_values_are_one_sentence(tmp_path: Path) -> None:
     bad = {
         "at least 0": ["--carry-free-step", "-0.1"],
         "needs --carry-decision": ["--carry-free-step", "0.25", "--no-carry-decision"],
         "needs --update fused": ["--carry-free-step", "0.25", "--update", "alternating"],
     }
+    ait = CliRunner().invoke(app, ["solve", "adversarial-ait", "--carry-free-step", "0.25"])
+    assert ait.exit_code == 2 and "No such option" in ait.output  # DRO's option alone
     for words, args in bad.items():
         out = tmp_path / words.replace(" ", "-")
         result = CliRunner().invoke(app, [*BASE, *args, "--out", str(out)])

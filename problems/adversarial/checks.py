@@ -11,7 +11,7 @@ from bilevel.options import fill_unset
 from bilevel.run import RunDir
 
 if TYPE_CHECKING:
-    from problems.adversarial.config import AdversarialConfig
+    from problems.adversarial.config import AdversarialConfig, DROConfig
 
 
 def check_attacker_levers(cfg: AdversarialConfig) -> None:
@@ -58,8 +58,7 @@ def check_unroll(cfg: AdversarialConfig, truncated_asked: bool) -> None:
 def check_carry(cfg: AdversarialConfig, carry_asked: bool) -> None:
     """``--carry-decision`` (each example's δ starts from its last one, ATTA) needs unaugmented
     images: the default gives way to an asked augmentation unless ``carry_asked``; its restart
-    fraction, jitter and free step are filled here (so that ``--resume`` takes the folder's) and
-    checked."""
+    fraction and jitter are filled here (so that ``--resume`` takes the folder's) and checked."""
     if cfg.carry_decision and cfg.augment != "none" and not carry_asked:
         cfg.carry_decision = False  # the default gives way to an asked augmentation
     if cfg.carry_decision and cfg.augment != "none":
@@ -68,17 +67,26 @@ def check_carry(cfg: AdversarialConfig, carry_asked: bool) -> None:
             "uncropped, unflipped image."
         )
     # unset until here, so that --resume takes the folder's values
-    fill_unset(cfg, dict(carry_restart=0.0, carry_jitter=0.0, carry_free_step=0.0))
+    fill_unset(cfg, dict(carry_restart=0.0, carry_jitter=0.0))
     if not 0 <= cfg.carry_restart <= 1:
         raise UserError(f"--carry-restart must be in [0, 1]; got {cfg.carry_restart}.")
     if cfg.carry_jitter < 0:
         raise UserError(f"--carry-jitter must be at least 0; got {cfg.carry_jitter}.")
-    if cfg.carry_free_step < 0:
-        raise UserError(f"--carry-free-step must be at least 0; got {cfg.carry_free_step}.")
-    for name in ("carry_restart", "carry_jitter", "carry_free_step"):
+    for name in ("carry_restart", "carry_jitter"):
         if vars(cfg)[name] > 0 and not cfg.carry_decision:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} needs --carry-decision: it changes where carried δs start.")
+
+
+def check_free_step(cfg: DROConfig) -> None:
+    """``--carry-free-step`` (DRO's alone): at least 0, filled here (so that ``--resume`` takes
+    the folder's), and above 0 only with a carried δ and the fused update, whose backward leaves
+    the gradient it steps along."""
+    fill_unset(cfg, dict(carry_free_step=0.0))
+    if cfg.carry_free_step < 0:
+        raise UserError(f"--carry-free-step must be at least 0; got {cfg.carry_free_step}.")
+    if cfg.carry_free_step > 0 and not cfg.carry_decision:
+        raise UserError("--carry-free-step needs --carry-decision: it steps the carried δ.")
     if cfg.carry_free_step > 0 and cfg.update != "fused":
         raise UserError(
             "--carry-free-step needs --update fused: its step reuses the gradient of the fused "

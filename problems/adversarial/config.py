@@ -20,7 +20,12 @@ from bilevel.norms import Norm
 from bilevel.options import choose, fill_unset, option
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.ait import Direction, Pairing
-from problems.adversarial.checks import check_attacker_levers, check_carry, check_unroll
+from problems.adversarial.checks import (
+    check_attacker_levers,
+    check_carry,
+    check_free_step,
+    check_unroll,
+)
 from problems.adversarial.data import DATASETS
 from problems.adversarial.defaults import (
     DATASET_DEFAULTS,
@@ -170,12 +175,6 @@ class AdversarialConfig:
         "Under --carry-decision, each carried δ starts at δ + α·z0, z0 the fresh (random) start, "
         "so each visit climbs from a nearby point (0: exactly at the carried δ).",
     )
-    carry_free_step: float | None = option(
-        None,
-        "Under --carry-decision and the fused update, s > 0: each carried δ takes one more step "
-        "of s·ε along the gradient the leader's backward leaves on it, at no extra pass "
-        "(Free-AT's reuse), before its next visit (0: stored as the follower left it).",
-    )
     train_size: int | None = option(None, "Use only the first N training examples.")
     select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
     eval_pgd_steps: int = option(20, "PGD-k on the test split for the final table.")
@@ -295,10 +294,18 @@ class DROConfig(AdversarialConfig):
         "(default: ce).",
     )
 
+    carry_free_step: float | None = option(
+        None,
+        "Under --carry-decision and the fused update, s > 0: each carried δ takes one more step "
+        "of s·ε along the gradient the leader's backward leaves on it, at no extra pass "
+        "(Free-AT's reuse), before its next visit (0: stored as the follower left it).",
+    )
+
     def resolve(self) -> DROConfig:
         super().resolve()
         fill_unset(self, dict(ascent_loss="ce"))
         choose("--ascent-loss", self.ascent_loss, ASCENT_LOSSES)
+        check_free_step(self)
         check_update(self.update, self.learned, zero_sum=True)
         if self.carry_jitter > 0 and self.learned and not self.attacker_random_start:
             raise UserError(

@@ -19,10 +19,8 @@ class Perturbation(BilevelProblem):
 
     ``carried``: each training example's last δ_i, where the follower starts on its next visit
     (ATTA, ``bilevel.carry``); the training loop selects the batch's examples in it.
-    ``carry_step`` s > 0 (``--carry-free-step``): each carried δ_i takes one more step of s·ε,
-    along the gradient the fused update's backward leaves on it, before it is stored."""
-
-    carry_step: float = 0.0
+    With ``carried.free_step`` s > 0 (``--carry-free-step``), each carried δ_i takes one more step
+    of s·ε, along the gradient the fused update's backward leaves on it, before it is stored."""
 
     def __init__(
         self,
@@ -48,14 +46,17 @@ class Perturbation(BilevelProblem):
 
     @property
     def wants_decision_gradient(self) -> bool:
-        return self.carried is not None and self.carry_step > 0
+        return self.carried is not None and self.carried.free_step > 0
 
     def decision_gradient(self, batch: Batch, z: Tensor, grad: Tensor) -> None:
-        """With ``carry_step`` s > 0: the carried δ takes one more steepest-ascent step of s·ε along
-        ∇_δ L from the leader's own backward, before its next visit: Π_Z(δ + s·ε·sign ∇) under
-        L∞. The step costs no pass (Free-AT's reuse of that backward, Shafahi et al. 2019); its
-        gradient is at the θ before the leader's step."""
-        step = (self.carry_step * self.eps) * self.norm.steepest(grad)
+        """With ``carried.free_step`` s > 0: each carried δ takes one more steepest-ascent step of
+        s·ε along ∇_δ L from the leader's own backward before its next visit, Π_Z(δ + s·ε·d), d
+        the ball's steepest direction (sign ∇ in L∞, ∇/‖∇‖₂ per example in L2). The step costs no
+        pass (Free-AT's reuse of that backward, Shafahi et al. 2019); its gradient is at the θ
+        before the leader's step. Extra φ steps (``--follower-steps``) start from the stepped δ."""
+        if self.carried is None or not self.carried.free_step > 0:
+            return
+        step = (self.carried.free_step * self.eps) * self.norm.steepest(grad)
         self.carried.remember(self.project(batch, z + step))
 
     def state_dict(self) -> dict[str, Any]:

@@ -169,8 +169,10 @@ def _experiment(
         train = tuple(t.to(device) for t in train)
 
     if carried := cfg.carry_decision:
-        problem.carried = CarriedDecisions(len(train[0]), cfg.carry_restart, cfg.carry_jitter)
-        problem.carry_step = cfg.carry_free_step
+        free_step = getattr(cfg, "carry_free_step", 0.0)  # DRO's option alone
+        problem.carried = CarriedDecisions(
+            len(train[0]), cfg.carry_restart, cfg.carry_jitter, free_step
+        )
 
     def train_batches(epoch: int) -> Iterator[Batch]:
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
