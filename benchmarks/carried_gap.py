@@ -41,7 +41,7 @@ def last_epoch_gap(run: Path) -> dict[str, float]:
     follower = build_follower(cfg, info, warm_start=False)
     if "follower" in state:
         follower.load_state_dict(state["follower"])
-    problem = AdversarialDRO(model, cfg.eps, cfg.norm)
+    problem = AdversarialDRO(model, cfg.eps, cfg.norm, ascent=cfg.ascent_loss)
     if hasattr(follower, "net"):
         follower.net.eps = cfg.eps
     probe = tuple(t[: cfg.gap_size] for t in train)

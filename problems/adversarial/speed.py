@@ -88,7 +88,8 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
     if isinstance(follower, LearnedFollower):
         speedup.prepare(follower.net, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    trainer = JointTrainer(AdversarialDRO(model, EPS), follower, optimizer, update, 1, speedup)
+    problem = AdversarialDRO(model, EPS, ascent=options.ascent_loss)
+    trainer = JointTrainer(problem, follower, optimizer, update, 1, speedup)
     x = speedup.batch(torch.rand(cfg.batch_size, channels, size, size, device=device))
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
     return trainer, (x, y)

@@ -8,8 +8,9 @@ run on a DRO problem (docs/architecture.md: "evaluation attacks are followers to
 
 - PGD-k, cross-entropy: ``SignGradientAscent(k, η, random_start=True)`` on ``AdversarialDRO``
   (Madry et al. 2018; paper Eq. 4; its L2 version steps along ∇/‖∇‖₂), worst of R restarts.
-- PGD-k, CW margin: the same follower on ``MarginDRO``, whose q is the margin
-  max_{j≠y} Z_j − Z_y (Carlini & Wagner 2017's f_6, as PGD-CW in TRADES and the paper).
+- PGD-k, CW margin: the same follower on ``AdversarialDRO(ascent="margin")``, whose steps
+  climb the margin max_{j≠y} Z_j − Z_y (Carlini & Wagner 2017's f_6, as PGD-CW in TRADES and
+  the paper).
 - FGSM: one sign step of size ε from x (Goodfellow et al. 2015); under L2 the fast gradient
   method's step ε·∇/‖∇‖₂.
 - the learned attacker g_φ of an L2L run: its ``LearnedFollower`` (paper Eq. 7).
@@ -31,17 +32,9 @@ from bilevel.errors import UserError
 from bilevel.followers import Follower, SignGradientAscent
 from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
-from problems.adversarial.dro import AdversarialDRO, ImageBatch, cw_margin
+from problems.adversarial.dro import AdversarialDRO
 
 FEASIBILITY_SLACK = 1e-5  # float rounding allowed on ‖x_adv − x‖ ≤ ε and x_adv ∈ [0, 1]
-
-
-class MarginDRO(AdversarialDRO):
-    """The DRO problem with the CW margin as the follower objective q (PGD-CW)."""
-
-    def follower_objective(self, batch: ImageBatch, z: Tensor) -> Tensor:
-        x, y = batch
-        return cw_margin(self.leader(x + z), y).mean()
 
 
 class Attack:
@@ -190,7 +183,8 @@ class FollowerAttack(Attack):
         return [self.follower] if isinstance(self.follower, nn.Module) else []
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        problem = (MarginDRO if self.loss == "cw" else AdversarialDRO)(model, self.eps, self.norm)
+        ascent = "margin" if self.loss == "cw" else "ce"
+        problem = AdversarialDRO(model, self.eps, self.norm, ascent=ascent)
         x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)
         if not self.from_clean:  # the first try as it is, also where x itself is misclassified
             x_adv = x + self.follower.solve(problem, (x, y))

@@ -36,6 +36,7 @@ from problems.adversarial.evaluation.attacks import (
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.report import read_eval, write_outputs
 from problems.adversarial.evaluation.runs import (
+    learned_attack_loss,
     load_classifier,
     load_learned_attacker,
     threat_model,
@@ -145,8 +146,10 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
     )  # fmt: skip
     if o.model is None and config.get("follower") in LEARNED:  # an L2L run's own g_φ
         suite.learned, suite.learned_source = load_learned_attacker(run_dir, device), str(run_dir)
+        suite.learned_losses[str(run_dir)] = learned_attack_loss(run_dir)
     for other in o.attacker_from:
         suite.other_learned[str(other)] = load_learned_attacker(Path(other), device)
+        suite.learned_losses[str(other)] = learned_attack_loss(Path(other))
     if o.surrogate is not None:
         suite.surrogate = load_classifier(Path(o.surrogate), device=device).model
         suite.surrogate_source = str(o.surrogate)

@@ -116,6 +116,13 @@ def threat_model(
     return ball, check_eps(eps, ball)
 
 
+def learned_attack_loss(run_dir: Path) -> str:
+    """The attack loss whose gradient the run's g_φ was trained on: ``cw`` for a run of
+    ``--ascent-loss margin``, ``ce`` otherwise (and for folders older than the option)."""
+    margin = DROConfig.as_trained(read_config(run_dir)).ascent_loss == "margin"
+    return "cw" if margin else "ce"
+
+
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
     """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
     follower has none, which is one sentence."""

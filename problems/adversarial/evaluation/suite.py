@@ -37,7 +37,6 @@ from problems.adversarial.evaluation.attacks import (
 )
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.noise_and_cw import CarliniWagnerLinf, RandomNoise
-from problems.adversarial.evaluation.runs import read_config
 
 APGD = "apgd-ce-t"  # AutoAttack's APGD-CE + APGD-T, the default's strongest attack
 DEFAULT = (APGD, "fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", "noise")
@@ -64,6 +63,8 @@ class SuiteOptions:
     learned: LearnedFollower | None = None
     learned_source: str = ""
     other_learned: dict[str, LearnedFollower] = field(default_factory=dict)
+    # each learned attacker's source → the loss it trained on ("cw" under --ascent-loss margin)
+    learned_losses: dict[str, str] = field(default_factory=dict)
     surrogate: nn.Module | None = None
     surrogate_source: str = ""
 
@@ -155,6 +156,6 @@ def _learned(name: str, follower: LearnedFollower, source: str, o: SuiteOptions)
     if follower.norm is not o.norm:  # another run's g_φ, trained in another ball
         extra["trained_norm"] = follower.norm.value
     # g_φ sees the gradient it trained on: the CW margin's for a run of --ascent-loss margin
-    loss = "cw" if read_config(Path(source)).get("ascent_loss") == "margin" else "ce"
+    loss = o.learned_losses.get(source, "ce")
     # g_φ is deterministic: one try; its steps are projected onto this evaluation's ball
     return FollowerAttack(name, follower, o.eps, loss, 1, extra, o.norm)
