@@ -257,3 +257,4 @@ done
 #     changes here.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/free-step-b64.json --out runs/l2l-budget --jobs 2
 #     Read (docs/results.md, step 23): 0.789 (default), 0.781 (0.25), 0.790 (0.625): not a lever.
+#     (The third unrolled step above was 0.8 points ahead of the default, not of PGM-10.)
