@@ -17,7 +17,8 @@ from bilevel.protocol import follower_gradient
 from bilevel.run import atomic_torch_save
 from cli import app
 from learned_optimizers import build_attacker, start_at_zero
-from problems.adversarial.config import AITConfig, DROConfig
+from problems.adversarial.ait_config import AITConfig
+from problems.adversarial.config import DROConfig
 from problems.adversarial.data import dataset_info
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.followers import build_follower

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from bilevel.errors import UserError
 from bilevel.options import option, with_options
 from cli import app
-from problems.adversarial.config import AITConfig, DROConfig
+from problems.adversarial.ait_config import AITConfig
+from problems.adversarial.config import DROConfig
 from problems.imitation.config import GAILConfig
 
 COMMANDS = {("solve", "adversarial-dro"): DROConfig, ("solve", "adversarial-ait"): AITConfig, ("solve", "gail"): GAILConfig}  # fmt: skip

@@ -6,7 +6,8 @@ input perturbation δ in an ε-ball (``Perturbation``), the two problems, the da
 """
 
 from problems.adversarial.ait import AdversarialInterpolation
-from problems.adversarial.config import AITConfig, DROConfig
+from problems.adversarial.ait_config import AITConfig
+from problems.adversarial.config import DROConfig
 from problems.adversarial.data import (
     DatasetInfo,
     Splits,

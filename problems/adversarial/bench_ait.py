@@ -17,8 +17,8 @@ from typing import Any
 
 from bilevel.errors import UserError
 from problems.adversarial.ait import Direction
+from problems.adversarial.ait_config import AIT_FOLLOWERS, AITConfig
 from problems.adversarial.bench import BENCH_EPS, run_bench
-from problems.adversarial.config import AIT_FOLLOWERS, AITConfig
 
 
 def bench_ait(

@@ -1,9 +1,9 @@
 """Options of ``solve adversarial-dro`` and ``solve adversarial-ait``, each declared once with its
 default and help (the command line is generated from them), and the checks, one sentence each
 (those of the learned follower's levers and of the carried δ in ``problems.adversarial.checks``);
-the data sets' defaults they fill in are in ``problems.adversarial.defaults``. ``DROConfig`` and
-``AITConfig`` are siblings over the options they share (``AdversarialConfig``); neither builds
-anything (``problems.adversarial.solve`` does).
+the data sets' defaults they fill in are in ``problems.adversarial.defaults``. ``DROConfig`` (here)
+and ``AITConfig`` (``problems.adversarial.ait_config``) are siblings over the options they share
+(``AdversarialConfig``); neither builds anything (``problems.adversarial.solve`` does).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
 from bilevel.options import choose, fill_unset, option
 from learned_optimizers import ATTACKER_KINDS
-from problems.adversarial.ait import Direction, Pairing
 from problems.adversarial.checks import (
     check_attacker_levers,
     check_carry,
@@ -46,7 +45,6 @@ LEARNED = {
     "2-step-grad-only": (2, "grad-only"),
 }
 FOLLOWERS = ("none", "fgsm", "pgm", *LEARNED)
-AIT_FOLLOWERS = ("ait", *LEARNED)
 NORMS = tuple(n.value for n in Norm)
 COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
@@ -312,49 +310,4 @@ class DROConfig(AdversarialConfig):
                 "--carry-jitter needs --attacker-random-start: it moves the carried δ by a "
                 "fraction of the random start, which is zero without it."
             )
-        return self
-
-
-@dataclass
-class AITConfig(AdversarialConfig):
-    """Every option of an AIT run (Eq. 5-6, Algorithms 2 and 4): the shared ones, the label mixing,
-    the partners and the direction; the AIT Net follower and Algorithm 4's order by default."""
-
-    FOLLOWER_CHOICES: ClassVar[tuple[str, ...]] = AIT_FOLLOWERS
-
-    follower: str = option(
-        "ait",
-        "ait (one signed step of size ε, the AIT Net), or a learned attacker: grad (L2L-AIT, "
-        "Algorithm 4), 2-step, naive, grad-only, 2-step-grad-only.",
-    )
-    epochs: int | None = option(None, "(default: 200 CIFAR, 10 mnist5k)")
-    update: str | None = option(
-        "follower-first", "follower-first (Algorithm 4: φ, then θ) or alternating."
-    )
-    eps_y: float = option(0.5, "Label mixing ε_y of ỹ (Algorithm 2).")
-    pairing: str = option("reversed", "Partners: reversed batch or permutation.")
-    ait_direction: str = option(
-        "toward", "Features toward the partner's (AIT) or away (Eq. 6 as printed)."
-    )
-
-    def resolve(self) -> AITConfig:
-        """The shared checks and defaults, the paper's CIFAR AIT schedule (200 epochs, lr ×0.1 at
-        60 and 90; Section 4.2), and AIT's own options."""
-        if self.dataset.lower() in ("cifar10", "cifar100"):
-            self.epochs = 200 if self.epochs is None else self.epochs
-            if self.milestones is None and self.epochs == 200:
-                self.milestones = [60, 90]
-        # the paper's L2L-AIT unless asked: bench ait --levers carries the DRO study's choices over
-        self.attacker_random_start = bool(self.attacker_random_start)
-        self.attacker_sign_step = self.attacker_sign_step or 0.0
-        self.carry_decision = bool(self.carry_decision)
-        self.plain_steps = self.plain_steps or 0
-        self.truncated_unroll = bool(self.truncated_unroll)
-        fill_unset(self, dict(batch_size=128))  # where bench ait measured AIT and L2L-AIT
-        super().resolve()
-        choose("--pairing", self.pairing, tuple(m.value for m in Pairing))
-        choose("--ait-direction", self.ait_direction, tuple(m.value for m in Direction))
-        if not 0.0 <= self.eps_y <= 1.0:
-            raise UserError(f"--eps-y must be in [0, 1]; got {self.eps_y}.")
-        check_update(self.update, self.learned, zero_sum=False)
         return self

@@ -28,7 +28,8 @@ from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
 from bilevel.run import RunDir
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
-from problems.adversarial.config import AdversarialConfig, AITConfig, DROConfig
+from problems.adversarial.ait_config import AITConfig
+from problems.adversarial.config import AdversarialConfig, DROConfig
 from problems.adversarial.data import (
     DatasetInfo,
     iterate_batches,
