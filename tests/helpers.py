@@ -12,6 +12,13 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def linear_two_class() -> nn.Module:
+    """A linear classifier of 4×4 images into two classes: ∇_x CE = (p_1 − [y = 1]) (w_1 − w_0),
+    whose sign never changes with δ (closed-form checks of carried followers)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+
+
 def load_example(name: str):
     """Import ``examples/<name>.py`` as a module (examples are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import image_batch, metrics_without_time
-from torch import nn
+from helpers import image_batch, linear_two_class, metrics_without_time
 from typer.testing import CliRunner
 
 from bilevel import SignGradientAscent
@@ -84,17 +83,11 @@ def test_carry_restart_refuses_values_outside_0_1_and_runs_without_the_carry() -
         DROConfig(carry_jitter=0.5, attacker_random_start=False).resolve()
 
 
-def _linear_two_class() -> nn.Module:
-    """Two classes: ∇_x CE = (p_1 − [y = 1]) (w_1 − w_0), whose sign never changes with δ."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-
-
 @pytest.mark.parametrize("carry", [False, True])
 def test_a_carried_one_step_follower_climbs_one_step_per_visit(carry: bool) -> None:
     """FGSM of step ε/4 from δ = 0 on a fixed θ (lr 0): afresh it reaches |δ| = ε/4 on every
     visit; carried, its δ grows by ε/4 a visit until the ball stops it at ε (ATTA's accumulation)."""
-    leader = _linear_two_class()
+    leader = linear_two_class()
     carried = CarriedDecisions(6) if carry else None
     problem = AdversarialDRO(leader, EPS, carried=carried)
     follower = SignGradientAscent(1, EPS / 4)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyConvAttacker
+from helpers import TinyConvAttacker, linear_two_class
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
@@ -26,12 +26,6 @@ from problems.adversarial.perturbation import Perturbation
 EPS = 0.3
 
 
-def _linear_two_class() -> nn.Module:
-    """Two classes: ∇_x CE = (p_1 − [y = 1]) (w_1 − w_0), whose sign never changes with δ."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-
-
 def _frozen_pgm_follower(sign_step: float) -> LearnedFollower:
     """A one-step learned follower whose g_φ is zero and stays zero (lr 0): PGM-1 of step s·ε."""
     net = TinyConvAttacker(2, 1, EPS)
@@ -45,7 +39,7 @@ def _frozen_pgm_follower(sign_step: float) -> LearnedFollower:
 def test_the_free_step_adds_its_climb_to_every_visit(free_step: float, per_visit: float) -> None:
     """θ fixed (lr 0), g_φ ≡ 0, sign step ε/4: carried δ grows by ε/4 a visit, and by ε/4 more
     with a free step of ε/4, until the ball stops it at ε."""
-    leader = _linear_two_class()
+    leader = linear_two_class()
     carried = CarriedDecisions(6, free_step=free_step)
     problem = AdversarialDRO(leader, EPS, carried=carried)
     follower = _frozen_pgm_follower(0.25)
