@@ -54,7 +54,7 @@ class Perturbation(BilevelProblem):
         the ball's steepest direction (sign ∇ in L∞, ∇/‖∇‖₂ per example in L2). The step costs no
         pass (Free-AT's reuse of that backward, Shafahi et al. 2019); its gradient is at the θ
         before the leader's step. Extra φ steps (``--follower-steps``) start from the stepped δ."""
-        if self.carried is None or not self.carried.free_step > 0:
+        if not self.wants_decision_gradient:
             return
         step = (self.carried.free_step * self.eps) * self.norm.steepest(grad)
         self.carried.remember(self.project(batch, z + step))
