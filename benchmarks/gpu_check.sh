@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Everything a GPU lease checks, in one script of at most ~8 minutes (run it from the repository
+# root on a CUDA machine): bash benchmarks/gpu_check.sh [OUT_FOLDER]
+#   1. gpu_speed.sh: the paper's Table 3 setting (WRN-34-10, full-width Table 1 attacker, batch 128),
+#      float32 and bf16 autocast;
+#   2. the default L2L attacker (slim x0.0625, random start, sign step 0.625 ε, truncated unroll)
+#      against FGSM-RS and PGM-10 per batch at CIFAR shape (PreAct-18, batch 128) on the GPU;
+#   3. bench dro on mnist5k (FGSM-RS, PGM-10, default 2-Step L2L, seed 0) trained on the GPU, with
+#      clean, PGD-40 and standard AutoAttack accuracy on the test split and training seconds.
+# Packages missing on the GPU image (mlxtend, higher, pyautoattack: pure Python) may sit unpacked in
+# .devsite/, which goes on PYTHONPATH.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-runs/gpu}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY="${PY:-python3}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+PY="$PY" bash benchmarks/gpu_speed.sh "$out/gpu_speed" || echo "gpu_speed.sh failed: $?"
+timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \
+  --batch-size 128 --batches 5 --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused \
+  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
+  --json "$out/speed-l2l-b128.json" || echo "bench speed (L2L) failed: $?"
+timeout 200 "$PY" cli.py bench dro --methods fgsm,pgm,2-step --seeds 0 --out "$out/bench-dro" \
+  --json "$out/bench-dro.json" || echo "bench dro failed: $?"
