@@ -43,7 +43,7 @@ class Acceleration:
         """Move ``module`` to ``device`` in the chosen memory format, and compile it in place
         (``nn.Module.compile`` keeps the state-dict keys). Attributes that change between steps
         must stay outside the compiled graph, or each new value recompiles it: the attackers'
-        ε bound is ``torch.compiler.disable``-d for that reason (``learned_optimizers``)."""
+        ε bound is left out when they are compiled (``BoundedOutput.compile``)."""
         module.to(device, memory_format=self.memory_format)
         if self.compile:
             module.compile()

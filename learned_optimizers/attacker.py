@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -107,7 +108,14 @@ class BoundedOutput(nn.Module):
             raise ValueError(f"The attacker's eps must be a finite number >= 0, got {value}.")
         self._eps = value
 
-    @torch.compiler.disable  # ε changes between steps (warm-up): no recompile per value
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """``nn.Module.compile``, with ``bound`` kept out of the graph: ε changes between steps (the
+        warm-up), and a compiled bound would recompile for each new value. Done here rather than
+        with a ``torch.compiler.disable`` decorator, which imports ``torch._dynamo`` (about 1.5 s)
+        into every process that imports an attacker, compiled or not."""
+        self.bound = torch.compiler.disable(self.bound)  # the instance's bound, outside the graph
+        super().compile(*args, **kwargs)
+
     def bound(self, z: Tensor) -> Tensor:
         """z squashed strictly inside the ε-ball of ``norm`` (for ε > 0)."""
         below_one = 1.0 - torch.finfo(z.dtype).eps / 2  # the largest float under 1

@@ -13,6 +13,7 @@ from torch import nn
 
 from bilevel import JointTrainer, LearnedFollower
 from bilevel.acceleration import Acceleration
+from learned_optimizers import build_attacker
 from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.models import SmallCNN
@@ -89,6 +90,35 @@ def test_amp_step_stays_close_to_the_float32_step() -> None:
 
 def test_compile_takes_the_same_step() -> None:
     _step_and_compare(Acceleration(compile=True), "alternating", rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_a_compiled_attacker_takes_a_new_eps_without_recompiling(norm: str) -> None:
+    # the ε warm-up changes ε every step: the bound must stay outside the compiled graph
+    from torch._dynamo.testing import CompileCounter
+
+    torch.manual_seed(0)
+    net = build_attacker("slim", 2, 1, eps=0.1, width=0.0625, norm=norm).eval()
+    compiles = CompileCounter()
+    net.compile(backend=compiles)
+    a = torch.randn(4, 2, 28, 28)
+    net(a)
+    after_first = compiles.frame_count
+    for eps in (0.2, 0.05, 0.3):
+        net.eps = eps
+        out = net(a)
+        size = out.abs().amax() if norm == "linf" else out.flatten(1).norm(dim=1).max()
+        assert eps / 2 < size < eps  # the new ε is the one applied
+    assert compiles.frame_count == after_first > 0
+
+
+def test_the_command_line_starts_without_the_compiler_stack() -> None:
+    # torch._dynamo costs about 1.5 s of every command's start-up; only --compile needs it
+    code = "import sys, cli; print('torch._dynamo' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_distribute_routes_the_forward_and_keeps_the_state_dict() -> None:
