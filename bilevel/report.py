@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bilevel.files import atomic_write_figure, atomic_write_text
+from bilevel.files import atomic_write_figure, atomic_write_text, new_figure
 
 if TYPE_CHECKING:
     from bilevel.run import RunDir
@@ -74,13 +74,8 @@ DEFAULT_PANELS: tuple[Panel, ...] = (loss_panel, validation_panel)
 
 def plot_curves(path: Path, history: Rows, panels: Sequence[Panel] = DEFAULT_PANELS) -> None:
     """One figure, one panel per hook, side by side, written to ``path`` as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # only where figures are drawn
-
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    fig, axes = new_figure(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         panel(ax, epochs, history)
     fig.tight_layout()

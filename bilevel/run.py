@@ -24,6 +24,7 @@ from bilevel.files import PARTIAL_SUFFIX, atomic_write_text, write_error
 from bilevel.files import atomic_torch_save as atomic_torch_save  # re-exported, as are the next
 from bilevel.files import atomic_write_bytes as atomic_write_bytes
 from bilevel.files import atomic_write_figure as atomic_write_figure
+from bilevel.files import new_figure as new_figure
 from bilevel.paths import check_output_folder
 
 try:

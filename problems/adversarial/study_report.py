@@ -8,13 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from bilevel.report import markdown_table  # noqa: E402
-from bilevel.run import atomic_write_figure, atomic_write_text  # noqa: E402
+from bilevel.report import markdown_table
+from bilevel.run import atomic_write_figure, atomic_write_text, new_figure
 
 COST = "train_cpu_seconds"  # CPU time: on a shared machine wall-clock time is mostly other load
 
@@ -80,7 +75,7 @@ def _mean_std(row: dict[str, Any], key: str) -> str:
 
 def plot_pareto(rows: list[dict[str, Any]], title: str, path: Path) -> None:
     """Validation robust accuracy (± std) against training seconds (± std), the front joined."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = new_figure(figsize=(8, 5.5))
     for r in (r for r in rows if r[COST] is not None):  # no recorded cost: no place on the plot
         style = dict(color="0.4", marker="s") if r["reference"] else dict(color="C0", marker="o")
         ax.errorbar(

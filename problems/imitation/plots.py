@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bilevel.run import RunDir, atomic_write_figure  # noqa: E402
+from bilevel.run import RunDir, atomic_write_figure, new_figure
 
 # (panel title, y label, [(metrics key, line label)]); across runs a panel shows its last line
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
@@ -34,7 +30,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
 def _figure(panels: int):
     cols = 3
     rows = -(-panels // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    fig, axes = new_figure(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
     for ax in axes.flat[panels:]:
         ax.axis("off")
     return fig, list(axes.flat)

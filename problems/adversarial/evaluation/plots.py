@@ -12,14 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from bilevel.norms import Norm  # noqa: E402
-from bilevel.run import atomic_write_figure  # noqa: E402
+from bilevel.norms import Norm
+from bilevel.run import atomic_write_figure, new_figure
 
 MAGNIFY = (5, 30)
 
@@ -27,7 +23,7 @@ MAGNIFY = (5, 30)
 def plot_sweeps(curves: dict[str, dict[str, Any]], path: Path, norm: str = "linf") -> None:
     """``curves``: run label → {"eps": {"x": [...], "acc": [...]}, "steps": {...}}, ε in the
     ``norm`` ball ("linf" or "l2")."""
-    fig, (ax_eps, ax_steps) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_eps, ax_steps) = new_figure(1, 2, figsize=(10, 4))
     for label, sweeps in curves.items():
         for ax, key in ((ax_eps, "eps"), (ax_steps, "steps")):
             if key in sweeps:
@@ -55,7 +51,7 @@ def _show(ax: Any, image: Tensor, title: str) -> None:
 def plot_examples(x: Tensor, adversarial: dict[str, Tensor], path: Path) -> None:
     """Rows: attacks; for each test image, x_adv and 0.5 + m·δ clipped, for m in ``MAGNIFY``."""
     n, names, cols = len(x), list(adversarial), 1 + len(MAGNIFY)
-    fig, axes = plt.subplots(
+    fig, axes = new_figure(
         len(names) + 1, n * cols, figsize=(1.3 * n * cols, 1.4 * (len(names) + 1)), squeeze=False
     )
     for j in range(n):  # the first row: each clean image, beside empty perturbation slots
