@@ -110,11 +110,19 @@ class BoundedOutput(nn.Module):
 
     def compile(self, *args: Any, **kwargs: Any) -> None:
         """``nn.Module.compile``, with ``bound`` kept out of the graph: ε changes between steps (the
-        warm-up), and a compiled bound would recompile for each new value. Done here rather than
-        with a ``torch.compiler.disable`` decorator, which imports ``torch._dynamo`` (about 1.5 s)
-        into every process that imports an attacker, compiled or not."""
+        warm-up), and a compiled bound would recompile at least once and then trace ε as a symbolic
+        float. Done here rather than with a ``torch.compiler.disable`` decorator, which imports
+        ``torch._dynamo`` (about 1.5 s) into every process that imports an attacker, compiled or
+        not."""
         self.bound = torch.compiler.disable(self.bound)  # the instance's bound, outside the graph
         super().compile(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """As ``nn.Module``'s (a copy is not compiled), less the compiled instance's own ``bound``,
+        which is bound to the original: a copy's ε would otherwise be the original's."""
+        state = super().__getstate__()
+        state.pop("bound", None)
+        return state
 
     def bound(self, z: Tensor) -> Tensor:
         """z squashed strictly inside the ε-ball of ``norm`` (for ε > 0)."""

@@ -3,6 +3,8 @@ it computes; and a DDP-style wrapper around g_φ leaves φ's state dict alone.""
 
 from __future__ import annotations
 
+import copy as copy_module
+import io
 import subprocess
 import sys
 
@@ -95,8 +97,10 @@ def test_compile_takes_the_same_step() -> None:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_a_compiled_attacker_takes_a_new_eps_without_recompiling(norm: str) -> None:
     # the ε warm-up changes ε every step: the bound must stay outside the compiled graph
+    import torch._dynamo
     from torch._dynamo.testing import CompileCounter
 
+    torch._dynamo.reset()  # no cache or recompile count left by earlier tests
     torch.manual_seed(0)
     net = build_attacker("slim", 2, 1, eps=0.1, width=0.0625, norm=norm).eval()
     compiles = CompileCounter()
@@ -110,6 +114,24 @@ def test_a_compiled_attacker_takes_a_new_eps_without_recompiling(norm: str) -> N
         size = out.abs().amax() if norm == "linf" else out.flatten(1).norm(dim=1).max()
         assert eps / 2 < size < eps  # the new ε is the one applied
     assert compiles.frame_count == after_first > 0
+
+
+def test_a_copy_of_a_compiled_attacker_bounds_with_its_own_eps() -> None:
+    torch.manual_seed(0)
+    net = build_attacker("slim", 2, 1, eps=0.3, width=0.0625).eval()
+    net.compile(backend="eager")
+    a = torch.randn(4, 2, 28, 28)
+    for copy in (copy_module.deepcopy(net), _saved_and_loaded(net)):
+        copy.eps = 0.5
+        assert 0.3 < copy(a).abs().amax() < 0.5  # the copy's ε, not the original's 0.3
+    assert net(a).abs().amax() < 0.3
+
+
+def _saved_and_loaded(net: nn.Module) -> nn.Module:
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
 
 
 def test_the_command_line_starts_without_the_compiler_stack_or_matplotlib() -> None:
