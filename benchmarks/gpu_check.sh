@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Everything a GPU lease checks, in one script of about 6 minutes on an H200 (run it from the
-# repository root on a CUDA machine): bash benchmarks/gpu_check.sh [OUT_FOLDER]
+# repository root on a CUDA machine): bash benchmarks/gpu_check.sh [OUT_FOLDER] | tee LOG
 #   1. gpu_speed.sh: the paper's Table 3 setting (WRN-34-10, full-width Table 1 attacker, batch 128),
 #      float32 and bf16 autocast;
 #   2. the default L2L attacker (slim x0.0625, random start, sign step 0.625 ε, truncated unroll)
 #      against FGSM-RS and PGM-10 per batch at CIFAR shape (PreAct-18, batch 128) on the GPU;
 #   3. the same on the small CNN at mnist5k's batch 64, where the attacker costs as much as the
-#      classifier (per batch; the carry is not in bench speed);
+#      classifier (per batch; the carry is not in bench speed), in channels_last and, as bench dro
+#      trains mnist5k, in the contiguous format;
 #   4. bench dro on mnist5k (FGSM-RS, PGM-10, default 2-Step L2L, seed 0) trained on the GPU, with
 #      clean, PGD-40 and APGD-CE + APGD-T accuracy on the test split and training seconds. Standard
 #      AutoAttack took over 2 minutes per model there (Square's 5,000 queries are bound by Python's
@@ -34,5 +35,10 @@ timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker s
   --methods fgsm-rs,pgm-10,2-step-fused \
   --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
   --json "$out/speed-small-cnn-b64.json" || echo "bench speed (small CNN) failed: $?"
+timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker slim \
+  --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 --no-channels-last \
+  --methods fgsm-rs,pgm-10,2-step-fused \
+  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
+  --json "$out/speed-small-cnn-b64-contiguous.json" || echo "bench speed (contiguous) failed: $?"
 timeout 200 "$PY" cli.py bench dro --methods fgsm,pgm,2-step --seeds 0 --aa apgd-ce-t \
   --out "$out/bench-dro" --json "$out/bench-dro-apgd.json" || echo "bench dro failed: $?"
