@@ -26,19 +26,16 @@ PY="${PY:-python3}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 PY="$PY" bash benchmarks/gpu_speed.sh "$out/gpu_speed" || echo "gpu_speed.sh failed: $?"
+levers='{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}'
 timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \
   --batch-size 128 --batches 5 --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused \
-  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
-  --json "$out/speed-l2l-b128.json" || echo "bench speed (L2L) failed: $?"
-timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker slim \
-  --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 \
-  --methods fgsm-rs,pgm-10,2-step-fused \
-  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
-  --json "$out/speed-small-cnn-b64.json" || echo "bench speed (small CNN) failed: $?"
-timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker slim \
-  --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 --no-channels-last \
-  --methods fgsm-rs,pgm-10,2-step-fused \
-  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
-  --json "$out/speed-small-cnn-b64-contiguous.json" || echo "bench speed (contiguous) failed: $?"
+  --levers "$levers" --json "$out/speed-l2l-b128.json" || echo "bench speed (L2L) failed: $?"
+for format in channels-last no-channels-last; do  # the second is the format bench dro trains in
+  name="speed-small-cnn-b64$([ "$format" = no-channels-last ] && echo -contiguous)"
+  timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker slim \
+    --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 "--$format" \
+    --methods fgsm-rs,pgm-10,2-step-fused --levers "$levers" --json "$out/$name.json" ||
+    echo "bench speed (small CNN, $format) failed: $?"
+done
 timeout 200 "$PY" cli.py bench dro --methods fgsm,pgm,2-step --seeds 0 --aa apgd-ce-t \
   --out "$out/bench-dro" --json "$out/bench-dro-apgd.json" || echo "bench dro failed: $?"
