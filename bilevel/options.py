@@ -4,7 +4,8 @@ command line is generated from the dataclass (``cli.py``), so no default is writ
 ``option(default, help)`` is such a field; ``comma=True`` marks a list given as "a,b,c" on the
 command line (its ``example`` shows how), ``name`` an option spelled otherwise than the field
 (``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for
-a value outside its choices; ``fill_unset`` gives the options left unset their defaults.
+a value outside its choices; ``fill_unset`` gives the options left unset their defaults;
+``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import types
 import typing
 from collections.abc import Callable
@@ -44,6 +46,51 @@ def fill_unset(config: Any, values: dict[str, Any]) -> None:
     for f in dataclasses.fields(config):
         if getattr(config, f.name) is None and f.name in values:
             setattr(config, f.name, values[f.name])
+
+
+def _json_type_ok(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits the field type ``hint`` (bool, int, float, str, list[...],
+    ``X | None``): no bool where a number is meant, no float where a count is."""
+    if value is None:
+        return type(None) in typing.get_args(hint)
+    hint = _inner(hint)
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_json_type_ok(v, item) for v in value)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def check_levers(
+    config_class: type, values: dict[str, Any], where: str, exclude: tuple[str, ...] = ()
+) -> None:
+    """One sentence for the first of ``values`` that is not an option of the dataclass
+    ``config_class`` (or is in ``exclude``) or whose JSON value has the wrong type (``"false"``
+    for a flag, ``"5,7"`` for a list, 1.5 for a count), so a lever given as JSON is refused
+    before anything trains, never silently misread."""
+    hints = typing.get_type_hints(config_class)
+    known = {f.name for f in dataclasses.fields(config_class)} - set(exclude)
+    bad = sorted(set(values) - known)
+    if bad:
+        raise UserError(
+            f"{where}: unknown lever(s) {bad}; levers are the options of the command with _ for "
+            "-, e.g. attacker_sign_step."
+        )
+    for name, value in values.items():
+        if not _json_type_ok(value, hints[name]):
+            wanted = _inner(hints[name])
+            if typing.get_origin(wanted) is list:
+                items = {int: "whole numbers", float: "numbers", str: "strings"}
+                label = f"a list of {items[typing.get_args(wanted)[0]]}"
+            else:
+                label = _WORDS.get(wanted, str(wanted))
+            raise UserError(f"{where}: {name} must be {label}; got {json.dumps(value)}.")
 
 
 def _inner(hint: Any) -> Any:

@@ -93,9 +93,21 @@ def test_pareto_front_and_winner() -> None:
         (json.dumps({"configs": {"x": {"follower": "grad"}}, "epochs": 3}), "unknown key"),
         (json.dumps({"configs": {"x": {"attacker_magic": 1}}}), "unknown lever"),
         (json.dumps({"configs": {"x": {"grad_scaling": "max"}}}), "--grad-scaling"),
-        (json.dumps({"configs": {"x": {"epochs": "ten"}}}), "wrong type"),
+        (json.dumps({"configs": {"x": {"epochs": "ten"}}}), "epochs must be a whole number"),
+        (json.dumps({"configs": {"x": {"epochs": 1.5}}}), "epochs must be a whole number"),
+        # JSON's string "false" is truthy and "5,7" not a list: both would be misread silently
+        (json.dumps({"configs": {"x": {"truncated_unroll": "false"}}}), "true or false"),
+        (json.dumps({"configs": {"x": {"milestones": "5,7"}}}), "a list of whole numbers"),
+        (json.dumps({"configs": {"x": {"momentum": -1}}}), "--momentum must be at least 0"),
+        (json.dumps({"configs": {"x": {"seed": 3}}}), "unknown lever"),  # the study's own
         (json.dumps({"configs": {"x": {}}, "seeds": []}), "seeds"),
+        (json.dumps({"configs": {"x": {}}, "seeds": 5}), "seeds"),
         (json.dumps({"configs": {"x": {}}, "references": ["pgd-7"]}), "Unknown reference"),
+        (json.dumps({"configs": {"x": {}}, "references": "pgm-10"}), '"references" must be'),
+        (json.dumps({"configs": {"x": {}}, "references": [5]}), '"references" must be'),
+        # two names, one folder: the second run would delete the first's
+        (json.dumps({"configs": {"x y": {}, "x_y": {"pgm_steps": 2}}}), "the same folder"),
+        (json.dumps({"configs": {"..": {}}}), "no folder name"),  # outside --out otherwise
     ],
 )
 def test_a_bad_grid_is_one_sentence_and_exit_2(tmp_path: Path, content: str, words: str) -> None:
@@ -113,6 +125,17 @@ def test_zero_jobs_is_one_sentence_before_any_training(tmp_path: Path) -> None:
     result = _bench(grid, tmp_path, "--jobs", "0")
     assert result.exit_code == 2 and "--jobs must be at least 1" in result.output
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_an_unwritable_results_folder_is_refused_before_any_training(tmp_path: Path) -> None:
+    grid = tmp_path / "tiny.json"
+    grid.write_text(json.dumps(TINY))
+    (tmp_path / "a-file").write_text("mine\n")
+    args = ["bench", "l2l", "--grid", str(grid), "--out", str(tmp_path / "runs"), "--results",
+            str(tmp_path / "a-file" / "results")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--results" in result.output, result.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_missing_grid_file_is_one_sentence(tmp_path: Path) -> None:

@@ -50,8 +50,9 @@ AA_KEYS = {"standard": "autoattack_acc", "apgd-ce-t": "apgd_ce_t_acc"}
 
 
 def folder_name(label: str) -> str:
-    """A label ("grad (fused)") as a folder name ("grad_fused")."""
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_")
+    """A label ("grad (fused)") as a folder name ("grad_fused"); never "." or ".." (dots and
+    underscores at either end are dropped), so a run stays inside its study's folder."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_.")
 
 
 def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:

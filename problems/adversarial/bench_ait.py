@@ -11,11 +11,11 @@ margin loss, and with the standard AutoAttack (``bench.run_bench``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
+from bilevel.options import check_levers
 from problems.adversarial.ait import Direction
 from problems.adversarial.ait_config import AIT_FOLLOWERS, AITConfig
 from problems.adversarial.bench import BENCH_EPS, run_bench
@@ -43,9 +43,7 @@ def bench_ait(
     if not directions or any(d not in known for d in directions):
         raise UserError(f"--directions takes {', '.join(sorted(known))}; got {directions}.")
     levers = levers or {}
-    bad = sorted(set(levers) - {f.name for f in fields(AITConfig)})
-    if bad:
-        raise UserError(f"--levers: unknown option(s) {bad}; use solve adversarial-ait's options.")
+    check_levers(AITConfig, levers, "--levers")
 
     def entry(method: str, direction: str) -> Callable[[int], AITConfig]:
         extra = levers if method != "ait" else {}

@@ -243,8 +243,9 @@ class AdversarialConfig:
         for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
             if not (value := vars(self)[name]) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
-        if self.gap_size < 0:
-            raise UserError(f"--gap-size must be at least 0; got {self.gap_size}.")
+        for name in ("gap_size", "momentum", "weight_decay", "attacker_weight_decay"):
+            if (value := vars(self)[name]) < 0:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 0; got {value}.")
         fill_unset(self, dict(leader_ema=0.0))
         check_decay(self.leader_ema)
         return self

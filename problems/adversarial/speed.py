@@ -16,7 +16,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from bilevel.acceleration import Acceleration, keep_freed_memory, resolve_device
 from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
+from bilevel.options import check_levers
 from bilevel.run import atomic_write_text
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import DatasetInfo
@@ -76,9 +77,7 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
     name = name.removesuffix("-fused").removesuffix("-alternating")
     update = "fused" if method.endswith("fused") else "alternating"
     levers = cfg.levers if name not in ("none", "fgsm", "pgm") else {}
-    bad = sorted(set(levers) - {f.name for f in fields(DROConfig)})
-    if bad:
-        raise UserError(f"--levers: unknown option(s) {bad}; use solve adversarial-dro's options.")
+    check_levers(DROConfig, levers, "--levers")
     options = DROConfig(
         **{"dataset": "cifar10", "follower": name, "eps": EPS, "update": update,
            "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
