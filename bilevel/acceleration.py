@@ -64,13 +64,26 @@ class Acceleration:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``--device``: auto (a CUDA GPU where one is visible, else the CPU), cpu, or cuda (refused
-    in one sentence where no GPU is visible)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu.")
+    """``--device``: auto (a CUDA GPU where one is visible, else the CPU), cpu, cuda or cuda:N
+    (refused in one sentence where no such GPU is visible, as is any other name)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise UserError(f"Unknown --device {name!r}; choose auto, cpu, cuda or cuda:N.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu."
+        )
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(
+            f"--device {name}: only {count} CUDA GPU(s) are visible (cuda:0 to cuda:{count - 1})."
+        )
+    return device
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters, <malloc.h>

@@ -14,7 +14,8 @@ from helpers import ROOT, TinyConvAttacker, image_batch
 from torch import nn
 
 from bilevel import JointTrainer, LearnedFollower
-from bilevel.acceleration import Acceleration
+from bilevel.acceleration import Acceleration, resolve_device
+from bilevel.errors import UserError
 from learned_optimizers import build_attacker
 from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO
@@ -200,3 +201,17 @@ def test_keep_freed_memory_stops_page_faults_on_reallocation() -> None:
     assert int(plain) > pages // 2  # glibc: a fresh mmap, every page faulted in again
     assert kept == "True"
     assert int(reused) < pages // 10  # served from the kept heap
+
+
+def test_a_device_that_is_not_here_is_one_sentence() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name in ("bogus", "meta"):  # not a device name; a torch device no run uses
+        with pytest.raises(UserError, match="Unknown --device"):
+            resolve_device(name)
+    if not torch.cuda.is_available():
+        for name in ("cuda", "cuda:0"):
+            with pytest.raises(UserError, match="no CUDA GPU is visible"):
+                resolve_device(name)
+    else:
+        with pytest.raises(UserError, match="only"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")

@@ -94,3 +94,18 @@ def test_bench_speed_builds_learned_followers_with_the_levers_and_any_pgm_k() ->
     assert learned.follower.sign_step == 0.5 and learned.follower.steps == 3
     assert type(learned.follower.net).__name__ == "SlimAttacker"
     assert learned.update.value == "fused"
+
+
+@pytest.mark.parametrize("command", [["bench", "speed", "--model", "small-cnn"], ["bench", "ait"]])
+def test_a_lever_of_the_wrong_type_is_one_sentence(command, tmp_path) -> None:
+    out = ["--out", str(tmp_path / "runs")] if command[1] == "ait" else []
+    args = [*command, *out, "--levers", '{"unroll": "x"}']
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "unroll must be a whole number" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bench_speed_refuses_a_device_that_is_not_one() -> None:
+    result = CliRunner().invoke(app, ["bench", "speed", "--model", "small-cnn", "--device", "gpu0"])
+    assert result.exit_code == 2 and "Unknown --device 'gpu0'" in result.output, result.output
