@@ -47,6 +47,9 @@ def check_output_file(path: str | Path, option: str) -> None:
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder; give a file name, such as {path / 'out.json'}.")  # fmt: skip
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        raise UserError(f"{option} {path} cannot be written, since {existing} is a file; choose another {option}.")  # fmt: skip
     check_output_folder(path.parent, option)
 
 

@@ -48,7 +48,10 @@ OUT_FOLDERS = [
     (["bench", "dro"], "--out"),
     (["bench", "ait"], "--out"),
     (["gail-stability"], "--out"),
-    (["expert", "train", "--env", "Pendulum-v1"], "--cache-dir"),
+    (["gail-stability"], "--cache-dir"),
+    (["bench", "l2l", "--grid", ROOT / "benchmarks/l2l/final.json"], "--out"),
+    (["bench", "l2l", "--grid", ROOT / "benchmarks/l2l/final.json"], "--results"),
+    (["expert", "train", "--env", "MountainCar-v0"], "--cache-dir"),
     (["solve", "adversarial-dro"], "--data-dir"),
     (["solve", "adversarial-ait"], "--data-dir"),
     (["solve", "gail", *GAIL], "--cache-dir"),
@@ -70,7 +73,10 @@ def test_a_json_path_that_cannot_be_a_file_is_one_sentence(tmp_path, command) ->
     before = snapshot(tmp_path)
     out = ["--out", tmp_path / "runs"] if command[1] != "speed" else []
     one_sentence(run_cli(*command, *out, "--json", tmp_path), "is a folder")
-    one_sentence(run_cli(*command, *out, "--json", tmp_path / "a-file" / "t.json"), "is a file")
+    one_sentence(
+        run_cli(*command, *out, "--json", tmp_path / "a-file" / "t.json"),
+        "cannot be written, since",
+    )
     assert snapshot(tmp_path) == before
 
 
@@ -160,7 +166,7 @@ COUNTS = [
     *[(["evaluate", "{tmp}"], o) for o in ("--n-examples", "--restarts", "--batch-size")],
     *[(["solve", "gail", *GAIL], o) for o in ("--steps", "--n-envs", "--test-episodes")],
     *[(["gail-stability"], o) for o in ("--seeds", "--jobs", "--steps")],
-    (["expert", "train", "--env", "Pendulum-v1"], "--steps"),
+    (["expert", "train", "--env", "MountainCar-v0"], "--steps"),
 ]  # fmt: skip
 
 

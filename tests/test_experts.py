@@ -10,6 +10,7 @@ import problems.imitation.demonstrations as demonstrations
 from bilevel.errors import UserError
 from problems.imitation.demonstrations import demo_path, load_demonstrations
 from problems.imitation.experts import SCRIPTED, random_policy, rollout
+from problems.imitation.ppo_expert import ppo_expert_path, train_expert
 
 # env -> (episodes, lowest acceptable mean return, highest acceptable mean return)
 STATED = {
@@ -61,5 +62,10 @@ def test_bad_requests_are_one_sentence_user_errors(tmp_path) -> None:
         load_demonstrations("CartPole-v1", episodes=1, seed=0, cache_dir=tmp_path)
     with pytest.raises(UserError, match="Unknown environment"):
         load_demonstrations("NoSuchEnv-v9", cache_dir=tmp_path)
-    with pytest.raises(UserError, match="expert train"):
-        load_demonstrations("LunarLander-v3", cache_dir=tmp_path)
+    with pytest.raises(UserError, match="expert train"):  # builds, but has no scripted expert
+        load_demonstrations("MountainCar-v0", cache_dir=tmp_path)
+    with pytest.raises(UserError, match="vector of observations"):  # a Discrete observation
+        load_demonstrations("FrozenLake-v1", cache_dir=tmp_path)
+    with pytest.raises(UserError, match="has a scripted expert"):  # an expert never used
+        train_expert("Pendulum-v1", steps=64, cache_dir=tmp_path)
+    assert not ppo_expert_path("Pendulum-v1", tmp_path).exists()

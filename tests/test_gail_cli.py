@@ -81,6 +81,10 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),
+        (["--n-envs", "1", "--n-steps", "1"], "at least 2 each"),  # SB3 would assert
+        (["--ppo-batch-size", "1"], "at least 2 each"),
+        (["--env", "CartPole-v1", "--use-sde"], "--use-sde needs continuous actions"),
+        (["--env", "FrozenLake-v1"], "vector of observations"),  # gymnasium's, not GAIL's
     ],
 )
 def test_bad_inputs_are_one_sentence_and_exit_2(extra, message, cache, tmp_path) -> None:

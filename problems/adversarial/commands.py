@@ -161,6 +161,7 @@ def bench_l2l(
 ) -> None:
     """A study: learned-follower configurations and PGM-k / FGSM-RS references, 3 seeds each,
     judged by APGD-CE + APGD-T on the validation split against training seconds (Pareto plot)."""
+    check_paths(folders={"--out": out, "--results": results})
     from problems.adversarial.study import load_grid, run_study
 
     spec = load_grid(grid)

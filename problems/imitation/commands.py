@@ -48,7 +48,7 @@ def gail_stability(
     cache_dir: str = typer.Option("data/demos", help="Where demonstrations are cached."),
 ) -> None:
     """GAIL vs L2L-GAIL across seeds: reliability metrics (Chan et al. 2020), curves, tables."""
-    check_paths(folders={"--out": out})
+    check_paths(folders={"--out": out}, inputs={"--cache-dir": cache_dir})
     from problems.imitation.stability import run_stability, target_checks
 
     base = GAILConfig(env=env, steps=steps, reward=reward, cache_dir=cache_dir)

@@ -100,7 +100,7 @@ class GAILConfig:
     def resolve(self) -> GAILConfig:
         from problems.imitation.ppo_expert import check_env_id
 
-        check_env_id(self.env)
+        discrete = check_env_id(self.env)
         choose("--follower", self.follower, FOLLOWERS)
         choose("--reward", self.reward, REWARDS)
         choose("--disc-norm", self.disc_norm, NORMS)
@@ -112,6 +112,13 @@ class GAILConfig:
         step, radius = (self.oneshot_step, 0.05) if oneshot else (self.disc_lr, 0.0)
         fill_unset(self, dict(residual_scale=step, trust_radius=radius))
         require_counts(self, COUNTS)
+        if self.n_steps * self.n_envs < 2 or self.ppo_batch_size < 2:
+            raise UserError(
+                "PPO needs --n-steps × --n-envs and --ppo-batch-size of at least 2 each; got "
+                f"{self.n_steps} × {self.n_envs} and {self.ppo_batch_size}."
+            )
+        if self.use_sde and discrete:
+            raise UserError(f"--use-sde needs continuous actions; {self.env}'s are discrete.")
         for name in ("ppo_lr", "disc_lr", "meta_lr", "residual_scale", "oneshot_step"):
             if not (value := getattr(self, name)) > 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")

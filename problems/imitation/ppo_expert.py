@@ -15,8 +15,10 @@ from bilevel.errors import UserError
 from problems.imitation.experts import SCRIPTED, Policy, single_thread
 
 
-def check_env_id(env_id: str) -> None:
-    """A ``UserError`` naming the fix when gymnasium does not know ``env_id`` or cannot build it."""
+def check_env_id(env_id: str) -> bool:
+    """A ``UserError`` naming the fix when gymnasium does not know ``env_id``, cannot build it, or
+    builds one this GAIL cannot learn (its D and policy take a vector of observations, and Box or
+    Discrete actions); returns whether the actions are discrete."""
     try:
         gym.spec(env_id)
     except gym.error.Error:
@@ -24,6 +26,22 @@ def check_env_id(env_id: str) -> None:
             f"Unknown environment {env_id!r}; use a gymnasium id such as Pendulum-v1, "
             f"CartPole-v1, Acrobot-v1 or MountainCarContinuous-v0."
         ) from None
+    try:
+        env = gym.make(env_id)
+    except (gym.error.Error, ImportError, OSError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(
+            f"{env_id} cannot be built here ({reason}); choose another environment."
+        ) from None
+    observations, actions = env.observation_space, env.action_space
+    env.close()
+    vector = isinstance(observations, gym.spaces.Box) and len(observations.shape) == 1
+    if not vector or not isinstance(actions, (gym.spaces.Box, gym.spaces.Discrete)):
+        raise UserError(
+            f"{env_id} has {observations} observations and {actions} actions; GAIL here needs a "
+            "vector of observations (a 1-d Box) and Box or Discrete actions."
+        )
+    return isinstance(actions, gym.spaces.Discrete)
 
 
 def ppo_expert_path(env_id: str, cache_dir: str | Path) -> Path:
@@ -41,6 +59,10 @@ def train_expert(
     from problems.imitation.experts import rollout
 
     check_env_id(env_id)
+    if env_id in SCRIPTED:
+        raise UserError(
+            f"{env_id} has a scripted expert, which GAIL uses; expert train is for ids without one."
+        )
     if steps < 1:
         raise UserError(f"--steps must be at least 1; got {steps}.")
     path = ppo_expert_path(env_id, cache_dir)
