@@ -5,7 +5,8 @@ command line is generated from the dataclass (``cli.py``), so no default is writ
 command line (its ``example`` shows how), ``name`` an option spelled otherwise than the field
 (``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for
 a value outside its choices; ``fill_unset`` gives the options left unset their defaults;
-``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type.
+``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type;
+``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
 """
 
 from __future__ import annotations
@@ -93,6 +94,30 @@ def check_levers(
             raise UserError(f"{where}: {name} must be {label}; got {json.dumps(value)}.")
 
 
+def _given_on_command_line(context: Any, names: dict[str, Any]) -> frozenset[str]:
+    """The options of ``names`` the user typed, not left at their defaults (the command's typer
+    context says where each value came from)."""
+    defaults = ("DEFAULT", "DEFAULT_MAP")
+    sources = {n: context.get_parameter_source(n) for n in names}
+    return frozenset(
+        n for n, src in sources.items() if src is not None and src.name not in defaults
+    )
+
+
+def inherit(config: Any, recorded: dict[str, Any], keep: tuple[str, ...] = ()) -> None:
+    """For ``--resume``: every option of the dataclass ``config`` that the command line did not
+    give (``config.given``, set by ``with_options``; without it, every option left unset, None)
+    takes the value the run folder ``recorded``, ``keep``'s options aside (those that may differ
+    on a resume, e.g. the device). So ``--out RUN --resume`` alone continues a run as it was
+    trained, and an option typed with another value is still refused as another configuration."""
+    given = getattr(config, "given", None)
+    for f in dataclasses.fields(config):
+        if f.name in keep or f.name not in recorded:
+            continue
+        if getattr(config, f.name) is None or (given is not None and f.name not in given):
+            setattr(config, f.name, recorded[f.name])
+
+
 def _inner(hint: Any) -> Any:
     """``X`` of ``X | None``; the hint itself otherwise."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -108,6 +133,9 @@ def parse_list(name: str, text: str, item: type, example: str) -> list[Any]:
             f"--{name.replace('_', '-')} takes numbers separated by commas, like {example}; "
             f"got {text!r}."
         ) from None
+
+
+_CONTEXT = "typer_context"  # the generated command's context: which options were typed
 
 
 def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -142,9 +170,13 @@ def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[
             for name, (item, example) in lists.items():
                 if (text := kwargs.pop(name)) is not None:  # unset: the field's own default
                     kwargs[name] = parse_list(name, text, item, example)
-            return command(config_class(**kwargs), **rest)
+            context = kwargs.pop(_CONTEXT)
+            config = config_class(**kwargs)
+            config.given = _given_on_command_line(context, kwargs)
+            return command(config, **rest)
 
         keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+        keyword.append(inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))  # fmt: skip
         wrapper.__signature__ = inspect.Signature(params + keyword)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in params + keyword}
         del wrapper.__wrapped__  # typer reads the signature above, not the command's

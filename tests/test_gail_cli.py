@@ -66,7 +66,8 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
     first = solve(out, cache, "--follower", "l2l", "--interrupt-after-epoch", "1")
     assert first.exit_code == 0 and "resume" in first.output
     assert len(metrics_without_time(out)) == 1 and not (out / "results.json").exists()
-    second = solve(out, cache, "--follower", "l2l", "--resume")
+    # --out and --resume alone: every other option comes from the folder's config.json
+    second = runner.invoke(app, ["solve", "gail", "--out", str(out), "--resume"])
     assert second.exit_code == 0, second.output
     assert metrics_without_time(out) == metrics_without_time(unbroken)
 

@@ -86,6 +86,17 @@ def test_sigint_keeps_the_batch_and_resume_ends_as_the_unbroken_run(
     assert same_as(out, unbroken)
 
 
+def test_a_bare_resume_continues_with_the_options_the_run_recorded(unbroken, tmp_path) -> None:
+    out = tmp_path / "bare"
+    assert solve(out, "--interrupt-after-epoch", "1").exit_code == 0
+    bare = ["solve", "adversarial-dro", "--out", str(out), "--resume"]
+    other = runner.invoke(app, [*bare, "--eps", "0.2"])  # a typed option still has to agree
+    assert other.exit_code == 2 and "another configuration (eps (0.1 vs 0.2))" in other.output
+    resumed = runner.invoke(app, bare, catch_exceptions=False)  # --follower grad, ε 0.1 ...
+    assert resumed.exit_code == 0, resumed.output
+    assert same_as(out, unbroken)
+
+
 def test_sigterm_exits_143_with_a_checkpoint_of_the_batch(tmp_path) -> None:
     out = tmp_path / "terminated"
     proc = faulty("SIGTERM", 1, out)

@@ -17,7 +17,8 @@ from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
-from bilevel.options import choose, fill_unset, option
+from bilevel.options import choose, fill_unset, inherit, option
+from bilevel.run import IGNORED_ON_RESUME
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
     check_attacker_levers,
@@ -254,15 +255,16 @@ class AdversarialConfig:
         return asdict(self)
 
     def inherit_unset(self, recorded: dict[str, Any]) -> AdversarialConfig:
-        """For ``--resume``: every option left unset (None) takes the value the run folder
-        recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run resumes
-        as it was trained even where a default has changed since; returns self. The follower's own
-        levers (``HAND_DESIGNED``'s keys) are not inherited by another follower: they may not fit
-        it, and the resume is refused as another configuration anyway."""
+        """For ``--resume``: every option the command line did not give takes the value the run
+        folder recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run
+        resumes as it was trained even where a default has changed since (``inherit``); returns
+        self. The follower's own levers (``HAND_DESIGNED``'s keys) are not inherited by another
+        follower: they may not fit it, and the resume is refused as another configuration."""
         values = LEGACY_VALUES | recorded
+        inherit(self, {"follower": values.get("follower")} if "follower" in values else {})
         if self.follower != values.get("follower"):
             values = {k: v for k, v in values.items() if k not in HAND_DESIGNED}
-        fill_unset(self, values)
+        inherit(self, values, keep=IGNORED_ON_RESUME)
         return self
 
     def acceleration(self) -> Acceleration:

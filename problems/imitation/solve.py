@@ -25,7 +25,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from bilevel.experiment import Experiment, run_experiment, seed_everything
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
-from bilevel.run import RunDir
+from bilevel.options import inherit
+from bilevel.run import IGNORED_ON_RESUME, RunDir
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
@@ -138,6 +139,8 @@ def _solve(
     interrupt_after_epoch: int | None,
     show_progress: bool,
 ) -> dict[str, Any] | None:
+    if resume and RunDir(out).config_path.is_file():
+        inherit(cfg, RunDir(out).read_config(), keep=IGNORED_ON_RESUME)
     cfg.resolve()
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     expert = expert_policy(cfg.env, cfg.cache_dir)
