@@ -60,6 +60,7 @@ def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path
         (["--seeds", "0,x"], "--seeds"),
         (["--methods", "pgm,magic"], "Unknown --methods"),
         (["--jobs", "0"], "--jobs"),
+        (["--reuse"], "--reuse reuses the runs of a --grid"),  # was ignored: runs retrained
     ],
 )
 def test_bad_bench_options_are_one_sentence(tmp_path: Path, args, words) -> None:

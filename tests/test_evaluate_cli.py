@@ -77,6 +77,8 @@ def test_plain_state_dict_with_model_option(run: Path, tmp_path: Path) -> None:
         (["evaluate", "{run}", "--attacks", "pgd5,bogus"], "Unknown attack"),
         (["evaluate", "{run}", "--eps", "3"], "--eps"),
         (["evaluate", "{run}", "--attacks", "transfer"], "--surrogate"),
+        (["evaluate", "{run}", "--aa-margin", "-1"], "--aa-margin must be at least 0"),
+        (["evaluate", "{run}", "--device", "cuda:7"], "--device"),
     ],
 )
 def test_bad_inputs_are_one_sentence_and_exit_2(run: Path, args, words) -> None:

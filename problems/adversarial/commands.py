@@ -115,6 +115,8 @@ def bench_dro(
     process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split.
     With --norm l2, all of it in the L2 ball (ε = 1.5, PGD-L2 step 2.5 ε / 40)."""
     check_paths(folders={"--out": out}, files={"--json": json_path})
+    if reuse and grid is None:
+        raise UserError("--reuse reuses the runs of a --grid; give the grid it trained from.")
     from problems.adversarial.bench import bench_dro as run_bench
 
     if grid is not None:

@@ -112,6 +112,8 @@ def _check_options(o: EvalOptions, norm: Norm) -> None:
     if o.step_size is not None and not (o.step_size > 0 and (o.step_size <= 1 or not linf)):
         bound = "in (0, 1]" if linf else "positive"
         raise UserError(f"--step-size must be {bound}; got {o.step_size}.")
+    if o.aa_margin < 0:
+        raise UserError(f"--aa-margin must be at least 0; got {o.aa_margin}.")
     for other in o.compare:  # side by side only where the same ball was attacked
         theirs = read_eval(other).get("norm", Norm.LINF.value)
         if theirs != norm.value:
