@@ -51,7 +51,7 @@ def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
         (["--followers", "adam:disc_steps=many"], "is not a valid int"),
         (["--followers", "l2l:meta_objective=accuracy"], "Unknown --meta-objective"),
         (["--env", "Hopper-v5"], "has no scripted expert and none was trained"),
-        (["--jobs", "0"], "--jobs at least 1"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
     ],
 )
 def test_bad_inputs_are_one_sentence_exit_2_and_touch_nothing(extra, message, tmp_path) -> None:

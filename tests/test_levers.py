@@ -10,7 +10,7 @@ import torch
 from helpers import TinyConvAttacker, image_batch
 from typer.testing import CliRunner
 
-from bilevel import LearnedFollower, SignGradientAscent
+from bilevel import JointTrainer, LearnedFollower, SignGradientAscent
 from bilevel.errors import UserError
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.protocol import follower_gradient
@@ -219,6 +219,16 @@ def test_attacker_init_warm_starts_phi_from_a_run(tmp_path: Path) -> None:
         assert torch.equal(a, b)
     fresh = build_follower(cfg, INFO)
     assert not torch.equal(fresh.net.stem[0].weight, warm.net.stem[0].weight)
+
+
+def test_attacker_init_from_a_hand_designed_run_is_one_sentence(tmp_path: Path) -> None:
+    leader = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(leader.parameters(), lr=0.1)
+    trainer = JointTrainer(AdversarialDRO(leader, 0.1), SignGradientAscent(2, 0.05), optimizer)
+    atomic_torch_save({"trainer": trainer.state_dict()}, tmp_path / "last.pt")  # as PGM saves
+    cfg = DROConfig(follower="grad", attacker_init=str(tmp_path)).resolve()
+    with pytest.raises(UserError, match="holds no learned attacker"):
+        build_follower(cfg, INFO)
 
 
 def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:

@@ -160,8 +160,10 @@ def run_bench(
     deviations over seeds, and training seconds ÷ those of the entry labelled ``reference``.
     With ``reuse``, a finished run of the same configuration already in its folder (e.g. one a
     study trained) is evaluated as it is instead of being trained again."""
-    if not seeds or jobs < 1:
-        raise UserError("--seeds needs at least one seed and --jobs must be at least 1.")
+    if not seeds:
+        raise UserError("--seeds needs at least one seed, like 0,1,2.")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1; got {jobs}.")
     if aa_version not in AA_VERSIONS:
         raise UserError(f"--aa must be one of: {', '.join(AA_VERSIONS)}; got {aa_version!r}.")
     configs = {  # every bad option stops the bench before it reads or trains anything

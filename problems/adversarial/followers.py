@@ -54,6 +54,11 @@ def build_follower(cfg: AdversarialConfig, info: DatasetInfo, warm_start: bool =
     )
     if warm_start and cfg.attacker_init is not None:
         state = load_checkpoint(RunDir(cfg.attacker_init).last_checkpoint)
+        if not state.get("trainer", {}).get("follower"):  # a PGM or FGSM run: nothing learned
+            raise UserError(
+                f"--attacker-init: {cfg.attacker_init} holds no learned attacker g_φ (a "
+                "hand-designed follower trained it); warm-start from a learned follower's run."
+            )
         try:
             follower.load_state_dict(state["trainer"]["follower"])
         except (KeyError, RuntimeError, TypeError) as err:

@@ -73,11 +73,12 @@ def run_stability(
     base: GAILConfig, specs: list[str], seeds: int, out: str | Path, jobs: int = 1
 ) -> dict[str, Any]:
     """Run every (follower, seed) pair, then write the plot and the tables; returns the summary."""
-    if seeds < 2 or jobs < 1 or not specs:
-        raise UserError(
-            "--seeds must be at least 2 (the metrics compare runs), --jobs at least 1, and "
-            "--followers must name one or more followers."
-        )
+    if seeds < 2:
+        raise UserError(f"--seeds must be at least 2 (the metrics compare runs); got {seeds}.")
+    if jobs < 1:
+        raise UserError(f"--jobs must be at least 1; got {jobs}.")
+    if not specs:
+        raise UserError("--followers must name one or more followers.")
     variants = [parse_variant(spec, base) for spec in specs]
     if len({folder for _, folder, _ in variants}) < len(variants):
         raise UserError("--followers names the same follower twice; name each once.")
