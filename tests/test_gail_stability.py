@@ -50,7 +50,7 @@ def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
         (["--followers", "adam:no_such_option=1"], "is not field=value"),
         (["--followers", "adam:disc_steps=many"], "is not a valid int"),
         (["--followers", "l2l:meta_objective=accuracy"], "Unknown --meta-objective"),
-        (["--env", "Hopper-v5"], "has no scripted expert and none was trained"),
+        (["--env", "MountainCar-v0"], "has no scripted expert and none was trained"),
         (["--jobs", "0"], "--jobs must be at least 1"),
     ],
 )
