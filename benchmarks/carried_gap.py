@@ -12,7 +12,6 @@ part of every epoch's metrics get the same figure this way.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.run_folders import over_run_folders  # noqa: E402
 from bilevel.carry import CarriedDecisions  # noqa: E402
-from bilevel.errors import UserError  # noqa: E402
 from bilevel.run import RunDir, load_checkpoint  # noqa: E402
 from problems.adversarial.config import DROConfig  # noqa: E402
 from problems.adversarial.data import load_dataset, subset  # noqa: E402
@@ -69,10 +68,4 @@ def main(runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders written by solve adversarial-dro")
-    try:
-        main(parser.parse_args().runs)
-    except (UserError, OSError, KeyError, StopIteration) as err:  # a folder that is not a run
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    over_run_folders(main, __doc__)

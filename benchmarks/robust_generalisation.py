@@ -13,14 +13,13 @@ recomputed: the figures are those every epoch of a run writes into ``metrics.jso
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bilevel.errors import UserError  # noqa: E402
+from benchmarks.run_folders import over_run_folders  # noqa: E402
 from bilevel.run import RunDir  # noqa: E402
 
 COLUMNS = ("gap_probe_clean_acc", "gap_probe_pgd10_acc", "val_clean_acc", "val_pgd10_acc")
@@ -52,10 +51,4 @@ def main(runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", help="run folders written by solve adversarial-dro")
-    try:
-        main(parser.parse_args().runs)
-    except (UserError, OSError, KeyError, StopIteration) as err:  # a folder that is not a run
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    over_run_folders(main, __doc__)
