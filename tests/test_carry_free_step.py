@@ -90,6 +90,42 @@ def test_the_gradient_is_the_leaders_at_theta_before_its_step() -> None:
     )
 
 
+def _l2_step(z: Tensor, direction: Tensor, size: float, x: Tensor) -> Tensor:
+    """Π_Z(z + size · d / ‖d‖₂) per sample, written out: the L2 ball's rescale, then the box."""
+    z = z + size * direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    z = z * (EPS / z.flatten(1).norm(dim=1)).clamp(max=1.0).view(-1, 1, 1, 1)
+    return (x + z).clamp(0.0, 1.0) - x
+
+
+def test_under_l2_the_free_step_goes_along_the_gradient_over_its_l2_norm() -> None:
+    """θ fixed (lr 0), g_φ ≡ 0, L2 ball: the follower's δ1 is one L2 step of ε/2 from 0, and the
+    stored δ is Π(δ1 + s·ε·g/‖g‖₂), g = ∇_δ L(θ, δ1) (the L2 steepest direction, not sign g)."""
+    torch.manual_seed(0)
+    leader = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    carried = CarriedDecisions(5, free_step=0.25)
+    problem = AdversarialDRO(leader, EPS, norm="l2", carried=carried)
+    net = TinyConvAttacker(2, 1, EPS)
+    with torch.no_grad():
+        net.body[2].weight.zero_()
+        net.body[2].bias.zero_()
+    follower = LearnedFollower(net, lr=0.0, weight_decay=0.0, sign_step=0.5, norm="l2")
+    optimizer = torch.optim.SGD(leader.parameters(), lr=0.0)
+    x, y = torch.rand(5, 1, 4, 4) * 0.4 + 0.3, torch.tensor([0, 1, 2, 0, 1])  # the box never binds
+    carried.select(torch.arange(5))
+    JointTrainer(problem, follower, optimizer, update="fused").step((x, y))
+
+    def grad_at(delta: Tensor) -> Tensor:
+        delta = delta.clone().requires_grad_(True)
+        return torch.autograd.grad(F.cross_entropy(leader(x + delta), y), delta)[0]
+
+    zero = torch.zeros_like(x)
+    delta1 = _l2_step(zero, grad_at(zero), 0.5 * EPS, x)
+    expected = _l2_step(delta1, grad_at(delta1), 0.25 * EPS, x)
+    assert carried.store is not None
+    torch.testing.assert_close(carried.store, expected, rtol=0, atol=1e-6)
+    assert (expected.flatten(1).norm(dim=1) < EPS * 0.99).all()  # inside: the step's length shows
+
+
 BASE = ["solve", "adversarial-dro", "--train-size", "64", "--eval-size", "16", "--batch-size",
         "32", "--epochs", "1", "--gap-size", "0"]  # fmt: skip
 

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 from helpers import TinyConvAttacker, image_batch, load_example
+from torch import nn
 
 from bilevel import JointTrainer, LearnedFollower, SignGradientAscent, UserError
 from problems.adversarial.dro import AdversarialDRO
@@ -82,3 +83,104 @@ def test_toy_problem_reaches_the_closed_form_answers(follower_name: str) -> None
     assert result["leader_error"] < 0.05  # ‖θ − θ*‖ (data spread ±1 around θ*)
     assert result["follower_error"] < 0.05  # mean |z − z*| / ε
     assert result["objective_gap"] < 0.02  # q(z*) − q(z)
+
+
+def _phi(follower: LearnedFollower) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in follower.net.parameters()]
+
+
+@pytest.mark.parametrize("update", ["alternating", "follower-first"])
+def test_phi_ascends_q_after_theta_steps_when_alternating_and_before_when_follower_first(
+    update: str,
+) -> None:
+    """Both orders answer with z_φ from one unroll at θ and step θ down L(θ, z_φ) (φ's old z).
+    φ's one Adam step then ascends q(θ_new, z_φ) (alternating: at the updated leader) or
+    q(θ, z_φ) (follower-first, Algorithm 4: one ``learn`` against the leader before its step)."""
+    batch = image_batch(16)
+    x, y = batch
+    problem, follower, optimizer = _setup(leader_lr=0.5, follower_lr=1e-2)
+    JointTrainer(problem, follower, optimizer, update).step(batch)
+
+    pre_problem, pre_follower, _ = _setup(leader_lr=0.5, follower_lr=1e-2)  # the same θ and φ
+    pre_follower.learn(pre_problem, batch)  # φ up q at the θ before its step
+    ref_problem, post_follower, ref_optimizer = _setup(leader_lr=0.5, follower_lr=1e-2)
+    z = post_follower(ref_problem, batch)  # z_φ at θ, with its graph to φ
+    ref_optimizer.zero_grad()
+    torch.nn.functional.cross_entropy(ref_problem.leader(x + z.detach()), y).backward()
+    ref_optimizer.step()  # θ_new = θ − α ∇θ L(θ, z_φ)
+    post_follower.ascend(ref_problem.follower_objective(batch, z))  # φ up q(θ_new, z_φ)
+
+    for p, expected in zip(
+        problem.leader.parameters(), ref_problem.leader.parameters(), strict=True
+    ):
+        torch.testing.assert_close(p, expected)  # θ's step is the same in both orders
+    pre, post = _phi(pre_follower), _phi(post_follower)
+    assert any(not torch.allclose(a, b) for a, b in zip(pre, post, strict=True))  # they differ
+    expected = post if update == "alternating" else pre
+    for p, e in zip(_phi(follower), expected, strict=True):
+        torch.testing.assert_close(p, e)
+
+
+class ModeRecordingLeader(nn.Module):
+    """A linear classifier of 8×8 images that logs (whose pass, train mode?) at every forward;
+    the pass is the leader's when the problem is computing L, the follower's otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        self.log: list[tuple[str, bool]] = []
+        self.phase = "follower"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.log.append((self.phase, self.training))
+        return self.body(x)
+
+
+class LeaderLossMarkingDRO(AdversarialDRO):
+    """DRO whose leader knows when it runs for L (the leader's step, or the fused shared pass)."""
+
+    def leader_loss(self, batch, z: torch.Tensor) -> torch.Tensor:
+        self.leader.phase = "leader"
+        try:
+            return super().leader_loss(batch, z)
+        finally:
+            self.leader.phase = "follower"
+
+
+class ModeRecordingAttacker(TinyConvAttacker):
+    """g_φ that logs whether it is in train mode at every forward."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 1, EPS)
+        self.log: list[bool] = []
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        self.log.append(self.training)
+        return super().forward(a)
+
+
+@pytest.mark.parametrize(
+    ("follower_name", "update"),
+    [("pgm", "alternating"), ("learned", "alternating"), ("learned", "follower-first"),
+     ("learned", "fused")],
+)  # fmt: skip
+def test_the_follower_sees_the_leader_in_eval_mode_and_the_leader_steps_in_train_mode(
+    follower_name: str, update: str
+) -> None:
+    """With batch norm or dropout the mode changes L and q: every pass of the follower (PGM's
+    steps, g_φ's unroll, the extra φ steps) runs the leader in eval mode, and the leader's own
+    pass for L (its step; fused: the shared pass) in train mode. g_φ itself trains in train mode."""
+    leader = ModeRecordingLeader()
+    problem = LeaderLossMarkingDRO(leader, EPS)
+    if follower_name == "pgm":
+        follower, phi_steps = SignGradientAscent(2, EPS / 2, random_start=True), 1
+    else:  # a 2-step unroll, and a second φ step a batch (a fresh solve)
+        follower, phi_steps = LearnedFollower(ModeRecordingAttacker(), steps=2, lr=1e-3), 2
+    optimizer = torch.optim.SGD(leader.parameters(), lr=0.1)
+    trainer = JointTrainer(problem, follower, optimizer, update, follower_steps=phi_steps)
+    for _ in range(2):  # the second step starts from the modes the first one left
+        trainer.step(image_batch(4, size=8))
+    assert set(leader.log) == {("follower", False), ("leader", True)}
+    assert leader.log.count(("leader", True)) == 2  # one pass for L a step
+    if follower_name == "learned":
+        assert follower.net.log and all(follower.net.log)

@@ -56,6 +56,27 @@ def test_random_start_is_inside_the_ball() -> None:
         assert draw.abs().sum() > 0
 
 
+@pytest.mark.parametrize("shape", [(2,), (1, 2, 2)])  # d = 2 and 4 coordinates a sample
+def test_l2_random_start_is_uniform_in_the_ball_not_on_its_sphere(shape: tuple[int, ...]) -> None:
+    """Uniform in the d-ball: P(‖z‖ ≤ rε) = r^d, so (‖z‖/ε)^d ~ U(0, 1) (a radius ε·u piles up at
+    the centre, a draw on the sphere has ‖z‖ = ε), and the direction z/‖z‖ is isotropic."""
+    n, eps = 40_000, 0.3
+    d = torch.Size(shape).numel()
+    z = Norm.L2.sample(torch.zeros(n, *shape), eps)
+    r = z.flatten(1).norm(dim=1) / eps
+    assert (r <= 1 + 1e-6).all()
+    v = r.double() ** d  # U(0, 1): mean 1/2, and a quarter of the draws in each quarter
+    se = (1 / 12 / n) ** 0.5  # the standard error of the mean of U(0, 1)
+    assert abs(v.mean().item() - 0.5) < 6 * se
+    quarters = torch.histc(v, bins=4, min=0.0, max=1.0) / n
+    se = (0.25 * 0.75 / n) ** 0.5
+    assert ((quarters - 0.25).abs() < 6 * se).all(), quarters
+    assert (r > 0.999).float().mean() < 0.01  # 1 − 0.999^d of them (≤ 0.4%), not all
+    drawn = r > 0  # u = 0 exactly (torch.rand's 2^-24 chance a draw) leaves z = 0: no direction
+    direction = z.flatten(1)[drawn] / (r[drawn] * eps).view(-1, 1)
+    assert (direction.mean(0).abs() < 6 / n**0.5).all()  # each coordinate: mean 0, sd ≤ 1
+
+
 def _dro(norm: str, eps: float) -> tuple[AdversarialDRO, tuple[torch.Tensor, torch.Tensor]]:
     model = SmallCNN(in_channels=1, num_classes=10).eval()
     x = torch.rand(16, 1, 28, 28) * 0.6 + 0.2  # away from the box, so only the ball binds

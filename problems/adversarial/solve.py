@@ -87,9 +87,14 @@ def set_eps(problem: Perturbation, follower: Follower, eps: float) -> None:
 
 
 def _crash_once(context: distributed.Context) -> None:
-    """Kill the last process mid-epoch on the first attempt only: tests that
-    ``torchrun --max-restarts 1`` resumes from the last checkpoint with no epoch lost or repeated."""
-    if context.rank == context.world_size - 1 and not distributed.restarted_by_torchrun():
+    """Kill rank 0 mid-epoch on the first attempt only: tests that ``torchrun --max-restarts 1``
+    resumes from the last checkpoint with no epoch lost or repeated.
+
+    Rank 0, so that torchrun names this crash: the other ranks die of the broken gloo connection
+    within milliseconds (exit 1, or SIGABRT as gloo's threads meet interpreter teardown), often
+    before torchrun's next poll; it then reports the failure with the earliest timestamp, in whole
+    seconds, and of equal ones the lowest local rank's. A crash of the last rank read as -6."""
+    if context.rank == 0 and not distributed.restarted_by_torchrun():
         os._exit(1)
 
 
