@@ -4,6 +4,8 @@ the ``Follower`` protocol, one experiment runner (``run_experiment``) and one re
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,73 @@ def test_one_runner_trains_any_problem_into_a_run_folder_and_resumes_it(tmp_path
     assert "| test_distance |" in report and "| lr | 0.2 |" in report
     assert (out / "curves.png").stat().st_size > 0
     assert "scheduler" in load_checkpoint(out / "last.pt")  # None: no schedule was asked for
+
+
+@pytest.mark.parametrize("stop_after", [None, 2])
+def test_best_pt_and_the_test_get_the_epoch_of_the_highest_validation_value(
+    tmp_path: Path, stop_after: int | None
+) -> None:
+    """Validation scores 0.2, 0.9, 0.5 over three epochs: best.pt keeps epoch 2 and its θ, and the
+    test gets that θ, not the last epoch's; also when the run stops after epoch 2 and resumes."""
+    scores, thetas, tested = iter([0.2, 0.9, 0.5]), [], []
+
+    def experiment() -> Experiment:
+        problem = CountingQuadratic()
+
+        def validate() -> dict[str, float]:
+            thetas.append(problem.leader.theta.detach().clone())
+            return {"val_closeness": next(scores)}
+
+        def test(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+            tested.append(leader["theta"].clone())
+            return {}
+
+        return replace(_experiment(problem, 3), validate=validate, test=test)
+
+    out = tmp_path / "toy"
+    if stop_after:
+        run_experiment(experiment(), out, {}, interrupt_after_epoch=stop_after, show_progress=False)
+    results = run_experiment(experiment(), out, {}, resume=bool(stop_after), show_progress=False)
+    best = load_checkpoint(out / "best.pt")
+    assert results["best_epoch"] == best["epoch"] == 2
+    assert len(thetas) == 3 and not torch.equal(thetas[1], thetas[2])  # the last θ is another
+    assert torch.equal(best["leader"]["theta"], thetas[1])
+    assert len(tested) == 1 and torch.equal(tested[0], thetas[1])
+
+
+def test_the_schedule_steps_once_per_epoch_and_a_resume_continues_it(tmp_path: Path) -> None:
+    """Cosine annealing over T = 3 epochs from lr 0.2: epoch e trains every batch at
+    0.2·(1 + cos(π(e − 1)/3))/2, i.e. 0.2, 0.15, 0.05, and ends at 0; stopped after epoch 1 and
+    resumed from last.pt, epochs 2 and 3 train at the same rates."""
+    expected = [0.2 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+
+    def scheduled(seen: dict[int, list[float]]) -> tuple[Experiment, torch.optim.Optimizer]:
+        experiment = _experiment(CountingQuadratic(), 3)
+        optimizer = experiment.trainer.leader_optimizer
+        batches = experiment.train_batches
+
+        def recorded(epoch: int):
+            for batch in batches(epoch):
+                seen.setdefault(epoch, []).append(optimizer.param_groups[0]["lr"])
+                yield batch
+
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3)
+        return replace(experiment, train_batches=recorded, scheduler=schedule), optimizer
+
+    unbroken: dict[int, list[float]] = {}
+    experiment, optimizer = scheduled(unbroken)
+    run_experiment(experiment, tmp_path / "unbroken", {}, show_progress=False)
+    assert unbroken.keys() == {1, 2, 3}
+    for epoch, lr in zip((1, 2, 3), expected, strict=True):
+        assert unbroken[epoch] == pytest.approx([lr] * 4, rel=1e-9), epoch
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+    out, first, resumed = tmp_path / "stopped", {}, {}
+    run_experiment(scheduled(first)[0], out, {}, interrupt_after_epoch=1, show_progress=False)
+    experiment, optimizer = scheduled(resumed)
+    run_experiment(experiment, out, {}, resume=True, show_progress=False)
+    assert first | resumed == unbroken and resumed.keys() == {2, 3}
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_markdown_table_has_one_column_per_key_and_blanks_for_missing_values() -> None:

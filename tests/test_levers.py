@@ -24,6 +24,7 @@ from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.followers import build_follower
 from problems.adversarial.leader import leader_optimizer, lr_schedule
 from problems.adversarial.models import SmallCNN
+from problems.adversarial.solve import warmed_up_eps
 
 EPS = 0.3
 INFO = dataset_info("mnist5k")
@@ -358,3 +359,23 @@ def test_resuming_a_default_l2l_run_as_pgm_is_refused_as_another_configuration(
     assert json.loads((out / "config.json").read_text())["truncated_unroll"] is True
     resumed = CliRunner().invoke(app, [*args, "--follower", "pgm", "--resume"])
     assert resumed.exit_code == 2 and "another configuration" in resumed.output
+
+
+def test_the_eps_warmup_ramps_per_batch_from_eps_over_n_to_eps_then_holds_eps() -> None:
+    """--eps-warmup W with P batches an epoch: batch k (1-based, counted over the epochs) trains at
+    ε·k/(W·P); the first at ε/(W·P), not 0; the last batch of epoch W at ε exactly; then ε."""
+    eps, warmup, per_epoch = 0.3, 2, 4
+    ramp = [warmed_up_eps(eps, warmup, e, i, per_epoch) for e in (1, 2) for i in range(per_epoch)]
+    assert ramp == pytest.approx([eps * k / (warmup * per_epoch) for k in range(1, 9)], rel=1e-12)
+    assert ramp[0] == pytest.approx(eps / 8) and ramp[-1] == eps
+    after = [warmed_up_eps(eps, warmup, e, i, per_epoch) for e in (3, 4) for i in range(per_epoch)]
+    assert after == [eps] * 8  # held at ε, never past it
+    assert warmed_up_eps(eps, 0, 1, 0, per_epoch) == eps  # no warm-up: ε from the first batch
+
+
+def test_the_eps_warmup_defaults_to_a_third_of_the_epochs_on_mnist5k_and_to_none_on_cifar() -> None:
+    assert DROConfig(epochs=6).resolve().eps_warmup == 2
+    assert DROConfig(epochs=8).resolve().eps_warmup == 2  # rounded down
+    assert AITConfig(epochs=9).resolve().eps_warmup == 3
+    assert DROConfig(epochs=6, dataset="cifar10").resolve().eps_warmup == 0
+    assert DROConfig(epochs=6, eps_warmup=5).resolve().eps_warmup == 5  # an asked value is kept
