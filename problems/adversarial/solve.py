@@ -109,7 +109,7 @@ def solve(
     """Train one DRO or AIT run (by the type of ``cfg``) into ``out``; return the test results
     (None if interrupted on purpose, and on every process but rank 0 under ``torchrun``)."""
     results = _train(cfg, out, resume, interrupt_after_epoch, show_progress, crash_after_epoch)
-    distributed.shutdown()  # after the DDP wrappers in _train's frame are gone
+    distributed.leave_process_group()  # the DDP wrappers of _train (and any cycle holding one) gone
     return results
 
 
