@@ -5,7 +5,8 @@ command line is generated from the dataclass (``cli.py``), so no default is writ
 command line (its ``example`` shows how), ``name`` an option spelled otherwise than the field
 (``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for
 a value outside its choices; ``fill_unset`` gives the options left unset their defaults;
-``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type;
+``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type
+(``json_fits``);
 ``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
 """
 
@@ -49,7 +50,7 @@ def fill_unset(config: Any, values: dict[str, Any]) -> None:
             setattr(config, f.name, values[f.name])
 
 
-def _json_type_ok(value: Any, hint: Any) -> bool:
+def json_fits(value: Any, hint: Any) -> bool:
     """Whether a JSON value fits the field type ``hint`` (bool, int, float, str, list[...],
     ``X | None``): no bool where a number is meant, no float where a count is."""
     if value is None:
@@ -57,7 +58,7 @@ def _json_type_ok(value: Any, hint: Any) -> bool:
     hint = _inner(hint)
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_json_type_ok(v, item) for v in value)
+        return isinstance(value, list) and all(json_fits(v, item) for v in value)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
@@ -84,7 +85,7 @@ def check_levers(
             "-, e.g. attacker_sign_step."
         )
     for name, value in values.items():
-        if not _json_type_ok(value, hints[name]):
+        if not json_fits(value, hints[name]):
             wanted = _inner(hints[name])
             if typing.get_origin(wanted) is list:
                 items = {int: "whole numbers", float: "numbers", str: "strings"}

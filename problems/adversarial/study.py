@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from bilevel.errors import UserError
-from bilevel.options import check_levers
+from bilevel.options import check_levers, json_fits
 from bilevel.run import RunDir, load_checkpoint
 from bilevel.workers import map_tasks
 from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name, mean_std, train
@@ -76,10 +76,6 @@ def reference_options(name: str) -> dict[str, Any]:
     return {"follower": name}
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def load_grid(path: Path) -> Grid:
     """Read and check a grid file; anything wrong is one sentence (``UserError``)."""
     try:
@@ -97,18 +93,21 @@ def load_grid(path: Path) -> Grid:
         raise UserError(f"--grid {path}: unknown key(s) {unknown}; use {', '.join(_GRID_KEYS)}.")
     grid = Grid(Path(path).stem, **{"base": {}} | data)  # _GRID_KEYS are Grid's fields
     seeds, references = grid.seeds, grid.references
-    if not (isinstance(seeds, list) and seeds and all(_whole(s) and s >= 0 for s in seeds)):
+    if not (json_fits(seeds, list[int]) and seeds and all(s >= 0 for s in seeds)):
         raise UserError(f'--grid {path}: "seeds" must be a non-empty list of integers >= 0.')
-    if not (isinstance(references, list) and all(isinstance(r, str) for r in references)):
+    if not json_fits(references, list[str]):
         raise UserError(f'--grid {path}: "references" must be a list of names like "pgm-10".')
-    if grid.val_examples is not None and not (_whole(grid.val_examples) and grid.val_examples >= 1):
+    if grid.val_examples is not None and not (
+        json_fits(grid.val_examples, int) and grid.val_examples >= 1
+    ):
         raise UserError(f'--grid {path}: "val_examples" must be an integer >= 1.')
     for name, options in {"base": grid.base, **grid.configs}.items():
         if not isinstance(options, dict):
             raise UserError(f"--grid {path}: entry {name!r} must be an object of options.")
         check_levers(DROConfig, options, f"--grid {path}, entry {name!r}", exclude=_NOT_LEVERS)
+    entries = grid.entries()
     folders: dict[str, str] = {}  # folder -> the entry that trains in it
-    for name in grid.entries():
+    for name in entries:
         folder = folder_name(name)
         if not folder or folder in folders:
             clash = f"the same folder as {folders[folder]!r}" if folder else "no folder name"
@@ -117,7 +116,7 @@ def load_grid(path: Path) -> Grid:
                 "that differ in more than spaces and punctuation."
             )
         folders[folder] = name
-    for name, options in grid.entries().items():  # every value checked before any training
+    for name, options in entries.items():  # every value checked before any training
         try:
             DROConfig(**options).resolve()
         except UserError as err:
