@@ -86,8 +86,8 @@ def shutdown() -> None:
 
 
 def leave_process_group() -> None:
-    """``shutdown`` after an error or a stop: collect the DDP wrappers the unwound frames held
-    first (a no-op when no process group was joined)."""
+    """``shutdown`` at the end of a run, or after an error or a stop: collect the DDP wrappers
+    that frames or reference cycles still hold first (a no-op when no process group was joined)."""
     if dist.is_available() and dist.is_initialized():
         gc.collect()
         shutdown()

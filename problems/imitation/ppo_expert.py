@@ -5,6 +5,7 @@ expert. ``expert_policy`` picks the scripted expert when there is one.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from bilevel.errors import UserError
 from problems.imitation.experts import SCRIPTED, Policy, single_thread
 
 
+@functools.cache  # once an id: a run checks it in resolve, and again where it reads its expert
 def check_env_id(env_id: str) -> bool:
     """A ``UserError`` naming the fix when gymnasium does not know ``env_id``, cannot build it, or
     builds one this GAIL cannot learn (its D and policy take a vector of observations, and Box or
