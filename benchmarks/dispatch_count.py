@@ -1,0 +1,104 @@
+"""How many operators one training step dispatches, per method: a test of the reading that on a
+GPU the small CNN's step costs what it launches (docs/results.md, "On a GPU").
+
+If every dispatched operator cost the same fixed overhead, a method's time would follow its count.
+The count does not depend on the device, except for the optimizers: on CUDA, torch's Adam and SGD
+take their multi-tensor (``foreach``) path, a few operators for all parameters at once, and on the
+CPU one set per parameter; ``--foreach`` (the default) sets that path here as CUDA would take it.
+View operators (``view``, ``t``, ``detach``, ...) launch no kernel, nor does reading Adam's step
+counter (``_local_scalar_dense``: on CUDA that counter stays on the CPU); they are counted apart.
+
+    python benchmarks/dispatch_count.py --json benchmarks/results/dispatch-count-small-cnn.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bilevel.errors import UserError  # noqa: E402
+from bilevel.run import atomic_write_text  # noqa: E402
+from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
+
+VIEWS = frozenset(
+    "view _unsafe_view _reshape_alias reshape t transpose permute expand alias as_strided detach "
+    "unsqueeze squeeze slice select split unbind".split()
+)
+NO_KERNEL = VIEWS | {"_local_scalar_dense"}
+DEFAULT_LEVERS = {
+    "attacker_random_start": True,
+    "attacker_sign_step": 0.625,
+    "truncated_unroll": True,
+}
+
+
+class CountOperators(TorchDispatchMode):
+    """Counts every ATen operator dispatched below autograd while active, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_step(method: str, cfg: SpeedConfig, foreach: bool) -> collections.Counter[str]:
+    """The operators of one training step of ``method``, after one warm-up step."""
+    trainer, batch = make_trainer(method, cfg, torch.device("cpu"))
+    optimizers = [trainer.leader_optimizer, getattr(trainer.follower, "optimizer", None)]
+    for optimizer in filter(None, optimizers):
+        for group in optimizer.param_groups:
+            group["foreach"] = foreach
+    trainer.step(batch)  # optimizer state and lazy buffers exist from here on
+    with CountOperators() as counter:
+        trainer.step(batch)
+    return counter.counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", default="fgsm-rs,pgm-10,2-step-fused")
+    parser.add_argument("--model", default="small-cnn")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-foreach", dest="foreach", action="store_false")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = SpeedConfig(
+        model=args.model, attacker="slim", attacker_width=0.0625, batch_size=args.batch_size,
+        channels_last=args.channels_last, levers=DEFAULT_LEVERS,
+    )  # fmt: skip
+    rows = []
+    for method in args.methods.split(","):
+        try:
+            counts = count_step(method, cfg, args.foreach)
+        except UserError as error:
+            print(error, file=sys.stderr)
+            return 2
+        kernels = sum(n for name, n in counts.items() if name not in NO_KERNEL)
+        rows.append({"method": method, "operators": sum(counts.values()), "launching": kernels,
+                     "top": counts.most_common(8)})  # fmt: skip
+    base = next((r for r in rows if r["method"] == "pgm-10"), None)
+    for row in rows:
+        ratio = f"{row['launching'] / base['launching']:.2f}x PGM-10" if base else ""
+        print(
+            f"{row['method']:>14}: {row['operators']} operators, {row['launching']} launching {ratio}"
+        )
+    if args.json:
+        payload = {"config": vars(args) | {"json": str(args.json)}, "rows": rows}
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

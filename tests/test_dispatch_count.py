@@ -1,0 +1,59 @@
+"""benchmarks/dispatch_count.py: the operator count that docs/results.md sets against GPU timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import torch
+from helpers import ROOT
+
+from problems.adversarial.speed import SpeedConfig
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location(
+        "dispatch_count", ROOT / "benchmarks" / "dispatch_count.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_counter_sees_each_operator_and_sets_views_apart():
+    script = load_script()
+    a, b = torch.ones(3), torch.ones(3)
+    with script.CountOperators() as counter:
+        (a + b).view(3, 1).t()
+    assert counter.counts["add"] == 1
+    assert all(name in script.VIEWS for name in counter.counts if name != "add")
+
+
+def test_each_pgm_step_adds_the_same_operators_and_foreach_cuts_the_optimizer():
+    """PGM-k's step is k ascent steps and one leader step: the count grows by a constant per k.
+    The multi-tensor optimizer path (CUDA's default) dispatches fewer operators than one set per
+    parameter, and leaves the rest of the step alone."""
+    torch.set_num_threads(1)
+    script = load_script()
+    cfg = SpeedConfig(model="small-cnn", batch_size=2, channels_last=False)
+    counts = [sum(script.count_step(f"pgm-{k}", cfg, True).values()) for k in (1, 2, 3)]
+    assert counts[2] - counts[1] == counts[1] - counts[0] > 0
+    per_parameter = sum(script.count_step("pgm-1", cfg, False).values())
+    assert per_parameter > counts[0]
+
+
+def test_writes_one_row_per_method_with_the_ratio_base(tmp_path, capsys):
+    script = load_script()
+    out = tmp_path / "count.json"
+    assert (
+        script.main(["--methods", "fgsm-rs,pgm-10", "--batch-size", "2", "--json", str(out)]) == 0
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["method"] for row in rows] == ["fgsm-rs", "pgm-10"]
+    assert rows[0]["launching"] < rows[1]["launching"] <= rows[1]["operators"]
+    assert "1.00x PGM-10" in capsys.readouterr().out
+
+
+def test_an_unknown_method_is_one_sentence_and_exit_2(capsys):
+    assert load_script().main(["--methods", "pgm-x"]) == 2
+    assert "Unknown method 'pgm-x'" in capsys.readouterr().err
