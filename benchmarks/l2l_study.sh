@@ -258,3 +258,17 @@ done
 "$PY" cli.py bench l2l --grid benchmarks/l2l/free-step-b64.json --out runs/l2l-budget --jobs 2
 #     Read (docs/results.md, step 23): 0.789 (default), 0.781 (0.25), 0.790 (0.625): not a lever.
 #     (The third unrolled step above was 0.8 points ahead of the default, not of PGM-10.)
+# 24. How much robustness does a stronger hand-designed training adversary buy at this budget?
+#     PGM-20 and PGM-40 (steps of 2.5ε/k, as PGM-10's), beside PGM-10 and the default, trained
+#     in one session. The carried follower finds 1.13-1.36x PGD-10's loss on the training probe
+#     and leads PGM-10 by about 2 points; this calibrates that against PGD made stronger by brute
+#     force: the follower-gap ratio of each PGM-k's training follower against the robustness it
+#     buys. Declared before training. Seeds 0-2, validation only (APGD-CE + APGD-T, 500 digits).
+#     Rule, on the mean of seeds 0-2 (paired leads over PGM-10 trained here):
+#     - PGM-40's lead over PGM-10 at most 2 points: a hand-designed adversary four times
+#       stronger in steps buys no more than the target's +2, so the target asks of the follower
+#       more than adversary strength buys at this budget;
+#     - PGM-20's or PGM-40's lead 3 points or more: strength has headroom that the default's
+#       stronger adversary does not convert, and what it lacks is the next question;
+#     - otherwise inconclusive. No default changes here.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/stronger-pgm-b64.json --out runs/l2l-budget --jobs 2
