@@ -272,3 +272,6 @@ done
 #       stronger adversary does not convert, and what it lacks is the next question;
 #     - otherwise inconclusive. No default changes here.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/stronger-pgm-b64.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 24): PGM-40 leads PGM-10 by 3.2 points, PGM-20 by 1.3, the
+#     default by 1.7: strength has headroom; the default is the most robust under PGD-10 but
+#     loses 6.6 points to APGD where PGM-20 and PGM-40 lose about 4.
