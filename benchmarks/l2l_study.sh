@@ -287,3 +287,6 @@ done
 #     - one 2 points or more above the default is also a robustness lever;
 #     - otherwise the correction needs spatial context, and the slim attacker stays.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/pointwise-b64.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 25): pointwise 0.778 ± 0.014 (width 16) and 0.776 ± 0.016
+#     (width 64) against the default's 0.789 ± 0.021: 1.1 points under, outside the rule's 1, so
+#     the slim attacker stays; the pointwise option stays, at 0.39x in this study.
