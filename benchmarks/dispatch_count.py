@@ -69,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="fgsm-rs,pgm-10,2-step-fused")
     parser.add_argument("--model", default="small-cnn")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--attacker", default="slim", help="the learned follower's g_φ")
     parser.add_argument("--no-foreach", dest="foreach", action="store_false")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = SpeedConfig(
-        model=args.model, attacker="slim", attacker_width=0.0625, batch_size=args.batch_size,
+        model=args.model, attacker=args.attacker, attacker_width=0.0625, batch_size=args.batch_size,
         channels_last=args.channels_last, levers=DEFAULT_LEVERS,
     )  # fmt: skip
     rows = []

@@ -275,3 +275,21 @@ done
 #     Read (docs/results.md, step 24): PGM-40 leads PGM-10 by 3.2 points, PGM-20 by 1.3, the
 #     default by 1.7: strength has headroom; the default is the most robust under PGD-10 but
 #     loses 6.6 points to APGD where PGM-20 and PGM-40 lose about 4.
+# 25. A coordinate-wise g_φ (--attacker pointwise: one perceptron at every pixel, 1x1
+#     convolutions, no batch norm; the learned inner maximiser of Xiong & Hsieh, ECCV 2020, is
+#     coordinate-wise too). On the small CNN the slim attacker costs as much as the classifier and
+#     makes the default launch 0.69x PGM-10's operators a step; the pointwise one launches 0.48x
+#     (`python benchmarks/dispatch_count.py --channels-last --attacker pointwise`). The question:
+#     does g_φ's correction need spatial context, or does a per-pixel rule on (x + δ, ∇) keep it?
+#     Hidden width 16 (the default's 0.0625 of 256) and 64 (0.25). Declared before training; seeds
+#     0-2, validation only (APGD-CE + APGD-T, 500 digits); the default's and PGM-10's runs are step
+#     24's, reused. Rule, on the mean of seeds 0-2:
+#     - a pointwise entry at or above the default's mean minus 1 point keeps the robustness at
+#       fewer operators: it then trains seeds 3 and 4 on validation before any test reading or
+#       default change, and its CPU and per-batch costs are measured beside the default's;
+#     - one 2 points or more above the default is also a robustness lever;
+#     - otherwise the correction needs spatial context, and the slim attacker stays.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/pointwise-b64.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 25): pointwise 0.778 ± 0.014 (width 16) and 0.776 ± 0.016
+#     (width 64) against the default's 0.789 ± 0.021: 1.1 points under, outside the rule's 1, so
+#     the slim attacker stays; the pointwise option stays, at 0.39x in this study.

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from learned_optimizers import CNNAttacker, SlimAttacker, build_attacker
+from learned_optimizers import CNNAttacker, PointwiseAttacker, SlimAttacker, build_attacker
 
 torch.set_num_threads(1)
 
-KINDS = {"cnn": CNNAttacker, "slim": SlimAttacker}
+KINDS = {"cnn": CNNAttacker, "slim": SlimAttacker, "pointwise": PointwiseAttacker}
 
 
 def n_params(module: nn.Module) -> int:
@@ -22,7 +22,7 @@ def large_input(batch: int, channels: int, height: int, width: int, seed: int = 
     return torch.randn(batch, channels, height, width, generator=generator) * 1e4
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 @pytest.mark.parametrize("width", [0.5, 0.125])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -58,7 +58,7 @@ def test_slim_returns_input_size(size: tuple) -> None:
     assert (out.abs() < 0.1).all()
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 def test_changing_eps_after_construction_rescales_output(kind: str) -> None:
     torch.manual_seed(0)
     attacker = KINDS[kind](2, 1, 0.3, width=0.125).eval()
@@ -73,7 +73,7 @@ def test_changing_eps_after_construction_rescales_output(kind: str) -> None:
     torch.testing.assert_close(after, before / 10)
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 def test_eps_is_not_a_parameter(kind: str) -> None:
     attacker = KINDS[kind](2, 1, 0.3, width=0.125)
     assert isinstance(attacker.eps, float)
@@ -83,7 +83,7 @@ def test_eps_is_not_a_parameter(kind: str) -> None:
         attacker.eps = -0.1
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 def test_width_shrinks_parameters_quadratically(kind: str) -> None:
     full = n_params(KINDS[kind](6, 3, 0.03, width=1.0))
     half = n_params(KINDS[kind](6, 3, 0.03, width=0.5))
@@ -93,7 +93,8 @@ def test_width_shrinks_parameters_quadratically(kind: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "kind, shape", [("cnn", (1, 28, 28)), ("slim", (1, 28, 28)), ("slim", (3, 7, 7))]
+    "kind, shape",
+    [("cnn", (1, 28, 28)), ("slim", (1, 28, 28)), ("slim", (3, 7, 7)), ("pointwise", (1, 28, 28))],
 )
 def test_every_parameter_gets_a_gradient(kind: str, shape: tuple) -> None:
     torch.manual_seed(0)
@@ -106,6 +107,22 @@ def test_every_parameter_gets_a_gradient(kind: str, shape: tuple) -> None:
     for name, param in grads.items():
         # Not just round-off: a parameter a batch norm cancels gets ~1e-7 of the largest.
         assert param.grad.abs().max() > 1e-4 * largest, name
+
+
+def test_pointwise_attacker_maps_each_pixel_on_its_own() -> None:
+    """Coordinate-wise: one pixel's input moves that pixel's δ and no other, and the same input at
+    two pixels gives the same δ there."""
+    torch.manual_seed(0)
+    attacker = PointwiseAttacker(2, 1, 0.3, width=0.125).eval()
+    a = torch.randn(1, 2, 5, 5)
+    a[..., 4, 4] = a[..., 0, 0]
+    moved = a.clone()
+    moved[..., 2, 3] += 1.0
+    with torch.no_grad():
+        before, after = attacker(a), attacker(moved)
+    changed = (after != before)[0, 0]
+    assert changed[2, 3] and changed.sum() == 1
+    assert before[0, 0, 4, 4] == before[0, 0, 0, 0]
 
 
 def test_gradient_reaches_the_input() -> None:
@@ -125,7 +142,7 @@ def test_four_block_variant_is_one_argument() -> None:
     assert out.shape == (2, 3, 32, 32) and (out.abs() < 0.03).all()
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 def test_build_attacker(kind: str) -> None:
     attacker = build_attacker(kind, 2, 1, 0.3, 0.125)
     assert isinstance(attacker, KINDS[kind])

@@ -25,7 +25,7 @@ def _feasible(batch, delta: torch.Tensor) -> None:
     assert (x + delta).min() >= -1e-6 and (x + delta).max() <= 1 + 1e-6
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 @pytest.mark.parametrize("steps", [1, 2])
 @pytest.mark.parametrize("mode", list(InputMode))
 def test_learned_follower_is_feasible(kind: str, steps: int, mode: InputMode) -> None:

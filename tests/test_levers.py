@@ -167,7 +167,7 @@ def test_random_start_starts_inside_the_ball_and_varies_with_the_seed() -> None:
     assert first.abs().mean() > 0.2 * EPS and not torch.equal(first, second)
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_a_zero_g_phi_with_a_sign_step_is_exactly_pgm(kind: str, steps: int) -> None:
     problem = _problem()

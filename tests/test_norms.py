@@ -102,7 +102,7 @@ def test_pgd_l2_stays_feasible_and_its_first_step_is_eps_along_the_normalised_gr
     assert problem.follower_objective(batch, step) > problem.follower_objective(batch, random)
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 def test_learned_attackers_lie_strictly_inside_the_chosen_ball(kind: str) -> None:
     net = build_attacker(kind, 2, 1, 0.5, 0.25, norm="l2")
     out = net(torch.randn(4, 2, 28, 28) * 100)  # saturated: the bound is what holds it

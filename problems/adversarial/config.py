@@ -108,8 +108,8 @@ class AdversarialConfig:
     )
     attacker: str | None = option(
         None,
-        "Learned attacker: cnn (Table 1) or slim (Appendix B) (default: slim on mnist5k, cnn on "
-        "CIFAR).",
+        "Learned attacker: cnn (Table 1), slim (Appendix B) or pointwise (one perceptron at every "
+        "pixel) (default: slim on mnist5k, cnn on CIFAR).",
     )
     attacker_width: float | None = option(
         None, "Channel multiplier of the attacker (default: 0.0625 mnist5k, 1.0 CIFAR)."
