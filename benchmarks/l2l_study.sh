@@ -293,3 +293,17 @@ done
 #     Read (docs/results.md, step 25): pointwise 0.778 ± 0.014 (width 16) and 0.776 ± 0.016
 #     (width 64) against the default's 0.789 ± 0.021: 1.1 points under, outside the rule's 1, so
 #     the slim attacker stays; the pointwise option stays, at 0.39x in this study.
+# 26. Small steps for the learned follower. Step 24 found that PGM-20 and PGM-40 (steps of
+#     2.5ε/20 and 2.5ε/40) lose about 4 points between PGD-10 and APGD-CE + APGD-T on validation,
+#     where PGM-10 (0.25ε steps) loses 6.1 and the default (0.625ε sign steps) 6.6. Hypothesis:
+#     the fewer and larger a training adversary's steps, the more of its robustness APGD takes
+#     back. With the carry, each digit's δ takes two steps a visit and keeps them, so small steps
+#     still add up over the epochs. The default's sign step at 0.25ε, with the slim and the
+#     pointwise attacker. Declared before training; seeds 0-2, validation only (APGD-CE + APGD-T,
+#     500 digits); the 0.625ε runs are steps 24 and 25's, reused. Rules, on the mean of seeds 0-2:
+#     - an entry is named a lever if it beats its 0.625ε counterpart by 2 points or more (the
+#       default's 0.789, the pointwise one's 0.778); it then trains seeds 3 and 4 on validation
+#       before any test reading or default change;
+#     - the hypothesis is supported if each entry's PGD-10 − APGD drop is at least 1.5 points
+#       under its counterpart's (6.6 slim, 5.5 pointwise), and not supported otherwise.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/small-steps-b64.json --out runs/l2l-budget --jobs 2
