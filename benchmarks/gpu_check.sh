@@ -8,7 +8,9 @@
 #   3. the same on the small CNN at mnist5k's batch 64, where the attacker costs as much as the
 #      classifier (per batch; the carry is not in bench speed), in channels_last and, as bench dro
 #      trains mnist5k, in the contiguous format;
-#   4. bench dro on mnist5k (FGSM-RS, PGM-10, default 2-Step L2L, seed 0) trained on the GPU, with
+#   4. the same for the pointwise attacker at 0.25ε (contiguous), which tied the default on
+#      validation with fewer operators;
+#   5. bench dro on mnist5k (FGSM-RS, PGM-10, default 2-Step L2L, seed 0) trained on the GPU, with
 #      clean, PGD-40 and APGD-CE + APGD-T accuracy on the test split and training seconds. Standard
 #      AutoAttack took over 2 minutes per model there (Square's 5,000 queries are bound by Python's
 #      overhead), too long for one lease.
@@ -37,5 +39,11 @@ for format in channels-last no-channels-last; do  # the second is the format ben
     --methods fgsm-rs,pgm-10,2-step-fused --levers "$levers" --json "$out/$name.json" ||
     echo "bench speed (small CNN, $format) failed: $?"
 done
+# the coordinate-wise attacker at 0.25ε, which tied the default on validation (study steps 26-27)
+# with 0.48x PGM-10's operators a step: by the operator count's fit, about 0.4x per batch here
+timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker pointwise \
+  --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 --no-channels-last \
+  --methods fgsm-rs,pgm-10,2-step-fused --levers '{"attacker_random_start": true, "attacker_sign_step": 0.25, "truncated_unroll": true}' \
+  --json "$out/speed-small-cnn-b64-pointwise.json" || echo "bench speed (pointwise) failed: $?"
 timeout 200 "$PY" cli.py bench dro --methods fgsm,pgm,2-step --seeds 0 --aa apgd-ce-t \
   --out "$out/bench-dro" --json "$out/bench-dro-apgd.json" || echo "bench dro failed: $?"

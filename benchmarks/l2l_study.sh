@@ -317,3 +317,8 @@ done
 #     a cost lever, a candidate for the GPU's cost target, which would need the test split and
 #     nine seeds of standard AutoAttack before any default change; otherwise it is not one.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/pointwise-small-steps-seeds-3-4.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 27): five seeds, the pointwise attacker at 0.25ε 0.786 ± 0.012
+#     against the default's 0.795 ± 0.017 (−0.9): within 1 point, named a cost lever; no default
+#     change. Its test split, APGD-CE + APGD-T on all 1,000 digits, for the record (the default's
+#     and PGM-10's same five models were read in step 10):
+"$PY" cli.py bench dro --grid benchmarks/l2l/pointwise-small-steps-test.json --reuse --out runs/l2l-budget --aa apgd-ce-t --jobs 2 --json benchmarks/results/pointwise-small-steps-test.json
