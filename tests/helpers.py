@@ -19,12 +19,18 @@ def linear_two_class() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
 
 
-def load_example(name: str):
-    """Import ``examples/<name>.py`` as a module (examples are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+def load_script(folder: str, name: str):
+    """Import ``<folder>/<name>.py`` as a module (examples and benchmarks are scripts, not
+    packages)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_example(name: str):
+    """Import ``examples/<name>.py`` as a module."""
+    return load_script("examples", name)
 
 
 class TinyConvAttacker(nn.Module):

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import torch
-from helpers import ROOT
+from helpers import load_script
 
 from problems.adversarial.speed import SpeedConfig
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "dispatch_count", ROOT / "benchmarks" / "dispatch_count.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_benchmark():
+    return load_script("benchmarks", "dispatch_count")
 
 
 def test_counter_sees_each_operator_and_sets_views_apart():
-    script = load_script()
+    script = load_benchmark()
     a, b = torch.ones(3), torch.ones(3)
     with script.CountOperators() as counter:
         (a + b).view(3, 1).t()
@@ -34,7 +28,7 @@ def test_each_pgm_step_adds_the_same_operators_and_foreach_cuts_the_optimizer():
     The multi-tensor optimizer path (CUDA's default) dispatches fewer operators than one set per
     parameter, and leaves the rest of the step alone."""
     torch.set_num_threads(1)
-    script = load_script()
+    script = load_benchmark()
     cfg = SpeedConfig(model="small-cnn", batch_size=2, channels_last=False)
     counts = [sum(script.count_step(f"pgm-{k}", cfg, True).values()) for k in (1, 2, 3)]
     assert counts[2] - counts[1] == counts[1] - counts[0] > 0
@@ -43,7 +37,7 @@ def test_each_pgm_step_adds_the_same_operators_and_foreach_cuts_the_optimizer():
 
 
 def test_writes_one_row_per_method_with_the_ratio_base(tmp_path, capsys):
-    script = load_script()
+    script = load_benchmark()
     out = tmp_path / "count.json"
     assert (
         script.main(["--methods", "fgsm-rs,pgm-10", "--batch-size", "2", "--json", str(out)]) == 0
@@ -55,5 +49,5 @@ def test_writes_one_row_per_method_with_the_ratio_base(tmp_path, capsys):
 
 
 def test_an_unknown_method_is_one_sentence_and_exit_2(capsys):
-    assert load_script().main(["--methods", "pgm-x"]) == 2
+    assert load_benchmark().main(["--methods", "pgm-x"]) == 2
     assert "Unknown method 'pgm-x'" in capsys.readouterr().err

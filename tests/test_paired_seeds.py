@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import load_script
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location(
-        "paired_seeds", ROOT / "benchmarks" / "paired_seeds.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_benchmark():
+    return load_script("benchmarks", "paired_seeds")
 
 
 def write_run(folder: Path, aa: float, clean: float = 0.97, beyond: float | None = 0.01) -> None:
@@ -31,7 +25,7 @@ def write_run(folder: Path, aa: float, clean: float = 0.97, beyond: float | None
 
 
 def test_the_paired_difference_its_standard_error_and_the_apgd_column(tmp_path, capsys) -> None:
-    script = load_script()
+    script = load_benchmark()
     a_acc, b_acc = [0.70, 0.75, 0.80], [0.73, 0.76, 0.85]  # differences 3, 1 and 5 points
     for s, (a, b) in enumerate(zip(a_acc, b_acc, strict=True)):
         write_run(tmp_path / "a" / f"seed-{s}", a)
@@ -56,7 +50,7 @@ def test_the_paired_difference_its_standard_error_and_the_apgd_column(tmp_path, 
 
 
 def test_an_older_run_takes_its_apgd_figure_from_the_apgd_root_or_says_it_cannot(tmp_path) -> None:
-    script = load_script()
+    script = load_benchmark()
     write_run(tmp_path / "aa" / "m" / "seed-0", 0.70, beyond=None)
     with pytest.raises(SystemExit, match="--apgd-root"):
         script.read_run(tmp_path / "aa" / "m" / "seed-0", None)
@@ -73,7 +67,7 @@ def test_students_t_matches_its_closed_form_at_two_degrees_of_freedom() -> None:
     """With n = 3 seeds the t distribution has 2 degrees of freedom, where its CDF is closed:
     F(t) = 1/2 + t / (2 √(2 + t²)), so p = 1 − |t| / √(2 + t²), and the 0.975 quantile is
     a √(2 / (1 − a²)) with a = 0.95; a negative mean has the same p."""
-    script = load_script()
+    script = load_benchmark()
     for sign in (1, -1):
         diffs = [sign * d for d in (0.03, 0.01, 0.05)]  # mean ±3 points, std 2, SE 2/√3
         out = script.paired_t(diffs)
@@ -88,7 +82,7 @@ def test_the_seeds_for_80_percent_power_follow_the_normal_approximation() -> Non
     """n = ((z_0.975 + z_0.8) σ / |mean − margin|)²: σ = 2 points and a mean 1 point from the
     margin need ((1.96 + 0.84) · 2)² = 31.4, so 32 seeds; never fewer than 2, and none at all
     where the mean sits on the margin."""
-    script = load_script()
+    script = load_benchmark()
     assert script.paired_t([0.03, 0.01, 0.05], margin=0.02)["seeds_for_80pct_power_at_margin"] == 32
     assert script.paired_t([0.03, 0.01, 0.05], margin=-0.5)["seeds_for_80pct_power_at_margin"] == 2
     same = script.paired_t([0.02, 0.02, 0.02], margin=0.02)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import load_script
 
 
-def load_script():
-    path = ROOT / "benchmarks" / "robust_generalisation.py"
-    spec = importlib.util.spec_from_file_location("robust_generalisation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_benchmark():
+    return load_script("benchmarks", "robust_generalisation")
 
 
 def write_run(folder: Path, best: int, probe_pgd: list[float], val_pgd: list[float]) -> None:
@@ -30,7 +25,7 @@ def write_run(folder: Path, best: int, probe_pgd: list[float], val_pgd: list[flo
 
 
 def test_the_gap_is_read_at_the_epoch_selected_on_validation(tmp_path, capsys) -> None:
-    script = load_script()
+    script = load_benchmark()
     write_run(tmp_path / "a", best=2, probe_pgd=[0.5, 0.9, 0.95], val_pgd=[0.4, 0.8, 0.7])
     write_run(tmp_path / "b", best=3, probe_pgd=[0.5, 0.9, 0.96], val_pgd=[0.4, 0.8, 0.86])
     a = script.selected_epoch(tmp_path / "a")
@@ -41,7 +36,7 @@ def test_the_gap_is_read_at_the_epoch_selected_on_validation(tmp_path, capsys) -
 
 
 def test_a_run_without_the_instrument_is_one_sentence(tmp_path) -> None:
-    script = load_script()
+    script = load_benchmark()
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "val_pgd10_acc": 0.8}) + "\n")
