@@ -322,3 +322,11 @@ done
 #     change. Its test split, APGD-CE + APGD-T on all 1,000 digits, for the record (the default's
 #     and PGM-10's same five models were read in step 10):
 "$PY" cli.py bench dro --grid benchmarks/l2l/pointwise-small-steps-test.json --reuse --out runs/l2l-budget --aa apgd-ce-t --jobs 2 --json benchmarks/results/pointwise-small-steps-test.json
+# 28. Is the default's PGD-10 − APGD drop the carry's? Step 26 ruled out the step size; what is
+#     left of step 24's contrast is that PGM-k starts afresh each batch while the default climbs
+#     from the δ of an epoch ago. The default without the carry, seeds 0-2 (step 11 trained it at
+#     another commit; its folders are gone), validation only. Declared before training.
+#     Rule: if its drop (val PGD-10 of the gap instrument minus val APGD-CE + APGD-T, mean of
+#     seeds 0-2) is at least 1.5 points under the default's 6.6, the carry is named the likely
+#     source of the leak; otherwise the leak is not the carry's alone. No default changes here.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/no-carry-leak-b64.json --out runs/l2l-budget --jobs 2
