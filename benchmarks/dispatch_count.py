@@ -4,7 +4,7 @@ GPU the small CNN's step costs what it launches (docs/results.md, "On a GPU").
 If every dispatched operator cost the same fixed overhead, a method's time would follow its count.
 The count does not depend on the device, except for the optimizers: on CUDA, torch's Adam and SGD
 take their multi-tensor (``foreach``) path, a few operators for all parameters at once, and on the
-CPU one set per parameter; ``--foreach`` (the default) sets that path here as CUDA would take it.
+CPU one set per parameter; the count takes CUDA's path by default (``--no-foreach``: the CPU's).
 View operators (``view``, ``t``, ``detach``, ...) launch no kernel, nor does reading Adam's step
 counter (``_local_scalar_dense``: on CUDA that counter stays on the CPU); they are counted apart.
 
@@ -24,6 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bilevel.errors import UserError  # noqa: E402
+from bilevel.paths import check_output_file  # noqa: E402
 from bilevel.run import atomic_write_text  # noqa: E402
 from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
 
@@ -80,12 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         channels_last=args.channels_last, levers=DEFAULT_LEVERS,
     )  # fmt: skip
     rows = []
-    for method in args.methods.split(","):
-        try:
-            counts = count_step(method, cfg, args.foreach)
-        except UserError as error:
-            print(error, file=sys.stderr)
-            return 2
+    try:
+        if args.json:
+            check_output_file(args.json, "--json")
+        counted = [
+            (method, count_step(method, cfg, args.foreach)) for method in args.methods.split(",")
+        ]
+    except UserError as error:
+        print(error, file=sys.stderr)
+        return 2
+    for method, counts in counted:
         kernels = sum(n for name, n in counts.items() if name not in NO_KERNEL)
         rows.append({"method": method, "operators": sum(counts.values()), "launching": kernels,
                      "top": counts.most_common(8)})  # fmt: skip

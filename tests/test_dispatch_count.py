@@ -48,6 +48,12 @@ def test_writes_one_row_per_method_with_the_ratio_base(tmp_path, capsys):
     assert "1.00x PGM-10" in capsys.readouterr().out
 
 
-def test_an_unknown_method_is_one_sentence_and_exit_2(capsys):
+def test_an_unknown_method_or_a_json_path_under_a_file_is_one_sentence_and_exit_2(tmp_path, capsys):
     assert load_benchmark().main(["--methods", "pgm-x"]) == 2
     assert "Unknown method 'pgm-x'" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert (
+        load_benchmark().main(["--methods", "fgsm-rs", "--json", str(tmp_path / "file" / "x.json")])
+        == 2
+    )
+    assert "is a file" in capsys.readouterr().err
