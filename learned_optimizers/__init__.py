@@ -24,7 +24,8 @@ def build_attacker(
     kind: str, in_channels: int, out_channels: int, eps: float, width: float, norm: str = "linf"
 ) -> BoundedOutput:
     """An attacker by name: ``"cnn"`` (Table 1, full resolution), ``"slim"`` (Appendix B) or
-    ``"pointwise"`` (the same perceptron at every pixel), bounded in the ``norm`` ("linf" or "l2") ball of radius ``eps``.
+    ``"pointwise"`` (the same perceptron at every pixel), bounded in the ``norm`` ("linf" or
+    "l2") ball of radius ``eps``.
 
     Raises:
         ValueError: ``kind`` is not one of ``ATTACKER_KINDS``.
