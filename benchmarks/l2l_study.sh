@@ -332,3 +332,14 @@ done
 "$PY" cli.py bench l2l --grid benchmarks/l2l/no-carry-leak-b64.json --out runs/l2l-budget --jobs 2
 #     Read (docs/results.md, step 28): without the carry 0.749 ± 0.017 and a drop of 8.5 points
 #     against the default's 6.6: the drop is not the carry's (the carry narrows it).
+# 29. More ascent steps at the current θ, within the cost budget. Step 28's reading: the runs
+#     that lose least between PGD-10 and APGD take the most steps at the current θ a batch. The
+#     pointwise attacker is cheap enough (0.32x PGM-10 per batch at K = 2) to afford K = 3 and
+#     K = 4, with sign steps of 0.4ε and 0.3ε (the same reach as K = 2's 2 × 0.625ε, about
+#     1.2ε). Declared before training; seeds 0-2, validation only; the K = 2 runs are step 24 and
+#     25's, reused. Rules, on the mean of seeds 0-2:
+#     - an entry is named a lever if it beats the default's 0.789 by 2 points or more (it would
+#       then need seeds 3-4 and a cost measured beside PGM-10 before anything else);
+#     - step 28's reading is supported if both entries lose at most 4.0 points between PGD-10 and
+#       APGD-CE + APGD-T (the pointwise K = 2 lost 5.5), and not supported otherwise.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/pointwise-unroll-b64.json --out runs/l2l-budget --jobs 2
