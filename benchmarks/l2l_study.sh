@@ -343,3 +343,5 @@ done
 #     - step 28's reading is supported if both entries lose at most 4.0 points between PGD-10 and
 #       APGD-CE + APGD-T (the pointwise K = 2 lost 5.5), and not supported otherwise.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/pointwise-unroll-b64.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 29): K = 3 0.779 ± 0.022, K = 4 0.799 ± 0.016 (+1.0 over the
+#     default, under 2: no lever); drops 6.3 and 5.7 points: the reading is not supported.
