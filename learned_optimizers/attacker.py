@@ -187,7 +187,6 @@ class CNNAttacker(BoundedOutput):
         stem = scaled_channels(64, width)  # checks the width first
         if not blocks:
             raise ValueError("The attacker needs at least one residual block.")
-        self.in_channels, self.out_channels, self.width = in_channels, out_channels, width
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem, eps=1e-3),

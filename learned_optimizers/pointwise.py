@@ -47,7 +47,6 @@ class PointwiseAttacker(BoundedOutput):
         norm: str = "linf",
     ) -> None:
         super().__init__(eps, norm)
-        self.in_channels, self.out_channels, self.width = in_channels, out_channels, width
         hidden = scaled_channels(256, width)
         self.hidden = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1),

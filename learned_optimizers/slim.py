@@ -50,7 +50,6 @@ class SlimAttacker(BoundedOutput):
         norm: str = "linf",
     ) -> None:
         super().__init__(eps, norm)
-        self.in_channels, self.out_channels, self.width = in_channels, out_channels, width
         stem = scaled_channels(128, width)
         up = scaled_channels(16, width)
         self.stem = nn.Sequential(
