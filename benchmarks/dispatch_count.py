@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bilevel.errors import UserError  # noqa: E402
 from bilevel.paths import check_output_file  # noqa: E402
 from bilevel.run import atomic_write_text  # noqa: E402
+from problems.adversarial.defaults import DATASET_DEFAULTS  # noqa: E402
 from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
 
 VIEWS = frozenset(
@@ -33,10 +34,10 @@ VIEWS = frozenset(
     "unsqueeze squeeze slice select split unbind".split()
 )
 NO_KERNEL = VIEWS | {"_local_scalar_dense"}
+# the mnist5k default's levers that a bench speed step has (the carry needs a dataset's indices)
 DEFAULT_LEVERS = {
-    "attacker_random_start": True,
-    "attacker_sign_step": 0.625,
-    "truncated_unroll": True,
+    k: DATASET_DEFAULTS["mnist5k"][k]
+    for k in ("attacker_random_start", "attacker_sign_step", "truncated_unroll")
 }
 
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = SpeedConfig(
-        model=args.model, attacker=args.attacker, attacker_width=0.0625, batch_size=args.batch_size,
+        model=args.model, attacker=args.attacker, batch_size=args.batch_size,
+        attacker_width=DATASET_DEFAULTS["mnist5k"]["attacker_width"],
         channels_last=args.channels_last, levers=DEFAULT_LEVERS,
     )  # fmt: skip
     rows = []
