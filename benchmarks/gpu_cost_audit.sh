@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Why the small CNN's step costs more than half of PGM-10's on a GPU, in one script of about 5
+# minutes on an H200 (from the repository root): bash benchmarks/gpu_cost_audit.sh [OUT] | tee LOG
+#   1. gpu_profile.py: kernel time against wall time, launches and host waits of one training step,
+#      per method, on the small CNN at batch 64 in the format bench dro trains in (contiguous), for
+#      the default and for the pointwise attacker at 0.25ε, then at CIFAR shape (PreAct-18, 128);
+#   2. the same audit of host waits over a whole epoch of `solve adversarial-dro` (the default, then
+#      PGM-10), with the carry, the ε warm-up and the batches, which bench speed leaves out;
+#   3. bench dro, seed 0, trained end to end: FGSM-RS, PGM-10, the default and the pointwise
+#      attacker at 0.25ε side by side (clean and PGD-40 on the test split, training seconds).
+# Packages missing on the GPU image go in .devsite/ as for gpu_check.sh.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-runs/gpu-audit}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY="${PY:-python3}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+timeout 60 "$PY" benchmarks/gpu_profile.py --no-channels-last \
+  --json "$out/profile-small-cnn-b64.json" || echo "profile (small CNN) failed: $?"
+timeout 40 "$PY" benchmarks/gpu_profile.py --no-channels-last --methods 2-step-fused \
+  --attacker pointwise --levers '{"attacker_sign_step": 0.25}' \
+  --json "$out/profile-small-cnn-b64-pointwise.json" || echo "profile (pointwise) failed: $?"
+timeout 60 "$PY" benchmarks/gpu_profile.py --model preact-resnet18 --batch-size 128 \
+  --json "$out/profile-preact18-b128.json" || echo "profile (PreAct-18) failed: $?"
+for follower in 2-step pgm; do
+  timeout 60 "$PY" benchmarks/gpu_profile.py \
+    --solve "--follower $follower --epochs 1 --seed 0 --out $out/audit-$follower" ||
+    echo "loop audit ($follower) failed: $?"
+done
+timeout 240 "$PY" cli.py bench dro --grid benchmarks/l2l/gpu-cost-seed0.json --no-autoattack \
+  --out "$out/bench-dro" --json "$out/bench-dro.json" || echo "bench dro failed: $?"
