@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Why the small CNN's step costs more than half of PGM-10's on a GPU, in one script of about 5
+# Why the small CNN's step costs more than half of PGM-10's on a GPU, in one script of about 4
 # minutes on an H200 (from the repository root): bash benchmarks/gpu_cost_audit.sh [OUT] | tee LOG
 #   1. gpu_profile.py: kernel time against wall time, launches and host waits of one training step,
 #      per method, on the small CNN at batch 64 in the format bench dro trains in (contiguous), for
-#      the default and for the pointwise attacker at 0.25ε, then at CIFAR shape (PreAct-18, 128);
+#      the default and for the pointwise attacker at 0.25ε, then at CIFAR shape (PreAct-18, 128),
+#      beside bench speed's figure for that step;
 #   2. the same audit of host waits over a whole epoch of `solve adversarial-dro` (the default, then
 #      PGM-10), with the carry, the ε warm-up and the batches, which bench speed leaves out;
 #   3. bench dro, seed 0, trained end to end: FGSM-RS, PGM-10, the default and the pointwise
@@ -24,6 +25,11 @@ timeout 40 "$PY" benchmarks/gpu_profile.py --no-channels-last --methods 2-step-f
   --json "$out/profile-small-cnn-b64-pointwise.json" || echo "profile (pointwise) failed: $?"
 timeout 60 "$PY" benchmarks/gpu_profile.py --model preact-resnet18 --batch-size 128 \
   --json "$out/profile-preact18-b128.json" || echo "profile (PreAct-18) failed: $?"
+# bench speed's per-batch figure for the same step (gpu_check.sh's), beside the profile's
+timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \
+  --batch-size 128 --batches 5 --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused \
+  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
+  --json "$out/speed-l2l-b128.json" || echo "bench speed (PreAct-18) failed: $?"
 for follower in 2-step pgm; do
   timeout 60 "$PY" benchmarks/gpu_profile.py \
     --solve "--follower $follower --epochs 1 --seed 0 --out $out/audit-$follower" ||

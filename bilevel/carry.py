@@ -79,7 +79,8 @@ class CarriedDecisions:
             self.seen = torch.zeros(self.size, dtype=torch.bool, device=z.device)
         idx = indices.to(self.store.device)
         self.store[idx] = z.to(self.store)
-        self.seen[idx] = True
+        # not `seen[idx] = True`, which copies True to the GPU and makes the host wait each batch
+        self.seen.index_fill_(0, idx, True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"store": self.store, "seen": self.seen}
