@@ -173,7 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     try:
-        levers = {k: DATASET_DEFAULTS["mnist5k"][k] for k in LEVER_KEYS} | json.loads(args.levers)
+        given = json.loads(args.levers)
+        if not isinstance(given, dict):
+            raise UserError(f"--levers must be a JSON object of options; got {args.levers!r}.")
+        levers = {k: DATASET_DEFAULTS["mnist5k"][k] for k in LEVER_KEYS} | given
         if args.json:
             check_output_file(args.json, "--json")
         cfg = SpeedConfig(
