@@ -357,3 +357,10 @@ done
 #     PGM-10 it costs at most 0.5x PGM-10's CPU seconds; then, and only then, the test split is
 #     read (APGD-CE + APGD-T, seeds 0-4, no choice made on it). Otherwise the default stays.
 "$PY" cli.py bench l2l --grid benchmarks/l2l/pointwise-unroll4-seeds-3-4.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 30): over seeds 0-4 it leads the default by 0.6 points (0.800
+#     against 0.795; ahead on 3 of 5) with clean accuracy above PGM-10's, but beside PGM-10 it
+#     costs 0.60x (54.6 against 91.3 CPU s, seed 0): over the budget, so the default stays and the
+#     test split is not read. The cost pair:
+#       "$PY" cli.py solve adversarial-dro --follower pgm --seed 0 --gap-size 500 --out runs/side/pgm-10 &
+#       "$PY" cli.py solve adversarial-dro --follower 2-step --attacker pointwise --unroll 4 \
+#         --attacker-sign-step 0.3 --seed 0 --gap-size 500 --out runs/side/pointwise-k4; wait
