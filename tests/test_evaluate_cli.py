@@ -70,6 +70,17 @@ def test_plain_state_dict_with_model_option(run: Path, tmp_path: Path) -> None:
     assert [a["name"] for a in ev["attacks"]] == ["pgd5"]
 
 
+def test_a_training_checkpoint_gives_the_leader_as_last_trained(run: Path) -> None:
+    """``last.pt`` nests θ under its trainer's state; --model reads it (it used to be refused as
+    an architecture mismatch). The run is one epoch, so θ as last trained is best.pt's θ."""
+    from problems.adversarial.evaluation.runs import load_classifier
+
+    last = load_classifier(run, model_path=run / "last.pt").model.state_dict()
+    best = torch.load(run / "best.pt", weights_only=True)["leader"]
+    assert last.keys() == best.keys()
+    assert all(torch.equal(last[k], best[k]) for k in best)
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

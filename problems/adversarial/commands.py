@@ -206,7 +206,9 @@ def evaluate_run(
     surrogate: Path = typer.Option(None, help="Run folder of a transfer (black-box) source."),
     attacker_from: list[Path] = typer.Option(None, help="Also attack with this L2L run's g_φ."),
     model: Path = typer.Option(
-        None, help="A plain state-dict file to evaluate instead of best.pt."
+        None,
+        help="A state-dict file to evaluate instead of best.pt: a plain one, or a run's last.pt "
+        "(θ as last trained).",
     ),
     dataset: str = typer.Option("mnist5k", help="With --model and no config.json: the data set."),
     arch: str = typer.Option(None, help="With --model and no config.json: the architecture."),

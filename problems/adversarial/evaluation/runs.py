@@ -55,6 +55,15 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return config
 
 
+def leader_state(state: dict[str, Any]) -> dict[str, Any]:
+    """θ's state dict in a file of this project (selected leader or training checkpoint), or the
+    file itself when it is a plain state dict."""
+    trainer = state.get("trainer")
+    if isinstance(trainer, dict) and isinstance(trainer.get("leader"), dict):
+        return trainer["leader"]
+    return state.get("leader", state)
+
+
 def _fit(model: nn.Module, state: dict[str, Any], source: Path) -> None:
     try:
         model.load_state_dict(state)
@@ -74,7 +83,8 @@ def load_classifier(
 ) -> LoadedModel:
     """The run's selected leader θ (``best.pt``); with ``model_path``, that state dict instead,
     with architecture and data set from the run's config when there is one, else from
-    ``arch``/``dataset``. A file holding {"leader": state} (a checkpoint of this project) works too.
+    ``arch``/``dataset``. This project's checkpoints work too: ``best.pt`` ({"leader": state}) and
+    the training checkpoint ``last.pt`` ({"trainer": {"leader": state, ...}}, θ as last trained).
     """
     if model_path is None:
         config = read_config(run_dir)
@@ -86,7 +96,7 @@ def load_classifier(
     name = config.get("model") or arch or dataset_default(info.name, "model")
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
     state = load_checkpoint(checkpoint)
-    _fit(model, state.get("leader", state), checkpoint)
+    _fit(model, leader_state(state), checkpoint)
     return LoadedModel(model.to(device).eval(), info, config, checkpoint)
 
 
