@@ -27,18 +27,13 @@ from bilevel.errors import UserError  # noqa: E402
 from bilevel.paths import check_output_file  # noqa: E402
 from bilevel.run import atomic_write_text  # noqa: E402
 from problems.adversarial.defaults import DATASET_DEFAULTS  # noqa: E402
-from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
+from problems.adversarial.speed import SpeedConfig, make_trainer, mnist5k_step_levers  # noqa: E402
 
 VIEWS = frozenset(
     "view _unsafe_view _reshape_alias reshape t transpose permute expand alias as_strided detach "
     "unsqueeze squeeze slice select split unbind".split()
 )
 NO_KERNEL = VIEWS | {"_local_scalar_dense"}
-# the mnist5k default's levers that a bench speed step has (the carry needs a dataset's indices)
-DEFAULT_LEVERS = {
-    k: DATASET_DEFAULTS["mnist5k"][k]
-    for k in ("attacker_random_start", "attacker_sign_step", "truncated_unroll")
-}
 
 
 class CountOperators(TorchDispatchMode):
@@ -80,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SpeedConfig(
         model=args.model, attacker=args.attacker, batch_size=args.batch_size,
         attacker_width=DATASET_DEFAULTS["mnist5k"]["attacker_width"],
-        channels_last=args.channels_last, levers=DEFAULT_LEVERS,
+        channels_last=args.channels_last, levers=mnist5k_step_levers(),
     )  # fmt: skip
     rows = []
     try:

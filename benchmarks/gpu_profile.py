@@ -31,11 +31,10 @@ from bilevel.errors import UserError  # noqa: E402
 from bilevel.paths import check_output_file  # noqa: E402
 from bilevel.run import atomic_write_text  # noqa: E402
 from problems.adversarial.defaults import DATASET_DEFAULTS  # noqa: E402
-from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
+from problems.adversarial.speed import SpeedConfig, make_trainer, mnist5k_step_levers  # noqa: E402
 
 # the host-side CUDA runtime calls that wait for the device (or for queued work) to finish
 WAITING_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaEventSynchronize")  # fmt: skip
-LEVER_KEYS = ("attacker_random_start", "attacker_sign_step", "truncated_unroll")
 
 
 def _sync(device: torch.device) -> None:
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         given = json.loads(args.levers)
         if not isinstance(given, dict):
             raise UserError(f"--levers must be a JSON object of options; got {args.levers!r}.")
-        levers = {k: DATASET_DEFAULTS["mnist5k"][k] for k in LEVER_KEYS} | given
+        levers = mnist5k_step_levers() | given
         if args.json:
             check_output_file(args.json, "--json")
         cfg = SpeedConfig(

@@ -30,6 +30,7 @@ from bilevel.options import check_levers
 from bilevel.run import atomic_write_text
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import DatasetInfo
+from problems.adversarial.defaults import DATASET_DEFAULTS
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.followers import build_follower
 from problems.adversarial.models import MODEL_NAMES, build_model
@@ -55,6 +56,13 @@ class SpeedConfig:
     compile: bool = False  # torch.compile of the leader and the attacker
     methods: tuple[str, ...] = METHODS  # any of METHODS, and pgm-K for another K
     levers: dict[str, Any] = field(default_factory=dict)  # DROConfig options of learned ones
+
+
+def mnist5k_step_levers() -> dict[str, Any]:
+    """The mnist5k default's levers that one ``bench speed`` step has (the carry needs a data
+    set's indices, so it is left out)."""
+    keys = ("attacker_random_start", "attacker_sign_step", "truncated_unroll")
+    return {key: DATASET_DEFAULTS["mnist5k"][key] for key in keys}
 
 
 def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
