@@ -105,6 +105,19 @@ def _given_on_command_line(context: Any, names: dict[str, Any]) -> frozenset[str
     )
 
 
+def check_same_command(config: Any, recorded: dict[str, Any]) -> None:
+    """For ``--resume``: a run folder's ``config.json`` that records an option the dataclass
+    ``config`` lacks was written by another command (a GAIL run resumed as DRO): one sentence
+    naming those options, before any of them is read."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    if unknown := sorted(set(recorded) - fields):
+        shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+        raise UserError(
+            f"The run folder records options this command does not have ({shown}): it was "
+            "trained by another `solve` command; resume it with that one."
+        )
+
+
 def inherit(config: Any, recorded: dict[str, Any], keep: tuple[str, ...] = ()) -> None:
     """For ``--resume``: every option of the dataclass ``config`` that the command line did not
     give (``config.given``, set by ``with_options``; without it, every option left unset, None)

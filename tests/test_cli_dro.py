@@ -111,6 +111,23 @@ def test_resume_with_another_configuration_is_refused_and_changes_nothing(unbrok
     assert _snapshot(unbroken) == before
 
 
+def test_a_folder_of_another_command_is_refused_on_resume_and_kept(
+    unbroken: Path, tmp_path
+) -> None:
+    """A folder whose config.json records an option DRO lacks (GAIL's --env) was trained by
+    another `solve` command: one sentence naming it, not the first option DRO cannot parse."""
+    out = tmp_path / "gail-like"
+    out.mkdir()
+    for name, data in _snapshot(unbroken).items():
+        (out / name).write_bytes(data)
+    config = json.loads((out / "config.json").read_text()) | {"env": "Pendulum-v1"}
+    (out / "config.json").write_text(json.dumps(config))
+    before = _snapshot(out)
+    result = solve(out, "--resume")
+    assert result.exit_code == 2 and "(env)" in result.output and "another `solve`" in result.output
+    assert _snapshot(out) == before
+
+
 def test_a_new_run_refuses_to_overwrite_a_finished_one(unbroken: Path) -> None:
     before = _snapshot(unbroken)
     result = solve(unbroken, "--follower", "2-step")

@@ -17,7 +17,7 @@ from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
-from bilevel.options import choose, fill_unset, inherit, option
+from bilevel.options import check_same_command, choose, fill_unset, inherit, option
 from bilevel.run import IGNORED_ON_RESUME
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
@@ -260,6 +260,7 @@ class AdversarialConfig:
         resumes as it was trained even where a default has changed since (``inherit``); returns
         self. The follower's own levers (``HAND_DESIGNED``'s keys) are not inherited by another
         follower: they may not fit it, and the resume is refused as another configuration."""
+        check_same_command(self, recorded)
         values = LEGACY_VALUES | recorded
         inherit(self, {"follower": values.get("follower")} if "follower" in values else {})
         if self.follower != values.get("follower"):

@@ -25,7 +25,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from bilevel.experiment import Experiment, run_experiment, seed_everything
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
-from bilevel.options import inherit
+from bilevel.options import check_same_command, inherit
 from bilevel.run import IGNORED_ON_RESUME, RunDir
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import GAILConfig
@@ -140,7 +140,9 @@ def _solve(
     show_progress: bool,
 ) -> dict[str, Any] | None:
     if resume and RunDir(out).config_path.is_file():
-        inherit(cfg, RunDir(out).read_config(), keep=IGNORED_ON_RESUME)
+        recorded = RunDir(out).read_config()
+        check_same_command(cfg, recorded)
+        inherit(cfg, recorded, keep=IGNORED_ON_RESUME)
     cfg.resolve()
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     expert = expert_policy(cfg.env, cfg.cache_dir)
