@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 from typer.testing import CliRunner
 
 from cli import app
@@ -51,6 +52,10 @@ def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> N
     again = _bench(grid, tmp_path)
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == before  # a finished run is not trained again
+    # benchmarks/selection_check.py: θ as last trained, judged as the study judged best.pt; a
+    # one-epoch run's last epoch is its selected one, so the two figures agree
+    check = load_script("benchmarks", "selection_check").last_against_best(checkpoint.parent)
+    assert check["best_epoch"] == 1 and check["last"] == check["best"]
 
 
 def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path: Path) -> None:

@@ -128,6 +128,30 @@ def load_grid(path: Path) -> Grid:
     return grid
 
 
+def validation_robustness(
+    run_dir: Path,
+    cfg: DROConfig,
+    seed: int,
+    val_examples: int | None,
+    checkpoint: Path | None = None,
+) -> dict[str, Any]:
+    """The study's judgement of a run's leader (``best.pt``, or ``checkpoint``): APGD-CE + APGD-T
+    accuracy and clean accuracy on the first ``val_examples`` of the validation split, in the
+    run's ball, with the attack's randomness drawn from ``seed``."""
+    model = load_classifier(run_dir, model_path=checkpoint).model
+    val = load_dataset(cfg.dataset, cfg.data_dir).val
+    x, y = subset(val, val_examples) if val_examples else val
+    attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=seed, norm=cfg.norm)  # the run's ball
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        robust = run_attack(attack, model, x, y).accuracy
+    return {
+        "val_examples": len(y),
+        "val_apgd_ce_t_acc": robust,
+        "val_clean_acc": (predict(model, x) == y).float().mean().item(),
+    }
+
+
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
     """Train (or reuse) one run and attack its selected leader on the validation split."""
     cfg = DROConfig(**options, seed=seed).resolve()
@@ -136,17 +160,7 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     cached = run_dir / "study-eval.json"
     if cached.is_file():
         return results, json.loads(cached.read_text())
-    model = load_classifier(run_dir).model
-    val = load_dataset(cfg.dataset, cfg.data_dir).val
-    x, y = subset(val, val_examples) if val_examples else val
-    attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=seed, norm=cfg.norm)  # the run's ball
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        robust = run_attack(attack, model, x, y).accuracy
-    evaluation = {
-        "val_examples": len(y),
-        "val_apgd_ce_t_acc": robust,
-        "val_clean_acc": (predict(model, x) == y).float().mean().item(),
+    evaluation = validation_robustness(run_dir, cfg, seed, val_examples) | {
         "best_epoch": int(load_checkpoint(RunDir(run_dir).best_checkpoint)["epoch"]),
     }
     RunDir(run_dir).write_json("study-eval.json", evaluation)
