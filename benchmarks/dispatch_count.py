@@ -23,11 +23,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.one_step import add_step_arguments, step_config  # noqa: E402
 from bilevel.errors import UserError  # noqa: E402
 from bilevel.paths import check_output_file  # noqa: E402
 from bilevel.run import atomic_write_text  # noqa: E402
-from problems.adversarial.defaults import DATASET_DEFAULTS  # noqa: E402
-from problems.adversarial.speed import SpeedConfig, make_trainer, mnist5k_step_levers  # noqa: E402
+from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
 
 VIEWS = frozenset(
     "view _unsafe_view _reshape_alias reshape t transpose permute expand alias as_strided detach "
@@ -63,20 +63,13 @@ def count_step(method: str, cfg: SpeedConfig, foreach: bool) -> collections.Coun
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="fgsm-rs,pgm-10,2-step-fused")
-    parser.add_argument("--model", default="small-cnn")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--attacker", default="slim", help="the learned follower's g_φ")
+    add_step_arguments(parser)
     parser.add_argument("--no-foreach", dest="foreach", action="store_false")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    cfg = SpeedConfig(
-        model=args.model, attacker=args.attacker, batch_size=args.batch_size,
-        attacker_width=DATASET_DEFAULTS["mnist5k"]["attacker_width"],
-        channels_last=args.channels_last, levers=mnist5k_step_levers(),
-    )  # fmt: skip
+    cfg = step_config(args, args.channels_last)
     rows = []
     try:
         if args.json:

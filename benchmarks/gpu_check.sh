@@ -22,11 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/gpu}"
-mkdir -p "$out"
-export PYTHONPATH="$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY="${PY:-python3}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+source benchmarks/gpu_preamble.sh
 PY="$PY" bash benchmarks/gpu_speed.sh "$out/gpu_speed" || echo "gpu_speed.sh failed: $?"
 levers='{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}'
 timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \

@@ -13,11 +13,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/gpu-audit}"
-mkdir -p "$out"
-export PYTHONPATH="$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY="${PY:-python3}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+source benchmarks/gpu_preamble.sh
 timeout 60 "$PY" benchmarks/gpu_profile.py --no-channels-last \
   --json "$out/profile-small-cnn-b64.json" || echo "profile (small CNN) failed: $?"
 timeout 40 "$PY" benchmarks/gpu_profile.py --no-channels-last --methods 2-step-fused \

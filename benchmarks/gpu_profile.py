@@ -27,11 +27,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.one_step import add_step_arguments, step_config  # noqa: E402
 from bilevel.errors import UserError  # noqa: E402
 from bilevel.paths import check_output_file  # noqa: E402
 from bilevel.run import atomic_write_text  # noqa: E402
-from problems.adversarial.defaults import DATASET_DEFAULTS  # noqa: E402
-from problems.adversarial.speed import SpeedConfig, make_trainer, mnist5k_step_levers  # noqa: E402
+from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
 
 # the host-side CUDA runtime calls that wait for the device (or for queued work) to finish
 WAITING_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaEventSynchronize")  # fmt: skip
@@ -148,10 +148,7 @@ def profile_method(method: str, cfg: SpeedConfig, device: torch.device, steps: i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--methods", default="fgsm-rs,pgm-10,2-step-fused")
-    parser.add_argument("--model", default="small-cnn")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--attacker", default="slim", help="the learned follower's g_φ")
+    add_step_arguments(parser)
     parser.add_argument("--levers", default="{}", help="JSON over the mnist5k default's levers")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false")
@@ -175,14 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         given = json.loads(args.levers)
         if not isinstance(given, dict):
             raise UserError(f"--levers must be a JSON object of options; got {args.levers!r}.")
-        levers = mnist5k_step_levers() | given
         if args.json:
             check_output_file(args.json, "--json")
-        cfg = SpeedConfig(
-            model=args.model, attacker=args.attacker, batch_size=args.batch_size,
-            attacker_width=DATASET_DEFAULTS["mnist5k"]["attacker_width"],
-            channels_last=args.channels_last, levers=levers,
-        )  # fmt: skip
+        cfg = step_config(args, args.channels_last, given)
         rows = [profile_method(m, cfg, device, args.steps) for m in args.methods.split(",")]
     except (UserError, json.JSONDecodeError) as error:
         print(f"{error}" if isinstance(error, UserError) else f"--levers is not JSON: {error}.",

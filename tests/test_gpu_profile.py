@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import torch
 from helpers import load_script
 
+from problems.adversarial.speed import mnist5k_step_levers
+
 
 def load_benchmark():
     return load_script("benchmarks", "gpu_profile")
@@ -37,7 +39,7 @@ def test_levers_override_the_mnist5k_default_and_keep_the_rest(tmp_path, monkeyp
     argv = ["--methods", "pgm-1,2-step-fused", "--batch-size", "2", "--steps", "1"]
     assert script.main([*argv, "--levers", '{"attacker_sign_step": 0.25}', "--json", str(out)]) == 0
     assert seen[1]["attacker_sign_step"] == 0.25
-    assert set(seen[1]) == set(script.mnist5k_step_levers())
+    assert set(seen[1]) == set(mnist5k_step_levers())
     rows = json.loads(out.read_text())["rows"]
     assert [row["method"] for row in rows] == ["pgm-1", "2-step-fused"]
     assert all(row["wall_s"] > 0 and row["kernel_s"] is None for row in rows)  # no CUDA here
