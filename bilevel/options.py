@@ -114,7 +114,7 @@ def check_same_command(config: Any, recorded: dict[str, Any]) -> None:
         shown = ", ".join(unknown[:3]) + (", ..." if len(unknown) > 3 else "")
         raise UserError(
             f"The run folder records options this command does not have ({shown}): it was "
-            "trained by another `solve` command; resume it with that one."
+            "trained by another `solve` command (or another version of this one); resume it with that."
         )
 
 
