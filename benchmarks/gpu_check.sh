@@ -36,7 +36,7 @@ for format in channels-last no-channels-last; do  # the second is the format ben
     echo "bench speed (small CNN, $format) failed: $?"
 done
 # the coordinate-wise attacker at 0.25ε, which tied the default on validation (study steps 26-27)
-# with 0.48x PGM-10's operators a step: by the operator count's fit, about 0.4x per batch here
+# with 0.48x PGM-10's operators a step: 0.40x and 0.53x a step in two leases' profiles (gpu_cost_audit.sh)
 timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker pointwise \
   --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 --no-channels-last \
   --methods fgsm-rs,pgm-10,2-step-fused --levers '{"attacker_random_start": true, "attacker_sign_step": 0.25, "truncated_unroll": true}' \
