@@ -34,7 +34,9 @@ from bilevel.run import atomic_write_text  # noqa: E402
 from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
 
 # the host-side CUDA runtime calls that wait for the device (or for queued work) to finish
-WAITING_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaEventSynchronize")  # fmt: skip
+WAITING_CALLS = (
+    "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaEventSynchronize"
+)  # fmt: skip
 
 
 def _sync(device: torch.device) -> None:
@@ -43,7 +45,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _device_us(event: Any) -> float:
-    """An averaged profiler event's own device time in µs (the name changed across torch versions)."""
+    """An averaged profiler event's own device time in µs (its name changed across versions)."""
     for name in ("self_device_time_total", "self_cuda_time_total"):
         if hasattr(event, name):
             return float(getattr(event, name))
@@ -56,7 +58,7 @@ def _annotation(event: Any) -> bool:
 
 
 def synchronising_lines(trainer: Any, batch: Any, steps: int) -> dict[str, int]:
-    """CUDA's sync debug mode over ``steps`` steps: where (file:line) the host waited, and how often."""
+    """CUDA's sync debug mode over ``steps`` steps: where (file:line) the host waited, how often."""
     found: collections.Counter[str] = collections.Counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -105,7 +107,7 @@ def loop_synchronising_lines(solve_args: list[str]) -> dict[str, int]:
 
 
 def profile_method(method: str, cfg: SpeedConfig, device: torch.device, steps: int) -> dict:
-    """Wall seconds a step (unprofiled, synchronised once per ``steps``), then one profiled window."""
+    """Wall seconds a step (unprofiled, synchronised once per ``steps``), then a profiled window."""
     trainer, batch = make_trainer(method, cfg, device)
     for _ in range(3):  # optimizer state, cuDNN's choice of algorithms, lazy buffers
         trainer.step(batch)
@@ -164,9 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         if device.type != "cuda":
             print("--solve audits CUDA's synchronisations and needs a GPU.", file=sys.stderr)
             return 2
-        print(
-            f"host waited, over the training batches, at {loop_synchronising_lines(args.solve.split())}"
-        )
+        waits = loop_synchronising_lines(args.solve.split())
+        print(f"host waited, over the training batches, at {waits}")
         return 0
     try:
         given = json.loads(args.levers)
@@ -183,12 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     base = next((r for r in rows if r["method"] == "pgm-10"), None)
     for row in rows:
         ratio = f" ({row['wall_s'] / base['wall_s']:.2f}x PGM-10)" if base else ""
-        busy = f", kernels {row['kernel_s'] * 1e3:.2f} ms ({row['gpu_busy']:.0%} busy), {row['launches']:.0f} launches" if row["kernel_s"] is not None else ""  # fmt: skip
-        print(f"{row['method']:>14}: {row['wall_s'] * 1e3:.2f} ms a step{ratio}{busy}; waits {row['waiting_calls']}")  # fmt: skip
+        busy = ""
+        if row["kernel_s"] is not None:
+            busy = (
+                f", kernels {row['kernel_s'] * 1e3:.2f} ms ({row['gpu_busy']:.0%} busy), "
+                f"{row['launches']:.0f} launches"
+            )
+        step = f"{row['wall_s'] * 1e3:.2f} ms a step{ratio}{busy}"
+        print(f"{row['method']:>14}: {step}; waits {row['waiting_calls']}")
         if row.get("synchronising_lines"):
             print(f"{'':>16}host waited at {row['synchronising_lines']}")
     if args.json:
-        payload = {"config": vars(args) | {"json": str(args.json), "device": str(device)}, "rows": rows}  # fmt: skip
+        config = vars(args) | {"json": str(args.json), "device": str(device)}
+        payload = {"config": config, "rows": rows}
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     return 0
 
