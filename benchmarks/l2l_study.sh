@@ -364,3 +364,12 @@ done
 #       "$PY" cli.py solve adversarial-dro --follower pgm --seed 0 --gap-size 500 --out runs/side/pgm-10 &
 #       "$PY" cli.py solve adversarial-dro --follower 2-step --attacker pointwise --unroll 4 \
 #         --attacker-sign-step 0.3 --seed 0 --gap-size 500 --out runs/side/pointwise-k4; wait
+# 31. For the record, no decision: standard AutoAttack on the test split for the pointwise attacker
+#     at 0.25ε, the cost lever of step 27 and the one follower under 0.5x PGM-10 on a GPU (0.49x
+#     trained end to end, docs/results.md "The second lease"), seeds 0-2, on copies of its folders
+#     (a folder keeps one evaluation). Compared with PGM-10's and the default's same seeds in
+#     benchmarks/results/nine-seeds-paired.json.
+RUNS_FOR_AA=default_pointwise_attacker_sign_step_0.25
+for seed in 0 1 2; do copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"; done
+"$PY" cli.py bench dro --grid benchmarks/l2l/pointwise-small-steps-test-aa.json --reuse \
+  --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/pointwise-small-steps-test-aa.json
