@@ -369,7 +369,8 @@ done
 #     trained end to end, docs/results.md "The second lease"), seeds 0-2, on copies of its folders
 #     (a folder keeps one evaluation). Compared with PGM-10's and the default's same seeds in
 #     benchmarks/results/nine-seeds-paired.json.
-RUNS_FOR_AA=default_pointwise_attacker_sign_step_0.25
-for seed in 0 1 2; do copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"; done
+for seed in 0 1 2; do
+  RUNS_FOR_AA=default_pointwise_attacker_sign_step_0.25 copy_for_aa runs/l2l-budget runs/l2l-budget-aa "$seed"
+done
 "$PY" cli.py bench dro --grid benchmarks/l2l/pointwise-small-steps-test-aa.json --reuse \
   --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/pointwise-small-steps-test-aa.json
