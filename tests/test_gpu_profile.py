@@ -42,7 +42,9 @@ def test_levers_override_the_mnist5k_default_and_keep_the_rest(tmp_path, monkeyp
     assert set(seen[1]) == set(mnist5k_step_levers())
     rows = json.loads(out.read_text())["rows"]
     assert [row["method"] for row in rows] == ["pgm-1", "2-step-fused"]
-    assert all(row["wall_s"] > 0 and row["kernel_s"] is None for row in rows)  # no CUDA here
+    assert all(row["wall_s"] > 0 for row in rows)
+    if not torch.cuda.is_available():  # kernel time is a GPU's alone
+        assert all(row["kernel_s"] is None and row["launches"] is None for row in rows)
 
 
 def test_bad_levers_or_a_solve_audit_without_a_gpu_is_one_sentence_and_exit_2(capsys):
