@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +33,12 @@ from benchmarks.one_step import add_step_arguments, step_config  # noqa: E402
 from bilevel.errors import UserError  # noqa: E402
 from bilevel.paths import check_output_file  # noqa: E402
 from bilevel.run import atomic_write_text  # noqa: E402
-from problems.adversarial.speed import SpeedConfig, make_trainer  # noqa: E402
+from problems.adversarial.speed import SpeedConfig, make_trainer, synchronize  # noqa: E402
 
 # the host-side CUDA runtime calls that wait for the device (or for queued work) to finish
 WAITING_CALLS = (
     "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaEventSynchronize"
 )  # fmt: skip
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _device_us(event: Any) -> float:
@@ -57,20 +54,28 @@ def _annotation(event: Any) -> bool:
     return bool(getattr(event, "is_user_annotation", False)) or event.key.startswith("Optimizer.")
 
 
-def synchronising_lines(trainer: Any, batch: Any, steps: int) -> dict[str, int]:
-    """CUDA's sync debug mode over ``steps`` steps: where (file:line) the host waited, how often."""
+@contextlib.contextmanager
+def host_waits() -> Iterator[collections.Counter[str]]:
+    """Records the warnings raised inside; on leaving, counts CUDA's sync-debug ones by where
+    (file:line) the host waited, into the Counter it gave."""
     found: collections.Counter[str] = collections.Counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        yield found
+    for warning in caught:
+        if "synchroniz" in str(warning.message).lower():
+            found[f"{Path(warning.filename).name}:{warning.lineno}"] += 1
+
+
+def synchronising_lines(trainer: Any, batch: Any, steps: int) -> dict[str, int]:
+    """CUDA's sync debug mode over ``steps`` steps: where (file:line) the host waited, how often."""
+    with host_waits() as found:
         torch.cuda.set_sync_debug_mode("warn")
         try:
             for _ in range(steps):
                 trainer.step(batch)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    for warning in caught:
-        if "synchroniz" in str(warning.message).lower():
-            found[f"{Path(warning.filename).name}:{warning.lineno}"] += 1
     return dict(found.most_common())
 
 
@@ -80,7 +85,6 @@ def loop_synchronising_lines(solve_args: list[str]) -> dict[str, int]:
     import cli  # the repository root is on sys.path
     from bilevel import fit
 
-    found: collections.Counter[str] = collections.Counter()
     run, end_epoch = fit._Loop.run, fit._Loop._end_epoch
 
     def audited(mode: str, method):  # noqa: ANN001, ANN202
@@ -95,14 +99,10 @@ def loop_synchronising_lines(solve_args: list[str]) -> dict[str, int]:
 
     fit._Loop.run, fit._Loop._end_epoch = audited("warn", run), audited("default", end_epoch)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with host_waits() as found:
             cli.app(["solve", "adversarial-dro", *solve_args], standalone_mode=False)
     finally:
         fit._Loop.run, fit._Loop._end_epoch = run, end_epoch
-    for warning in caught:
-        if "synchroniz" in str(warning.message).lower():
-            found[f"{Path(warning.filename).name}:{warning.lineno}"] += 1
     return dict(found.most_common())
 
 
@@ -111,18 +111,18 @@ def profile_method(method: str, cfg: SpeedConfig, device: torch.device, steps: i
     trainer, batch = make_trainer(method, cfg, device)
     for _ in range(3):  # optimizer state, cuDNN's choice of algorithms, lazy buffers
         trainer.step(batch)
-    _sync(device)
+    synchronize(device)
     tic = time.perf_counter()
     for _ in range(steps):
         trainer.step(batch)
-    _sync(device)
+    synchronize(device)
     wall = (time.perf_counter() - tic) / steps
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
             trainer.step(batch)
-        _sync(device)
+        synchronize(device)
     events = prof.key_averages()
     # on the device timeline, record_function ranges (the optimizers' steps) span their kernels
     kernels = [

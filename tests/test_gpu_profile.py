@@ -24,6 +24,20 @@ def test_optimizer_ranges_are_not_counted_as_kernels():
     assert not script._annotation(SimpleNamespace(key="void cudnn::detail::dgrad_engine<float>"))
 
 
+def test_host_waits_counts_cuda_sync_warnings_by_line_and_nothing_else():
+    """CUDA's sync debug mode warns "called a synchronizing CUDA operation" at the Python line
+    that waited; other warnings are not waits."""
+    import warnings
+
+    script = load_benchmark()
+    with script.host_waits() as found:
+        for _ in range(2):
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert sum(found.values()) == 2 and len(found) == 1
+    assert next(iter(found)).startswith("test_gpu_profile.py:")
+
+
 def test_levers_override_the_mnist5k_default_and_keep_the_rest(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     script = load_benchmark()

@@ -102,7 +102,8 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
     return trainer, (x, y)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a CUDA GPU's; nothing to wait for on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -141,7 +142,7 @@ def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> floa
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
         trainer.step(batch)
-        _sync(device)
+        synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -164,14 +165,14 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
     for trainer, batch in trainers.values():  # warm-up: allocator, kernels, Adam state, compile
         for _ in range(2 if cfg.compile else 1):
             trainer.step(batch)
-    _sync(device)
+    synchronize(device)
     times: dict[str, list[float]] = {m: [] for m in cfg.methods}
     for _ in range(cfg.rounds):
         for method, (trainer, batch) in trainers.items():
             tic = time.perf_counter()
             for _ in range(cfg.batches):
                 trainer.step(batch)
-            _sync(device)
+            synchronize(device)
             times[method].append((time.perf_counter() - tic) / cfg.batches)
     del trainers
     seconds = {m: statistics.median(t) for m, t in times.items()}
