@@ -24,7 +24,6 @@ cd "$(dirname "$0")/.."
 out="${1:-runs/gpu}"
 source benchmarks/gpu_preamble.sh
 PY="$PY" bash benchmarks/gpu_speed.sh "$out/gpu_speed" || echo "gpu_speed.sh failed: $?"
-levers='{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}'
 timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \
   --batch-size 128 --batches 5 --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused \
   --levers "$levers" --json "$out/speed-l2l-b128.json" || echo "bench speed (L2L) failed: $?"

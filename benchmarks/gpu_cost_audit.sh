@@ -24,7 +24,7 @@ timeout 60 "$PY" benchmarks/gpu_profile.py --model preact-resnet18 --batch-size 
 # bench speed's per-batch figure for the same step (gpu_check.sh's), beside the profile's
 timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \
   --batch-size 128 --batches 5 --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused \
-  --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}' \
+  --levers "$levers" \
   --json "$out/speed-l2l-b128.json" || echo "bench speed (PreAct-18) failed: $?"
 for follower in 2-step pgm; do
   timeout 60 "$PY" benchmarks/gpu_profile.py \
