@@ -31,7 +31,7 @@ def last_against_best(run: Path) -> dict[str, float]:
     """The study's validation figures of ``run``'s best.pt and, computed here, of its last.pt."""
     best = json.loads((RunDir(run).path / "study-eval.json").read_text())
     cfg = DROConfig(**read_config(run)).resolve()
-    last = validation_robustness(run, cfg, cfg.seed, best["val_examples"], run / "last.pt")
+    last = validation_robustness(run, cfg, best["val_examples"], run / "last.pt")
     return {
         "best_epoch": best["best_epoch"],
         "best": best["val_apgd_ce_t_acc"],

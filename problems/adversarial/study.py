@@ -129,15 +129,12 @@ def load_grid(path: Path) -> Grid:
 
 
 def validation_robustness(
-    run_dir: Path,
-    cfg: DROConfig,
-    seed: int,
-    val_examples: int | None,
-    checkpoint: Path | None = None,
+    run_dir: Path, cfg: DROConfig, val_examples: int | None, checkpoint: Path | None = None
 ) -> dict[str, Any]:
     """The study's judgement of a run's leader (``best.pt``, or ``checkpoint``): APGD-CE + APGD-T
     accuracy and clean accuracy on the first ``val_examples`` of the validation split, in the
-    run's ball, with the attack's randomness drawn from ``seed``."""
+    run's ball, with the attack's randomness drawn from the run's seed."""
+    seed = cfg.seed
     model = load_classifier(run_dir, model_path=checkpoint).model
     val = load_dataset(cfg.dataset, cfg.data_dir).val
     x, y = subset(val, val_examples) if val_examples else val
@@ -160,7 +157,7 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     cached = run_dir / "study-eval.json"
     if cached.is_file():
         return results, json.loads(cached.read_text())
-    evaluation = validation_robustness(run_dir, cfg, seed, val_examples) | {
+    evaluation = validation_robustness(run_dir, cfg, val_examples) | {
         "best_epoch": int(load_checkpoint(RunDir(run_dir).best_checkpoint)["epoch"]),
     }
     RunDir(run_dir).write_json("study-eval.json", evaluation)
