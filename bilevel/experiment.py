@@ -8,15 +8,11 @@ does the rest, the same way for DRO, AIT and any new problem (docs/architecture.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from bilevel import distributed
 from bilevel.checkpoint import Scheduler
@@ -49,14 +45,6 @@ class Experiment:
     scheduler: Scheduler | None = None
     panels: Callable[[Rows], Sequence[Panel]] = field(default=lambda history: DEFAULT_PANELS)
     notes: Callable[[Rows], list[str]] = field(default=lambda history: [])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's and torch's generators: once per run, from ``--seed``
-    (docs/architecture.md, "Conventions")."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def run_experiment(

@@ -30,6 +30,7 @@ from bilevel.errors import Stopped, UserError
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
 from bilevel.run import RunDir, atomic_torch_save
+from bilevel.seeding import seeded
 from bilevel.stopping import Interrupted, StopRequests
 
 
@@ -58,7 +59,7 @@ def _remaining_batches(
     """The epoch's batches after the first ``done``. Those are replayed, not trained on, so the
     epoch's own generator reaches the same state; the global RNG is left as ``last.pt`` set it."""
     batches = iter(train_batches(epoch))
-    with torch.random.fork_rng(devices=[]):
+    with seeded(None):
         for _ in itertools.islice(batches, done):
             pass
     return batches

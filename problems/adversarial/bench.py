@@ -27,6 +27,7 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.norms import Norm
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
+from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
 from problems.adversarial.config import FOLLOWERS, DROConfig
 from problems.adversarial.data import load_dataset, subset
@@ -87,8 +88,7 @@ def evaluate_leader(
     after the gradient attacks, where a large share would be a sign of gradient masking."""
     norm = Norm(norm)
     step = LINF_PGD40_STEP if norm is Norm.LINF else 2.5 * eps / 40
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         pgd = pgd_attack(40, eps, step, norm=norm, from_clean=False)
         row = {
             "clean_acc": robust_accuracy(model, *test, Clean()),

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from bilevel.carry import CarriedDecisions
 from bilevel.followers import Follower, SignGradientAscent
 from bilevel.norms import Norm
+from bilevel.seeding import seeded
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.perturbation import Perturbation
 
@@ -57,8 +58,7 @@ def _loss_and_accuracy(
     """Mean cross-entropy and accuracy of ``model`` on x + δ, δ from ``follower`` on ``problem``
     (the same random starts for every follower and epoch: from ``seed``)."""
     loss_sum, correct = 0.0, 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         for i in range(0, len(x), batch_size):
             xb, yb = x[i : i + batch_size], y[i : i + batch_size]
             delta = follower.solve(problem, make_batch(xb, yb))

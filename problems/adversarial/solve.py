@@ -21,12 +21,13 @@ from bilevel import distributed
 from bilevel.acceleration import keep_freed_memory, resolve_device
 from bilevel.averaging import LeaderAverage
 from bilevel.carry import CarriedDecisions
-from bilevel.experiment import Experiment, run_experiment, seed_everything
+from bilevel.experiment import Experiment, run_experiment
 from bilevel.followers import Follower
 from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
 from bilevel.run import RunDir
+from bilevel.seeding import seed_everything, seeded
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
 from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.config import AdversarialConfig, DROConfig
@@ -213,8 +214,7 @@ def _experiment(
         with the same PGD starts every time (from ``cfg.seed``)."""
         size = step_size or 2.5 * cfg.eps / steps
         attack = pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=False)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
+        with seeded(cfg.seed):
             return robust_accuracy(judged, *split, Clean()), robust_accuracy(judged, *split, attack)
 
     def validate() -> dict[str, float]:

@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bilevel.errors import UserError
 from bilevel.options import check_levers, json_fits
 from bilevel.run import RunDir, load_checkpoint
+from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
 from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name, mean_std, train
 from problems.adversarial.config import DROConfig
@@ -139,8 +138,7 @@ def validation_robustness(
     val = load_dataset(cfg.dataset, cfg.data_dir).val
     x, y = subset(val, val_examples) if val_examples else val
     attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=seed, norm=cfg.norm)  # the run's ball
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         robust = run_attack(attack, model, x, y).accuracy
     return {
         "val_examples": len(y),

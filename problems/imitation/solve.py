@@ -22,11 +22,12 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from bilevel.experiment import Experiment, run_experiment, seed_everything
+from bilevel.experiment import Experiment, run_experiment
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from bilevel.options import check_same_command, inherit
 from bilevel.run import IGNORED_ON_RESUME, RunDir
+from bilevel.seeding import seed_everything, seeded
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
@@ -103,7 +104,7 @@ def evaluate(
     def act(obs: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict(obs, deterministic=True)[0])
 
-    with torch.random.fork_rng(devices=[]):
+    with seeded(None):
         r = rollout(env_id, act, episodes, seed)
     expert_actions = np.stack([expert(o) for o in r.observations]).reshape(len(r.actions), -1)
     actions = r.actions.reshape(len(r.actions), -1)

@@ -23,6 +23,7 @@ from bilevel.errors import UserError, require_counts
 from bilevel.norms import Norm
 from bilevel.paths import check_output_folder
 from bilevel.run import RunDir
+from bilevel.seeding import seeded
 from problems.adversarial.config import LEARNED
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation import checklist as cl
@@ -95,8 +96,7 @@ class Evaluator:
         params = attack.params()  # once: AutoAttack's builds the whole attack to read them
         key = f"{attack.name}|{sorted(params.items())!r}|{seed_offset}"
         if key not in self._cache:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed + seed_offset)
+            with seeded(self.seed + seed_offset):
                 result = run_attack(attack, self.model, self.x, self.y, self.batch, params=params)
                 self._cache[key] = result
             eps = f" at ε {params['eps']:g}" if isinstance(params.get("eps"), float) else ""
