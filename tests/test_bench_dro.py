@@ -8,9 +8,11 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli import app
+from problems.adversarial.bench import evaluate_leader
 
 TINY = ["--epochs", "1", "--train-size", "32", "--eval-size", "8"]
 
@@ -115,3 +117,23 @@ def test_bench_dro_runs_a_study_grid_on_the_test_split(tmp_path: Path) -> None:
     assert all("autoattack_acc" not in r and r["apgd_ce_t_acc"] <= r["clean_acc"] for r in rows)
     result = CliRunner().invoke(app, [*args, "--reuse", "--aa", "fab"])
     assert result.exit_code == 2 and "--aa must be one of" in result.output
+
+
+class _RightOnlyWhenPerturbed(torch.nn.Module):
+    """Class 0 wherever some pixel lies strictly between 0 and 1, class 1 on binary images; a step
+    function, so PGD's gradient is zero and its iterate stays at the random start."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fractional = ((x > 0) & (x < 1)).flatten(1).any(1).float()
+        logits = torch.stack([fractional, torch.full_like(fractional, 0.5)], dim=1)
+        return logits + 0 * x.flatten(1).sum(1, keepdim=True)  # a zero gradient, not none
+
+
+def test_bench_pgd_counts_an_example_robust_only_if_clean_and_attacked_are_both_right() -> None:
+    """A leader wrong on every clean digit and right at every x + δ of PGD's random start is not
+    robust: bench dro's PGD-40 takes the worst of x and x + δ, as AutoAttack does."""
+    x = torch.zeros(16, 1, 4, 4)
+    test = (x, torch.zeros(16, dtype=torch.long))
+    row = evaluate_leader(_RightOnlyWhenPerturbed(), 0.3, test, 0, autoattack=False)
+    assert row["clean_acc"] == 0.0
+    assert row["pgd40_acc"] == 0.0

@@ -89,7 +89,7 @@ def evaluate_leader(
     norm = Norm(norm)
     step = LINF_PGD40_STEP if norm is Norm.LINF else 2.5 * eps / 40
     with seeded(seed):
-        pgd = pgd_attack(40, eps, step, norm=norm, from_clean=False)
+        pgd = pgd_attack(40, eps, step, norm=norm)  # robust: x and x + δ both right
         row = {
             "clean_acc": robust_accuracy(model, *test, Clean()),
             "pgd40_acc": robust_accuracy(model, *test, pgd),

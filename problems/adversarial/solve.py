@@ -208,12 +208,14 @@ def _experiment(
         return make_batch(x, y, torch.Generator().manual_seed(cfg.seed))
 
     def accuracies(
-        split: tuple[Tensor, ...], steps: int, step_size: float | None = None
+        split: tuple[Tensor, ...], steps: int, step_size: float | None = None, test: bool = False
     ) -> tuple[float, float]:
         """Clean and PGD-k accuracy (PGM-k from a uniform random start, default step 2.5 ε / k),
-        with the same PGD starts every time (from ``cfg.seed``)."""
+        with the same PGD starts every time (from ``cfg.seed``). On the test split an example
+        counts as robust only if x and x + δ are both classified right, as ``evaluate`` and
+        AutoAttack count; validation scores x + δ (the follower gap's PGD-10, which it reuses)."""
         size = step_size or 2.5 * cfg.eps / steps
-        attack = pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=False)
+        attack = pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=test)
         with seeded(cfg.seed):
             return robust_accuracy(judged, *split, Clean()), robust_accuracy(judged, *split, attack)
 
@@ -241,7 +243,7 @@ def _experiment(
     def test_leader(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
         judged.load_state_dict(leader)
         test_dev = tuple(t.to(device) for t in test)
-        clean, robust = accuracies(test_dev, cfg.eval_pgd_steps, cfg.eval_step_size)
+        clean, robust = accuracies(test_dev, cfg.eval_pgd_steps, cfg.eval_step_size, test=True)
         return {"test_clean_acc": clean, f"test_pgd{cfg.eval_pgd_steps}_acc": robust}
 
     return Experiment(
