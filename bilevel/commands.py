@@ -18,7 +18,7 @@ from rich.console import Console
 from bilevel import report
 from bilevel.distributed import leave_process_group
 from bilevel.errors import Stopped, UserError
-from bilevel.options import parse_list
+from bilevel.options import check_seeds, parse_list
 from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 
 console = Console()
@@ -66,7 +66,9 @@ class Shared:
 
 def parse_seeds(text: str) -> list[int]:
     """``--seeds``: comma-separated integers (one sentence, exit 2, otherwise)."""
-    return parse_list("seeds", text, int, "0,1,2")
+    seeds = parse_list("seeds", text, int, "0,1,2")
+    check_seeds(seeds, "--seeds")
+    return seeds
 
 
 def split_names(text: str) -> list[str]:

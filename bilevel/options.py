@@ -8,6 +8,8 @@ a value outside its choices; ``fill_unset`` gives the options left unset their d
 ``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type
 (``json_fits``);
 ``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
+``check_finite`` and ``check_seeds`` refuse what every command refuses: a NaN or infinite number
+(which a check written ``x < 0`` lets through) and a seed numpy cannot take.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -34,6 +37,27 @@ def option(
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+SEED_LIMIT = 2**32  # numpy's generators take seeds in [0, 2**32)
+
+
+def check_finite(config: Any) -> None:
+    """One sentence for a number option of the dataclass ``config`` (or an entry of a list
+    option) that is NaN or infinite."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            flag = f.metadata.get("name") or f"--{f.name.replace('_', '-')}"
+            raise UserError(f"{flag} must be a finite number; got {value}.")
+
+
+def check_seeds(seeds: list[int], option: str) -> None:
+    """One sentence unless every seed is an integer numpy can take, 0 to 2**32 - 1."""
+    for seed in seeds:
+        if not 0 <= seed < SEED_LIMIT:
+            raise UserError(f"{option} must be between 0 and {SEED_LIMIT - 1}; got {seed}.")
 
 
 def choose(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import socket
 from pathlib import Path
 from typing import IO, Any
@@ -43,7 +42,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"No checkpoint at {path}; train a run first or check the path.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+    # a damaged file fails in the unpickler with whichever error its bytes lead to (KeyError,
+    # IndexError, struct.error, ...): every ordinary exception means "not readable" here
+    except Exception as err:
         raise UserError(
             f"{path} is not a readable checkpoint ({type(err).__name__}); "
             "it may be corrupt or from another program: retrain or pick another file."

@@ -60,6 +60,7 @@ def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path
     ("args", "words"),
     [
         (["--seeds", "0,x"], "--seeds"),
+        (["--seeds", "0,-1"], "--seeds must be between 0 and"),  # numpy's traceback otherwise
         (["--methods", "pgm,magic"], "Unknown --methods"),
         (["--jobs", "0"], "--jobs"),
         (["--reuse"], "--reuse reuses the runs of a --grid"),  # was ignored: runs retrained

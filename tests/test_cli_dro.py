@@ -94,6 +94,12 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--eps", "1.5"], "--eps must be in (0, 1]"),
         (["--update", "fused", "--follower", "pgm"], "learned follower"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "--data-dir"),
+        (["--seed", "-1"], "--seed must be between 0 and"),
+        (["--milestones", "-3"], "--milestones must lie between 1 and --epochs"),
+        (["--epochs", "4", "--milestones", "2,9"], "--milestones must lie between 1 and --epochs"),
+        (["--seed", str(2**32)], "--seed must be between 0 and"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
+        (["--attacker-sign-step", "nan"], "--attacker-sign-step must be a finite number"),
     ],
 )
 def test_bad_input_gives_one_sentence_and_exit_code_2(tmp_path, args, words) -> None:
@@ -135,7 +141,7 @@ def test_a_new_run_refuses_to_overwrite_a_finished_one(unbroken: Path) -> None:
     assert _snapshot(unbroken) == before
 
 
-@pytest.mark.parametrize("garbage", [b"not a checkpoint", b""])
+@pytest.mark.parametrize("garbage", [b"not a checkpoint", b"", b"junk\n"])
 def test_corrupt_checkpoint_is_refused_and_other_files_kept(
     unbroken: Path, tmp_path, garbage
 ) -> None:

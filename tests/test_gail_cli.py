@@ -82,6 +82,9 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),
+        (["--trust-radius", "nan"], "--trust-radius must be a finite number"),  # PPO's traceback
+        (["--ent-coef", "inf"], "--ent-coef must be a finite number"),
+        (["--seed", "-1"], "--seed must be between 0 and"),  # numpy's traceback otherwise
         (["--n-envs", "1", "--n-steps", "1"], "at least 2 each"),  # SB3 would assert
         (["--ppo-batch-size", "1"], "at least 2 each"),
         (["--env", "CartPole-v1", "--use-sde"], "--use-sde needs continuous actions"),

@@ -113,6 +113,13 @@ def test_pareto_front_and_winner() -> None:
         # two names, one folder: the second run would delete the first's
         (json.dumps({"configs": {"x y": {}, "x_y": {"pgm_steps": 2}}}), "the same folder"),
         (json.dumps({"configs": {"..": {}}}), "no folder name"),  # outside --out otherwise
+        # a config named as a reference would be trained and reported as that reference
+        (
+            json.dumps({"configs": {"pgm-10": {"follower": "fgsm"}}, "references": ["pgm-10"]}),
+            "the same folder",
+        ),
+        (json.dumps({"configs": {"x": {}}, "seeds": [2**32]}), "seeds"),  # numpy's limit
+        ('{"configs": {"x": {"weight_decay": NaN}}}', "finite number"),  # Python's JSON reads NaN
     ],
 )
 def test_a_bad_grid_is_one_sentence_and_exit_2(tmp_path: Path, content: str, words: str) -> None:

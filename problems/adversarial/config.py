@@ -17,7 +17,15 @@ from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
-from bilevel.options import check_same_command, choose, fill_unset, inherit, option
+from bilevel.options import (
+    check_finite,
+    check_same_command,
+    check_seeds,
+    choose,
+    fill_unset,
+    inherit,
+    option,
+)
 from bilevel.run import IGNORED_ON_RESUME
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
@@ -200,6 +208,8 @@ class AdversarialConfig:
 
     def resolve(self) -> AdversarialConfig:
         """Check every option and fill the data set's defaults in place; returns self."""
+        check_finite(self)
+        check_seeds([self.seed], "--seed")
         self.dataset = self.dataset.lower()
         choose("--dataset", self.dataset, DATASETS)
         carry_asked = self.carry_decision is not None
@@ -238,6 +248,10 @@ class AdversarialConfig:
         if self.milestones is None:
             e = self.epochs
             self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
+        if not all(1 <= m <= self.epochs for m in self.milestones):  # else silently none
+            raise UserError(
+                f"--milestones must lie between 1 and --epochs ({self.epochs}); got {self.milestones}."
+            )
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
         check_carry(self, carry_asked)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
-from bilevel.options import check_levers, json_fits
+from bilevel.options import SEED_LIMIT, check_levers, json_fits
 from bilevel.run import RunDir, load_checkpoint
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
@@ -92,8 +92,10 @@ def load_grid(path: Path) -> Grid:
         raise UserError(f"--grid {path}: unknown key(s) {unknown}; use {', '.join(_GRID_KEYS)}.")
     grid = Grid(Path(path).stem, **{"base": {}} | data)  # _GRID_KEYS are Grid's fields
     seeds, references = grid.seeds, grid.references
-    if not (json_fits(seeds, list[int]) and seeds and all(s >= 0 for s in seeds)):
-        raise UserError(f'--grid {path}: "seeds" must be a non-empty list of integers >= 0.')
+    if not (json_fits(seeds, list[int]) and seeds and all(0 <= s < SEED_LIMIT for s in seeds)):
+        raise UserError(
+            f'--grid {path}: "seeds" must be a non-empty list of integers from 0 to {SEED_LIMIT - 1}.'
+        )
     if not json_fits(references, list[str]):
         raise UserError(f'--grid {path}: "references" must be a list of names like "pgm-10".')
     if grid.val_examples is not None and not (
@@ -106,7 +108,7 @@ def load_grid(path: Path) -> Grid:
         check_levers(DROConfig, options, f"--grid {path}, entry {name!r}", exclude=_NOT_LEVERS)
     entries = grid.entries()
     folders: dict[str, str] = {}  # folder -> the entry that trains in it
-    for name in entries:
+    for name in [*grid.references, *grid.configs]:  # an entry named as a reference clashes too
         folder = folder_name(name)
         if not folder or folder in folders:
             clash = f"the same folder as {folders[folder]!r}" if folder else "no folder name"
