@@ -52,6 +52,12 @@ def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> N
     again = _bench(grid, tmp_path)
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == before  # a finished run is not trained again
+    # the same runs judged on more validation digits: trained runs reused, judgements redone
+    grid.write_text(json.dumps(TINY | {"val_examples": 12}))
+    assert _bench(grid, tmp_path).exit_code == 0
+    assert checkpoint.stat().st_mtime_ns == before
+    rows = json.loads((tmp_path / "results" / "tiny.json").read_text())["runs"]
+    assert {run["val_examples"] for entry in rows for run in entry["runs"]} == {12}
     # benchmarks/selection_check.py: θ as last trained, judged as the study judged best.pt; a
     # one-epoch run's last epoch is its selected one, so the two figures agree
     check = load_script("benchmarks", "selection_check").last_against_best(checkpoint.parent)

@@ -155,8 +155,11 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     # an unfinished or different run in the folder: the study starts it afresh
     results = finished_results(cfg, run_dir) or train(cfg, run_dir)
     cached = run_dir / "study-eval.json"
-    if cached.is_file():
-        return results, json.loads(cached.read_text())
+    if cached.is_file():  # reused if it judged as many validation examples as the grid asks
+        kept = json.loads(cached.read_text())
+        available = len(load_dataset(cfg.dataset, cfg.data_dir).val[1])
+        if kept["val_examples"] == min(val_examples or available, available):
+            return results, kept
     evaluation = validation_robustness(run_dir, cfg, val_examples) | {
         "best_epoch": int(load_checkpoint(RunDir(run_dir).best_checkpoint)["epoch"]),
     }
