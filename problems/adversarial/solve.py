@@ -81,7 +81,10 @@ def warmed_up_eps(eps: float, warmup_epochs: int, epoch: int, index: int, per_ep
 
 
 def set_eps(problem: Perturbation, follower: Follower, eps: float) -> None:
-    """The training ε of the problem's projection and of a learned attacker's bound."""
+    """The training ε of the problem's projection and of a learned attacker's bound. During the
+    warm-up the hand-designed followers keep the step sizes of the full ε (PGM-k's η, FGSM-RS's
+    1.25ε), larger steps in a smaller ball; a learned follower's sign step, a fraction of its
+    bound, shrinks with it."""
     problem.eps = eps
     if isinstance(follower, LearnedFollower):
         follower.net.eps = eps
