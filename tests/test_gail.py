@@ -123,3 +123,18 @@ def test_running_input_statistics_are_the_pooled_moments_of_the_batches() -> Non
     mean = fixed.obs_mean.clone()
     fixed.observe(batches[0])
     torch.testing.assert_close(fixed.obs_mean, mean)  # expert statistics stay fixed
+
+
+def test_the_logged_reward_is_the_discriminator_s_not_ppo_s_bootstrapped_return(problem) -> None:
+    """Pendulum truncates every episode at 200 steps, the rollout's length here, and SB3 adds
+    γ·V(s_T) to the buffer's last reward at a truncation. With D's logit a constant L every pair
+    earns softplus(L): the round's logged mean and spread must be exactly that and 0."""
+    logit = 1.5
+    psi = constant_psi(problem, logit)
+    batch = problem.sample_batch(torch.Generator().manual_seed(3))
+    loss = problem.leader_step(batch, psi, problem.model.policy.optimizer)
+    reward = math.log1p(math.exp(logit))
+    metrics = problem.step_metrics()
+    assert metrics["reward_mean"] == pytest.approx(reward, rel=1e-5)
+    assert metrics["reward_std"] == pytest.approx(0.0, abs=1e-5)
+    assert float(loss) == pytest.approx(-reward, rel=1e-5)

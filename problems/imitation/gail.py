@@ -127,7 +127,10 @@ class GAIL(BilevelProblem):
         self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
         buffer = self.model.rollout_buffer
         self.policy_x = self._policy_inputs(buffer.observations, buffer.actions)
-        rewards = torch.as_tensor(buffer.rewards, dtype=torch.float32)
+        # the rewards D gave the rollout's pairs, recomputed: the buffer's also hold γ·V(s_T),
+        # which SB3 adds to the last reward of every episode a time limit cut
+        with torch.no_grad():
+            rewards = policy_reward(self.disc.logits(self.psi, self.policy_x), self.reward_kind)
         self.diagnostics = self._diagnose(psi_step, rewards)
         return -rewards.mean()
 
