@@ -3,6 +3,8 @@
 # epoch 1, must resume under the current code to exactly the metrics of the older commit's
 # unbroken run (DRO, AIT and GAIL, tiny budgets). Prints one line per problem and exits 1 on a
 # mismatch. Usage, from the repository root:  bash benchmarks/resume_compat.sh OLD_COMMIT
+# Against a commit before 624b282, GAIL's reward_mean, reward_std and leader_loss differ by
+# definition (they held SB3's bootstrap values before); every other GAIL figure must still agree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD="${1:?usage: bash benchmarks/resume_compat.sh OLD_COMMIT}"
