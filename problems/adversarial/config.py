@@ -154,7 +154,7 @@ class AdversarialConfig:
     attacker_random_start: bool | None = option(
         None,
         "The learned follower starts uniformly in the ε-ball, as FGSM-RS and PGM do (default: "
-        "on for mnist5k, off on CIFAR, the paper's).",
+        "on for mnist5k, off on CIFAR and in AIT, the paper's).",
     )
     attacker_memory: str = option(
         "none", "Extra input of g_φ: none, delta (the current δ/ε) or prev-grad."
@@ -163,7 +163,7 @@ class AdversarialConfig:
         None,
         "s > 0: each unrolled step adds a steepest-ascent step s·ε to g_φ's output, and g_φ "
         "starts at zero, so the follower starts as PGM-K and learns a correction (default: 0.625 "
-        "for mnist5k, 0 on CIFAR, the paper's).",
+        "for mnist5k, 0 on CIFAR and in AIT, the paper's).",
     )
     attacker_init: str | None = option(None, "A finished L2L run folder whose g_φ warm-starts φ.")
     carry_decision: bool | None = option(

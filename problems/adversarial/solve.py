@@ -70,7 +70,8 @@ PROBLEMS = {DROConfig: _dro, AITConfig: _ait}
 
 
 def warmed_up_eps(eps: float, warmup_epochs: int, epoch: int, index: int, per_epoch: int) -> float:
-    """ε warm-up: ε grows linearly per batch from ε/steps to ε over the first ``warmup_epochs``.
+    """ε warm-up: ε grows linearly per batch, from ε/(warmup_epochs · per_epoch) at the
+    first batch to ε at the last batch of epoch ``warmup_epochs``.
 
     Robust training on MNIST at ε = 0.3 from scratch can stay at chance (measured here: PGM-10
     with SGD did for 11 epochs); a ramp of ε is the usual cure (e.g. Gowal et al. 2018, IBP).

@@ -30,7 +30,6 @@ from bilevel.norms import Norm
 from problems.adversarial.evaluation.attacks import Attack, predict
 
 PACKAGE = "pyautoattack"
-PINNED_VERSION = "0.2.0"
 STANDARD = ("apgd-ce", "apgd-t", "fab-t", "square")
 GRADIENT_FREE = ("square",)
 
