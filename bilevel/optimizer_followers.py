@@ -33,7 +33,11 @@ class AdamFollower(nn.Module, HandDesigned):
     """ψ ← Π(Adam ascent on q), ``steps`` times per round (state persists between rounds)."""
 
     def __init__(
-        self, num_params: int, steps: int = 3, lr: float = 1e-3, betas=(0.9, 0.999)
+        self,
+        num_params: int,
+        steps: int = 3,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
     ) -> None:
         super().__init__()
         if steps < 1:

@@ -19,7 +19,7 @@ import shutil
 import statistics
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -37,9 +37,12 @@ from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAtt
 from problems.adversarial.evaluation.runs import load_classifier
 from problems.adversarial.solve import solve
 
+if TYPE_CHECKING:
+    from problems.adversarial.study import Grid
+
 BENCH_EPS = 0.3  # L∞; under L2 the data set's (``dataset_default``)
 LINF_PGD40_STEP = 0.01  # PGD-40's step in L∞; 2.5 ε / 40 in L2
-HAND_DESIGNED = ("none", "fgsm", "pgm")
+HAND_DESIGNED_FOLLOWERS = ("none", "fgsm", "pgm")
 METRICS = (
     "clean_acc", "pgd40_acc", "cw_pgd40_acc", "autoattack_acc", "apgd_ce_t_acc", "aa_beyond_apgd",
     "train_seconds", "train_cpu_seconds",
@@ -219,12 +222,12 @@ def bench_dro(
     def entry(method: str) -> Callable[[int], DROConfig]:
         return lambda seed: DROConfig(
             follower=method, epochs=epochs, eps=eps, seed=seed,
-            update=None if method in HAND_DESIGNED else update, train_size=train_size,
+            update=None if method in HAND_DESIGNED_FOLLOWERS else update, train_size=train_size,
             eval_size=eval_size, norm=norm,
         )  # fmt: skip
 
     def label(method: str) -> str:
-        if method in HAND_DESIGNED:
+        if method in HAND_DESIGNED_FOLLOWERS:
             return method
         return f"{method} ({DROConfig(follower=method, update=update).resolve().update})"
 
@@ -233,7 +236,7 @@ def bench_dro(
 
 
 def bench_grid(
-    grid: Any,
+    grid: Grid,
     out: Path,
     json_path: Path | None = None,
     autoattack: bool = True,

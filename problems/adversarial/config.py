@@ -37,7 +37,7 @@ from problems.adversarial.checks import (
 from problems.adversarial.data import DATASETS
 from problems.adversarial.defaults import (
     DATASET_DEFAULTS,
-    HAND_DESIGNED,
+    HAND_DESIGNED_LEVERS,
     LEGACY_VALUES,
     check_eps,
     dataset_default,
@@ -222,7 +222,9 @@ class AdversarialConfig:
         choose("--model", self.model, MODEL_NAMES)
         choose("--follower", self.follower, self.FOLLOWER_CHOICES)
         choose("--attacker", self.attacker, ATTACKER_KINDS)
-        fill_unset(self, {k: d[k] for k in HAND_DESIGNED} if self.learned else HAND_DESIGNED)
+        fill_unset(
+            self, {k: d[k] for k in HAND_DESIGNED_LEVERS} if self.learned else HAND_DESIGNED_LEVERS
+        )
         choose("--update", self.update, tuple(m.value for m in UpdateMode))
         choose("--device", self.device, ("auto", "cpu", "cuda"))
         choose("--leader-optimizer", self.leader_optimizer, ("sgd", "adam"))
@@ -272,13 +274,13 @@ class AdversarialConfig:
         """For ``--resume``: every option the command line did not give takes the value the run
         folder recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run
         resumes as it was trained even where a default has changed since (``inherit``); returns
-        self. The follower's own levers (``HAND_DESIGNED``'s keys) are not inherited by another
+        self. The follower's own levers (``HAND_DESIGNED_LEVERS``'s keys) are not inherited by another
         follower: they may not fit it, and the resume is refused as another configuration."""
         check_same_command(self, recorded)
         values = LEGACY_VALUES | recorded
         inherit(self, {"follower": values.get("follower")} if "follower" in values else {})
         if self.follower != values.get("follower"):
-            values = {k: v for k, v in values.items() if k not in HAND_DESIGNED}
+            values = {k: v for k, v in values.items() if k not in HAND_DESIGNED_LEVERS}
         inherit(self, values, keep=IGNORED_ON_RESUME)
         return self
 

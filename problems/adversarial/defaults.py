@@ -85,7 +85,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 DATASET_DEFAULTS["cifar100"] = DATASET_DEFAULTS["cifar10"]
 # the learned followers' options where the follower is hand-designed (no g_φ to start or step)
-HAND_DESIGNED = dict(
+HAND_DESIGNED_LEVERS = dict(
     update="alternating",
     attacker_random_start=False,
     attacker_sign_step=0.0,

@@ -34,7 +34,13 @@ from bilevel.options import SEED_LIMIT, check_levers, json_fits
 from bilevel.run import RunDir, load_checkpoint
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
-from problems.adversarial.bench import HAND_DESIGNED, finished_results, folder_name, mean_std, train
+from problems.adversarial.bench import (
+    HAND_DESIGNED_FOLLOWERS,
+    finished_results,
+    folder_name,
+    mean_std,
+    train,
+)
 from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -193,7 +199,10 @@ def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[d
             seconds = {k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")}
             per_seed.append({"seed": seed} | seconds | evaluation)
         runs.append({"entry": name, "options": options, "runs": per_seed})
-        row = {"entry": name, "reference": options.get("follower", "2-step") in HAND_DESIGNED}
+        row = {
+            "entry": name,
+            "reference": options.get("follower", "2-step") in HAND_DESIGNED_FOLLOWERS,
+        }
         for key in ("val_apgd_ce_t_acc", "val_clean_acc", "train_seconds", "train_cpu_seconds"):
             # runs trained before CPU time was recorded have none: the mean is over those that do
             values = [r[key] for r in per_seed if r[key] is not None]

@@ -31,7 +31,7 @@ from typing import Any
 
 from bilevel.errors import UserError, require_counts
 from bilevel.options import check_finite, check_seeds, choose, fill_unset, option
-from problems.imitation.discriminator import NORMS, REWARDS
+from problems.imitation.discriminator import DISC_NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
 
 FOLLOWERS = ("adam", "l2l", "oneshot")
@@ -105,7 +105,7 @@ class GAILConfig:
         discrete = check_env_id(self.env)
         choose("--follower", self.follower, FOLLOWERS)
         choose("--reward", self.reward, REWARDS)
-        choose("--disc-norm", self.disc_norm, NORMS)
+        choose("--disc-norm", self.disc_norm, DISC_NORMS)
         choose("--meta-objective", self.meta_objective, META_OBJECTIVES)
         fill_unset(self, _ENV_DEFAULTS.get(self.env, _GENERIC))
         # K = --disc-steps, so that L2L-GAIL at φ₀ is GAIL; the one-shot step η = Adam's

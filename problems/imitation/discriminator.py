@@ -29,7 +29,7 @@ from torch.func import functional_call
 from bilevel.errors import UserError
 
 REWARDS = ("gail", "airl")
-NORMS = ("expert", "running")
+DISC_NORMS = ("expert", "running")
 
 
 class Discriminator:
@@ -44,8 +44,10 @@ class Discriminator:
         norm: str = "expert",
         clip: float = 0.0,
     ) -> None:
-        if norm not in NORMS:
-            raise UserError(f"Unknown --disc-norm {norm!r}; choose one of: {', '.join(NORMS)}.")
+        if norm not in DISC_NORMS:
+            raise UserError(
+                f"Unknown --disc-norm {norm!r}; choose one of: {', '.join(DISC_NORMS)}."
+            )
         self.norm, self.clip = norm, clip
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         if self.discrete:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (obs, actions) -> rewards (n_envs,)
 
@@ -33,7 +34,7 @@ class DiscriminatorReward(VecEnvWrapper):
         self._actions = np.asarray(actions)
         self.venv.step_async(actions)
 
-    def step_wait(self):
+    def step_wait(self) -> VecEnvStepReturn:
         obs, env_rewards, dones, infos = self.venv.step_wait()
         if self._obs is None:
             raise RuntimeError("DiscriminatorReward: step before reset")
