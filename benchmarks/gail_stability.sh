@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GAIL stabilisation study of the README (issue 13): every follower on Pendulum-v1 and
+# The GAIL stabilisation study of the README: every follower on Pendulum-v1 and
 # Acrobot-v1 (scripted experts, nothing downloaded), the same seeds and steps for all, with the
 # reliability metrics of Chan et al. (2020). Finished runs are reused and interrupted ones resumed,
 # so the script can be stopped and started again. Writes OUT/<env>/stability.{json,md,png} and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The learned-attacker study of docs/results.md (issue 11; the README sums it up), every step with
+# The learned-attacker study of docs/results.md (the README sums it up), every step with
 # the command that made its figures. mnist5k, small CNN, ε = 0.3, 10 epochs; batch 128 in steps 1-5 unless a grid says 64.
 # CPU-bound: each process takes one thread, so two of them can share a 2-core machine. Finished
 # runs are reused, so the script can be restarted.

@@ -1,4 +1,4 @@
-"""Learned optimizers that start as Adam (issue 13): g_φ for a parameter-space follower (GAIL's
+"""Learned optimizers that start as Adam: g_φ for a parameter-space follower (GAIL's
 discriminator ψ) whose update at initialisation is exactly Adam's, so that the learned follower
 starts as the hand-designed one and meta-training can only move it from there.
 

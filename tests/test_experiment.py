@@ -1,4 +1,4 @@
-"""The problem-neutral parts of issue 12: the ``BilevelProblem`` base with its declared defaults,
+"""The problem-neutral parts of the framework: the ``BilevelProblem`` base with its declared defaults,
 the ``Follower`` protocol, one experiment runner (``run_experiment``) and one report layer."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Scripted experts reach their stated returns in real rollouts on gymnasium 1.4, and
-demonstrations are cached as ``.npz`` on first use and read back afterwards (issue 4)."""
+demonstrations are cached as ``.npz`` on first use and read back afterwards."""
 
 from __future__ import annotations
 

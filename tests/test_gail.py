@@ -96,7 +96,7 @@ def test_problem_reward_uses_the_current_psi(problem) -> None:
 
 
 def test_running_input_statistics_are_the_pooled_moments_of_the_batches() -> None:
-    """Finding 5 of issue 13: with ``norm="running"`` D standardises its observation inputs with
+    """With ``norm="running"`` D standardises its observation inputs with
     the mean and (population) spread of every batch it has seen, expert and policy pairs alike."""
     env = gym.make("Pendulum-v1")
     expert = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)

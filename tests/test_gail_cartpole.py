@@ -1,7 +1,7 @@
 """A short GAIL run on CartPole-v1 imitates the expert: the learner's actions agree with the
 expert's on the learner's own visited states well above chance (1/2). Agreement, not return, is
 the check: on CartPole a survival-rewarding discriminator can reach a high return while
-imitating nothing (issue 4)."""
+imitating nothing."""
 
 from __future__ import annotations
 

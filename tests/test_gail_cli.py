@@ -46,7 +46,7 @@ def test_run_folder_holds_config_metrics_checkpoints_report_and_plots(unbroken: 
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert [r["env_steps"] for r in rows] == [200, 400, 600]
     assert all(0.0 <= r["val_disc_acc"] <= 1.0 for r in rows)
-    for r in rows:  # the round's discriminator diagnostics (issue 13)
+    for r in rows:  # the round's discriminator diagnostics
         assert 0 <= r["disc_acc_expert"] <= 1 and 0 <= r["disc_acc_policy"] <= 1
         assert r["reward_mean"] == pytest.approx(-r["leader_loss"]) and r["reward_std"] >= 0
         assert r["psi_step"] > 0 and "disc_logit_expert" in r and "disc_logit_policy" in r

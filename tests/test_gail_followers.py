@@ -1,4 +1,4 @@
-"""The learned discriminator followers of L2L-GAIL (issue 13): the residual LSTM is Adam at φ₀
+"""The learned discriminator followers of L2L-GAIL: the residual LSTM is Adam at φ₀
 (identical ψ trajectories over several rounds, Adam's moments carried between them), the one-shot
 step stays in its trust region ‖ψ − ψ_t‖ ≤ ε, the extra φ steps replay the round from its start,
 the meta-gradient reaches φ, and the meta-objectives match their closed forms."""
@@ -102,7 +102,7 @@ def test_projection_onto_the_trust_region_in_closed_form(problem) -> None:
 
 
 def test_extra_meta_steps_unroll_from_the_round_start_not_from_the_deployed_psi(problem) -> None:
-    """Finding 3 of issue 13: ``learn`` (the extra φ steps) must replay the round from (ψ_t, s_t),
+    """``learn`` (the extra φ steps) must replay the round from (ψ_t, s_t),
     even though by then the leader step has stored ψ_{t+K} in the problem; and it must leave the
     deployed ψ_{t+K} and s_{t+K} alone."""
     n = problem.disc.num_params

@@ -31,7 +31,7 @@ def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
     assert [row["env_steps"] for row in summary["rows"]] == [300, 300]
     assert summary["rows"][0]["method"].startswith("GAIL")
     assert "p_value_vs_first" in summary["rows"][1]
-    assert "Target of issue 13:" in (out / "stability.md").read_text()
+    assert "Target (each learned follower against the first):" in (out / "stability.md").read_text()
     assert (out / "stability.png").read_bytes()[:4] == b"\x89PNG"
     finished = sorted(out.glob("*-seed*/results.json"))
     assert len(finished) == 4

@@ -1,4 +1,4 @@
-"""The cost side of issue #5 as behaviour, not timings: how many passes each update mode computes,
+"""The cost of each update mode as behaviour, not timings: how many passes each mode computes,
 and what ``bench speed`` measures and writes (interleaved rounds, ratios, JSON)."""
 
 from __future__ import annotations

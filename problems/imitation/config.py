@@ -17,7 +17,7 @@ final normalised return of each seed, README "GAIL"):
   region of 0.05 with ``q`` (0.32 / 0.97 / 0.57) did not help; a* = 0.75 sits above the soft
   accuracy Adam's D keeps (about 0.6, from its mean logits) and made D stronger (0.54 / 0.05 / 0.99); a* = 0.6 gave
   0.73 / 0.90 / 0.71 (Acrobot 0.20 / 0.49 / 0.05) and with 10 φ steps a round instead of 2
-  (issue 13, finding 4) 0.75 / 0.94 / 0.99 (Acrobot 0.28 / 0.05 / 0.02), against GAIL's 0.48 /
+  0.75 / 0.94 / 0.99 (Acrobot 0.28 / 0.05 / 0.02), against GAIL's 0.48 /
   0.88 / 0.95 (Acrobot 0.66 / 0 / 0); on Acrobot the seeds of every follower spread from 0 to 0.7;
 - D's input statistics: the expert's (``--disc-norm expert``) for both followers; running
   statistics of expert and policy pairs gave GAIL 0.75 / 0.74 / 0.38 on Pendulum, no better.

@@ -1,4 +1,4 @@
-"""Expert demonstrations as ``.npz`` files in a cache folder (issue 4): generated from the expert on
+"""Expert demonstrations as ``.npz`` files in a cache folder: generated from the expert on
 first use, read back afterwards, so nothing is fetched from a hub.
 
 A file holds ``observations`` (N, obs_dim), ``actions`` (N, ...) and ``episode_returns``

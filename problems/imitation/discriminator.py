@@ -5,7 +5,7 @@
 can then update ψ by any rule (Adam, a learned optimizer) and be differentiated through that rule,
 without module state in the way. Inputs are the observation and the action (one-hot for discrete
 actions, divided by the action bound for continuous ones); D standardises the observation part
-when it evaluates ℓ, with statistics chosen by ``norm`` (issue 13, finding 5):
+when it evaluates ℓ, with statistics chosen by ``norm``:
 
 - ``expert``: the expert's mean and standard deviation, fixed. Policy states far from the
   expert's (Pendulum hanging down, where the expert's cos θ ≈ 1 has a small spread) land many

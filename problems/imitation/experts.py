@@ -1,4 +1,4 @@
-"""Scripted experts for the GAIL control tasks (issue 4, "Environments and experts") and the
+"""Scripted experts for the GAIL control tasks and the
 rollout helper every part of ``problems.imitation`` shares.
 
 Nothing is downloaded: each expert is a few lines of control theory, and its return is measured

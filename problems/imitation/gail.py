@@ -1,4 +1,4 @@
-"""GAIL (Ho & Ermon 2016) as a bilevel problem (issue 4; docs/architecture.md, "The problem"):
+"""GAIL (Ho & Ermon 2016) as a bilevel problem (docs/architecture.md, "The problem"):
 
     min_θ  −E_π_θ[r_ψ*(s, a)] − β H(π_θ)    s.t.   ψ* ∈ argmax_ψ q(θ, ψ),
     q(θ, ψ) = E_expert[log D_ψ] + E_π_θ[log(1 − D_ψ)],    r_ψ = −log(1 − D_ψ)  (or log D − log(1 − D)).
@@ -147,7 +147,7 @@ class GAIL(BilevelProblem):
         """The round's discriminator, seen from the leader: D_ψ's accuracy and mean logit on all
         expert pairs and on the pairs of the rollout it just rewarded, its soft accuracy A_ψ
         (``meta_objective.soft_accuracy``), the mean and standard deviation of that reward, and
-        ‖ψ_{t+1} − ψ_t‖ (issue 13, finding 1)."""
+        ‖ψ_{t+1} − ψ_t‖."""
         with torch.no_grad():
             expert = self.disc.logits(self.psi, self.expert_x)
             policy = self.disc.logits(self.psi, self.policy_x)

@@ -1,5 +1,5 @@
 """GAIL plots against environment steps: the policy's normalised return, and the discriminator
-diagnostics of every round (issue 13): accuracy on expert and policy pairs, mean logits, the
+diagnostics of every round: accuracy on expert and policy pairs, mean logits, the
 policy's reward (mean and standard deviation) and ‖Δψ‖.
 
 ``plot_gail_curves`` draws one run; ``plot_bands`` draws several runs per follower as a median

@@ -7,7 +7,7 @@ Evaluation (every epoch, deterministic policy, ground-truth reward): the return,
 return (R − R_random) / (R_expert − R_random), and imitation fidelity on the learner's own visited
 states: the fraction of its actions that match the expert's (discrete) or the mean absolute
 action error (continuous). Return alone can mislead: on CartPole, survival is rewarded whatever
-the expert does (issue 4).
+the expert does.
 """
 
 from __future__ import annotations

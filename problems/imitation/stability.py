@@ -19,7 +19,7 @@ performance is the mean of its last 3 evaluations. Columns, per follower:
   the median over runs (the drawdown's with its bootstrap interval);
 - fidelity: final action error (continuous) or agreement (discrete), median over runs;
 - p: permutation test of the final performances against the first follower.
-The markdown also checks issue 13's target for every learned follower against the first one.
+The markdown also checks the stabilisation target for every learned follower against the first one.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def stability_table(histories: dict, followers: list[str], seeds: int) -> list[d
 
 
 def target_checks(rows: list[dict[str, Any]]) -> list[str]:
-    """Issue 13's target, for every follower against the first: median ≥ its median, and
+    """The stabilisation target, for every follower against the first: median ≥ its median, and
     final IQR and drawdown CVaR ≤ half of its."""
     first, lines = rows[0], []
     for row in rows[1:]:
@@ -187,5 +187,5 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         *markdown_table(rows, cell=_cell),
     ]
-    lines += ["", "Target of issue 13:", *target_checks(rows), ""]
+    lines += ["", "Target (each learned follower against the first):", *target_checks(rows), ""]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The followers that ``gail-stability`` compares, by name (issue 13): a preset, optionally with
+"""The followers that ``gail-stability`` compares, by name: a preset, optionally with
 ``GAILConfig`` fields overridden, written ``name[:field=value[:field=value ...]]``, e.g.
 ``l2l:meta_objective=q:trust_radius=0``.
 
