@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from bilevel.norms import Norm
@@ -33,6 +34,21 @@ class Follower(Protocol):
     def solve(self, problem: BilevelProblem, batch: Batch) -> Decision: ...
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor | None: ...
+
+
+class LearnableFollower(Follower, Protocol):
+    """A follower with parameters φ (``learnable``): the DRO attacker ``LearnedFollower`` and
+    GAIL's ``LearnedOptimizerFollower`` alike, as the joint loop's learned steps use them."""
+
+    optimizer: torch.optim.Optimizer
+
+    def __call__(self, problem: BilevelProblem, batch: Batch) -> Decision:
+        """z_φ for the batch, with its graph to φ."""
+        ...
+
+    def ascend(self, objective: Tensor) -> Tensor | None:
+        """One step of φ up ``objective`` (GAIL's returns the meta-objective it climbed)."""
+        ...
 
 
 class HandDesigned:

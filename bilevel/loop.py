@@ -24,8 +24,7 @@ from bilevel.averaging import LeaderAverage
 from bilevel.decisions import detach
 from bilevel.distributed import unwrap
 from bilevel.errors import UserError
-from bilevel.followers import Follower
-from bilevel.learned_follower import LearnedFollower
+from bilevel.followers import Follower, LearnableFollower
 from bilevel.protocol import Batch, BilevelProblem
 
 
@@ -139,7 +138,7 @@ class JointTrainer:
         forward are made once, with their graph kept; θ steps on the detached z; then φ ascends
         q(θ_new, z_φ) at the updated leader, backpropagating through the kept graph.
         (The reference code recomputes both passes for φ's step.)"""
-        follower = cast(LearnedFollower, self.follower)
+        follower = cast(LearnableFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
         z = follower(self.problem, batch)
         self.problem.end_step(batch, detach(z))
@@ -161,7 +160,7 @@ class JointTrainer:
     def _fused_step(self, batch: Batch) -> dict[str, Tensor]:
         """θ ← θ − α1 ∇θ L and φ ← φ + α2 ∇φ L from one backward (zero-sum: q = L); a problem
         that asks (``wants_decision_gradient``) gets that backward's ∇_z L too."""
-        follower = cast(LearnedFollower, self.follower)
+        follower = cast(LearnableFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
         z = follower(self.problem, batch)
         self.problem.end_step(batch, detach(z))
