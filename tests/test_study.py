@@ -159,3 +159,25 @@ def test_an_unwritable_results_folder_is_refused_before_any_training(tmp_path: P
 def test_a_missing_grid_file_is_one_sentence(tmp_path: Path) -> None:
     result = _bench(tmp_path / "nowhere.json", tmp_path)
     assert result.exit_code == 2 and "cannot be read" in result.output
+
+
+def test_the_table_says_when_a_cost_mean_covers_fewer_seeds(tmp_path: Path) -> None:
+    """Runs trained before the study recorded CPU time have none: the mean over the others must
+    not pass for a mean over every seed."""
+    from types import SimpleNamespace
+
+    from problems.adversarial.study_report import write_study
+
+    def row(entry: str, cpu_seeds: int) -> dict:
+        return {"entry": entry, "reference": entry == "pgm-10", "val_apgd_ce_t_acc": 0.8,
+                "val_apgd_ce_t_std": 0.01, "val_clean_acc": 0.95, "val_clean_std": 0.01,
+                "train_cpu_seconds": 100.0, "train_cpu_seconds_std": 1.0,
+                "train_cpu_seconds_seeds": cpu_seeds, "train_seconds": 50.0,
+                "train_seconds_std": 1.0, "train_seconds_seeds": 3, "cpu_vs_pgm10": 1.0,
+                "seconds_vs_pgm10": 1.0}  # fmt: skip
+
+    grid = SimpleNamespace(name="g", seeds=[0, 1, 2], val_examples=None)
+    write_study(grid, [row("pgm-10", 2), row("x", 3)], [], tmp_path)
+    lines = (tmp_path / "g.md").read_text().splitlines()
+    pgm, learned = (next(line for line in lines if line.startswith(f"| {e} |")) for e in ("pgm-10", "x"))  # fmt: skip
+    assert "100.0 ± 1.0 (over 2)" in pgm and "(over" not in learned

@@ -142,6 +142,8 @@ def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in runs if r.get(key) is not None]  # older runs lack CPU time
         if values:
             row[key], row[key.removesuffix("_acc") + "_std"] = mean_std(values)
+        if 0 < len(values) < len(runs):  # a mean over fewer seeds than the row's "seeds"
+            row[key.removesuffix("_acc") + "_seeds"] = len(values)
     return row
 
 

@@ -208,6 +208,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[d
             values = [r[key] for r in per_seed if r[key] is not None]
             std = key.removesuffix("_acc") + "_std"  # val_clean_std, train_seconds_std, ...
             row[key], row[std] = mean_std(values) if values else (None, None)
+            row[key.removesuffix("_acc") + "_seeds"] = len(values)  # fewer: the table says so
         rows.append(row)
     pgm10 = next((r for r in rows if r["entry"] == "pgm-10"), None)
     for row in rows:
