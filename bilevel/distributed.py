@@ -6,7 +6,18 @@ processes during each backward, so one distributed step equals one single-proces
 concatenated batch (batch-mean losses, equal shares; exact for networks without batch norm, whose
 statistics are per process as in any DDP run). Passes that differentiate only with respect to z
 (the gradient input of g_φ, PGM's steps) fire none of DDP's gradient hooks and so start no
-reduction. Logging and checkpoints come from rank 0 only.
+reduction. Logging and checkpoints come from rank 0 only; the training losses it logs are the
+mean over every process's share (``mean_over_processes``), and a stop mid-epoch keeps each
+process's own running sums in rank 0's checkpoint (``gather_values``).
+
+Where a distributed run is not a single-process run on the concatenated batch:
+- random draws (the followers' random starts, the carry's restarts) come from the same seed on
+  every process, so the example at a share's k-th place gets the same noise on every process;
+- a share is one process's batch for the problem, so AIT pairs partners within each share;
+- where the last minibatch does not split evenly, DDP still averages the shares' means with
+  equal weight, and the processes' generators drift apart by the draws of the odd example, which
+  a resume (every process takes rank 0's generator state) does not reproduce exactly. A share
+  must not be empty (``check_shares``).
 
 The data split: each global minibatch (same order and augmentation on every process, from the
 seed) is cut into ``world_size`` shares (``shard``); that is ``DistributedSampler``'s arithmetic
@@ -19,11 +30,14 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from bilevel.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,19 @@ class Context:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+def check_shares(examples: int, batch_size: int, context: Context) -> None:
+    """One sentence unless every process gets at least one example of every minibatch, the last
+    one included (``shard``): an empty share has no loss to average, and the run would end in a
+    NaN that names the learning rate."""
+    last = examples % batch_size or batch_size
+    if context.world_size > 1 and min(batch_size, last) < context.world_size:
+        raise UserError(
+            f"{context.world_size} processes need at least {context.world_size} examples in every "
+            f"minibatch; --batch-size {batch_size} over {examples} examples leaves {last} in the "
+            "last one: choose a --batch-size or --train-size that avoids it."
+        )
 
 
 def init_from_env(device: torch.device) -> Context:
@@ -128,11 +155,50 @@ def agree_on_signal(signum: int | None) -> int | None:
     process, so that all stop after the same batch; ``signum`` itself in a single process."""
     if not active():
         return signum
-    on_gpu = dist.get_backend() == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
-    flag = torch.tensor([signum or 0], device=device)
+    flag = torch.tensor([signum or 0], device=_collective_device())
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return int(flag.item()) or None
+
+
+def mean_over_processes(sums: dict[str, Any]) -> dict[str, Any]:
+    """Each value's mean over the processes (``sums`` itself in one process): the training
+    figures each process summed over its own share of the batches, so that what rank 0 logs
+    covers every share. The keys are the same on every process (one ``JointTrainer.step``'s)."""
+    if not active() or not sums:
+        return sums
+    keys = sorted(sums)
+    device = _collective_device()
+    stacked = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64).to(device) for k in keys])
+    dist.all_reduce(stacked)
+    stacked /= dist.get_world_size()
+    return dict(zip(keys, stacked.cpu().unbind(), strict=True))
+
+
+def rank() -> int:
+    """This process's rank (0 in a single process)."""
+    return dist.get_rank() if active() else 0
+
+
+def gather_values(values: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Every process's ``values``, key by key, as a tensor of one entry per rank in rank order
+    and in each value's own dtype (for rank 0's checkpoint, so that each process resumes with
+    its own); the values themselves as one-entry tensors in a single process."""
+    out = {}
+    for key in sorted(values):
+        mine = torch.as_tensor(values[key]).reshape(1)
+        if active():
+            mine = mine.to(_collective_device())
+            parts = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, mine)
+            mine = torch.cat(parts)
+        out[key] = mine.cpu()
+    return out
+
+
+def _collective_device() -> torch.device:
+    """Where a collective's tensor must live: the current GPU under nccl, else the CPU (gloo)."""
+    on_gpu = dist.get_backend() == "nccl"
+    return torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
 
 
 def _restart_count() -> int:

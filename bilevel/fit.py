@@ -135,6 +135,9 @@ class _Loop:
         for epoch in range(state.epoch + 1, epochs + 1):
             done = partial["batches"] if partial else 0
             sums: dict[str, torch.Tensor] = dict(partial["sums"]) if partial else {}
+            by_rank = partial.get("sums_by_rank") if partial else None  # older: rank 0's alone
+            if by_rank and all(len(v) > distributed.rank() for v in by_rank.values()):
+                sums = {k: v[distributed.rank()] for k, v in by_rank.items()}  # this process's own
             seconds = float(partial["seconds"]) if partial else 0.0
             cpu_seconds = float(partial.get("cpu_seconds", 0.0)) if partial else 0.0
             partial = None
@@ -151,6 +154,8 @@ class _Loop:
                     self.progress.update(task, completed=done, stats=stats)
                 if self._agreed_stop():
                     position = {"epoch": epoch, "batches": done, "sums": sums}
+                    # rank 0 writes the checkpoint: it keeps every process's own sums
+                    position["sums_by_rank"] = distributed.gather_values(sums)
                     position["seconds"] = seconds + time.perf_counter() - tic
                     position["cpu_seconds"] = cpu_seconds + time.process_time() - cpu_tic
                     self._save(position_state(self.trainer, self.scheduler, state, position))
@@ -159,6 +164,7 @@ class _Loop:
                 self.scheduler.step()
             state.train_seconds += seconds + time.perf_counter() - tic
             state.train_cpu_seconds += cpu_seconds + time.process_time() - cpu_tic
+            sums = distributed.mean_over_processes(sums)  # every share, not rank 0's alone
             means = {key: float(value) / max(done, 1) for key, value in sums.items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise UserError(

@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from helpers import TinyConvAttacker, metrics_without_time
 
 from bilevel import BilevelProblem, JointTrainer, LearnedFollower, NoFollower, distributed
+from bilevel.errors import UserError
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.models import SmallCNN
 
@@ -247,3 +248,33 @@ def test_a_signal_to_one_worker_stops_all_after_the_same_batch(unbroken, tmp_pat
     assert "Stopped by SIGTERM after batch 2 of 4 in epoch 2;" in proc.stderr
     assert "failed (exitcode: 143)" in proc.stderr
     assert metrics_without_time(out) == metrics_without_time(unbroken)
+
+
+@needs_torchrun
+def test_the_logged_training_loss_covers_every_process_share(tmp_path) -> None:
+    """No follower (no random start) and even shares: two processes take the steps one process
+    takes on the whole batch, so the mean training loss they log must be the one process's,
+    not rank 0's share alone (which differed by about a percent)."""
+    options = ("--follower", "none", "--epochs", "2", "--gap-size", "0")
+    proc = _torchrun(tmp_path / "two", script=options)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = [sys.executable, "cli.py", "solve", "adversarial-dro", "--train-size", "128",
+            "--eval-size", "32", "--batch-size", "32", "--eps", "0.1", *options,
+            "--out", str(tmp_path / "one")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    single = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    two, one = metrics_without_time(tmp_path / "two"), metrics_without_time(tmp_path / "one")
+    for a, b in zip(two, one, strict=True):
+        assert a["leader_loss"] == pytest.approx(b["leader_loss"], rel=1e-4)
+
+
+def test_every_process_must_get_a_share_of_every_minibatch() -> None:
+    """``shard`` deals each minibatch out round the processes: a last batch of one example
+    leaves the second process nothing, whose NaN loss ended the run with a wrong hint."""
+    two = distributed.Context(rank=0, world_size=2)
+    distributed.check_shares(34, 32, two)  # a last batch of 2: one example each
+    distributed.check_shares(33, 32, distributed.Context())  # one process takes anything
+    for examples, batch in ((33, 32), (10, 1)):
+        with pytest.raises(UserError, match="2 processes need at least 2 examples"):
+            distributed.check_shares(examples, batch, two)

@@ -176,6 +176,7 @@ def _experiment(
 
     augment = None if cfg.augment == "none" else cfg.augment
     per_epoch = num_batches(len(train[0]), cfg.batch_size)
+    distributed.check_shares(len(train[0]), cfg.batch_size, context)
     if device.type == "cuda":  # the split lives on the GPU: no batch waits on a host copy
         train = tuple(t.to(device) for t in train)
 
