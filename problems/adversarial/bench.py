@@ -31,7 +31,7 @@ from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
 from problems.adversarial.config import FOLLOWERS, DROConfig
 from problems.adversarial.data import load_dataset, subset
-from problems.adversarial.defaults import LEGACY_VALUES, dataset_default
+from problems.adversarial.defaults import LEGACY_VALUES, dataset_default, madry_step
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.runs import load_classifier
@@ -90,7 +90,7 @@ def evaluate_leader(
     broke; under the standard cascade ``aa_beyond_apgd`` is the accuracy FAB-T and Square took
     after the gradient attacks, where a large share would be a sign of gradient masking."""
     norm = Norm(norm)
-    step = LINF_PGD40_STEP if norm is Norm.LINF else 2.5 * eps / 40
+    step = LINF_PGD40_STEP if norm is Norm.LINF else madry_step(eps, 40)
     with seeded(seed):
         pgd = pgd_attack(40, eps, step, norm=norm)  # robust: x and x + δ both right
         row = {

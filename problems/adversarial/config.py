@@ -41,6 +41,7 @@ from problems.adversarial.defaults import (
     LEGACY_VALUES,
     check_eps,
     dataset_default,
+    madry_step,
 )
 from problems.adversarial.dro import ASCENT_LOSSES
 from problems.adversarial.models import MODEL_NAMES
@@ -245,7 +246,7 @@ class AdversarialConfig:
         if not 0 <= self.eps_warmup <= self.epochs:
             raise UserError(f"--eps-warmup must be between 0 and --epochs; got {self.eps_warmup}.")
         for step, k in (("pgm_step_size", self.pgm_steps), ("eval_step_size", self.eval_pgd_steps)):
-            madry = 2.5 * self.eps / k  # where the paper fixes no step
+            madry = madry_step(self.eps, k)  # where the paper fixes no step
             fill_unset(self, {step: dataset_default(self.dataset, step, self.norm) or madry})
         if self.milestones is None:
             e = self.epochs

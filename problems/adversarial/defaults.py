@@ -95,6 +95,12 @@ HAND_DESIGNED_LEVERS = dict(
 )  # hand-designed followers: the textbook FGSM-RS and PGM-k, each start afresh
 
 
+def madry_step(eps: float, steps: int) -> float:
+    """PGD-k's step where no other is fixed: 2.5 ε / k (Madry et al. 2018), so that k steps can
+    cross the ball and back."""
+    return 2.5 * eps / steps
+
+
 def check_eps(eps: float, norm: Norm | str) -> float:
     """ε as a float: in (0, 1] in L∞ (a larger ε allows any image), positive in L2; else one
     sentence."""

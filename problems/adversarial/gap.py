@@ -31,6 +31,7 @@ from bilevel.carry import CarriedDecisions
 from bilevel.followers import Follower, SignGradientAscent
 from bilevel.norms import Norm
 from bilevel.seeding import seeded
+from problems.adversarial.defaults import madry_step
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.perturbation import Perturbation
 
@@ -40,7 +41,7 @@ GAP_PREFIX = "gap_"
 def reference_followers(eps: float, norm: Norm | str = Norm.LINF) -> dict[str, SignGradientAscent]:
     """PGD-10 and FGSM-RS as the follower gap uses them, in the ``norm`` ball."""
     return {
-        "pgd10": SignGradientAscent(10, 2.5 * eps / 10, random_start=True, norm=norm),
+        "pgd10": SignGradientAscent(10, madry_step(eps, 10), random_start=True, norm=norm),
         "fgsm_rs": SignGradientAscent(1, 1.25 * eps, random_start=True, norm=norm),
     }
 

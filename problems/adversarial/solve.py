@@ -38,7 +38,7 @@ from problems.adversarial.data import (
     num_batches,
     subset,
 )
-from problems.adversarial.defaults import LEGACY_VALUES
+from problems.adversarial.defaults import LEGACY_VALUES, madry_step
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy
 from problems.adversarial.followers import build_follower
@@ -219,7 +219,7 @@ def _experiment(
         with the same PGD starts every time (from ``cfg.seed``). On the test split an example
         counts as robust only if x and x + δ are both classified right, as ``evaluate`` and
         AutoAttack count; validation scores x + δ (the follower gap's PGD-10, which it reuses)."""
-        size = step_size or 2.5 * cfg.eps / steps
+        size = step_size or madry_step(cfg.eps, steps)
         attack = pgd_attack(steps, cfg.eps, size, norm=cfg.norm, from_clean=test)
         with seeded(cfg.seed):
             return robust_accuracy(judged, *split, Clean()), robust_accuracy(judged, *split, attack)

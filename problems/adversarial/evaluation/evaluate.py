@@ -27,6 +27,7 @@ from bilevel.run import RunDir
 from bilevel.seeding import seeded
 from problems.adversarial.config import LEARNED
 from problems.adversarial.data import load_dataset, subset
+from problems.adversarial.defaults import madry_step
 from problems.adversarial.evaluation import checklist as cl
 from problems.adversarial.evaluation.attacks import (
     Attack,
@@ -244,7 +245,7 @@ def _sweeps(
     rs = [ev.run(pgd_attack(20, eps, suite.pgd_step(20), "ce", r, norm), 1000 * r) for r in counts]
     large = max(LARGE_EPS[norm].get(channels, LARGE_EPS[norm][3]), eps)
     grid = sorted({*(f * eps for f in EPS_FRACTIONS), (eps + large) / 2, large})
-    eps_runs = [ev.run(pgd_attack(20, e, 2.5 * e / 20, "ce", 1, norm)) for e in grid]
+    eps_runs = [ev.run(pgd_attack(20, e, madry_step(e, 20), "ce", 1, norm)) for e in grid]
     return {
         "steps": _curve(steps_grid, steps),
         "restarts": _curve(counts, rs),

@@ -28,6 +28,7 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
+from problems.adversarial.defaults import madry_step
 from problems.adversarial.evaluation.attacks import (
     Attack,
     FollowerAttack,
@@ -76,7 +77,7 @@ class SuiteOptions:
         and L2 anywhere: the step ``solve`` trains PGM with, ``config.py``)."""
         if self.step_size is not None:
             return self.step_size
-        return PAPER_STEP if self.cifar and self.norm is Norm.LINF else 2.5 * self.eps / steps
+        return PAPER_STEP if self.cifar and self.norm is Norm.LINF else madry_step(self.eps, steps)
 
 
 def attack_names(spec: str, options: SuiteOptions) -> list[str]:
