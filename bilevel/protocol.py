@@ -3,8 +3,9 @@
     min_θ  L(θ, z*(θ))      s.t.   z*(θ) ∈ argmax_{z ∈ Z} q(θ, z)
 
 The leader owns θ (``problem.leader``); the follower owns a decision z. A new problem is one
-subclass of ``BilevelProblem`` that writes the four required methods and sets ``leader``; every optional capability
-is declared here once, with the default the framework uses when a problem leaves it out.
+subclass of ``BilevelProblem`` that sets ``leader`` and writes the four required methods; every
+optional capability is declared here once, with the default the framework uses when a problem
+leaves it out.
 """
 
 from __future__ import annotations

@@ -253,7 +253,8 @@ class AdversarialConfig:
             self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
         if not all(1 <= m <= self.epochs for m in self.milestones):  # else silently none
             raise UserError(
-                f"--milestones must lie between 1 and --epochs ({self.epochs}); got {self.milestones}."
+                f"--milestones must lie between 1 and --epochs ({self.epochs}); "
+                f"got {self.milestones}."
             )
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
@@ -275,8 +276,9 @@ class AdversarialConfig:
         """For ``--resume``: every option the command line did not give takes the value the run
         folder recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run
         resumes as it was trained even where a default has changed since (``inherit``); returns
-        self. The follower's own levers (``HAND_DESIGNED_LEVERS``'s keys) are not inherited by another
-        follower: they may not fit it, and the resume is refused as another configuration."""
+        self. The follower's own levers (``HAND_DESIGNED_LEVERS``'s keys) are not inherited by
+        another follower: they may not fit it, and the resume is refused as another
+        configuration."""
         check_same_command(self, recorded)
         values = LEGACY_VALUES | recorded
         inherit(self, {"follower": values.get("follower")} if "follower" in values else {})

@@ -100,7 +100,8 @@ def load_grid(path: Path) -> Grid:
     seeds, references = grid.seeds, grid.references
     if not (json_fits(seeds, list[int]) and seeds and all(0 <= s < SEED_LIMIT for s in seeds)):
         raise UserError(
-            f'--grid {path}: "seeds" must be a non-empty list of integers from 0 to {SEED_LIMIT - 1}.'
+            f'--grid {path}: "seeds" must be a non-empty list of integers '
+            f"from 0 to {SEED_LIMIT - 1}."
         )
     if not json_fits(references, list[str]):
         raise UserError(f'--grid {path}: "references" must be a list of names like "pgm-10".')

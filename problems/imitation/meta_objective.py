@@ -6,7 +6,8 @@ policy's newest rollout). The choices, each a ``--meta-objective``:
 
 - ``q``: J = q(θ, ψ_K), the discriminator's log-likelihood. Expert and policy pairs are nearly
   separable, so "maximise q after K steps" means "take ever larger steps": D saturates, its policy
-  logits sit far below zero and the reward −log(1 − D) carries no signal to the policy. Kept as the paper's choice and for comparison.
+  logits sit far below zero and the reward −log(1 − D) carries no signal to the policy. Kept as
+  the paper's choice and for comparison.
 - ``q-gp``: J = q − λ · E[(‖∇_x ℓ_ψ(x̂)‖ − 1)²] at x̂ between expert and policy pairs (the gradient
   penalty of Gulrajani et al. 2017, used for GAIL's discriminator by Kostrikov et al. 2019): D may
   separate, but only with a bounded slope in x, so the reward keeps a gradient across the states
