@@ -85,6 +85,23 @@ def test_non_increasing_flags_a_rise_beyond_the_tolerance() -> None:
     assert not cl.check_non_increasing("s", [10, 20, 50], [0.50, 0.45, 0.52], n=1000).passed
 
 
+@pytest.mark.parametrize("n", [50, 100, 200, 1000])
+def test_a_rise_of_exactly_the_tolerance_passes_and_one_more_example_fails(n) -> None:
+    """The tolerance is one example (or 0.5 points): a rise of exactly that must pass for every
+    count, though accuracies are floats (0.14 − 0.13 > 0.01 in floating point), and one example
+    more must fail. The same for FGSM against the best iterative attack."""
+    slack = max(round(0.005 * n), 1)  # the tolerance in examples
+    for k in range(0, n - slack - 1):
+
+        def acc(c: int) -> float:
+            return torch.arange(n).lt(c).float().mean().item()  # as a float32 mean gives it
+
+        assert cl.check_non_increasing("s", [20, 100], [acc(k), acc(k + slack)], n=n).passed
+        assert not cl.check_non_increasing("s", [20, 100], [acc(k), acc(k + slack + 1)], n=n).passed
+        fgsm, pgd = torch.arange(n).lt(k), torch.arange(n).lt(k + slack)
+        assert cl.check_iterative_beats_fgsm({"pgd20": pgd}, fgsm).passed
+
+
 def test_chance_level_and_autoattack_margin_lines() -> None:
     assert cl.check_reaches_chance(0.5, 0.08, 10, n=1000).passed
     assert not cl.check_reaches_chance(0.5, 0.4, 10, n=1000).passed
@@ -99,3 +116,27 @@ def test_black_box_only_breaks_fail_per_example() -> None:
     bad = {"noise": torch.tensor([False, True, True, False])}  # breaks example 0, PGD did not
     assert cl.check_white_beats_black(white, fine).passed
     assert not cl.check_white_beats_black(white, bad).passed
+
+
+def test_the_autoattack_line_judges_the_strongest_autoattack_run() -> None:
+    """``--attacks square,autoattack,pgd20``: a lone Square is an AutoAttack run too, and came
+    first; the line must judge the full cascade (0.1, far under PGD's 0.5), not Square's 0.9."""
+    from problems.adversarial.evaluation.attacks import AttackResult
+    from problems.adversarial.evaluation.evaluate import _checklist
+
+    n = 10
+
+    def result(name: str, correct: int) -> AttackResult:
+        return AttackResult(name, {}, torch.arange(n).lt(correct), 0.0, torch.zeros(0))
+
+    square = AutoAttackAdapter(EPS, ("square",))
+    square.broken_by = ["square"] * 1 + [""] * 9
+    full = AutoAttackAdapter(EPS)
+    full.broken_by = ["apgd-ce"] * 9 + [""]
+    pgd = pgd_attack(20, EPS, EPS / 8)
+    results = [result(square.name, 9), result(full.name, 1), result("pgd20", 5)]
+    sweeps = {"steps": {"x": [], "acc": []}, "restarts": {"x": [], "acc": []},
+              "eps": {"x": [0.5], "acc": [0.0]}, "large_eps": 0.5}  # fmt: skip
+    lines = _checklist([square, full, pgd], results, sweeps, n, 10, OPTIONS)
+    margin = next(c for c in lines if c.name.startswith("AutoAttack within"))
+    assert margin.passed is False and "autoattack" in margin.detail

@@ -89,12 +89,14 @@ class AttackResult:
 
     @property
     def accuracy(self) -> float:
-        return self.correct.float().mean().item()
+        """The fraction of examples left correct, exactly (``share``)."""
+        return share(self.correct)
 
-    @property
-    def fraction(self) -> float:
-        """The accuracy as an exact fraction of examples (training-time metrics use it)."""
-        return int(self.correct.sum()) / max(len(self.correct), 1)
+
+def share(correct: Tensor) -> float:
+    """The fraction of True in ``correct``, exactly (a float32 mean is off by up to 1e-7, enough
+    to fail a checklist line on a reversal of exactly its tolerance)."""
+    return int(correct.sum()) / max(len(correct), 1)
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
@@ -220,7 +222,7 @@ def robust_accuracy(
 ) -> float:
     """The fraction of (x, y) that ``attack`` leaves correctly classified (the training-time
     metric: clean accuracy for ``Clean()``, PGD accuracy for ``pgd_attack``)."""
-    return run_attack(attack, model, x, y, batch_size).fraction
+    return run_attack(attack, model, x, y, batch_size).accuracy
 
 
 class Clean(Attack):

@@ -35,6 +35,7 @@ from problems.adversarial.evaluation.attacks import (
     pgd_attack,
     predict,
     run_attack,
+    share,
 )
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.report import read_eval, write_outputs
@@ -198,11 +199,11 @@ def evaluate_model(
         "norm": suite.norm.value,
         "eps": suite.eps,
         "seed": o.seed,
-        "clean_acc": clean.float().mean().item(),
+        "clean_acc": share(clean),
         "clean_correct": _bits(clean),
         "attacks": [_attack_entry(a, r) for a, r in zip(attacks, results, strict=True)],
         "worst_case": {
-            "accuracy": worst.float().mean().item(),
+            "accuracy": share(worst),
             "over": ["clean", *[r.name for r in results]],
             "correct": _bits(worst),
         },
@@ -271,7 +272,7 @@ def _checklist(
             # an example Square broke is one every earlier (gradient) component left correct
             square = torch.tensor([b == "square" for b in attack.broken_by], dtype=torch.bool)
             if "square" in attack.components:
-                black["square (in AutoAttack)"] = ~square
+                black[f"square (in {r.name})"] = ~square
             if attack.white_box:
                 white[r.name + " (gradient parts)"] = r.correct | square
         else:
@@ -279,7 +280,9 @@ def _checklist(
     correct = {r.name: r.correct for r in results}
     iterative = {k: c for k, c in correct.items() if k.startswith("pgd") or k == "cw-linf"}
     pgd = {r.name: r.accuracy for r in results if r.name.startswith("pgd")}
+    # the strongest AutoAttack run (a lone Square is one too, and may come first in the list)
     aa = [(a, r) for a, r in zip(attacks, results, strict=True) if isinstance(a, AutoAttackAdapter)]
+    aa.sort(key=lambda pair: pair[1].accuracy)
     aa_acc = aa[0][1].accuracy if aa else None
     s = sweeps
     return [
