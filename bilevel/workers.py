@@ -4,7 +4,7 @@ worker processes (the benches and studies of ``problems/*``; each task writes it
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
 import torch
@@ -19,13 +19,22 @@ def map_tasks(
     threads: int | None = 1,
 ) -> list[Result]:
     """``[function(*task) for task in tasks]``, in order: here when ``jobs`` is 1, else in
-    ``jobs`` worker processes, each set to ``threads`` torch threads (None: torch's default)."""
+    ``jobs`` worker processes, each set to ``threads`` torch threads (None: as the parent).
+
+    The first task to fail, or a stop (Ctrl-C reaches the workers too), ends the queue: tasks
+    not yet started are cancelled, those running finish or stop, and the failure is raised
+    without waiting for tasks listed before it."""
     if jobs == 1:
         return [function(*task) for task in tasks]
     thread_setting = {"initializer": torch.set_num_threads, "initargs": (threads,)}
     with ProcessPoolExecutor(jobs, **(thread_setting if threads is not None else {})) as pool:
-        return list(pool.map(_call, [function] * len(tasks), tasks))
-
-
-def _call(function: Callable[..., Result], task: tuple[Any, ...]) -> Result:
-    return function(*task)
+        futures = [pool.submit(function, *task) for task in tasks]
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for future in futures:
+                if future in done and future.exception() is not None:
+                    future.result()  # raises it, with the worker's traceback as its cause
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()  # only those not started yet

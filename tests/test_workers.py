@@ -3,8 +3,13 @@ one torch thread each."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
+import pytest
 import torch
 
+from bilevel.errors import UserError
 from bilevel.workers import map_tasks
 
 
@@ -18,3 +23,21 @@ def test_workers_take_one_torch_thread_unless_told_otherwise() -> None:
     torch.set_num_threads(2)
     assert map_tasks(torch.get_num_threads, [(), ()], jobs=2) == [1, 1]
     assert map_tasks(torch.get_num_threads, [(), ()], jobs=2, threads=None) == [2, 2]
+
+
+def _task(marker: str, seconds: float, fail: bool) -> None:
+    """Fails at once, or waits and leaves a marker file."""
+    if fail:
+        raise UserError(f"task {marker} cannot run.")
+    time.sleep(seconds)
+    Path(marker).touch()
+
+
+def test_the_first_failure_ends_the_queue(tmp_path) -> None:
+    """The second task fails at once while the first runs for 1.5 s: of the ten tasks queued
+    behind, those not yet handed to a worker never start (the pool hands one beyond its workers
+    ahead). They all ran before, and a study's Ctrl-C likewise waited for a queued training run."""
+    tasks = [(str(tmp_path / f"{i}"), 1.5 if i == 0 else 0.5, i == 1) for i in range(12)]
+    with pytest.raises(UserError, match="task .*1 cannot run"):
+        map_tasks(_task, tasks, jobs=2)
+    assert len(list(tmp_path.iterdir())) <= 4
