@@ -1,7 +1,7 @@
 """Learned optimizers g_φ: networks that produce a follower's decision.
 
 ``CNNAttacker`` is the attacker of Table 1 of Jiang et al. (AISTATS 2021); ``SlimAttacker`` is
-the down-sampling variant of its Appendix B; ``PointwiseAttacker`` applies one small perceptron at
+the down-sampling variant of its Appendix B (``slim-reference``: as the authors' code builds it); ``PointwiseAttacker`` applies one small perceptron at
 every pixel (coordinate-wise, as Xiong & Hsieh's learned inner maximiser, ECCV 2020); all bound
 their output in an L∞ or L2 ε-ball.
 ``build_attacker`` picks one by name. For parameter-space followers: ``CoordinateLSTMOptimizer``
@@ -17,7 +17,7 @@ from learned_optimizers.pointwise import PointwiseAttacker
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from learned_optimizers.slim import SlimAttacker
 
-ATTACKER_KINDS: tuple[str, ...] = ("cnn", "slim", "pointwise")
+ATTACKER_KINDS: tuple[str, ...] = ("cnn", "slim", "slim-reference", "pointwise")
 
 
 def build_attacker(
@@ -32,8 +32,11 @@ def build_attacker(
     """
     if kind == "cnn":
         return CNNAttacker(in_channels, out_channels, eps, width=width, norm=norm)
-    if kind == "slim":
-        return SlimAttacker(in_channels, out_channels, eps, width=width, norm=norm)
+    if kind in ("slim", "slim-reference"):
+        reference = kind == "slim-reference"
+        return SlimAttacker(
+            in_channels, out_channels, eps, width=width, norm=norm, reference=reference
+        )
     if kind == "pointwise":
         return PointwiseAttacker(in_channels, out_channels, eps, width=width, norm=norm)
     raise ValueError(f"Unknown attacker kind {kind!r}; choose one of: {', '.join(ATTACKER_KINDS)}.")

@@ -10,6 +10,12 @@ follows the reference code's version of it:
     Conv 3x3 over concat[features, a] (out_channels)      skip connection from the input
     tanh(s · ·) × ε, s a learnable scalar (init 1)
 
+``SlimAttacker(reference=True)`` (``--attacker slim-reference``) is the authors' released
+attacker as it is built there, which departs from the diagram above in four details: a batch norm
+(no affine) before the transposed convolution, the scale s starting at 5, batch norms with ε 1e-3,
+and no bias on the last convolution. ``slim`` (the mnist5k default, chosen by the study) has none
+of them.
+
 Every hidden channel count is multiplied by ``width``. Any input size, odd or even, returns at the
 input's exact size: the stride-2 stem gives ceil(H/2), the transposed convolution doubles that,
 and the one extra row/column an odd size produces is cropped.
@@ -34,6 +40,7 @@ class SlimAttacker(BoundedOutput):
         norm: the ball, "linf" or "l2" (``BoundedOutput``).
         blocks: output channels of the residual blocks (before ``width``), which start from the
             stem's 128 channels; the reference uses (256, 128).
+        reference: build it as the authors' released code does (see the module docstring).
 
     Example:
         >>> g = SlimAttacker(in_channels=2, out_channels=1, eps=0.3, width=0.5)
@@ -48,28 +55,33 @@ class SlimAttacker(BoundedOutput):
         width: float = 1.0,
         blocks: tuple[int, ...] = (256, 128),
         norm: str = "linf",
+        reference: bool = False,
     ) -> None:
         super().__init__(eps, norm)
         stem = scaled_channels(128, width)
         up = scaled_channels(16, width)
+        bn_eps = 1e-3 if reference else 1e-5
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, stem, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(stem),
+            nn.BatchNorm2d(stem, eps=bn_eps),
             nn.ReLU(inplace=True),
         )
         channels = [stem] + [scaled_channels(c, width) for c in blocks]
         self.blocks = residual_stack(channels)
+        if reference:
+            self.blocks.append(nn.BatchNorm2d(channels[-1], affine=False))
         # (h - 1)·2 - 2 + 4 = 2h: exact for even sizes, one too many for odd ones (cropped).
         self.up = nn.Sequential(
             nn.ConvTranspose2d(channels[-1], up, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(up),
+            nn.BatchNorm2d(up, eps=bn_eps),
             nn.ReLU(inplace=True),
         )
-        self.out = nn.Conv2d(up + in_channels, out_channels, 3, padding=1)
-        self.scale = nn.Parameter(torch.ones(()))
+        self.out = nn.Conv2d(up + in_channels, out_channels, 3, padding=1, bias=not reference)
+        self.scale = nn.Parameter(torch.full((), 5.0 if reference else 1.0))
         for conv in (self.stem[0], self.up[0], self.out):
             nn.init.xavier_uniform_(conv.weight)
-        nn.init.zeros_(self.out.bias)
+        if self.out.bias is not None:
+            nn.init.zeros_(self.out.bias)
 
     @property
     def output_layer(self) -> nn.Conv2d:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -10,7 +12,12 @@ from learned_optimizers import CNNAttacker, PointwiseAttacker, SlimAttacker, bui
 
 torch.set_num_threads(1)
 
-KINDS = {"cnn": CNNAttacker, "slim": SlimAttacker, "pointwise": PointwiseAttacker}
+KINDS = {
+    "cnn": CNNAttacker,
+    "slim": SlimAttacker,
+    "slim-reference": functools.partial(SlimAttacker, reference=True),
+    "pointwise": PointwiseAttacker,
+}
 
 
 def n_params(module: nn.Module) -> int:
@@ -22,7 +29,7 @@ def large_input(batch: int, channels: int, height: int, width: int, seed: int = 
     return torch.randn(batch, channels, height, width, generator=generator) * 1e4
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "slim-reference", "pointwise"])
 @pytest.mark.parametrize("width", [0.5, 0.125])
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -58,7 +65,7 @@ def test_slim_returns_input_size(size: tuple) -> None:
     assert (out.abs() < 0.1).all()
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "slim-reference", "pointwise"])
 def test_changing_eps_after_construction_rescales_output(kind: str) -> None:
     torch.manual_seed(0)
     attacker = KINDS[kind](2, 1, 0.3, width=0.125).eval()
@@ -73,7 +80,7 @@ def test_changing_eps_after_construction_rescales_output(kind: str) -> None:
     torch.testing.assert_close(after, before / 10)
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "slim-reference", "pointwise"])
 def test_eps_is_not_a_parameter(kind: str) -> None:
     attacker = KINDS[kind](2, 1, 0.3, width=0.125)
     assert isinstance(attacker.eps, float)
@@ -83,7 +90,7 @@ def test_eps_is_not_a_parameter(kind: str) -> None:
         attacker.eps = -0.1
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "slim-reference", "pointwise"])
 def test_width_shrinks_parameters_quadratically(kind: str) -> None:
     full = n_params(KINDS[kind](6, 3, 0.03, width=1.0))
     half = n_params(KINDS[kind](6, 3, 0.03, width=0.5))
@@ -94,7 +101,13 @@ def test_width_shrinks_parameters_quadratically(kind: str) -> None:
 
 @pytest.mark.parametrize(
     "kind, shape",
-    [("cnn", (1, 28, 28)), ("slim", (1, 28, 28)), ("slim", (3, 7, 7)), ("pointwise", (1, 28, 28))],
+    [
+        ("cnn", (1, 28, 28)),
+        ("slim", (1, 28, 28)),
+        ("slim", (3, 7, 7)),
+        ("slim-reference", (3, 7, 7)),
+        ("pointwise", (1, 28, 28)),
+    ],
 )
 def test_every_parameter_gets_a_gradient(kind: str, shape: tuple) -> None:
     torch.manual_seed(0)
@@ -142,10 +155,10 @@ def test_four_block_variant_is_one_argument() -> None:
     assert out.shape == (2, 3, 32, 32) and (out.abs() < 0.03).all()
 
 
-@pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
+@pytest.mark.parametrize("kind", ["cnn", "slim", "slim-reference", "pointwise"])
 def test_build_attacker(kind: str) -> None:
     attacker = build_attacker(kind, 2, 1, 0.3, 0.125)
-    assert isinstance(attacker, KINDS[kind])
+    assert type(attacker) is type(KINDS[kind](2, 1, 0.3, width=0.125))
     assert attacker.eps == 0.3
     assert n_params(attacker) == n_params(KINDS[kind](2, 1, 0.3, width=0.125))
 
@@ -163,3 +176,16 @@ def test_non_positive_width_is_rejected(width: float) -> None:
         CNNAttacker(2, 1, 0.3, width=width)
     with pytest.raises(ValueError):
         SlimAttacker(2, 1, 0.3, width=width)
+
+
+def test_slim_reference_is_the_authors_build() -> None:
+    """The authors' released slim attacker: a batch norm before the transposed convolution, the
+    tanh scale from 5, no bias on the last convolution; the same function class otherwise."""
+    ours, theirs = (
+        SlimAttacker(2, 1, 0.3, width=0.5),
+        build_attacker("slim-reference", 2, 1, 0.3, 0.5),
+    )
+    norms = [sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) for g in (ours, theirs)]
+    assert norms[1] == norms[0] + 1
+    assert float(theirs.scale) == 5.0 and float(ours.scale) == 1.0
+    assert theirs.out.bias is None and n_params(ours) - n_params(theirs) == 1

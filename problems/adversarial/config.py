@@ -117,8 +117,9 @@ class AdversarialConfig:
     )
     attacker: str | None = option(
         None,
-        "Learned attacker: cnn (Table 1), slim (Appendix B) or pointwise (one perceptron at every "
-        "pixel) (default: slim on mnist5k, cnn on CIFAR).",
+        "Learned attacker: cnn (Table 1), slim (Appendix B; slim-reference: as the authors' code "
+        "builds it) or pointwise (one perceptron at every pixel) (default: slim on mnist5k, cnn on "
+        "CIFAR).",
     )
     attacker_width: float | None = option(
         None, "Channel multiplier of the attacker (default: 0.0625 mnist5k, 1.0 CIFAR)."
