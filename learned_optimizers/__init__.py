@@ -2,7 +2,8 @@
 
 ``CNNAttacker`` is the attacker of Table 1 of Jiang et al. (AISTATS 2021); ``SlimAttacker`` is
 the down-sampling variant of its Appendix B (``slim-reference``: as the authors' code builds it); ``PointwiseAttacker`` applies one small perceptron at
-every pixel (coordinate-wise, as Xiong & Hsieh's learned inner maximiser, ECCV 2020); all bound
+every pixel (coordinate-wise like Xiong & Hsieh's learned inner maximiser, ECCV 2020, without
+its recurrence); all bound
 their output in an L∞ or L2 ε-ball.
 ``build_attacker`` picks one by name. For parameter-space followers: ``CoordinateLSTMOptimizer``
 (Andrychowicz et al. 2016), and the optimizers that start as Adam, ``ResidualLSTMOptimizer`` and

@@ -12,8 +12,8 @@ with the gradient pre-processing of the paper's Section 3.2 / Appendix A (p = 10
     pre(g) = (log|g| / p, sign g)     if |g| ≥ e^{-p}
              (−1, e^{p} g)            otherwise,
 
-which keeps inputs of very different magnitudes in a usable range, and an output scale s (0.1 in
-the paper; smaller here, see ``output_scale``). The step is an ascent step: the caller feeds the
+which keeps inputs of very different magnitudes in a usable range, and an output scale s
+(``output_scale``). The step is an ascent step: the caller feeds the
 gradient of the objective it maximises. Two LSTM layers of 20 units, as in the paper.
 
 Options for the residual optimizer of ``learned_optimizers.residual``: ``extra_inputs`` more

@@ -7,8 +7,10 @@ penultimate, pooled features, used by AIT's cosine objective) and ``head``, with
 
 - ``SmallCNN``: a modest two-conv network for 28x28 digits, cheap enough for two CPU cores.
   No batch norm, so its output for one sample never depends on the rest of the batch.
-- ``PreActResNet18``: He et al. (2016), "Identity Mappings in Deep Residual Networks", in the
-  form used by Wong et al. (2020, locuslab/fast_adversarial).
+- ``PreActResNet18``: He et al. (2016), "Identity Mappings in Deep Residual Networks", at the
+  depth and widths Wong et al. (2020) train; a projection shortcut takes the block's pre-activated
+  input, as in He et al.'s form and kuangliu's pytorch-cifar (fast_adversarial's own file feeds
+  it the raw input instead: the same parameters, another function).
 - ``WideResNet``: Zagoruyko & Komodakis (2016), "Wide Residual Networks", in the form used by
   TRADES (Zhang et al., 2019) and by Jiang et al. (2021), Section 5 (WRN-34-10).
 """
@@ -155,7 +157,7 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(Classifier):
-    """Pre-activation ResNet-18 (He et al., 2016), as in locuslab/fast_adversarial.
+    """Pre-activation ResNet-18 (He et al., 2016); see the module docstring for its shortcut.
 
     Stages of two blocks with 64/128/256/512 channels; ``features`` is the 512-d global average of
     the final BN-ReLU activations (any input size of at least 8x8 works).
