@@ -385,3 +385,11 @@ done
   --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/pointwise-small-steps-test-aa-seeds-3-4.json
 #     Read (docs/results.md, step 31): seeds 3 and 4 0.754 and 0.761; over five seeds 0.763 ±
 #     0.006 against PGM-10's 0.753 and the default's 0.772 (clean 0.971): a point under the default.
+# 32. The slim attacker as the authors' released code builds it (--attacker slim-reference: a batch
+#     norm before the transposed convolution, the tanh scale from 5, batch-norm ε 1e-3, no bias on
+#     the last convolution), seeds 0-4 on validation; the default's and PGM-10's runs are step 27's.
+#     A lever only at the default's + 2 points.
+"$PY" cli.py bench l2l --grid benchmarks/l2l/slim-reference-b64.json --out runs/l2l-budget --jobs 2
+#     Read (docs/results.md, step 32): 0.802 ± 0.012 against the default's 0.795 (ahead on 4 of 5)
+#     and PGM-10's 0.777, clean 0.960; the same cost side by side (seed 0: 31.2 against 31.5 CPU
+#     s). Not a lever by the rule; the default stays and the test split is not read.
