@@ -187,5 +187,5 @@ def test_slim_reference_is_the_authors_build() -> None:
     )
     norms = [sum(isinstance(m, nn.BatchNorm2d) for m in g.modules()) for g in (ours, theirs)]
     assert norms[1] == norms[0] + 1
-    assert float(theirs.scale) == 5.0 and float(ours.scale) == 1.0
+    assert theirs.scale.item() == 5.0 and ours.scale.item() == 1.0
     assert theirs.out.bias is None and n_params(ours) - n_params(theirs) == 1
