@@ -385,7 +385,7 @@ done
   --out runs/l2l-budget-aa --aa standard --jobs 2 --json benchmarks/results/pointwise-small-steps-test-aa-seeds-3-4.json
 #     Read (docs/results.md, step 31): seeds 3 and 4 0.754 and 0.761; over five seeds 0.763 ±
 #     0.006 against PGM-10's 0.753 and the default's 0.772 (clean 0.971): a point under the default.
-# 32. The slim attacker as the authors' released code builds it (--attacker slim-reference: a batch
+# 32. The slim attacker with four details of the authors' released build (--attacker slim-reference: a batch
 #     norm before the transposed convolution, the tanh scale from 5, batch-norm ε 1e-3, no bias on
 #     the last convolution), seeds 0-4 on validation; the default's and PGM-10's runs are step 27's.
 #     A lever only at the default's + 2 points.

@@ -1,10 +1,10 @@
 """Learned optimizers g_φ: networks that produce a follower's decision.
 
 ``CNNAttacker`` is the attacker of Table 1 of Jiang et al. (AISTATS 2021); ``SlimAttacker`` is
-the down-sampling variant of its Appendix B (``slim-reference``: as the authors' code builds it); ``PointwiseAttacker`` applies one small perceptron at
-every pixel (coordinate-wise like Xiong & Hsieh's learned inner maximiser, ECCV 2020, without
-its recurrence); all bound
-their output in an L∞ or L2 ε-ball.
+the down-sampling variant of its Appendix B (``slim-reference``: with four details of the
+authors' released build); ``PointwiseAttacker`` applies one small perceptron at every pixel
+(coordinate-wise like Xiong & Hsieh's learned inner maximiser, ECCV 2020, without its
+recurrence); all bound their output in an L∞ or L2 ε-ball.
 ``build_attacker`` picks one by name. For parameter-space followers: ``CoordinateLSTMOptimizer``
 (Andrychowicz et al. 2016), and the optimizers that start as Adam, ``ResidualLSTMOptimizer`` and
 ``OneShotStepNet`` (``residual``).

@@ -2,7 +2,7 @@
 
 Section 5 and footnote 2 of the paper describe an attacker with down-sampling modules that is
 faster but less stable, and note that skip connections from the input stabilise it. This module
-follows the reference code's version of it:
+follows the layout of the authors' released version of it:
 
     Conv 3x3, stride 2 (128) + BN + ReLU                 half resolution
     ResBlock (256), ResBlock (128)                        Appendix B (Miyato et al., 2018)
@@ -10,11 +10,11 @@ follows the reference code's version of it:
     Conv 3x3 over concat[features, a] (out_channels)      skip connection from the input
     tanh(s · ·) × ε, s a learnable scalar (init 1)
 
-``SlimAttacker(reference=True)`` (``--attacker slim-reference``) is the authors' released
-attacker as it is built there, which departs from the diagram above in four details: a batch norm
-(no affine) before the transposed convolution, the scale s starting at 5, batch norms with ε 1e-3,
-and no bias on the last convolution. ``slim`` (the mnist5k default, chosen by the study) has none
-of them.
+The released build has four details this diagram leaves out: a batch norm (no affine) before the
+transposed convolution, the scale s starting at 5, batch norms with ε 1e-3, and no bias on the last
+convolution. ``SlimAttacker(reference=True)`` (``--attacker slim-reference``) adds them;
+``slim`` (the mnist5k default, chosen by the study) has none of them. Both keep this module's
+initialisation (Xavier on every convolution) and bias-free residual blocks (``ResBlock``).
 
 Every hidden channel count is multiplied by ``width``. Any input size, odd or even, returns at the
 input's exact size: the stride-2 stem gives ceil(H/2), the transposed convolution doubles that,

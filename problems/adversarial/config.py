@@ -117,8 +117,8 @@ class AdversarialConfig:
     )
     attacker: str | None = option(
         None,
-        "Learned attacker: cnn (Table 1), slim (Appendix B; slim-reference: as the authors' code "
-        "builds it) or pointwise (one perceptron at every pixel) (default: slim on mnist5k, cnn on "
+        "Learned attacker: cnn (Table 1), slim (Appendix B; slim-reference: with four details of the "
+        "authors' build) or pointwise (one perceptron at every pixel) (default: slim on mnist5k, cnn on "
         "CIFAR).",
     )
     attacker_width: float | None = option(
