@@ -127,12 +127,8 @@ class GAIL(BilevelProblem):
         self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
         buffer = self.model.rollout_buffer
         self.policy_x = self._policy_inputs(buffer.observations, buffer.actions)
-        # the rewards D gave the rollout's pairs, recomputed: the buffer's also hold γ·V(s_T),
-        # which SB3 adds to the last reward of every episode a time limit cut
-        with torch.no_grad():
-            rewards = policy_reward(self.disc.logits(self.psi, self.policy_x), self.reward_kind)
-        self.diagnostics = self._diagnose(psi_step, rewards)
-        return -rewards.mean()
+        self.diagnostics = self._diagnose(psi_step)
+        return -torch.tensor(self.diagnostics["reward_mean"])
 
     def step_metrics(self) -> dict[str, float]:
         """The round's discriminator diagnostics (``_diagnose``), into ``metrics.jsonl``."""
@@ -143,14 +139,17 @@ class GAIL(BilevelProblem):
         pairs) into D's running input statistics, when D keeps them (``Discriminator.observe``)."""
         self.disc.observe(torch.cat([batch.expert, batch.policy]))
 
-    def _diagnose(self, psi_step: float, rewards: Tensor) -> dict[str, float]:
+    def _diagnose(self, psi_step: float) -> dict[str, float]:
         """The round's discriminator, seen from the leader: D_ψ's accuracy and mean logit on all
         expert pairs and on the pairs of the rollout it just rewarded, its soft accuracy A_ψ
         (``meta_objective.soft_accuracy``), the mean and standard deviation of that reward, and
-        ‖ψ_{t+1} − ψ_t‖."""
+        ‖ψ_{t+1} − ψ_t‖. The reward is recomputed from D's logits on the rollout's pairs: the
+        buffer's also hold γ·V(s_T), which SB3 adds to the last reward of every episode a time
+        limit cut."""
         with torch.no_grad():
             expert = self.disc.logits(self.psi, self.expert_x)
             policy = self.disc.logits(self.psi, self.policy_x)
+            rewards = policy_reward(policy, self.reward_kind)
         return {
             "disc_acc_expert": float((expert > 0).float().mean()),
             "disc_acc_policy": float((policy < 0).float().mean()),
