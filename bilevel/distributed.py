@@ -169,8 +169,7 @@ def mean_over_processes(sums: dict[str, Any]) -> dict[str, Any]:
     keys = sorted(sums)
     device = _collective_device()
     stacked = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64).to(device) for k in keys])
-    dist.all_reduce(stacked)
-    stacked /= dist.get_world_size()
+    average([stacked])
     return dict(zip(keys, stacked.cpu().unbind(), strict=True))
 
 
@@ -183,16 +182,11 @@ def gather_values(values: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Every process's ``values``, key by key, as a tensor of one entry per rank in rank order
     and in each value's own dtype (for rank 0's checkpoint, so that each process resumes with
     its own); the values themselves as one-entry tensors in a single process."""
-    out = {}
-    for key in sorted(values):
-        mine = torch.as_tensor(values[key]).reshape(1)
-        if active():
-            mine = mine.to(_collective_device())
-            parts = [torch.zeros_like(mine) for _ in range(dist.get_world_size())]
-            dist.all_gather(parts, mine)
-            mine = torch.cat(parts)
-        out[key] = mine.cpu()
-    return out
+    device = _collective_device() if active() else None
+    return {
+        key: gather_rows(torch.as_tensor(values[key]).reshape(1).to(device)).cpu()
+        for key in sorted(values)
+    }
 
 
 def _collective_device() -> torch.device:
