@@ -8,8 +8,8 @@ a value outside its choices; ``fill_unset`` gives the options left unset their d
 ``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type
 (``json_fits``);
 ``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
-``check_finite`` and ``check_seeds`` refuse what every command refuses: a NaN or infinite number
-(which a check written ``x < 0`` lets through) and a seed numpy cannot take.
+``check_numbers`` refuses what every command refuses: a NaN or infinite number (which a check
+written ``x < 0`` lets through) and a ``--seed`` numpy cannot take (``check_seeds``).
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def option(
 SEED_LIMIT = 2**32  # numpy's generators take seeds in [0, 2**32)
 
 
-def check_finite(config: Any) -> None:
+def check_numbers(config: Any) -> None:
     """One sentence for a number option of the dataclass ``config`` (or an entry of a list
-    option) that is NaN or infinite."""
+    option) that is NaN or infinite, or for a ``seed`` option numpy cannot take."""
+    if hasattr(config, "seed"):
+        check_seeds([config.seed], "--seed")
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         values = value if isinstance(value, list | tuple) else [value]

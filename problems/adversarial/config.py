@@ -18,9 +18,8 @@ from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode, check_update
 from bilevel.norms import Norm
 from bilevel.options import (
-    check_finite,
+    check_numbers,
     check_same_command,
-    check_seeds,
     choose,
     fill_unset,
     inherit,
@@ -210,8 +209,7 @@ class AdversarialConfig:
 
     def resolve(self) -> AdversarialConfig:
         """Check every option and fill the data set's defaults in place; returns self."""
-        check_finite(self)
-        check_seeds([self.seed], "--seed")
+        check_numbers(self)
         self.dataset = self.dataset.lower()
         choose("--dataset", self.dataset, DATASETS)
         carry_asked = self.carry_decision is not None

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
-from bilevel.options import SEED_LIMIT, check_levers, json_fits
+from bilevel.options import check_levers, check_seeds, json_fits
 from bilevel.run import RunDir, load_checkpoint
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
@@ -98,11 +98,9 @@ def load_grid(path: Path) -> Grid:
         raise UserError(f"--grid {path}: unknown key(s) {unknown}; use {', '.join(_GRID_KEYS)}.")
     grid = Grid(Path(path).stem, **{"base": {}} | data)  # _GRID_KEYS are Grid's fields
     seeds, references = grid.seeds, grid.references
-    if not (json_fits(seeds, list[int]) and seeds and all(0 <= s < SEED_LIMIT for s in seeds)):
-        raise UserError(
-            f'--grid {path}: "seeds" must be a non-empty list of integers '
-            f"from 0 to {SEED_LIMIT - 1}."
-        )
+    if not (json_fits(seeds, list[int]) and seeds):
+        raise UserError(f'--grid {path}: "seeds" must be a non-empty list of integers.')
+    check_seeds(seeds, f'--grid {path}: each of "seeds"')
     if not json_fits(references, list[str]):
         raise UserError(f'--grid {path}: "references" must be a list of names like "pgm-10".')
     if grid.val_examples is not None and not (

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bilevel.errors import UserError, require_counts
-from bilevel.options import check_finite, check_seeds, choose, fill_unset, option
+from bilevel.options import check_numbers, choose, fill_unset, option
 from problems.imitation.discriminator import DISC_NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
 
@@ -100,8 +100,7 @@ class GAILConfig:
     def resolve(self) -> GAILConfig:
         from problems.imitation.ppo_expert import check_env_id
 
-        check_finite(self)
-        check_seeds([self.seed], "--seed")
+        check_numbers(self)
         discrete = check_env_id(self.env)
         choose("--follower", self.follower, FOLLOWERS)
         choose("--reward", self.reward, REWARDS)

@@ -21,7 +21,7 @@ from torch import Tensor
 from bilevel.acceleration import resolve_device
 from bilevel.errors import UserError, require_counts
 from bilevel.norms import Norm
-from bilevel.options import check_finite, check_seeds
+from bilevel.options import check_numbers
 from bilevel.paths import check_output_folder
 from bilevel.run import RunDir
 from bilevel.seeding import seeded
@@ -111,8 +111,7 @@ class Evaluator:
 
 def _check_options(o: EvalOptions, norm: Norm) -> None:
     """The options' values (ε is ``threat_model``'s); an L2 step may exceed 1, an L∞ one not."""
-    check_finite(o)
-    check_seeds([o.seed], "--seed")
+    check_numbers(o)
     linf = norm is Norm.LINF
     if o.step_size is not None and not (o.step_size > 0 and (o.step_size <= 1 or not linf)):
         bound = "in (0, 1]" if linf else "positive"
