@@ -220,14 +220,18 @@ def test_cli_bad_input_gives_one_sentence_and_exit_2(tmp_path: Path, args, words
 
 
 def test_bench_ait_rows_order_the_attacks_and_refuse_unknown_directions(tmp_path: Path) -> None:
-    args = ["bench", "ait", "--epochs", "1", "--methods", "ait", "--directions", "away"]
+    args = ["bench", "ait", "--epochs", "1", "--methods", "ait,grad", "--directions", "away"]
     args += ["--train-size", "32", "--eval-size", "16", "--out", str(tmp_path / "runs")]
     args += ["--no-autoattack"]
     result = runner.invoke(app, [*args, "--json", str(tmp_path / "bench.json")])
     assert result.exit_code == 0, result.output
-    (row,) = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert row["method"] == "AIT, away"
+    row, learned = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert (row["method"], learned["method"]) == ("AIT, away", "L2L-AIT (grad), away")
     assert 0.0 <= row["pgd40_acc"] <= row["clean_acc"] and row["cw_pgd40_acc"] <= row["clean_acc"]
+    # training seconds are compared with AIT's in the same direction
+    assert row["ratio_to_ait"] == 1.0 and row["cpu_ratio_to_ait"] == 1.0
+    ratio = learned["train_seconds"] / row["train_seconds"]
+    assert learned["ratio_to_ait"] == pytest.approx(ratio, abs=1e-3)
     config = tmp_path / "runs" / "AIT_away" / "seed-0" / "config.json"
     assert json.loads(config.read_text())["eps"] == 0.3
     bad = runner.invoke(app, [*args[:7], "sideways", "--out", str(tmp_path / "bad")])

@@ -17,7 +17,7 @@ import json
 import re
 import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,14 +155,17 @@ def run_bench(
     autoattack: bool = True,
     jobs: int = 1,
     cw: bool = False,
-    reference: str = "pgm",
+    reference: str | Mapping[str, str] = "pgm",
     reuse: bool = False,
     aa_version: str = "standard",
+    ratio_name: str = "pgm10",
 ) -> list[dict[str, Any]]:
     """Train every entry (a label and its configuration for a seed) for every seed, one after
     another in this process, into ``out/<label>/seed-<s>``; then evaluate every run on the test
     split (in ``jobs`` worker processes); return one row per entry, means and standard
-    deviations over seeds, and training seconds ÷ those of the entry labelled ``reference``.
+    deviations over seeds, and training seconds ÷ those of the entry labelled ``reference`` (one
+    label for every row, or each row's own), as ``ratio_to_<ratio_name>`` and
+    ``cpu_ratio_to_<ratio_name>`` (None where the reference is not among the entries).
     With ``reuse``, a finished run of the same configuration already in its folder (e.g. one a
     study trained) is evaluated as it is instead of being trained again."""
     if not seeds:
@@ -186,11 +189,13 @@ def run_bench(
     evaluations = map_tasks(_evaluate_run, work, jobs)
     runs = [run | evaluation for run, evaluation in zip(runs, evaluations, strict=True)]
     rows = [_summary(label, [r for r in runs if r["method"] == label]) for label in entries]
-    pgm = next((r for r in rows if r["method"] == reference), None)
+    by_label = {row["method"]: row for row in rows}
     for row in rows:
-        for key, ratio in (("train_seconds", "ratio_to_pgm10"), ("train_cpu_seconds", "cpu_ratio_to_pgm10")):  # fmt: skip
-            known = row.get(key) is not None and pgm and pgm.get(key)
-            row[ratio] = round(row[key] / pgm[key], 3) if known else None
+        label = reference if isinstance(reference, str) else reference.get(row["method"])
+        base = by_label.get(label) or {}
+        for key, ratio in (("train_seconds", "ratio_to"), ("train_cpu_seconds", "cpu_ratio_to")):
+            known = row.get(key) is not None and base.get(key)
+            row[f"{ratio}_{ratio_name}"] = round(row[key] / base[key], 3) if known else None
     if json_path is not None:
         payload = {"seeds": seeds, "autoattack": autoattack, "rows": rows, "runs": runs}
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2) + "\n")
