@@ -16,8 +16,10 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import torch
@@ -135,7 +137,7 @@ def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
     os._exit(0)  # skip interpreter teardown, which can hang on torch's worker threads
 
 
-def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> float:
+def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> float | None:
     if device.type == "cuda":
         trainer, batch = make_trainer(method, cfg, device)
         torch.cuda.empty_cache()
@@ -144,15 +146,38 @@ def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> floa
         trainer.step(batch)
         synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    value = value_from_child(_peak_memory_child, (method, cfg))
+    if value is None:
+        print(f"bench speed: the peak-memory process of {method} ended without a figure; none is recorded.")  # fmt: skip
+        return None
+    return float(value)
+
+
+def value_from_child(
+    target: Callable[..., None], args: tuple[Any, ...], poll_s: float = 1.0
+) -> Any:
+    """Run ``target(*args, queue)`` in a fresh spawned process and return what it puts on the
+    queue, or None once the process has ended without putting anything (it crashed, was killed
+    for memory, or found no ``/proc``), instead of waiting on the queue for ever."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_peak_memory_child, args=(method, cfg, queue))
+    proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    value = queue.get(timeout=3600)
-    proc.join(timeout=60)
-    if proc.is_alive():
-        proc.kill()
-    return float(value)
+    try:
+        while True:
+            try:
+                return queue.get(timeout=poll_s)
+            except Empty:
+                if not proc.is_alive():  # one last look: it may have put just before ending
+                    return queue.get(timeout=poll_s) if not queue.empty() else None
+    finally:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _round(mib: float | None) -> float | None:
+    return None if mib is None else round(mib, 1)
 
 
 def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[str, Any]]:
@@ -183,7 +208,7 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
             "seconds_per_batch": float(f"{seconds[method]:.4g}"),  # 4 significant digits
             "ratio_to_plain": round(seconds[method] / plain, 3) if plain else None,
             "ratio_to_pgm10": round(seconds[method] / pgm, 3) if pgm else None,
-            "peak_memory_mib": round(peak_memory_mib(method, cfg, device), 1),
+            "peak_memory_mib": _round(peak_memory_mib(method, cfg, device)),
         }
         for method in cfg.methods
     ]
