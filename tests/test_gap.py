@@ -17,9 +17,9 @@ from bilevel.distributed import Context
 from bilevel.run import load_checkpoint
 from cli import app
 from problems.adversarial import solve
-from problems.adversarial.config import DROConfig
 from problems.adversarial.data import dataset_info, load_dataset, subset
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import Clean, FollowerAttack, pgd_attack
 from problems.adversarial.followers import build_follower
 from problems.adversarial.gap import follower_gap, reference_followers

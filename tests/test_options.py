@@ -13,7 +13,7 @@ from bilevel.errors import UserError
 from bilevel.options import option, with_options
 from cli import app
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import DROConfig
+from problems.adversarial.dro_config import DROConfig
 from problems.imitation.config import GAILConfig
 
 COMMANDS = {("solve", "adversarial-dro"): DROConfig, ("solve", "adversarial-ait"): AITConfig, ("solve", "gail"): GAILConfig}  # fmt: skip

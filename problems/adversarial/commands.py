@@ -25,7 +25,7 @@ from bilevel.errors import UserError
 from bilevel.options import with_options
 from bilevel.paths import check_paths
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import DROConfig
+from problems.adversarial.dro_config import DROConfig
 
 LEVERS = typer.Option(
     None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."

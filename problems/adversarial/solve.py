@@ -30,7 +30,7 @@ from bilevel.run import RunDir
 from bilevel.seeding import seed_everything, seeded
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import AdversarialConfig, DROConfig
+from problems.adversarial.config import AdversarialConfig
 from problems.adversarial.data import (
     DatasetInfo,
     iterate_batches,
@@ -40,6 +40,7 @@ from problems.adversarial.data import (
 )
 from problems.adversarial.defaults import LEGACY_VALUES, madry_step
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy
 from problems.adversarial.followers import build_follower
 from problems.adversarial.gap import carried_gap, follower_gap
