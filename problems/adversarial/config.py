@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from bilevel.acceleration import Acceleration, resolve_device
 from bilevel.averaging import check_decay
-from bilevel.errors import UserError, require_counts
+from bilevel.errors import UserError, require_at_least_zero, require_counts, require_positive
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode
 from bilevel.norms import Norm
@@ -58,6 +58,8 @@ COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
     "train_size", "eval_size", "unroll",
 )  # fmt: skip
+POSITIVE = ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr")
+AT_LEAST_ZERO = ("gap_size", "momentum", "weight_decay", "attacker_weight_decay")
 
 
 @dataclass
@@ -257,12 +259,8 @@ class AdversarialConfig:
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
         check_carry(self, carry_asked)
-        for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
-            if not (value := vars(self)[name]) > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
-        for name in ("gap_size", "momentum", "weight_decay", "attacker_weight_decay"):
-            if (value := vars(self)[name]) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 0; got {value}.")
+        require_positive(self, POSITIVE)
+        require_at_least_zero(self, AT_LEAST_ZERO)
         fill_unset(self, dict(leader_ema=0.0))
         check_decay(self.leader_ema)
         return self
