@@ -39,7 +39,6 @@ def solve_adversarial_dro(
     out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
-    crash_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
     """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7).
 
@@ -49,7 +48,7 @@ def solve_adversarial_dro(
     check_paths(folders={"--out": out}, inputs={"--data-dir": cfg.data_dir})
     from problems.adversarial.solve import solve
 
-    results = solve(cfg, out, resume, interrupt_after_epoch, crash_after_epoch=crash_after_epoch)
+    results = solve(cfg, out, resume, interrupt_after_epoch)
     title = f"adversarial-dro, {cfg.follower} follower, {cfg.dataset} (test split)"
     print_solved(results, title, out, interrupt_after_epoch, "curves.png")
 
