@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.run_folders import over_run_folders  # noqa: E402
 from bilevel.carry import CarriedDecisions  # noqa: E402
 from bilevel.run import RunDir, load_checkpoint  # noqa: E402
-from problems.adversarial.config import DROConfig  # noqa: E402
 from problems.adversarial.data import load_dataset, subset  # noqa: E402
 from problems.adversarial.dro import AdversarialDRO  # noqa: E402
+from problems.adversarial.dro_config import DROConfig  # noqa: E402
 from problems.adversarial.followers import build_follower  # noqa: E402
 from problems.adversarial.gap import carried_gap, follower_gap  # noqa: E402
 from problems.adversarial.models import build_model  # noqa: E402

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.run_folders import over_run_folders  # noqa: E402
 from bilevel.errors import UserError  # noqa: E402
 from bilevel.run import RunDir  # noqa: E402
-from problems.adversarial.config import DROConfig  # noqa: E402
+from problems.adversarial.dro_config import DROConfig  # noqa: E402
 from problems.adversarial.evaluation.runs import read_config  # noqa: E402
 from problems.adversarial.study import validation_robustness  # noqa: E402
 

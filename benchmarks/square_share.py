@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bilevel.files import atomic_write_text  # noqa: E402
-from problems.adversarial.config import DROConfig  # noqa: E402
 from problems.adversarial.data import load_dataset  # noqa: E402
+from problems.adversarial.dro_config import DROConfig  # noqa: E402
 from problems.adversarial.evaluation.attacks import run_attack  # noqa: E402
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter  # noqa: E402
 from problems.adversarial.evaluation.runs import load_classifier, read_config  # noqa: E402

@@ -34,3 +34,19 @@ def require_counts(options: object, names: Iterable[str]) -> None:
         value = vars(options)[name]
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1; got {value}.")
+
+
+def require_positive(options: object, names: Iterable[str]) -> None:
+    """One sentence for the first ``options.<name>`` that is not above 0 (a rate, a size, a
+    step), named as its ``--option``."""
+    for name in names:
+        if not (value := vars(options)[name]) > 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
+
+
+def require_at_least_zero(options: object, names: Iterable[str]) -> None:
+    """One sentence for the first ``options.<name>`` below 0 (a weight decay, a momentum, a size
+    where 0 turns something off), named as its ``--option``."""
+    for name in names:
+        if (value := vars(options)[name]) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 0; got {value}.")

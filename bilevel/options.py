@@ -3,7 +3,8 @@ command line is generated from the dataclass (``cli.py``), so no default is writ
 
 ``option(default, help)`` is such a field; ``comma=True`` marks a list given as "a,b,c" on the
 command line (its ``example`` shows how), ``name`` an option spelled otherwise than the field
-(``--json`` for ``json_path``), ``hidden`` a testing option. ``choose`` is the one sentence for
+(``--json`` for ``json_path``), ``hidden`` a testing option; ``field_default`` gives an option
+written by hand its field's default. ``choose`` is the one sentence for
 a value outside its choices; ``fill_unset`` gives the options left unset their defaults;
 ``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type
 (``json_fits``);
@@ -37,6 +38,14 @@ def option(
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def field_default(config_class: type, name: str) -> Any:
+    """The default of the dataclass ``config_class``'s field ``name`` (a fresh value where the
+    field has a default factory): for a command-line option written by hand, so that it takes
+    the dataclass's default instead of restating it."""
+    f = config_class.__dataclass_fields__[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 SEED_LIMIT = 2**32  # numpy's generators take seeds in [0, 2**32)
@@ -189,7 +198,7 @@ def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[
     params, lists = [], {}
     for f in dataclasses.fields(config_class):
         meta = f.metadata
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = field_default(config_class, f.name)
         hint = _inner(hints[f.name])
         decls = [meta["name"]] if meta.get("name") else []
         if meta.get("comma"):

@@ -5,12 +5,14 @@
 FAULT is one of:
 - ``SIGINT`` / ``SIGTERM``: the process sends itself that signal just before its N-th training
   step (counted over the whole process), so the signal arrives in the middle of a batch;
-- ``none``: no fault (the command as it is, e.g. with its own hidden ``--crash-after-epoch``);
+- ``exit``: the process ends at once with ``os._exit(1)`` just before its N-th training step, as
+  a crash would: no handler runs, nothing is saved (``torchrun --max-restarts`` sees exit code 1);
 - ``kill-in-checkpoint``: the N-th write of ``last.pt`` stops halfway through its bytes and the
   process is killed with SIGKILL, as a power cut or ``kill -9`` would.
 
 ``FAULT_RANK`` (environment) limits the fault to one torchrun rank; under ``torchrun
---max-restarts`` only the first attempt is faulty.
+--max-restarts`` only the first attempt is faulty. The faults are patched in here, so the
+training code knows nothing of them.
 """
 
 from __future__ import annotations
@@ -19,23 +21,34 @@ import io
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import torch
 
 from bilevel.loop import JointTrainer
 
 
-def signalling_step(step, n: int, signals: list[signal.Signals]):
-    """``JointTrainer.step`` that first sends this process ``signals`` at its ``n``-th call."""
+def faulty_step(step, n: int, fault: Callable[[], None]):
+    """``JointTrainer.step`` that first calls ``fault()`` at its ``n``-th call."""
     count = [0]
 
-    def faulty_step(self, batch):
+    def step_after_fault(self, batch):
         count[0] += 1
-        for sig in signals if count[0] == n else ():
-            os.kill(os.getpid(), sig)
+        if count[0] == n:
+            fault()
         return step(self, batch)
 
-    return faulty_step
+    return step_after_fault
+
+
+def signalling_step(step, n: int, signals: list[signal.Signals]):
+    """``JointTrainer.step`` that first sends this process ``signals`` at its ``n``-th call."""
+
+    def send() -> None:
+        for sig in signals:
+            os.kill(os.getpid(), sig)
+
+    return faulty_step(step, n, send)
 
 
 def _kill_in_checkpoint(n: int) -> None:
@@ -62,8 +75,8 @@ def main() -> None:
     if first_attempt and (rank is None or rank == os.environ.get("RANK", "0")):
         if fault == "kill-in-checkpoint":
             _kill_in_checkpoint(n)
-        elif fault == "none":
-            pass
+        elif fault == "exit":
+            JointTrainer.step = faulty_step(JointTrainer.step, n, lambda: os._exit(1))
         else:
             JointTrainer.step = signalling_step(JointTrainer.step, n, [signal.Signals[fault]])
     from cli import app

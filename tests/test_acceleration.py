@@ -17,8 +17,8 @@ from bilevel import JointTrainer, LearnedFollower
 from bilevel.acceleration import Acceleration, resolve_device
 from bilevel.errors import UserError
 from learned_optimizers import build_attacker
-from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.models import SmallCNN
 
 EPS = 0.3

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from bilevel import LearnedFollower, SignGradientAscent
 from bilevel.protocol import follower_gradient
 from cli import app
-from problems.adversarial.config import DROConfig
 from problems.adversarial.data import dataset_info
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.solve import PROBLEMS
 
 EPS = 0.1

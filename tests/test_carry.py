@@ -16,8 +16,8 @@ from bilevel.errors import UserError
 from bilevel.followers import HandDesigned
 from bilevel.loop import JointTrainer
 from cli import app
-from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.runs import load_learned_attacker
 from problems.adversarial.gap import carried_gap, follower_gap, reference_followers
 from problems.adversarial.models import SmallCNN

@@ -19,8 +19,8 @@ from bilevel.carry import CarriedDecisions
 from bilevel.loop import JointTrainer
 from cli import app
 from problems.adversarial.bench import finished_results
-from problems.adversarial.config import DROConfig
 from problems.adversarial.dro import AdversarialDRO, ImageBatch
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.perturbation import Perturbation
 
 EPS = 0.3

@@ -100,6 +100,10 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--seed", str(2**32)], "--seed must be between 0 and"),
         (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
         (["--attacker-sign-step", "nan"], "--attacker-sign-step must be a finite number"),
+        (["--lr", "0"], "--lr must be positive; got 0.0."),
+        (["--attacker-lr", "-1e-3"], "--attacker-lr must be positive; got -0.001."),
+        (["--momentum", "-0.5"], "--momentum must be at least 0; got -0.5."),
+        (["--gap-size", "-1"], "--gap-size must be at least 0; got -1."),
     ],
 )
 def test_bad_input_gives_one_sentence_and_exit_code_2(tmp_path, args, words) -> None:

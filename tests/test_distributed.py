@@ -225,10 +225,19 @@ def test_two_process_runs_are_reproducible(unbroken, tmp_path) -> None:
 
 @needs_torchrun
 def test_a_killed_worker_restarts_from_the_last_checkpoint(unbroken, tmp_path) -> None:
-    """The restarted workers join a fresh gloo mesh: without a store prefix per attempt they
-    read the dead attempt's addresses from torchrun's store and hang or fail (bilevel.distributed)."""
+    """Rank 0 exits (``os._exit(1)``) before batch 2 of epoch 2 on the first attempt; torchrun
+    restarts both workers, which resume from epoch 1's checkpoint. The restarted workers join a
+    fresh gloo mesh: without a store prefix per attempt they read the dead attempt's addresses
+    from torchrun's store and hang or fail (bilevel.distributed).
+
+    Rank 0 crashes, so that torchrun names this crash: the other rank dies of the broken gloo
+    connection within milliseconds (exit 1, or SIGABRT as gloo's threads meet interpreter
+    teardown), often before torchrun's next poll; it then reports the failure with the earliest
+    timestamp, in whole seconds, and of equal ones the lowest local rank's. A crash of the last
+    rank read as -6."""
     killed = tmp_path / "killed"
-    proc = _torchrun(killed, ("--max-restarts", "1"), ("--crash-after-epoch", "1"))
+    entry = ("tests/fault_runner.py", "exit", "6")  # 4 batches an epoch: step 6 is epoch 2's 2nd
+    proc = _torchrun(killed, ("--max-restarts", "1"), (), entry, {"FAULT_RANK": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the injected crash (rank 0's os._exit(1)) is the failure torchrun saw and restarted from
     assert "failed (exitcode: 1) local_rank: 0 " in proc.stderr

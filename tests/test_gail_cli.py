@@ -82,6 +82,7 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),
+        (["--disc-lr", "0"], "--disc-lr must be positive; got 0.0."),
         (["--trust-radius", "nan"], "--trust-radius must be a finite number"),  # PPO's traceback
         (["--ent-coef", "inf"], "--ent-coef must be a finite number"),
         (["--seed", "-1"], "--seed must be between 0 and"),  # numpy's traceback otherwise

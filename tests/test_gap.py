@@ -17,9 +17,9 @@ from bilevel.distributed import Context
 from bilevel.run import load_checkpoint
 from cli import app
 from problems.adversarial import solve
-from problems.adversarial.config import DROConfig
 from problems.adversarial.data import dataset_info, load_dataset, subset
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import Clean, FollowerAttack, pgd_attack
 from problems.adversarial.followers import build_follower
 from problems.adversarial.gap import follower_gap, reference_followers
@@ -86,7 +86,7 @@ def test_during_the_eps_warmup_the_gap_and_the_selection_are_measured_at_the_ful
     is the row at the full ε: that of evaluation's PGD-10 at ε, and the same after the warm-up."""
     cfg = DROConfig(follower="grad", train_size=32, eval_size=16, gap_size=16, batch_size=16,
                     epochs=2, eps_warmup=1, device="cpu").resolve()  # fmt: skip
-    run = solve._experiment(cfg, torch.device("cpu"), Context(), None)
+    run = solve._experiment(cfg, torch.device("cpu"), Context())
     problem, follower = run.trainer.problem, run.trainer.follower
     next(iter(run.train_batches(1)))  # the warm-up's first batch
     assert problem.eps == follower.net.eps == pytest.approx(cfg.eps / 2)

@@ -18,9 +18,9 @@ from bilevel.run import atomic_torch_save
 from cli import app
 from learned_optimizers import build_attacker, start_at_zero
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import DROConfig
 from problems.adversarial.data import dataset_info
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.followers import build_follower
 from problems.adversarial.leader import leader_optimizer, lr_schedule
 from problems.adversarial.models import SmallCNN

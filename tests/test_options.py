@@ -13,7 +13,8 @@ from bilevel.errors import UserError
 from bilevel.options import option, with_options
 from cli import app
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import DROConfig
+from problems.adversarial.dro_config import DROConfig
+from problems.adversarial.evaluation import EvalOptions
 from problems.imitation.config import GAILConfig
 
 COMMANDS = {("solve", "adversarial-dro"): DROConfig, ("solve", "adversarial-ait"): AITConfig, ("solve", "gail"): GAILConfig}  # fmt: skip
@@ -34,6 +35,23 @@ def test_every_field_is_an_option_with_the_dataclass_default_and_help(path) -> N
         assert f.name in params, f.name
         assert params[f.name].default == _field_default(f), f.name
         assert params[f.name].help == (f.metadata.get("help") or None), f.name
+
+
+EVALUATE_INTERNAL = ("steps_grid", "tolerance")  # EvalOptions fields no option sets
+
+
+def test_every_evaluate_option_has_the_eval_options_default() -> None:
+    """``evaluate``'s options are written by hand (a positional run folder, repeated path
+    options), so each takes its default from its ``EvalOptions`` field: none may differ."""
+    command = typer.main.get_command(app).commands["evaluate"]
+    params = {p.name: p for p in command.params}
+    for f in dataclasses.fields(EvalOptions):
+        if f.name in EVALUATE_INTERNAL:
+            assert f.name not in params, f.name
+            continue
+        assert f.name in params, f.name
+        if f.name != "run_dir":  # required: no default
+            assert params[f.name].default == _field_default(f), f.name
 
 
 @dataclasses.dataclass

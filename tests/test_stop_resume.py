@@ -136,7 +136,7 @@ def test_killed_while_writing_a_checkpoint_the_old_one_survives_and_resumes(
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_afresh(unbroken, tmp_path) -> None:
     out = tmp_path / "early"
-    proc = faulty("none", 0, out, "--crash-after-epoch", "0")  # os._exit(1) in epoch 1
+    proc = faulty("exit", 2, out)  # os._exit(1) before batch 2 of epoch 1
     assert proc.returncode == 1 and not (out / "last.pt").exists()
     assert solve(out, "--resume").exit_code == 0
     assert same_as(out, unbroken)

@@ -7,7 +7,6 @@ input perturbation δ in an ε-ball (``Perturbation``), the two problems, the da
 
 from problems.adversarial.ait import AdversarialInterpolation
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import DROConfig
 from problems.adversarial.data import (
     DatasetInfo,
     Splits,
@@ -16,6 +15,7 @@ from problems.adversarial.data import (
     load_dataset,
 )
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import (
     Attack,
     fgsm_attack,

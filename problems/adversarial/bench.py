@@ -29,9 +29,10 @@ from bilevel.norms import Norm
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
-from problems.adversarial.config import FOLLOWERS, DROConfig
+from problems.adversarial.config import FOLLOWERS
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.defaults import LEGACY_VALUES, dataset_default, madry_step
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.runs import load_classifier

@@ -11,7 +11,8 @@ from bilevel.options import fill_unset
 from bilevel.run import RunDir
 
 if TYPE_CHECKING:
-    from problems.adversarial.config import AdversarialConfig, DROConfig
+    from problems.adversarial.config import AdversarialConfig
+    from problems.adversarial.dro_config import DROConfig
 
 
 def check_attacker_levers(cfg: AdversarialConfig) -> None:

@@ -22,10 +22,11 @@ from bilevel.commands import (
     user_errors,
 )
 from bilevel.errors import UserError
-from bilevel.options import with_options
+from bilevel.options import field_default, with_options
 from bilevel.paths import check_paths
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import DROConfig
+from problems.adversarial.dro_config import DROConfig
+from problems.adversarial.evaluation import EvalOptions  # loaded with the package already
 
 LEVERS = typer.Option(
     None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
@@ -39,7 +40,6 @@ def solve_adversarial_dro(
     out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
-    crash_after_epoch: int = typer.Option(None, hidden=True),
 ) -> None:
     """Adversarial training as DRO (Eq. 2-3), with a hand-designed or learned follower (Eq. 7).
 
@@ -49,7 +49,7 @@ def solve_adversarial_dro(
     check_paths(folders={"--out": out}, inputs={"--data-dir": cfg.data_dir})
     from problems.adversarial.solve import solve
 
-    results = solve(cfg, out, resume, interrupt_after_epoch, crash_after_epoch=crash_after_epoch)
+    results = solve(cfg, out, resume, interrupt_after_epoch)
     title = f"adversarial-dro, {cfg.follower} follower, {cfg.dataset} (test split)"
     print_solved(results, title, out, interrupt_after_epoch, "curves.png")
 
@@ -174,6 +174,12 @@ def bench_l2l(
     console.print(f"written: {results}/{spec.name}.md, .json, .png")
 
 
+def _evaluate_option(name: str, help: str | None = None) -> Any:
+    """An option of ``evaluate`` whose default is the ``EvalOptions`` field's of that ``name``,
+    so that the default is written once, on the dataclass."""
+    return typer.Option(field_default(EvalOptions, name), help=help)
+
+
 @user_errors
 def evaluate_run(
     run_dir: Path = typer.Argument(
@@ -181,54 +187,66 @@ def evaluate_run(
         help="A run folder written by `solve` (or, with --model, "
         "the folder to write eval.json into).",
     ),
-    attacks: str = typer.Option(
-        "default",
+    attacks: str = _evaluate_option(
+        "attacks",
         help="default (APGD-CE + APGD-T, FGSM, PGD-20/100 CE and CW, CW-L∞ (L∞ only), noise, "
         "learned, transfer), full (default with the standard AutoAttack: + FAB-T and Square), or "
         "a list: apgd-ce-t,fgsm,pgd20,pgd100-cw,cw-linf,noise,learned,transfer,autoattack,square. "
         "Every attack stays in the run's ball (--norm).",
     ),
-    n_examples: int = typer.Option(
-        None,
+    n_examples: int = _evaluate_option(
+        "n_examples",
         help="First N test examples (default: the run's --eval-size, else the whole test split).",
     ),
-    eps: float = typer.Option(None, help="Radius ε of the ball (default: the run's)."),
-    norm: str = typer.Option(
-        None,
+    eps: float = _evaluate_option("eps", help="Radius ε of the ball (default: the run's)."),
+    norm: str = _evaluate_option(
+        "norm",
         help="The ball attacked, linf or l2: the run's own (a run is attacked in the ball it was "
         "trained against); with --model and no config.json, linf unless given.",
     ),
-    restarts: int = typer.Option(1, help="PGD restarts R (worst of R per example)."),
-    step_size: float = typer.Option(
-        None, help="PGD step (default: 0.003 CIFAR L∞ (the paper), else 2.5 ε / k)."
+    restarts: int = _evaluate_option("restarts", help="PGD restarts R (worst of R per example)."),
+    step_size: float = _evaluate_option(
+        "step_size", help="PGD step (default: 0.003 CIFAR L∞ (the paper), else 2.5 ε / k)."
     ),
-    noise_samples: int = typer.Option(100, help="Random-noise draws per example."),
-    surrogate: Path = typer.Option(None, help="Run folder of a transfer (black-box) source."),
-    attacker_from: list[Path] = typer.Option(None, help="Also attack with this L2L run's g_φ."),
-    model: Path = typer.Option(
-        None,
+    noise_samples: int = _evaluate_option("noise_samples", help="Random-noise draws per example."),
+    surrogate: Path = _evaluate_option(
+        "surrogate", help="Run folder of a transfer (black-box) source."
+    ),
+    attacker_from: list[Path] = _evaluate_option(
+        "attacker_from", help="Also attack with this L2L run's g_φ."
+    ),
+    model: Path = _evaluate_option(
+        "model",
         help="A state-dict file to evaluate instead of best.pt: a plain one, or a run's last.pt "
         "(θ as last trained).",
     ),
-    dataset: str = typer.Option("mnist5k", help="With --model and no config.json: the data set."),
-    arch: str = typer.Option(None, help="With --model and no config.json: the architecture."),
-    checklist: bool = typer.Option(True, help="Run the gradient-masking checklist sweeps."),
-    aa_margin: float = typer.Option(0.02, help="Largest PGD − AutoAttack gap that passes."),
-    compare: list[Path] = typer.Option(None, help="Run folders with an eval.json to show beside."),
-    seed: int = typer.Option(0),
-    batch_size: int = typer.Option(500),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dataset: str = _evaluate_option(
+        "dataset", help="With --model and no config.json: the data set."
+    ),
+    arch: str = _evaluate_option("arch", help="With --model and no config.json: the architecture."),
+    checklist: bool = _evaluate_option(
+        "checklist", help="Run the gradient-masking checklist sweeps."
+    ),
+    aa_margin: float = _evaluate_option(
+        "aa_margin", help="Largest PGD − AutoAttack gap that passes."
+    ),
+    compare: list[Path] = _evaluate_option(
+        "compare", help="Run folders with an eval.json to show beside."
+    ),
+    seed: int = _evaluate_option("seed"),
+    batch_size: int = _evaluate_option("batch_size"),
+    device: str = _evaluate_option("device", help="auto, cpu or cuda."),
 ) -> None:
     """Attack a trained run on the test split; write eval.json, eval.md and plots into it."""
-    from problems.adversarial.evaluation import EvalOptions, evaluate
+    from problems.adversarial.evaluation import evaluate
     from problems.adversarial.evaluation.report import checklist_lines, read_eval, table_rows
 
     ev = evaluate(EvalOptions(
         run_dir, attacks, n_examples, eps, restarts, step_size, noise_samples, surrogate,
-        attacker_from or [], model, dataset, arch, checklist, aa_margin, seed=seed,
-        batch_size=batch_size, device=device, compare=compare or [], norm=norm,
+        attacker_from, model, dataset, arch, checklist, aa_margin, seed=seed,
+        batch_size=batch_size, device=device, compare=compare, norm=norm,
     ), announce=lambda line: console.print(line, markup=False))  # fmt: skip
-    evals = {str(run_dir): ev} | {str(p): read_eval(p) for p in compare or []}
+    evals = {str(run_dir): ev} | {str(p): read_eval(p) for p in compare}
     ball = "" if ev["norm"] == "linf" else "L2 "
     print_table(f"evaluate: {ev['dataset']} test, n = {ev['n_examples']}, {ball}ε = {ev['eps']:g}",
                 table_rows(evals))  # fmt: skip

@@ -1,9 +1,10 @@
-"""Options of ``solve adversarial-dro`` and ``solve adversarial-ait``, each declared once with its
-default and help (the command line is generated from them), and the checks, one sentence each
-(those of the learned follower's levers and of the carried δ in ``problems.adversarial.checks``);
-the data sets' defaults they fill in are in ``problems.adversarial.defaults``. ``DROConfig`` (here)
-and ``AITConfig`` (``problems.adversarial.ait_config``) are siblings over the options they share
-(``AdversarialConfig``); neither builds anything (``problems.adversarial.solve`` does).
+"""The options ``solve adversarial-dro`` and ``solve adversarial-ait`` share
+(``AdversarialConfig``), each declared once with its default and help (the command line is
+generated from them), and their checks, one sentence each (those of the learned follower's levers
+and of the carried δ in ``problems.adversarial.checks``); the data sets' defaults they fill in are
+in ``problems.adversarial.defaults``. ``DROConfig`` (``problems.adversarial.dro_config``) and
+``AITConfig`` (``problems.adversarial.ait_config``) add each problem's own; none builds anything
+(``problems.adversarial.solve`` does).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any, ClassVar
 
 from bilevel.acceleration import Acceleration, resolve_device
 from bilevel.averaging import check_decay
-from bilevel.errors import UserError, require_counts
+from bilevel.errors import UserError, require_at_least_zero, require_counts, require_positive
 from bilevel.learned_follower import GradientScaling, Memory
-from bilevel.loop import UpdateMode, check_update
+from bilevel.loop import UpdateMode
 from bilevel.norms import Norm
 from bilevel.options import (
     check_numbers,
@@ -30,7 +31,6 @@ from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
     check_attacker_levers,
     check_carry,
-    check_free_step,
     check_unroll,
 )
 from problems.adversarial.data import DATASETS
@@ -42,7 +42,6 @@ from problems.adversarial.defaults import (
     dataset_default,
     madry_step,
 )
-from problems.adversarial.dro import ASCENT_LOSSES
 from problems.adversarial.models import MODEL_NAMES
 
 # --follower name -> (unrolled steps, input mode) for learned followers
@@ -59,6 +58,8 @@ COUNTS = (  # options that count something: at least 1 (None: the default)
     "epochs", "batch_size", "pgm_steps", "follower_steps", "select_pgd_steps", "eval_pgd_steps",
     "train_size", "eval_size", "unroll",
 )  # fmt: skip
+POSITIVE = ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr")
+AT_LEAST_ZERO = ("gap_size", "momentum", "weight_decay", "attacker_weight_decay")
 
 
 @dataclass
@@ -258,12 +259,8 @@ class AdversarialConfig:
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
         check_carry(self, carry_asked)
-        for name in ("lr", "attacker_width", "pgm_step_size", "eval_step_size", "attacker_lr"):
-            if not (value := vars(self)[name]) > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
-        for name in ("gap_size", "momentum", "weight_decay", "attacker_weight_decay"):
-            if (value := vars(self)[name]) < 0:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 0; got {value}.")
+        require_positive(self, POSITIVE)
+        require_at_least_zero(self, AT_LEAST_ZERO)
         fill_unset(self, dict(leader_ema=0.0))
         check_decay(self.leader_ema)
         return self
@@ -301,35 +298,3 @@ class AdversarialConfig:
         newer than the folder at the value it trained with (``LEGACY_VALUES``), not at today's
         default: what ``--resume`` does, for readers of a finished run."""
         return cls.from_dict(LEGACY_VALUES | recorded).resolve()
-
-
-@dataclass
-class DROConfig(AdversarialConfig):
-    """Every option of a DRO run (paper Eq. 2-3, with the follower of Eq. 4 or Eq. 7)."""
-
-    ascent_loss: str | None = option(
-        None,
-        "The loss whose ∇_δ the follower's steps climb (PGM's and FGSM's step, g_φ's ∇ input and "
-        "sign step): ce (q itself) or margin (CW's max_{j≠y} Z_j − Z_y); φ and θ keep CE "
-        "(default: ce).",
-    )
-
-    carry_free_step: float | None = option(
-        None,
-        "Under --carry-decision and the fused update, s > 0: each carried δ takes one more step "
-        "of s·ε along the gradient the leader's backward leaves on it, at no extra pass "
-        "(Free-AT's reuse), before its next visit (0: stored as the follower left it).",
-    )
-
-    def resolve(self) -> DROConfig:
-        super().resolve()
-        fill_unset(self, dict(ascent_loss="ce"))
-        choose("--ascent-loss", self.ascent_loss, ASCENT_LOSSES)
-        check_free_step(self)
-        check_update(self.update, self.learned, zero_sum=True)
-        if self.carry_jitter > 0 and self.learned and not self.attacker_random_start:
-            raise UserError(
-                "--carry-jitter needs --attacker-random-start: it moves the carried δ by a "
-                "fraction of the random start, which is zero without it."
-            )
-        return self

@@ -9,7 +9,6 @@ table. The problems differ in their class and their batches (AIT pairs each samp
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from bilevel.run import RunDir
 from bilevel.seeding import seed_everything, seeded
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.config import AdversarialConfig, DROConfig
+from problems.adversarial.config import AdversarialConfig
 from problems.adversarial.data import (
     DatasetInfo,
     iterate_batches,
@@ -40,6 +39,7 @@ from problems.adversarial.data import (
 )
 from problems.adversarial.defaults import LEGACY_VALUES, madry_step
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy
 from problems.adversarial.followers import build_follower
 from problems.adversarial.gap import carried_gap, follower_gap
@@ -91,29 +91,16 @@ def set_eps(problem: Perturbation, follower: Follower, eps: float) -> None:
         follower.net.eps = eps
 
 
-def _crash_once(context: distributed.Context) -> None:
-    """Kill rank 0 mid-epoch on the first attempt only: tests that ``torchrun --max-restarts 1``
-    resumes from the last checkpoint with no epoch lost or repeated.
-
-    Rank 0, so that torchrun names this crash: the other ranks die of the broken gloo connection
-    within milliseconds (exit 1, or SIGABRT as gloo's threads meet interpreter teardown), often
-    before torchrun's next poll; it then reports the failure with the earliest timestamp, in whole
-    seconds, and of equal ones the lowest local rank's. A crash of the last rank read as -6."""
-    if context.rank == 0 and not distributed.restarted_by_torchrun():
-        os._exit(1)
-
-
 def solve(
     cfg: AdversarialConfig,
     out: str | Path,
     resume: bool = False,
     interrupt_after_epoch: int | None = None,
     show_progress: bool = True,
-    crash_after_epoch: int | None = None,
 ) -> dict[str, Any] | None:
     """Train one DRO or AIT run (by the type of ``cfg``) into ``out``; return the test results
     (None if interrupted on purpose, and on every process but rank 0 under ``torchrun``)."""
-    results = _train(cfg, out, resume, interrupt_after_epoch, show_progress, crash_after_epoch)
+    results = _train(cfg, out, resume, interrupt_after_epoch, show_progress)
     distributed.leave_process_group()  # the DDP wrappers of _train (and any cycle holding one) gone
     return results
 
@@ -124,7 +111,6 @@ def _train(
     resume: bool,
     interrupt_after_epoch: int | None,
     show_progress: bool,
-    crash_after_epoch: int | None,
 ) -> dict[str, Any] | None:
     run = RunDir(out)
     resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
@@ -135,7 +121,7 @@ def _train(
     context = distributed.init_from_env(device)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on every step's large tensors (bilevel.acceleration)
-    experiment = _experiment(cfg, device, context, crash_after_epoch)
+    experiment = _experiment(cfg, device, context)
     return run_experiment(
         experiment, run.path, cfg.to_dict(), resume, LEGACY_VALUES, interrupt_after_epoch,
         show_progress, context.is_main,
@@ -146,7 +132,6 @@ def _experiment(
     cfg: AdversarialConfig,
     device: torch.device,
     context: distributed.Context,
-    crash_after_epoch: int | None,
 ) -> Experiment:
     """The run as the experiment runner sees it (``bilevel.experiment``)."""
     seed_everything(cfg.seed)  # the same on every process: θ and φ start identical
@@ -195,8 +180,6 @@ def _experiment(
             )
         ):  # fmt: skip
             set_eps(problem, follower, warmed_up_eps(cfg.eps, cfg.eps_warmup, epoch, i, per_epoch))
-            if crash_after_epoch is not None and epoch == crash_after_epoch + 1 and i == 1:
-                _crash_once(context)
             xb, yb = distributed.shard(xb, context), distributed.shard(yb, context)
             if carried:
                 problem.carried.select(distributed.shard(rows, context))

@@ -30,10 +30,10 @@ from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.options import check_levers
 from bilevel.run import atomic_write_text
-from problems.adversarial.config import DROConfig
 from problems.adversarial.data import DatasetInfo
 from problems.adversarial.defaults import DATASET_DEFAULTS
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.followers import build_follower
 from problems.adversarial.models import MODEL_NAMES, build_model
 

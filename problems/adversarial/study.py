@@ -41,8 +41,8 @@ from problems.adversarial.bench import (
     mean_std,
     train,
 )
-from problems.adversarial.config import DROConfig
 from problems.adversarial.data import load_dataset, subset
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import predict, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
 from problems.adversarial.evaluation.runs import load_classifier

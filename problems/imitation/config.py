@@ -29,7 +29,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bilevel.errors import UserError, require_counts
+from bilevel.errors import UserError, require_counts, require_positive
 from bilevel.options import check_numbers, choose, fill_unset, option
 from problems.imitation.discriminator import DISC_NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
@@ -120,9 +120,7 @@ class GAILConfig:
             )
         if self.use_sde and discrete:
             raise UserError(f"--use-sde needs continuous actions; {self.env}'s are discrete.")
-        for name in ("ppo_lr", "disc_lr", "meta_lr", "residual_scale", "oneshot_step"):
-            if not (value := getattr(self, name)) > 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
+        require_positive(self, ("ppo_lr", "disc_lr", "meta_lr", "residual_scale", "oneshot_step"))
         if min(self.grad_penalty, self.ent_coef, self.meta_penalty, self.trust_radius) < 0:
             raise UserError(
                 "--grad-penalty, --ent-coef, --meta-penalty and --trust-radius must be at least 0."

@@ -19,9 +19,10 @@ from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
 from bilevel.options import choose
 from bilevel.run import RunDir, load_checkpoint
-from problems.adversarial.config import LEARNED, NORMS, DROConfig
+from problems.adversarial.config import LEARNED, NORMS
 from problems.adversarial.data import DatasetInfo, dataset_info
 from problems.adversarial.defaults import LEGACY_VALUES, check_eps, dataset_default
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.followers import build_follower
 from problems.adversarial.models import build_model
 
