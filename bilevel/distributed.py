@@ -15,9 +15,10 @@ Where a distributed run is not a single-process run on the concatenated batch:
   every process, so the example at a share's k-th place gets the same noise on every process;
 - a share is one process's batch for the problem, so AIT pairs partners within each share;
 - where the last minibatch does not split evenly, DDP still averages the shares' means with
-  equal weight, and the processes' generators drift apart by the draws of the odd example, which
-  a resume (every process takes rank 0's generator state) does not reproduce exactly. A share
-  must not be empty (``check_shares``).
+  equal weight, and the processes' generators drift apart by the draws of the odd example; rank
+  0's checkpoint holds every process's generator states (``gather_stacked``), and each process
+  resumes with its own (``bilevel.checkpoint``), so a resume still ends as the unbroken run. A
+  share must not be empty (``check_shares``).
 
 The data split: each global minibatch (same order and augmentation on every process, from the
 seed) is cut into ``world_size`` shares (``shard``); that is ``DistributedSampler``'s arithmetic
@@ -187,6 +188,19 @@ def gather_values(values: dict[str, Any]) -> dict[str, torch.Tensor]:
         key: gather_rows(torch.as_tensor(values[key]).reshape(1).to(device)).cpu()
         for key in sorted(values)
     }
+
+
+def gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor`` (the same shape on each) stacked along a new first dimension
+    in rank order, on the CPU: for rank 0's checkpoint, e.g. each process's generator state; the
+    tensor itself with one row in a single process."""
+    device = _collective_device() if active() else tensor.device
+    return gather_rows(tensor.unsqueeze(0).to(device)).cpu()
+
+
+def on_gpus() -> bool:
+    """Whether several processes run on GPUs (nccl), each drawing on its own GPU's generator."""
+    return active() and dist.get_backend() == "nccl"
 
 
 def _collective_device() -> torch.device:
