@@ -13,8 +13,9 @@ Checkpoints written before ``partial`` existed load as epoch-end ones.
 On resume each process takes its own row of ``rng_by_rank``. A checkpoint with one state (a
 single process's, or one written before ``rng_by_rank`` existed) gives every process that state,
 as resumes did before, so an older torchrun run resumes as it would have then. Resumed by more
-processes than wrote it, a process without a row takes rank 0's; by fewer, the rows beyond go
-unused. Either way the run goes on, but not as the unbroken run would, since the shares change.
+processes than wrote it, a process without a row takes rank 0's and then draws its own stream
+(``distributed.draw_own_noise``); by fewer, the rows beyond go unused. Either way the run goes on
+with each process's noise its own, but not as the unbroken run would, since the shares change.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ def restore_generators(checkpoint: dict[str, Any]) -> None:
     if by_rank is None:  # one state: every process takes it, as before
         return
     rank = distributed.rank()
-    if rank >= len(by_rank["cpu"]):  # more processes than wrote it: rank 0's, as above
+    if rank >= len(by_rank["cpu"]):  # more processes than wrote it
+        distributed.draw_own_noise()
         return
     # a copy: set_rng_state reads a row of the stack (a view at an offset) wrongly, and the CPU's
     # crashed the process here (SIGSEGV, torch 2.14)

@@ -1,6 +1,7 @@
-"""Each process's generator state under torchrun (2 processes, gloo, through ``fit``): rank 0's
-checkpoint keeps every process's, so that a resume is exact also where the last minibatch splits
-unevenly. A single process writes as before."""
+"""Each process's own random draws under torchrun (2 processes, gloo, through ``fit``): the
+processes start from one seed, yet draw different random starts at the same share place, and
+rank 0's checkpoint keeps every process's generator state, so that a resume is exact also where
+the last minibatch splits unevenly. A single process draws and writes as before."""
 
 from __future__ import annotations
 
@@ -84,6 +85,16 @@ def noisy_ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
+def test_each_process_draws_its_own_random_starts(noisy_ranks) -> None:
+    """The processes start from one seed (θ identical), yet the example at a share's k-th place
+    must get its own random start on each process, as in one process on the whole batch (they
+    were the same tensor on both: the same noise at every share place)."""
+    first = [ranks["unbroken_starts"][0] for ranks in noisy_ranks]
+    assert first[0].shape == first[1].shape == (2, 1, 4, 4)
+    assert not torch.equal(first[0], first[1])
+    assert all(start.abs().max() > 0 for start in first)
+
+
 def test_a_resume_with_an_uneven_last_share_ends_as_the_unbroken_run(noisy_ranks) -> None:
     """The last minibatch splits 2 + 1, so the processes draw different numbers of random
     starts; each resumes with its own generator state from rank 0's checkpoint and draws epoch
@@ -111,7 +122,8 @@ def _checkpoint_rows(rows: int) -> dict:
 
 def test_a_resume_gives_each_process_its_own_generator_state(monkeypatch) -> None:
     """Rank r takes its row; from a checkpoint with one state (one process's, or older) every
-    rank takes that one, as before."""
+    rank takes that one, as before; a rank beyond the writers (more processes on resume) takes
+    rank 0's and draws its own stream from it, unlike any other rank's."""
     two, one = _checkpoint_rows(2), _checkpoint_rows(1)
     with torch.random.fork_rng(devices=[]):
         monkeypatch.setattr(distributed, "rank", lambda: 1)
@@ -119,10 +131,20 @@ def test_a_resume_gives_each_process_its_own_generator_state(monkeypatch) -> Non
         assert torch.equal(torch.get_rng_state(), two["rng_by_rank"]["cpu"][1])
         restore_generators(one)
         assert torch.equal(torch.get_rng_state(), one["rng"])
+        monkeypatch.setattr(distributed, "rank", lambda: 2)
+        restore_generators(two)
+        third = torch.get_rng_state()
+        assert not any(torch.equal(third, row) for row in two["rng_by_rank"]["cpu"])
+        restore_generators(two)
+        assert torch.equal(torch.get_rng_state(), third)  # the same stream on every resume
 
 
 def test_a_single_process_checkpoint_holds_one_generator_state(tmp_path) -> None:
-    """One process writes what it always did: no per-rank states."""
+    """One process draws as before and writes what it always did: no per-rank states."""
+    torch.manual_seed(3)
+    expected = torch.get_rng_state()
+    distributed.draw_own_noise()  # a no-op in one process
+    assert torch.equal(torch.get_rng_state(), expected)
     problem = AdversarialDRO(linear_two_class(), EPS)
     optimizer = torch.optim.SGD(problem.leader.parameters(), lr=0.5)
     checkpoint = position_state(JointTrainer(problem, NoFollower(), optimizer), None, State(), None)
