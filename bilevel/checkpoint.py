@@ -5,9 +5,10 @@ state, if any), ``scheduler`` (None for a run without a learning-rate schedule),
 (the CPU generator) and ``cuda_rng`` (every GPU's, when CUDA is in use), ``rng_by_rank``
 (only when several processes wrote it: each process's generator states, ``{"cpu": one row per
 rank, "cuda": one row per rank, its own GPU's, under nccl}``; ``rng`` and ``cuda_rng`` are then
-rank 0's), ``best`` (the best selection value so far), ``history`` (one metrics row per completed epoch), ``train_seconds``, and
-``partial``: None at an epoch's end, else where a stop request caught the next epoch —
-``{"epoch", "batches" (done), "sums" (the running sums of the step outputs), "seconds"}``.
+rank 0's), ``best`` (the best selection value so far), ``history`` (one metrics row per
+completed epoch), ``train_seconds``, and ``partial``: None at an epoch's end, else where a stop
+request caught the next epoch — ``{"epoch", "batches" (done), "sums" (the running sums of the
+step outputs), "seconds"}``.
 Checkpoints written before ``partial`` existed load as epoch-end ones.
 
 On resume each process takes its own row of ``rng_by_rank``. A checkpoint with one state (a

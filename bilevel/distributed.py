@@ -15,16 +15,19 @@ built, ``fit`` calls ``draw_own_noise``, and from then on every process but rank
 stream of its own (the followers' random starts, the carry's restarts, dropout), so the example at
 a share's k-th place gets its own noise on every process, as it would in one process on the whole
 batch. Rank 0 keeps the stream a single process draws. The data order, the augmentation and AIT's
-pairing come from each epoch's own generator (seeded from the epoch) and stay the same on every
-process. Rank 0's checkpoint holds every process's generator states (``gather_stacked``) and each
-process resumes with its own, so a resumed run ends as the unbroken one also where the processes'
-draws differ in number (an uneven last minibatch); ``bilevel.checkpoint`` says what a resume with
-another number of processes, or from an older checkpoint with one state, does.
+``--pairing permutation`` come from each epoch's own generator (seeded from the epoch) and stay
+the same on every process. Rank 0's checkpoint holds every process's generator states
+(``gather_stacked``) and each process resumes with its own, so a resumed run ends as the unbroken
+one also where the processes' draws differ in number (an uneven last minibatch);
+``bilevel.checkpoint`` says what a resume with another number of processes, or from an older
+checkpoint with one state, does.
 
 Where a distributed run is not a single-process run on the concatenated batch:
 - the noise differs: one process draws a share's noise from its own stream, not the whole
   batch's from one;
-- a share is one process's batch for the problem, so AIT pairs partners within each share;
+- a share is one process's batch for the problem, so AIT pairs partners within each share
+  (``--pairing permutation``: the same pairing of share places on every process, drawn from the
+  epoch's generator, which the data order needs shared);
 - where the last minibatch does not split evenly, DDP still averages the shares' means with
   equal weight. A share must not be empty (``check_shares``).
 

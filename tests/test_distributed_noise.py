@@ -66,8 +66,10 @@ def _noise_worker(rank: int, port: int, out: str) -> None:
     unbroken_starts, unbroken = _noisy_fit(root / "unbroken", context, 2)
     _noisy_fit(root / "stopped", context, 2, stop_after=1)
     resumed_starts, resumed = _noisy_fit(root / "stopped", context, 2, resume=True)
-    torch.save({"unbroken_starts": unbroken_starts, "unbroken": unbroken,
-                "resumed_starts": resumed_starts, "resumed": resumed}, root / f"rank{rank}.pt")  # fmt: skip
+    saved = {"unbroken_starts": unbroken_starts, "unbroken": unbroken}
+    torch.save(
+        saved | {"resumed_starts": resumed_starts, "resumed": resumed}, root / f"rank{rank}.pt"
+    )
     dist.barrier()
     distributed.shutdown()
     os._exit(0)
