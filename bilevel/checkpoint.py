@@ -2,11 +2,21 @@
 
 Keys: ``epoch`` (epochs completed), ``trainer`` (θ, φ, both optimizers and the problem's own
 state, if any), ``scheduler`` (None for a run without a learning-rate schedule), ``rng``
-(the CPU generator) and ``cuda_rng`` (every GPU's, when CUDA is in use), ``best`` (the best
-selection value so far), ``history`` (one metrics row per completed epoch), ``train_seconds``, and
-``partial``: None at an epoch's end, else where a stop request caught the next epoch —
-``{"epoch", "batches" (done), "sums" (the running sums of the step outputs), "seconds"}``.
+(the CPU generator) and ``cuda_rng`` (every GPU's, when CUDA is in use), ``rng_by_rank``
+(only when several processes wrote it: each process's generator states, ``{"cpu": one row per
+rank, "cuda": one row per rank, its own GPU's, under nccl}``; ``rng`` and ``cuda_rng`` are then
+rank 0's), ``best`` (the best selection value so far), ``history`` (one metrics row per
+completed epoch), ``train_seconds``, and ``partial``: None at an epoch's end, else where a stop
+request caught the next epoch — ``{"epoch", "batches" (done), "sums" (the running sums of the
+step outputs), "seconds"}``.
 Checkpoints written before ``partial`` existed load as epoch-end ones.
+
+On resume each process takes its own row of ``rng_by_rank``. A checkpoint with one state (a
+single process's, or one written before ``rng_by_rank`` existed) gives every process that state,
+as resumes did before, so an older torchrun run resumes as it would have then. Resumed by more
+processes than wrote it, a process without a row takes rank 0's and then draws its own stream
+(``distributed.draw_own_noise``); by fewer, the rows beyond go unused. Either way the run goes on
+with each process's noise its own, but not as the unbroken run would, since the shares change.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from typing import Any
 
 import torch
 
+from bilevel import distributed
 from bilevel.errors import UserError
 from bilevel.loop import JointTrainer
 from bilevel.run import RunDir, atomic_torch_save, load_checkpoint
@@ -90,7 +101,38 @@ def position_state(
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         checkpoint["cuda_rng"] = torch.cuda.get_rng_state_all()
+    if distributed.active():  # a single process's checkpoint holds what it always did
+        checkpoint["rng_by_rank"] = _generators_by_rank()
     return checkpoint
+
+
+def _generators_by_rank() -> dict[str, torch.Tensor]:
+    """Every process's generator states, one row per rank (a collective: every process calls
+    it): the CPU's and, under nccl, that of the GPU the process draws on."""
+    states = {"cpu": torch.get_rng_state()}
+    if distributed.on_gpus():
+        states["cuda"] = torch.cuda.get_rng_state()  # the current GPU's, LOCAL_RANK's
+    return {key: distributed.gather_stacked(state) for key, state in states.items()}
+
+
+def restore_generators(checkpoint: dict[str, Any]) -> None:
+    """Set this process's generators to the states ``checkpoint`` holds for it (module
+    docstring): its own row of ``rng_by_rank``, else rank 0's."""
+    torch.set_rng_state(checkpoint["rng"])
+    if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+    by_rank = checkpoint.get("rng_by_rank")
+    if by_rank is None:  # one state: every process takes it, as before
+        return
+    rank = distributed.rank()
+    if rank >= len(by_rank["cpu"]):  # more processes than wrote it
+        distributed.draw_own_noise()
+        return
+    # a copy: set_rng_state reads a row of the stack (a view at an offset) wrongly, and the CPU's
+    # crashed the process here (SIGSEGV, torch 2.14)
+    torch.set_rng_state(by_rank["cpu"][rank].clone())
+    if "cuda" in by_rank and torch.cuda.is_available():
+        torch.cuda.set_rng_state(by_rank["cuda"][rank].clone())
 
 
 def write_state(run: RunDir, checkpoint: dict[str, Any]) -> None:
@@ -107,9 +149,7 @@ def load_state(run: RunDir, trainer: JointTrainer, scheduler: Scheduler | None) 
         trainer.load_state_dict(checkpoint["trainer"])
         if scheduler is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["rng"])
-        if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
+        restore_generators(checkpoint)
         return State(
             epoch=int(checkpoint["epoch"]),
             history=list(checkpoint["history"]),

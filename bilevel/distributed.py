@@ -10,14 +10,26 @@ reduction. Logging and checkpoints come from rank 0 only; the training losses it
 mean over every process's share (``mean_over_processes``), and a stop mid-epoch keeps each
 process's own running sums in rank 0's checkpoint (``gather_values``).
 
+Random draws: the processes start from the same seed, so θ and φ start identical; once the run is
+built, ``fit`` calls ``draw_own_noise``, and from then on every process but rank 0 draws from a
+stream of its own (the followers' random starts, the carry's restarts, dropout), so the example at
+a share's k-th place gets its own noise on every process, as it would in one process on the whole
+batch. Rank 0 keeps the stream a single process draws. The data order, the augmentation and AIT's
+``--pairing permutation`` come from each epoch's own generator (seeded from the epoch) and stay
+the same on every process. Rank 0's checkpoint holds every process's generator states
+(``gather_stacked``) and each process resumes with its own, so a resumed run ends as the unbroken
+one also where the processes' draws differ in number (an uneven last minibatch);
+``bilevel.checkpoint`` says what a resume with another number of processes, or from an older
+checkpoint with one state, does.
+
 Where a distributed run is not a single-process run on the concatenated batch:
-- random draws (the followers' random starts, the carry's restarts) come from the same seed on
-  every process, so the example at a share's k-th place gets the same noise on every process;
-- a share is one process's batch for the problem, so AIT pairs partners within each share;
+- the noise differs: one process draws a share's noise from its own stream, not the whole
+  batch's from one;
+- a share is one process's batch for the problem, so AIT pairs partners within each share
+  (``--pairing permutation``: the same pairing of share places on every process, drawn from the
+  epoch's generator, which the data order needs shared);
 - where the last minibatch does not split evenly, DDP still averages the shares' means with
-  equal weight, and the processes' generators drift apart by the draws of the odd example, which
-  a resume (every process takes rank 0's generator state) does not reproduce exactly. A share
-  must not be empty (``check_shares``).
+  equal weight. A share must not be empty (``check_shares``).
 
 The data split: each global minibatch (same order and augmentation on every process, from the
 seed) is cut into ``world_size`` shares (``shard``); that is ``DistributedSampler``'s arithmetic
@@ -187,6 +199,30 @@ def gather_values(values: dict[str, Any]) -> dict[str, torch.Tensor]:
         key: gather_rows(torch.as_tensor(values[key]).reshape(1).to(device)).cpu()
         for key in sorted(values)
     }
+
+
+def gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
+    """Every process's ``tensor`` (the same shape on each) stacked along a new first dimension
+    in rank order, on the CPU: for rank 0's checkpoint, e.g. each process's generator state; the
+    tensor itself with one row in a single process."""
+    device = _collective_device() if active() else tensor.device
+    return gather_rows(tensor.unsqueeze(0).to(device)).cpu()
+
+
+def draw_own_noise() -> None:
+    """Give this process a stream of training draws of its own: every process but rank 0
+    reseeds torch's generators (the CPU's and every GPU's) from its rank and one draw of the
+    stream it holds now. Called where the processes' streams are still the same (a fresh run,
+    once θ and φ are drawn), the draw is the same on every process and the rank makes the seeds
+    differ; rank 0, and a single process, keep their stream untouched."""
+    if rank() > 0:
+        draw = int(torch.randint(2**32, ()))  # the shared stream's next number
+        torch.manual_seed(rank() << 32 | draw)  # never a --seed (those are below 2**32)
+
+
+def on_gpus() -> bool:
+    """Whether several processes run on GPUs (nccl), each drawing on its own GPU's generator."""
+    return active() and dist.get_backend() == "nccl"
 
 
 def _collective_device() -> torch.device:

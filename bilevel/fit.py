@@ -85,11 +85,16 @@ def fit(
     ``scheduler`` (optional) is stepped once at the end of every epoch.
     ``train_batches(epoch)`` yields that epoch's minibatches, drawing randomness only from its own
     generator (seeded from the epoch), so that a resumed epoch can replay the batches before its
-    stop. ``resume`` continues from ``last.pt`` when there is one (else starts afresh).
+    stop. ``resume`` continues from ``last.pt`` when there is one (else starts afresh). Under
+    torchrun every process but rank 0 then draws its training noise from a stream of its own
+    (``distributed.draw_own_noise``), and a resume gives each process its own generator state.
     ``interrupt_after_epoch`` stops the run as a kill would, right after that epoch's checkpoint
     (used to test ``--resume``). Only the main process (``is_main``, rank 0 under torchrun) writes
     files and shows progress; under torchrun every process stops after the same batch.
     """
+    # θ and φ are drawn, the same on every process: from here each draws its own training
+    # noise, or takes its own generator state from last.pt
+    distributed.draw_own_noise()
     state = State()
     if resume and run.last_checkpoint.is_file():
         state = load_state(run, trainer, scheduler)

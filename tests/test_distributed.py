@@ -1,6 +1,8 @@
 """Multi-process training on CPU with 2 processes (gloo): gradient averaging is exact, runs are
 reproducible, ``torchrun --max-restarts 1`` resumes a killed run with no epoch lost or repeated,
-and a signal stops every process after the same batch. Every torchrun has a deadline."""
+and a signal stops every process after the same batch; both resumes are exact although the last
+minibatch splits unevenly (each process resumes with its own generator state; the draws
+themselves: test_distributed_noise.py). Every torchrun has a deadline."""
 
 from __future__ import annotations
 
@@ -190,15 +192,22 @@ def _run_bounded(args: list[str], env: dict[str, str]) -> subprocess.CompletedPr
     return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
 
+# 4 minibatches of 32 and a last one of 3, split 2 + 1, so the processes draw different numbers
+# of random numbers in every epoch's last batch; half of each batch restarts from a random start
+# (with mnist5k's carry alone, every start after epoch 1 is a carried δ and the noise is unused)
+NOISY_UNEVEN = ("--train-size", "131", "--carry-restart", "0.5")
+
+
 def _torchrun(
     out: Path,
     launcher: tuple = (),
     script: tuple = (),
     entry: tuple = ("cli.py",),
     env: dict | None = None,
+    data: tuple = NOISY_UNEVEN,
 ) -> subprocess.CompletedProcess:
     args = [TORCHRUN, "--standalone", "--nproc_per_node=2", *launcher, *entry, "solve",
-            "adversarial-dro", "--follower", "grad", "--train-size", "128", "--eval-size", "32",
+            "adversarial-dro", "--follower", "grad", *data, "--eval-size", "32",
             "--batch-size", "32", "--epochs", "3", "--eps", "0.1", "--out", str(out), *script]  # fmt: skip
     base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
     return _run_bounded(args, {**base, **(env or {})})
@@ -228,7 +237,9 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(unbroken, tmp_path) -
     """Rank 0 exits (``os._exit(1)``) before batch 2 of epoch 2 on the first attempt; torchrun
     restarts both workers, which resume from epoch 1's checkpoint. The restarted workers join a
     fresh gloo mesh: without a store prefix per attempt they read the dead attempt's addresses
-    from torchrun's store and hang or fail (bilevel.distributed).
+    from torchrun's store and hang or fail (bilevel.distributed). Each resumes with its own
+    generator state: with rank 0's, rank 1 (one odd example fewer in each epoch's last batch)
+    drew other random starts than the unbroken run.
 
     Rank 0 crashes, so that torchrun names this crash: the other rank dies of the broken gloo
     connection within milliseconds (exit 1, or SIGABRT as gloo's threads meet interpreter
@@ -236,7 +247,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(unbroken, tmp_path) -
     timestamp, in whole seconds, and of equal ones the lowest local rank's. A crash of the last
     rank read as -6."""
     killed = tmp_path / "killed"
-    entry = ("tests/fault_runner.py", "exit", "6")  # 4 batches an epoch: step 6 is epoch 2's 2nd
+    entry = ("tests/fault_runner.py", "exit", "7")  # 5 batches an epoch: step 7 is epoch 2's 2nd
     proc = _torchrun(killed, ("--max-restarts", "1"), (), entry, {"FAULT_RANK": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the injected crash (rank 0's os._exit(1)) is the failure torchrun saw and restarted from
@@ -249,12 +260,13 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(unbroken, tmp_path) -
 def test_a_signal_to_one_worker_stops_all_after_the_same_batch(unbroken, tmp_path) -> None:
     """SIGTERM reaches rank 1 only, during batch 2 of epoch 2: both ranks stop after that batch,
     rank 0 writes last.pt there and says so, both exit 143; torchrun restarts them, and the run
-    resumes from the middle of the epoch to the unbroken run's numbers."""
+    resumes from the middle of the epoch to the unbroken run's numbers (each process with its
+    own generator state, which differ after epoch 1's uneven last batch)."""
     out = tmp_path / "signalled"
-    entry = ("tests/fault_runner.py", "SIGTERM", "6")
+    entry = ("tests/fault_runner.py", "SIGTERM", "7")
     proc = _torchrun(out, ("--max-restarts", "1"), (), entry, {"FAULT_RANK": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Stopped by SIGTERM after batch 2 of 4 in epoch 2;" in proc.stderr
+    assert "Stopped by SIGTERM after batch 2 of 5 in epoch 2;" in proc.stderr
     assert "failed (exitcode: 143)" in proc.stderr
     assert metrics_without_time(out) == metrics_without_time(unbroken)
 
@@ -265,7 +277,7 @@ def test_the_logged_training_loss_covers_every_process_share(tmp_path) -> None:
     takes on the whole batch, so the mean training loss they log must be the one process's,
     not rank 0's share alone (which differed by about a percent)."""
     options = ("--follower", "none", "--epochs", "2", "--gap-size", "0")
-    proc = _torchrun(tmp_path / "two", script=options)
+    proc = _torchrun(tmp_path / "two", script=options, data=("--train-size", "128"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     args = [sys.executable, "cli.py", "solve", "adversarial-dro", "--train-size", "128",
             "--eval-size", "32", "--batch-size", "32", "--eps", "0.1", *options,
