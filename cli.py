@@ -1,15 +1,16 @@
 """bilevel-l2l command line: ``solve`` a bilevel problem, ``bench`` methods side by side.
 
 Thin by design: this file is the map of the commands. Each one lives beside its problem
-(``problems.adversarial.commands``, ``problems.imitation.commands``), parses its options, calls one
-function of that package, and prints. Errors a user can cause print one sentence and exit with
-code 2 (``bilevel.commands.user_errors``).
+(``problems.adversarial.commands`` and ``.bench_commands``, ``problems.imitation.commands``),
+parses its options, calls one function of that package, and prints. Errors a user can cause
+print one sentence and exit with code 2 (``bilevel.commands.user_errors``).
 """
 
 from __future__ import annotations
 
 import typer
 
+from problems.adversarial import bench_commands as adversarial_bench
 from problems.adversarial import commands as adversarial
 from problems.imitation import commands as imitation
 
@@ -31,10 +32,10 @@ solve_app.command("gail")(imitation.solve_gail_command)
 app.command("evaluate")(adversarial.evaluate_run)
 app.command("gail-stability")(imitation.gail_stability)
 expert_app.command("train")(imitation.expert_train)
-bench_app.command("dro")(adversarial.bench_dro)
-bench_app.command("l2l")(adversarial.bench_l2l)
-bench_app.command("speed")(adversarial.bench_speed)
-bench_app.command("ait")(adversarial.bench_ait)
+bench_app.command("dro")(adversarial_bench.bench_dro)
+bench_app.command("l2l")(adversarial_bench.bench_l2l)
+bench_app.command("speed")(adversarial_bench.bench_speed)
+bench_app.command("ait")(adversarial_bench.bench_ait)
 
 if __name__ == "__main__":
     app()

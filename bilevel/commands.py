@@ -1,7 +1,8 @@
 """What every command of ``cli.py`` shares: one sentence and an exit code for every known way to
 stop (``user_errors``), tables on the terminal, typer options that are not a run's configuration,
 and the parsing of comma-separated lists. Knows nothing of any problem; the commands themselves
-live beside their problems (``problems.adversarial.commands``, ``problems.imitation.commands``).
+live beside their problems (``problems.adversarial.commands`` and ``.bench_commands``,
+``problems.imitation.commands``).
 """
 
 from __future__ import annotations
