@@ -8,15 +8,16 @@ rank, "cuda": one row per rank, its own GPU's, under nccl}``; ``rng`` and ``cuda
 rank 0's), ``best`` (the best selection value so far), ``history`` (one metrics row per
 completed epoch), ``train_seconds``, and ``partial``: None at an epoch's end, else where a stop
 request caught the next epoch — ``{"epoch", "batches" (done), "sums" (the running sums of the
-step outputs), "seconds"}``.
+step outputs), "sums_by_rank" (every process's, under torchrun), "seconds", "cpu_seconds"}``.
 Checkpoints written before ``partial`` existed load as epoch-end ones.
 
-On resume each process takes its own row of ``rng_by_rank``. A checkpoint with one state (a
-single process's, or one written before ``rng_by_rank`` existed) gives every process that state,
-as resumes did before, so an older torchrun run resumes as it would have then. Resumed by more
-processes than wrote it, a process without a row takes rank 0's and then draws its own stream
-(``distributed.draw_own_noise``); by fewer, the rows beyond go unused. Either way the run goes on
-with each process's noise its own, but not as the unbroken run would, since the shares change.
+On resume each process takes its own row of ``rng_by_rank``. A process the checkpoint holds no
+row for takes rank 0's state and then draws its own stream (``distributed.draw_own_noise``): every
+process of a resume by more processes than wrote it, and every process but rank 0 of a torchrun
+resume from a checkpoint with one state (a single process's, or one written before
+``rng_by_rank`` existed). By fewer processes, the rows beyond go unused. Either way the run goes
+on with each process's noise its own, but not as the unbroken run would: the shares, or the
+streams, differ from those the checkpoint's run drew.
 """
 
 from __future__ import annotations
@@ -110,23 +111,21 @@ def _generators_by_rank() -> dict[str, torch.Tensor]:
     """Every process's generator states, one row per rank (a collective: every process calls
     it): the CPU's and, under nccl, that of the GPU the process draws on."""
     states = {"cpu": torch.get_rng_state()}
-    if distributed.on_gpus():
+    if distributed.nccl_processes():
         states["cuda"] = torch.cuda.get_rng_state()  # the current GPU's, LOCAL_RANK's
     return {key: distributed.gather_stacked(state) for key, state in states.items()}
 
 
 def restore_generators(checkpoint: dict[str, Any]) -> None:
     """Set this process's generators to the states ``checkpoint`` holds for it (module
-    docstring): its own row of ``rng_by_rank``, else rank 0's."""
+    docstring): its own row of ``rng_by_rank``, else rank 0's state and a stream of its own."""
     torch.set_rng_state(checkpoint["rng"])
     if checkpoint.get("cuda_rng") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["cuda_rng"])
     by_rank = checkpoint.get("rng_by_rank")
-    if by_rank is None:  # one state: every process takes it, as before
-        return
     rank = distributed.rank()
-    if rank >= len(by_rank["cpu"]):  # more processes than wrote it
-        distributed.draw_own_noise()
+    if by_rank is None or rank >= len(by_rank["cpu"]):  # no row for this process
+        distributed.draw_own_noise()  # nothing drawn on rank 0 and in a single process
         return
     # a copy: set_rng_state reads a row of the stack (a view at an offset) wrongly, and the CPU's
     # crashed the process here (SIGSEGV, torch 2.14)

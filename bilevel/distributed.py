@@ -27,16 +27,15 @@ Where a distributed run is not a single-process run on the concatenated batch:
   batch's from one;
 - a share is one process's batch for the problem, so AIT pairs partners within each share
   (``--pairing permutation``: the same pairing of share places on every process, drawn from the
-  epoch's generator, which the data order needs shared; a share's pairing takes fewer draws than
-  the whole batch's, so on augmented data (CIFAR) the later batches' crops and flips are not a
-  single process's, though they are the same on every process);
+  epoch's generator, which the data order needs shared; one draw of it per share, as per batch
+  in one process, so the later batches' crops and flips stay a single process's);
 - where the last minibatch does not split evenly, DDP still averages the shares' means with
   equal weight. A share must not be empty (``check_shares``).
 
 The data split: each global minibatch (same order and augmentation on every process, from the
 seed) is cut into ``world_size`` shares (``shard``); that is ``DistributedSampler``'s arithmetic
 (every ``world_size``-th index of one permutation) applied per batch, which keeps a distributed
-run's batches exactly those of a single-process run (but for AIT's permutation pairing above).
+run's batches exactly those of a single-process run.
 """
 
 from __future__ import annotations
@@ -222,7 +221,7 @@ def draw_own_noise() -> None:
         torch.manual_seed(rank() << 32 | draw)  # never a --seed (those are below 2**32)
 
 
-def on_gpus() -> bool:
+def nccl_processes() -> bool:
     """Whether several processes run on GPUs (nccl), each drawing on its own GPU's generator."""
     return active() and dist.get_backend() == "nccl"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -76,3 +77,13 @@ def tiny_gail_problem(cache_dir: Path, **overrides):
     problem, _, _ = build(cfg.resolve())
     problem.collect_initial("Pendulum-v1", episodes=2)
     return problem
+
+
+def put_at_once(value, queue) -> None:
+    """A child process's target that puts ``value`` and ends at once."""
+    queue.put(value)
+
+
+def sleep_without_putting(seconds: float, queue) -> None:
+    """A child process's target that works for ``seconds`` and puts nothing."""
+    time.sleep(seconds)

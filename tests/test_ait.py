@@ -79,6 +79,19 @@ def test_partners_reversed_and_random_cycle() -> None:
     assert torch.equal(j, again)  # drawn from the generator only (exact resume)
 
 
+def test_a_permutation_pairing_uses_the_epoch_generator_alike_for_any_share_size() -> None:
+    """Under torchrun a batch of 128 over 3 processes gives shares of 43, 43 and 42; each pairs
+    its share from the epoch's generator, which also draws the later batches' crops and flips, so
+    that generator must be left in the same state by every share size (randperm(43) and
+    randperm(42) leave it in different ones)."""
+    after = []
+    for share in (43, 42):
+        generator = torch.Generator().manual_seed(5)
+        partners(share, "permutation", generator)
+        after.append(generator.get_state())
+    assert torch.equal(after[0], after[1])
+
+
 @pytest.mark.parametrize("direction", ["toward", "away"])
 def test_ait_follower_moves_features_toward_or_away_inside_the_ball(direction: str) -> None:
     problem = _problem(direction)

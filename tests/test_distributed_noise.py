@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from bilevel.checkpoint import State, position_state, restore_generators
 from bilevel.fit import fit
 from bilevel.followers import SignGradientAscent
 from bilevel.run import RunDir
+from bilevel.seeding import seeded
 from problems.adversarial.dro import AdversarialDRO
 
 EPS = 0.3
@@ -61,7 +63,10 @@ def _noisy_fit(
 
 def _noise_worker(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group(  # a collective that waits longer than a minute fails, not hangs
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+        timeout=timedelta(seconds=60),
+    )  # fmt: skip
     context, root = distributed.Context(rank, 2), Path(out)
     unbroken_starts, unbroken = _noisy_fit(root / "unbroken", context, 2)
     _noisy_fit(root / "stopped", context, 2, stop_after=1)
@@ -123,14 +128,21 @@ def _checkpoint_rows(rows: int) -> dict:
 
 
 def test_a_resume_gives_each_process_its_own_generator_state(monkeypatch) -> None:
-    """Rank r takes its row; from a checkpoint with one state (one process's, or older) every
-    rank takes that one, as before; a rank beyond the writers (more processes on resume) takes
-    rank 0's and draws its own stream from it, unlike any other rank's."""
+    """Rank r takes its row; a rank the checkpoint has no row for (from one process's, or an
+    older one, every rank but 0; more processes on resume) takes rank 0's state and draws its
+    own stream from it, unlike any other rank's (from one state, every rank took that one and
+    drew the same noise); rank 0 keeps the state it takes."""
     two, one = _checkpoint_rows(2), _checkpoint_rows(1)
-    with torch.random.fork_rng(devices=[]):
+    with seeded(None):  # draw_own_noise reseeds the generators: leave them as they were
         monkeypatch.setattr(distributed, "rank", lambda: 1)
         restore_generators(two)
         assert torch.equal(torch.get_rng_state(), two["rng_by_rank"]["cpu"][1])
+        restore_generators(one)
+        own = torch.get_rng_state()
+        assert not torch.equal(own, one["rng"])
+        restore_generators(one)
+        assert torch.equal(torch.get_rng_state(), own)  # the same stream on every resume
+        monkeypatch.setattr(distributed, "rank", lambda: 0)
         restore_generators(one)
         assert torch.equal(torch.get_rng_state(), one["rng"])
         monkeypatch.setattr(distributed, "rank", lambda: 2)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 import torch
-from helpers import TinyConvAttacker, image_batch
+from helpers import TinyConvAttacker, image_batch, put_at_once, sleep_without_putting
 from typer.testing import CliRunner
 
 from bilevel import JointTrainer, LearnedFollower
@@ -119,3 +120,9 @@ def test_a_memory_child_that_dies_without_a_figure_records_none_instead_of_waiti
     # the child calls os._exit(3, queue), a TypeError: it ends at once and puts nothing; before,
     # the parent waited an hour on the queue
     assert speed.value_from_child(os._exit, (3,), poll_s=0.2) is None
+    # a child that puts and ends at once is read, however the polls fall
+    assert speed.value_from_child(put_at_once, (2.5,), poll_s=0.01) == 2.5
+    # one still at work after the deadline is ended, and gives none
+    tic = time.monotonic()
+    assert speed.value_from_child(sleep_without_putting, (60,), 0.1, deadline_s=1) is None
+    assert time.monotonic() - tic < 30

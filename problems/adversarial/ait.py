@@ -49,11 +49,15 @@ class Direction(str, Enum):
 def partners(
     batch_size: int, pairing: Pairing | str, generator: torch.Generator | None = None
 ) -> Tensor:
-    """j for every i: ``reversed`` is B−1−i; ``permutation`` draws an order p from ``generator``
-    and pairs p[k] with p[k+1 mod B] (one random cycle, so no sample is its own partner)."""
+    """j for every i: ``reversed`` is B−1−i; ``permutation`` draws an order p (from a generator
+    seeded by one draw of ``generator``) and pairs p[k] with p[k+1 mod B] (one random cycle, so no
+    sample is its own partner). One draw whatever B: under torchrun, shares of unequal sizes
+    leave the epoch's generator, and so the later batches' crops and flips, alike on every
+    process (``randperm``'s use of a generator depends on B)."""
     if Pairing(pairing) is Pairing.REVERSED:
         return torch.arange(batch_size - 1, -1, -1)
-    order = torch.randperm(batch_size, generator=generator)
+    seed = int(torch.randint(2**62, (), generator=generator))
+    order = torch.randperm(batch_size, generator=torch.Generator().manual_seed(seed))
     j = torch.empty_like(order)
     j[order] = order.roll(-1)
     return j

@@ -154,29 +154,37 @@ def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> floa
 
 
 def value_from_child(
-    target: Callable[..., None], args: tuple[Any, ...], poll_s: float = 1.0
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    poll_s: float = 1.0,
+    deadline_s: float = 3600,
 ) -> Any:
     """Run ``target(*args, queue)`` in a fresh spawned process and return what it puts on the
-    queue, or None once the process has ended without putting anything (it crashed, was killed
-    for memory, or found no ``/proc``), instead of waiting on the queue for ever."""
+    queue; or None once the process has ended without putting anything (it crashed, was killed
+    for memory, or found no ``/proc``), or is still at it after ``deadline_s`` (then killed),
+    instead of waiting on the queue for ever."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
+    end = time.monotonic() + deadline_s
     try:
-        while True:
+        while time.monotonic() < end:
             try:
                 return queue.get(timeout=poll_s)
             except Empty:
                 if not proc.is_alive():  # one last look: it may have put just before ending
                     return queue.get(timeout=poll_s) if not queue.empty() else None
+        return None  # still at it: ended below
     finally:
+        if time.monotonic() >= end:
+            proc.kill()
         proc.join(timeout=60)
         if proc.is_alive():
             proc.kill()
 
 
-def _round(mib: float | None) -> float | None:
+def _mib_rounded(mib: float | None) -> float | None:
     return None if mib is None else round(mib, 1)
 
 
@@ -208,7 +216,7 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
             "seconds_per_batch": float(f"{seconds[method]:.4g}"),  # 4 significant digits
             "ratio_to_plain": round(seconds[method] / plain, 3) if plain else None,
             "ratio_to_pgm10": round(seconds[method] / pgm, 3) if pgm else None,
-            "peak_memory_mib": _round(peak_memory_mib(method, cfg, device)),
+            "peak_memory_mib": _mib_rounded(peak_memory_mib(method, cfg, device)),
         }
         for method in cfg.methods
     ]
