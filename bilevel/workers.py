@@ -1,10 +1,15 @@
 """Independent runs side by side: ``function(*task)`` for every task, in this process or in
-worker processes (the benches and studies of ``problems/*``; each task writes its own folder)."""
+worker processes (the benches and studies of ``problems/*``; each task writes its own folder);
+and one function in a fresh process of its own (``value_from_child``, e.g. a peak-memory
+measurement that must not see this process's heap)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from queue import Empty
 from typing import Any, TypeVar
 
 import torch
@@ -38,3 +43,34 @@ def map_tasks(
         finally:
             for future in futures:
                 future.cancel()  # only those not started yet
+
+
+def value_from_child(
+    target: Callable[..., None],
+    args: tuple[Any, ...],
+    poll_s: float = 1.0,
+    deadline_s: float = 3600,
+) -> Any:
+    """Run ``target(*args, queue)`` in a fresh spawned process and return what it puts on the
+    queue; or None once the process has ended without putting anything (it crashed, was killed
+    for memory, or found no ``/proc``), or is still at it after ``deadline_s`` (then killed),
+    instead of waiting on the queue for ever."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    end = time.monotonic() + deadline_s
+    try:
+        while time.monotonic() < end:
+            try:
+                return queue.get(timeout=poll_s)
+            except Empty:
+                if not proc.is_alive():  # one last look: it may have put just before ending
+                    return queue.get(timeout=poll_s) if not queue.empty() else None
+        return None  # still at it: ended below
+    finally:
+        if time.monotonic() >= end:
+            proc.kill()
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()

@@ -4,12 +4,10 @@ and what ``bench speed`` measures and writes (interleaved rounds, ratios, JSON).
 from __future__ import annotations
 
 import json
-import os
-import time
 
 import pytest
 import torch
-from helpers import TinyConvAttacker, image_batch, put_at_once, sleep_without_putting
+from helpers import TinyConvAttacker, image_batch
 from typer.testing import CliRunner
 
 from bilevel import JointTrainer, LearnedFollower
@@ -114,15 +112,3 @@ def test_a_lever_of_the_wrong_type_is_one_sentence(command, tmp_path) -> None:
 def test_bench_speed_refuses_a_device_that_is_not_one() -> None:
     result = CliRunner().invoke(app, ["bench", "speed", "--model", "small-cnn", "--device", "gpu0"])
     assert result.exit_code == 2 and "Unknown --device 'gpu0'" in result.output, result.output
-
-
-def test_a_memory_child_that_dies_without_a_figure_records_none_instead_of_waiting() -> None:
-    # the child calls os._exit(3, queue), a TypeError: it ends at once and puts nothing; before,
-    # the parent waited an hour on the queue
-    assert speed.value_from_child(os._exit, (3,), poll_s=0.2) is None
-    # a child that puts and ends at once is read, however the polls fall
-    assert speed.value_from_child(put_at_once, (2.5,), poll_s=0.01) == 2.5
-    # one still at work after the deadline is ended, and gives none
-    tic = time.monotonic()
-    assert speed.value_from_child(sleep_without_putting, (60,), 0.1, deadline_s=1) is None
-    assert time.monotonic() - tic < 30

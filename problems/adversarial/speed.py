@@ -11,15 +11,12 @@ there, after the imports). The timed process uses ``keep_freed_memory``, as ``so
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import re
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from queue import Empty
 from typing import Any
 
 import torch
@@ -30,6 +27,7 @@ from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.options import check_levers
 from bilevel.run import atomic_write_text
+from bilevel.workers import value_from_child
 from problems.adversarial.data import DatasetInfo
 from problems.adversarial.defaults import DATASET_DEFAULTS
 from problems.adversarial.dro import AdversarialDRO
@@ -151,37 +149,6 @@ def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> floa
         print(f"bench speed: the peak-memory process of {method} ended without a figure; none is recorded.")  # fmt: skip
         return None
     return float(value)
-
-
-def value_from_child(
-    target: Callable[..., None],
-    args: tuple[Any, ...],
-    poll_s: float = 1.0,
-    deadline_s: float = 3600,
-) -> Any:
-    """Run ``target(*args, queue)`` in a fresh spawned process and return what it puts on the
-    queue; or None once the process has ended without putting anything (it crashed, was killed
-    for memory, or found no ``/proc``), or is still at it after ``deadline_s`` (then killed),
-    instead of waiting on the queue for ever."""
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
-    proc.start()
-    end = time.monotonic() + deadline_s
-    try:
-        while time.monotonic() < end:
-            try:
-                return queue.get(timeout=poll_s)
-            except Empty:
-                if not proc.is_alive():  # one last look: it may have put just before ending
-                    return queue.get(timeout=poll_s) if not queue.empty() else None
-        return None  # still at it: ended below
-    finally:
-        if time.monotonic() >= end:
-            proc.kill()
-        proc.join(timeout=60)
-        if proc.is_alive():
-            proc.kill()
 
 
 def _mib_rounded(mib: float | None) -> float | None:
