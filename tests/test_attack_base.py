@@ -53,4 +53,4 @@ def test_training_time_accuracies_are_the_attack_path() -> None:
     assert robust_accuracy(model.train(), x, y, Clean()) == pytest.approx(clean)
     torch.manual_seed(1)
     attacked = robust_accuracy(model, x, y, pgd_attack(10, 0.3, 0.075, from_clean=False))
-    assert attacked <= clean  # PGD on CE only breaks examples (the linear model has no ties)
+    assert attacked < clean  # PGD on CE only breaks examples, and at ε = 0.3 it breaks some

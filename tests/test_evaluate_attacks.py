@@ -89,6 +89,17 @@ def test_restarts_take_the_worst_case_per_example(undefended) -> None:
     torch.manual_seed(3)
     four = run_attack(pgd_attack(5, eps, 0.01, restarts=4), model, x, y)
     assert not (four.correct & ~one.correct).any()  # restart 1 is the same run: never better
+    # where the random start decides (one tiny step in a wide ball), restarts must break more:
+    # an example survives four restarts only if it survives each of four single runs drawn in turn
+    attack = {"steps": 1, "eps": 0.3, "step_size": 0.001}
+    torch.manual_seed(3)
+    one = run_attack(pgd_attack(**attack, restarts=1), model, x, y)
+    torch.manual_seed(3)
+    four = run_attack(pgd_attack(**attack, restarts=4), model, x, y)
+    torch.manual_seed(3)
+    singles = [run_attack(pgd_attack(**attack), model, x, y).correct for _ in range(4)]
+    assert torch.equal(four.correct, torch.stack(singles).all(0))
+    assert four.accuracy < one.accuracy
 
 
 def test_noise_and_transfer_are_black_box_and_pgd_is_white_box() -> None:

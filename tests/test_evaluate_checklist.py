@@ -100,6 +100,8 @@ def test_a_rise_of_exactly_the_tolerance_passes_and_one_more_example_fails(n) ->
         assert not cl.check_non_increasing("s", [20, 100], [acc(k), acc(k + slack + 1)], n=n).passed
         fgsm, pgd = torch.arange(n).lt(k), torch.arange(n).lt(k + slack)
         assert cl.check_iterative_beats_fgsm({"pgd20": pgd}, fgsm).passed
+        weaker = torch.arange(n).lt(k + slack + 1)  # one example more than FGSM's + tolerance
+        assert not cl.check_iterative_beats_fgsm({"pgd20": weaker}, fgsm).passed
 
 
 def test_chance_level_and_autoattack_margin_lines() -> None:

@@ -295,6 +295,12 @@ def test_a_run_folder_from_before_the_levers_resumes(tmp_path: Path) -> None:
     assert resumed.exit_code == 0, resumed.output
     changed = CliRunner().invoke(app, [*args, "--resume", "--leader-optimizer", "adam"])
     assert changed.exit_code == 2 and "leader_optimizer" in changed.output
+    # the missing keys are the values the old run trained with (no sign step), not today's
+    # defaults (0.625): typing today's default is another configuration, typing the old one is not
+    today = CliRunner().invoke(app, [*args, "--resume", "--attacker-sign-step", "0.625"])
+    assert today.exit_code == 2 and "attacker_sign_step" in today.output
+    legacy = CliRunner().invoke(app, [*args, "--resume", "--attacker-sign-step", "0"])
+    assert legacy.exit_code == 0, legacy.output
 
 
 def _levers(cfg: DROConfig | AITConfig) -> tuple:
