@@ -145,11 +145,26 @@ def _experiment(problem: CountingQuadratic, epochs: int) -> Experiment:
 
 def test_one_runner_trains_any_problem_into_a_run_folder_and_resumes_it(tmp_path: Path) -> None:
     out = tmp_path / "toy"
-    assert run_experiment(_experiment(CountingQuadratic(), 3), out, {"lr": 0.2}, interrupt_after_epoch=2, show_progress=False) is None  # fmt: skip
+    first, again = [], []  # the epochs each run asks train_batches for
+
+    def recorded(problem: CountingQuadratic, epochs: list[int]) -> Experiment:
+        experiment = _experiment(problem, 3)
+        batches = experiment.train_batches
+
+        def train_batches(epoch: int):
+            epochs.append(epoch)
+            return batches(epoch)
+
+        return replace(experiment, train_batches=train_batches)
+
+    assert run_experiment(recorded(CountingQuadratic(), first), out, {"lr": 0.2}, interrupt_after_epoch=2, show_progress=False) is None  # fmt: skip
+    assert first == [1, 2]
     assert load_checkpoint(out / "last.pt")["trainer"]["problem"] == {"steps": 8}
     resumed = CountingQuadratic()
-    results = run_experiment(_experiment(resumed, 3), out, {"lr": 0.2}, resume=True, show_progress=False)  # fmt: skip
-    assert resumed.steps == 12  # the problem's state came back from last.pt, then 4 more steps
+    results = run_experiment(recorded(resumed, again), out, {"lr": 0.2}, resume=True, show_progress=False)  # fmt: skip
+    # the problem's state came back from last.pt, then only epoch 3 ran: 4 more steps (12 steps
+    # alone would also come from a resume that ignored last.pt and trained all 3 epochs afresh)
+    assert again == [3] and resumed.steps == 12
     assert results is not None and results["epochs"] == 3 and results["test_distance"] < 0.2
     assert results["best_epoch"] in (1, 2, 3) and results["train_seconds"] >= 0
     assert json.loads((out / "results.json").read_text()) == results

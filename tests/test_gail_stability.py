@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from problems.imitation.reliability import final_performance, iqr, permutation_test
 
 TINY = ":n_envs=1:n_steps=100:eval_episodes=1:test_episodes=1"
 runner = CliRunner()
@@ -19,6 +21,12 @@ runner = CliRunner()
 def stability(out: Path, cache: Path, *extra: str):
     args = ["gail-stability", "--steps", "300", "--out", str(out), "--cache-dir", str(cache)]
     return runner.invoke(app, [*args, *extra], catch_exceptions=False)
+
+
+def _returns(runs: list[Path]) -> np.ndarray:
+    """The validation normalised return curve of each run folder, one row per run."""
+    metrics = [(run / "metrics.jsonl").read_text().splitlines() for run in runs]
+    return np.array([[json.loads(row)["val_normalised_return"] for row in run] for run in metrics])
 
 
 def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
@@ -30,7 +38,17 @@ def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
     assert [row["seeds"] for row in summary["rows"]] == [2, 2]
     assert [row["env_steps"] for row in summary["rows"]] == [300, 300]
     assert summary["rows"][0]["method"].startswith("GAIL")
-    assert "p_value_vs_first" in summary["rows"][1]
+    # each row's figures come from its own follower's runs, every seed once: recomputed here from
+    # the runs' metrics.jsonl with the reliability functions
+    finals = [
+        final_performance(_returns(sorted(out.glob(f"{name}_*-seed*"))))
+        for name in ("adam", "oneshot")
+    ]
+    for row, final in zip(summary["rows"], finals, strict=True):
+        assert row["final_median"] == float(np.median(final))
+        assert row["final_iqr"] == float(iqr(final)) > 0  # two different seeds
+    p_value = summary["rows"][1]["p_value_vs_first"]
+    assert 0 <= p_value <= 1 and p_value == permutation_test(finals[1], finals[0])
     assert "Target (each learned follower against the first):" in (out / "stability.md").read_text()
     assert (out / "stability.png").read_bytes()[:4] == b"\x89PNG"
     finished = sorted(out.glob("*-seed*/results.json"))

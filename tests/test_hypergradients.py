@@ -3,6 +3,8 @@ by CG and Neumann, unrolled), ridge regression's dw*/dλ, and Danskin on DRO wit
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -226,6 +228,22 @@ def test_danskin_and_implicit_cg_agree_on_linear_dro_and_equal_the_robust_gradie
     (closed,) = torch.autograd.grad(robust, w)
     torch.testing.assert_close(danskin, closed, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(implicit, danskin, rtol=1e-12, atol=1e-14)
+
+
+def test_first_order_unrolling_is_danskin_at_z_t_where_the_leader_loss_depends_on_theta() -> None:
+    """On linear DRO L depends on w directly, so the first-order gradient is not zero: it is
+    ∇_w L(w, z_T) with z_T held fixed (Danskin's gradient at the same z_T), and it differs from
+    the full unrolled gradient, whose path through z_T is not zero here."""
+    problem, batch = _dro()
+    config = Hypergradient("unrolled", unroll_steps=3, unroll_step_size=1.0, first_order=True)
+    _, (first_order,) = hypergradient(problem, batch, None, config)
+    z_t = unroll(problem, batch, 3, ascent(1.0), create_graph=False)
+    assert 0 < z_t.abs().max() and (z_t.abs() < 0.1).any()  # moved, not all on the ball's faces
+    _, (danskin,) = hypergradient(problem, batch, z_t, Hypergradient("danskin"))
+    assert first_order.abs().max() > 0.05  # ‖∇‖ ≈ 0.23, largest entry ≈ 0.14
+    torch.testing.assert_close(first_order, danskin, rtol=1e-12, atol=1e-14)
+    _, (full,) = hypergradient(problem, batch, None, replace(config, first_order=False))
+    assert (full - first_order).abs().max() > 1e-2  # the dropped path mattered
 
 
 def test_joint_trainer_steps_dro_identically_with_danskin_and_implicit_cg() -> None:

@@ -71,8 +71,20 @@ def test_fused_update_refuses_a_hand_designed_follower() -> None:
 
 def test_follower_steps_gives_that_many_phi_updates() -> None:
     problem, follower, optimizer = _setup(leader_lr=0.0, follower_lr=1e-3)
-    JointTrainer(problem, follower, optimizer, "alternating", follower_steps=3).step(image_batch(8))
+    batch = image_batch(8)
+    JointTrainer(problem, follower, optimizer, "alternating", follower_steps=3).step(batch)
     assert follower.optimizer.state[next(follower.net.parameters())]["step"] == 3
+    # each extra step solves afresh at the current φ (the step count alone would also count two
+    # more Adam steps on the first solve's stale gradient): with θ held (lr 0) that is one joint
+    # step followed by two ``learn`` calls, in the modes the step leaves (leader eval, g_φ train)
+    twin_problem, twin, twin_optimizer = _setup(leader_lr=0.0, follower_lr=1e-3)
+    JointTrainer(twin_problem, twin, twin_optimizer, "alternating").step(batch)
+    after_one = _phi(twin)
+    for _ in range(2):
+        twin.learn(twin_problem, batch)
+    assert any(not torch.equal(a, b) for a, b in zip(after_one, _phi(twin), strict=True))
+    for p, expected in zip(_phi(follower), _phi(twin), strict=True):
+        torch.testing.assert_close(p, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("follower_name", ["grad", "pgm"])
