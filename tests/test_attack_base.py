@@ -10,6 +10,7 @@ from torch import nn
 from problems.adversarial.evaluation.attacks import (
     Attack,
     Clean,
+    keep_first_break,
     pgd_attack,
     robust_accuracy,
     run_attack,
@@ -54,3 +55,25 @@ def test_training_time_accuracies_are_the_attack_path() -> None:
     torch.manual_seed(1)
     attacked = robust_accuracy(model, x, y, pgd_attack(10, 0.3, 0.075, from_clean=False))
     assert attacked < clean  # PGD on CE only breaks examples, and at ε = 0.3 it breaks some
+
+
+def test_restarts_keep_each_example_at_the_first_try_that_breaks_it() -> None:
+    """Example 0 is broken by the first candidate, example 1 only by the second; a third that
+    breaks both must replace neither (the first break is kept, not the last)."""
+    two_class = nn.Sequential(nn.Flatten(), _TwoLogits())  # class 1 where x > 0, else class 0
+    x, y = torch.zeros(2, 1, 1, 1), torch.zeros(2, dtype=torch.long)
+    first = torch.tensor([1.0, -1.0]).view(2, 1, 1, 1)
+    second = torch.tensor([-1.0, 2.0]).view(2, 1, 1, 1)
+    third = torch.tensor([3.0, 3.0]).view(2, 1, 1, 1)
+    x_adv, broken = x.clone(), torch.zeros(2, dtype=torch.bool)
+    for candidate in (first, second, third):
+        x_adv, broken = keep_first_break(two_class, x_adv, candidate, y, broken)
+    assert broken.tolist() == [True, True]
+    assert x_adv.flatten().tolist() == [1.0, 2.0]
+
+
+class _TwoLogits(nn.Module):
+    """Logits (0, s) for a one-pixel input s."""
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(s), s], dim=1)

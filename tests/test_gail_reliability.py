@@ -118,3 +118,20 @@ def test_stability_table_and_target_from_synthetic_curves() -> None:
     assert "not met" in target_checks([l2l, adam])[0]
     table = markdown({"env": "E", "steps": 4, "seeds": 2, "rows": [adam, l2l]})
     assert "| GAIL | 2 | 3 | 0.350 |" in table and "met (median yes" in table
+
+
+def test_the_p_value_compares_each_follower_with_the_first() -> None:
+    """Three seeds each, every final of B above every final of A: of the 20 relabellings only the
+    observed one and its mirror reach the difference, so B's p-value is 2/20 (compared with
+    itself, or with a copy of its own runs, it would be 1)."""
+
+    def rows(final: float):
+        return [
+            {"val_normalised_return": v, "val_action_error": 0.5, "env_steps": i}
+            for i, v in enumerate([0.0, final, final, final])
+        ]
+
+    histories = {("A", s): rows(0.1 * s) for s in range(3)}
+    histories |= {("B", s): rows(0.9 + 0.1 * s) for s in range(3)}
+    _, b = stability_table(histories, ["A", "B"], seeds=3)
+    assert b["p_value_vs_first"] == pytest.approx(2 / 20)
