@@ -55,11 +55,14 @@ from bilevel.errors import UserError
 
 @dataclass(frozen=True)
 class Context:
+    """This process's place among ``world_size`` processes (one process: rank 0 of 1)."""
+
     rank: int = 0
     world_size: int = 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this process logs and writes the run folder (rank 0)."""
         return self.rank == 0
 
 
@@ -97,6 +100,7 @@ def init_from_env(device: torch.device) -> Context:
 
 
 def active() -> bool:
+    """Whether several processes run in one process group (torchrun with more than one)."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -159,6 +163,7 @@ def gather_rows(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def barrier() -> None:
+    """Wait for every process (nothing to wait for in a single process)."""
     if active():
         dist.barrier()
 

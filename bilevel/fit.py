@@ -36,6 +36,9 @@ from bilevel.stopping import Interrupted, StopRequests
 
 @dataclass
 class FitResult:
+    """What ``fit`` returns: one metrics row per epoch, whether a stop request ended the run
+    early, and the training loop's wall-clock and CPU seconds."""
+
     history: list[dict[str, Any]]
     interrupted: bool
     train_seconds: float

@@ -43,6 +43,9 @@ from bilevel.unrolled import MakeOptimizer, ascent, unrolled_hypergradient
 
 
 class Method(str, Enum):
+    """How dz*/dθ enters the leader's gradient (module docstring): not at all (Danskin), through
+    the unrolled follower steps, or by the implicit function theorem (CG or Neumann series)."""
+
     DANSKIN = "danskin"
     UNROLLED = "unrolled"
     IMPLICIT_CG = "implicit-cg"

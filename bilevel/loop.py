@@ -29,6 +29,8 @@ from bilevel.protocol import Batch, BilevelProblem
 
 
 class UpdateMode(str, Enum):
+    """The order of θ's and φ's updates in one joint step (module docstring)."""
+
     ALTERNATING = "alternating"
     FOLLOWER_FIRST = "follower-first"
     FUSED = "fused"
@@ -65,6 +67,8 @@ class _ReverseGradient(torch.autograd.Function):
 
 
 def reverse_gradient(z: Tensor) -> Tensor:
+    """z itself, with its gradient negated on the way back: the fused update's one backward then
+    takes θ down L and φ up L (zero-sum, q = L)."""
     return _ReverseGradient.apply(z)
 
 

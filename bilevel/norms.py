@@ -20,6 +20,8 @@ TINY = 1e-12  # the floor of a norm that divides: a zero gradient stays zero
 
 
 class Norm(str, Enum):
+    """The threat model's ball: L∞ or L2 (module docstring)."""
+
     LINF = "linf"
     L2 = "l2"
 

@@ -44,6 +44,9 @@ EPS = 8 / 255
 
 @dataclass
 class SpeedConfig:
+    """The options of ``bench speed``: the classifier and attacker measured, the batch shape,
+    and how many steps and interleaved rounds are timed."""
+
     model: str = "preact-resnet18"
     attacker: str = "cnn"
     attacker_width: float = 0.25
@@ -136,6 +139,8 @@ def _peak_memory_child(method: str, cfg: SpeedConfig, queue: Any) -> None:
 
 
 def peak_memory_mib(method: str, cfg: SpeedConfig, device: torch.device) -> float | None:
+    """The peak memory of ``method``'s training step above what its model and batch hold, in MiB
+    (module docstring), or None where the CPU's measuring process gave no figure."""
     if device.type == "cuda":
         trainer, batch = make_trainer(method, cfg, device)
         torch.cuda.empty_cache()

@@ -23,10 +23,12 @@ DEFAULT_CACHE = Path("data/demos")
 
 
 def demo_path(env_id: str, episodes: int, seed: int, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
+    """Where the cached demonstrations of ``episodes`` expert episodes from ``seed`` live."""
     return Path(cache_dir) / f"{env_id}-{episodes}ep-seed{seed}.npz"
 
 
 def save_rollout(path: Path, demos: Rollout) -> None:
+    """Write demonstrations as ``.npz`` (written whole, then renamed into place)."""
     buffer = io.BytesIO()
     np.savez(
         buffer,

@@ -47,6 +47,7 @@ def check_env_id(env_id: str) -> bool:
 
 
 def ppo_expert_path(env_id: str, cache_dir: str | Path) -> Path:
+    """Where the PPO expert trained here for ``env_id`` is saved (SB3's zip)."""
     return Path(cache_dir) / "experts" / f"{env_id}-ppo.zip"
 
 

@@ -181,6 +181,7 @@ def _cell(value: Any) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
+    """``stability.md``: the stability table and the target's check per learned follower."""
     rows = summary["rows"]
     lines = [
         f"# gail-stability: {summary['env']}, {summary['seeds']} seeds × {summary['steps']} steps",

@@ -52,6 +52,7 @@ def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def checklist_lines(ev: dict[str, Any]) -> list[str]:
+    """The gradient-masking checklist of an evaluation, one printed line per check."""
     return [Check(**c).line() for c in ev.get("checklist", [])]
 
 
@@ -82,6 +83,8 @@ def write_outputs(
 
 
 def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
+    """``eval.md``: the AutoAttack figure first, then one table of ``ev`` beside the runs it is
+    compared with (``others``, by name), each attack's settings, the checklist and the plots."""
     lines = [
         f"# Robustness evaluation of {ev['run']}",
         "",
