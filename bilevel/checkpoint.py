@@ -12,9 +12,9 @@ step outputs), "sums_by_rank" (every process's, under torchrun), "seconds", "cpu
 Checkpoints written before ``partial`` existed load as epoch-end ones.
 
 On resume each process takes its own row of ``rng_by_rank``. A process the checkpoint holds no
-row for takes rank 0's state and then draws its own stream (``distributed.draw_own_noise``): every
-process of a resume by more processes than wrote it, and every process but rank 0 of a torchrun
-resume from a checkpoint with one state (a single process's, or one written before
+row for takes rank 0's state and then draws its own stream (``distributed.draw_own_noise``): each
+process beyond those that wrote it, in a resume by more processes, and every process but rank 0
+of a torchrun resume from a checkpoint with one state (a single process's, or one written before
 ``rng_by_rank`` existed). By fewer processes, the rows beyond go unused. Either way the run goes
 on with each process's noise its own, but not as the unbroken run would: the shares, or the
 streams, differ from those the checkpoint's run drew.

@@ -8,7 +8,8 @@ follower takes ``follower_steps`` steps up q(θ, z_φ). Three update modes:
 - ``follower-first``: the same passes in Algorithm 4's order: φ's step up q(θ, z_φ), then θ's step
   on that same z_φ (detached). For a hand-designed follower it is ``alternating``.
 - ``fused``: one forward and one backward serve θ and φ. Exact only for zero-sum problems
-  (q = L, e.g. DRO): θ's gradient descends L, and φ's gradient, reversed by a hook on z, ascends it.
+  (q = L, e.g. DRO): θ's gradient descends L, and φ's gradient, reversed on its way through z
+  (``reverse_gradient``), ascends it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from bilevel.protocol import Batch, BilevelProblem
 
 
 class UpdateMode(str, Enum):
-    """The order of θ's and φ's updates in one joint step (module docstring)."""
+    """How one joint step makes θ's and φ's updates: in turn, φ's first, or from one backward
+    (module docstring)."""
 
     ALTERNATING = "alternating"
     FOLLOWER_FIRST = "follower-first"

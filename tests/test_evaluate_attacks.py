@@ -91,6 +91,7 @@ def test_restarts_take_the_worst_case_per_example(undefended) -> None:
     assert not (four.correct & ~one.correct).any()  # restart 1 is the same run: never better
     # where the random start decides (one tiny step in a wide ball), restarts must break more:
     # an example survives four restarts only if it survives each of four single runs drawn in turn
+    # (this pins the restarts' draws to one after another from the global generator)
     attack = {"steps": 1, "eps": 0.3, "step_size": 0.001}
     torch.manual_seed(3)
     one = run_attack(pgd_attack(**attack, restarts=1), model, x, y)

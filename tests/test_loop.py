@@ -78,6 +78,7 @@ def test_follower_steps_gives_that_many_phi_updates() -> None:
     # more Adam steps on the first solve's stale gradient): with θ held (lr 0) that is one joint
     # step followed by two ``learn`` calls, in the modes the step leaves (leader eval, g_φ train)
     twin_problem, twin, twin_optimizer = _setup(leader_lr=0.0, follower_lr=1e-3)
+    image_batch(8)  # the same draws after _setup as above, so both steps start alike
     JointTrainer(twin_problem, twin, twin_optimizer, "alternating").step(batch)
     after_one = _phi(twin)
     for _ in range(2):

@@ -83,7 +83,7 @@ def write_outputs(
 
 
 def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
-    """``eval.md``: the AutoAttack figure first, then one table of ``ev`` beside the runs it is
+    """``eval.md``: after the title, the AutoAttack figure (when AutoAttack ran), then one table of ``ev`` beside the runs it is
     compared with (``others``, by name), each attack's settings, the checklist and the plots."""
     lines = [
         f"# Robustness evaluation of {ev['run']}",
