@@ -5,6 +5,7 @@ The learned followers are tested in ``test_gail_followers.py``."""
 from __future__ import annotations
 
 import math
+import tempfile
 
 import gymnasium as gym
 import numpy as np
@@ -138,3 +139,14 @@ def test_the_logged_reward_is_the_discriminator_s_not_ppo_s_bootstrapped_return(
     assert metrics["reward_mean"] == pytest.approx(reward, rel=1e-5)
     assert metrics["reward_std"] == pytest.approx(0.0, abs=1e-5)
     assert float(loss) == pytest.approx(-reward, rel=1e-5)
+
+
+def test_a_gail_round_leaves_no_folder_in_the_temp_directory(
+    problem, tmp_path, monkeypatch
+) -> None:
+    """SB3 made an empty /tmp/SB3-<time> folder at every learn() call, one per GAIL round: a
+    stability study left thousands. The PPO leader's logger has no folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger writes
+    batch = problem.sample_batch(torch.Generator().manual_seed(4))
+    problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
+    assert list(tmp_path.iterdir()) == []

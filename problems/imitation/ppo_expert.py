@@ -6,14 +6,19 @@ expert. ``expert_policy`` picks the scripted expert when there is one.
 from __future__ import annotations
 
 import functools
+import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gymnasium as gym
 import numpy as np
 
 from bilevel.errors import UserError
 from problems.imitation.experts import SCRIPTED, Policy, single_thread
+
+if TYPE_CHECKING:  # SB3 is imported where it runs, so that the commands' --help stays fast
+    from stable_baselines3.common.logger import Logger
 
 
 @functools.cache  # once an id: a run checks it in resolve, and again where it reads its expert
@@ -46,6 +51,15 @@ def check_env_id(env_id: str) -> bool:
     return isinstance(actions, gym.spaces.Discrete)
 
 
+def folderless_logger(verbose: int = 0) -> Logger:
+    """An SB3 logger with no folder, for ``model.set_logger``: SB3's own, made at every
+    ``learn()`` call (once a GAIL round), creates an empty ``/tmp/SB3-<time>`` folder each time.
+    Prints SB3's progress table when ``verbose``, else nothing."""
+    from stable_baselines3.common.logger import HumanOutputFormat, Logger
+
+    return Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose else [])
+
+
 def ppo_expert_path(env_id: str, cache_dir: str | Path) -> Path:
     """Where the PPO expert trained here for ``env_id`` is saved (SB3's zip)."""
     return Path(cache_dir) / "experts" / f"{env_id}-ppo.zip"
@@ -73,6 +87,7 @@ def train_expert(
     with single_thread():  # small MLPs: more threads only add contention
         venv = make_vec_env(env_id, n_envs=4, seed=seed)
         model = PPO("MlpPolicy", venv, seed=seed, verbose=verbose, device="cpu")
+        model.set_logger(folderless_logger(verbose))
         model.learn(total_timesteps=steps)
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             model.save(Path(tmp) / "model.zip")

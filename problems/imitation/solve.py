@@ -36,7 +36,7 @@ from problems.imitation.experts import Policy, random_policy, rollout, single_th
 from problems.imitation.gail import GAIL, GAILBatch
 from problems.imitation.meta_objective import MetaObjective
 from problems.imitation.plots import plot_gail_curves
-from problems.imitation.ppo_expert import expert_policy
+from problems.imitation.ppo_expert import expert_policy, folderless_logger
 from problems.imitation.reward import DiscriminatorReward
 
 VAL_SEED, TEST_SEED, RANDOM_SEED = 20_000, 40_000, 30_000
@@ -67,6 +67,7 @@ def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
         gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, use_sde=cfg.use_sde and continuous,
         seed=cfg.seed, device="cpu", verbose=0,
     )  # fmt: skip
+    model.set_logger(folderless_logger())
     meta = MetaObjective(cfg.meta_objective, cfg.meta_penalty, cfg.target_accuracy)
     problem = GAIL(
         model, disc, demos, cfg.disc_batch_size, cfg.reward, cfg.grad_penalty, cfg.seed,
