@@ -209,7 +209,9 @@ def _torchrun(
     args = [TORCHRUN, "--standalone", "--nproc_per_node=2", *launcher, *entry, "solve",
             "adversarial-dro", "--follower", "grad", *data, "--eval-size", "32",
             "--batch-size", "32", "--epochs", "3", "--eps", "0.1", "--out", str(out), *script]  # fmt: skip
-    base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    # TMPDIR: torchrun's log folder (torchelastic_*) goes into the test's, not /tmp for good
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT),
+            "TMPDIR": str(out.parent)}  # fmt: skip
     return _run_bounded(args, {**base, **(env or {})})
 
 
