@@ -6,8 +6,9 @@ FAB-T and Square took after APGD-CE + APGD-T), ``study-eval.json`` (validation A
 and ``results.json`` (training CPU seconds). Prints mean ± std of each method and the paired
 difference B − A: its mean, its standard error (std / √n), on how many seeds B is ahead, and
 Student's t with n − 1 degrees of freedom: the two-sided p of "no difference" and the 95%
-interval. With ``--margin M`` (e.g. 0.02, the learned-attacker target's +2 points) it adds the seeds a paired study
-with this spread would need to tell today's mean from M at the 5% level with 80% power.
+interval. With ``--margin M`` (e.g. 0.02, the learned-attacker target's +2 points) it adds the
+seeds a paired study with this spread would need to tell today's mean from M at the 5% level with
+80% power.
 The APGD-CE + APGD-T column is the standard cascade's accuracy plus what FAB-T and Square took
 (the cascade's APGD part is the same deterministic attack); for a run attacked before
 ``aa_beyond_apgd`` was recorded, it is read from the same run's APGD-CE + APGD-T evaluation,

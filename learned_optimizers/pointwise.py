@@ -3,8 +3,9 @@
 The learned optimizers of Andrychowicz et al. (2016) and the learned inner maximiser of adversarial
 training of Xiong & Hsieh (ECCV 2020) are coordinate-wise: each coordinate of the decision is
 updated from its own gradient and memory by the same small recurrent network. Here that network
-has no memory: a two-hidden-layer perceptron over the attacker's input channels at one pixel, written as 1x1
-convolutions so it takes the same [B, C, H, W] input as the Table 1 and Appendix B attackers:
+has no memory: a two-hidden-layer perceptron over the attacker's input channels at one pixel,
+written as 1x1 convolutions so it takes the same [B, C, H, W] input as the Table 1 and Appendix B
+attackers:
 
     Conv 1x1 (256·width) + ReLU, Conv 1x1 (256·width) + ReLU, Conv 1x1 (out_channels)
     tanh(s · ·) × ε, s a learnable scalar (init 1)

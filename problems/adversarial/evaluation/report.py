@@ -83,8 +83,9 @@ def write_outputs(
 
 
 def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
-    """``eval.md``: after the title, the AutoAttack figure (when AutoAttack ran), then one table of ``ev`` beside the runs it is
-    compared with (``others``, by name), each attack's settings, the checklist and the plots."""
+    """``eval.md``: after the title, the AutoAttack figure (when AutoAttack ran), then one table
+    of ``ev`` beside the runs it is compared with (``others``, by name), each attack's settings,
+    the checklist and the plots."""
     lines = [
         f"# Robustness evaluation of {ev['run']}",
         "",
