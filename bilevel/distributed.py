@@ -200,11 +200,7 @@ def gather_values(values: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Every process's ``values``, key by key, as a tensor of one entry per rank in rank order
     and in each value's own dtype (for rank 0's checkpoint, so that each process resumes with
     its own); the values themselves as one-entry tensors in a single process."""
-    device = _collective_device() if active() else None
-    return {
-        key: gather_rows(torch.as_tensor(values[key]).reshape(1).to(device)).cpu()
-        for key in sorted(values)
-    }
+    return {key: gather_stacked(torch.as_tensor(values[key]).reshape(())) for key in sorted(values)}
 
 
 def gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
@@ -233,7 +229,7 @@ def nccl_processes() -> bool:
 
 def _collective_device() -> torch.device:
     """Where a collective's tensor must live: the current GPU under nccl, else the CPU (gloo)."""
-    on_gpu = dist.get_backend() == "nccl"
+    on_gpu = nccl_processes()
     return torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
 
 
