@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 
 class UserError(ValueError):
@@ -30,23 +31,26 @@ class Stopped(Exception):
 def require_counts(options: object, names: Iterable[str]) -> None:
     """One sentence for the first ``options.<name>`` below 1, named as its ``--option`` (None
     means the option was left to its default)."""
-    for name in names:
-        value = vars(options)[name]
-        if value is not None and value < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1; got {value}.")
+    _require(options, names, lambda value: value is not None and value < 1, "at least 1")
 
 
 def require_positive(options: object, names: Iterable[str]) -> None:
     """One sentence for the first ``options.<name>`` that is not above 0 (a rate, a size, a
     step), named as its ``--option``."""
-    for name in names:
-        if not (value := vars(options)[name]) > 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive; got {value}.")
+    _require(options, names, lambda value: not value > 0, "positive")
 
 
 def require_at_least_zero(options: object, names: Iterable[str]) -> None:
     """One sentence for the first ``options.<name>`` below 0 (a weight decay, a momentum, a size
     where 0 turns something off), named as its ``--option``."""
+    _require(options, names, lambda value: value < 0, "at least 0")
+
+
+def _require(
+    options: object, names: Iterable[str], fails: Callable[[Any], bool], requirement: str
+) -> None:
+    """Raise ``--<name> must be <requirement>; got <value>.`` for the first name whose value
+    ``fails``."""
     for name in names:
-        if (value := vars(options)[name]) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 0; got {value}.")
+        if fails(value := vars(options)[name]):
+            raise UserError(f"--{name.replace('_', '-')} must be {requirement}; got {value}.")
