@@ -21,6 +21,7 @@ from problems.adversarial.evaluation.attacks import (
 )
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.noise_and_cw import CarliniWagnerLinf, RandomNoise
+from problems.adversarial.evaluation.suite import SuiteOptions, build_attack
 
 N = 24
 
@@ -101,6 +102,33 @@ def test_restarts_take_the_worst_case_per_example(undefended) -> None:
     singles = [run_attack(pgd_attack(**attack), model, x, y).correct for _ in range(4)]
     assert torch.equal(four.correct, torch.stack(singles).all(0))
     assert four.accuracy < one.accuracy
+
+
+class _Linear2(torch.nn.Module):
+    """Two classes, logit₁ − logit₀ = direction · Σ(x − 0.5) + bias."""
+
+    def __init__(self, bias: float, direction: float = 1.0) -> None:
+        super().__init__()
+        self.bias, self.direction = bias, direction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.direction * (x - 0.5).flatten(1).sum(1, keepdim=True) + self.bias
+        return torch.cat([-s, s], 1)
+
+
+def test_transfer_sends_what_the_surrogate_found_even_where_the_surrogate_withstood_it() -> None:
+    """A robust surrogate (a wide margin) is never fooled, yet its PGD steps point the way that
+    fools the target (a thin margin): the transfer row must score them, not the clean x. And, as
+    every row, it scores the worst of x and x_adv: a surrogate pointing the other way "mends" the
+    target's clean mistakes, which must stay mistakes."""
+    eps = 0.05
+    x = torch.full((8, 1, 4, 4), 0.501)  # the target's margin 0.016 < 16 pixels · ε
+    ones, zeros = torch.ones(8, dtype=torch.long), torch.zeros(8, dtype=torch.long)
+    target = _Linear2(0.0)  # class 1 on every x
+    for surrogate, y in ((_Linear2(10.0), ones), (_Linear2(-10.0, direction=-1.0), zeros)):
+        options = SuiteOptions(eps=eps, cifar=False, surrogate=surrogate, surrogate_source="s")
+        result = run_attack(build_attack("transfer", options), target, x, y)
+        assert result.accuracy == 0.0
 
 
 def test_noise_and_transfer_are_black_box_and_pgd_is_white_box() -> None:

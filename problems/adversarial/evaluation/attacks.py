@@ -235,7 +235,9 @@ class Clean(Attack):
 
 
 class TransferAttack(Attack):
-    """Black-box transfer: ``inner`` is run on a surrogate model, its x_adv scored on the target."""
+    """Black-box transfer: ``inner`` is run on a surrogate model, its x_adv scored on the target.
+    Give ``inner`` ``from_clean=False``: with ``True`` it sends the clean x wherever the surrogate
+    withstood it, so a perturbation that fools the target but not the surrogate is lost."""
 
     white_box = False
 
@@ -252,4 +254,6 @@ class TransferAttack(Attack):
         return [self.surrogate, *self.inner.networks()]
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return self.inner.perturb(self.surrogate, x, y)
+        x_adv = self.inner.perturb(self.surrogate, x, y)
+        misclassified = predict(model, x) != y  # the worst of x and x_adv, as the other rows
+        return torch.where(misclassified.view(-1, *[1] * (x.dim() - 1)), x, x_adv)

@@ -137,7 +137,9 @@ def build_attack(name: str, options: SuiteOptions) -> Attack:
     if name == "transfer":
         if o.surrogate is None:
             raise UserError("--attacks transfer needs --surrogate RUN_DIR (the source model).")
-        inner = pgd_attack(20, o.eps, o.pgd_step(20), "ce", o.restarts, o.norm)
+        # from_clean=False: the surrogate's x_adv is sent wherever it stands, not only where it
+        # fools the surrogate (a robust surrogate would otherwise hold back what transfers)
+        inner = pgd_attack(20, o.eps, o.pgd_step(20), "ce", o.restarts, o.norm, from_clean=False)
         return TransferAttack("transfer", inner, o.surrogate, o.surrogate_source)
     components = {"autoattack": STANDARD, APGD: ("apgd-ce", "apgd-t"), "square": ("square",)}
     if name in components:
