@@ -117,6 +117,25 @@ def test_default_attacks_include_apgd_and_full_the_standard_autoattack() -> None
     assert set(full) - {"autoattack"} == set(default) - {"apgd-ce-t"}
 
 
+@pytest.mark.parametrize("eps", [0.031, 16 / 255, 2 / 255])
+def test_the_pgd_steps_cover_the_same_share_of_the_ball_at_any_eps(eps: float) -> None:
+    """CIFAR L∞ trains PGM-10 and tests PGD-20 with the paper's steps (0.007, 0.003 at ε = 0.031),
+    scaled with ε, in ``solve`` and ``evaluate`` alike; the digits and L2 take 2.5 ε / k."""
+    from problems.adversarial.dro_config import DROConfig
+    from problems.adversarial.evaluation.suite import SuiteOptions
+
+    cifar = DROConfig(dataset="cifar10", eps=eps).resolve()
+    assert cifar.pgm_step_size == pytest.approx(0.007 * eps / 0.031, rel=1e-12)
+    assert cifar.eval_step_size == pytest.approx(0.003 * eps / 0.031, rel=1e-12)
+    assert SuiteOptions(eps=eps, cifar=True).pgd_step(20) == cifar.eval_step_size
+    if eps == 0.031:  # the paper's numbers exactly, as config.json records them
+        assert (cifar.pgm_step_size, cifar.eval_step_size) == (0.007, 0.003)
+    digits = DROConfig(eps=eps).resolve()
+    assert digits.pgm_step_size == pytest.approx(2.5 * eps / digits.pgm_steps)
+    assert SuiteOptions(eps=eps, cifar=False).pgd_step(20) == pytest.approx(2.5 * eps / 20)
+    assert SuiteOptions(eps=eps, cifar=True, norm="l2").pgd_step(20) == pytest.approx(eps / 8)
+
+
 def test_the_default_evaluation_puts_autoattack_first(run: Path) -> None:
     args = ["evaluate", str(run), "--n-examples", "6", "--noise-samples", "2", "--no-checklist"]
     result = runner.invoke(app, args, catch_exceptions=False)

@@ -89,7 +89,8 @@ def evaluate_run(
     ),
     restarts: int = _evaluate_option("restarts", help="PGD restarts R (worst of R per example)."),
     step_size: float = _evaluate_option(
-        "step_size", help="PGD step (default: 0.003 CIFAR L∞ (the paper), else 2.5 ε / k)."
+        "step_size",
+        help="PGD step (default: CIFAR L∞ 0.003 × ε / 0.031 (the paper), else 2.5 ε / k).",
     ),
     noise_samples: int = _evaluate_option("noise_samples", help="Random-noise draws per example."),
     surrogate: Path = _evaluate_option(

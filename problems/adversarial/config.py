@@ -40,7 +40,7 @@ from problems.adversarial.defaults import (
     LEGACY_VALUES,
     check_eps,
     dataset_default,
-    madry_step,
+    step_default,
 )
 from problems.adversarial.models import MODEL_NAMES
 
@@ -88,7 +88,7 @@ class AdversarialConfig:
     )
     pgm_steps: int = option(10, "k of PGM-k training.")
     pgm_step_size: float | None = option(
-        None, "η of PGM-k (default: 0.007 CIFAR L∞ (the paper), else 2.5ε/k)."
+        None, "η of PGM-k (default: CIFAR L∞ 0.007 × ε / 0.031 (the paper), else 2.5ε/k)."
     )
     epochs: int | None = option(None, "Training epochs (default: 100 CIFAR, 10 mnist5k).")
     batch_size: int | None = option(
@@ -188,7 +188,7 @@ class AdversarialConfig:
     select_pgd_steps: int = option(10, "PGD-k on the validation split picks the best epoch.")
     eval_pgd_steps: int = option(20, "PGD-k on the test split for the final table.")
     eval_step_size: float | None = option(
-        None, "Step of the test PGD (default: 0.003 CIFAR L∞ (the paper), else 2.5ε/k)."
+        None, "Step of the test PGD (default: CIFAR L∞ 0.003 × ε / 0.031 (the paper), else 2.5ε/k)."
     )
     eval_size: int | None = option(None, "Use only the first N validation and test examples.")
     gap_size: int = option(
@@ -246,8 +246,7 @@ class AdversarialConfig:
         if not 0 <= self.eps_warmup <= self.epochs:
             raise UserError(f"--eps-warmup must be between 0 and --epochs; got {self.eps_warmup}.")
         for step, k in (("pgm_step_size", self.pgm_steps), ("eval_step_size", self.eval_pgd_steps)):
-            madry = madry_step(self.eps, k)  # where the paper fixes no step
-            fill_unset(self, {step: dataset_default(self.dataset, step, self.norm) or madry})
+            fill_unset(self, {step: step_default(self.dataset, step, self.eps, self.norm, k)})
         if self.milestones is None:
             e = self.epochs
             self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})

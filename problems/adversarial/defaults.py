@@ -14,8 +14,9 @@ Defaults (every one is written, resolved, into ``config.json``):
   width 0.0625 as robust as 0.125 on validation at 0.70x its training time.
 - ``cifar10`` / ``cifar100``: the paper's setting (Section 4, Appendix C): WRN-34-10, 100 epochs,
   SGD lr 0.1, momentum 0.9, weight decay 2e-4, lr ×0.1 at epochs 30/60/90, batch 128, crop+flip;
-  attacker Adam lr 1e-3, betas (0.9, 0.999), weight decay 2e-4; ε = 0.031, PGM step 0.007 (L∞),
-  or ε = 0.5 in L2 (RobustBench's CIFAR-10 L2 radius) with PGM step 2.5 ε / k.
+  attacker Adam lr 1e-3, betas (0.9, 0.999), weight decay 2e-4; ε = 0.031, PGM step 0.007 (L∞;
+  at another ε scaled with it, ``step_default``), or ε = 0.5 in L2 (RobustBench's CIFAR-10 L2
+  radius) with PGM step 2.5 ε / k.
 """
 
 from __future__ import annotations
@@ -99,6 +100,18 @@ def madry_step(eps: float, steps: int) -> float:
     """PGD-k's step where no other is fixed: 2.5 ε / k (Madry et al. 2018), so that k steps can
     cross the ball and back."""
     return 2.5 * eps / steps
+
+
+def step_default(dataset: str, option: str, eps: float, norm: str, steps: int) -> float:
+    """η of PGM-k (``option`` "pgm_step_size") or of the test PGD ("eval_step_size") where none
+    is typed: on CIFAR in L∞ the paper's fixed steps (0.007 and 0.003 at ε = 0.031, Appendix C)
+    scaled by ε / 0.031, so that at another ε the k steps cover the same share of the ball;
+    elsewhere 2.5 ε / k (``madry_step``)."""
+    fixed = dataset_default(dataset, option, norm)
+    if fixed is None:
+        return madry_step(eps, steps)
+    paper_eps = dataset_default(dataset, "eps", norm)
+    return fixed if eps == paper_eps else fixed * eps / paper_eps
 
 
 def check_eps(eps: float, norm: Norm | str) -> float:

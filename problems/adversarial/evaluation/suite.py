@@ -28,7 +28,7 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
-from problems.adversarial.defaults import madry_step
+from problems.adversarial.defaults import step_default
 from problems.adversarial.evaluation.attacks import (
     Attack,
     FollowerAttack,
@@ -44,7 +44,6 @@ DEFAULT = (APGD, "fgsm", "pgd20", "pgd100", "pgd20-cw", "pgd100-cw", "cw-linf", 
 OPTIONAL = ("learned", "transfer")  # in "default" when the run / options provide them
 FIXED_NAMES = (*DEFAULT, *OPTIONAL, "autoattack", "square")
 _PGD = re.compile(r"pgd(\d+)(-cw)?")
-PAPER_STEP = 0.003  # the paper's PGD step at ε = 0.031 on CIFAR (Appendix C)
 LINF_ONLY = ("cw-linf",)  # attacks of the L∞ ball alone
 
 
@@ -53,7 +52,7 @@ class SuiteOptions:
     """What the attacks need besides their names."""
 
     eps: float
-    cifar: bool  # the paper's fixed PGD step 0.003 on CIFAR L∞; else 2.5 ε / k (Madry et al.)
+    cifar: bool  # the paper's PGD step on CIFAR L∞ (0.003 at ε = 0.031); else 2.5 ε / k
     norm: Norm = Norm.LINF  # the ball every attack stays in: ‖x_adv − x‖ ≤ ε
     restarts: int = 1
     step_size: float | None = None
@@ -73,11 +72,12 @@ class SuiteOptions:
         self.norm = Norm(self.norm)  # "l2" works too
 
     def pgd_step(self, steps: int) -> float:
-        """η of PGD-k: ``--step-size``, else 0.003 (CIFAR L∞, the paper) or 2.5 ε / k (digits,
-        and L2 anywhere: the step ``solve`` trains PGM with, ``config.py``)."""
+        """η of PGD-k: ``--step-size``, else ``solve``'s default for its test PGD: 0.003 × ε /
+        0.031 on CIFAR L∞ (the paper), else 2.5 ε / k (digits, and L2 anywhere)."""
         if self.step_size is not None:
             return self.step_size
-        return PAPER_STEP if self.cifar and self.norm is Norm.LINF else madry_step(self.eps, steps)
+        dataset = "cifar10" if self.cifar else "mnist5k"
+        return step_default(dataset, "eval_step_size", self.eps, self.norm, steps)
 
 
 def attack_names(spec: str, options: SuiteOptions) -> list[str]:
