@@ -57,6 +57,7 @@ class CarriedDecisions:
         of the ``restart`` fraction drawn afresh this visit), plus ``jitter``·z0_i; else z0_i."""
         if self.indices is None or self.store is None or self.seen is None:
             return z0
+        self._follow(z0.device)
         idx = self.indices.to(self.store.device)
         seen = self.seen[idx].to(z0.device)
         if self.restart > 0:  # no draw at 0, so the plain carry's random stream is unchanged
@@ -77,10 +78,17 @@ class CarriedDecisions:
         if self.store is None or self.seen is None:
             self.store = z.new_zeros(self.size, *z.shape[1:])
             self.seen = torch.zeros(self.size, dtype=torch.bool, device=z.device)
+        self._follow(z.device)
         idx = indices.to(self.store.device)
         self.store[idx] = z.to(self.store)
         # not `seen[idx] = True`, which copies True to the GPU and makes the host wait each batch
         self.seen.index_fill_(0, idx, True)
+
+    def _follow(self, device: torch.device) -> None:
+        """Keep the store on the decisions' device: a resumed one arrives on the CPU (checkpoints
+        load there), and left there it would cost a host-device copy and wait every batch."""
+        if self.store is not None and self.seen is not None and self.store.device != device:
+            self.store, self.seen = self.store.to(device), self.seen.to(device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"store": self.store, "seen": self.seen}

@@ -59,6 +59,21 @@ def test_a_restart_fraction_starts_that_share_of_seen_examples_afresh(restart: f
         CarriedDecisions(4, 1.5)
 
 
+def test_a_resumed_store_moves_to_the_decisions_device() -> None:
+    """A checkpoint loads the store on the CPU; on a GPU run it must join the decisions there,
+    not cost a host-device copy every batch (the "meta" device stands in for the GPU here)."""
+    carried = CarriedDecisions(6)
+    carried.load_state_dict({"store": torch.ones(6, 2), "seen": torch.arange(6) < 3})
+    carried.select(torch.arange(4))
+    start = carried.start(torch.zeros(4, 2, device="meta"))
+    assert start.device.type == carried.store.device.type == carried.seen.device.type == "meta"
+    resumed = CarriedDecisions(6)
+    resumed.load_state_dict({"store": torch.ones(6, 2), "seen": torch.arange(6) < 3})
+    resumed.select(torch.arange(4))
+    resumed.remember(torch.zeros(4, 2, device="meta"))
+    assert resumed.store.device.type == resumed.seen.device.type == "meta"
+
+
 def test_a_jittered_carried_start_moves_by_alpha_times_the_fresh_start() -> None:
     """--carry-jitter α: a seen example starts at δ_i + α·z0_i, an unseen one at z0_i."""
     carried = CarriedDecisions(3, jitter=0.5)
