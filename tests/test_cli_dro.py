@@ -90,6 +90,7 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--follower", "pgd-magic"], "Unknown --follower"),
         (["--dataset", "imagenet"], "Unknown --dataset"),
         (["--model", "vgg"], "Unknown --model"),
+        (["--dataset", "cifar10", "--model", "trades-cnn"], "takes 28x28 digits"),
         (["--eps", "0"], "--eps must be in (0, 1]"),
         (["--eps", "1.5"], "--eps must be in (0, 1]"),
         (["--update", "fused", "--follower", "pgm"], "learned follower"),

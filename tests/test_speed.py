@@ -99,6 +99,15 @@ def test_bench_speed_builds_learned_followers_with_the_levers_and_any_pgm_k() ->
     assert learned.update.value == "fused"
 
 
+@pytest.mark.parametrize("model", ["small-cnn", "trades-cnn"])
+def test_bench_speed_gives_the_digit_models_digits(model: str) -> None:
+    """Both MNIST classifiers have heads sized for 28x28: a CIFAR-shaped batch cannot pass."""
+    cfg = speed.SpeedConfig(model=model, batch_size=2, methods=("plain",))
+    trainer, (x, y) = speed.make_trainer("plain", cfg, torch.device("cpu"))
+    assert x.shape == (2, 1, 28, 28)
+    assert trainer.problem.leader(x).shape == (2, 10)
+
+
 @pytest.mark.parametrize("command", [["bench", "speed", "--model", "small-cnn"], ["bench", "ait"]])
 def test_a_lever_of_the_wrong_type_is_one_sentence(command, tmp_path) -> None:
     out = ["--out", str(tmp_path / "runs")] if command[1] == "ait" else []

@@ -33,7 +33,7 @@ from problems.adversarial.checks import (
     check_carry,
     check_unroll,
 )
-from problems.adversarial.data import DATASETS
+from problems.adversarial.data import DATASETS, dataset_info
 from problems.adversarial.defaults import (
     DATASET_DEFAULTS,
     HAND_DESIGNED_LEVERS,
@@ -42,7 +42,7 @@ from problems.adversarial.defaults import (
     dataset_default,
     step_default,
 )
-from problems.adversarial.models import MODEL_NAMES
+from problems.adversarial.models import MODEL_NAMES, check_input_size
 
 # --follower name -> (unrolled steps, input mode) for learned followers
 LEARNED = {
@@ -221,6 +221,7 @@ class AdversarialConfig:
         plain = ("model", "attacker", "attacker_width", "epochs", "eps", "batch_size")  # ε: --norm
         fill_unset(self, {k: dataset_default(self.dataset, k, self.norm) for k in plain})
         choose("--model", self.model, MODEL_NAMES)
+        check_input_size(self.model, dataset_info(self.dataset).image_size, self.dataset)
         choose("--follower", self.follower, self.FOLLOWER_CHOICES)
         choose("--attacker", self.attacker, ATTACKER_KINDS)
         fill_unset(

@@ -27,6 +27,19 @@ from torch import Tensor, nn
 from bilevel.errors import UserError
 
 MODEL_NAMES: tuple[str, ...] = ("small-cnn", "trades-cnn", "preact-resnet18", "wrn-34-10")
+DIGIT_MODELS = ("small-cnn", "trades-cnn")  # fully connected heads sized for 28x28 inputs
+
+
+def check_input_size(name: str, size: int, dataset: str) -> None:
+    """One sentence where the model ``name`` cannot take the data set's ``size``×``size`` images
+    (the ResNets pool globally and take any size)."""
+    if name in DIGIT_MODELS and size != 28:
+        raise UserError(
+            f"--model {name} takes 28x28 digits and {dataset}'s images are {size}x{size}; "
+            "choose preact-resnet18 or wrn-D-W."
+        )
+
+
 _WRN_NAME = re.compile(r"wrn-(\d+)-(\d+)")
 
 

@@ -2,7 +2,8 @@
 and interleaved (A B C ... A B C ...) so the machine's drift cancels.
 
 Methods: plain training, FGSM with random start, PGM-10, and Grad / 2-Step L2L with the alternating
-and the fused update, on random CIFAR-shaped batches (timing does not depend on pixel values).
+and the fused update, on random batches (timing does not depend on pixel values) shaped as the
+model's data: CIFAR's 3x32x32, or 1x28x28 digits for ``DIGIT_MODELS``.
 Peak memory: ``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident set size of a
 fresh child process per method, above its size once the model and batch exist (the peak is reset
 there, after the imports). The timed process uses ``keep_freed_memory``, as ``solve`` does.
@@ -33,7 +34,7 @@ from problems.adversarial.defaults import DATASET_DEFAULTS
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.followers import build_follower
-from problems.adversarial.models import MODEL_NAMES, build_model
+from problems.adversarial.models import DIGIT_MODELS, MODEL_NAMES, build_model
 
 # plain training, the hand-designed followers, then each learned follower with each update
 METHODS = ("plain", "fgsm-rs", "pgm-10") + tuple(
@@ -69,7 +70,7 @@ def mnist5k_step_levers() -> dict[str, Any]:
 
 
 def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
-    """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for small-cnn).
+    """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for the digit models).
 
     The follower is ``solve``'s own for that name (``build_follower``): FGSM-RS steps 1.25 ε,
     PGM-10 steps 2/255, the learned ones take [x, ∇] into the attacker."""
@@ -80,7 +81,7 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
         raise UserError(f"Unknown --model {cfg.model!r}; choose one of: {', '.join(MODEL_NAMES)}.")
     torch.manual_seed(0)
     speedup = Acceleration(cfg.channels_last, cfg.amp, cfg.compile)
-    channels, size = (1, 28) if cfg.model == "small-cnn" else (3, 32)  # digits or CIFAR shape
+    channels, size = (1, 28) if cfg.model in DIGIT_MODELS else (3, 32)  # digits or CIFAR shape
     info = DatasetInfo("random", 10, channels, size, (0.5,) * channels, (0.25,) * channels)
     model = build_model(cfg.model, info.num_classes, channels, info.mean, info.std)
     model = speedup.prepare(model, device)
