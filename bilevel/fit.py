@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,6 +109,9 @@ def fit(
         trainer, scheduler, train_batches, batches_per_epoch, validate, run, select_key, is_main,
         saved,
     )  # fmt: skip
+    if is_main and state.partial is None and _best_epoch(state.history, select_key) == state.epoch:
+        if _saved_epoch(run.best_checkpoint) != state.epoch:  # killed between last.pt and best.pt
+            loop.keep_best(state.epoch)
     with (
         StopRequests(force_on_second=not distributed.active()) as stop,
         _progress(show_progress and is_main) as progress,
@@ -119,6 +123,21 @@ def fit(
             raise Stopped(
                 loop.stop_message(f"at once by a second {err.name}"), err.exit_code
             ) from None
+
+
+def _best_epoch(history: list[dict[str, Any]], select_key: str) -> int | None:
+    """The epoch ``_end_epoch`` kept as the best: the first with the highest ``select_key``."""
+    if not history:
+        return None
+    return max(history, key=lambda row: row[select_key])["epoch"]
+
+
+def _saved_epoch(path: Path) -> int | None:
+    """The epoch a ``best.pt`` holds, None where there is none or it cannot be read."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError):
+        return None
 
 
 @dataclass
@@ -196,12 +215,20 @@ class _Loop:
         row["train_cpu_seconds"] = round(state.train_cpu_seconds, 3)
         state.history.append(row)
         state.epoch = epoch
-        leader = self.trainer.selected_leader().state_dict()  # θ̄ when the leader is averaged
-        if row[self.select_key] > state.best:
+        improved = row[self.select_key] > state.best
+        if improved:
             state.best = row[self.select_key]
-            if self.is_main:
-                self._write(lambda: atomic_torch_save({"epoch": epoch, "leader": leader}, self.folder.best_checkpoint))  # fmt: skip
+        # last.pt first: it records the best epoch, so a kill before best.pt is written is
+        # mended at the resume (``keep_best``); the other order left a best.pt the rerun
+        # epoch's history might not match
         self._save(position_state(self.trainer, self.scheduler, state, None))
+        if improved and self.is_main:
+            self._write(lambda: self.keep_best(epoch))
+
+    def keep_best(self, epoch: int) -> None:
+        """``best.pt``: the selected leader (θ̄ when the leader is averaged) of ``epoch``."""
+        leader = self.trainer.selected_leader().state_dict()
+        atomic_torch_save({"epoch": epoch, "leader": leader}, self.folder.best_checkpoint)
 
     def _save(self, checkpoint: dict[str, Any]) -> None:
         """``last.pt`` (and, at an epoch's end, ``metrics.jsonl``) from rank 0; the others wait."""

@@ -8,7 +8,9 @@ FAULT is one of:
 - ``exit``: the process ends at once with ``os._exit(1)`` just before its N-th training step, as
   a crash would: no handler runs, nothing is saved (``torchrun --max-restarts`` sees exit code 1);
 - ``kill-in-checkpoint``: the N-th write of ``last.pt`` stops halfway through its bytes and the
-  process is killed with SIGKILL, as a power cut or ``kill -9`` would.
+  process is killed with SIGKILL, as a power cut or ``kill -9`` would;
+- ``kill-before-best``: the process is killed with SIGKILL as it starts its N-th write of
+  ``best.pt``.
 
 ``FAULT_RANK`` (environment) limits the fault to one torchrun rank; under ``torchrun
 --max-restarts`` only the first attempt is faulty. The faults are patched in here, so the
@@ -68,6 +70,19 @@ def _kill_in_checkpoint(n: int) -> None:
     torch.save = faulty_save
 
 
+def _kill_before_best(n: int) -> None:
+    save, count = torch.save, [0]
+
+    def faulty_save(obj, f, *args, **kwargs):
+        if ".best.pt." in str(getattr(f, "name", "")):
+            count[0] += 1
+            if count[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return save(obj, f, *args, **kwargs)
+
+    torch.save = faulty_save
+
+
 def main() -> None:
     fault, n, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     rank = os.environ.get("FAULT_RANK")
@@ -75,6 +90,8 @@ def main() -> None:
     if first_attempt and (rank is None or rank == os.environ.get("RANK", "0")):
         if fault == "kill-in-checkpoint":
             _kill_in_checkpoint(n)
+        elif fault == "kill-before-best":
+            _kill_before_best(n)
         elif fault == "exit":
             JointTrainer.step = faulty_step(JointTrainer.step, n, lambda: os._exit(1))
         else:

@@ -134,6 +134,20 @@ def test_killed_while_writing_a_checkpoint_the_old_one_survives_and_resumes(
     assert same_as(out, unbroken)
 
 
+def test_a_kill_between_last_pt_and_best_pt_is_mended_at_the_resume(unbroken, tmp_path) -> None:
+    """last.pt is written first and records the best epoch; a kill before best.pt follows leaves
+    last.pt at that epoch, and the resume writes best.pt from it, as the unbroken run holds it."""
+    out = tmp_path / "best"
+    proc = faulty("kill-before-best", 2, out)  # epoch 2 is the unbroken run's best
+    assert proc.returncode == -9
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
+    assert torch.load(out / "best.pt", weights_only=True)["epoch"] == 1
+    assert solve(out, "--resume").exit_code == 0
+    best, reference = (torch.load(p / "best.pt", weights_only=True) for p in (out, unbroken))
+    assert best["epoch"] == reference["epoch"] == 2
+    assert all(torch.equal(best["leader"][k], v) for k, v in reference["leader"].items())
+
+
 def test_a_run_killed_before_its_first_checkpoint_resumes_afresh(unbroken, tmp_path) -> None:
     out = tmp_path / "early"
     proc = faulty("exit", 2, out)  # os._exit(1) before batch 2 of epoch 1
