@@ -53,34 +53,27 @@ def signalling_step(step, n: int, signals: list[signal.Signals]):
     return faulty_step(step, n, send)
 
 
-def _kill_in_checkpoint(n: int) -> None:
+def _fault_at_save(marker: str, n: int, fault: Callable[[object, object], None]) -> None:
+    """``torch.save`` that calls ``fault(obj, f)`` at its ``n``-th write of a file whose
+    temporary name holds ``marker``, then writes as usual (unless the fault killed the process)."""
     save, count = torch.save, [0]
 
     def faulty_save(obj, f, *args, **kwargs):
-        if ".last.pt." in str(getattr(f, "name", "")):
+        if marker in str(getattr(f, "name", "")):
             count[0] += 1
             if count[0] == n:
-                buffer = io.BytesIO()
-                save(obj, buffer)
-                f.write(buffer.getvalue()[: buffer.tell() // 2])
-                f.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
+                fault(obj, f)
         return save(obj, f, *args, **kwargs)
 
     torch.save = faulty_save
 
 
-def _kill_before_best(n: int) -> None:
-    save, count = torch.save, [0]
-
-    def faulty_save(obj, f, *args, **kwargs):
-        if ".best.pt." in str(getattr(f, "name", "")):
-            count[0] += 1
-            if count[0] == n:
-                os.kill(os.getpid(), signal.SIGKILL)
-        return save(obj, f, *args, **kwargs)
-
-    torch.save = faulty_save
+def _half_written_then_killed(obj, f) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    f.write(buffer.getvalue()[: buffer.tell() // 2])
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main() -> None:
@@ -89,9 +82,9 @@ def main() -> None:
     first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
     if first_attempt and (rank is None or rank == os.environ.get("RANK", "0")):
         if fault == "kill-in-checkpoint":
-            _kill_in_checkpoint(n)
+            _fault_at_save(".last.pt.", n, _half_written_then_killed)
         elif fault == "kill-before-best":
-            _kill_before_best(n)
+            _fault_at_save(".best.pt.", n, lambda obj, f: os.kill(os.getpid(), signal.SIGKILL))
         elif fault == "exit":
             JointTrainer.step = faulty_step(JointTrainer.step, n, lambda: os._exit(1))
         else:
