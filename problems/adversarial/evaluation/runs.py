@@ -18,7 +18,9 @@ from bilevel.errors import UserError
 from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
 from bilevel.options import choose
+from bilevel.recorded import blame_recorded, check_recorded
 from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.config import LEARNED, NORMS
 from problems.adversarial.data import DatasetInfo, dataset_info
 from problems.adversarial.defaults import LEGACY_VALUES, check_eps, dataset_default
@@ -53,7 +55,16 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"{path} is unreadable; the run folder may be damaged.") from None
     if not isinstance(config, dict) or "dataset" not in config:
         raise UserError(f"{path} is not a bilevel-l2l run configuration.")
+    check_recorded((DROConfig, AITConfig), config, path)
     return config
+
+
+def run_config(run_dir: Path) -> DROConfig:
+    """The resolved configuration the run trained with (``as_trained``); a recorded value that
+    an option's check refuses is one sentence naming ``config.json`` and the key."""
+    config = read_config(run_dir)
+    with blame_recorded(config, RunDir(run_dir).config_path, "fix it there"):
+        return DROConfig.as_trained(config)
 
 
 def leader_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -113,8 +124,11 @@ def threat_model(
     under L2."""
     if norm is not None:
         choose("--norm", norm, NORMS)
+    taken = {}  # the values read from the run's config.json: a refusal of one names the file
     if config:
-        recorded = config.get("norm", LEGACY_VALUES["norm"])
+        recorded = taken["norm"] = config.get("norm", LEGACY_VALUES["norm"])
+        with blame_recorded(taken, RunDir(source).config_path, "fix it there"):
+            choose("--norm", recorded, NORMS)
         if norm is not None and norm != recorded:
             raise UserError(
                 f"{source} was trained in the {recorded} ball, so evaluate attacks it there; "
@@ -122,22 +136,23 @@ def threat_model(
             )
         norm = recorded
     ball = Norm(norm or Norm.LINF.value)
-    if eps is None:
-        eps = config.get("eps") or dataset_default(dataset, "eps", ball.value)
-    return ball, check_eps(eps, ball)
+    if eps is None and config.get("eps"):
+        eps = taken["eps"] = config["eps"]
+    with blame_recorded(taken, RunDir(source).config_path, "fix it there or give --eps"):
+        return ball, check_eps(eps or dataset_default(dataset, "eps", ball.value), ball)
 
 
 def learned_attack_loss(run_dir: Path) -> str:
     """The attack loss whose gradient the run's g_φ was trained on: ``cw`` for a run of
     ``--ascent-loss margin``, ``ce`` otherwise (and for folders older than the option)."""
-    margin = DROConfig.as_trained(read_config(run_dir)).ascent_loss == "margin"
+    margin = run_config(run_dir).ascent_loss == "margin"
     return "cw" if margin else "ce"
 
 
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
     """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
     follower has none, which is one sentence."""
-    cfg = DROConfig.as_trained(read_config(run_dir))
+    cfg = run_config(run_dir)
     if cfg.follower not in LEARNED:
         raise UserError(
             f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "
