@@ -10,15 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from helpers import untrained_dro_run
 from typer.testing import CliRunner
 
 from bilevel.errors import UserError
 from bilevel.recorded import blame_recorded, check_recorded
 from cli import app
-from problems.adversarial.data import dataset_info
 from problems.adversarial.dro_config import DROConfig
-from problems.adversarial.models import build_model
 from problems.imitation.config import GAILConfig
 
 runner = CliRunner()
@@ -39,35 +37,22 @@ def one_sentence(result, *words: str) -> None:
         assert word in result.output, result.output
 
 
-def dro_folder(folder: Path, key: str, value, checkpoint: bool = False) -> Path:
-    """A DRO run folder whose config.json records ``key: value`` (and, if asked, a best.pt of
-    an untrained small CNN, for evaluate)."""
-    folder.mkdir()
-    config = DROConfig(device="cpu").resolve().to_dict() | {key: value}
-    (folder / "config.json").write_text(json.dumps(config))
-    if checkpoint:
-        info = dataset_info("mnist5k")
-        model = build_model("small-cnn", info.num_classes, info.in_channels, info.mean, info.std)
-        torch.save({"leader": model.state_dict()}, folder / "best.pt")
-    return folder
-
-
 @pytest.mark.parametrize(("key", "value"), WRONG_TYPES)
 def test_resume_names_the_file_and_the_key_of_a_wrong_type(tmp_path: Path, key, value) -> None:
-    run = dro_folder(tmp_path / "run", key, value)
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
     result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume"])
     one_sentence(result, f"{run / 'config.json'}: {key} must be", json.dumps(value))
 
 
 @pytest.mark.parametrize(("key", "value"), WRONG_TYPES)
 def test_evaluate_names_the_file_and_the_key_of_a_wrong_type(tmp_path: Path, key, value) -> None:
-    run = dro_folder(tmp_path / "run", key, value, checkpoint=True)
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
     result = runner.invoke(app, ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist"])
     one_sentence(result, f"{run / 'config.json'}: {key} must be", json.dumps(value))
 
 
 def test_resume_says_a_refused_value_comes_from_the_file(tmp_path: Path) -> None:
-    run = dro_folder(tmp_path / "run", "norm", "l7")
+    run = untrained_dro_run(tmp_path / "run", norm="l7")
     result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume"])
     one_sentence(result, "'l7'", f"comes from {run / 'config.json'}, where norm is")
 
@@ -75,7 +60,7 @@ def test_resume_says_a_refused_value_comes_from_the_file(tmp_path: Path) -> None
 def test_a_refused_value_typed_on_the_command_line_is_not_blamed_on_the_file(
     tmp_path: Path,
 ) -> None:
-    run = dro_folder(tmp_path / "run", "norm", "l7")
+    run = untrained_dro_run(tmp_path / "run", norm="l7")
     args = ["solve", "adversarial-dro", "--out", str(run), "--resume", "--norm", "l7"]
     result = runner.invoke(app, args)
     one_sentence(result, "Unknown --norm 'l7'")
@@ -84,7 +69,7 @@ def test_a_refused_value_typed_on_the_command_line_is_not_blamed_on_the_file(
 
 @pytest.mark.parametrize(("key", "value"), [("norm", "l7"), ("eps", -1)])
 def test_evaluate_says_a_refused_value_comes_from_the_file(tmp_path: Path, key, value) -> None:
-    run = dro_folder(tmp_path / "run", key, value, checkpoint=True)
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
     result = runner.invoke(app, ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist"])
     one_sentence(result, f"comes from {run / 'config.json'}, where {key} is {json.dumps(value)}")
 
