@@ -69,3 +69,11 @@ def test_bad_requests_are_one_sentence_user_errors(tmp_path) -> None:
     with pytest.raises(UserError, match="has a scripted expert"):  # an expert never used
         train_expert("Pendulum-v1", steps=64, cache_dir=tmp_path)
     assert not ppo_expert_path("Pendulum-v1", tmp_path).exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 99_999_999_999])
+def test_expert_train_takes_the_seeds_every_command_takes(tmp_path, seed: int) -> None:
+    """SB3 refused -1 and numpy 2**32 and above, each with a traceback."""
+    with pytest.raises(UserError, match=r"--seed must be between 0 and 4294967295"):
+        train_expert("MountainCar-v0", steps=64, cache_dir=tmp_path, seed=seed)
+    assert not ppo_expert_path("MountainCar-v0", tmp_path).exists()

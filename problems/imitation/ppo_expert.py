@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 
 from bilevel.errors import UserError
+from bilevel.options import check_seeds
 from problems.imitation.experts import SCRIPTED, Policy, single_thread
 
 if TYPE_CHECKING:  # SB3 is imported where it runs, so that the commands' --help stays fast
@@ -82,6 +83,7 @@ def train_expert(
         )
     if steps < 1:
         raise UserError(f"--steps must be at least 1; got {steps}.")
+    check_seeds([seed], "--seed")  # the range every command takes, numpy's and SB3's
     path = ppo_expert_path(env_id, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with single_thread():  # small MLPs: more threads only add contention
