@@ -22,6 +22,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
+from bilevel.errors import UserError
 from bilevel.experiment import Experiment, run_experiment
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
@@ -33,7 +34,7 @@ from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
-from problems.imitation.experts import Policy, random_policy, rollout, single_thread
+from problems.imitation.experts import SCRIPTED, Policy, random_policy, rollout, single_thread
 from problems.imitation.gail import GAIL, GAILBatch
 from problems.imitation.meta_objective import MetaObjective
 from problems.imitation.plots import plot_gail_curves
@@ -89,6 +90,24 @@ def build_follower(cfg: GAILConfig, num_params: int) -> AdamFollower | LearnedOp
         return LearnedOptimizerFollower(num_params, net, cfg.lstm_steps, cfg.meta_lr)
     net = OneShotStepNet(cfg.oneshot_step, residual_scale=cfg.residual_scale)
     return LearnedOptimizerFollower(num_params, net, 1, cfg.meta_lr)
+
+
+def check_expert_beats_random(env_id: str, r_expert: float, r_random: float) -> None:
+    """One sentence unless the expert's mean return is above the random policy's: else the
+    normalised return (R − R_random) / (R_expert − R_random) divides by zero or turns upside
+    down, and there is nothing to imitate."""
+    if r_expert > r_random:
+        return
+    fix = (
+        "its scripted expert should not do this; please report it"
+        if env_id in SCRIPTED
+        else f"train the expert longer: `python cli.py expert train --env {env_id}` with more "
+        "--steps"
+    )
+    raise UserError(
+        f"The expert's mean return on {env_id} ({r_expert:g}) is no better than a random "
+        f"policy's ({r_random:g}), so the normalised return is undefined; {fix}."
+    )
 
 
 def evaluate(
@@ -156,6 +175,7 @@ def _solve(
     r_random = float(
         rollout(cfg.env, random_policy(cfg.env, cfg.seed), 10, RANDOM_SEED).episode_returns.mean()
     )
+    check_expert_beats_random(cfg.env, r_expert, r_random)  # before the run folder is made
     trainer = JointTrainer(
         problem, follower, problem.model.policy.optimizer, follower_steps=cfg.meta_steps
     )
