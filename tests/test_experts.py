@@ -77,3 +77,39 @@ def test_expert_train_takes_the_seeds_every_command_takes(tmp_path, seed: int) -
     with pytest.raises(UserError, match=r"--seed must be between 0 and 4294967295"):
         train_expert("MountainCar-v0", steps=64, cache_dir=tmp_path, seed=seed)
     assert not ppo_expert_path("MountainCar-v0", tmp_path).exists()
+
+
+def _garbage(path) -> None:
+    path.write_bytes(b"not a zip")
+
+
+def _zip_without_a_model(path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "no model here")
+
+
+def _cartpole_model(path) -> None:
+    from stable_baselines3 import PPO
+
+    PPO("MlpPolicy", "CartPole-v1", device="cpu").save(path)  # untrained: instant
+
+
+@pytest.mark.parametrize(
+    ("write", "words"),
+    [
+        (_garbage, "is not a readable PPO expert (ValueError)"),  # SB3's ValueError before
+        (_zip_without_a_model, "is not a readable PPO expert (AssertionError)"),  # SB3's assert
+        (_cartpole_model, "holds a PPO model of another environment"),  # fails at its 1st step
+    ],
+)
+def test_a_bad_ppo_expert_file_is_one_sentence_naming_it(tmp_path, write, words: str) -> None:
+    from problems.imitation.ppo_expert import expert_policy
+
+    path = ppo_expert_path("MountainCar-v0", tmp_path)
+    path.parent.mkdir(parents=True)
+    write(path)
+    with pytest.raises(UserError, match="expert train --env MountainCar-v0") as caught:
+        expert_policy("MountainCar-v0", tmp_path)
+    assert str(path) in str(caught.value) and words in str(caught.value)

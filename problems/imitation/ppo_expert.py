@@ -9,7 +9,7 @@ import functools
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -113,6 +113,35 @@ def expert_policy(env_id: str, cache_dir: str | Path) -> Policy:
             f"{env_id} has no scripted expert and none was trained; run "
             f"`python cli.py expert train --env {env_id}` first."
         )
+    return _wrap(load_ppo_expert(env_id, path))
+
+
+def load_ppo_expert(env_id: str, path: Path) -> Any:
+    """SB3's PPO saved at ``path`` for ``env_id``; a file SB3 cannot load (not a zip, a zip that
+    is no model: SB3 raises whatever its bytes lead to) or a model of another environment's
+    observations or actions is one sentence naming the file and the way to a good one."""
     from stable_baselines3 import PPO
 
-    return _wrap(PPO.load(path, device="cpu"))
+    retrain = f"retrain it with `python cli.py expert train --env {env_id}`"
+    try:
+        model = PPO.load(path, device="cpu")
+    except Exception as err:  # whatever its bytes lead to: ValueError, AssertionError, ...
+        raise UserError(
+            f"{path} is not a readable PPO expert ({type(err).__name__}); {retrain}."
+        ) from None
+    env = gym.make(env_id)
+    wanted, got = _spaces(env), _spaces(model)
+    env.close()
+    if got != wanted:
+        raise UserError(
+            f"{path} holds a PPO model of another environment ({got}; {env_id} has {wanted}); "
+            f"{retrain}."
+        )
+    return model
+
+
+def _spaces(owner: Any) -> str:
+    """The shapes of an environment's (or a model's) observations and actions, in words."""
+    actions = owner.action_space
+    kind = actions if isinstance(actions, gym.spaces.Discrete) else f"shape {actions.shape}"
+    return f"observations of shape {owner.observation_space.shape}, actions {kind}"
