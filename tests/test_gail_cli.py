@@ -84,6 +84,9 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),
         (["--disc-lr", "0"], "--disc-lr must be positive; got 0.0."),
+        # the scale defaults to the step: it was named where the step was typed
+        (["--follower", "oneshot", "--oneshot-step", "-1"], "--oneshot-step must be positive"),
+        (["--follower", "l2l", "--disc-lr", "-1"], "--disc-lr must be positive"),
         (["--trust-radius", "nan"], "--trust-radius must be a finite number"),  # PPO's traceback
         (["--ent-coef", "inf"], "--ent-coef must be a finite number"),
         (["--seed", "-1"], "--seed must be between 0 and"),  # numpy's traceback otherwise
