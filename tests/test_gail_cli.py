@@ -78,6 +78,10 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
     [
         (["--follower", "sgd"], "Unknown --follower"),
         (["--env", "NoSuchEnv-v0"], "Unknown environment"),
+        # gymnasium knows these ids as old versions: its advice is passed on, not "Unknown"
+        (["--env", "Pendulum-v0"], "old version gymnasium no longer provides; use Pendulum-v1"),
+        (["--env", "Taxi-v3"], "use Taxi-v4 instead"),
+        (["--env", "CliffWalking-v0"], "use CliffWalking-v1 instead"),
         (["--reward", "wasserstein"], "Unknown --reward"),
         (["--lstm-steps", "0"], "--lstm-steps must be at least 1"),
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),

@@ -6,6 +6,7 @@ expert. ``expert_policy`` picks the scripted expert when there is one.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -29,6 +30,12 @@ def check_env_id(env_id: str) -> bool:
     Discrete actions); returns whether the actions are discrete."""
     try:
         gym.spec(env_id)
+    except gym.error.DeprecatedEnv as err:  # gymnasium names the version it has now
+        newer = re.search(r"use `([^`]+)`", str(err))
+        advice = f"use {newer[1]} instead" if newer else str(err).rstrip(".")
+        raise UserError(
+            f"{env_id} is an old version gymnasium no longer provides; {advice}."
+        ) from None
     except gym.error.Error:
         raise UserError(
             f"Unknown environment {env_id!r}; use a gymnasium id such as Pendulum-v1, "
