@@ -76,14 +76,31 @@ def leader_state(state: dict[str, Any]) -> dict[str, Any]:
     return state.get("leader", state)
 
 
-def _fit(model: nn.Module, state: dict[str, Any], source: Path) -> None:
+def _fit(model: nn.Module, state: dict[str, Any], source: Path, remedy: str) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as err:
         raise UserError(
             f"{source} does not fit the model {type(model).__name__} "
-            f"({type(err).__name__}); pass the right --arch and --dataset."
+            f"({type(err).__name__}); {remedy}."
         ) from None
+
+
+def _fit_remedy(run_dir: Path, config: dict[str, Any], model_path: Path | None) -> str:
+    """What to do when the checkpoint does not fit the model built for it: --arch and --dataset
+    choose the model only for a --model file evaluated where no config.json is."""
+    if model_path is None:
+        return (
+            f"best.pt should hold the model {RunDir(run_dir).config_path} names, so the run "
+            "folder may be damaged: retrain the run"
+        )
+    if config:
+        return (
+            f"the model is the one {RunDir(run_dir).config_path} names (--arch and --dataset "
+            "apply only where no config.json is), so pass a checkpoint of that run, or evaluate "
+            "the file into another folder with --arch and --dataset"
+        )
+    return "pass the right --arch and --dataset"
 
 
 def load_classifier(
@@ -108,7 +125,7 @@ def load_classifier(
     name = config.get("model") or arch or dataset_default(info.name, "model")
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
     state = load_checkpoint(checkpoint)
-    _fit(model, leader_state(state), checkpoint)
+    _fit(model, leader_state(state), checkpoint, _fit_remedy(run_dir, config, model_path))
     return LoadedModel(model.to(device).eval(), info, config, checkpoint)
 
 
