@@ -191,3 +191,19 @@ def test_a_checkpoint_that_does_not_fit_names_the_true_remedy(
     assert result.exit_code == 2, result.output
     assert "does not fit the model" in result.output and remedy in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_gail_run_is_named_as_one(tmp_path: Path) -> None:
+    """evaluate attacks adversarial runs; a GAIL run's folder was "not a bilevel-l2l run
+    configuration", which it is."""
+    from problems.imitation.config import GAILConfig
+
+    run = tmp_path / "gail"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(GAILConfig().resolve().to_dict()))
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{run} is a GAIL run (solve gail), and evaluate attacks adversarial runs" in result.output
+    )
+    assert len(result.output.strip().splitlines()) == 1

@@ -53,10 +53,21 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, OSError, UnicodeDecodeError):
         raise UserError(f"{path} is unreadable; the run folder may be damaged.") from None
+    if isinstance(config, dict) and _gail_run(config):
+        raise UserError(
+            f"{run_dir} is a GAIL run (solve gail), and evaluate attacks adversarial runs (solve "
+            "adversarial-dro or adversarial-ait); a GAIL run's test returns are in its report.md."
+        )
     if not isinstance(config, dict) or "dataset" not in config:
         raise UserError(f"{path} is not a bilevel-l2l run configuration.")
     check_recorded((DROConfig, AITConfig), config, path)
     return config
+
+
+def _gail_run(config: dict[str, Any]) -> bool:
+    """Whether a run folder's configuration is one ``solve gail`` wrote: a gymnasium ``env`` and
+    a discriminator, no data set."""
+    return "dataset" not in config and {"env", "disc_hidden"} <= set(config)
 
 
 def run_config(run_dir: Path) -> DROConfig:
