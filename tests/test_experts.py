@@ -113,3 +113,30 @@ def test_a_bad_ppo_expert_file_is_one_sentence_naming_it(tmp_path, write, words:
     with pytest.raises(UserError, match="expert train --env MountainCar-v0") as caught:
         expert_policy("MountainCar-v0", tmp_path)
     assert str(path) in str(caught.value) and words in str(caught.value)
+
+
+def test_demonstrations_follow_the_ppo_expert_they_came_from(tmp_path, monkeypatch) -> None:
+    """Rerunning ``expert train`` replaces the expert's file; the demonstrations cached from the
+    old expert kept being read (same environment, episodes and seed), so GAIL imitated an expert
+    that no longer existed. A new expert's demonstrations are rolled out afresh."""
+    from stable_baselines3 import PPO
+
+    expert = ppo_expert_path("MountainCar-v0", tmp_path)
+    expert.parent.mkdir(parents=True)
+    rollouts = []
+    real_rollout = demonstrations.rollout
+    monkeypatch.setattr(
+        demonstrations, "rollout", lambda *args: rollouts.append(args) or real_rollout(*args)
+    )
+
+    def demos():
+        return load_demonstrations("MountainCar-v0", episodes=1, seed=0, cache_dir=tmp_path)
+
+    PPO("MlpPolicy", "MountainCar-v0", seed=0, device="cpu").save(expert)  # untrained: instant
+    demos()
+    demos()  # the same expert: read back
+    assert len(rollouts) == 1
+    PPO("MlpPolicy", "MountainCar-v0", seed=1, device="cpu").save(expert)  # as expert train does
+    demos()
+    assert len(rollouts) == 2
+    assert len(list(tmp_path.glob("MountainCar-v0-1ep-seed0*.npz"))) == 2
