@@ -111,7 +111,6 @@ def check_levers(
     ``config_class`` (or is in ``exclude``) or whose JSON value has the wrong type (``"false"``
     for a flag, ``"5,7"`` for a list, 1.5 for a count), so a lever given as JSON is refused
     before anything trains, never silently misread."""
-    hints = typing.get_type_hints(config_class)
     known = {f.name for f in dataclasses.fields(config_class)} - set(exclude)
     bad = sorted(set(values) - known)
     if bad:
@@ -119,6 +118,14 @@ def check_levers(
             f"{where}: unknown lever(s) {bad}; levers are the options of the command with _ for "
             "-, e.g. attacker_sign_step."
         )
+    check_types(config_class, values, where)
+
+
+def check_types(config_class: type, values: dict[str, Any], where: str, advice: str = "") -> None:
+    """One sentence, ``<where>: <name> must be <kind>; got <value><advice>.``, for the first of
+    ``values`` (options of the dataclass ``config_class`` by name, read as JSON) whose value does
+    not fit the option's type (``json_fits``)."""
+    hints = typing.get_type_hints(config_class)
     for name, value in values.items():
         if not json_fits(value, hints[name]):
             wanted = _inner(hints[name])
@@ -127,7 +134,7 @@ def check_levers(
                 label = f"a list of {items[typing.get_args(wanted)[0]]}"
             else:
                 label = _WORDS.get(wanted, str(wanted))
-            raise UserError(f"{where}: {name} must be {label}; got {json.dumps(value)}.")
+            raise UserError(f"{where}: {name} must be {label}; got {json.dumps(value)}{advice}.")
 
 
 def _given_on_command_line(context: Any, names: dict[str, Any]) -> frozenset[str]:
@@ -153,18 +160,22 @@ def check_same_command(config: Any, recorded: dict[str, Any]) -> None:
         )
 
 
-def inherit(config: Any, recorded: dict[str, Any], keep: tuple[str, ...] = ()) -> None:
+def inherit(config: Any, recorded: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[str, Any]:
     """For ``--resume``: every option of the dataclass ``config`` that the command line did not
     give (``config.given``, set by ``with_options``; without it, every option left unset, None)
     takes the value the run folder ``recorded``, ``keep``'s options aside (those that may differ
     on a resume, e.g. the device). So ``--out RUN --resume`` alone continues a run as it was
-    trained, and an option typed with another value is still refused as another configuration."""
+    trained, and an option typed with another value is still refused as another configuration.
+    Returns the values taken, by option name (``bilevel.recorded.blame_recorded`` reads them)."""
     given = getattr(config, "given", None)
+    taken = {}
     for f in dataclasses.fields(config):
         if f.name in keep or f.name not in recorded:
             continue
         if getattr(config, f.name) is None or (given is not None and f.name not in given):
             setattr(config, f.name, recorded[f.name])
+            taken[f.name] = recorded[f.name]
+    return taken
 
 
 def _inner(hint: Any) -> Any:

@@ -79,6 +79,23 @@ def tiny_gail_problem(cache_dir: Path, **overrides):
     return problem
 
 
+def untrained_dro_run(folder: Path, **recorded) -> Path:
+    """A DRO run folder without training: the config.json of a PGM run on mnist5k (on the CPU,
+    the other options at their defaults) with ``recorded``'s values put in, and a best.pt of an
+    untrained small CNN, which ``evaluate`` loads."""
+    from problems.adversarial.data import dataset_info
+    from problems.adversarial.dro_config import DROConfig
+    from problems.adversarial.models import build_model
+
+    folder.mkdir(parents=True)
+    config = DROConfig(device="cpu", follower="pgm").resolve().to_dict() | recorded
+    (folder / "config.json").write_text(json.dumps(config))
+    info = dataset_info("mnist5k")
+    model = build_model("small-cnn", info.num_classes, info.in_channels, info.mean, info.std)
+    torch.save({"leader": model.state_dict()}, folder / "best.pt")
+    return folder
+
+
 def put_at_once(value, queue) -> None:
     """A child process's target that puts ``value`` and ends at once."""
     queue.put(value)

@@ -157,3 +157,53 @@ def test_the_run_s_eval_size_is_the_default_and_the_work_is_announced(run: Path)
     assert json.loads((run / "eval.json").read_text())["n_examples"] == 16  # --eval-size 16
     assert "evaluate: 16 test examples (the run's --eval-size), 1 attack;" in result.output
     assert "  fgsm at ε 0.1: accuracy" in result.output
+
+
+def _foreign(path: Path) -> Path:
+    """A checkpoint of a model no --arch builds: it fits none."""
+    torch.save({"leader": torch.nn.Linear(3, 2).state_dict()}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("where", "remedy"),
+    [
+        ("best.pt", "the run folder may be damaged: retrain the run"),  # --arch would not help
+        ("--model, config.json", "--arch and --dataset apply only where no config.json is"),
+        ("--model", "pass the right --arch and --dataset"),  # as before: the remedy there
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_names_the_true_remedy(
+    tmp_path: Path, where: str, remedy: str
+) -> None:
+    """--arch and --dataset choose the model for a --model file only where no config.json is; a
+    run folder's own model comes from its config.json, so "pass the right --arch" misled."""
+    from helpers import untrained_dro_run
+
+    if where == "--model":
+        folder, extra = tmp_path / "bare", ["--model", str(_foreign(tmp_path / "m.pt"))]
+    else:
+        folder = untrained_dro_run(tmp_path / "run")
+        model = _foreign(folder / "best.pt" if where == "best.pt" else tmp_path / "m.pt")
+        extra = [] if where == "best.pt" else ["--model", str(model)]
+    args = ["evaluate", str(folder), *extra, "--attacks", "fgsm", "--no-checklist"]
+    result = runner.invoke(app, [*args, "--arch", "small-cnn"])
+    assert result.exit_code == 2, result.output
+    assert "does not fit the model" in result.output and remedy in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_gail_run_is_named_as_one(tmp_path: Path) -> None:
+    """evaluate attacks adversarial runs; a GAIL run's folder was "not a bilevel-l2l run
+    configuration", which it is."""
+    from problems.imitation.config import GAILConfig
+
+    run = tmp_path / "gail"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(GAILConfig().resolve().to_dict()))
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{run} is a GAIL run (solve gail), and evaluate attacks adversarial runs" in result.output
+    )
+    assert len(result.output.strip().splitlines()) == 1

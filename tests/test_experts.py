@@ -69,3 +69,74 @@ def test_bad_requests_are_one_sentence_user_errors(tmp_path) -> None:
     with pytest.raises(UserError, match="has a scripted expert"):  # an expert never used
         train_expert("Pendulum-v1", steps=64, cache_dir=tmp_path)
     assert not ppo_expert_path("Pendulum-v1", tmp_path).exists()
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 99_999_999_999])
+def test_expert_train_takes_the_seeds_every_command_takes(tmp_path, seed: int) -> None:
+    """SB3 refused -1 and numpy 2**32 and above, each with a traceback."""
+    with pytest.raises(UserError, match=r"--seed must be between 0 and 4294967295"):
+        train_expert("MountainCar-v0", steps=64, cache_dir=tmp_path, seed=seed)
+    assert not ppo_expert_path("MountainCar-v0", tmp_path).exists()
+
+
+def _garbage(path) -> None:
+    path.write_bytes(b"not a zip")
+
+
+def _zip_without_a_model(path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "no model here")
+
+
+def _cartpole_model(path) -> None:
+    from stable_baselines3 import PPO
+
+    PPO("MlpPolicy", "CartPole-v1", device="cpu").save(path)  # untrained: instant
+
+
+@pytest.mark.parametrize(
+    ("write", "words"),
+    [
+        (_garbage, "is not a readable PPO expert (ValueError)"),  # SB3's ValueError before
+        (_zip_without_a_model, "is not a readable PPO expert (AssertionError)"),  # SB3's assert
+        (_cartpole_model, "holds a PPO model of another environment"),  # fails at its 1st step
+    ],
+)
+def test_a_bad_ppo_expert_file_is_one_sentence_naming_it(tmp_path, write, words: str) -> None:
+    from problems.imitation.ppo_expert import expert_policy
+
+    path = ppo_expert_path("MountainCar-v0", tmp_path)
+    path.parent.mkdir(parents=True)
+    write(path)
+    with pytest.raises(UserError, match="expert train --env MountainCar-v0") as caught:
+        expert_policy("MountainCar-v0", tmp_path)
+    assert str(path) in str(caught.value) and words in str(caught.value)
+
+
+def test_demonstrations_follow_the_ppo_expert_they_came_from(tmp_path, monkeypatch) -> None:
+    """Rerunning ``expert train`` replaces the expert's file; the demonstrations cached from the
+    old expert kept being read (same environment, episodes and seed), so GAIL imitated an expert
+    that no longer existed. A new expert's demonstrations are rolled out afresh."""
+    from stable_baselines3 import PPO
+
+    expert = ppo_expert_path("MountainCar-v0", tmp_path)
+    expert.parent.mkdir(parents=True)
+    rollouts = []
+    real_rollout = demonstrations.rollout
+    monkeypatch.setattr(
+        demonstrations, "rollout", lambda *args: rollouts.append(args) or real_rollout(*args)
+    )
+
+    def demos():
+        return load_demonstrations("MountainCar-v0", episodes=1, seed=0, cache_dir=tmp_path)
+
+    PPO("MlpPolicy", "MountainCar-v0", seed=0, device="cpu").save(expert)  # untrained: instant
+    demos()
+    demos()  # the same expert: read back
+    assert len(rollouts) == 1
+    PPO("MlpPolicy", "MountainCar-v0", seed=1, device="cpu").save(expert)  # as expert train does
+    demos()
+    assert len(rollouts) == 2
+    assert len(list(tmp_path.glob("MountainCar-v0-1ep-seed0*.npz"))) == 2

@@ -10,6 +10,7 @@ import pytest
 from helpers import metrics_without_time
 from typer.testing import CliRunner
 
+from bilevel.errors import UserError
 from cli import app
 
 TINY = ["--env", "Pendulum-v1", "--steps", "600", "--n-envs", "1", "--n-steps", "200"]
@@ -77,12 +78,19 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
     [
         (["--follower", "sgd"], "Unknown --follower"),
         (["--env", "NoSuchEnv-v0"], "Unknown environment"),
+        # gymnasium knows these ids as old versions: its advice is passed on, not "Unknown"
+        (["--env", "Pendulum-v0"], "old version gymnasium no longer provides; use Pendulum-v1"),
+        (["--env", "Taxi-v3"], "use Taxi-v4 instead"),
+        (["--env", "CliffWalking-v0"], "use CliffWalking-v1 instead"),
         (["--reward", "wasserstein"], "Unknown --reward"),
         (["--lstm-steps", "0"], "--lstm-steps must be at least 1"),
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),
         (["--disc-lr", "0"], "--disc-lr must be positive; got 0.0."),
+        # the scale defaults to the step: it was named where the step was typed
+        (["--follower", "oneshot", "--oneshot-step", "-1"], "--oneshot-step must be positive"),
+        (["--follower", "l2l", "--disc-lr", "-1"], "--disc-lr must be positive"),
         (["--trust-radius", "nan"], "--trust-radius must be a finite number"),  # PPO's traceback
         (["--ent-coef", "inf"], "--ent-coef must be a finite number"),
         (["--seed", "-1"], "--seed must be between 0 and"),  # numpy's traceback otherwise
@@ -105,3 +113,37 @@ def test_a_second_run_into_the_same_folder_is_refused(unbroken, cache) -> None:
     result = solve(unbroken, cache, "--follower", "l2l")
     assert result.exit_code == 2 and "already holds a run" in result.output
     assert (unbroken / "metrics.jsonl").read_bytes() == before
+
+
+def test_an_expert_no_better_than_random_is_refused_before_the_run_folder(
+    cache, tmp_path, monkeypatch
+) -> None:
+    """The normalised return (R − R_random) / (R_expert − R_random) divided by zero where a PPO
+    expert trained too briefly scored what a random policy does (MountainCar-v0: −200 both);
+    here the random policy's rollouts are made to score the demonstrations' mean exactly."""
+    import numpy as np
+
+    import problems.imitation.solve as gail_solve
+    from problems.imitation.demonstrations import load_demonstrations
+    from problems.imitation.experts import Rollout
+
+    demos = load_demonstrations("Pendulum-v1", 20, cache_dir=cache)  # --demo-episodes' default
+    mean = np.array([demos.episode_returns.mean()])
+    same = Rollout(demos.observations[:1], demos.actions[:1], mean)
+    monkeypatch.setattr(gail_solve, "rollout", lambda *args, **kwargs: same)
+    out = tmp_path / "run"
+    result = solve(out, cache)
+    assert result.exit_code == 2, result.output
+    assert "is no better than a random policy's" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("expert", "random"), [(-200.0, -200.0), (-210.0, -200.0)])
+def test_the_refusal_says_to_train_the_expert_longer(expert: float, random: float) -> None:
+    from problems.imitation.solve import check_expert_beats_random
+
+    with pytest.raises(
+        UserError, match=r"no better .*`python cli.py expert train --env MountainCar-v0` with more"
+    ):
+        check_expert_beats_random("MountainCar-v0", expert, random)
+    check_expert_beats_random("MountainCar-v0", -150.0, -200.0)

@@ -137,6 +137,16 @@ def test_a_bad_grid_is_one_sentence_and_exit_2(tmp_path: Path, content: str, wor
     assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("command", ["l2l", "dro"])
+def test_a_grid_that_is_not_utf8_is_one_sentence(tmp_path: Path, command: str) -> None:
+    grid = tmp_path / "bin.json"
+    grid.write_bytes(b'{"configs": {"\xff\xfe": {}}}')  # bytes no UTF-8 text holds
+    args = ["bench", command, "--grid", str(grid), "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "is not UTF-8 text" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
+
+
 def test_zero_jobs_is_one_sentence_before_any_training(tmp_path: Path) -> None:
     grid = tmp_path / "tiny.json"
     grid.write_text(json.dumps(TINY))

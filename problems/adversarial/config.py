@@ -268,20 +268,20 @@ class AdversarialConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def inherit_unset(self, recorded: dict[str, Any]) -> AdversarialConfig:
+    def inherit_unset(self, recorded: dict[str, Any]) -> dict[str, Any]:
         """For ``--resume``: every option the command line did not give takes the value the run
         folder recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), so a run
         resumes as it was trained even where a default has changed since (``inherit``); returns
-        self. The follower's own levers (``HAND_DESIGNED_LEVERS``'s keys) are not inherited by
-        another follower: they may not fit it, and the resume is refused as another
-        configuration."""
+        the values taken from ``recorded``, by option name. The follower's own levers
+        (``HAND_DESIGNED_LEVERS``'s keys) are not inherited by another follower: they may not
+        fit it, and the resume is refused as another configuration."""
         check_same_command(self, recorded)
         values = LEGACY_VALUES | recorded
-        inherit(self, {"follower": values.get("follower")} if "follower" in values else {})
+        taken = inherit(self, {"follower": values.get("follower")} if "follower" in values else {})
         if self.follower != values.get("follower"):
             values = {k: v for k, v in values.items() if k not in HAND_DESIGNED_LEVERS}
-        inherit(self, values, keep=IGNORED_ON_RESUME)
-        return self
+        taken |= inherit(self, values, keep=IGNORED_ON_RESUME)
+        return {k: v for k, v in taken.items() if k in recorded}
 
     def acceleration(self) -> Acceleration:
         """The speed levers this run uses (``bilevel.acceleration``)."""

@@ -25,6 +25,7 @@ from bilevel.followers import Follower
 from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
+from bilevel.recorded import blame_recorded, check_recorded
 from bilevel.run import RunDir
 from bilevel.seeding import seed_everything, seeded
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
@@ -114,9 +115,13 @@ def _train(
 ) -> dict[str, Any] | None:
     run = RunDir(out)
     resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
+    inherited: dict[str, Any] = {}
     if resume and run.config_path.is_file():
-        cfg.inherit_unset(run.read_config())
-    cfg.resolve()
+        recorded = run.read_config()
+        check_recorded(type(cfg), recorded, run.config_path)
+        inherited = cfg.inherit_unset(recorded)
+    with blame_recorded(inherited, run.config_path):
+        cfg.resolve()
     device = resolve_device(cfg.device)
     context = distributed.init_from_env(device)
     if device.type == "cpu":

@@ -87,6 +87,10 @@ def load_grid(path: Path) -> Grid:
         data = json.loads(Path(path).read_text())
     except OSError as err:
         raise UserError(f"--grid {path} cannot be read ({err.strerror}).") from None
+    except UnicodeDecodeError as err:  # a binary file, or text in another encoding
+        raise UserError(
+            f"--grid {path} is not UTF-8 text (byte {err.start}); give a JSON grid file."
+        ) from None
     except json.JSONDecodeError as err:
         raise UserError(
             f"--grid {path} is not valid JSON (line {err.lineno}: {err.msg})."

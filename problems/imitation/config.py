@@ -120,7 +120,8 @@ class GAILConfig:
             )
         if self.use_sde and discrete:
             raise UserError(f"--use-sde needs continuous actions; {self.env}'s are discrete.")
-        require_positive(self, ("ppo_lr", "disc_lr", "meta_lr", "residual_scale", "oneshot_step"))
+        # the steps before the scale that defaults to one of them: the option typed is named
+        require_positive(self, ("ppo_lr", "disc_lr", "meta_lr", "oneshot_step", "residual_scale"))
         if min(self.grad_penalty, self.ent_coef, self.meta_penalty, self.trust_radius) < 0:
             raise UserError(
                 "--grad-penalty, --ent-coef, --meta-penalty and --trust-radius must be at least 0."

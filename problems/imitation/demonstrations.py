@@ -2,12 +2,15 @@
 first use, read back afterwards, so nothing is fetched from a hub.
 
 A file holds ``observations`` (N, obs_dim), ``actions`` (N, ...) and ``episode_returns``
-(episodes,); its name records the environment, the number of episodes and the seed, so a cached
-file is only reused for the same request. Files are written to a temporary name and renamed.
+(episodes,); its name records the environment, the number of episodes and the seed, and for a PPO
+expert trained here (``expert train``) a digest of the expert's file, so a cached file is only
+reused for the same request from the same expert: a retrained expert's demonstrations are rolled
+out afresh, never read from its predecessor's. Files are written to a temporary name and renamed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -16,15 +19,20 @@ import numpy as np
 
 from bilevel.errors import UserError
 from bilevel.run import atomic_write_bytes
-from problems.imitation.experts import Rollout, rollout
-from problems.imitation.ppo_expert import expert_policy
+from problems.imitation.experts import SCRIPTED, Rollout, rollout
+from problems.imitation.ppo_expert import expert_policy, ppo_expert_path
 
 DEFAULT_CACHE = Path("data/demos")
 
 
 def demo_path(env_id: str, episodes: int, seed: int, cache_dir: str | Path = DEFAULT_CACHE) -> Path:
-    """Where the cached demonstrations of ``episodes`` expert episodes from ``seed`` live."""
-    return Path(cache_dir) / f"{env_id}-{episodes}ep-seed{seed}.npz"
+    """Where the cached demonstrations of ``episodes`` expert episodes from ``seed`` live; for a
+    PPO expert trained here, the name ends in the first 12 hex digits of its file's SHA-256."""
+    name = f"{env_id}-{episodes}ep-seed{seed}"
+    expert = ppo_expert_path(env_id, cache_dir)
+    if env_id not in SCRIPTED and expert.is_file():  # a scripted expert is code: no file
+        name += f"-expert{hashlib.sha256(expert.read_bytes()).hexdigest()[:12]}"
+    return Path(cache_dir) / f"{name}.npz"
 
 
 def save_rollout(path: Path, demos: Rollout) -> None:

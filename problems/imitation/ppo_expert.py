@@ -6,15 +6,17 @@ expert. ``expert_policy`` picks the scripted expert when there is one.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
 
 from bilevel.errors import UserError
+from bilevel.options import check_seeds
 from problems.imitation.experts import SCRIPTED, Policy, single_thread
 
 if TYPE_CHECKING:  # SB3 is imported where it runs, so that the commands' --help stays fast
@@ -28,6 +30,12 @@ def check_env_id(env_id: str) -> bool:
     Discrete actions); returns whether the actions are discrete."""
     try:
         gym.spec(env_id)
+    except gym.error.DeprecatedEnv as err:  # gymnasium names the version it has now
+        newer = re.search(r"use `([^`]+)`", str(err))
+        advice = f"use {newer[1]} instead" if newer else str(err).rstrip(".")
+        raise UserError(
+            f"{env_id} is an old version gymnasium no longer provides; {advice}."
+        ) from None
     except gym.error.Error:
         raise UserError(
             f"Unknown environment {env_id!r}; use a gymnasium id such as Pendulum-v1, "
@@ -82,6 +90,7 @@ def train_expert(
         )
     if steps < 1:
         raise UserError(f"--steps must be at least 1; got {steps}.")
+    check_seeds([seed], "--seed")  # the range every command takes, numpy's and SB3's
     path = ppo_expert_path(env_id, cache_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with single_thread():  # small MLPs: more threads only add contention
@@ -111,6 +120,35 @@ def expert_policy(env_id: str, cache_dir: str | Path) -> Policy:
             f"{env_id} has no scripted expert and none was trained; run "
             f"`python cli.py expert train --env {env_id}` first."
         )
+    return _wrap(load_ppo_expert(env_id, path))
+
+
+def load_ppo_expert(env_id: str, path: Path) -> Any:
+    """SB3's PPO saved at ``path`` for ``env_id``; a file SB3 cannot load (not a zip, a zip that
+    is no model: SB3 raises whatever its bytes lead to) or a model of another environment's
+    observations or actions is one sentence naming the file and the way to a good one."""
     from stable_baselines3 import PPO
 
-    return _wrap(PPO.load(path, device="cpu"))
+    retrain = f"retrain it with `python cli.py expert train --env {env_id}`"
+    try:
+        model = PPO.load(path, device="cpu")
+    except Exception as err:  # whatever its bytes lead to: ValueError, AssertionError, ...
+        raise UserError(
+            f"{path} is not a readable PPO expert ({type(err).__name__}); {retrain}."
+        ) from None
+    env = gym.make(env_id)
+    wanted, got = _spaces(env), _spaces(model)
+    env.close()
+    if got != wanted:
+        raise UserError(
+            f"{path} holds a PPO model of another environment ({got}; {env_id} has {wanted}); "
+            f"{retrain}."
+        )
+    return model
+
+
+def _spaces(owner: Any) -> str:
+    """The shapes of an environment's (or a model's) observations and actions, in words."""
+    actions = owner.action_space
+    kind = actions if isinstance(actions, gym.spaces.Discrete) else f"shape {actions.shape}"
+    return f"observations of shape {owner.observation_space.shape}, actions {kind}"

@@ -22,17 +22,19 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
+from bilevel.errors import UserError
 from bilevel.experiment import Experiment, run_experiment
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from bilevel.options import check_same_command, inherit
+from bilevel.recorded import blame_recorded, check_recorded
 from bilevel.run import IGNORED_ON_RESUME, RunDir
 from bilevel.seeding import seed_everything, seeded
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
-from problems.imitation.experts import Policy, random_policy, rollout, single_thread
+from problems.imitation.experts import SCRIPTED, Policy, random_policy, rollout, single_thread
 from problems.imitation.gail import GAIL, GAILBatch
 from problems.imitation.meta_objective import MetaObjective
 from problems.imitation.plots import plot_gail_curves
@@ -90,6 +92,24 @@ def build_follower(cfg: GAILConfig, num_params: int) -> AdamFollower | LearnedOp
     return LearnedOptimizerFollower(num_params, net, 1, cfg.meta_lr)
 
 
+def check_expert_beats_random(env_id: str, r_expert: float, r_random: float) -> None:
+    """One sentence unless the expert's mean return is above the random policy's: else the
+    normalised return (R − R_random) / (R_expert − R_random) divides by zero or turns upside
+    down, and there is nothing to imitate."""
+    if r_expert > r_random:
+        return
+    fix = (
+        "its scripted expert should not do this; please report it"
+        if env_id in SCRIPTED
+        else f"train the expert longer: `python cli.py expert train --env {env_id}` with more "
+        "--steps"
+    )
+    raise UserError(
+        f"The expert's mean return on {env_id} ({r_expert:g}) is no better than a random "
+        f"policy's ({r_random:g}), so the normalised return is undefined; {fix}."
+    )
+
+
 def evaluate(
     problem: GAIL,
     env_id: str,
@@ -141,17 +161,21 @@ def _solve(
     interrupt_after_epoch: int | None,
     show_progress: bool,
 ) -> dict[str, Any] | None:
-    if resume and RunDir(out).config_path.is_file():
+    source, inherited = RunDir(out).config_path, {}
+    if resume and source.is_file():
         recorded = RunDir(out).read_config()
         check_same_command(cfg, recorded)
-        inherit(cfg, recorded, keep=IGNORED_ON_RESUME)
-    cfg.resolve()
+        check_recorded(GAILConfig, recorded, source)
+        inherited = inherit(cfg, recorded, keep=IGNORED_ON_RESUME)
+    with blame_recorded(inherited, source):
+        cfg.resolve()
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     expert = expert_policy(cfg.env, cfg.cache_dir)
     r_expert = float(demos.episode_returns.mean())
     r_random = float(
         rollout(cfg.env, random_policy(cfg.env, cfg.seed), 10, RANDOM_SEED).episode_returns.mean()
     )
+    check_expert_beats_random(cfg.env, r_expert, r_random)  # before the run folder is made
     trainer = JointTrainer(
         problem, follower, problem.model.policy.optimizer, follower_steps=cfg.meta_steps
     )

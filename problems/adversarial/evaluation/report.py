@@ -13,6 +13,7 @@ from torch import Tensor
 
 from bilevel.errors import UserError
 from bilevel.norms import Norm
+from bilevel.options import json_fits
 from bilevel.report import markdown_table, plot_curves
 from bilevel.run import RunDir, atomic_write_text
 from problems.adversarial.evaluation.attacks import AttackResult
@@ -27,14 +28,60 @@ CURVES_PLOT = "training_curves.png"
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:
-    """A run folder's ``eval.json``; missing or unreadable is one sentence."""
+    """A run folder's ``eval.json``; missing or unreadable is one sentence, and so is valid JSON
+    that lacks what the table and the plots read of it (``eval_problem``)."""
     path = Path(run_dir) / "eval.json"
     try:
-        return json.loads(path.read_text())
+        ev = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(
             f"No readable eval.json in {run_dir}; run `evaluate {run_dir}` first."
         ) from None
+    if problem := eval_problem(ev):
+        raise UserError(
+            f"{path} is not an evaluation written by `evaluate` ({problem}); run "
+            f"`evaluate {run_dir}` again or leave it out of --compare."
+        )
+    return ev
+
+
+def eval_problem(ev: Any) -> str:
+    """What an ``eval.json``'s content lacks of what a comparison reads (the table: each attack's
+    name and accuracy, the clean and worst-case accuracies; the ball; the sweeps' curves), in a
+    few words; "" when it has it all."""
+    if not isinstance(ev, dict):
+        kind = {list: "an array", str: "a string", bool: "true or false"}.get(type(ev), "a number")
+        return f"{'null' if ev is None else kind}, not an object"
+    attacks = ev.get("attacks")
+    if not isinstance(attacks, list) or not all(
+        isinstance(a, dict)
+        and isinstance(a.get("name"), str)
+        and json_fits(a.get("accuracy"), float)
+        for a in attacks
+    ):
+        return 'no "attacks" list of names and accuracies'
+    worst = ev.get("worst_case")
+    if not json_fits(ev.get("clean_acc"), float) or not (
+        isinstance(worst, dict) and json_fits(worst.get("accuracy"), float)
+    ):
+        return 'no "clean_acc" or "worst_case" accuracy'
+    if ev.get("norm", Norm.LINF.value) not in tuple(n.value for n in Norm):
+        return f'"norm" is {json.dumps(ev["norm"])}, not linf or l2'
+    sweeps = ev.get("sweeps", {})
+    if not isinstance(sweeps, dict) or not all(
+        _is_curve(sweeps[k]) for k in ("eps", "steps") if k in sweeps
+    ):
+        return '"sweeps" without curves of x and accuracy'
+    return ""
+
+
+def _is_curve(curve: Any) -> bool:
+    return (
+        isinstance(curve, dict)
+        and json_fits(curve.get("x"), list[float])
+        and json_fits(curve.get("acc"), list[float])
+        and len(curve["x"]) == len(curve["acc"])
+    )
 
 
 def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,7 +18,9 @@ from bilevel.errors import UserError
 from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
 from bilevel.options import choose
+from bilevel.recorded import blame_recorded, check_recorded
 from bilevel.run import RunDir, load_checkpoint
+from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.config import LEARNED, NORMS
 from problems.adversarial.data import DatasetInfo, dataset_info
 from problems.adversarial.defaults import LEGACY_VALUES, check_eps, dataset_default
@@ -51,9 +53,29 @@ def read_config(run_dir: Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, OSError, UnicodeDecodeError):
         raise UserError(f"{path} is unreadable; the run folder may be damaged.") from None
+    if isinstance(config, dict) and _gail_run(config):
+        raise UserError(
+            f"{run_dir} is a GAIL run (solve gail), and evaluate attacks adversarial runs (solve "
+            "adversarial-dro or adversarial-ait); a GAIL run's test returns are in its report.md."
+        )
     if not isinstance(config, dict) or "dataset" not in config:
         raise UserError(f"{path} is not a bilevel-l2l run configuration.")
+    check_recorded((DROConfig, AITConfig), config, path)
     return config
+
+
+def _gail_run(config: dict[str, Any]) -> bool:
+    """Whether a run folder's configuration is one ``solve gail`` wrote: a gymnasium ``env`` and
+    a discriminator, no data set."""
+    return "dataset" not in config and {"env", "disc_hidden"} <= set(config)
+
+
+def run_config(run_dir: Path) -> DROConfig:
+    """The resolved configuration the run trained with (``as_trained``); a recorded value that
+    an option's check refuses is one sentence naming ``config.json`` and the key."""
+    config = read_config(run_dir)
+    with blame_recorded(config, RunDir(run_dir).config_path, "fix it there"):
+        return DROConfig.as_trained(config)
 
 
 def leader_state(state: dict[str, Any]) -> dict[str, Any]:
@@ -65,14 +87,31 @@ def leader_state(state: dict[str, Any]) -> dict[str, Any]:
     return state.get("leader", state)
 
 
-def _fit(model: nn.Module, state: dict[str, Any], source: Path) -> None:
+def _fit(model: nn.Module, state: dict[str, Any], source: Path, remedy: str) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as err:
         raise UserError(
             f"{source} does not fit the model {type(model).__name__} "
-            f"({type(err).__name__}); pass the right --arch and --dataset."
+            f"({type(err).__name__}); {remedy}."
         ) from None
+
+
+def _fit_remedy(run_dir: Path, config: dict[str, Any], model_path: Path | None) -> str:
+    """What to do when the checkpoint does not fit the model built for it: --arch and --dataset
+    choose the model only for a --model file evaluated where no config.json is."""
+    if model_path is None:
+        return (
+            f"best.pt should hold the model {RunDir(run_dir).config_path} names, so the run "
+            "folder may be damaged: retrain the run"
+        )
+    if config:
+        return (
+            f"the model is the one {RunDir(run_dir).config_path} names (--arch and --dataset "
+            "apply only where no config.json is), so pass a checkpoint of that run, or evaluate "
+            "the file into another folder with --arch and --dataset"
+        )
+    return "pass the right --arch and --dataset"
 
 
 def load_classifier(
@@ -97,7 +136,7 @@ def load_classifier(
     name = config.get("model") or arch or dataset_default(info.name, "model")
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
     state = load_checkpoint(checkpoint)
-    _fit(model, leader_state(state), checkpoint)
+    _fit(model, leader_state(state), checkpoint, _fit_remedy(run_dir, config, model_path))
     return LoadedModel(model.to(device).eval(), info, config, checkpoint)
 
 
@@ -113,8 +152,11 @@ def threat_model(
     under L2."""
     if norm is not None:
         choose("--norm", norm, NORMS)
+    taken = {}  # the values read from the run's config.json: a refusal of one names the file
     if config:
-        recorded = config.get("norm", LEGACY_VALUES["norm"])
+        recorded = taken["norm"] = config.get("norm", LEGACY_VALUES["norm"])
+        with blame_recorded(taken, RunDir(source).config_path, "fix it there"):
+            choose("--norm", recorded, NORMS)
         if norm is not None and norm != recorded:
             raise UserError(
                 f"{source} was trained in the {recorded} ball, so evaluate attacks it there; "
@@ -122,22 +164,23 @@ def threat_model(
             )
         norm = recorded
     ball = Norm(norm or Norm.LINF.value)
-    if eps is None:
-        eps = config.get("eps") or dataset_default(dataset, "eps", ball.value)
-    return ball, check_eps(eps, ball)
+    if eps is None and config.get("eps"):
+        eps = taken["eps"] = config["eps"]
+    with blame_recorded(taken, RunDir(source).config_path, "fix it there or give --eps"):
+        return ball, check_eps(eps or dataset_default(dataset, "eps", ball.value), ball)
 
 
 def learned_attack_loss(run_dir: Path) -> str:
     """The attack loss whose gradient the run's g_φ was trained on: ``cw`` for a run of
     ``--ascent-loss margin``, ``ce`` otherwise (and for folders older than the option)."""
-    margin = DROConfig.as_trained(read_config(run_dir)).ascent_loss == "margin"
+    margin = run_config(run_dir).ascent_loss == "margin"
     return "cw" if margin else "ce"
 
 
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
     """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
     follower has none, which is one sentence."""
-    cfg = DROConfig.as_trained(read_config(run_dir))
+    cfg = run_config(run_dir)
     if cfg.follower not in LEARNED:
         raise UserError(
             f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "

@@ -1,0 +1,60 @@
+"""Values a run folder's ``config.json`` recorded, as ``--resume`` and ``evaluate`` read them.
+
+The file is JSON the user can edit or damage, so its values are checked where it is read: one of
+the wrong JSON type for its option (``"abc"`` for ε, ``"1,2"`` for a list of epochs) is one
+sentence naming the file and the key (``check_recorded``), before anything computes with it; one
+of the right type that an option's check refuses (``norm: "l7"``) is said to come from the file,
+since the option named in the check's sentence was never typed (``blame_recorded``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bilevel.errors import UserError
+from bilevel.options import check_types
+
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+_EDITED = " (the file is damaged or was edited by hand: fix that value)"
+
+
+def check_recorded(
+    config_classes: type | tuple[type, ...], recorded: Mapping[str, Any], source: Path | str
+) -> None:
+    """One sentence, ``<source>: <key> must be <kind>; got <value> (...)``, for the first value of
+    ``recorded`` (read from ``source``) whose JSON type does not fit its option in one of the
+    dataclasses ``config_classes``; keys that are no option of them are left to the caller."""
+    classes = config_classes if isinstance(config_classes, tuple) else (config_classes,)
+    for config_class in classes:
+        known = {f.name for f in dataclasses.fields(config_class)}
+        values = {k: v for k, v in recorded.items() if k in known}
+        check_types(config_class, values, str(source), _EDITED)
+
+
+@contextmanager
+def blame_recorded(
+    inherited: Mapping[str, Any],
+    source: Path | str,
+    remedy: str = "fix it there or start the run anew",
+) -> Iterator[None]:
+    """Inside: a ``UserError`` whose sentence names options (``--norm``), every one of which took
+    its value from ``inherited`` (the values read from ``source``, not typed), is raised again
+    saying that the value is a key of ``source`` and what to do (``remedy``); any other error
+    passes unchanged."""
+    try:
+        yield
+    except UserError as err:
+        text = str(err)
+        keys = [flag.replace("-", "_") for flag in _FLAG.findall(text)]
+        if not keys or any(key not in inherited for key in keys):
+            raise
+        raise UserError(
+            f"{text.rstrip('.')}; that value comes from {source}, where {keys[0]} is "
+            f"{json.dumps(inherited[keys[0]])}, not from the command line, so {remedy}."
+        ) from None

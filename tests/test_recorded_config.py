@@ -1,0 +1,102 @@
+"""A run folder's ``config.json`` damaged or edited by hand: ``--resume`` and ``evaluate`` read
+its values, so a value of the wrong type (``eps: "abc"``) is one sentence naming the file and the
+key, and a value of the right type that an option's check refuses (``norm: "l7"``) is said to come
+from the file, not from an option the user never typed; exit code 2, never a traceback. Nothing
+trains: every refusal comes before the first batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import untrained_dro_run
+from typer.testing import CliRunner
+
+from bilevel.errors import UserError
+from bilevel.recorded import blame_recorded, check_recorded
+from cli import app
+from problems.adversarial.dro_config import DROConfig
+from problems.imitation.config import GAILConfig
+
+runner = CliRunner()
+WRONG_TYPES = [  # key, value: each crashed with a TypeError or ValueError before
+    ("eps", "abc"),
+    ("milestones", "1,2"),
+    ("attacker_betas", 5),
+    ("eval_size", "x"),
+    ("attacker_width", "w"),
+]
+
+
+def one_sentence(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    for word in words:
+        assert word in result.output, result.output
+
+
+@pytest.mark.parametrize(("key", "value"), WRONG_TYPES)
+def test_resume_names_the_file_and_the_key_of_a_wrong_type(tmp_path: Path, key, value) -> None:
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
+    result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume"])
+    one_sentence(result, f"{run / 'config.json'}: {key} must be", json.dumps(value))
+
+
+@pytest.mark.parametrize(("key", "value"), WRONG_TYPES)
+def test_evaluate_names_the_file_and_the_key_of_a_wrong_type(tmp_path: Path, key, value) -> None:
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
+    result = runner.invoke(app, ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist"])
+    one_sentence(result, f"{run / 'config.json'}: {key} must be", json.dumps(value))
+
+
+def test_resume_says_a_refused_value_comes_from_the_file(tmp_path: Path) -> None:
+    run = untrained_dro_run(tmp_path / "run", norm="l7")
+    result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume"])
+    one_sentence(result, "'l7'", f"comes from {run / 'config.json'}, where norm is")
+
+
+def test_a_refused_value_typed_on_the_command_line_is_not_blamed_on_the_file(
+    tmp_path: Path,
+) -> None:
+    run = untrained_dro_run(tmp_path / "run", norm="l7")
+    args = ["solve", "adversarial-dro", "--out", str(run), "--resume", "--norm", "l7"]
+    result = runner.invoke(app, args)
+    one_sentence(result, "Unknown --norm 'l7'")
+    assert "config.json" not in result.output
+
+
+@pytest.mark.parametrize(("key", "value"), [("norm", "l7"), ("eps", -1)])
+def test_evaluate_says_a_refused_value_comes_from_the_file(tmp_path: Path, key, value) -> None:
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
+    result = runner.invoke(app, ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist"])
+    one_sentence(result, f"comes from {run / 'config.json'}, where {key} is {json.dumps(value)}")
+
+
+@pytest.mark.parametrize(("value", "words"), [("big", "disc_hidden must be"), (0, "where disc")])
+def test_gail_resume_names_the_file_and_the_key(tmp_path: Path, value, words: str) -> None:
+    run = tmp_path / "gail"
+    run.mkdir()
+    config = GAILConfig().resolve().to_dict() | {"disc_hidden": value}
+    (run / "config.json").write_text(json.dumps(config))
+    result = runner.invoke(app, ["solve", "gail", "--out", str(run), "--resume"])
+    one_sentence(result, str(run / "config.json"), words)
+
+
+def test_check_recorded_leaves_other_keys_to_the_caller() -> None:
+    check_recorded(DROConfig, {"eps": 0.1, "not_an_option": "x"}, "config.json")
+    with pytest.raises(UserError, match=r"config.json: seed must be a whole number; got 1.5"):
+        check_recorded(DROConfig, {"seed": 1.5}, "config.json")
+
+
+def test_blame_recorded_passes_errors_about_typed_options_unchanged() -> None:
+    with pytest.raises(UserError, match=r"^--a must be at least 1; got 0\.$"):
+        with blame_recorded({"b": 0}, "config.json"):
+            raise UserError("--a must be at least 1; got 0.")
+    with pytest.raises(UserError, match=r"^--a and --b clash\.$"):  # one of them typed
+        with blame_recorded({"b": 0}, "config.json"):
+            raise UserError("--a and --b clash.")
+    with pytest.raises(UserError, match=r"comes from config.json, where b is 0,"):
+        with blame_recorded({"b": 0}, "config.json"):
+            raise UserError("--b must be at least 1; got 0.")
