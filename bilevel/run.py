@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import IO, Any
@@ -137,7 +138,7 @@ class RunDir:
         key = self.path.resolve()
         if fcntl is None or (key in _HELD and _same_file(_HELD[key], self.path / LOCK_NAME)):
             return
-        self.release()  # a handle on a lock file deleted since (a bench starts its runs afresh)
+        self.release()  # a handle on a lock file deleted since (the folder deleted and made again)
         try:
             handle = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 (held past this function)
         except OSError as err:
@@ -153,6 +154,21 @@ class RunDir:
                 "--out."
             ) from None
         _HELD[key] = handle  # the owner's line is written once the run is accepted (``_claim``)
+
+    def clear(self) -> None:
+        """Delete everything in the folder but its lock, which this process takes first: a folder
+        another process is training in is one sentence, and nothing in it is deleted."""
+        if not self.path.is_dir():
+            return
+        self.lock()
+        for child in self.path.iterdir():
+            try:
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                elif child.name != LOCK_NAME:
+                    child.unlink()
+            except OSError as err:
+                raise write_error(child, err) from None
 
     def _claim(self) -> None:
         """Write this process's id into the held lock file, for the sentence another one prints."""

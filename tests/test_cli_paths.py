@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import held_lock
 from typer.testing import CliRunner
 
 from bilevel.files import atomic_write_text
@@ -190,22 +190,12 @@ def test_every_count_is_at_least_one_in_every_command(tmp_path, command, option,
 def test_a_second_process_on_the_same_out_is_refused_until_the_first_dies(tmp_path) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen(  # another run's process: it holds the folder's lock as prepare does
-        [sys.executable, "-c", "import fcntl, os, sys; f = open(sys.argv[1], 'a+'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); f.write(f'pid {os.getpid()} on a host'); f.flush(); "
-         "print('held', flush=True); sys.stdin.read()", str(out / ".lock")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    args = ["solve", "adversarial-dro", "--follower", "none", "--train-size", "16"]
+    args += ["--eval-size", "8", "--batch-size", "16", "--epochs", "1", "--out", out]
+    with held_lock(out) as pid:  # another run's process, killed at the end of the block
         before = snapshot(out)
-        args = ["solve", "adversarial-dro", "--follower", "none", "--train-size", "16"]
-        args += ["--eval-size", "8", "--batch-size", "16", "--epochs", "1", "--out", out]
-        one_sentence(run_cli(*args), f"is in use by pid {holder.pid}")
+        one_sentence(run_cli(*args), f"is in use by pid {pid}")
         assert snapshot(out) == before
-    finally:
-        holder.send_signal(signal.SIGKILL)  # dies holding the lock, as a killed run would
-        holder.wait()
     assert run_cli(*args).exit_code == 0  # the dead process does not block the folder
 
 

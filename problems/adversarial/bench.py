@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -74,9 +73,10 @@ def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
 
 
 def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
-    """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh)."""
+    """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh); a folder another
+    process is training in is refused, before anything in it is deleted."""
     cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
-    shutil.rmtree(run_dir, ignore_errors=True)
+    RunDir(run_dir).clear()
     return solve(cfg, run_dir, show_progress=False)
 
 
