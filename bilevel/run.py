@@ -141,11 +141,12 @@ class RunDir:
         if kept:
             names = [p.name + ("/" if p.is_dir() else "") for p in kept]
             names = [f"{n} (not a run configuration)" if n == "config.json" else n for n in names]
-            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            last = f"{len(names) - 4} more" if len(names) > 4 else names.pop()
+            shown = f"{', '.join(names[:4])} and {last}" if names else last
             raise UserError(
                 f"{self.path} holds {shown} but no last.pt, so it is not a run that stopped "
-                "before its first checkpoint, and a new run there would overwrite them or mix its "
-                "files with them; move them away or choose another --out."
+                "before its first checkpoint, and a new run would overwrite or mix with what is "
+                "there; move that away or choose another --out."
             )
 
     def _left_by_an_early_stop(self, path: Path, config: dict[str, Any]) -> bool:
