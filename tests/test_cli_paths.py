@@ -18,7 +18,9 @@ from helpers import held_lock
 from typer.testing import CliRunner
 
 from bilevel.files import atomic_write_text
+from bilevel.loop import JointTrainer
 from cli import app
+from problems.imitation import ppo_expert
 
 ROOT = Path(__file__).resolve().parents[1]
 GAIL = ["--steps", "600", "--n-envs", "1", "--n-steps", "200", "--eval-episodes", "1"]
@@ -65,6 +67,27 @@ def test_a_file_where_a_folder_belongs_is_one_sentence(tmp_path, command, option
     one_sentence(run_cli(*command, option, tmp_path / "a-file"), "is a file")
     one_sentence(run_cli(*command, option, tmp_path / "a-file" / "run"), "is a file")
     assert snapshot(tmp_path) == before
+
+
+def _tripwire(*args, **kwargs):
+    raise AssertionError("trained after all")
+
+
+EMPTY = [*OUT_FOLDERS, *[(["bench", b], "--json") for b in ("dro", "ait", "speed")]]
+
+
+@pytest.mark.parametrize(("command", "option"), [*EMPTY, (["evaluate"], "RUN_DIR")])
+def test_an_empty_path_is_one_sentence_not_the_current_folder(
+    tmp_path, monkeypatch, command, option
+) -> None:
+    """``Path("")`` is ".": ``--out ''`` trained into the current folder. Every path option of the
+    shared check refuses "" before anything is read, trained (the wire) or written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(JointTrainer, "step", _tripwire)
+    monkeypatch.setattr(ppo_expert, "train_expert", _tripwire)
+    args = [*command, ""] if option == "RUN_DIR" else [*command, option, ""]
+    one_sentence(run_cli(*args), f"error: {option} is empty; give a")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", [["bench", "dro"], ["bench", "ait"], ["bench", "speed"]])
