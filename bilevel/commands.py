@@ -20,6 +20,7 @@ from bilevel import report
 from bilevel.distributed import leave_process_group
 from bilevel.errors import Stopped, UserError
 from bilevel.options import check_seeds, parse_list
+from bilevel.paths import keep_empty
 from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 
 console = Console()
@@ -54,6 +55,12 @@ def print_table(title: str, rows: list[dict[str, Any]], keys: tuple[str, ...] = 
     report.print_table(console, title, [{k: r[k] for k in keys} for r in rows] if keys else rows)
 
 
+def path_option(default: Path | None, *names: str, help: str | None = None) -> Any:
+    """A typer option naming a path, kept "" when given "" (``bilevel.paths.keep_empty``), so that
+    ``check_paths`` refuses it instead of taking the current folder."""
+    return typer.Option(default, *names, parser=keep_empty, metavar="<path>", help=help)
+
+
 class Shared:
     """typer options that are not a run's configuration, shared by several commands (a run's
     options come from its configuration dataclass, ``bilevel.options.with_options``)."""
@@ -62,7 +69,7 @@ class Shared:
     eval_size = typer.Option(None, help="Use only the first N validation and test examples.")
     resume = typer.Option(False, help="Continue the run in --out where it stopped.")
     interrupt_after_epoch = typer.Option(None, hidden=True)
-    json_path = typer.Option(None, "--json", help="Also write the table as JSON here.")
+    json_path = path_option(None, "--json", help="Also write the table as JSON here.")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -6,6 +6,10 @@ one sentence (a ``UserError``, exit code 2), and nothing is created or changed b
 - an output file (``--json``): not a folder, in a folder that can be written or made;
 - an input folder (``--data-dir``, ``--cache-dir``): not a file; it is only written to when
   something must be downloaded or cached, and is checked as an output folder then.
+
+None of them may be empty: ``Path("")`` is ".", so ``--out ''`` would train into the current
+folder. A typer option typed ``Path`` turns "" into "." before a command sees it; the path options
+of ``cli.py`` parse with ``keep_empty`` (``bilevel.commands.path_option``) to keep it "".
 """
 
 from __future__ import annotations
@@ -24,8 +28,23 @@ def _nearest_existing(path: Path) -> Path:
     return Path.cwd()
 
 
+def keep_empty(value: str | Path) -> Path | str:
+    """A path option's value as a ``Path``, but "" kept as "" for the checks below to refuse (a
+    typer ``parser``)."""
+    return "" if value == "" else Path(value)
+
+
+def check_not_empty(path: str | Path, option: str, kind: str = "folder") -> None:
+    """One sentence when ``path`` is "" (which ``Path`` would read as the current folder);
+    ``kind``: what the option names, a "folder" or a "file"."""
+    if str(path) == "":
+        what = "a folder (. for the current one)" if kind == "folder" else "a file name"
+        raise UserError(f"{option} is empty; give {what}.")
+
+
 def check_output_folder(path: str | Path, option: str = "--out") -> None:
     """One sentence unless ``path`` is a folder this process can write, or can be made as one."""
+    check_not_empty(path, option)
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise UserError(
@@ -44,6 +63,7 @@ def check_output_folder(path: str | Path, option: str = "--out") -> None:
 
 def check_output_file(path: str | Path, option: str) -> None:
     """One sentence unless ``path`` names a file that can be written (its folder is made)."""
+    check_not_empty(path, option, "file")
     path = Path(path).expanduser()
     if path.is_dir():
         raise UserError(f"{option} {path} is a folder; give a file name, such as {path / 'out.json'}.")  # fmt: skip
@@ -55,6 +75,7 @@ def check_output_file(path: str | Path, option: str) -> None:
 
 def check_input_folder(path: str | Path, option: str) -> None:
     """One sentence when ``path``, or the folder it would be made in, is a file."""
+    check_not_empty(path, option)
     path = Path(path).expanduser()
     existing = _nearest_existing(path)
     if not existing.is_dir():

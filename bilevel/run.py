@@ -5,13 +5,16 @@ takes an advisory lock on ``<folder>/.lock`` (``flock``), which the kernel drops
 ends, however it ends, so a killed run never leaves the folder blocked. A folder that holds a
 ``config.json`` but no ``last.pt`` (a run that stopped before its first checkpoint: a NaN or a kill
 in epoch 1) holds nothing to keep: a plain rerun starts over in it, and ``--resume`` starts it
-afresh from the same options.
+afresh from the same options. A run without ``last.pt`` starts only in such a folder or an empty
+one: anything else there (a finished or evaluated run's files once ``last.pt`` is gone, a
+``config.json`` that is no run's, a file of the user's) is named in one sentence and kept.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import IO, Any
@@ -85,6 +88,8 @@ class RunDir:
             raise UserError(
                 f"--resume: {self.path} holds no run to resume; drop --resume to start one."
             )
+        if not self.last_checkpoint.is_file():  # a new run, or a start over: nothing to lose?
+            self._check_nothing_to_lose(config)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -125,11 +130,55 @@ class RunDir:
                 "resume with the same options or choose another --out."
             )
 
+    def _check_nothing_to_lose(self, config: dict[str, Any]) -> None:
+        """One sentence, before anything is touched, unless the folder holds only what a run that
+        stopped before its first checkpoint leaves (``_left_by_an_early_stop``)."""
+        if not self.path.is_dir():
+            return
+        kept = [
+            p for p in sorted(self.path.iterdir()) if not self._left_by_an_early_stop(p, config)
+        ]
+        if kept:
+            names = [p.name + ("/" if p.is_dir() else "") for p in kept]
+            names = [f"{n} (not a run configuration)" if n == "config.json" else n for n in names]
+            last = f"{len(names) - 4} more" if len(names) > 4 else names.pop()
+            shown = f"{', '.join(names[:4])} and {last}" if names else last
+            raise UserError(
+                f"{self.path} holds {shown} but no last.pt, so it is not a run that stopped "
+                "before its first checkpoint, and a new run would overwrite or mix with what is "
+                "there; move that away or choose another --out."
+            )
+
+    def _left_by_an_early_stop(self, path: Path, config: dict[str, Any]) -> bool:
+        """Whether ``path`` is what a run that never wrote ``last.pt`` leaves: the lock, a write
+        cut short, the ``config.json`` that ``prepare`` wrote (as ``write_json`` writes it, with
+        an option of ``config`` among its keys, or both empty), or ``best.pt`` of epoch 1 (written
+        just before the first ``last.pt``)."""
+        if path.name == LOCK_NAME or path.name.endswith(PARTIAL_SUFFIX):
+            return path.is_file() and path.name.startswith(".")
+        if path == self.config_path:
+            try:
+                text = path.read_text()
+                old = json.loads(text)
+            except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+                return False
+            ours = (
+                isinstance(old, dict) and text == json.dumps(old, indent=2, sort_keys=True) + "\n"
+            )
+            return ours and (bool(set(old) & set(config)) or old == config == {})
+        if path == self.best_checkpoint:
+            try:
+                best = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception:  # unreadable: not one this program wrote whole
+                return False
+            return isinstance(best, dict) and best.get("epoch") == 1
+        return False
+
     def _drop_unfinished(self) -> None:
-        """Remove what an attempt that never wrote ``last.pt`` can have left (best.pt is written
-        just before it); without a checkpoint they describe no run that can go on."""
-        for path in (self.best_checkpoint, self.metrics_path):
-            path.unlink(missing_ok=True)
+        """Remove the best.pt of an attempt that never wrote ``last.pt`` (best.pt is written just
+        before it; ``_check_nothing_to_lose`` let only epoch 1's through): it describes no run
+        that can go on."""
+        self.best_checkpoint.unlink(missing_ok=True)
 
     def lock(self) -> None:
         """Hold ``.lock`` until ``release`` or the end of the process; another process holding it
@@ -137,7 +186,7 @@ class RunDir:
         key = self.path.resolve()
         if fcntl is None or (key in _HELD and _same_file(_HELD[key], self.path / LOCK_NAME)):
             return
-        self.release()  # a handle on a lock file deleted since (a bench starts its runs afresh)
+        self.release()  # a handle on a lock file deleted since (the folder deleted and made again)
         try:
             handle = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 (held past this function)
         except OSError as err:
@@ -153,6 +202,21 @@ class RunDir:
                 "--out."
             ) from None
         _HELD[key] = handle  # the owner's line is written once the run is accepted (``_claim``)
+
+    def clear(self) -> None:
+        """Delete everything in the folder but its lock, which this process takes first: a folder
+        another process is training in is one sentence, and nothing in it is deleted."""
+        if not self.path.is_dir():
+            return
+        self.lock()
+        for child in self.path.iterdir():
+            try:
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                elif child.name != LOCK_NAME:
+                    child.unlink()
+            except OSError as err:
+                raise write_error(child, err) from None
 
     def _claim(self) -> None:
         """Write this process's id into the held lock file, for the sentence another one prints."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -104,3 +108,21 @@ def put_at_once(value, queue) -> None:
 def sleep_without_putting(seconds: float, queue) -> None:
     """A child process's target that works for ``seconds`` and puts nothing."""
     time.sleep(seconds)
+
+
+@contextlib.contextmanager
+def held_lock(folder: Path) -> Iterator[int]:
+    """Another process holding ``folder/.lock`` as a training run does (``RunDir.lock``) while
+    the block runs; yields its pid. It is killed afterwards, as a killed run would be."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; f = open(sys.argv[1], 'a+'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); f.write(f'pid {os.getpid()} on a host'); f.flush(); "
+         "print('held', flush=True); sys.stdin.read()", str(folder / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import held_lock
 from typer.testing import CliRunner
 
 from cli import app
@@ -69,6 +70,35 @@ def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path
 def test_bad_bench_options_are_one_sentence(tmp_path: Path, args, words) -> None:
     result = CliRunner().invoke(app, ["bench", "dro", *TINY, "--out", str(tmp_path / "r"), *args])
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+IN_USE = [
+    (["bench", "dro", "--methods", "none", "--no-autoattack", *TINY], "none"),
+    (["bench", "ait", "--methods", "ait", "--directions", "toward", "--no-autoattack", *TINY],
+     "AIT_toward"),
+    (["bench", "l2l", "--grid", "{grid}", "--results", "{tmp}/results"], "none"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "entry"), IN_USE)
+def test_a_bench_refuses_a_run_folder_in_use_and_deletes_nothing(tmp_path, command, entry) -> None:
+    """A bench starts each run afresh, but only in a folder no other process is training in:
+    it used to delete the folder before the lock was asked for, and train beside the other run."""
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"base": {"train_size": 32, "eval_size": 8, "epochs": 1},
+                                "seeds": [0], "references": ["none"],
+                                "configs": {"fgsm": {"follower": "fgsm"}}}))  # fmt: skip
+    run = tmp_path / "runs" / entry / "seed-0"
+    run.mkdir(parents=True)
+    (run / "notes.txt").write_text("the other run's\n")
+    args = [a.replace("{grid}", str(grid)).replace("{tmp}", str(tmp_path)) for a in command]
+    with held_lock(run) as pid:
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output
+    assert f"{run} is in use by pid {pid}" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "notes.txt"]
+    assert not (tmp_path / "results").exists()
 
 
 def test_bench_dro_runs_a_study_grid_on_the_test_split(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import stat
 import subprocess
 import sys
@@ -15,10 +14,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import held_lock
 from typer.testing import CliRunner
 
 from bilevel.files import atomic_write_text
+from bilevel.loop import JointTrainer
 from cli import app
+from problems.imitation import ppo_expert
 
 ROOT = Path(__file__).resolve().parents[1]
 GAIL = ["--steps", "600", "--n-envs", "1", "--n-steps", "200", "--eval-episodes", "1"]
@@ -65,6 +67,27 @@ def test_a_file_where_a_folder_belongs_is_one_sentence(tmp_path, command, option
     one_sentence(run_cli(*command, option, tmp_path / "a-file"), "is a file")
     one_sentence(run_cli(*command, option, tmp_path / "a-file" / "run"), "is a file")
     assert snapshot(tmp_path) == before
+
+
+def _tripwire(*args, **kwargs):
+    raise AssertionError("trained after all")
+
+
+EMPTY = [*OUT_FOLDERS, *[(["bench", b], "--json") for b in ("dro", "ait", "speed")]]
+
+
+@pytest.mark.parametrize(("command", "option"), [*EMPTY, (["evaluate"], "RUN_DIR")])
+def test_an_empty_path_is_one_sentence_not_the_current_folder(
+    tmp_path, monkeypatch, command, option
+) -> None:
+    """``Path("")`` is ".": ``--out ''`` trained into the current folder. Every path option of the
+    shared check refuses "" before anything is read, trained (the wire) or written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(JointTrainer, "step", _tripwire)
+    monkeypatch.setattr(ppo_expert, "train_expert", _tripwire)
+    args = [*command, ""] if option == "RUN_DIR" else [*command, option, ""]
+    one_sentence(run_cli(*args), f"error: {option} is empty; give a")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", [["bench", "dro"], ["bench", "ait"], ["bench", "speed"]])
@@ -190,22 +213,12 @@ def test_every_count_is_at_least_one_in_every_command(tmp_path, command, option,
 def test_a_second_process_on_the_same_out_is_refused_until_the_first_dies(tmp_path) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen(  # another run's process: it holds the folder's lock as prepare does
-        [sys.executable, "-c", "import fcntl, os, sys; f = open(sys.argv[1], 'a+'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); f.write(f'pid {os.getpid()} on a host'); f.flush(); "
-         "print('held', flush=True); sys.stdin.read()", str(out / ".lock")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    args = ["solve", "adversarial-dro", "--follower", "none", "--train-size", "16"]
+    args += ["--eval-size", "8", "--batch-size", "16", "--epochs", "1", "--out", out]
+    with held_lock(out) as pid:  # another run's process, killed at the end of the block
         before = snapshot(out)
-        args = ["solve", "adversarial-dro", "--follower", "none", "--train-size", "16"]
-        args += ["--eval-size", "8", "--batch-size", "16", "--epochs", "1", "--out", out]
-        one_sentence(run_cli(*args), f"is in use by pid {holder.pid}")
+        one_sentence(run_cli(*args), f"is in use by pid {pid}")
         assert snapshot(out) == before
-    finally:
-        holder.send_signal(signal.SIGKILL)  # dies holding the lock, as a killed run would
-        holder.wait()
     assert run_cli(*args).exit_code == 0  # the dead process does not block the folder
 
 

@@ -4,6 +4,7 @@ and bad inputs (one sentence, exit code 2, nothing written)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,15 @@ def test_the_refusal_says_to_train_the_expert_longer(expert: float, random: floa
     ):
         check_expert_beats_random("MountainCar-v0", expert, random)
     check_expert_beats_random("MountainCar-v0", -150.0, -200.0)
+
+
+def test_a_finished_run_whose_last_pt_is_gone_is_refused_and_kept(unbroken, cache, tmp_path):
+    """GAIL's run folder is the same RunDir: a rerun used to start over in it, exit code 0."""
+    out = tmp_path / "finished"
+    shutil.copytree(unbroken, out)
+    (out / "last.pt").unlink()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = solve(out, cache, "--follower", "l2l")
+    assert result.exit_code == 2 and "but no last.pt" in result.output, result.output
+    assert "gail.png" in result.output and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

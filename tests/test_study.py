@@ -64,6 +64,27 @@ def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> N
     assert check["best_epoch"] == 1 and check["last"] == check["best"]
 
 
+def test_a_changed_entry_is_refused_and_its_finished_run_kept(tmp_path: Path) -> None:
+    """A grid entry changed since its runs finished (same --out) is one sentence naming the
+    folder and the options that differ, before anything trains: the study used to delete the
+    finished run and train the entry again, as gail-stability refuses to."""
+    grid, small = tmp_path / "g.json", TINY | {"seeds": [0], "references": ["none"]}
+    grid.write_text(json.dumps(small | {"configs": {"fast": {"follower": "fgsm"}}}))
+    assert _bench(grid, tmp_path).exit_code == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    results = (tmp_path / "results" / "g.json").read_bytes()
+    grid.write_text(json.dumps(small | {"configs": {"fast": {"follower": "fgsm", "lr": 0.02}}}))
+    result = _bench(grid, tmp_path)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    run = tmp_path / "runs" / "fast" / "seed-0"
+    assert f"{run} holds a finished run with other options (lr 0.05 there, 0.02 in the" in " ".join(
+        result.output.split()
+    )
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
+    assert (tmp_path / "results" / "g.json").read_bytes() == results
+
+
 def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path: Path) -> None:
     """--jobs 2 trains and attacks each run in a worker process; every figure but the clocks
     is the same as when one process does it all, run for run."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -60,23 +59,30 @@ def folder_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_.")
 
 
-def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The results of a finished run in ``run_dir`` whose config.json asks for the same training
-    as ``cfg`` (the options that may differ on --resume aside, e.g. the device); else None."""
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        return None
-    # an option newer than the folder counts as what the run did (``LEGACY_VALUES``, e.g. L∞)
+def recorded_differences(cfg: DROConfig, run_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """The options ``run_dir``'s config.json records otherwise than ``cfg`` asks, as
+    ``{option: (recorded, asked)}`` (the options that may differ on --resume, e.g. the device,
+    aside; an option newer than the folder counts as what the run did, ``LEGACY_VALUES``)."""
     recorded, wanted = LEGACY_VALUES | RunDir(run_dir).read_config(), cfg.to_dict()
     keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
-    same = all(recorded.get(k) == wanted.get(k) for k in keys)
-    return json.loads(results_path.read_text()) if same else None
+    pairs = {k: (recorded.get(k), wanted.get(k)) for k in sorted(keys)}
+    return {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
+
+
+def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The results of a finished run in ``run_dir`` whose config.json asks for the same training
+    as ``cfg`` (``recorded_differences``); else None."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file() or recorded_differences(cfg, run_dir):
+        return None
+    return json.loads(results_path.read_text())
 
 
 def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
-    """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh)."""
+    """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh); a folder another
+    process is training in is refused, before anything in it is deleted."""
     cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
-    shutil.rmtree(run_dir, ignore_errors=True)
+    RunDir(run_dir).clear()
     return solve(cfg, run_dir, show_progress=False)
 
 

@@ -11,7 +11,15 @@ from typing import Any
 
 import typer
 
-from bilevel.commands import Shared, console, parse_seeds, print_table, split_names, user_errors
+from bilevel.commands import (
+    Shared,
+    console,
+    parse_seeds,
+    path_option,
+    print_table,
+    split_names,
+    user_errors,
+)
 from bilevel.errors import UserError
 from bilevel.paths import check_paths
 
@@ -57,7 +65,7 @@ def bench_dro(
     jobs: int = typer.Option(1, help="Worker processes for the evaluations (after training)."),
     train_size: int = Shared.train_size,
     eval_size: int = Shared.eval_size,
-    out: Path = typer.Option(Path("runs/bench-dro"), help="Folder for the runs."),
+    out: Path = path_option(Path("runs/bench-dro"), help="Folder for the runs."),
     json_path: Path = Shared.json_path,
 ) -> None:
     """mnist5k, small CNN, ε = 0.3: methods side by side (trained one after another in this
@@ -102,8 +110,8 @@ def _mean_std_cells(row: dict[str, Any]) -> dict[str, Any]:
 @user_errors
 def bench_l2l(
     grid: Path = typer.Option(..., help="A JSON grid of configurations (benchmarks/l2l/*.json)."),
-    out: Path = typer.Option(Path("runs/l2l-study"), help="Folder for the runs (reused)."),
-    results: Path = typer.Option(
+    out: Path = path_option(Path("runs/l2l-study"), help="Folder for the runs (reused)."),
+    results: Path = path_option(
         Path("benchmarks/results"), help="Where <grid>.md, <grid>.json and <grid>.png go."
     ),
     jobs: int = typer.Option(
@@ -171,7 +179,7 @@ def bench_ait(
     jobs: int = typer.Option(1, help="Worker processes for the evaluations (after training)."),
     train_size: int = Shared.train_size,
     eval_size: int = Shared.eval_size,
-    out: Path = typer.Option(Path("runs/bench-ait"), help="Folder for the runs."),
+    out: Path = path_option(Path("runs/bench-ait"), help="Folder for the runs."),
     json_path: Path = Shared.json_path,
 ) -> None:
     """mnist5k, small CNN, ε = 0.3: AIT vs L2L-AIT; PGD-40, CW-PGD-40 and AutoAttack (test)."""

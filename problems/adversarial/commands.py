@@ -11,9 +11,9 @@ from typing import Any
 
 import typer
 
-from bilevel.commands import Shared, console, print_solved, print_table, user_errors
+from bilevel.commands import Shared, console, path_option, print_solved, print_table, user_errors
 from bilevel.options import field_default, with_options
-from bilevel.paths import check_paths
+from bilevel.paths import check_paths, keep_empty
 from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation import EvalOptions  # loaded with the package already
@@ -23,7 +23,7 @@ from problems.adversarial.evaluation import EvalOptions  # loaded with the packa
 @with_options(DROConfig)
 def solve_adversarial_dro(
     cfg: DROConfig,
-    out: Path = typer.Option(Path("runs/dro"), help="The run folder."),
+    out: Path = path_option(Path("runs/dro"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
 ) -> None:
@@ -44,7 +44,7 @@ def solve_adversarial_dro(
 @with_options(AITConfig)
 def solve_adversarial_ait(
     cfg: AITConfig,
-    out: Path = typer.Option(Path("runs/ait"), help="The run folder."),
+    out: Path = path_option(Path("runs/ait"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
 ) -> None:
@@ -67,6 +67,7 @@ def _evaluate_option(name: str, help: str | None = None) -> Any:
 def evaluate_run(
     run_dir: Path = typer.Argument(
         ...,
+        parser=keep_empty,  # "" is refused, not read as the current folder
         help="A run folder written by `solve` (or, with --model, "
         "the folder to write eval.json into).",
     ),

@@ -12,7 +12,8 @@ A grid file is JSON::
 
 Every entry (reference or configuration) trains once per seed with ``solve`` into
 ``OUT/<entry>/seed-<s>`` (a finished run is reused, so a killed study continues where it
-stopped); its best-on-validation leader is then attacked on the validation split. The study
+stopped; one with other options than the grid's is refused before anything trains, not
+retrained); its best-on-validation leader is then attacked on the validation split. The study
 writes ``<name>.json`` (every run), ``<name>.md`` (mean ± std per entry, the winner) and
 ``<name>.png`` (robust accuracy against training CPU seconds, with the Pareto front). The cost
 axis is CPU time (``time.process_time`` over the training loops, all threads of the process):
@@ -39,6 +40,7 @@ from problems.adversarial.bench import (
     finished_results,
     folder_name,
     mean_std,
+    recorded_differences,
     train,
 )
 from problems.adversarial.data import load_dataset, subset
@@ -161,7 +163,7 @@ def validation_robustness(
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
     """Train (or reuse) one run and attack its selected leader on the validation split."""
     cfg = DROConfig(**options, seed=seed).resolve()
-    # an unfinished or different run in the folder: the study starts it afresh
+    # an unfinished run in the folder: the study starts it afresh (``check_finished_runs``)
     results = finished_results(cfg, run_dir) or train(cfg, run_dir)
     cached = run_dir / "study-eval.json"
     if cached.is_file():  # reused if it judged as many validation examples as the grid asks
@@ -174,6 +176,24 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     }
     RunDir(run_dir).write_json("study-eval.json", evaluation)
     return results, evaluation
+
+
+def check_finished_runs(tasks: list[tuple[dict[str, Any], int, Path, int | None]]) -> None:
+    """One sentence for the first task's folder that holds a finished run (``results.json``) with
+    other options than its grid entry's: the study would delete it to train the entry again."""
+    for options, seed, run_dir, _ in tasks:
+        if not (run_dir / "results.json").is_file():
+            continue
+        differences = recorded_differences(DROConfig(**options, seed=seed).resolve(), run_dir)
+        if differences:
+            shown = ", ".join(
+                f"{k} {old!r} there, {new!r} in the grid"
+                for k, (old, new) in list(differences.items())[:4]
+            )
+            raise UserError(
+                f"{run_dir} holds a finished run with other options ({shown}); use another "
+                "--out or the options it was run with, or delete that folder to train it again."
+            )
 
 
 def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[dict[str, Any]]:
@@ -193,6 +213,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[d
         (entries[name], seed, Path(out) / folder_name(name) / f"seed-{seed}", grid.val_examples)
         for name, seed in keys
     ]
+    check_finished_runs(tasks)  # before anything trains
     finished = dict(zip(keys, map_tasks(_run_one, tasks, jobs), strict=True))
     rows, runs = [], []
     for name, options in entries.items():

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import typer
 
-from bilevel.commands import Shared, console, print_solved, print_table, split_names, user_errors
+from bilevel.commands import (
+    Shared,
+    console,
+    path_option,
+    print_solved,
+    print_table,
+    split_names,
+    user_errors,
+)
 from bilevel.options import with_options
 from bilevel.paths import check_paths
 from problems.imitation.config import GAILConfig
@@ -19,7 +27,7 @@ from problems.imitation.config import GAILConfig
 @with_options(GAILConfig)
 def solve_gail_command(
     cfg: GAILConfig,
-    out: Path = typer.Option(Path("runs/gail"), help="The run folder."),
+    out: Path = path_option(Path("runs/gail"), help="The run folder."),
     resume: bool = Shared.resume,
     interrupt_after_epoch: int = Shared.interrupt_after_epoch,
 ) -> None:
@@ -43,7 +51,7 @@ def gail_stability(
     ),
     steps: int = typer.Option(100_000, help="Environment steps per run."),
     jobs: int = typer.Option(1, help="Worker processes (runs in parallel where cores allow)."),
-    out: Path = typer.Option(Path("runs/gail-stability"), help="Folder for the runs."),
+    out: Path = path_option(Path("runs/gail-stability"), help="Folder for the runs."),
     reward: str = typer.Option("gail", help="gail: −log(1−D); airl: log D − log(1−D)."),
     cache_dir: str = typer.Option("data/demos", help="Where demonstrations are cached."),
 ) -> None:

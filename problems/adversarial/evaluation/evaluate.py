@@ -22,7 +22,7 @@ from bilevel.acceleration import resolve_device
 from bilevel.errors import UserError, require_counts
 from bilevel.norms import Norm
 from bilevel.options import check_numbers
-from bilevel.paths import check_output_folder
+from bilevel.paths import check_not_empty, check_output_folder
 from bilevel.run import RunDir
 from bilevel.seeding import seeded
 from problems.adversarial.config import LEARNED
@@ -133,6 +133,7 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
     The test examples are the first ``o.n_examples``, else the run's ``--eval-size``, else all.
     ``announce`` (e.g. ``print``) gets a line saying what will run, then one per attack.
     """
+    check_not_empty(o.run_dir, "RUN_DIR")  # Path("") would be the current folder
     require_counts(o, ("n_examples", "restarts", "noise_samples", "batch_size"))
     device = resolve_device(o.device)
     run_dir = Path(o.run_dir)
