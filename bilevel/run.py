@@ -152,8 +152,8 @@ class RunDir:
     def _left_by_an_early_stop(self, path: Path, config: dict[str, Any]) -> bool:
         """Whether ``path`` is what a run that never wrote ``last.pt`` leaves: the lock, a write
         cut short, the ``config.json`` that ``prepare`` wrote (as ``write_json`` writes it, with
-        an option of ``config`` among its keys, or both empty), or ``best.pt`` of epoch 1 (written
-        just before the first ``last.pt``)."""
+        an option of ``config`` among its keys, or both empty), or ``best.pt`` of epoch 1 (which
+        runs before 2026-12-05 wrote just before the first ``last.pt``; now it follows it)."""
         if path.name == LOCK_NAME or path.name.endswith(PARTIAL_SUFFIX):
             return path.is_file() and path.name.startswith(".")
         if path == self.config_path:
@@ -175,9 +175,9 @@ class RunDir:
         return False
 
     def _drop_unfinished(self) -> None:
-        """Remove the best.pt of an attempt that never wrote ``last.pt`` (best.pt is written just
-        before it; ``_check_nothing_to_lose`` let only epoch 1's through): it describes no run
-        that can go on."""
+        """Remove the best.pt of an attempt that never wrote ``last.pt`` (an older run's, which
+        wrote best.pt first; ``_check_nothing_to_lose`` let only epoch 1's through): it describes
+        no run that can go on."""
         self.best_checkpoint.unlink(missing_ok=True)
 
     def lock(self) -> None:
