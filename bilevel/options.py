@@ -7,7 +7,7 @@ command line (its ``example`` shows how), ``name`` an option spelled otherwise t
 written by hand its field's default. ``choose`` is the one sentence for
 a value outside its choices; ``fill_unset`` gives the options left unset their defaults;
 ``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name, type
-(``json_fits``), and refuses those the command sets itself;
+(``json_fits``) and finiteness, and refuses those the command sets itself;
 ``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
 ``check_numbers`` refuses what every command refuses: a NaN or infinite number (which a check
 written ``x < 0`` lets through) and a ``--seed`` numpy cannot take (``check_seeds``).
@@ -115,8 +115,9 @@ def check_levers(
     ``config_class``, or is one of ``exclude`` (the options the command sets itself, for every
     run alike, ``why`` saying so: a lever would override a run's identity, e.g. its seed behind
     a folder named for another, or be ignored), or whose JSON value has the wrong type
-    (``"false"`` for a flag, ``"5,7"`` for a list, 1.5 for a count), so a lever given as JSON is
-    refused before anything trains, never silently misread."""
+    (``"false"`` for a flag, ``"5,7"`` for a list, 1.5 for a count), or that is NaN or infinite
+    (Python's JSON reads both), so a lever given as JSON is refused before anything trains, never
+    silently misread."""
     hints = typing.get_type_hints(config_class)
     known = {f.name for f in dataclasses.fields(config_class)}
     bad = sorted(set(values) - known)
@@ -128,6 +129,9 @@ def check_levers(
     if fixed := sorted(set(values) & set(exclude)):
         raise UserError(f"{where}: {fixed} cannot be set by a lever: {why}.")
     for name, value in values.items():
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise UserError(f"{where}: {name} must be a finite number; got {json.dumps(value)}.")
         if not json_fits(value, hints[name]):
             wanted = _inner(hints[name])
             if typing.get_origin(wanted) is list:

@@ -81,3 +81,43 @@ def test_the_levers_of_the_scripts_are_still_levers() -> None:
     cfg = speed.SpeedConfig(methods=("2-step-fused",), levers=speed.mnist5k_step_levers())
     options = speed.step_options("2-step-fused", cfg)
     assert options.attacker_sign_step == 0.625 and options.truncated_unroll
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--methods", "none", "--update", "foo"], "Unknown --update 'foo'"),  # was exit 0
+        (["--methods", "none,pgm", "--update", "fused"], "--update sets the update mode of"),
+    ],
+)
+def test_bench_dro_checks_update_whatever_the_methods(args, words, tmp_path) -> None:
+    result = runner.invoke(app, ["bench", "dro", "--out", str(tmp_path / "runs"), *args])
+    _refused(result, words)
+
+
+def test_bench_dro_refuses_update_beside_a_grid_which_would_ignore_it(tmp_path) -> None:
+    grid = tmp_path / "g.json"
+    grid.write_text('{"configs": {"x": {"follower": "grad"}}, "references": []}')
+    args = ["bench", "dro", "--grid", str(grid), "--update", "fused", "--out", str(tmp_path / "r")]
+    _refused(runner.invoke(app, args), '--update applies without --grid; a grid sets "update"')
+
+
+@pytest.mark.parametrize(
+    ("lever", "words"),
+    [
+        ('{"attacker_sign_step": NaN}', "attacker_sign_step must be a finite number; got NaN"),
+        ('{"attacker_betas": [0.5, Infinity]}', "attacker_betas must be a finite number"),
+        ('{"attacker_sign_step": 0.5}', "--levers shape the learned followers only"),
+    ],
+)
+def test_levers_are_checked_whatever_the_methods(lever, words, tmp_path) -> None:
+    """Python's JSON reads NaN, and with AIT or plain alone no row ever resolved the levers."""
+    _refused(_bench_ait(tmp_path, "--methods", "ait", "--levers", lever), words)
+    _refused(_bench_speed("--methods", "plain,pgm-10", "--levers", lever), words)
+
+
+def test_bench_speed_checks_every_method_before_it_builds_one() -> None:
+    result = _bench_speed(
+        "--methods", "plain,2-step-fused", "--levers", '{"attacker_betas": [2, 3]}'
+    )
+    _refused(result, "--attacker-betas takes two numbers in [0, 1)")

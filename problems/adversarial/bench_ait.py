@@ -20,6 +20,7 @@ from bilevel.options import check_levers
 from problems.adversarial.ait import Direction
 from problems.adversarial.ait_config import AIT_FOLLOWERS, AITConfig
 from problems.adversarial.bench import BENCH_EPS, run_bench
+from problems.adversarial.checks import check_for_learned
 
 # what bench ait sets itself, alike for every row: as a lever, one would train a row other than
 # its label and folder say (a seed-4 run in seed-0, AIT as "L2L-AIT (grad)") or leave the setting
@@ -57,6 +58,7 @@ def bench_ait(
         raise UserError(f"--directions takes {', '.join(sorted(known))}; got {directions}.")
     levers = levers or {}
     check_levers(AITConfig, levers, "--levers", exclude=ROW_OPTIONS, why=ROW_OPTIONS_WHY)
+    check_for_learned(bool(levers), any(m != "ait" for m in methods), "--levers shape")
 
     def entry(method: str, direction: str) -> Callable[[int], AITConfig]:
         extra = levers if method != "ait" else {}

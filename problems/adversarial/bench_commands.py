@@ -66,6 +66,8 @@ def bench_dro(
     check_paths(folders={"--out": out}, files={"--json": json_path})
     if reuse and grid is None:
         raise UserError("--reuse reuses the runs of a --grid; give the grid it trained from.")
+    if grid is not None and update is not None:  # it would be ignored
+        raise UserError('--update applies without --grid; a grid sets "update" in its entries.')
     from problems.adversarial.bench import bench_dro as run_bench
 
     if grid is not None:

@@ -93,3 +93,14 @@ def check_free_step(cfg: DROConfig) -> None:
             "--carry-free-step needs --update fused: its step reuses the gradient of the fused "
             "backward, which the other updates do not leave on δ."
         )
+
+
+def check_for_learned(given: bool, learned: bool, what: str) -> None:
+    """One sentence where a bench is ``given`` an option that reaches its learned followers only
+    (``what`` says which and what it does, e.g. "--levers shape") and its --methods name none
+    (``learned`` False): nothing would read the option, whatever its value."""
+    if given and not learned:
+        raise UserError(
+            f"{what} the learned followers only, and --methods names none of them (like grad or "
+            "2-step)."
+        )

@@ -29,6 +29,7 @@ from bilevel.loop import JointTrainer
 from bilevel.options import check_levers
 from bilevel.run import atomic_write_text
 from bilevel.workers import value_from_child
+from problems.adversarial.checks import check_for_learned
 from problems.adversarial.data import DatasetInfo
 from problems.adversarial.defaults import DATASET_DEFAULTS
 from problems.adversarial.dro import AdversarialDRO
@@ -100,6 +101,16 @@ def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
            "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
            "attacker": cfg.attacker, "attacker_width": cfg.attacker_width} | levers
     ).resolve()  # fmt: skip
+
+
+def check_methods(cfg: SpeedConfig) -> None:
+    """Every method's options and every lever, checked before anything is built, whatever
+    ``cfg.methods`` names; levers with no learned method to read them are refused."""
+    check_levers(
+        DROConfig, cfg.levers, "--levers", exclude=_NOT_STEP_LEVERS, why=_NOT_STEP_LEVERS_WHY
+    )
+    learned = [step_options(method, cfg).learned for method in cfg.methods]
+    check_for_learned(bool(cfg.levers), any(learned), "--levers shape")
 
 
 def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
@@ -185,6 +196,7 @@ def _mib_rounded(mib: float | None) -> float | None:
 def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[str, Any]]:
     """Seconds per batch (median over interleaved rounds), ratios to plain and PGM-10, peak memory."""
     require_counts(cfg, ("batch_size", "batches", "rounds"))
+    check_methods(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()
