@@ -126,7 +126,11 @@ def load_grid(path: Path) -> Grid:
         folders[folder] = name
     for name, options in entries.items():  # every value checked before any training
         try:
-            DROConfig(**options).resolve()
+            cfg = DROConfig(**options)
+            # an entry's own options as if typed: one its follower does not read is refused;
+            # the base's, given to every entry (references too), are not
+            cfg.given = frozenset(grid.configs.get(name, {}))
+            cfg.resolve()
         except UserError as err:
             raise UserError(f"--grid {path}, entry {name!r}: {err}") from None
         except (TypeError, ValueError) as err:
