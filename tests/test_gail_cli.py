@@ -78,7 +78,7 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--follower", "sgd"], "Unknown --follower"),
         (["--env", "NoSuchEnv-v0"], "Unknown environment"),
         (["--reward", "wasserstein"], "Unknown --reward"),
-        (["--lstm-steps", "0"], "--lstm-steps must be at least 1"),
+        (["--follower", "l2l", "--lstm-steps", "0"], "--lstm-steps must be at least 1"),
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),

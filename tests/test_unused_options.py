@@ -17,6 +17,7 @@ from bilevel.errors import UserError
 from cli import app
 from problems.adversarial import solve as adversarial_solve
 from problems.adversarial.study import load_grid
+from problems.imitation import solve as gail_solve
 
 runner = CliRunner()
 
@@ -32,6 +33,7 @@ def _accepted(*_: object, **__: object) -> None:
 @pytest.fixture(autouse=True)
 def nothing_trains(monkeypatch) -> None:
     monkeypatch.setattr(adversarial_solve, "_experiment", _accepted)
+    monkeypatch.setattr(gail_solve, "build", _accepted)
 
 
 def _solve(command: str, tmp_path: Path, *args: str):
@@ -88,6 +90,40 @@ def test_options_a_run_reads_or_leaves_unset_still_pass(args, tmp_path) -> None:
     assert isinstance(result.exception, Accepted), result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--follower", "adam", "--lstm-steps", "3"], "--lstm-steps is an option of the l2l"),
+        (["--follower", "adam", "--meta-objective", "q"], "--meta-objective is an option"),
+        (["--follower", "adam", "--meta-steps", "2"], "--follower adam would ignore it"),
+        (["--follower", "l2l", "--oneshot-step", "0.01"], "--oneshot-step is an option of the"),
+        (["--follower", "oneshot", "--lstm-hidden", "8"], "--follower oneshot would ignore it"),
+        (
+            ["--follower", "l2l", "--meta-objective", "q", "--target-accuracy", "0.7"],
+            "objective q would",
+        ),
+        (["--follower", "l2l", "--meta-objective", "q", "--meta-penalty", "1"], "--meta-penalty"),
+    ],
+)
+def test_gail_refuses_a_typed_option_its_follower_does_not_read(args, words, tmp_path) -> None:
+    result = _solve("gail", tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert words in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--follower", "adam", "--disc-steps", "5", "--disc-lr", "3e-3"],
+        ["--follower", "l2l", "--lstm-steps", "2", "--meta-objective", "q"],
+        ["--follower", "oneshot", "--oneshot-step", "0.01", "--target-accuracy", "0.7"],
+    ],
+)
+def test_gail_options_its_follower_reads_pass(args, tmp_path) -> None:
+    result = _solve("gail", tmp_path, *args)
+    assert isinstance(result.exception, Accepted), result.output
+
+
 def _grid(tmp_path: Path, data: dict) -> Path:
     path = tmp_path / "grid.json"
     path.write_text(json.dumps(data))
@@ -117,3 +153,13 @@ def test_every_grid_of_the_study_still_loads(tmp_path, monkeypatch) -> None:
     assert len(grids) > 50
     for path in grids:
         load_grid(path)
+
+
+def test_a_gail_stability_override_its_follower_does_not_read_is_refused() -> None:
+    from problems.imitation.config import GAILConfig
+    from problems.imitation.variants import parse_variant
+
+    with pytest.raises(UserError, match="--lstm-steps is an option of the l2l follower"):
+        parse_variant("adam:lstm_steps=3", GAILConfig())
+    label, _, cfg = parse_variant("l2l:meta_objective=q:trust_radius=0", GAILConfig())
+    assert cfg.meta_objective == "q" and label == "L2L-GAIL, meta_objective=q, trust_radius=0"
