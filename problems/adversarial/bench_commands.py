@@ -16,7 +16,9 @@ from bilevel.errors import UserError
 from bilevel.paths import check_paths
 
 LEVERS = typer.Option(
-    None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
+    None,
+    help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'; those "
+    "the bench sets itself (seed, model, device ...) are refused.",
 )
 
 
