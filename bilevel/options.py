@@ -6,8 +6,8 @@ command line (its ``example`` shows how), ``name`` an option spelled otherwise t
 (``--json`` for ``json_path``), ``hidden`` a testing option; ``field_default`` gives an option
 written by hand its field's default. ``choose`` is the one sentence for
 a value outside its choices; ``fill_unset`` gives the options left unset their defaults;
-``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name and type
-(``json_fits``);
+``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name, type
+(``json_fits``) and finiteness, and refuses those the command sets itself;
 ``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
 ``check_numbers`` refuses what every command refuses: a NaN or infinite number (which a check
 written ``x < 0`` lets through) and a ``--seed`` numpy cannot take (``check_seeds``).
@@ -105,28 +105,42 @@ _WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: 
 
 
 def check_levers(
-    config_class: type, values: dict[str, Any], where: str, exclude: tuple[str, ...] = ()
+    config_class: type,
+    values: dict[str, Any],
+    where: str,
+    exclude: tuple[str, ...] = (),
+    why: str = "the command sets them itself",
 ) -> None:
     """One sentence for the first of ``values`` that is not an option of the dataclass
-    ``config_class`` (or is in ``exclude``) or whose JSON value has the wrong type (``"false"``
-    for a flag, ``"5,7"`` for a list, 1.5 for a count), so a lever given as JSON is refused
-    before anything trains, never silently misread."""
-    known = {f.name for f in dataclasses.fields(config_class)} - set(exclude)
+    ``config_class``, or is one of ``exclude`` (the options the command sets itself, for every
+    run alike, ``why`` saying so: a lever would override a run's identity, e.g. its seed behind
+    a folder named for another, or be ignored), or whose JSON value has the wrong type
+    (``"false"`` for a flag, ``"5,7"`` for a list, 1.5 for a count), or that is NaN or infinite
+    (Python's JSON reads both), so a lever given as JSON is refused before anything trains, never
+    silently misread."""
+    known = {f.name for f in dataclasses.fields(config_class)}
     bad = sorted(set(values) - known)
     if bad:
         raise UserError(
             f"{where}: unknown lever(s) {bad}; levers are the options of the command with _ for "
             "-, e.g. attacker_sign_step."
         )
+    if fixed := sorted(set(values) & set(exclude)):
+        raise UserError(f"{where}: {fixed} cannot be set by a lever: {why}.")
     check_types(config_class, values, where)
 
 
 def check_types(config_class: type, values: dict[str, Any], where: str, advice: str = "") -> None:
     """One sentence, ``<where>: <name> must be <kind>; got <value><advice>.``, for the first of
-    ``values`` (options of the dataclass ``config_class`` by name, read as JSON) whose value does
-    not fit the option's type (``json_fits``)."""
+    ``values`` (options of the dataclass ``config_class`` by name, read as JSON) that is NaN or
+    infinite or whose value does not fit the option's type (``json_fits``)."""
     hints = typing.get_type_hints(config_class)
     for name, value in values.items():
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise UserError(
+                f"{where}: {name} must be a finite number; got {json.dumps(value)}{advice}."
+            )
         if not json_fits(value, hints[name]):
             wanted = _inner(hints[name])
             if typing.get_origin(wanted) is list:

@@ -162,8 +162,7 @@ def test_a_jittered_carry_resumes_without_its_options_repeated(tmp_path: Path) -
     --carry-jitter: the folder's values are taken (not the defaults of 0), and the run ends as an
     unbroken one."""
     args = ["solve", "adversarial-dro", "--train-size", "64", "--eval-size", "16", "--batch-size",
-            "32", "--epochs", "2", "--gap-size", "0", "--follower", "pgm", "--pgm-steps", "1",
-            "--attacker-random-start"]  # fmt: skip
+            "32", "--epochs", "2", "--gap-size", "0", "--follower", "pgm", "--pgm-steps", "1"]  # fmt: skip
     levers = ["--carry-decision", "--carry-restart", "0.5", "--carry-jitter", "0.5"]
     unbroken, stopped = tmp_path / "unbroken", tmp_path / "stopped"
     done = CliRunner().invoke(app, [*args, *levers, "--out", str(unbroken)])

@@ -180,7 +180,8 @@ def test_resume_into_a_read_only_run_is_one_sentence_and_changes_nothing(read_on
 
 
 COUNTS = [
-    *[(["solve", "adversarial-dro"], o) for o in ("--epochs", "--batch-size", "--pgm-steps")],
+    *[(["solve", "adversarial-dro"], o) for o in ("--epochs", "--batch-size")],
+    (["solve", "adversarial-dro", "--follower", "pgm"], "--pgm-steps"),  # PGM-k's k
     *[(["solve", "adversarial-dro"], o) for o in ("--follower-steps", "--train-size", "--eval-size")],
     *[(["solve", "adversarial-ait"], o) for o in ("--epochs", "--eval-size")],
     *[(["bench", "dro"], o) for o in ("--epochs", "--train-size", "--eval-size")],

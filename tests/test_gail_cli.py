@@ -84,7 +84,7 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--env", "Taxi-v3"], "use Taxi-v4 instead"),
         (["--env", "CliffWalking-v0"], "use CliffWalking-v1 instead"),
         (["--reward", "wasserstein"], "Unknown --reward"),
-        (["--lstm-steps", "0"], "--lstm-steps must be at least 1"),
+        (["--follower", "l2l", "--lstm-steps", "0"], "--lstm-steps must be at least 1"),
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),

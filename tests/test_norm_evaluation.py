@@ -24,7 +24,7 @@ EPS = 1.5  # mnist5k's L2 radius, solve's default under --norm l2
 SLACK = 1e-5  # float rounding on ‖x_adv − x‖₂ ≤ ε
 TINY = [
     "--train-size", "64", "--eval-size", "16", "--batch-size", "32", "--epochs", "1",
-    "--gap-size", "0", "--follower", "grad", "--pgm-steps", "2",
+    "--gap-size", "0", "--follower", "grad",
 ]  # fmt: skip
 EVAL = ["--n-examples", "8", "--noise-samples", "3", "--batch-size", "8"]
 
@@ -44,7 +44,7 @@ def l2_run(tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["norm"] == "l2" and config["eps"] == EPS
-    assert config["pgm_step_size"] == pytest.approx(2.5 * EPS / 2)
+    assert config["pgm_step_size"] == pytest.approx(2.5 * EPS / 10)  # PGM-10's, recorded
     results = json.loads((out / "results.json").read_text())
     assert 0 <= results["test_pgd20_acc"] <= results["test_clean_acc"] + 1 / 16
     again = runner.invoke(app, ["solve", "adversarial-dro", *TINY, "--out", out, "--resume"])

@@ -88,8 +88,8 @@ def test_bench_speed_rejects_an_unknown_method() -> None:
 
 def test_bench_speed_builds_learned_followers_with_the_levers_and_any_pgm_k() -> None:
     cfg = speed.SpeedConfig(
-        model="small-cnn", batch_size=2, methods=("pgm-3", "2-step-fused"),
-        levers={"attacker_sign_step": 0.5, "unroll": 3, "attacker": "slim"},
+        model="small-cnn", batch_size=2, methods=("pgm-3", "2-step-fused"), attacker="slim",
+        levers={"attacker_sign_step": 0.5, "unroll": 3},
     )  # fmt: skip
     pgm, _ = speed.make_trainer("pgm-3", cfg, torch.device("cpu"))
     assert pgm.follower.steps == 3 and not hasattr(pgm.follower, "sign_step")

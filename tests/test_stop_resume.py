@@ -98,6 +98,21 @@ def test_a_bare_resume_continues_with_the_options_the_run_recorded(unbroken, tmp
     assert same_as(out, unbroken)
 
 
+def test_a_bare_resume_of_a_hand_designed_run_is_not_refused_its_recorded_levers(tmp_path):
+    """config.json records every option resolved, the learned follower's too (a PGM run's at
+    their hand-designed values, slim attacker and all): taken from the folder on --resume, they
+    are not typed options its follower would ignore."""
+    out = tmp_path / "pgm"
+    pgm = [*TINY[:2], "--follower", "pgm", "--pgm-steps", "2", *TINY[4:], "--out", str(out)]
+    assert runner.invoke(app, [*pgm, "--interrupt-after-epoch", "1"]).exit_code == 0
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["attacker"] == "slim" and recorded["attacker_sign_step"] == 0.0
+    bare = ["solve", "adversarial-dro", "--out", str(out), "--resume"]
+    resumed = runner.invoke(app, bare, catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert len(RunDir(out).read_metrics()) == 2
+
+
 def test_sigterm_exits_143_with_a_checkpoint_of_the_batch(tmp_path) -> None:
     out = tmp_path / "terminated"
     proc = faulty("SIGTERM", 1, out)

@@ -131,7 +131,7 @@ def test_pareto_front_and_winner() -> None:
         (json.dumps({"configs": {"x": {"truncated_unroll": "false"}}}), "true or false"),
         (json.dumps({"configs": {"x": {"milestones": "5,7"}}}), "a list of whole numbers"),
         (json.dumps({"configs": {"x": {"momentum": -1}}}), "--momentum must be at least 0"),
-        (json.dumps({"configs": {"x": {"seed": 3}}}), "unknown lever"),  # the study's own
+        (json.dumps({"configs": {"x": {"seed": 3}}}), "cannot be set by a lever: the study sets"),
         (json.dumps({"configs": {"x": {}}, "seeds": []}), "seeds"),
         (json.dumps({"configs": {"x": {}}, "seeds": 5}), "seeds"),
         (json.dumps({"configs": {"x": {}}, "references": ["pgd-7"]}), "Unknown reference"),

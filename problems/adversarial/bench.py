@@ -24,10 +24,13 @@ import torch
 from torch import nn
 
 from bilevel.errors import UserError
+from bilevel.loop import UpdateMode
 from bilevel.norms import Norm
+from bilevel.options import choose
 from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
+from problems.adversarial.checks import check_for_learned
 from problems.adversarial.config import FOLLOWERS
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.defaults import LEGACY_VALUES, dataset_default, madry_step
@@ -230,6 +233,10 @@ def bench_dro(
     unknown = [m for m in methods if m not in FOLLOWERS]
     if unknown or not methods:
         raise UserError(f"Unknown --methods {unknown}; choose from: {', '.join(FOLLOWERS)}.")
+    if update is not None:  # checked whatever the methods: a hand-designed row never reads it
+        choose("--update", update, tuple(m.value for m in UpdateMode))
+    learned = any(m not in HAND_DESIGNED_FOLLOWERS for m in methods)
+    check_for_learned(update is not None, learned, "--update sets the update mode of")
     if eps is None:
         eps = dataset_default("mnist5k", "eps", norm)  # 0.3 (BENCH_EPS) in L∞, 1.5 in L2
 

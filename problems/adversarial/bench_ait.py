@@ -3,9 +3,10 @@ attackers, Algorithm 4) train on mnist5k with the small CNN, ε = 0.3, ε_y = 0.
 and seeds (ε ramped up over the first third of the epochs, the mnist5k default), one after another
 in this process, with the follower pulling features ``toward`` the partner's and, as a second set
 of rows, pushing them ``away`` (Eq. 6 as printed). ``levers`` (DROConfig options, e.g. those the
-DRO study chose) shape the learned followers. Each best-on-validation model is attacked on the
-test split with PGD-40 (step 0.01, uniform random start) on the cross-entropy and on the CW
-margin loss, and with the standard AutoAttack (``bench.run_bench``).
+DRO study chose) shape the learned followers; those the bench sets itself (``ROW_OPTIONS``) are
+refused. Each best-on-validation model is attacked on the test split with PGD-40 (step 0.01,
+uniform random start) on the cross-entropy and on the CW margin loss, and with the standard
+AutoAttack (``bench.run_bench``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from bilevel.options import check_levers
 from problems.adversarial.ait import Direction
 from problems.adversarial.ait_config import AIT_FOLLOWERS, AITConfig
 from problems.adversarial.bench import BENCH_EPS, run_bench
+from problems.adversarial.checks import check_for_learned
+
+# what bench ait sets itself, alike for every row: as a lever, one would train a row other than
+# its label and folder say (a seed-4 run in seed-0, AIT as "L2L-AIT (grad)") or leave the setting
+ROW_OPTIONS = (
+    "follower", "ait_direction", "seed", "epochs", "train_size", "eval_size", "dataset", "model",
+    "eps", "norm", "device",
+)  # fmt: skip
+ROW_OPTIONS_WHY = (
+    "bench ait sets them itself, alike for every row (--methods, --directions, --seeds, "
+    "--epochs, --train-size, --eval-size; mnist5k, the small CNN, L∞ ε = 0.3, the device)"
+)
 
 
 def bench_ait(
@@ -44,7 +57,8 @@ def bench_ait(
     if not directions or any(d not in known for d in directions):
         raise UserError(f"--directions takes {', '.join(sorted(known))}; got {directions}.")
     levers = levers or {}
-    check_levers(AITConfig, levers, "--levers")
+    check_levers(AITConfig, levers, "--levers", exclude=ROW_OPTIONS, why=ROW_OPTIONS_WHY)
+    check_for_learned(bool(levers), any(m != "ait" for m in methods), "--levers shape")
 
     def entry(method: str, direction: str) -> Callable[[int], AITConfig]:
         extra = levers if method != "ait" else {}

@@ -24,7 +24,9 @@ from bilevel.errors import UserError
 from bilevel.paths import check_paths
 
 LEVERS = typer.Option(
-    None, help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'."
+    None,
+    help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'; those "
+    "the bench sets itself (seed, model, device ...) are refused.",
 )
 
 
@@ -74,6 +76,8 @@ def bench_dro(
     check_paths(folders={"--out": out}, files={"--json": json_path})
     if reuse and grid is None:
         raise UserError("--reuse reuses the runs of a --grid; give the grid it trained from.")
+    if grid is not None and update is not None:  # it would be ignored
+        raise UserError('--update applies without --grid; a grid sets "update" in its entries.')
     from problems.adversarial.bench import bench_dro as run_bench
 
     if grid is not None:

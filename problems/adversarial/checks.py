@@ -14,6 +14,51 @@ if TYPE_CHECKING:
     from problems.adversarial.config import AdversarialConfig
     from problems.adversarial.dro_config import DROConfig
 
+# the options of a learned follower's g_φ, its optimiser and its unroll, which a hand-designed
+# follower (none, fgsm, pgm, ait) does not have (--plain-steps and --truncated-unroll: check_unroll)
+LEARNED_ONLY = (
+    "attacker", "attacker_width", "attacker_lr", "attacker_betas", "attacker_weight_decay",
+    "follower_steps", "unroll", "grad_scaling", "attacker_random_start", "attacker_memory",
+    "attacker_sign_step", "attacker_init",
+)  # fmt: skip
+# typed at these values, such an option asks for what a hand-designed follower does anyway
+OFF = {"attacker_random_start": False, "attacker_sign_step": 0.0, "attacker_memory": "none"}
+PGM_ONLY = ("pgm_steps", "pgm_step_size")  # PGM-k's k and η
+
+
+def check_unused(cfg: AdversarialConfig) -> None:
+    """One sentence for an option typed on the command line (``cfg.given``, from
+    ``with_options``) that the chosen follower or leader optimizer does not read, which would be
+    ignored and still recorded in config.json as if used: a learned follower's option with a
+    hand-designed follower (unless typed at its ``OFF`` value), PGM-k's with another follower,
+    --momentum with Adam. Options not typed (the defaults, what ``--resume`` takes from the run
+    folder, what a bench gives all its rows, a configuration built in code: no ``given``) pass."""
+    typed = getattr(cfg, "given", None) or frozenset()
+    for name in sorted(typed):
+        flag = "--" + name.replace("_", "-")
+        off = name in OFF and getattr(cfg, name) == OFF[name]
+        if name in LEARNED_ONLY and not cfg.learned and not off:
+            raise UserError(
+                f"{flag} is an option of the learned followers (like --follower 2-step); "
+                f"--follower {cfg.follower} would ignore it."
+            )
+        if name in PGM_ONLY and cfg.follower != "pgm":
+            raise UserError(
+                f"{flag} is PGM-k's (--follower pgm); --follower {cfg.follower} would ignore it."
+            )
+    if "momentum" in typed and cfg.leader_optimizer != "sgd":
+        raise UserError(
+            f"--momentum is the leader's SGD's; --leader-optimizer {cfg.leader_optimizer} would "
+            "ignore it."
+        )
+
+
+def check_momentum(cfg: AdversarialConfig) -> None:
+    """SGD's momentum below 1: at 1 or more each step adds the whole of the last (its "at least
+    0" is ``require_at_least_zero``'s, with the other options of that kind)."""
+    if cfg.momentum >= 1:
+        raise UserError(f"--momentum must be in [0, 1); got {cfg.momentum}.")
+
 
 def check_attacker_levers(cfg: AdversarialConfig) -> None:
     """φ's Adam betas, the sign step s·ε and the warm start of φ."""
@@ -92,4 +137,15 @@ def check_free_step(cfg: DROConfig) -> None:
         raise UserError(
             "--carry-free-step needs --update fused: its step reuses the gradient of the fused "
             "backward, which the other updates do not leave on δ."
+        )
+
+
+def check_for_learned(given: bool, learned: bool, what: str) -> None:
+    """One sentence where a bench is ``given`` an option that reaches its learned followers only
+    (``what`` says which and what it does, e.g. "--levers shape") and its --methods name none
+    (``learned`` False): nothing would read the option, whatever its value."""
+    if given and not learned:
+        raise UserError(
+            f"{what} the learned followers only, and --methods names none of them (like grad or "
+            "2-step)."
         )

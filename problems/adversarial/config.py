@@ -18,20 +18,15 @@ from bilevel.errors import UserError, require_at_least_zero, require_counts, req
 from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode
 from bilevel.norms import Norm
-from bilevel.options import (
-    check_numbers,
-    check_same_command,
-    choose,
-    fill_unset,
-    inherit,
-    option,
-)
+from bilevel.options import check_numbers, check_same_command, choose, fill_unset, inherit, option
 from bilevel.run import IGNORED_ON_RESUME
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
     check_attacker_levers,
     check_carry,
+    check_momentum,
     check_unroll,
+    check_unused,
 )
 from problems.adversarial.data import DATASETS, dataset_info
 from problems.adversarial.defaults import (
@@ -233,6 +228,7 @@ class AdversarialConfig:
         choose("--schedule", self.schedule, ("multistep", "constant", "cosine"))
         choose("--grad-scaling", self.grad_scaling, tuple(m.value for m in GradientScaling))
         choose("--attacker-memory", self.attacker_memory, tuple(m.value for m in Memory))
+        check_unused(self)  # before the levers' own checks: first, whether they apply
         check_attacker_levers(self)
         if self.learned and self.unroll is None:
             self.unroll = LEARNED[self.follower][0]
@@ -261,6 +257,7 @@ class AdversarialConfig:
         check_carry(self, carry_asked)
         require_positive(self, POSITIVE)
         require_at_least_zero(self, AT_LEAST_ZERO)
+        check_momentum(self)
         fill_unset(self, dict(leader_ema=0.0))
         check_decay(self.leader_ema)
         return self

@@ -16,7 +16,7 @@ import os
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from bilevel.loop import JointTrainer
 from bilevel.options import check_levers
 from bilevel.run import atomic_write_text
 from bilevel.workers import value_from_child
+from problems.adversarial.checks import check_for_learned
 from problems.adversarial.data import DatasetInfo
 from problems.adversarial.defaults import DATASET_DEFAULTS
 from problems.adversarial.dro import AdversarialDRO
@@ -41,6 +42,20 @@ METHODS = ("plain", "fgsm-rs", "pgm-10") + tuple(
     f"{follower}-{update}" for follower in ("grad", "2-step") for update in ("alternating", "fused")
 )
 EPS = 8 / 255
+# the options of a learned follower that one timed step reads (``build_follower``, and the ascent
+# loss): bench speed's levers. It sets the others itself, alike for every method, or its step has
+# none of them (epochs, the leader's schedule, the carried δ)
+STEP_LEVERS = (
+    "attacker_lr", "attacker_betas", "attacker_weight_decay", "unroll", "plain_steps",
+    "truncated_unroll", "grad_scaling", "attacker_random_start", "attacker_memory",
+    "attacker_sign_step", "attacker_init", "ascent_loss",
+)  # fmt: skip
+_NOT_STEP_LEVERS = tuple(f.name for f in fields(DROConfig) if f.name not in STEP_LEVERS)
+_NOT_STEP_LEVERS_WHY = (
+    "bench speed sets them itself (each method's follower and update, --model, --attacker, "
+    "--attacker-width, --batch-size, --device ...) or its timed step does not use them; its "
+    f"levers are {', '.join(STEP_LEVERS)}"
+)
 
 
 @dataclass
@@ -69,14 +84,41 @@ def mnist5k_step_levers() -> dict[str, Any]:
     return {key: DATASET_DEFAULTS["mnist5k"][key] for key in keys}
 
 
+def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
+    """``method``'s resolved ``solve`` options: the follower and update its name says, at
+    CIFAR's shape and ε = 8/255, with ``cfg.levers`` over a learned one's (``STEP_LEVERS`` only:
+    a lever of another option would be ignored or override what the command sets)."""
+    pgm = re.fullmatch(r"pgm-(\d+)", method)
+    if method not in METHODS and not (pgm and int(pgm.group(1)) >= 1):
+        raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}, pgm-K.")
+    name = {"plain": "none", "fgsm-rs": "fgsm"}.get(method, "pgm" if pgm else method)
+    name = name.removesuffix("-fused").removesuffix("-alternating")
+    update = "fused" if method.endswith("fused") else "alternating"
+    levers = cfg.levers if name not in ("none", "fgsm", "pgm") else {}
+    check_levers(DROConfig, levers, "--levers", exclude=_NOT_STEP_LEVERS, why=_NOT_STEP_LEVERS_WHY)
+    return DROConfig(
+        **{"dataset": "cifar10", "follower": name, "eps": EPS, "update": update,
+           "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
+           "attacker": cfg.attacker, "attacker_width": cfg.attacker_width} | levers
+    ).resolve()  # fmt: skip
+
+
+def check_methods(cfg: SpeedConfig) -> None:
+    """Every method's options and every lever, checked before anything is built, whatever
+    ``cfg.methods`` names; levers with no learned method to read them are refused."""
+    check_levers(
+        DROConfig, cfg.levers, "--levers", exclude=_NOT_STEP_LEVERS, why=_NOT_STEP_LEVERS_WHY
+    )
+    learned = [step_options(method, cfg).learned for method in cfg.methods]
+    check_for_learned(bool(cfg.levers), any(learned), "--levers shape")
+
+
 def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
     """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for the digit models).
 
     The follower is ``solve``'s own for that name (``build_follower``): FGSM-RS steps 1.25 ε,
     PGM-10 steps 2/255, the learned ones take [x, ∇] into the attacker."""
-    pgm = re.fullmatch(r"pgm-(\d+)", method)
-    if method not in METHODS and not (pgm and int(pgm.group(1)) >= 1):
-        raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}, pgm-K.")
+    options = step_options(method, cfg)
     if cfg.model not in MODEL_NAMES:
         raise UserError(f"Unknown --model {cfg.model!r}; choose one of: {', '.join(MODEL_NAMES)}.")
     torch.manual_seed(0)
@@ -85,22 +127,12 @@ def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[J
     info = DatasetInfo("random", 10, channels, size, (0.5,) * channels, (0.25,) * channels)
     model = build_model(cfg.model, info.num_classes, channels, info.mean, info.std)
     model = speedup.prepare(model, device)
-    name = {"plain": "none", "fgsm-rs": "fgsm"}.get(method, "pgm" if pgm else method)
-    name = name.removesuffix("-fused").removesuffix("-alternating")
-    update = "fused" if method.endswith("fused") else "alternating"
-    levers = cfg.levers if name not in ("none", "fgsm", "pgm") else {}
-    check_levers(DROConfig, levers, "--levers")
-    options = DROConfig(
-        **{"dataset": "cifar10", "follower": name, "eps": EPS, "update": update,
-           "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
-           "attacker": cfg.attacker, "attacker_width": cfg.attacker_width} | levers
-    ).resolve()  # fmt: skip
     follower = build_follower(options, info)
     if isinstance(follower, LearnedFollower):
         speedup.prepare(follower.net, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     problem = AdversarialDRO(model, EPS, ascent=options.ascent_loss)
-    trainer = JointTrainer(problem, follower, optimizer, update, 1, speedup)
+    trainer = JointTrainer(problem, follower, optimizer, options.update, 1, speedup)
     x = speedup.batch(torch.rand(cfg.batch_size, channels, size, size, device=device))
     y = torch.randint(0, 10, (cfg.batch_size,), device=device)
     return trainer, (x, y)
@@ -164,6 +196,7 @@ def _mib_rounded(mib: float | None) -> float | None:
 def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[str, Any]]:
     """Seconds per batch (median over interleaved rounds), ratios to plain and PGM-10, peak memory."""
     require_counts(cfg, ("batch_size", "batches", "rounds"))
+    check_methods(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()

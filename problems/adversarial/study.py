@@ -54,6 +54,7 @@ VAL_ATTACK = ("apgd-ce", "apgd-t")
 _REFERENCE = re.compile(r"fgsm|none|pgm-(\d+)")
 _GRID_KEYS = ("base", "seeds", "references", "configs", "val_examples")
 _NOT_LEVERS = ("seed", "device")  # set by the study, not by a grid
+_NOT_LEVERS_WHY = 'the study sets them for every run alike (the grid\'s "seeds", and the device)'
 
 
 @dataclass
@@ -116,7 +117,8 @@ def load_grid(path: Path) -> Grid:
     for name, options in {"base": grid.base, **grid.configs}.items():
         if not isinstance(options, dict):
             raise UserError(f"--grid {path}: entry {name!r} must be an object of options.")
-        check_levers(DROConfig, options, f"--grid {path}, entry {name!r}", exclude=_NOT_LEVERS)
+        where = f"--grid {path}, entry {name!r}"
+        check_levers(DROConfig, options, where, exclude=_NOT_LEVERS, why=_NOT_LEVERS_WHY)
     entries = grid.entries()
     folders: dict[str, str] = {}  # folder -> the entry that trains in it
     for name in [*grid.references, *grid.configs]:  # an entry named as a reference clashes too
@@ -130,7 +132,11 @@ def load_grid(path: Path) -> Grid:
         folders[folder] = name
     for name, options in entries.items():  # every value checked before any training
         try:
-            DROConfig(**options).resolve()
+            cfg = DROConfig(**options)
+            # an entry's own options as if typed: one its follower does not read is refused;
+            # the base's, given to every entry (references too), are not
+            cfg.given = frozenset(grid.configs.get(name, {}))
+            cfg.resolve()
         except UserError as err:
             raise UserError(f"--grid {path}, entry {name!r}: {err}") from None
         except (TypeError, ValueError) as err:

@@ -41,6 +41,20 @@ _ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     "Pendulum-v1": dict(gamma=0.9, use_sde=True, n_steps=1000, ppo_lr=1e-3, ppo_batch_size=100),
     "MountainCarContinuous-v0": _GENERIC | dict(use_sde=True, n_steps=1000, ppo_batch_size=100),
 }
+# the options only some followers read (``solve.build_follower``; the joint loop's φ steps), and
+# those only some meta-objectives read (``MetaObjective``)
+READ_BY_FOLLOWERS = {
+    "disc_steps": ("adam", "l2l"),  # l2l: the default of --lstm-steps
+    "lstm_steps": ("l2l",),
+    "lstm_hidden": ("l2l",),
+    "residual_scale": ("l2l", "oneshot"),
+    "oneshot_step": ("oneshot",),
+    **dict.fromkeys(
+        ("meta_lr", "meta_steps", "meta_objective", "meta_penalty", "target_accuracy"),
+        ("l2l", "oneshot"),
+    ),
+}
+READ_BY_OBJECTIVES = {"meta_penalty": ("q-gp", "target"), "target_accuracy": ("target",)}
 COUNTS = (  # options that count something: at least 1
     "steps", "n_envs", "n_steps", "ppo_batch_size", "ppo_epochs", "disc_hidden", "disc_batch_size",
     "disc_steps", "lstm_steps", "lstm_hidden", "meta_steps", "demo_episodes", "eval_episodes",
@@ -106,6 +120,7 @@ class GAILConfig:
         choose("--reward", self.reward, REWARDS)
         choose("--disc-norm", self.disc_norm, DISC_NORMS)
         choose("--meta-objective", self.meta_objective, META_OBJECTIVES)
+        check_unused(self, getattr(self, "given", None) or frozenset())
         fill_unset(self, _ENV_DEFAULTS.get(self.env, _GENERIC))
         # K = --disc-steps, so that L2L-GAIL at φ₀ is GAIL; the one-shot step η = Adam's
         fill_unset(self, dict(lstm_steps=self.disc_steps, oneshot_step=self.disc_lr))
@@ -144,3 +159,25 @@ class GAILConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_unused(cfg: GAILConfig, typed: frozenset[str] | set[str]) -> None:
+    """One sentence for an option in ``typed`` (typed on the command line, ``cfg.given``; or a
+    ``gail-stability`` override) that the chosen follower or meta-objective does not read, which
+    would be ignored and still recorded in config.json as if used. Options left at their
+    defaults, or taken from the run folder on ``--resume``, pass."""
+    known = cfg.follower in FOLLOWERS and cfg.meta_objective in META_OBJECTIVES
+    for name in sorted(typed) if known else ():  # else: choose's sentence, in resolve
+        flag = "--" + name.replace("_", "-")
+        followers = READ_BY_FOLLOWERS.get(name, FOLLOWERS)
+        if cfg.follower not in followers:
+            kind = " and ".join(followers) + (" followers" if len(followers) > 1 else " follower")
+            raise UserError(
+                f"{flag} is an option of the {kind}; --follower {cfg.follower} would ignore it."
+            )
+        objectives = READ_BY_OBJECTIVES.get(name, META_OBJECTIVES)
+        if cfg.meta_objective not in objectives:
+            raise UserError(
+                f"{flag} is read by --meta-objective {' or '.join(objectives)}; "
+                f"--meta-objective {cfg.meta_objective} would ignore it."
+            )

@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from bilevel.errors import UserError
-from problems.imitation.config import GAILConfig
+from problems.imitation.config import GAILConfig, check_unused
 
 PRESETS: dict[str, dict[str, Any]] = {
     "adam": {"follower": "adam"},
@@ -69,6 +69,8 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
                 f"(such as disc_steps=1 or meta_objective=q)."
             )
         changes[key] = _value(key, text)
+    variant = replace(base, **changes)
+    check_unused(variant, {item.partition("=")[0] for item in overrides})  # typed, the preset's not
     label = LABELS[name] + "".join(f", {item}" for item in overrides)
     folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.replace(":", "_"))
-    return label, folder, replace(base, **changes)
+    return label, folder, variant
