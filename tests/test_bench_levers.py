@@ -95,11 +95,17 @@ def test_bench_dro_checks_update_whatever_the_methods(args, words, tmp_path) -> 
     _refused(result, words)
 
 
-def test_bench_dro_refuses_update_beside_a_grid_which_would_ignore_it(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "option",
+    [["--update", "fused"], ["--methods", "bogus"], ["--epochs", "99"], ["--train-size", "7"],
+     ["--eval-size", "5"]],
+)  # fmt: skip
+def test_bench_dro_refuses_what_a_grid_sets_beside_the_grid(option, tmp_path) -> None:
+    """Each would be ignored: the grid's entries set them."""
     grid = tmp_path / "g.json"
     grid.write_text('{"configs": {"x": {"follower": "grad"}}, "references": []}')
-    args = ["bench", "dro", "--grid", str(grid), "--update", "fused", "--out", str(tmp_path / "r")]
-    _refused(runner.invoke(app, args), '--update applies without --grid; a grid sets "update"')
+    args = ["bench", "dro", "--grid", str(grid), *option, "--out", str(tmp_path / "r")]
+    _refused(runner.invoke(app, args), f"{option[0]} apply without --grid; a grid sets them")
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from bilevel import LearnedFollower
 from bilevel.carry import CarriedDecisions
 from bilevel.loop import JointTrainer
 from cli import app
-from problems.adversarial.bench import finished_results
+from problems.adversarial.bench_runs import finished_results
 from problems.adversarial.dro import AdversarialDRO, ImageBatch
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.perturbation import Perturbation

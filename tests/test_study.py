@@ -83,6 +83,11 @@ def test_a_changed_entry_is_refused_and_its_finished_run_kept(tmp_path: Path) ->
     )
     assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
     assert (tmp_path / "results" / "g.json").read_bytes() == results
+    # bench dro --reuse judges the same folders on the test split: the same refusal
+    args = ["bench", "dro", "--grid", str(grid), "--reuse", "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, [*args, "--no-autoattack"])
+    assert result.exit_code == 2 and "holds a finished run with other options" in result.output
+    assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before
 
 
 def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ rows of an L2 run name the norm and ε; L∞ rows are as they always were.
 from __future__ import annotations
 
 import json
-import re
 import statistics
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,18 +26,18 @@ from bilevel.errors import UserError
 from bilevel.loop import UpdateMode
 from bilevel.norms import Norm
 from bilevel.options import choose
-from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
+from bilevel.run import RunDir, atomic_write_text
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
+from problems.adversarial.bench_runs import check_finished_run, finished_results, folder_name, train
 from problems.adversarial.checks import check_for_learned
 from problems.adversarial.config import FOLLOWERS
 from problems.adversarial.data import load_dataset, subset
-from problems.adversarial.defaults import LEGACY_VALUES, dataset_default, madry_step
+from problems.adversarial.defaults import dataset_default, madry_step
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import Clean, pgd_attack, robust_accuracy, run_attack
 from problems.adversarial.evaluation.autoattack_adapter import STANDARD, AutoAttackAdapter
 from problems.adversarial.evaluation.runs import load_classifier
-from problems.adversarial.solve import solve
 
 if TYPE_CHECKING:
     from problems.adversarial.study import Grid
@@ -54,39 +53,6 @@ METRICS = (
 # broke every example FAB-T and Square did in this project's evaluations at about 1/5 of the time
 AA_VERSIONS = {"standard": STANDARD, "apgd-ce-t": ("apgd-ce", "apgd-t")}
 AA_KEYS = {"standard": "autoattack_acc", "apgd-ce-t": "apgd_ce_t_acc"}
-
-
-def folder_name(label: str) -> str:
-    """A label ("grad (fused)") as a folder name ("grad_fused"); never "." or ".." (dots and
-    underscores at either end are dropped), so a run stays inside its study's folder."""
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_.")
-
-
-def recorded_differences(cfg: DROConfig, run_dir: Path) -> dict[str, tuple[Any, Any]]:
-    """The options ``run_dir``'s config.json records otherwise than ``cfg`` asks, as
-    ``{option: (recorded, asked)}`` (the options that may differ on --resume, e.g. the device,
-    aside; an option newer than the folder counts as what the run did, ``LEGACY_VALUES``)."""
-    recorded, wanted = LEGACY_VALUES | RunDir(run_dir).read_config(), cfg.to_dict()
-    keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
-    pairs = {k: (recorded.get(k), wanted.get(k)) for k in sorted(keys)}
-    return {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
-
-
-def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The results of a finished run in ``run_dir`` whose config.json asks for the same training
-    as ``cfg`` (``recorded_differences``); else None."""
-    results_path = run_dir / "results.json"
-    if not results_path.is_file() or recorded_differences(cfg, run_dir):
-        return None
-    return json.loads(results_path.read_text())
-
-
-def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
-    """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh); a folder another
-    process is training in is refused, before anything in it is deleted."""
-    cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
-    RunDir(run_dir).clear()
-    return solve(cfg, run_dir, show_progress=False)
 
 
 def evaluate_leader(
@@ -187,6 +153,9 @@ def run_bench(
     configs = {  # every bad option stops the bench before it reads or trains anything
         (label, seed): make(seed).resolve() for label, make in entries.items() for seed in seeds
     }
+    if reuse:  # before anything trains
+        for (label, seed), cfg in configs.items():
+            check_finished_run(cfg, Path(out) / folder_name(label) / f"seed-{seed}")
     work, runs = [], []
     for (label, seed), cfg in configs.items():
         run_dir = Path(out) / folder_name(label) / f"seed-{seed}"

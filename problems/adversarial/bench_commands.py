@@ -23,6 +23,8 @@ from bilevel.commands import (
 from bilevel.errors import UserError
 from bilevel.paths import check_paths
 
+# bench dro's options that a --grid's entries set instead (typed beside --grid, one sentence)
+GRID_SETS = ("methods", "epochs", "update", "train_size", "eval_size")
 LEVERS = typer.Option(
     None,
     help="JSON options for the learned followers, e.g. '{\"attacker_sign_step\": 0.6}'; those "
@@ -32,6 +34,7 @@ LEVERS = typer.Option(
 
 @user_errors
 def bench_dro(
+    context: typer.Context,
     epochs: int = typer.Option(10, help="Epochs for every method."),
     methods: str = typer.Option("none,fgsm,pgm,grad,2-step", help="Followers, comma-separated."),
     update: str = typer.Option(
@@ -41,7 +44,9 @@ def bench_dro(
         None, help="Seeds, comma-separated; rows give mean and std (default: 0, or the grid's)."
     ),
     grid: Path = typer.Option(
-        None, help="A study grid (bench l2l) whose entries replace --methods, --epochs, --update."
+        None,
+        help="A study grid (bench l2l) whose entries replace --methods, --epochs, --update, "
+        "--train-size and --eval-size.",
     ),
     aa: str = typer.Option(
         "standard",
@@ -76,8 +81,10 @@ def bench_dro(
     check_paths(folders={"--out": out}, files={"--json": json_path})
     if reuse and grid is None:
         raise UserError("--reuse reuses the runs of a --grid; give the grid it trained from.")
-    if grid is not None and update is not None:  # it would be ignored
-        raise UserError('--update applies without --grid; a grid sets "update" in its entries.')
+    typed = [n for n in GRID_SETS if context.get_parameter_source(n).name != "DEFAULT"]
+    if grid is not None and typed:  # they would be ignored
+        shown = ", ".join("--" + n.replace("_", "-") for n in typed)
+        raise UserError(f"{shown} apply without --grid; a grid sets them in its entries.")
     from problems.adversarial.bench import bench_dro as run_bench
 
     if grid is not None:

@@ -35,14 +35,8 @@ from bilevel.options import check_levers, check_seeds, json_fits
 from bilevel.run import RunDir, load_checkpoint
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
-from problems.adversarial.bench import (
-    HAND_DESIGNED_FOLLOWERS,
-    finished_results,
-    folder_name,
-    mean_std,
-    recorded_differences,
-    train,
-)
+from problems.adversarial.bench import HAND_DESIGNED_FOLLOWERS, mean_std
+from problems.adversarial.bench_runs import check_finished_run, finished_results, folder_name, train
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -188,18 +182,7 @@ def check_finished_runs(tasks: list[tuple[dict[str, Any], int, Path, int | None]
     """One sentence for the first task's folder that holds a finished run (``results.json``) with
     other options than its grid entry's: the study would delete it to train the entry again."""
     for options, seed, run_dir, _ in tasks:
-        if not (run_dir / "results.json").is_file():
-            continue
-        differences = recorded_differences(DROConfig(**options, seed=seed).resolve(), run_dir)
-        if differences:
-            shown = ", ".join(
-                f"{k} {old!r} there, {new!r} in the grid"
-                for k, (old, new) in list(differences.items())[:4]
-            )
-            raise UserError(
-                f"{run_dir} holds a finished run with other options ({shown}); use another "
-                "--out or the options it was run with, or delete that folder to train it again."
-            )
+        check_finished_run(DROConfig(**options, seed=seed).resolve(), run_dir)
 
 
 def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[dict[str, Any]]:

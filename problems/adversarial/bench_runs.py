@@ -1,0 +1,65 @@
+"""The run folders a bench or study trains into (``out/<label>/seed-<s>``): their names, whether
+a finished run in one asks for the same training as a configuration (and may be reused), the
+refusal of a finished run of other options, and a fresh run under the folder's lock."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from bilevel.errors import UserError
+from bilevel.run import IGNORED_ON_RESUME, RunDir
+from problems.adversarial.defaults import LEGACY_VALUES
+from problems.adversarial.dro_config import DROConfig
+from problems.adversarial.solve import solve
+
+
+def folder_name(label: str) -> str:
+    """A label ("grad (fused)") as a folder name ("grad_fused"); never "." or ".." (dots and
+    underscores at either end are dropped), so a run stays inside its study's folder."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_.")
+
+
+def recorded_differences(cfg: DROConfig, run_dir: Path) -> dict[str, tuple[Any, Any]]:
+    """The options ``run_dir``'s config.json records otherwise than ``cfg`` asks, as
+    ``{option: (recorded, asked)}`` (the options that may differ on --resume, e.g. the device,
+    aside; an option newer than the folder counts as what the run did, ``LEGACY_VALUES``)."""
+    recorded, wanted = LEGACY_VALUES | RunDir(run_dir).read_config(), cfg.to_dict()
+    keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
+    pairs = {k: (recorded.get(k), wanted.get(k)) for k in sorted(keys)}
+    return {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
+
+
+def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The results of a finished run in ``run_dir`` whose config.json asks for the same training
+    as ``cfg`` (``recorded_differences``); else None."""
+    results_path = run_dir / "results.json"
+    if not results_path.is_file() or recorded_differences(cfg, run_dir):
+        return None
+    return json.loads(results_path.read_text())
+
+
+def check_finished_run(cfg: DROConfig, run_dir: Path) -> None:
+    """One sentence where ``run_dir`` holds a finished run (``results.json``) with other options
+    than ``cfg``: reusing runs, a bench or study would delete it to train ``cfg`` again."""
+    if not (run_dir / "results.json").is_file():
+        return
+    if differences := recorded_differences(cfg, run_dir):
+        shown = ", ".join(
+            f"{k} {old!r} there, {new!r} in the grid"
+            for k, (old, new) in list(differences.items())[:4]
+        )
+        raise UserError(
+            f"{run_dir} holds a finished run with other options ({shown}); use another "
+            "--out or the options it was run with, or delete that folder to train it again."
+        )
+
+
+def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
+    """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh); a folder another
+    process is training in is refused, before anything in it is deleted."""
+    cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
+    RunDir(run_dir).clear()
+    return solve(cfg, run_dir, show_progress=False)
