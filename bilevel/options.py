@@ -126,7 +126,7 @@ def check_levers(
             "-, e.g. attacker_sign_step."
         )
     if fixed := sorted(set(values) & set(exclude)):
-        raise UserError(f"{where}: {fixed} cannot be set by a lever: {why}.")
+        raise UserError(f"{where}: {', '.join(fixed)} cannot be set by a lever: {why}.")
     check_types(config_class, values, where)
 
 
@@ -138,9 +138,8 @@ def check_types(config_class: type, values: dict[str, Any], where: str, advice: 
     for name, value in values.items():
         numbers = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-            raise UserError(
-                f"{where}: {name} must be a finite number; got {json.dumps(value)}{advice}."
-            )
+            kind = "finite numbers" if isinstance(value, list) else "a finite number"
+            raise UserError(f"{where}: {name} must be {kind}; got {json.dumps(value)}{advice}.")
         if not json_fits(value, hints[name]):
             wanted = _inner(hints[name])
             if typing.get_origin(wanted) is list:

@@ -38,7 +38,7 @@ def check_not_empty(path: str | Path, option: str, kind: str = "folder") -> None
     """One sentence when ``path`` is "" (which ``Path`` would read as the current folder);
     ``kind``: what the option names, a "folder" or a "file"."""
     if str(path) == "":
-        what = "a folder (. for the current one)" if kind == "folder" else "a file name"
+        what = "a folder name" if kind == "folder" else "a file name"
         raise UserError(f"{option} is empty; give {what}.")
 
 

@@ -112,7 +112,10 @@ def test_bench_dro_refuses_what_a_grid_sets_beside_the_grid(option, tmp_path) ->
     ("lever", "words"),
     [
         ('{"attacker_sign_step": NaN}', "attacker_sign_step must be a finite number; got NaN"),
-        ('{"attacker_betas": [0.5, Infinity]}', "attacker_betas must be a finite number"),
+        (
+            '{"attacker_betas": [0.5, Infinity]}',
+            "attacker_betas must be finite numbers; got [0.5, Infinity]",
+        ),
         ('{"attacker_sign_step": 0.5}', "--levers shape the learned followers only"),
     ],
 )

@@ -164,6 +164,16 @@ def test_a_kill_between_last_pt_and_best_pt_is_mended_at_the_resume(unbroken, tm
     assert all(torch.equal(best["leader"][k], v) for k, v in reference["leader"].items())
 
 
+def test_a_resume_rewrites_a_best_pt_that_is_no_checkpoint(unbroken, tmp_path) -> None:
+    out = tmp_path / "garbled"
+    shutil.copytree(unbroken, out)
+    (out / "best.pt").write_bytes(b"not a checkpoint")  # the last epoch is the best one
+    assert solve(out, "--resume").exit_code == 0
+    best, reference = (torch.load(p / "best.pt", weights_only=True) for p in (out, unbroken))
+    assert best["epoch"] == reference["epoch"]
+    assert all(torch.equal(best["leader"][k], v) for k, v in reference["leader"].items())
+
+
 def test_a_run_killed_before_its_first_checkpoint_resumes_afresh(unbroken, tmp_path) -> None:
     out = tmp_path / "early"
     proc = faulty("exit", 2, out)  # os._exit(1) before batch 2 of epoch 1

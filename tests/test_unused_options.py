@@ -159,7 +159,8 @@ def test_a_gail_stability_override_its_follower_does_not_read_is_refused() -> No
     from problems.imitation.config import GAILConfig
     from problems.imitation.variants import parse_variant
 
-    with pytest.raises(UserError, match="--lstm-steps is an option of the l2l follower"):
+    # named as typed in gail-stability's --followers, not as solve gail's --lstm-steps
+    with pytest.raises(UserError, match="'lstm_steps=3' in --followers sets an option the adam"):
         parse_variant("adam:lstm_steps=3", GAILConfig())
     label, _, cfg = parse_variant("l2l:meta_objective=q:trust_radius=0", GAILConfig())
     assert cfg.meta_objective == "q" and label == "L2L-GAIL, meta_objective=q, trust_radius=0"

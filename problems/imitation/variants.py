@@ -70,7 +70,14 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
             )
         changes[key] = _value(key, text)
     variant = replace(base, **changes)
-    check_unused(variant, {item.partition("=")[0] for item in overrides})  # typed, the preset's not
+    for item in overrides:  # typed, the preset's not; named as typed, in --followers
+        try:
+            check_unused(variant, {item.partition("=")[0]})
+        except UserError:
+            raise UserError(
+                f"{item!r} in --followers sets an option the {name} run does not read (its "
+                "follower or meta-objective ignores it), so it would change nothing."
+            ) from None
     label = LABELS[name] + "".join(f", {item}" for item in overrides)
     folder = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.replace(":", "_"))
     return label, folder, variant
