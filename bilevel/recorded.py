@@ -37,20 +37,36 @@ def check_recorded(
         check_types(config_class, values, str(source), _EDITED)
 
 
+def typed_changes(config: Any, recorded: Mapping[str, Any]) -> list[str]:
+    """The options typed on the command line (``config.given``) with another value than
+    ``recorded`` holds for them: a resume that mixes two configurations."""
+    typed = getattr(config, "given", frozenset())
+    return sorted(k for k in typed if k in recorded and recorded[k] != getattr(config, k))
+
+
 @contextmanager
 def blame_recorded(
     inherited: Mapping[str, Any],
     source: Path | str,
     remedy: str = "fix it there or start the run anew",
+    changed: list[str] | None = None,
 ) -> Iterator[None]:
     """Inside: a ``UserError`` whose sentence names options (``--norm``), every one of which took
     its value from ``inherited`` (the values read from ``source``, not typed), is raised again
-    saying that the value is a key of ``source`` and what to do (``remedy``); any other error
-    passes unchanged."""
+    saying that the value is a key of ``source`` and what to do (``remedy``); where options were
+    typed with other values than ``source`` records (``changed``, ``typed_changes``), the error is
+    the mixture's, not the file's, and says so; any other error passes unchanged."""
     try:
         yield
     except UserError as err:
         text = str(err)
+        if changed:
+            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+            raise UserError(
+                f"{text.rstrip('.')}; {flags} typed for this resume differ from what {source} "
+                "records, and the mixture of the two configurations does not hold: resume "
+                f"without {flags}, or start a new run with another --out."
+            ) from None
         keys = [flag.replace("-", "_") for flag in _FLAG.findall(text)]
         if not keys or any(key not in inherited for key in keys):
             raise

@@ -100,3 +100,36 @@ def test_blame_recorded_passes_errors_about_typed_options_unchanged() -> None:
     with pytest.raises(UserError, match=r"comes from config.json, where b is 0,"):
         with blame_recorded({"b": 0}, "config.json"):
             raise UserError("--b must be at least 1; got 0.")
+
+
+@pytest.mark.parametrize(
+    ("recorded", "typed", "named"),
+    [
+        ({"norm": "l2", "eps": 1.5}, ["--norm", "linf"], "--norm typed for this resume differ"),
+        ({}, ["--dataset", "cifar10"], "--dataset typed for this resume differ"),
+    ],
+)
+def test_a_typed_option_that_clashes_with_the_recorded_ones_is_not_blamed_on_the_file(
+    tmp_path: Path, recorded, typed, named
+) -> None:
+    """An L2 run resumed with --norm linf fails ε's check on the recorded 1.5, a digits run
+    resumed with --dataset cifar10 the model's input size: the typed option, not the file, is
+    the cause, and the sentence must not send the user to edit a sound config.json."""
+    run = untrained_dro_run(tmp_path / "run", **recorded)
+    args = ["solve", "adversarial-dro", "--out", str(run), "--resume", *typed]
+    result = runner.invoke(app, args)
+    one_sentence(result, named, "resume without")
+    assert "fix it there" not in result.output
+
+
+def test_an_ait_run_as_the_learned_attacker_says_it_has_none(tmp_path: Path) -> None:
+    from problems.adversarial.ait_config import AITConfig
+
+    run = untrained_dro_run(tmp_path / "run")
+    ait = tmp_path / "ait"
+    ait.mkdir()
+    recorded = AITConfig(device="cpu", follower="ait").resolve().to_dict()
+    (ait / "config.json").write_text(json.dumps(recorded))
+    args = ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist", "--attacker-from"]
+    result = runner.invoke(app, [*args, str(ait)])
+    one_sentence(result, "was trained with --follower ait, which has no learned attacker")

@@ -27,7 +27,7 @@ from bilevel.experiment import Experiment, run_experiment
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from bilevel.options import check_same_command, inherit
-from bilevel.recorded import blame_recorded, check_recorded
+from bilevel.recorded import blame_recorded, check_recorded, typed_changes
 from bilevel.run import IGNORED_ON_RESUME, RunDir
 from bilevel.seeding import seed_everything, seeded
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
@@ -161,13 +161,14 @@ def _solve(
     interrupt_after_epoch: int | None,
     show_progress: bool,
 ) -> dict[str, Any] | None:
-    source, inherited = RunDir(out).config_path, {}
+    source, inherited, changed = RunDir(out).config_path, {}, []
     if resume and source.is_file():
         recorded = RunDir(out).read_config()
         check_same_command(cfg, recorded)
         check_recorded(GAILConfig, recorded, source)
+        changed = typed_changes(cfg, recorded)
         inherited = inherit(cfg, recorded, keep=IGNORED_ON_RESUME)
-    with blame_recorded(inherited, source):
+    with blame_recorded(inherited, source, changed=changed):
         cfg.resolve()
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     expert = expert_policy(cfg.env, cfg.cache_dir)

@@ -180,12 +180,13 @@ def learned_attack_loss(run_dir: Path) -> str:
 def load_learned_attacker(run_dir: Path, device: torch.device | str = "cpu") -> LearnedFollower:
     """An L2L run's g_φ (``LearnedFollower``) from ``last.pt``; a run with a hand-designed
     follower has none, which is one sentence."""
-    cfg = run_config(run_dir)
-    if cfg.follower not in LEARNED:
+    follower_name = read_config(run_dir).get("follower")  # before run_config: an AIT run's
+    if follower_name not in LEARNED:  # "ait" is no follower DROConfig knows, yet a valid value
         raise UserError(
-            f"{run_dir} was trained with --follower {cfg.follower}, which has no learned attacker; "
-            f"pick a run trained with one of: {', '.join(LEARNED)}."
+            f"{run_dir} was trained with --follower {follower_name}, which has no learned "
+            f"attacker; pick a run trained with one of: {', '.join(LEARNED)}."
         )
+    cfg = run_config(run_dir)
     follower = build_follower(cfg, dataset_info(cfg.dataset), warm_start=False)
     state = load_checkpoint(RunDir(run_dir).last_checkpoint)
     try:
