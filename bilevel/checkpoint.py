@@ -63,7 +63,9 @@ class Saved:
     def from_state(cls, state: State) -> Saved:
         return cls.from_checkpoint({"epoch": state.epoch, "partial": state.partial})
 
-    def describe(self) -> str:
+    def describe(self, best: bool = True) -> str:
+        """What the folder keeps, in words; ``best``: whether ``best.pt`` is there (a write of it
+        that failed at epoch 1, after ``last.pt``'s, leaves none)."""
         if self.partial:
             epoch, batches = self.partial
             last = f"last.pt (after batch {batches} of epoch {epoch})"
@@ -72,7 +74,7 @@ class Saved:
         if not self.epochs:
             return last
         epochs = "epoch 1" if self.epochs == 1 else f"epochs 1-{self.epochs}"
-        return f"{last}, metrics.jsonl ({epochs}) and best.pt"
+        return f"{last}, metrics.jsonl ({epochs})" + (" and best.pt" if best else "")
 
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler

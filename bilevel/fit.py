@@ -247,7 +247,9 @@ class _Loop:
         """What the run folder holds now, in words."""
         if self.saved is None:
             return f"no checkpoint was written yet, so {self.folder.path} holds only config.json"
-        return f"{self.folder.path} keeps {self.saved.describe()}"
+        return (
+            f"{self.folder.path} keeps {self.saved.describe(self.folder.best_checkpoint.is_file())}"
+        )
 
     def stop_message(self, how: str) -> str:
         if not self.is_main:
