@@ -81,7 +81,7 @@ def reference_options(name: str) -> dict[str, Any]:
 def load_grid(path: Path) -> Grid:
     """Read and check a grid file; anything wrong is one sentence (``UserError``)."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
         raise UserError(f"--grid {path} cannot be read ({err.strerror}).") from None
     except UnicodeDecodeError as err:  # a binary file, or text in another encoding
