@@ -1,6 +1,7 @@
 """The seeds of a run (docs/architecture.md, "Conventions"): ``seed_everything`` once per run, from
 ``--seed``; ``seeded`` around every measurement that must draw the same randomness each time
-(validation, the follower gap, the test attacks) without moving training's stream."""
+(validation, the follower gap, the test attacks) without moving training's stream; ``untouched``
+around a library call that reseeds the global generators itself."""
 
 from __future__ import annotations
 
@@ -33,3 +34,18 @@ def seeded(seed: int | None) -> Iterator[None]:
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+@contextlib.contextmanager
+def untouched() -> Iterator[None]:
+    """Leave Python's, numpy's and torch's global generators as they were before the block, for
+    a library call that reseeds them itself (SB3's ``PPO.load`` seeds all three with the seed its
+    model was trained with): the run's own stream, from its ``--seed``, goes on as if the call
+    had not been made."""
+    python, numpy = random.getstate(), np.random.get_state()
+    try:
+        with seeded(None):
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)

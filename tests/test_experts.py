@@ -140,3 +140,26 @@ def test_demonstrations_follow_the_ppo_expert_they_came_from(tmp_path, monkeypat
     demos()
     assert len(rollouts) == 2
     assert len(list(tmp_path.glob("MountainCar-v0-1ep-seed0*.npz"))) == 2
+
+
+def test_loading_a_ppo_expert_leaves_the_runs_random_streams_alone(tmp_path) -> None:
+    """SB3's PPO.load reseeds Python's, numpy's and torch's generators with the expert's training
+    seed, so every --seed went on from the same noise after it (and ψ0 depended on whether the
+    demonstrations were cached); the run's streams must go on as if it had not been loaded."""
+    import random
+
+    import numpy as np
+    import torch
+    from stable_baselines3 import PPO
+
+    from problems.imitation.ppo_expert import load_ppo_expert
+
+    path = tmp_path / "MountainCar-v0-ppo.zip"
+    PPO("MlpPolicy", "MountainCar-v0", seed=0, device="cpu").save(path)  # untrained: instant
+    draws = []
+    for loaded in (False, True):
+        random.seed(5), np.random.seed(5), torch.manual_seed(5)
+        if loaded:
+            load_ppo_expert("MountainCar-v0", path)
+        draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
+    assert draws[0] == draws[1]

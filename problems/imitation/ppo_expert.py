@@ -17,6 +17,7 @@ import numpy as np
 
 from bilevel.errors import UserError
 from bilevel.options import check_seeds
+from bilevel.seeding import untouched
 from problems.imitation.experts import SCRIPTED, Policy, single_thread
 
 if TYPE_CHECKING:  # SB3 is imported where it runs, so that the commands' --help stays fast
@@ -131,7 +132,8 @@ def load_ppo_expert(env_id: str, path: Path) -> Any:
 
     retrain = f"retrain it with `python cli.py expert train --env {env_id}`"
     try:
-        model = PPO.load(path, device="cpu")
+        with untouched():  # SB3 reseeds every generator with the expert's training seed
+            model = PPO.load(path, device="cpu")
     except Exception as err:  # whatever its bytes lead to: ValueError, AssertionError, ...
         raise UserError(
             f"{path} is not a readable PPO expert ({type(err).__name__}); {retrain}."
