@@ -24,7 +24,7 @@ def problem(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _fresh_problem(problem):
     problem.psi, problem.trust_radius = problem.disc.init_params(), 0.0
-    problem.meta = MetaObjective()
+    problem.meta = MetaObjective("q")  # J = q: what these tests' expectations are about
 
 
 def trajectory(problem, follower, rounds: int = 3) -> list[torch.Tensor]:
@@ -197,3 +197,13 @@ def test_online_meta_training_beats_its_adam_start_on_held_out_batches(problem, 
         learned = [float(problem.follower_objective(b, round_from_start(b))) for b in held_out]
     gains = [after - before for after, before in zip(learned, adam, strict=True)]
     assert min(gains) > 0, gains
+
+
+def test_the_meta_objective_defaults_are_solve_gails() -> None:
+    """A GAIL problem built without a meta-objective uses the one ``solve gail`` defaults to."""
+    from problems.imitation.config import GAILConfig
+
+    cfg = GAILConfig()
+    assert MetaObjective() == MetaObjective(
+        cfg.meta_objective, cfg.meta_penalty, cfg.target_accuracy
+    )

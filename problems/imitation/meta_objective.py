@@ -47,9 +47,9 @@ def soft_accuracy(expert_logits: Tensor, policy_logits: Tensor) -> Tensor:
 class MetaObjective:
     """J of ``kind`` (see the module docstring) with its weight λ (``penalty``) and a*."""
 
-    kind: str = "q"
+    kind: str = "target"  # solve gail's defaults (``GAILConfig``), as the module docstring says
     penalty: float = 10.0
-    target_accuracy: float = 0.75
+    target_accuracy: float = 0.6
 
     def __post_init__(self) -> None:
         if self.kind not in META_OBJECTIVES:
