@@ -74,10 +74,8 @@ def tiny_gail_problem(cache_dir: Path, **overrides):
     from problems.imitation.config import GAILConfig
     from problems.imitation.solve import build
 
-    cfg = GAILConfig(
-        env="Pendulum-v1", n_envs=1, n_steps=200, disc_hidden=8, disc_batch_size=64,
-        cache_dir=str(cache_dir), **overrides,
-    )  # fmt: skip
+    options = dict(env="Pendulum-v1", n_envs=1, n_steps=200, disc_hidden=8, disc_batch_size=64)
+    cfg = GAILConfig(**options | overrides, cache_dir=str(cache_dir))
     problem, _, _ = build(cfg.resolve())
     problem.collect_initial("Pendulum-v1", episodes=2)
     return problem

@@ -150,3 +150,22 @@ def test_a_gail_round_leaves_no_folder_in_the_temp_directory(
     batch = problem.sample_batch(torch.Generator().manual_seed(4))
     problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_round_starts_its_environments_from_states_of_their_own(tmp_path) -> None:
+    """Each round reseeds its environments and starts fresh episodes. With round r's env i seeded
+    seed·100003 + r + i, env i of round r+1 replayed env i+1's starts of round r (3 of 4 envs on
+    Pendulum's deterministic dynamics); every round's start states must be new."""
+    problem = tiny_gail_problem(tmp_path, n_envs=2, n_steps=64, ppo_batch_size=64)
+    starts, reset = [], problem.model.env.reset
+
+    def recording_reset():
+        obs = reset()
+        starts.extend(tuple(np.round(row, 6)) for row in obs)
+        return obs
+
+    problem.model.env.reset = recording_reset
+    for r in range(3):
+        batch = problem.sample_batch(torch.Generator().manual_seed(r))
+        problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
+    assert len(starts) == 6 and len(set(starts)) == 6, starts

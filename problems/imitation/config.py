@@ -55,6 +55,9 @@ READ_BY_FOLLOWERS = {
     ),
 }
 READ_BY_OBJECTIVES = {"meta_penalty": ("q-gp", "target"), "target_accuracy": ("target",)}
+ROUND_SEEDS = ("disjoint", "overlapping")
+# what a run folder older than an option did, for its --resume (``round_seeds``, above)
+LEGACY_VALUES: dict[str, Any] = {"round_seeds": "overlapping"}
 COUNTS = (  # options that count something: at least 1
     "steps", "n_envs", "n_steps", "ppo_batch_size", "ppo_epochs", "disc_hidden", "disc_batch_size",
     "disc_steps", "lstm_steps", "lstm_hidden", "meta_steps", "demo_episodes", "eval_episodes",
@@ -110,6 +113,10 @@ class GAILConfig:
     test_episodes: int = option(20, "Test episodes for the final table.")
     rounds_per_epoch: int = option(1, "PPO rounds per epoch (one validation each).")
     cache_dir: str = option("data/demos", "Where demonstrations are cached.")
+    # each round's environments take seeds of their own: round r's env i seed·100003 + r·n_envs +
+    # i ("disjoint"); runs before 2026-12-05 took seed·100003 + r + i, so env i of round r+1
+    # replayed env i+1's starts of round r ("overlapping", LEGACY_VALUES, for their --resume)
+    round_seeds: str | None = option(None, hidden=True)
 
     def resolve(self) -> GAILConfig:
         from problems.imitation.ppo_expert import check_env_id
@@ -122,6 +129,8 @@ class GAILConfig:
         choose("--meta-objective", self.meta_objective, META_OBJECTIVES)
         check_unused(self, getattr(self, "given", None) or frozenset())
         fill_unset(self, _ENV_DEFAULTS.get(self.env, _GENERIC))
+        fill_unset(self, dict(round_seeds="disjoint"))
+        choose("--round-seeds", self.round_seeds, ROUND_SEEDS)
         # K = --disc-steps, so that L2L-GAIL at φ₀ is GAIL; the one-shot step η = Adam's
         fill_unset(self, dict(lstm_steps=self.disc_steps, oneshot_step=self.disc_lr))
         oneshot = self.follower == "oneshot"  # s = its step size; only it has a trust region

@@ -60,12 +60,16 @@ class GAIL(BilevelProblem):
         seed: int = 0,
         trust_radius: float = 0.0,
         meta: MetaObjective | None = None,
+        round_seed_stride: int = 1,
     ) -> None:
         policy_reward(torch.zeros(1), reward)  # checks the name
         self.model, self.disc, self.reward_kind = model, disc, reward
         self.leader = model.policy
         self.batch_size, self.grad_penalty, self.seed = batch_size, grad_penalty, seed
         self.trust_radius, self.meta = trust_radius, meta or MetaObjective()
+        # round r's env i is seeded round_seed + i, round_seed = seed·100003 + r·stride: a stride
+        # of n_envs gives every round's environments seeds of their own (``round_seeds``)
+        self.round_seed_stride = round_seed_stride
         self.meta_draws = 0  # fresh batches drawn for φ this round
         self.expert_x = disc.inputs(demos.observations, demos.actions)
         self.psi = disc.init_params()
@@ -119,7 +123,7 @@ class GAIL(BilevelProblem):
         self.psi = z.detach().clone()
         self.round += 1
         self.meta_draws = 0
-        round_seed = self.seed * 100_003 + self.round
+        round_seed = self.seed * 100_003 + self.round * self.round_seed_stride
         np.random.seed(round_seed % 2**32)
         self.model.env.seed(round_seed)
         self.model._last_obs = None  # start fresh episodes from the seeded resets

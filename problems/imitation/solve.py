@@ -31,7 +31,7 @@ from bilevel.recorded import blame_recorded, check_recorded, typed_changes
 from bilevel.run import IGNORED_ON_RESUME, RunDir
 from bilevel.seeding import seed_everything, seeded
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
-from problems.imitation.config import GAILConfig
+from problems.imitation.config import LEGACY_VALUES, GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
 from problems.imitation.experts import SCRIPTED, Policy, random_policy, rollout, single_thread
@@ -73,7 +73,7 @@ def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
     meta = MetaObjective(cfg.meta_objective, cfg.meta_penalty, cfg.target_accuracy)
     problem = GAIL(
         model, disc, demos, cfg.disc_batch_size, cfg.reward, cfg.grad_penalty, cfg.seed,
-        cfg.trust_radius, meta,
+        cfg.trust_radius, meta, cfg.n_envs if cfg.round_seeds == "disjoint" else 1,
     )  # fmt: skip
     problem_ref.append(problem)
     return problem, build_follower(cfg, disc.num_params), demos
@@ -167,7 +167,7 @@ def _solve(
         check_same_command(cfg, recorded)
         check_recorded(GAILConfig, recorded, source)
         changed = typed_changes(cfg, recorded)
-        inherited = inherit(cfg, recorded, keep=IGNORED_ON_RESUME)
+        inherited = inherit(cfg, LEGACY_VALUES | recorded, keep=IGNORED_ON_RESUME)
     with blame_recorded(inherited, source, changed=changed):
         cfg.resolve()
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
@@ -212,8 +212,8 @@ def _solve(
         trainer, train_batches, cfg.rounds_per_epoch, cfg.epochs, validate, "val_return", test
     )
     results = run_experiment(
-        experiment, out, cfg.to_dict(), resume, interrupt_after_epoch=interrupt_after_epoch,
-        show_progress=show_progress,
+        experiment, out, cfg.to_dict(), resume, LEGACY_VALUES,
+        interrupt_after_epoch=interrupt_after_epoch, show_progress=show_progress,
     )  # fmt: skip
     if results is not None:
         plot_gail_curves(RunDir(out), RunDir(out).read_metrics())
