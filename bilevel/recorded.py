@@ -37,6 +37,21 @@ def check_recorded(
         check_types(config_class, values, str(source), _EDITED)
 
 
+def resolve_resumed(config: Any, recorded: Mapping[str, Any] | None, source: Path) -> None:
+    """Resolve ``config`` (a command's options) for a run whose folder recorded ``recorded`` in
+    ``source`` (None: a new run): the recorded values' types are checked, the options not typed
+    take them (``config.inherit_unset``), and a refusal is said to come from the file, or from
+    the typed options that clash with it (``blame_recorded``)."""
+    inherited: dict[str, Any] = {}
+    changed: list[str] = []
+    if recorded is not None:
+        check_recorded(type(config), recorded, source)
+        changed = typed_changes(config, recorded)
+        inherited = config.inherit_unset(recorded)
+    with blame_recorded(inherited, source, changed=changed):
+        config.resolve()
+
+
 def typed_changes(config: Any, recorded: Mapping[str, Any]) -> list[str]:
     """The options typed on the command line (``config.given``) with another value than
     ``recorded`` holds for them: a resume that mixes two configurations."""

@@ -25,7 +25,7 @@ from bilevel.followers import Follower
 from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
-from bilevel.recorded import blame_recorded, check_recorded, typed_changes
+from bilevel.recorded import resolve_resumed
 from bilevel.run import RunDir
 from bilevel.seeding import seed_everything, seeded
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
@@ -115,15 +115,8 @@ def _train(
 ) -> dict[str, Any] | None:
     run = RunDir(out)
     resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
-    inherited: dict[str, Any] = {}
-    changed: list[str] = []
-    if resume and run.config_path.is_file():
-        recorded = run.read_config()
-        check_recorded(type(cfg), recorded, run.config_path)
-        changed = typed_changes(cfg, recorded)
-        inherited = cfg.inherit_unset(recorded)
-    with blame_recorded(inherited, run.config_path, changed=changed):
-        cfg.resolve()
+    recorded = run.read_config() if resume and run.config_path.is_file() else None
+    resolve_resumed(cfg, recorded, run.config_path)
     device = resolve_device(cfg.device)
     context = distributed.init_from_env(device)
     if device.type == "cpu":

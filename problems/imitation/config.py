@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bilevel.errors import UserError, require_counts, require_positive
-from bilevel.options import check_numbers, choose, fill_unset, option
+from bilevel.options import check_numbers, check_same_command, choose, fill_unset, inherit, option
+from bilevel.run import IGNORED_ON_RESUME
 from problems.imitation.discriminator import DISC_NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
 
@@ -165,6 +166,13 @@ class GAILConfig:
         """Epochs of ``rounds_per_epoch`` PPO rounds (``n_steps`` in each of ``n_envs``) that
         cover ``steps`` (rounded up)."""
         return max(1, math.ceil(self.steps / (self.n_steps * self.n_envs * self.rounds_per_epoch)))
+
+    def inherit_unset(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """For ``--resume``: every option the command line did not give takes the value the run
+        folder recorded (or, for an option newer than the folder, ``LEGACY_VALUES``'), as
+        ``AdversarialConfig.inherit_unset``; returns the values taken, by option name."""
+        check_same_command(self, recorded)
+        return inherit(self, LEGACY_VALUES | recorded, keep=IGNORED_ON_RESUME)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

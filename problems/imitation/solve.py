@@ -26,9 +26,8 @@ from bilevel.errors import UserError
 from bilevel.experiment import Experiment, run_experiment
 from bilevel.loop import JointTrainer
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
-from bilevel.options import check_same_command, inherit
-from bilevel.recorded import blame_recorded, check_recorded, typed_changes
-from bilevel.run import IGNORED_ON_RESUME, RunDir
+from bilevel.recorded import resolve_resumed
+from bilevel.run import RunDir
 from bilevel.seeding import seed_everything, seeded
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
 from problems.imitation.config import LEGACY_VALUES, GAILConfig
@@ -161,15 +160,9 @@ def _solve(
     interrupt_after_epoch: int | None,
     show_progress: bool,
 ) -> dict[str, Any] | None:
-    source, inherited, changed = RunDir(out).config_path, {}, []
-    if resume and source.is_file():
-        recorded = RunDir(out).read_config()
-        check_same_command(cfg, recorded)
-        check_recorded(GAILConfig, recorded, source)
-        changed = typed_changes(cfg, recorded)
-        inherited = inherit(cfg, LEGACY_VALUES | recorded, keep=IGNORED_ON_RESUME)
-    with blame_recorded(inherited, source, changed=changed):
-        cfg.resolve()
+    run = RunDir(out)
+    recorded = run.read_config() if resume and run.config_path.is_file() else None
+    resolve_resumed(cfg, recorded, run.config_path)
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     expert = expert_policy(cfg.env, cfg.cache_dir)
     r_expert = float(demos.episode_returns.mean())
