@@ -114,7 +114,8 @@ def check_methods(cfg: SpeedConfig) -> None:
 
 
 def make_trainer(method: str, cfg: SpeedConfig, device: torch.device) -> tuple[JointTrainer, Any]:
-    """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for the digit models).
+    """A ``JointTrainer`` for ``method`` and one random batch (CIFAR-shaped; digits for the digit
+    models).
 
     The follower is ``solve``'s own for that name (``build_follower``): FGSM-RS steps 1.25 ε,
     PGM-10 steps 2/255, the learned ones take [x, ∇] into the attacker."""
