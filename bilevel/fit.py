@@ -19,7 +19,6 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -110,7 +109,7 @@ def fit(
         saved,
     )  # fmt: skip
     if is_main and state.partial is None and _best_epoch(state.history, select_key) == state.epoch:
-        if _saved_epoch(run.best_checkpoint) != state.epoch:  # killed between last.pt and best.pt
+        if run.best_epoch() != state.epoch:  # killed between last.pt and best.pt, or unreadable
             loop.keep_best(state.epoch)
     with (
         StopRequests(force_on_second=not distributed.active()) as stop,
@@ -130,14 +129,6 @@ def _best_epoch(history: list[dict[str, Any]], select_key: str) -> int | None:
     if not history:
         return None
     return max(history, key=lambda row: row[select_key])["epoch"]
-
-
-def _saved_epoch(path: Path) -> int | None:
-    """The epoch a ``best.pt`` holds, None where there is none or it cannot be read."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
-    except Exception:  # missing, cut short or not a checkpoint (pickle's errors too): rewrite it
-        return None
 
 
 @dataclass

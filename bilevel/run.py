@@ -166,13 +166,16 @@ class RunDir:
                 isinstance(old, dict) and text == json.dumps(old, indent=2, sort_keys=True) + "\n"
             )
             return ours and (bool(set(old) & set(config)) or old == config == {})
-        if path == self.best_checkpoint:
-            try:
-                best = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception:  # unreadable: not one this program wrote whole
-                return False
-            return isinstance(best, dict) and best.get("epoch") == 1
-        return False
+        return path == self.best_checkpoint and self.best_epoch() == 1
+
+    def best_epoch(self) -> int | None:
+        """The epoch ``best.pt`` holds; None where there is none, or it cannot be read whole
+        (cut short, or not a checkpoint: no file this program wrote)."""
+        try:
+            best = torch.load(self.best_checkpoint, map_location="cpu", weights_only=True)
+            return int(best["epoch"])
+        except Exception:  # whatever the bytes lead to: pickle's errors, a missing key ...
+            return None
 
     def _drop_unfinished(self) -> None:
         """Remove the best.pt of an attempt that never wrote ``last.pt`` (an older run's, which
