@@ -159,6 +159,8 @@ def load_state(run: RunDir, trainer: JointTrainer, scheduler: Scheduler | None) 
             train_cpu_seconds=float(checkpoint.get("train_cpu_seconds", 0.0)),
             partial=checkpoint.get("partial"),
         )
+    except UserError:  # the problem's own sentence (GAIL: other demonstrations)
+        raise
     except (KeyError, RuntimeError, ValueError, TypeError) as err:
         raise UserError(
             f"{run.last_checkpoint} does not fit this model and follower ({type(err).__name__});"

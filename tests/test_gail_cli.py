@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from bilevel.errors import UserError
 from cli import app
+from problems.imitation.demonstrations import load_rollout, save_rollout
 
 TINY = ["--env", "Pendulum-v1", "--steps", "600", "--n-envs", "1", "--n-steps", "200"]
 TINY += ["--eval-episodes", "1", "--test-episodes", "2"]
@@ -160,3 +161,23 @@ def test_a_finished_run_whose_last_pt_is_gone_is_refused_and_kept(unbroken, cach
     assert result.exit_code == 2 and "but no last.pt" in result.output, result.output
     assert "gail.png" in result.output and "Traceback" not in result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_resume_on_other_demonstrations_is_refused_and_touches_nothing(cache, tmp_path) -> None:
+    """The expert retrained (or its cache replaced) between a stop and ``--resume``: the run would
+    go on imitating other demonstrations than it started with, and nothing in it could tell."""
+    demos_dir = tmp_path / "demos"
+    shutil.copytree(cache, demos_dir)
+    out = tmp_path / "run"
+    first = solve(out, demos_dir, "--interrupt-after-epoch", "1")
+    assert first.exit_code == 0, first.output
+    (path,) = demos_dir.glob("Pendulum-v1-*.npz")
+    demos = load_rollout(path)
+    demos.observations[:, 0] += 0.01  # what another expert's rollouts would change
+    save_rollout(path, demos)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"}
+    second = runner.invoke(app, ["solve", "gail", "--out", str(out), "--resume"])
+    assert second.exit_code == 2 and "demonstrations are not the ones" in second.output
+    assert "Traceback" not in second.output, second.output
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"}
+    assert after == before

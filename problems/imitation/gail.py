@@ -16,6 +16,7 @@ a resumed run collects exactly what the unbroken run collects.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import torch
 from stable_baselines3 import PPO
 from torch import Tensor
 
+from bilevel.errors import UserError
 from bilevel.protocol import BilevelProblem
 from problems.imitation.discriminator import (
     Discriminator,
@@ -72,6 +74,7 @@ class GAIL(BilevelProblem):
         self.round_seed_stride = round_seed_stride
         self.meta_draws = 0  # fresh batches drawn for φ this round
         self.expert_x = disc.inputs(demos.observations, demos.actions)
+        self.demos_digest = demonstrations_digest(demos)
         self.psi = disc.init_params()
         self.round_start = self.psi.clone()  # ψ_t of the current round (``init_follower``)
         self.round = 0
@@ -210,9 +213,19 @@ class GAIL(BilevelProblem):
             "num_timesteps": self.model.num_timesteps,
             "meta_draws": self.meta_draws,
             "disc_stats": self.disc.state_dict(),
+            "demos_digest": self.demos_digest,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint; one sentence if the demonstrations are not the ones it was
+        trained on (a checkpoint older than the digest is taken as it is: it cannot tell)."""
+        recorded = state.get("demos_digest", self.demos_digest)
+        if recorded != self.demos_digest:
+            raise UserError(
+                "--resume: the expert's demonstrations are not the ones this run was trained on "
+                f"(digest {recorded}, now {self.demos_digest}: was the expert retrained, or the "
+                "cache changed?); restore them, or start a new run in another --out."
+            )
         self.psi = state["psi"].clone()
         self.round_start = self.psi.clone()
         self.round = int(state["round"])
@@ -220,3 +233,12 @@ class GAIL(BilevelProblem):
         self.model.num_timesteps = int(state["num_timesteps"])
         self.meta_draws = int(state["meta_draws"])
         self.disc.load_state_dict(state["disc_stats"])
+
+
+def demonstrations_digest(demos: Rollout) -> str:
+    """The first 12 hex digits of the SHA-256 of the demonstrations' observations and actions: a
+    resumed run checks that it imitates what it started imitating (``load_state_dict``)."""
+    digest = hashlib.sha256()
+    for array in (demos.observations, demos.actions):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:12]
