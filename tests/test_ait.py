@@ -5,6 +5,7 @@ the follower's direction and feasibility, the signs of one joint step in each up
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from problems.adversarial.ait import (
     pair_batch,
     partners,
 )
+from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.data import load_dataset
 from problems.adversarial.models import SmallCNN
 
@@ -198,6 +200,7 @@ def test_cli_run_folder_has_the_dro_layout_and_records_the_options(unbroken: Pat
     assert config["model"] == "small-cnn" and config["dataset"] == "mnist5k"
     assert config["eps"] == 0.1 and config["eps_y"] == 0.5 and config["follower"] == "grad"
     assert config["ait_direction"] == "toward" and config["update"] == "follower-first"
+    assert config["attacker_random_start"] is True  # as AIT.init_follower starts, always
     assert set(load_checkpoint(unbroken / "best.pt")) == {"epoch", "leader"}
     rows = metrics_without_time(unbroken)
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -211,6 +214,9 @@ def test_cli_resume_ends_with_the_unbroken_metrics(unbroken: Path, tmp_path: Pat
     out = tmp_path / "broken"
     first = _solve(out, "--interrupt-after-epoch", "1")
     assert first.exit_code == 0 and "resume" in first.output
+    # a folder from before AIT recorded its uniform start wrote False for the same start
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(config | {"attacker_random_start": False}))
     assert _solve(out, "--resume").exit_code == 0
     assert metrics_without_time(out) == metrics_without_time(unbroken)
 
@@ -224,6 +230,8 @@ def test_cli_resume_ends_with_the_unbroken_metrics(unbroken: Path, tmp_path: Pat
         (["--update", "fused"], "zero-sum"),
         (["--follower", "pgm"], "Unknown --follower"),
         (["--eps-warmup", "5"], "--eps-warmup must be between 0 and --epochs"),
+        # AIT's start is uniform whatever is asked: a "no" was recorded, and not honoured
+        (["--no-attacker-random-start"], "AIT always starts δ uniformly in the ε-ball"),
     ],
 )
 def test_cli_bad_input_gives_one_sentence_and_exit_2(tmp_path: Path, args, words) -> None:
@@ -249,3 +257,10 @@ def test_bench_ait_rows_order_the_attacks_and_refuse_unknown_directions(tmp_path
     assert json.loads(config.read_text())["eps"] == 0.3
     bad = runner.invoke(app, [*args[:7], "sideways", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "--directions" in bad.output
+
+
+def test_the_milestones_help_names_the_default_ait_resolves_on_cifar() -> None:
+    """AIT's CIFAR schedule drops the rate at 60 and 90 of 200 epochs, not at 1/2 and 3/4."""
+    assert AITConfig(dataset="cifar10", follower="ait").resolve().milestones == [60, 90]
+    (field,) = [f for f in dataclasses.fields(AITConfig) if f.name == "milestones"]
+    assert "60,90 for AIT's 200 CIFAR epochs" in field.metadata["help"]

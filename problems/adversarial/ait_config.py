@@ -32,6 +32,13 @@ class AITConfig(AdversarialConfig):
     update: str | None = option(
         "follower-first", "follower-first (Algorithm 4: φ, then θ) or alternating."
     )
+    milestones: list[int] | None = option(
+        None,
+        "Epochs where lr ×0.1, e.g. 60,90 (default: 60,90 for AIT's 200 CIFAR epochs, 30,60,90 "
+        "for 100 epochs, else at 1/2 and 3/4 of --epochs).",
+        comma=True,
+        example="60,90",
+    )
     eps_y: float = option(0.5, "Label mixing ε_y of ỹ (Algorithm 2).")
     pairing: str = option("reversed", "Partners: reversed batch or permutation.")
     ait_direction: str = option(
@@ -45,8 +52,8 @@ class AITConfig(AdversarialConfig):
             self.epochs = 200 if self.epochs is None else self.epochs
             if self.milestones is None and self.epochs == 200:
                 self.milestones = [60, 90]
+        check_uniform_start(self)
         # the paper's L2L-AIT unless asked: bench ait --levers carries the DRO study's choices over
-        self.attacker_random_start = bool(self.attacker_random_start)
         self.attacker_sign_step = self.attacker_sign_step or 0.0
         self.carry_decision = bool(self.carry_decision)
         self.plain_steps = self.plain_steps or 0
@@ -59,3 +66,18 @@ class AITConfig(AdversarialConfig):
             raise UserError(f"--eps-y must be in [0, 1]; got {self.eps_y}.")
         check_update(self.update, self.learned, zero_sum=False)
         return self
+
+
+def check_uniform_start(cfg: AITConfig) -> None:
+    """AIT's δ0 is uniform in the ε-ball whatever is asked (the AIT Net's start, and the authors'
+    L2L-AIT's; ``AIT.init_follower``): ``attacker_random_start`` is recorded as True, and a typed
+    --no-attacker-random-start, which could not be honoured, is one sentence. A folder older than
+    this check recorded False for the same start, and resumes with it."""
+    typed = getattr(cfg, "given", None) or frozenset()
+    if "attacker_random_start" in typed and cfg.attacker_random_start is False:
+        raise UserError(
+            "--no-attacker-random-start: AIT always starts δ uniformly in the ε-ball (the AIT "
+            "Net's start, and the authors' L2L-AIT's), so there is no other start to choose."
+        )
+    if cfg.attacker_random_start is None:
+        cfg.attacker_random_start = True

@@ -2,9 +2,10 @@
 attackers, Algorithm 4) train on mnist5k with the small CNN, ε = 0.3, ε_y = 0.5, the same epochs
 and seeds (ε ramped up over the first third of the epochs, the mnist5k default), one after another
 in this process, with the follower pulling features ``toward`` the partner's and, as a second set
-of rows, pushing them ``away`` (Eq. 6 as printed). ``levers`` (DROConfig options, e.g. those the
-DRO study chose) shape the learned followers; those the bench sets itself (``ROW_OPTIONS``) are
-refused. Each best-on-validation model is attacked on the test split with PGD-40 (step 0.01,
+of rows, pushing them ``away`` (Eq. 6 as printed). ``levers`` (AITConfig options, e.g. those the
+DRO study chose) shape the learned followers' rows only, the leader's options among them (its
+learning rate, batch size); those the bench sets itself, alike for every row, the problem's
+definition among them (``ROW_OPTIONS``), are refused. Each best-on-validation model is attacked on the test split with PGD-40 (step 0.01,
 uniform random start) on the cross-entropy and on the CW margin loss, and with the standard
 AutoAttack (``bench.run_bench``).
 """
@@ -26,11 +27,12 @@ from problems.adversarial.checks import check_for_learned
 # its label and folder say (a seed-4 run in seed-0, AIT as "L2L-AIT (grad)") or leave the setting
 ROW_OPTIONS = (
     "follower", "ait_direction", "seed", "epochs", "train_size", "eval_size", "dataset", "model",
-    "eps", "norm", "device",
+    "eps", "norm", "device", "eps_y", "pairing", "eps_warmup",
 )  # fmt: skip
 ROW_OPTIONS_WHY = (
     "bench ait sets them itself, alike for every row (--methods, --directions, --seeds, "
-    "--epochs, --train-size, --eval-size; mnist5k, the small CNN, L∞ ε = 0.3, the device)"
+    "--epochs, --train-size, --eval-size; mnist5k, the small CNN, L∞ ε = 0.3 reached over the "
+    "first third of the epochs, ε_y = 0.5 and reversed partners, the device)"
 )
 
 

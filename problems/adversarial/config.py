@@ -151,7 +151,7 @@ class AdversarialConfig:
     attacker_random_start: bool | None = option(
         None,
         "The learned follower starts uniformly in the ε-ball, as FGSM-RS and PGM do (default: "
-        "on for mnist5k, off on CIFAR and in AIT, the paper's).",
+        "on for mnist5k, off on CIFAR, the paper's; AIT always starts there).",
     )
     attacker_memory: str = option(
         "none", "Extra input of g_φ: none, delta (the current δ/ε) or prev-grad."
