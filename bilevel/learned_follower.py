@@ -45,14 +45,19 @@ class GradientScaling(str, Enum):
     SAMPLE = "sample"  # g / ‖g_i‖ per sample (L∞: g / max|g|, ``normalise_per_sample``): default
     BATCH = "batch"  # g / max_i ‖g_i‖ over the whole batch: the reference code's (L∞)
     SIGN = "sign"  # the steepest direction only (L∞: sign g, FGSM's), no magnitude
-    NONE = "none"  # g as it is, 1/B factor of the batch mean included
+    NONE = "none"  # each sample's own ∇ℓ_i, unscaled: B·g (q is the batch mean, g has a 1/B)
 
     def __call__(self, grad: Tensor, norm: Norm = Norm.LINF) -> Tensor:
+        """The scaled ∇ (``grad`` of the batch-mean q, batch first). ``none`` undoes the mean's
+        1/B, so that what g_φ sees of an example does not depend on the batch it came in (the
+        training batch, the follower gap's probe, an evaluator's batch)."""
+        if self is GradientScaling.NONE:
+            return grad * grad.shape[0]
         if self is GradientScaling.SAMPLE:
             return norm.normalise(grad)
         if self is GradientScaling.BATCH:
             return grad / norm.of(grad).amax().clamp_min(1e-12)
-        return norm.steepest(grad) if self is GradientScaling.SIGN else grad
+        return norm.steepest(grad)  # SIGN
 
 
 class Memory(str, Enum):

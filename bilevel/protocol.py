@@ -141,9 +141,10 @@ def follower_gradient(problem: BilevelProblem, batch: Batch, z: Tensor) -> Tenso
     """∇_z q(θ, z) as a constant (no graph to θ or to whatever produced z); the gradient of the
     problem's ``ascent_objective``, which is q unless the problem names a surrogate.
 
-    The objective is a batch mean, so each sample's gradient carries a 1/B factor; every consumer
-    here either takes its steepest direction (PGM, Eq. 4) or normalises it per sample, so the
-    factor cancels.
+    The objective is a batch mean, so each sample's gradient carries a 1/B factor. PGM's steepest
+    direction (Eq. 4) and the learned follower's scalings (``GradientScaling``; ``none`` multiplies
+    by B) do not depend on it; a plain ascent step of size α (``GradientAscent``, the unrolled and
+    Neumann hypergradients) moves each sample by α/B times its own loss gradient.
     """
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():

@@ -79,7 +79,23 @@ def test_batch_scaling_gives_one_scale_per_batch_and_sample_one_per_sample() -> 
     per_sample = GradientScaling.SAMPLE(g).flatten(1).abs().amax(1)
     assert torch.allclose(per_sample, torch.ones(4))
     assert torch.equal(GradientScaling.SIGN(g), g.sign())
-    assert torch.equal(GradientScaling.NONE(g), g)
+    assert torch.equal(GradientScaling.NONE(g), 4 * g)  # the batch mean's 1/B undone
+
+
+@pytest.mark.parametrize("scaling", ["none", "sample", "sign"])
+def test_what_g_phi_sees_of_an_example_does_not_depend_on_its_batch(scaling: str) -> None:
+    """The same φ answers an example alike alone and among 31 others: under ``none`` it used to
+    see the batch mean's gradient, 1/B of the example's own, so training at batch 64 and the
+    follower gap's batch of 500 fed it inputs of other sizes."""
+    torch.manual_seed(0)
+    problem = _problem()
+    net = TinyConvAttacker(2, 1, EPS)
+    follower = LearnedFollower(net, steps=2, grad_scaling=scaling)
+    x, y = image_batch(32)
+    with torch.no_grad():
+        together = follower.solve(problem, (x, y))
+        alone = follower.solve(problem, (x[:1], y[:1]))
+    torch.testing.assert_close(alone, together[:1], rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("steps", [1, 3, 5])

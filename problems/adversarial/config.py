@@ -146,7 +146,8 @@ class AdversarialConfig:
     )
     grad_scaling: str = option(
         "sample",
-        "How ∇ is scaled for g_φ: sample (g/‖g‖ each, in the --norm), batch, sign or none.",
+        "How ∇ is scaled for g_φ: sample (g/‖g‖ each, in the --norm), batch, sign or none (each "
+        "example's own loss gradient, unscaled).",
     )
     attacker_random_start: bool | None = option(
         None,
