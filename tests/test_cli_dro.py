@@ -96,8 +96,10 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--update", "fused", "--follower", "pgm"], "learned follower"),
         (["--dataset", "cifar10", "--data-dir", "/nonexistent/cifar"], "--data-dir"),
         (["--seed", "-1"], "--seed must be between 0 and"),
-        (["--milestones", "-3"], "--milestones must lie between 1 and --epochs"),
-        (["--epochs", "4", "--milestones", "2,9"], "--milestones must lie between 1 and --epochs"),
+        (["--milestones", "-3"], "--milestones must lie between 1 and"),
+        (["--epochs", "4", "--milestones", "2,9"], "--milestones must lie between 1 and 3"),
+        # a drop after the last epoch: no batch would train at the lower rate
+        (["--epochs", "4", "--milestones", "4"], "--milestones must lie between 1 and 3"),
         (["--seed", str(2**32)], "--seed must be between 0 and"),
         (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
         (["--attacker-sign-step", "nan"], "--attacker-sign-step must be a finite number"),

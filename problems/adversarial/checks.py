@@ -53,6 +53,20 @@ def check_unused(cfg: AdversarialConfig) -> None:
         )
 
 
+def check_milestones(cfg: AdversarialConfig) -> None:
+    """Milestone m drops the leader's rate ×0.1 after epoch m (the scheduler steps at each epoch's
+    end), so it must lie between 1 and --epochs − 1: one past that is silently never reached, and
+    one at --epochs drops the rate after training. The latter passes where not typed (the 1-epoch
+    default [1], a folder that recorded one): nothing trains at the dropped rate either way."""
+    typed = "milestones" in (getattr(cfg, "given", None) or frozenset())
+    last = cfg.epochs - 1 if typed else cfg.epochs
+    if not all(1 <= m <= last for m in cfg.milestones):
+        raise UserError(
+            f"--milestones must lie between 1 and {last} (each drops the rate after that epoch, "
+            f"--epochs {cfg.epochs}); got {cfg.milestones}."
+        )
+
+
 def check_momentum(cfg: AdversarialConfig) -> None:
     """SGD's momentum below 1: at 1 or more each step adds the whole of the last (its "at least
     0" is ``require_at_least_zero``'s, with the other options of that kind)."""

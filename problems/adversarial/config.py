@@ -24,6 +24,7 @@ from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
     check_attacker_levers,
     check_carry,
+    check_milestones,
     check_momentum,
     check_unroll,
     check_unused,
@@ -248,11 +249,7 @@ class AdversarialConfig:
         if self.milestones is None:
             e = self.epochs
             self.milestones = [30, 60, 90] if e == 100 else sorted({e // 2 or 1, 3 * e // 4 or 1})
-        if not all(1 <= m <= self.epochs for m in self.milestones):  # else silently none
-            raise UserError(
-                f"--milestones must lie between 1 and --epochs ({self.epochs}); "
-                f"got {self.milestones}."
-            )
+        check_milestones(self)
         fill_unset(self, dict(augment="crop-flip" if cifar else "none", channels_last=cifar))
         choose("--augment", self.augment, ("crop-flip", "none"))
         check_carry(self, carry_asked)
