@@ -85,7 +85,11 @@ class GAILConfig:
     gae_lambda: float = option(0.95, "λ of generalised advantage estimation.")
     ent_coef: float = option(1e-3, "The entropy bonus β of PPO.")
     use_sde: bool | None = option(None, "PPO's state-dependent exploration (default: per env).")
-    reward: str = option("gail", "gail: −log(1−D); airl: log D − log(1−D).")
+    reward: str = option(
+        "gail",
+        "gail: −log(1−D); airl: log D − log(1−D), for tasks whose episodes end at the goal "
+        "(Acrobot), where gail's always-positive reward pays for not reaching it.",
+    )
     disc_hidden: int = option(32, "Hidden units of D's two layers.")
     disc_batch_size: int = option(256, "Expert and policy pairs each in D's batch of a round.")
     disc_steps: int = option(3, "Adam follower: steps on ψ per round.")
