@@ -1,10 +1,13 @@
 """The joint training step of L2L (paper Algorithm 3; Algorithm 1 with a hand-designed follower).
 
 Per minibatch: the follower solves for z, the leader takes a step down L(θ, z), and a learned
-follower takes ``follower_steps`` steps up q(θ, z_φ). Three update modes:
+follower takes ``follower_steps`` steps up its meta-objective (q(θ, z_φ) by default). Three
+update modes:
 
 - ``alternating``: the paper's separate passes (θ's step, then φ's step at the updated θ), with no
-  pass computed twice. The leader is in eval mode whenever the follower's passes run.
+  pass computed twice: φ's step reuses g_φ's forward, whose gradient input A was made at θ
+  before its step, where Algorithm 3 would make A again at the updated θ (an approximation of
+  order the leader's step). The leader is in eval mode whenever the follower's passes run.
 - ``follower-first``: the same passes in Algorithm 4's order: φ's step up q(θ, z_φ), then θ's step
   on that same z_φ (detached). For a hand-designed follower it is ``alternating``.
 - ``fused``: one forward and one backward serve θ and φ. Exact only for zero-sum problems
