@@ -11,8 +11,8 @@ follows the layout of the authors' released version of it:
     tanh(s · ·) × ε, s a learnable scalar (init 1)
 
 The released build has four details this diagram leaves out: a batch norm (no affine) before the
-transposed convolution, the scale s starting at 5, batch norms with ε 1e-3, and no bias on the last
-convolution. ``SlimAttacker(reference=True)`` (``--attacker slim-reference``) adds them;
+transposed convolution, the scale s starting at 5, ε 1e-3 in the batch norms after the stem and the
+transposed convolution (the residual blocks' keep 1e-5), and no bias on the last convolution. ``SlimAttacker(reference=True)`` (``--attacker slim-reference``) adds them;
 ``slim`` (the mnist5k default, chosen by the study) has none of them. Both keep this module's
 initialisation (Xavier on every convolution) and bias-free residual blocks (``ResBlock``).
 
