@@ -196,6 +196,11 @@ def rank() -> int:
     return dist.get_rank() if active() else 0
 
 
+def world_size() -> int:
+    """How many processes run (1 in a single process)."""
+    return dist.get_world_size() if active() else 1
+
+
 def gather_values(values: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Every process's ``values``, key by key, as a tensor of one entry per rank in rank order
     and in each value's own dtype (for rank 0's checkpoint, so that each process resumes with
