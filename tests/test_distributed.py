@@ -239,3 +239,18 @@ def test_every_process_must_get_a_share_of_every_minibatch() -> None:
     for examples, batch in ((33, 32), (10, 1)):
         with pytest.raises(UserError, match="2 processes need at least 2 examples"):
             distributed.check_shares(examples, batch, two)
+
+
+def test_the_batch_size_must_split_evenly_over_the_processes() -> None:
+    """Shares of 8 and 7 (--batch-size 15 over 2 processes) in every minibatch: DDP's mean of the
+    shares' means weights an example of the 7 by 1/14 and one of the 8 by 1/16, not 1/15, on
+    every step, so it is refused; 16 splits 8 + 8, and an uneven last minibatch alone passes."""
+    two = distributed.Context(rank=1, world_size=2)
+    for examples in (150, 157):  # a last minibatch of 15, or of 7
+        with pytest.raises(UserError, match="--batch-size 15 does not split evenly over 2"):
+            distributed.check_shares(examples, 15, two)
+    distributed.check_shares(160, 16, two)
+    distributed.check_shares(163, 16, two)  # a last minibatch of 3: 2 + 1, documented
+    distributed.check_shares(150, 15, distributed.Context())  # one process takes anything
+    with pytest.raises(UserError, match="--batch-size 64 does not split evenly over 3"):
+        distributed.check_shares(5000, 64, distributed.Context(rank=0, world_size=3))
