@@ -3,8 +3,9 @@
 The leader θ and a learned follower's g_φ run through ``DistributedDataParallel``: each process
 takes its share of every global minibatch, and DDP averages the gradients of θ and φ over the
 processes during each backward, so one distributed step equals one single-process step on the
-concatenated batch (batch-mean losses, equal shares; exact for networks without batch norm, whose
-statistics are per process as in any DDP run). Passes that differentiate only with respect to z
+concatenated batch (batch-mean losses, equal shares: the mean of N shares' means is the batch's
+mean only when the shares are equal, so ``check_shares`` asks for a --batch-size that N divides;
+exact for networks without batch norm, whose statistics are per process as in any DDP run). Passes that differentiate only with respect to z
 (the gradient input of g_φ, PGM's steps) fire none of DDP's gradient hooks and so start no
 reduction. Logging and checkpoints come from rank 0 only; the training losses it logs are the
 mean over every process's share (``mean_over_processes``), and a stop mid-epoch keeps each
@@ -30,7 +31,8 @@ Where a distributed run is not a single-process run on the concatenated batch:
   epoch's generator, which the data order needs shared; one draw of it per share, as per batch
   in one process, so the later batches' crops and flips stay a single process's);
 - where the last minibatch does not split evenly, DDP still averages the shares' means with
-  equal weight. A share must not be empty (``check_shares``).
+  equal weight (every other minibatch splits evenly: ``check_shares`` refuses a --batch-size
+  that the number of processes does not divide). A share must not be empty (``check_shares``).
 
 The data split: each global minibatch (same order and augmentation on every process, from the
 seed) is cut into ``world_size`` shares (``shard``); that is ``DistributedSampler``'s arithmetic
@@ -68,14 +70,27 @@ class Context:
 
 def check_shares(examples: int, batch_size: int, context: Context) -> None:
     """One sentence unless every process gets at least one example of every minibatch, the last
-    one included (``shard``): an empty share has no loss to average, and the run would end in a
-    NaN that names the learning rate."""
+    one included (``shard``), and every minibatch but the last splits into equal shares.
+
+    An empty share has no loss to average, and the run would end in a NaN that names the learning
+    rate. Unequal shares (B = 15 over 2 processes: 8 and 7) break the step itself: DDP averages
+    the shares' means with equal weight, (1/N) Σ_k (1/B_k) Σ_{i∈k} ℓ_i, which is the batch mean
+    (1/B) Σ_i ℓ_i only when every B_k = B/N, so every step would weight some examples more than
+    others (a relative difference of 7.5e-2 in one step's Δθ at B = 15 over 2, 1.8e-7 at B = 16).
+    A last minibatch that splits unevenly (``examples`` not a multiple of B) is let through: one
+    step an epoch, documented in the module docstring."""
     last = examples % batch_size or batch_size
     if context.world_size > 1 and min(batch_size, last) < context.world_size:
         raise UserError(
             f"{context.world_size} processes need at least {context.world_size} examples in every "
             f"minibatch; --batch-size {batch_size} over {examples} examples leaves {last} in the "
             "last one: choose a --batch-size or --train-size that avoids it."
+        )
+    if batch_size % context.world_size:
+        raise UserError(
+            f"--batch-size {batch_size} does not split evenly over {context.world_size} "
+            "processes, and DDP's equal-weight average of unequal shares' means is not the "
+            f"minibatch's mean: choose a multiple of {context.world_size}."
         )
 
 
@@ -194,6 +209,11 @@ def mean_over_processes(sums: dict[str, Any]) -> dict[str, Any]:
 def rank() -> int:
     """This process's rank (0 in a single process)."""
     return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    """How many processes run (1 in a single process)."""
+    return dist.get_world_size() if active() else 1
 
 
 def gather_values(values: dict[str, Any]) -> dict[str, torch.Tensor]:

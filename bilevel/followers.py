@@ -105,6 +105,12 @@ class GradientAscent(HandDesigned):
     on softmax logits). The follower whose trajectory the "unrolled" hypergradient differentiates;
     for a concave q it converges to z* and so also serves the implicit hypergradients. Any
     decision works (a tensor or a parameter set). Stateless: ``learn`` does nothing.
+
+    α is a step on q, the batch mean: for a per-sample decision each sample moves α/B times its
+    own gradient, so the trajectory depends on the batch size B, and under torchrun (a share of
+    B/N samples) each process steps N times as far per sample as one process on the whole batch;
+    it is not rescaled here (the hypergradients' own steps are, ``bilevel.hypergradients``), so
+    choose α for the batch each process sees. The limit z* does not depend on it.
     """
 
     def __init__(

@@ -18,12 +18,26 @@ leader with ``hypergradient_step``; a problem without the attribute keeps the pl
   ``neumann_terms`` terms of step ``neumann_step``. Needs z to be a stationary point (interior) or
   held at bounds of a box constraint.
 
+Step sizes. ``unroll_step_size`` α and ``neumann_step`` are steps on q, the batch mean
+(``BilevelProblem.follower_objective``). For a per-sample decision (z a batched Tensor, DRO's
+δ_i) each sample's gradient ∇_{z_i} q = (1/B) ∇_{z_i} q_i and its Hessian carry a 1/B factor, so
+the step per sample is α/B and these two methods depend on the batch size B. A ``torch.optim``
+unroll optimizer sees the same gradient: SGD's step is lr/B per sample, Adam's does not depend on
+the gradient's scale (up to its ε). danskin and implicit-cg do not depend on B: the exact solve
+v = (−H)⁻¹ ∇_z L cancels the factor.
+
 Under torchrun each process computes the hypergradient of its own share of the batch, and
 ``hypergradient_step`` averages them over the processes before the step (the all-reduce that
 DDP's backward hooks would do, which setting ``.grad`` by hand skips). That is the hypergradient
 of the whole batch whenever it is the mean of the per-sample ones: always for Danskin, and for
-the others when the follower's problem separates over samples (DRO's δ_i). A decision shared by
-the batch (a parameter set solved on it) gives the mean of the shares' hypergradients instead.
+the others when the follower's problem separates over samples (DRO's δ_i), once each process
+steps each sample as one process on the whole batch would. A share of B/N samples makes the
+factor N/B, so for a per-sample decision both steps are multiplied by 1/N (``per_sample_share``),
+and the unroll optimizer climbs q/N (``unrolled.optimizer_iterates``), which gives it the whole
+batch's per-sample gradients (exact for coordinate-wise optimizers: SGD, momentum, Adam).
+A decision shared by the batch (a parameter set solved on it) keeps its steps, since each
+share's mean estimates the whole batch's, and gives the mean of the shares' hypergradients, not
+the whole batch's.
 """
 
 from __future__ import annotations
@@ -58,14 +72,14 @@ class Hypergradient:
 
     method: Method | str = Method.DANSKIN
     unroll_steps: int = 10
-    unroll_step_size: float = 0.1
+    unroll_step_size: float = 0.1  # on the batch mean q: α/B per sample of a batched z
     unroll_optimizer: MakeOptimizer | None = None  # e.g. partial(torch.optim.Adam, lr=0.1)
     first_order: bool = False
     cg_iterations: int = 20
     cg_scale: float = 1.0
     cg_tol: float = 0.0
     neumann_terms: int = 20
-    neumann_step: float = 0.1
+    neumann_step: float = 0.1  # likewise
 
     def __post_init__(self) -> None:
         try:
@@ -90,12 +104,20 @@ def resolve(problem: BilevelProblem) -> Hypergradient:
     return choice if isinstance(choice, Hypergradient) else Hypergradient(choice or Method.DANSKIN)
 
 
+def per_sample_share(decision: Decision) -> float:
+    """1/N under torchrun with N processes when ``decision`` is per sample (one batched Tensor,
+    ``protocol.Decision``), else 1: the factor on the unrolled and Neumann steps that makes each
+    process take, per sample, the step of one process on the whole batch (module docstring)."""
+    return 1 / distributed.world_size() if isinstance(decision, Tensor) else 1.0
+
+
 def hypergradient(
     problem: BilevelProblem, batch: Batch, z: Decision, config: Hypergradient | None = None
 ) -> tuple[Tensor, list[Tensor]]:
     """(leader loss, ∇_θ L(θ, z*(θ))) for the leader's parameters that require grad.
 
-    ``z`` is the follower's solution (ignored by ``unrolled``, which makes its own z_T(θ)).
+    ``z`` is the follower's solution (ignored by ``unrolled``, which makes its own z_T(θ) and
+    reads only z's kind, or ``init_follower``'s when z is None, for ``per_sample_share``).
     """
     config = resolve(problem) if config is None else config
     params = [p for p in problem.leader.parameters() if p.requires_grad]
@@ -104,17 +126,18 @@ def hypergradient(
             loss = problem.leader_loss(batch, z)
             return loss.detach(), grad_or_zeros(loss, params)
     if config.method is Method.UNROLLED:
-        update = ascent(config.unroll_step_size)
+        share = per_sample_share(problem.init_follower(batch) if z is None else z)
+        update = ascent(config.unroll_step_size * share)
         return unrolled_hypergradient(
-            problem, batch, config.unroll_steps, update, config.first_order, config.unroll_optimizer
-        )
+            problem, batch, config.unroll_steps, update, config.first_order,
+            config.unroll_optimizer, objective_scale=share,
+        )  # fmt: skip
     if config.method is Method.IMPLICIT_CG:
         return implicit_hypergradient(
             problem, batch, z, "cg", config.cg_iterations, scale=config.cg_scale, tol=config.cg_tol
         )
-    return implicit_hypergradient(
-        problem, batch, z, "neumann", config.neumann_terms, step=config.neumann_step
-    )
+    step = config.neumann_step * per_sample_share(z)
+    return implicit_hypergradient(problem, batch, z, "neumann", config.neumann_terms, step=step)
 
 
 def hypergradient_step(

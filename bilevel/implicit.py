@@ -16,8 +16,8 @@ arithmetic) or the truncated Neumann series (``neumann``).
 Constraints. With a projection Π_Z the optimum may sit on the boundary, where ∇_z q ≠ 0. For
 coordinate-wise (box) constraints whose bounds do not depend on θ, such as DRO's ε-ball ∩ [0, 1],
 a coordinate held at a bound has dz*_i/dθ = 0; the theorem then holds on the free coordinates.
-``blocked_mask`` finds the held coordinates (a small step up the gradient does not move them) and
-the solve runs on the rest. Other constraint sets (a simplex, a norm ball other than L∞) are not
+``blocked_mask`` finds the held coordinates (the projection undoes a small step up the gradient)
+and the solve runs on the rest. Other constraint sets (a simplex, a norm ball other than L∞) are not
 handled: parameterise them (e.g. softmax logits) so the follower's problem is unconstrained.
 """
 
@@ -88,19 +88,29 @@ def blocked_mask(
 ) -> list[Tensor]:
     """1 where the projection holds z_i at a bound against the ascent direction, else 0.
 
-    A coordinate is blocked when ∂q/∂z_i ≠ 0 and Π(z + τ·sign ∇_z q) moves it by less than τ/2
-    (τ = ``probe``). An interior coordinate moves by τ; unconstrained problems block nothing.
+    The probe steps each coordinate up the gradient by a step relative to its size,
+
+        p_i = z_i + s_i · sign ∂q/∂z_i,      s_i = τ · max(1, |z_i|)      (τ = ``probe``),
+
+    and z_i is blocked when ∂q/∂z_i ≠ 0 and |Π(p)_i − p_i| > |p_i − z_i| / 2: the projection
+    undoes more than half of the step p_i − z_i as rounded in z's dtype. An interior coordinate
+    keeps p_i (Π(p)_i = p_i), so unconstrained problems block nothing; one held at a bound goes
+    back to it (Π(p)_i = z_i). The step is relative because an absolute τ rounds away once it is
+    below half an ulp of z_i (float32, τ = 1e-6: from |z_i| = 32 on), and comparing Π(p) with z
+    then called every such free coordinate blocked, which turned the implicit hypergradient into
+    Danskin's without a word. With τ = 1e-6 the step is at least 8 ulps of z_i in float32 and
+    float64; a τ below the dtype's resolution (float16, bfloat16) leaves p_i = z_i, and the
+    coordinate counts as free.
     """
     parts, rebuild = flatten(z)
     with torch.no_grad():
-        moved, _ = flatten(
-            problem.project(
-                batch, rebuild([p + probe * g.sign() for p, g in zip(parts, grad, strict=True)])
-            )
-        )
+        probed = [
+            p + probe * p.abs().clamp(min=1) * g.sign() for p, g in zip(parts, grad, strict=True)
+        ]
+        moved, _ = flatten(problem.project(batch, rebuild(probed)))
         return [
-            ((g != 0) & ((m - p).abs() < probe / 2)).to(p.dtype)
-            for p, g, m in zip(parts, grad, moved, strict=True)
+            ((g != 0) & ((m - q).abs() > (q - p).abs() / 2)).to(p.dtype)
+            for p, g, q, m in zip(parts, grad, probed, moved, strict=True)
         ]
 
 

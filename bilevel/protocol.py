@@ -141,10 +141,13 @@ def follower_gradient(problem: BilevelProblem, batch: Batch, z: Tensor) -> Tenso
     """∇_z q(θ, z) as a constant (no graph to θ or to whatever produced z); the gradient of the
     problem's ``ascent_objective``, which is q unless the problem names a surrogate.
 
-    The objective is a batch mean, so each sample's gradient carries a 1/B factor. PGM's steepest
-    direction (Eq. 4) and the learned follower's scalings (``GradientScaling``; ``none`` multiplies
-    by B) do not depend on it; a plain ascent step of size α (``GradientAscent``, the unrolled and
-    Neumann hypergradients) moves each sample by α/B times its own loss gradient.
+    The objective is a batch mean, so each sample's gradient carries a 1/B factor. It cancels
+    where a consumer takes the steepest direction (PGM, Eq. 4) or scales the gradient for g_φ
+    (``GradientScaling``; ``none`` multiplies by B), and in danskin and implicit-cg; it does not
+    where a fixed step multiplies the gradient itself: ``GradientAscent``'s α, the unrolled
+    hypergradient's ``unroll_step_size`` and the Neumann series' ``neumann_step`` are steps on the
+    batch mean, α/B per sample of a batched z (``bilevel.hypergradients`` rescales its two under
+    torchrun; ``GradientAscent`` does not).
     """
     z = z.detach().requires_grad_(True)
     with torch.enable_grad():

@@ -91,12 +91,17 @@ def optimizer_iterates(
     steps: int,
     make_optimizer: MakeOptimizer,
     first_order: bool = False,
+    objective_scale: float = 1.0,
 ) -> Decision:
     """z_T of ``steps`` steps of ``make_optimizer(params)`` (any ``torch.optim`` optimizer that
-    ``higher`` supports) ascending q from z_0 = Π(z0), each step projected: z_{t+1} = Π(step_t(z_t,
-    ∇_z q, state_t)). ``higher.get_diff_optim`` makes each step a differentiable function of z_t,
-    of the optimizer's state (momentum buffers, Adam's moments) and so of θ; with ``first_order``
-    the steps are constants, as in ``iterates``."""
+    ``higher`` supports) ascending s·q from z_0 = Π(z0) (s = ``objective_scale``), each step
+    projected: z_{t+1} = Π(step_t(z_t, s·∇_z q, state_t)). ``higher.get_diff_optim`` makes each
+    step a differentiable function of z_t, of the optimizer's state (momentum buffers, Adam's
+    moments) and so of θ; with ``first_order`` the steps are constants, as in ``iterates``.
+
+    s scales the gradient the optimizer sees, not its learning rate: SGD's step becomes lr·s·∇q,
+    while Adam's, which divides by the gradient's own size, stays the same up to its ε; the
+    hypergradients under torchrun use s = 1/N (``bilevel.hypergradients``)."""
     parts, rebuild = flatten(problem.project(batch, z0))
     reference = [p.detach().clone().requires_grad_(True) for p in parts]
     optimizer = higher.get_diff_optim(
@@ -105,7 +110,8 @@ def optimizer_iterates(
     z = [p.detach().requires_grad_(True) for p in parts]
     with torch.enable_grad():
         for _ in range(steps):
-            z = optimizer.step(-problem.follower_objective(batch, rebuild(z)), params=z)
+            q = problem.follower_objective(batch, rebuild(z))
+            z = optimizer.step(-(q if objective_scale == 1 else objective_scale * q), params=z)
             z, _ = flatten(problem.project(batch, rebuild(z)))
     return rebuild(z)
 
@@ -117,16 +123,20 @@ def unrolled_hypergradient(
     update: UpdateRule,
     first_order: bool = False,
     optimizer: MakeOptimizer | None = None,
+    objective_scale: float = 1.0,
 ) -> tuple[Tensor, list[Tensor]]:
     """(L(θ, z_T), ∇_θ L(θ, z_T(θ))) through T steps from ``init_follower`` of the rule ``update``
-    (e.g. ``ascent(α)``), or of ``optimizer`` when one is given (``optimizer_iterates``)."""
+    (e.g. ``ascent(α)``), or of ``optimizer`` when one is given (``optimizer_iterates``, which
+    climbs ``objective_scale``·q; a rule carries its own step size)."""
     params = [p for p in problem.leader.parameters() if p.requires_grad]
     with torch.enable_grad():
         if optimizer is None:
             z_t = unroll(problem, batch, steps, update, first_order=first_order)
         else:
             z0 = problem.init_follower(batch)
-            z_t = optimizer_iterates(problem, batch, z0, steps, optimizer, first_order)
+            z_t = optimizer_iterates(
+                problem, batch, z0, steps, optimizer, first_order, objective_scale
+            )
         loss = problem.leader_loss(batch, z_t)
         grads = grad_or_zeros(loss, params)
     return loss.detach(), grads

@@ -22,7 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import TinyConvAttacker, metrics_without_time
 
-from bilevel import BilevelProblem, JointTrainer, LearnedFollower, NoFollower, distributed
+from bilevel import JointTrainer, LearnedFollower, distributed
 from bilevel.errors import UserError
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.models import SmallCNN
@@ -89,68 +89,6 @@ def test_one_distributed_step_averages_to_the_single_process_gradient(tmp_path, 
 
 
 TORCHRUN_TIMEOUT = 240  # seconds; a run takes 20-40 here on 2 loaded cores
-
-
-class _Shift(BilevelProblem):
-    """Per-sample follower z_i* = x_i + Mθ (q = −mean ½‖z_i − x_i − Mθ‖²), leader L = mean ½‖z_i −
-    c‖²: its hypergradient is the mean of the samples' Mᵀ(z_i* − c), so the average of two halves'
-    hypergradients is the whole batch's."""
-
-    def __init__(self) -> None:
-        self.leader = torch.nn.Linear(3, 1, bias=False)  # θ: the weight row
-        self.m, self.c = (
-            torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, -1.0]]),
-            torch.tensor([2.0, -1.0]),
-        )
-        self.hypergradient = "unrolled"
-
-    def init_follower(self, batch, random_start: bool = False):
-        return torch.zeros_like(batch)
-
-    def project(self, batch, z):
-        return z
-
-    def follower_objective(self, batch, z):
-        shift = self.m @ self.leader.weight[0]
-        return -0.5 * (z - batch - shift).pow(2).sum()  # a sum: each z_i's steps ignore B
-
-    def leader_loss(self, batch, z):
-        return 0.5 * (z - self.c).pow(2).sum(1).mean()
-
-
-def _hyper_step(batch: torch.Tensor) -> torch.Tensor:
-    torch.manual_seed(0)
-    problem = _Shift()
-    optimizer = torch.optim.SGD(problem.leader.parameters(), lr=1.0)
-    JointTrainer(problem, NoFollower(), optimizer).step(batch)
-    return problem.leader.weight.detach().clone()
-
-
-def _hyper_worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    batch = torch.arange(16.0).view(8, 2) / 8
-    theta = _hyper_step(distributed.shard(batch, distributed.Context(rank, 2)))
-    torch.save(theta, f"{out}.{rank}")
-    dist.barrier()
-    distributed.shutdown()
-    os._exit(0)
-
-
-def test_hypergradient_steps_average_over_processes(tmp_path) -> None:
-    """A hypergradient sets .grad by hand, which DDP's hooks never see: hypergradient_step
-    all-reduces it, so two processes on half a batch each step as one process on the whole."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    out = tmp_path / "theta.pt"
-    mp.spawn(_hyper_worker, args=(port, str(out)), nprocs=2, join=True)
-    ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
-    whole = _hyper_step(torch.arange(16.0).view(8, 2) / 8)
-    halves = [_hyper_step(torch.arange(16.0).view(8, 2)[r::2] / 8) for r in (0, 1)]
-    assert not torch.allclose(halves[0], halves[1])  # each half alone would step elsewhere
-    for theta in ranks:
-        torch.testing.assert_close(theta, whole, rtol=1e-5, atol=1e-6)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -301,3 +239,18 @@ def test_every_process_must_get_a_share_of_every_minibatch() -> None:
     for examples, batch in ((33, 32), (10, 1)):
         with pytest.raises(UserError, match="2 processes need at least 2 examples"):
             distributed.check_shares(examples, batch, two)
+
+
+def test_the_batch_size_must_split_evenly_over_the_processes() -> None:
+    """Shares of 8 and 7 (--batch-size 15 over 2 processes) in every minibatch: DDP's mean of the
+    shares' means weights an example of the 7 by 1/14 and one of the 8 by 1/16, not 1/15, on
+    every step, so it is refused; 16 splits 8 + 8, and an uneven last minibatch alone passes."""
+    two = distributed.Context(rank=1, world_size=2)
+    for examples in (150, 157):  # a last minibatch of 15, or of 7
+        with pytest.raises(UserError, match="--batch-size 15 does not split evenly over 2"):
+            distributed.check_shares(examples, 15, two)
+    distributed.check_shares(160, 16, two)
+    distributed.check_shares(163, 16, two)  # a last minibatch of 3: 2 + 1, documented
+    distributed.check_shares(150, 15, distributed.Context())  # one process takes anything
+    with pytest.raises(UserError, match="--batch-size 64 does not split evenly over 3"):
+        distributed.check_shares(5000, 64, distributed.Context(rank=0, world_size=3))
