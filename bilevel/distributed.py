@@ -5,9 +5,9 @@ takes its share of every global minibatch, and DDP averages the gradients of θ 
 processes during each backward, so one distributed step equals one single-process step on the
 concatenated batch (batch-mean losses, equal shares: the mean of N shares' means is the batch's
 mean only when the shares are equal, so ``check_shares`` asks for a --batch-size that N divides;
-exact for networks without batch norm, whose statistics are per process as in any DDP run). Passes that differentiate only with respect to z
-(the gradient input of g_φ, PGM's steps) fire none of DDP's gradient hooks and so start no
-reduction. Logging and checkpoints come from rank 0 only; the training losses it logs are the
+exact for networks without batch norm, whose statistics are per process as in any DDP run).
+Passes that differentiate only with respect to z (the gradient input of g_φ, PGM's steps) fire
+none of DDP's gradient hooks and so start no reduction. Logging and checkpoints come from rank 0 only; the training losses it logs are the
 mean over every process's share (``mean_over_processes``), and a stop mid-epoch keeps each
 process's own running sums in rank 0's checkpoint (``gather_values``).
 
