@@ -36,15 +36,22 @@ def markdown_table(
 
 def print_table(console: Any, title: str, rows: Rows) -> None:
     """``rows`` as a rich table on ``console`` (the terminal's version of ``markdown_table``)."""
+    console.print(rich_table(title, rows))
+
+
+def rich_table(title: str, rows: Rows) -> Any:
+    """A ``rich.table.Table`` of ``rows``: a column for every key of any row, in the order they
+    first appear; a row without one leaves its cell empty."""
     from rich.table import Table
 
     table = Table(title=title)
-    for key in rows[0]:
+    keys = list(dict.fromkeys(key for row in rows for key in row))  # rows may differ in keys
+    for key in keys:
         # spaces let a long header wrap instead of being cut to "seconds_per_…"
         table.add_column(key.replace("_", " "), justify="right" if key != "method" else "left")
     for row in rows:
-        table.add_row(*(table_cell(v) for v in row.values()))
-    console.print(table)
+        table.add_row(*(table_cell(row.get(key, "")) for key in keys))
+    return table
 
 
 def loss_panel(ax: Any, epochs: list[int], history: Rows) -> None:

@@ -217,3 +217,22 @@ def test_the_table_says_when_a_cost_mean_covers_fewer_seeds(tmp_path: Path) -> N
     lines = (tmp_path / "g.md").read_text().splitlines()
     pgm, learned = (next(line for line in lines if line.startswith(f"| {e} |")) for e in ("pgm-10", "x"))  # fmt: skip
     assert "100.0 ± 1.0 (over 2)" in pgm and "(over" not in learned
+
+
+def test_a_pareto_front_of_one_point_is_drawn(monkeypatch, tmp_path) -> None:
+    """Joined by a step line only, a front of one entry drew nothing while its legend said it
+    was there: the front's points are marked."""
+    from problems.adversarial import study_report
+
+    figures = []
+    monkeypatch.setattr(study_report, "atomic_write_figure", lambda fig, path: figures.append(fig))
+    row = {"reference": False, "train_cpu_seconds": 10.0, "train_cpu_seconds_std": 1.0}
+    rows = [
+        row | {"entry": "only", "val_apgd_ce_t_acc": 0.7, "val_apgd_ce_t_std": 0.01},
+        row | {"entry": "worse", "val_apgd_ce_t_acc": 0.6, "val_apgd_ce_t_std": 0.01},
+    ]
+    assert pareto_front(rows) == ["only"]
+    study_report.plot_pareto(rows, "t", tmp_path / "p.png")
+    (front,) = [line for line in figures[0].axes[0].lines if line.get_label() == "Pareto front"]
+    assert front.get_marker() not in (None, "None", "", " ")
+    assert list(front.get_xdata()) == [10.0] and list(front.get_ydata()) == [0.7]

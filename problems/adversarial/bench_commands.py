@@ -92,19 +92,33 @@ def bench_dro(
         from problems.adversarial.study import load_grid
 
         chosen = parse_seeds(seeds) if seeds else None  # None: the grid's
-        rows = bench_grid(
-            load_grid(grid), out, json_path, autoattack, jobs, chosen, reuse, aa, norm, eps
-        )
+        spec = load_grid(grid)
+        rows = bench_grid(spec, out, json_path, autoattack, jobs, chosen, reuse, aa, norm, eps)
+        setting = _grid_setting(spec.entries().values())
     else:
         rows = run_bench(
             split_names(methods), epochs, parse_seeds(seeds or "0"), update, out, json_path,
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
             norm=norm or "linf", eps=eps, aa_version=aa,
         )  # fmt: skip
-    first = rows[0]  # an L2 row names its ball
-    ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
+        first = rows[0]  # an L2 row names its ball
+        ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
+        setting = f"mnist5k, small CNN, {ball}"
     shown = [_mean_std_cells(row) for row in rows]
-    print_table(f"bench dro: mnist5k, small CNN, {ball} (test split, mean ± std)", shown)
+    print_table(f"bench dro: {setting} (test split, mean ± std)", shown)
+
+
+def _grid_setting(entries: Any) -> str:
+    """The data set, model and ball a grid's entries train in, as the table's title names them
+    ("several settings" where they differ): a grid sets them in its options, not bench dro."""
+    from problems.adversarial.dro_config import DROConfig
+
+    settings = set()
+    for options in entries:
+        cfg = DROConfig(**options).resolve()
+        ball = f"{'L2 ' if cfg.norm == 'l2' else ''}ε = {cfg.eps:g}"
+        settings.add(f"{cfg.dataset}, {cfg.model}, {ball}")
+    return settings.pop() if len(settings) == 1 else "several settings (see each run)"
 
 
 def _mean_std_cells(row: dict[str, Any]) -> dict[str, Any]:

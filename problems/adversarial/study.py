@@ -1,6 +1,7 @@
 """``bench l2l --grid FILE``: a study of learned-follower configurations against hand-designed
 references, judged on the validation split by APGD-CE + APGD-T (Croce & Hein 2020), never on
-the test split.
+the test split (each run is a ``solve``, whose ``results.json`` holds its PGD-20 test score; the
+study reads none of it).
 
 A grid file is JSON::
 

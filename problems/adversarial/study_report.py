@@ -40,7 +40,9 @@ def _table(grid: Any, rows: list[dict[str, Any]]) -> str:
         "",
         f"Validation split ({f'first {grid.val_examples}' if grid.val_examples else 'all'} "
         f"examples), APGD-CE + APGD-T (pyautoattack), mean ± std over {n} seed(s) "
-        f"{grid.seeds}; the test split is not read. A ratio to PGM-10 divides the two entries' "
+        f"{grid.seeds}; nothing is chosen on the test split (each run's own results.json still "
+        "holds its PGD-20 test score, which the study does not read). A ratio to PGM-10 divides "
+        "the two entries' "
         "means, each over the seeds that recorded it.",
         "",
     ]
@@ -91,8 +93,10 @@ def plot_pareto(rows: list[dict[str, Any]], title: str, path: Path) -> None:
                     xytext=(4, 4), textcoords="offset points")  # fmt: skip
     by_name = {r["entry"]: r for r in rows}
     front = [by_name[name] for name in pareto_front(rows)]
+    # marked, not only joined: a front of one point draws no line
     ax.step([r[COST] for r in front], [r["val_apgd_ce_t_acc"] for r in front],
-            where="post", color="C3", lw=1, label="Pareto front")  # fmt: skip
+            where="post", color="C3", lw=1, marker="D", mfc="none", ms=9,
+            label="Pareto front")  # fmt: skip
     ax.set(xlabel="training CPU seconds (mean over seeds)",
            ylabel="validation accuracy under APGD-CE + APGD-T", title=title)  # fmt: skip
     ax.plot([], [], "s", color="0.4", label="hand-designed (FGSM-RS, PGM-k)")
