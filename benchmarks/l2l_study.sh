@@ -278,7 +278,8 @@ done
 # 25. A coordinate-wise g_φ (--attacker pointwise: one perceptron at every pixel, 1x1
 #     convolutions, no batch norm; the learned inner maximiser of Xiong & Hsieh, ECCV 2020, is
 #     coordinate-wise too). On the small CNN the slim attacker costs as much as the classifier and
-#     makes the default launch 0.69x PGM-10's operators a step; the pointwise one launches 0.48x
+#     makes the default launch 0.69x PGM-10's operators a step (0.66x by the count corrected on
+#     2026-12-05, without allocations); the pointwise one launches 0.48x
 #     (`python benchmarks/dispatch_count.py --channels-last --attacker pointwise`). The question:
 #     does g_φ's correction need spatial context, or does a per-pixel rule on (x + δ, ∇) keep it?
 #     Hidden width 16 (the default's 0.0625 of 256) and 64 (0.25). Declared before training; seeds
@@ -311,7 +312,8 @@ done
 #     0.790 ± 0.014 (+1.2 over its 0.625ε): no lever; the PGD-10 − APGD drop grew for both (8.7
 #     and 6.5 points against 6.6 and 5.5), so the hypothesis is not supported.
 # 27. The pointwise attacker at 0.25ε tied the default on seeds 0-2 (0.790 against 0.789) at
-#     fewer operators (0.48x PGM-10's a step against 0.69x) and less CPU time. Declared before
+#     fewer operators (0.48x PGM-10's a step against 0.69x; 0.66x by the count corrected on
+#     2026-12-05) and less CPU time. Declared before
 #     training: seeds 3 and 4 for it and the default (PGM-10 as the reference), validation only.
 #     Rule: if its five-seed mean is within 1 point of the default's five-seed mean, it is named
 #     a cost lever, a candidate for the GPU's cost target, which would need the test split and

@@ -2,6 +2,8 @@
 (written by ``bench l2l``), the study's judgement of its selected leader (``best.pt``, from
 ``study-eval.json``) beside the same judgement of θ as last trained (``last.pt``): APGD-CE +
 APGD-T on the same validation digits, with the same attack seed. The test split is not read.
+Under ``--leader-ema`` both are θ̄, the moving average that ``best.pt`` holds (``last.pt``'s
+``leader_average``), so the two differ only in the epoch, not in whether θ is averaged.
 
     python benchmarks/selection_check.py RUN [RUN ...]
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -21,17 +24,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.run_folders import over_run_folders  # noqa: E402
 from bilevel.errors import UserError  # noqa: E402
-from bilevel.run import RunDir  # noqa: E402
+from bilevel.run import RunDir, load_checkpoint  # noqa: E402
 from problems.adversarial.dro_config import DROConfig  # noqa: E402
 from problems.adversarial.evaluation.runs import read_config  # noqa: E402
 from problems.adversarial.study import validation_robustness  # noqa: E402
 
 
+def last_leader(run: Path) -> dict[str, torch.Tensor]:
+    """The leader of ``run``'s last.pt as ``best.pt`` would hold it: θ̄ (the trainer's
+    ``leader_average``, an ``AveragedModel`` state whose ``module.`` entries are θ̄) when the run
+    averaged the leader, θ as last trained otherwise. Judging raw θ beside best.pt's θ̄ measured
+    averaging as much as the choice of epoch (+13.0 points on a one-epoch run)."""
+    trainer = load_checkpoint(RunDir(run).path / "last.pt")["trainer"]
+    if "leader_average" not in trainer:
+        return trainer["leader"]
+    prefix = "module."
+    average = trainer["leader_average"]
+    return {k.removeprefix(prefix): v for k, v in average.items() if k.startswith(prefix)}
+
+
 def last_against_best(run: Path) -> dict[str, float]:
-    """The study's validation figures of ``run``'s best.pt and, computed here, of its last.pt."""
+    """The study's validation figures of ``run``'s best.pt and, computed here, of its last.pt's
+    leader (θ̄ under ``--leader-ema``, as best.pt holds)."""
     best = json.loads((RunDir(run).path / "study-eval.json").read_text())
     cfg = DROConfig(**read_config(run)).resolve()
-    last = validation_robustness(run, cfg, best["val_examples"], run / "last.pt")
+    with tempfile.TemporaryDirectory() as scratch:  # the run folder is only read
+        leader = Path(scratch) / "last-leader.pt"
+        torch.save({"leader": last_leader(run)}, leader)
+        last = validation_robustness(run, cfg, best["val_examples"], leader)
     return {
         "best_epoch": best["best_epoch"],
         "best": best["val_apgd_ce_t_acc"],

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import load_script
 from typer.testing import CliRunner
 
+from bilevel.run import load_checkpoint
 from cli import app
+from problems.adversarial.evaluation.runs import leader_state
 from problems.adversarial.study_report import pareto_front, winner
 
 TINY = {
@@ -62,6 +65,40 @@ def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> N
     # one-epoch run's last epoch is its selected one, so the two figures agree
     check = load_script("benchmarks", "selection_check").last_against_best(checkpoint.parent)
     assert check["best_epoch"] == 1 and check["last"] == check["best"]
+
+
+def test_selection_check_judges_the_average_under_leader_ema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under --leader-ema best.pt holds θ̄: benchmarks/selection_check.py judges last.pt's θ̄ too
+    (its trainer's leader_average), not θ as last trained, which set averaging against the choice
+    of epoch (+13.0 points on a one-epoch run whose last epoch is its selected one). Two leader
+    steps, so that θ̄ is not θ; the leader the script attacks is caught on its way in."""
+    grid = tmp_path / "ema.json"
+    ema = {"follower": "fgsm", "leader_ema": 0.9}
+    grid.write_text(json.dumps(TINY | {"base": TINY["base"] | {"train_size": 64},
+                                       "seeds": [0], "references": ["none"],
+                                       "configs": {"ema": ema}}))  # fmt: skip
+    assert _bench(grid, tmp_path).exit_code == 0
+    run = tmp_path / "runs" / "ema" / "seed-0"
+    script = load_script("benchmarks", "selection_check")
+    check = script.last_against_best(run)
+    assert check["best_epoch"] == 1 and check["last"] == check["best"]
+    judged = []
+
+    def catch(run_dir, cfg, val_examples, checkpoint):
+        judged.append(leader_state(load_checkpoint(checkpoint)))
+        return {"val_apgd_ce_t_acc": 0.0}
+
+    monkeypatch.setattr(script, "validation_robustness", catch)
+    script.last_against_best(run)
+    best, raw = (
+        load_checkpoint(run / "best.pt")["leader"],
+        leader_state(load_checkpoint(run / "last.pt")),
+    )
+    assert best.keys() == judged[0].keys()
+    assert all(torch.equal(best[k], judged[0][k]) for k in best)  # θ̄ of the one epoch
+    assert not all(torch.equal(raw[k], judged[0][k]) for k in raw)  # θ̄ is not θ here
 
 
 def test_a_changed_entry_is_refused_and_its_finished_run_kept(tmp_path: Path) -> None:
