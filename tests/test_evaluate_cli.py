@@ -207,3 +207,23 @@ def test_a_gail_run_is_named_as_one(tmp_path: Path) -> None:
         f"{run} is a GAIL run (solve gail), and evaluate attacks adversarial runs" in result.output
     )
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_data_dir_reads_the_test_split_from_the_folder_given(run: Path, tmp_path, monkeypatch):
+    """A run records its --data-dir as typed, so a relative CIFAR folder is read from wherever
+    evaluate runs: --data-dir names the folder instead (mnist5k, embedded, ignores it)."""
+    import importlib
+
+    module = importlib.import_module("problems.adversarial.evaluation.evaluate")
+    asked = []
+    real = module.load_dataset
+    monkeypatch.setattr(module, "load_dataset", lambda name, d: asked.append(d) or real(name, d))
+    args = ["evaluate", str(run), "--attacks", "fgsm", "--n-examples", "4", "--no-checklist"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, [*args, "--data-dir", str(tmp_path)]).exit_code == 0
+    recorded = json.loads((run / "config.json").read_text())["data_dir"]
+    assert [str(d) for d in asked] == [str(recorded), str(tmp_path)]
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    refused = runner.invoke(app, [*args, "--data-dir", str(a_file)])
+    assert refused.exit_code == 2 and "--data-dir" in refused.output

@@ -121,15 +121,21 @@ def evaluate_run(
     seed: int = _evaluate_option("seed"),
     batch_size: int = _evaluate_option("batch_size"),
     device: str = _evaluate_option("device", help="auto, cpu or cuda."),
+    data_dir: Path = path_option(
+        None,
+        help="Where CIFAR's files are (default: the run's --data-dir, which a relative path "
+        "reads from the current folder); mnist5k is embedded.",
+    ),
 ) -> None:
     """Attack a trained run on the test split; write eval.json, eval.md and plots into it."""
+    check_paths(inputs={"--data-dir": data_dir})
     from problems.adversarial.evaluation import evaluate
     from problems.adversarial.evaluation.report import checklist_lines, read_eval, table_rows
 
     ev = evaluate(EvalOptions(
         run_dir, attacks, n_examples, eps, restarts, step_size, noise_samples, surrogate,
         attacker_from, model, dataset, arch, checklist, aa_margin, seed=seed,
-        batch_size=batch_size, device=device, compare=compare, norm=norm,
+        batch_size=batch_size, device=device, compare=compare, norm=norm, data_dir=data_dir,
     ), announce=lambda line: console.print(line, markup=False))  # fmt: skip
     evals = {str(run_dir): ev} | {str(p): read_eval(p) for p in compare}
     ball = "" if ev["norm"] == "linf" else "L2 "

@@ -80,6 +80,7 @@ class EvalOptions:
     device: str = "auto"
     compare: list[Path] = field(default_factory=list)
     norm: str | None = None  # linf or l2; None: the run's (a plain model file's: linf)
+    data_dir: Path | None = None  # CIFAR's folder; None: the run's recorded --data-dir
 
 
 class Evaluator:
@@ -142,7 +143,7 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
     norm, eps = threat_model(config, info.name, o.norm, o.eps, run_dir)
     _check_options(o, norm)
     check_output_folder(run_dir, "RUN_DIR")  # eval.json and the plots go there
-    test = load_dataset(info.name, config.get("data_dir", "./data")).test
+    test = load_dataset(info.name, o.data_dir or config.get("data_dir", "./data")).test
     n_examples = o.n_examples or config.get("eval_size")
     x, y = subset(test, n_examples) if n_examples else test
     x, y = x.to(device), y.to(device)
