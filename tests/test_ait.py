@@ -60,11 +60,24 @@ def test_label_mixing_sums_to_one_and_matches_algorithm_2(classes: int) -> None:
 
 
 def test_leader_loss_is_soft_label_cross_entropy_and_hard_ce_at_eps_y_zero() -> None:
-    batch = _digits(16)
-    z = torch.zeros_like(batch[0])
+    """ỹ_i = (1 − ε_y) y_i + ε_y (1 − y_j)/(C − 1), built by hand from each example's partner j
+    (not by the code under test), then the soft-label cross-entropy."""
+    x, y, _ = _digits(16)
+    y = y.clone()  # the data set's own tensor is shared with other tests
+    y[:3] = torch.tensor([0, 1, 2])
+    j = torch.arange(16).roll(1)  # partner of i: i − 1, so the first three differ in class
+    j[:3] = torch.tensor([2, 0, 1])
+    batch = (x, y, j)
+    z = torch.zeros_like(x)
     problem = _problem(eps_y=0.5)
-    log_p = F.log_softmax(problem.leader(batch[0]), dim=1)
-    manual = -(problem.labels(batch) * log_p).sum(1).mean()
+    with torch.no_grad():  # the small CNN starts with a zero head: every soft label scores log 10
+        for p in problem.leader.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    soft = torch.full((16, 10), 0.5 / 9)
+    for i in range(16):
+        soft[i, y[j[i]]] = 0.0
+        soft[i, y[i]] += 0.5
+    manual = -(soft * F.log_softmax(problem.leader(x), dim=1)).sum(1).mean()
     torch.testing.assert_close(problem.leader_loss(batch, z), manual)
     hard = _problem(eps_y=0.0)
     torch.testing.assert_close(

@@ -92,3 +92,21 @@ def test_learned_follower_learns_to_raise_q_on_a_fixed_leader() -> None:
         after = float(problem.follower_objective(batch, follower.solve(problem, batch)))
     assert after > before + 0.05
     assert all(p.grad is None for p in problem.leader.parameters())  # θ untouched by φ's step
+
+
+def test_pgm_projects_after_every_step_eq_4() -> None:
+    """Eq. 4: z_k = Π(z_{k−1} + η sign ∇_z q(z_{k−1})), with Π onto the ε-ball ∩ {x + z ∈ [0, 1]}
+    after each step, written out by hand here; a step of 0.6ε leaves the ball in two, so PGM that
+    projected only at the end would take its later gradients outside it."""
+    problem = _problem()
+    x, y = image_batch(16)
+    step = 0.6 * EPS
+    z = torch.zeros_like(x)
+    for _ in range(3):
+        z = z.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(problem.leader(x + z), y)
+        (grad,) = torch.autograd.grad(loss, z)
+        z = (z + step * grad.sign()).clamp(-EPS, EPS)
+        z = ((x + z).clamp(0, 1) - x).detach()
+    pgm = SignGradientAscent(3, step).solve(problem, (x, y))
+    torch.testing.assert_close(pgm, z, rtol=0, atol=1e-6)

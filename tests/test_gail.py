@@ -15,7 +15,7 @@ from helpers import tiny_gail_problem
 from stable_baselines3.common.env_util import make_vec_env
 
 from bilevel.optimizer_followers import AdamFollower
-from problems.imitation.discriminator import Discriminator, policy_reward
+from problems.imitation.discriminator import Discriminator, discriminator_objective, policy_reward
 from problems.imitation.reward import DiscriminatorReward
 
 
@@ -169,3 +169,35 @@ def test_every_round_starts_its_environments_from_states_of_their_own(tmp_path) 
         batch = problem.sample_batch(torch.Generator().manual_seed(r))
         problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
     assert len(starts) == 6 and len(set(starts)) == 6, starts
+
+
+def _linear_discriminator() -> Discriminator:
+    """ℓ_ψ(x) = wᵀ x̂ + b on Pendulum's inputs x = (obs, action), obs standardised by the expert's
+    statistics and the action as it is."""
+    env = gym.make("Pendulum-v1")
+    expert = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    return Discriminator(env.observation_space, env.action_space, expert, hidden=())
+
+
+def test_the_expert_is_labelled_one_by_a_discriminator_that_separates() -> None:
+    """With ℓ = +1 on every expert input and −1 on every policy input, q = E_E log D + E_π log(1 −
+    D) = 2 log σ(1); swapped labels would give 2 log σ(−1). A constant ψ cannot tell them apart."""
+    disc = _linear_discriminator()
+    psi = torch.zeros(disc.num_params)
+    psi[3] = 1.0  # ℓ = the action
+    centre = disc.obs_mean.expand(8, 3)  # standardised observation 0
+    expert_x = torch.cat([centre, torch.full((8, 1), 1.0)], 1)
+    policy_x = torch.cat([centre, torch.full((8, 1), -1.0)], 1)
+    q = discriminator_objective(disc, psi, expert_x, policy_x)
+    assert float(q) == pytest.approx(2 * math.log(1 / (1 + math.exp(-1.0))), abs=1e-6)
+
+
+def test_the_gradient_penalty_of_a_linear_discriminator_is_norm_w_minus_one_squared() -> None:
+    """ℓ = wᵀ x̂ has ‖∇_x̂ ℓ‖ = ‖w‖ everywhere: with ‖w‖ = 2 and λ = 1 the penalty is (2 − 1)² = 1."""
+    disc = _linear_discriminator()
+    psi = torch.zeros(disc.num_params)
+    psi[0] = 2.0
+    x = torch.randn(8, 4)
+    with_penalty = discriminator_objective(disc, psi, x, x, grad_penalty=1.0)
+    without = discriminator_objective(disc, psi, x, x, grad_penalty=0.0)
+    assert float(without - with_penalty) == pytest.approx(1.0, abs=1e-5)

@@ -37,6 +37,7 @@ def test_cvar_is_the_mean_of_the_worst_tail() -> None:
     assert cvar(values, 0.05) == 0.0  # ⌈0.5⌉ = 1 value
     assert cvar(values, 0.2) == pytest.approx(0.5)  # (0 + 1) / 2
     assert cvar(values, 0.3, "upper") == pytest.approx(8.0)  # (9 + 8 + 7) / 3
+    assert cvar(values, 0.15) == pytest.approx(0.5)  # ⌈1.5⌉ = 2 values, rounded up, not down
     with pytest.raises(ValueError):
         cvar(values, 0.1, "middle")
 
@@ -79,6 +80,13 @@ def test_bootstrap_interval() -> None:
     low, high = bootstrap_ci(values, np.median)
     narrow = bootstrap_ci(values, np.median, level=0.5)
     assert low < narrow[0] <= np.median(values) <= narrow[1] < high
+    # the level is the interval's coverage: for the mean of 400 normal draws the percentile
+    # interval is close to mean ± z·s/√n, z = 1.960 at 95% and 1.645 at 90%
+    draws = np.random.default_rng(1).normal(size=400)
+    se = draws.std(ddof=1) / np.sqrt(len(draws))
+    for level, z in ((0.95, 1.960), (0.90, 1.645)):
+        low, high = bootstrap_ci(draws, np.mean, level=level)
+        assert (high - low) / (2 * se) == pytest.approx(z, rel=0.05)
 
 
 def test_permutation_test_is_exact_for_small_samples() -> None:
@@ -86,6 +94,11 @@ def test_permutation_test_is_exact_for_small_samples() -> None:
     # 20 relabellings; only the observed one and its mirror reach the observed |difference|
     assert permutation_test(a, b) == pytest.approx(2 / 20)
     assert permutation_test(a, a.copy()) == pytest.approx(1.0)
+    # sampled relabellings (C(30, 15) > 100): none of the 100 reaches the observed difference of
+    # two separated samples (only the observed split and its mirror do, 2 of 1.6e8), and the
+    # observed labelling counts as one: p = (0 + 1) / (100 + 1)
+    far, near = np.arange(15.0) + 100, np.arange(15.0)
+    assert permutation_test(far, near, permutations=100) == pytest.approx(1 / 101)
 
 
 def test_stability_table_and_target_from_synthetic_curves() -> None:

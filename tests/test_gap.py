@@ -184,3 +184,21 @@ def test_the_best_epoch_is_the_validation_splits_pgd10_accuracy_and_its_theta_is
         assert all(torch.equal(state[n], selected[n]) for n in selected)
     if best < 3:
         assert any(not torch.equal(last[n], selected[n]) for n in selected)
+
+
+def test_the_gap_measures_g_phi_in_eval_mode_and_leaves_its_statistics_alone() -> None:
+    """Measured in train mode, g_φ's batch norms would use the probe's own statistics and fold
+    them into their running averages, changing the attacker the next training step uses."""
+    from bilevel import LearnedFollower
+    from learned_optimizers import build_attacker
+
+    torch.manual_seed(0)
+    follower = LearnedFollower(build_attacker("cnn", 2, 1, EPS, 0.0625), steps=1)
+    follower.train()
+    before = {k: v.clone() for k, v in follower.state_dict().items() if "running" in k}
+    assert before  # the attacker has batch norms to disturb
+    _gap(follower)
+    assert not follower.training
+    after = follower.state_dict()
+    for key, value in before.items():
+        assert torch.equal(after[key], value), key

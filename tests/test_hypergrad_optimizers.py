@@ -57,3 +57,17 @@ def test_stateful_optimizers_differentiate_their_state_matching_finite_differenc
     assert torch.allclose(grad, numeric, rtol=1e-5, atol=1e-7)
     # the optimizer's state matters: momentum's (or Adam's) unroll is not plain SGD's
     assert not torch.allclose(grad, _hypergradient(p, unroll_step_size=0.2), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [partial(torch.optim.SGD, lr=0.2, momentum=0.9), partial(torch.optim.Adam, lr=0.1)],
+    ids=["momentum", "adam"],
+)
+def test_first_order_through_an_optimizer_drops_the_path_through_w(make) -> None:
+    """The optimizer path's twin of test_hypergradients' first-order test: L = ½‖w − c‖² has no
+    direct λ term, so without the path through the optimizer's iterates the gradient is zero."""
+    p = lq()
+    grad = _hypergradient(p, unroll_optimizer=make, first_order=True)
+    assert torch.equal(grad, torch.zeros_like(grad))
+    assert _hypergradient(p, unroll_optimizer=make).abs().max() > 0  # the full one is not

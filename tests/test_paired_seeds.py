@@ -89,3 +89,17 @@ def test_the_seeds_for_80_percent_power_follow_the_normal_approximation() -> Non
     assert same["seeds_for_80pct_power_at_margin"] is None and same["diff_t"] is None
     with pytest.raises(ValueError, match="at least 2 seeds"):
         script.paired_t([0.01])
+
+
+def test_a_difference_without_spread_is_certain_unless_it_is_zero() -> None:
+    """Every seed the same difference: no t; p 0 for a non-zero difference, 1 for none."""
+    script = load_benchmark()
+    assert script.paired_t([0.02, 0.02, 0.02])["diff_p_two_sided"] == 0.0
+    assert script.paired_t([0.0, 0.0, 0.0])["diff_p_two_sided"] == 1.0
+
+
+def test_a_tied_seed_does_not_count_as_b_ahead() -> None:
+    script = load_benchmark()
+    a = [{column: 0.5 for column in script.FIELDS} for _ in range(3)]
+    b = [{column: 0.5 + d for column in script.FIELDS} for d in (0.01, 0.0, -0.01)]
+    assert {row["b_ahead"] for row in script.compare(a, b).values()} == {1}
