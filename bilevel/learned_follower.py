@@ -229,8 +229,7 @@ class LearnedFollower(nn.Module):
         self.optimizer.step()
 
     def learn(self, problem: BilevelProblem, batch: Batch) -> Tensor:
-        """Solve afresh and take one Adam step of φ up the problem's meta-objective at z_φ
-        (``meta_objective``; q(θ, z_φ) itself unless the problem says otherwise)."""
-        objective = problem.meta_objective(batch, self(problem, batch))
+        """Solve afresh and take one Adam step of φ up the follower objective q(θ, z_φ)."""
+        objective = problem.follower_objective(batch, self(problem, batch))
         self.ascend(objective)
         return objective.detach()

@@ -145,7 +145,7 @@ class JointTrainer:
     def _alternating_learned_step(self, batch: Batch) -> dict[str, Tensor]:
         """Algorithm 3 in separate passes, none computed twice: the gradient input and g_φ's
         forward are made once, with their graph kept; θ steps on the detached z; then φ ascends
-        the meta-objective (q by default) J(θ_new, z_φ) at the updated leader, backpropagating through the kept graph.
+        q(θ_new, z_φ) at the updated leader, backpropagating through the kept graph.
         (The reference code recomputes both passes for φ's step.)"""
         follower = cast(LearnableFollower, self.follower)
         self._set_modes(leader_train=False, follower_train=True)
@@ -153,13 +153,13 @@ class JointTrainer:
         self.problem.end_step(batch, detach(z))
         follower_first = self.update is UpdateMode.FOLLOWER_FIRST  # Algorithm 4's order
         if follower_first:
-            objective = self.problem.meta_objective(batch, z)
+            objective = self.problem.follower_objective(batch, z)
             follower.ascend(objective)
         self.problem.leader.train(True)
         out = {"leader_loss": self.problem.leader_step(batch, detach(z), self.leader_optimizer)}
         self.problem.leader.train(False)
         if not follower_first:
-            objective = self.problem.meta_objective(batch, z)
+            objective = self.problem.follower_objective(batch, z)
             follower.ascend(objective)
         out["follower_objective"] = objective.detach()
         for _ in range(self.follower_steps - 1):  # extra φ steps need fresh solves

@@ -40,10 +40,8 @@ class BilevelProblem:
     - ``follower_features``: what a learned follower sees besides ∇_z q (naive and grad modes).
     - ``follower_input``: how those parts are combined into g_φ's input (channels by default).
     - ``leader_step``: one leader step (default: along the hypergradient; GAIL: a PPO update).
-    - ``meta_objective``: what a learned follower's φ ascends at its answer under the
-      alternating and follower-first updates (default: q itself; GAIL: q on a fresh batch, minus a
-      penalty). The fused update's one backward ascends L = q: it is for zero-sum problems that
-      keep this default.
+    - ``meta_objective``: what a learned follower's φ ascends at its answer (default: q itself;
+      GAIL: q on a fresh batch, minus a penalty).
     - ``ascent_objective``: the objective whose ∇_z the follower's steps climb (a hand-designed
       step, g_φ's ∇ input and its sign step; default: q itself; DRO may name the CW margin, a
       surrogate with q's maximisers in mind). φ and θ keep q and L.
