@@ -1,8 +1,8 @@
 """The joint training step of L2L (paper Algorithm 3; Algorithm 1 with a hand-designed follower).
 
 Per minibatch: the follower solves for z, the leader takes a step down L(θ, z), and a learned
-follower takes ``follower_steps`` steps up its meta-objective (q(θ, z_φ) by default). Three
-update modes:
+follower takes ``follower_steps`` steps up q(θ, z_φ) (a learned optimizer of a parameter set,
+``bilevel.optimizer_followers``, up the problem's ``meta_objective``). Three update modes:
 
 - ``alternating``: the paper's separate passes (θ's step, then φ's step at the updated θ), with no
   pass computed twice: φ's step reuses g_φ's forward, whose gradient input A was made at θ

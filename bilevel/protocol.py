@@ -40,8 +40,10 @@ class BilevelProblem:
     - ``follower_features``: what a learned follower sees besides ∇_z q (naive and grad modes).
     - ``follower_input``: how those parts are combined into g_φ's input (channels by default).
     - ``leader_step``: one leader step (default: along the hypergradient; GAIL: a PPO update).
-    - ``meta_objective``: what a learned follower's φ ascends at its answer (default: q itself;
-      GAIL: q on a fresh batch, minus a penalty).
+    - ``meta_objective``: what a learned optimizer of a parameter set (``LearnedOptimizerFollower``,
+      L2L-GAIL's) ascends at its answer (default: q itself; GAIL: q on a fresh batch, minus a
+      penalty). The learned attacker (``LearnedFollower``) ascends q itself, Algorithm 3's last
+      line, whatever a problem sets here.
     - ``ascent_objective``: the objective whose ∇_z the follower's steps climb (a hand-designed
       step, g_φ's ∇ input and its sign step; default: q itself; DRO may name the CW margin, a
       surrogate with q's maximisers in mind). φ and θ keep q and L.
@@ -104,7 +106,8 @@ class BilevelProblem:
         return loss.detach()
 
     def meta_objective(self, batch: Batch, z: Decision) -> Tensor:
-        """The objective a learned follower's φ ascends at z_φ (Algorithm 3's last line): q."""
+        """The objective a learned optimizer follower's φ ascends at z_φ (Algorithm 3's last
+        line): q."""
         return self.follower_objective(batch, z)
 
     def ascent_objective(self, batch: Batch, z: Decision) -> Tensor:
