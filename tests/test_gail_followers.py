@@ -207,3 +207,19 @@ def test_the_meta_objective_defaults_are_solve_gails() -> None:
     assert MetaObjective() == MetaObjective(
         cfg.meta_objective, cfg.meta_penalty, cfg.target_accuracy
     )
+
+
+@pytest.mark.parametrize("update", ["alternating", "follower-first"])
+def test_a_joint_step_draws_one_fresh_batch_for_phi(tmp_path, monkeypatch, update: str) -> None:
+    """φ's meta-objective is J on a fresh batch of the round: one draw per φ step. A loop that
+    computed J itself before ascend computed it again drew two, and φ stepped on the second."""
+    from bilevel import JointTrainer
+
+    gail = tiny_gail_problem(tmp_path)
+    drawn = []
+    fresh = gail.fresh_batch
+    monkeypatch.setattr(gail, "fresh_batch", lambda *a, **k: drawn.append(1) or fresh(*a, **k))
+    follower = LearnedOptimizerFollower(gail.disc.num_params, ResidualLSTMOptimizer(1e-3), 2)
+    trainer = JointTrainer(gail, follower, gail.model.policy.optimizer, update)
+    trainer.step(gail.sample_batch(torch.Generator().manual_seed(0)))
+    assert len(drawn) == 1
