@@ -35,7 +35,8 @@ steps each sample as one process on the whole batch would. A share of B/N sample
 factor N/B, so for a per-sample decision both steps are multiplied by 1/N (``per_sample_share``),
 and the unroll optimizer climbs q/N (``unrolled.optimizer_iterates``), which gives it the whole
 batch's per-sample gradients (exact for coordinate-wise optimizers: SGD, momentum, Adam).
-A decision shared by the batch (a parameter set solved on it) keeps its steps, since each
+A decision shared by the batch (a parameter set solved on it, or a tensor of a problem whose
+``per_sample_decision`` is False) keeps its steps, since each
 share's mean estimates the whole batch's, and gives the mean of the shares' hypergradients, not
 the whole batch's.
 """
@@ -104,11 +105,13 @@ def resolve(problem: BilevelProblem) -> Hypergradient:
     return choice if isinstance(choice, Hypergradient) else Hypergradient(choice or Method.DANSKIN)
 
 
-def per_sample_share(decision: Decision) -> float:
-    """1/N under torchrun with N processes when ``decision`` is per sample (one batched Tensor,
-    ``protocol.Decision``), else 1: the factor on the unrolled and Neumann steps that makes each
-    process take, per sample, the step of one process on the whole batch (module docstring)."""
-    return 1 / distributed.world_size() if isinstance(decision, Tensor) else 1.0
+def per_sample_share(problem: BilevelProblem, decision: Decision) -> float:
+    """1/N under torchrun with N processes when ``decision`` is per sample (one batched Tensor
+    of a problem whose ``per_sample_decision`` is True), else 1: the factor on the unrolled and
+    Neumann steps that makes each process take, per sample, the step of one process on the whole
+    batch (module docstring). A tensor the batch shares (GAIL's ψ) keeps its steps."""
+    per_sample = problem.per_sample_decision and isinstance(decision, Tensor)
+    return 1 / distributed.world_size() if per_sample else 1.0
 
 
 def hypergradient(
@@ -126,7 +129,7 @@ def hypergradient(
             loss = problem.leader_loss(batch, z)
             return loss.detach(), grad_or_zeros(loss, params)
     if config.method is Method.UNROLLED:
-        share = per_sample_share(problem.init_follower(batch) if z is None else z)
+        share = per_sample_share(problem, problem.init_follower(batch) if z is None else z)
         update = ascent(config.unroll_step_size * share)
         return unrolled_hypergradient(
             problem, batch, config.unroll_steps, update, config.first_order,
@@ -136,7 +139,7 @@ def hypergradient(
         return implicit_hypergradient(
             problem, batch, z, "cg", config.cg_iterations, scale=config.cg_scale, tol=config.cg_tol
         )
-    step = config.neumann_step * per_sample_share(z)
+    step = config.neumann_step * per_sample_share(problem, z)
     return implicit_hypergradient(problem, batch, z, "neumann", config.neumann_terms, step=step)
 
 

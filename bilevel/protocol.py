@@ -37,6 +37,11 @@ class BilevelProblem:
     - ``hypergradient = None``: the leader's gradient through z*(θ), a ``Hypergradient`` or its
       method's name (``bilevel.hypergradients``); None is the plain gradient at the follower's z
       (Danskin).
+    - ``per_sample_decision = True``: whether a tensor z holds one decision per example of the
+      batch, the follower's problem separating over them (DRO's and AIT's δ_i). A decision the
+      batch shares or couples (GAIL's ψ, a weight vector, weights on a simplex) sets False. Under
+      torchrun the unrolled and Neumann hypergradients rescale their steps for per-sample
+      decisions only (``bilevel.hypergradients.per_sample_share``).
     - ``follower_features``: what a learned follower sees besides ∇_z q (naive and grad modes).
     - ``follower_input``: how those parts are combined into g_φ's input (channels by default).
     - ``leader_step``: one leader step (default: along the hypergradient; GAIL: a PPO update).
@@ -62,6 +67,7 @@ class BilevelProblem:
     leader: nn.Module
     zero_sum: bool = False
     hypergradient: Hypergradient | str | None = None
+    per_sample_decision: bool = True
 
     def init_follower(self, batch: Batch, random_start: bool = False) -> Decision:
         """z0: zeros, or uniform in Z when ``random_start`` (the start of PGM, Eq. 4)."""

@@ -37,6 +37,7 @@ class KLDRO(BilevelProblem):
     """Linear regression θ under KL-DRO sample weights q = softmax(z)."""
 
     zero_sum = True
+    per_sample_decision = False  # logits coupled by the softmax: not separable
 
     def __init__(self, dim: int, tau: float) -> None:
         self.leader, self.tau = nn.Linear(dim, 1, bias=False, dtype=DT), tau

@@ -33,6 +33,7 @@ class L2Tuning(BilevelProblem):
     """Leader: log λ. Follower: ridge weights w (a tensor), found by gradient ascent on −loss."""
 
     zero_sum = False
+    per_sample_decision = False  # w: one weight vector for the whole batch
 
     def __init__(self, log_lam: float) -> None:
         self.leader = nn.Module()

@@ -152,3 +152,23 @@ def test_adam_unrolling_hardly_depends_on_the_gradients_scale() -> None:
     optimizer = torch.optim.SGD(problem.leader.parameters(), lr=1.0)
     JointTrainer(problem, NoFollower(), optimizer).step(_batch())
     torch.testing.assert_close(problem.leader.weight.detach(), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_only_a_per_sample_tensor_decision_rescales_the_steps(monkeypatch) -> None:
+    """Under N processes the unrolled and Neumann steps take 1/N for one decision per example;
+    a tensor the batch shares (GAIL's ψ, a ridge weight vector, coupled softmax weights) and a
+    parameter set keep theirs."""
+    from helpers import load_example
+
+    from bilevel.hypergradients import per_sample_share
+    from problems.imitation.gail import GAIL
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    z = torch.zeros(8, 3)
+    assert per_sample_share(BilevelProblem(), z) == 0.25
+    assert per_sample_share(BilevelProblem(), [z]) == 1.0
+    shared = [GAIL, load_example("l2_weight_tuning").L2Tuning]
+    shared.append(load_example("kl_dro_reweighting").KLDRO)
+    for problem_class in shared:
+        assert problem_class.per_sample_decision is False, problem_class.__name__
+        assert per_sample_share(problem_class.__new__(problem_class), z) == 1.0

@@ -50,6 +50,7 @@ class GAIL(BilevelProblem):
     with ``self.reward`` as its reward function."""
 
     zero_sum = False
+    per_sample_decision = False  # ψ: one discriminator for the whole batch
 
     def __init__(
         self,
