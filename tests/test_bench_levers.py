@@ -63,6 +63,16 @@ def test_bench_ait_refuses_a_lever_of_what_it_sets_for_every_row(lever, tmp_path
     assert not (tmp_path / "runs").exists()
 
 
+def test_bench_ait_refuses_a_start_its_rows_would_ignore(tmp_path) -> None:
+    """AIT starts δ uniformly in the ball whatever is asked: a lever saying otherwise was recorded
+    false and ignored, as a typed --no-attacker-random-start was."""
+    result = _bench_ait(
+        tmp_path, "--methods", "grad", "--levers", '{"attacker_random_start": false}'
+    )
+    _refused(result, "AIT always starts δ uniformly in the ε-ball")
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize(
     "lever",
     [

@@ -64,10 +64,17 @@ def bench_ait(
 
     def entry(method: str, direction: str) -> Callable[[int], AITConfig]:
         extra = levers if method != "ait" else {}
-        return lambda seed: AITConfig(
-            **{"follower": method, "ait_direction": direction, "epochs": epochs, "eps": BENCH_EPS,
-               "seed": seed, "train_size": train_size, "eval_size": eval_size} | extra
-        )  # fmt: skip
+
+        def make(seed: int) -> AITConfig:
+            cfg = AITConfig(
+                **{"follower": method, "ait_direction": direction, "epochs": epochs,
+                   "eps": BENCH_EPS, "seed": seed, "train_size": train_size,
+                   "eval_size": eval_size} | extra
+            )  # fmt: skip
+            cfg.given = frozenset(extra)  # the levers as if typed: what the row ignores is refused
+            return cfg
+
+        return make
 
     names = {m: "AIT" if m == "ait" else f"L2L-AIT ({m})" for m in methods}
     entries = {f"{names[m]}, {d}": entry(m, d) for d in directions for m in methods}
