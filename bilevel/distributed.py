@@ -7,9 +7,10 @@ concatenated batch (batch-mean losses, equal shares: the mean of N shares' means
 mean only when the shares are equal, so ``check_shares`` asks for a --batch-size that N divides;
 exact for networks without batch norm, whose statistics are per process as in any DDP run).
 Passes that differentiate only with respect to z (the gradient input of g_φ, PGM's steps) fire
-none of DDP's gradient hooks and so start no reduction. Logging and checkpoints come from rank 0 only; the training losses it logs are the
-mean over every process's share (``mean_over_processes``), and a stop mid-epoch keeps each
-process's own running sums in rank 0's checkpoint (``gather_values``).
+none of DDP's gradient hooks and so start no reduction. Logging and checkpoints come from rank 0
+only; the training losses it logs are the mean over every process's share
+(``mean_over_processes``), and a stop mid-epoch keeps each process's own running sums in rank
+0's checkpoint (``gather_values``).
 
 Random draws: the processes start from the same seed, so θ and φ start identical; once the run is
 built, ``fit`` calls ``draw_own_noise``, and from then on every process but rank 0 draws from a

@@ -7,13 +7,17 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import metrics_without_time
 from typer.testing import CliRunner
 
 from bilevel.errors import UserError
+from bilevel.run import atomic_torch_save, load_checkpoint
 from cli import app
 from problems.imitation.demonstrations import load_rollout, save_rollout
+from problems.imitation.experts import Rollout
+from problems.imitation.gail import demonstrations_digest
 
 TINY = ["--env", "Pendulum-v1", "--steps", "600", "--n-envs", "1", "--n-steps", "200"]
 TINY += ["--eval-episodes", "1", "--test-episodes", "2"]
@@ -181,3 +185,26 @@ def test_a_resume_on_other_demonstrations_is_refused_and_touches_nothing(cache, 
     assert "Traceback" not in second.output, second.output
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".lock"}
     assert after == before
+
+
+def test_a_checkpoint_from_before_the_digest_resumes_as_before(unbroken, cache, tmp_path) -> None:
+    out = tmp_path / "older"
+    first = solve(out, cache, "--follower", "l2l", "--interrupt-after-epoch", "1")
+    assert first.exit_code == 0, first.output
+    checkpoint = load_checkpoint(out / "last.pt")
+    del checkpoint["trainer"]["problem"]["demos_digest"]  # as the code before it wrote
+    atomic_torch_save(checkpoint, out / "last.pt")
+    second = runner.invoke(app, ["solve", "gail", "--out", str(out), "--resume"])
+    assert second.exit_code == 0, second.output
+    assert metrics_without_time(out) == metrics_without_time(unbroken)
+
+
+def test_the_digest_reads_the_values_not_their_integer_type() -> None:
+    """Scripted experts return the platform's int: the same demonstrations as int32 and int64
+    are the same; other values or another shape are not."""
+    obs = np.arange(12, dtype=np.float32).reshape(6, 2)
+    actions = np.array([0, 1, 2, 1, 0, 2])
+    same = demonstrations_digest(Rollout(obs, actions, np.zeros(2)))
+    assert demonstrations_digest(Rollout(obs, actions.astype(np.int32), np.zeros(2))) == same
+    assert demonstrations_digest(Rollout(obs, actions[::-1].copy(), np.zeros(2))) != same
+    assert demonstrations_digest(Rollout(obs.reshape(4, 3), actions, np.zeros(2))) != same

@@ -5,9 +5,9 @@ in this process, with the follower pulling features ``toward`` the partner's and
 of rows, pushing them ``away`` (Eq. 6 as printed). ``levers`` (AITConfig options, e.g. those the
 DRO study chose) shape the learned followers' rows only, the leader's options among them (its
 learning rate, batch size); those the bench sets itself, alike for every row, the problem's
-definition among them (``ROW_OPTIONS``), are refused. Each best-on-validation model is attacked on the test split with PGD-40 (step 0.01,
-uniform random start) on the cross-entropy and on the CW margin loss, and with the standard
-AutoAttack (``bench.run_bench``).
+definition among them (``ROW_OPTIONS``), are refused. Each best-on-validation model is attacked
+on the test split with PGD-40 (step 0.01, uniform random start) on the cross-entropy and on the CW
+margin loss, and with the standard AutoAttack (``bench.run_bench``).
 """
 
 from __future__ import annotations

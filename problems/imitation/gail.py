@@ -237,9 +237,13 @@ class GAIL(BilevelProblem):
 
 
 def demonstrations_digest(demos: Rollout) -> str:
-    """The first 12 hex digits of the SHA-256 of the demonstrations' observations and actions: a
-    resumed run checks that it imitates what it started imitating (``load_state_dict``)."""
+    """The first 12 hex digits of the SHA-256 of the demonstrations' observations and actions, each
+    as its shape and its values in float64 (exact for float32 and for integer actions), so that
+    the same demonstrations give the same digest whatever integer type a platform's expert
+    returns: a resumed run checks that it imitates what it started imitating
+    (``load_state_dict``)."""
     digest = hashlib.sha256()
     for array in (demos.observations, demos.actions):
-        digest.update(np.ascontiguousarray(array).tobytes())
+        digest.update(repr(np.shape(array)).encode())
+        digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
     return digest.hexdigest()[:12]
