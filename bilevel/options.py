@@ -160,6 +160,13 @@ def _given_on_command_line(context: Any, names: dict[str, Any]) -> frozenset[str
     )
 
 
+def typed_options(config: Any) -> frozenset[str]:
+    """The options of ``config`` typed on the command line (``config.given``, set by
+    ``with_options``; a study or bench sets it to an entry's own options); none for a
+    configuration built in code."""
+    return getattr(config, "given", None) or frozenset()
+
+
 def check_same_command(config: Any, recorded: dict[str, Any]) -> None:
     """For ``--resume``: a run folder's ``config.json`` that records an option the dataclass
     ``config`` lacks was written by another command (a GAIL run resumed as DRO): one sentence

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
-from bilevel.options import check_types
+from bilevel.options import check_types, typed_options
 
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 _EDITED = " (the file is damaged or was edited by hand: fix that value)"
@@ -55,7 +55,7 @@ def resolve_resumed(config: Any, recorded: Mapping[str, Any] | None, source: Pat
 def typed_changes(config: Any, recorded: Mapping[str, Any]) -> list[str]:
     """The options typed on the command line (``config.given``) with another value than
     ``recorded`` holds for them: a resume that mixes two configurations."""
-    typed = getattr(config, "given", frozenset())
+    typed = typed_options(config)
     return sorted(k for k in typed if k in recorded and recorded[k] != getattr(config, k))
 
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from bilevel.errors import UserError
 from bilevel.loop import check_update
-from bilevel.options import choose, fill_unset, option
+from bilevel.options import choose, fill_unset, option, typed_options
 from problems.adversarial.ait import Direction, Pairing
 from problems.adversarial.config import LEARNED, AdversarialConfig
 
@@ -73,7 +73,7 @@ def check_uniform_start(cfg: AITConfig) -> None:
     L2L-AIT's; ``AIT.init_follower``): ``attacker_random_start`` is recorded as True, and a typed
     --no-attacker-random-start, which could not be honoured, is one sentence. A folder older than
     this check recorded False for the same start, and resumes with it."""
-    typed = getattr(cfg, "given", None) or frozenset()
+    typed = typed_options(cfg)
     if "attacker_random_start" in typed and cfg.attacker_random_start is False:
         raise UserError(
             "--no-attacker-random-start: AIT always starts δ uniformly in the ε-ball (the AIT "

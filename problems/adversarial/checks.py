@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bilevel.errors import UserError
-from bilevel.options import fill_unset
+from bilevel.options import fill_unset, typed_options
 from bilevel.run import RunDir
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def check_unused(cfg: AdversarialConfig) -> None:
     hand-designed follower (unless typed at its ``OFF`` value), PGM-k's with another follower,
     --momentum with Adam. Options not typed (the defaults, what ``--resume`` takes from the run
     folder, what a bench gives all its rows, a configuration built in code: no ``given``) pass."""
-    typed = getattr(cfg, "given", None) or frozenset()
+    typed = typed_options(cfg)
     for name in sorted(typed):
         flag = "--" + name.replace("_", "-")
         off = name in OFF and getattr(cfg, name) == OFF[name]
@@ -58,7 +58,7 @@ def check_milestones(cfg: AdversarialConfig) -> None:
     end), so it must lie between 1 and --epochs − 1: one past that is silently never reached, and
     one at --epochs drops the rate after training. The latter passes where not typed (the 1-epoch
     default [1], a folder that recorded one): nothing trains at the dropped rate either way."""
-    typed = "milestones" in (getattr(cfg, "given", None) or frozenset())
+    typed = "milestones" in typed_options(cfg)
     last = cfg.epochs - 1 if typed else cfg.epochs
     if not all(1 <= m <= last for m in cfg.milestones):
         raise UserError(

@@ -30,7 +30,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bilevel.errors import UserError, require_counts, require_positive
-from bilevel.options import check_numbers, check_same_command, choose, fill_unset, inherit, option
+from bilevel.options import (
+    check_numbers,
+    check_same_command,
+    choose,
+    fill_unset,
+    inherit,
+    option,
+    typed_options,
+)
 from bilevel.run import IGNORED_ON_RESUME
 from problems.imitation.discriminator import DISC_NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
@@ -132,7 +140,7 @@ class GAILConfig:
         choose("--reward", self.reward, REWARDS)
         choose("--disc-norm", self.disc_norm, DISC_NORMS)
         choose("--meta-objective", self.meta_objective, META_OBJECTIVES)
-        check_unused(self, getattr(self, "given", None) or frozenset())
+        check_unused(self, typed_options(self))
         fill_unset(self, _ENV_DEFAULTS.get(self.env, _GENERIC))
         fill_unset(self, dict(round_seeds="disjoint"))
         choose("--round-seeds", self.round_seeds, ROUND_SEEDS)
