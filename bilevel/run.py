@@ -39,6 +39,11 @@ LOCK_NAME = ".lock"
 _HELD: dict[Path, IO[str]] = {}  # folders this process holds the lock of
 
 
+def json_text(obj: Any) -> str:
+    """A run folder's JSON files as ``RunDir.write_json`` writes them: indented, keys sorted."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """``torch.load(weights_only=True)``; a missing, corrupt or foreign file is a ``UserError``."""
     if not path.is_file():
@@ -162,9 +167,7 @@ class RunDir:
                 old = json.loads(text)
             except (json.JSONDecodeError, OSError, UnicodeDecodeError):
                 return False
-            ours = (
-                isinstance(old, dict) and text == json.dumps(old, indent=2, sort_keys=True) + "\n"
-            )
+            ours = isinstance(old, dict) and text == json_text(old)
             return ours and (bool(set(old) & set(config)) or old == config == {})
         return path == self.best_checkpoint and self.best_epoch() == 1
 
@@ -172,9 +175,8 @@ class RunDir:
         """The epoch ``best.pt`` holds; None where there is none, or it cannot be read whole
         (cut short, or not a checkpoint: no file this program wrote)."""
         try:
-            best = torch.load(self.best_checkpoint, map_location="cpu", weights_only=True)
-            return int(best["epoch"])
-        except Exception:  # whatever the bytes lead to: pickle's errors, a missing key ...
+            return int(load_checkpoint(self.best_checkpoint)["epoch"])
+        except Exception:  # missing or unreadable (UserError), no epoch, not a dict ...
             return None
 
     def _drop_unfinished(self) -> None:
@@ -245,7 +247,7 @@ class RunDir:
         return config if isinstance(config, dict) else {}
 
     def write_json(self, name: str, obj: Any) -> None:
-        atomic_write_text(self.path / name, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.path / name, json_text(obj))
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite ``metrics.jsonl`` whole (atomically) from the rows the checkpoint holds, so a
