@@ -110,8 +110,8 @@ def optimizer_iterates(
     z = [p.detach().requires_grad_(True) for p in parts]
     with torch.enable_grad():
         for _ in range(steps):
-            q = problem.follower_objective(batch, rebuild(z))
-            z = optimizer.step(-(q if objective_scale == 1 else objective_scale * q), params=z)
+            q = objective_scale * problem.follower_objective(batch, rebuild(z))
+            z = optimizer.step(-q, params=z)
             z, _ = flatten(problem.project(batch, rebuild(z)))
     return rebuild(z)
 
