@@ -64,6 +64,23 @@ def _atomic_write(path: Path, dump: Callable[[BinaryIO], Any]) -> None:
         if isinstance(err, OSError):
             raise write_error(path, err) from err
         raise
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Sync ``folder``, so that a rename into it survives a power cut, not only a crash of the
+    process. Best effort: the file is already in place, and a file system that cannot sync a
+    folder (or a system that cannot open one) leaves the rename to the kernel's own flush."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

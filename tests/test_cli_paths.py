@@ -233,6 +233,25 @@ def test_files_get_the_umask_mode_not_a_private_one(tmp_path) -> None:
         assert stat.S_IMODE((tmp_path / f"f{umask}").stat().st_mode) == 0o666 & ~umask
 
 
+def test_a_file_and_then_its_folder_are_synced_so_the_rename_survives_a_power_cut(
+    tmp_path, monkeypatch
+) -> None:
+    synced: list[tuple[bool, int]] = []  # (is a folder, inode) of every descriptor synced
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((stat.S_ISDIR(st.st_mode), st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write_text(tmp_path / "results.json", "{}")
+    folder = (True, tmp_path.stat().st_ino)
+    assert folder in synced
+    assert synced.index(folder) > 0  # after the file's own sync: the rename is what it keeps
+    assert not synced[0][0]
+
+
 def test_help_shows_every_default_and_a_no_compile_form() -> None:
     text = " ".join(run_cli("solve", "adversarial-dro", "--help").output.replace("│", " ").split())
     for words in ("default: slim on mnist5k", "default: 0.0625 mnist5k", "1/2 and 3/4 of"):
