@@ -46,6 +46,13 @@ def test_calling_an_attack_sets_eval_mode_and_checks_the_ball() -> None:
         run_attack(_Shift(0.1, 0.2), model, x, y)
 
 
+def test_a_nan_adversarial_example_is_a_bug_not_a_robust_example() -> None:
+    model, x = _model(), torch.full((5, 1, 2, 2), 0.5)
+    y = torch.zeros(5, dtype=torch.long)  # argmax of NaN logits is class 0: all would count
+    with pytest.raises(RuntimeError, match="left the linf ε-ball"):
+        run_attack(_Shift(0.1, float("nan")), model, x, y)
+
+
 def test_training_time_accuracies_are_the_attack_path() -> None:
     model = _model()
     x, y = torch.rand(40, 1, 2, 2), torch.randint(0, 3, (40,))
