@@ -3,6 +3,8 @@ demonstrations are cached as ``.npz`` on first use and read back afterwards."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from bilevel.errors import UserError
 from problems.imitation.demonstrations import demo_path, load_demonstrations
 from problems.imitation.experts import SCRIPTED, random_policy, rollout
 from problems.imitation.ppo_expert import ppo_expert_path, train_expert
+from problems.imitation.solve import VAL_SEED, evaluate, expert_reference
 
 # env -> (episodes, lowest acceptable mean return, highest acceptable mean return)
 STATED = {
@@ -163,3 +166,20 @@ def test_loading_a_ppo_expert_leaves_the_runs_random_streams_alone(tmp_path) -> 
             load_ppo_expert("MountainCar-v0", path)
         draws.append((random.random(), np.random.rand(), torch.rand(1).item()))
     assert draws[0] == draws[1]
+
+
+def test_a_learner_acting_as_the_expert_scores_the_recorded_expert_reference() -> None:
+    """The scale's 1 is the demonstrations' mean; on the scored episodes (other start states) the
+    expert itself reads another value, and that value is what results.json records as the
+    ceiling: a learner whose every action is the expert's scores exactly it."""
+    env = "Acrobot-v1"
+    expert = SCRIPTED[env]
+    r_expert = float(rollout(env, expert, 4, seed=10_000).episode_returns.mean())
+    r_random = float(rollout(env, random_policy(env, 0), 2, seed=30_000).episode_returns.mean())
+    model = SimpleNamespace(predict=lambda obs, deterministic=True: (expert(obs), None))
+    learner = SimpleNamespace(model=model, disc=SimpleNamespace(discrete=True))
+    scored = evaluate(learner, env, expert, 3, VAL_SEED, r_random, r_expert)
+    reference = expert_reference(env, expert, 3, VAL_SEED, r_random, r_expert)
+    assert scored["normalised_return"] == pytest.approx(reference)
+    assert scored["action_agreement"] == 1.0
+    assert reference != pytest.approx(1.0, abs=1e-3)  # other start states, another return

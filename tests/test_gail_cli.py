@@ -63,6 +63,8 @@ def test_run_folder_holds_config_metrics_checkpoints_report_and_plots(unbroken: 
         results["expert_return"] - results["random_return"]
     )
     assert results["test_normalised_return"] == pytest.approx(norm)
+    for split in ("val", "test"):  # the expert on the scored episodes: near 1, not 1
+        assert 0.8 < results[f"expert_{split}_normalised_return"] < 1.25
     assert (unbroken / "gail.png").read_bytes()[:4] == b"\x89PNG"
 
 

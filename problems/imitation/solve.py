@@ -4,7 +4,8 @@ train with the shared joint loop and experiment runner (``bilevel.JointTrainer``
 the return of that policy on held-out test episodes.
 
 Evaluation (every epoch, deterministic policy, ground-truth reward): the return, the normalised
-return (R − R_random) / (R_expert − R_random), and imitation fidelity on the learner's own visited
+return (R − R_random) / (R_expert − R_random) (R_expert: the demonstrations' mean return; the
+expert's own score on the scored episodes is in ``results.json``), and imitation fidelity on the learner's own visited
 states: the fraction of its actions that match the expert's (discrete) or the mean absolute
 action error (continuous). Return alone can mislead: on CartPole, survival is rewarded whatever
 the expert does.
@@ -137,6 +138,24 @@ def evaluate(
     return out
 
 
+def random_return(env_id: str, seed: int) -> float:
+    """R_random, the normalised return's 0: a random policy's mean over 10 episodes, its actions
+    drawn from the run's ``seed``."""
+    return float(
+        rollout(env_id, random_policy(env_id, seed), 10, RANDOM_SEED).episode_returns.mean()
+    )
+
+
+def expert_reference(
+    env_id: str, expert: Policy, episodes: int, seed: int, r_random: float, r_expert: float
+) -> float:
+    """The expert's own normalised return on the episodes a learner is scored on. The scale's 1
+    is the expert's mean over its demonstration episodes, other start states than these, so the
+    expert itself reads near 1, not 1, here: the ceiling to read a learner's score against."""
+    ret = float(rollout(env_id, expert, episodes, seed).episode_returns.mean())
+    return (ret - r_random) / (r_expert - r_random)
+
+
 def solve_gail(
     cfg: GAILConfig,
     out: str | Path,
@@ -166,9 +185,7 @@ def _solve(
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     expert = expert_policy(cfg.env, cfg.cache_dir)
     r_expert = float(demos.episode_returns.mean())
-    r_random = float(
-        rollout(cfg.env, random_policy(cfg.env, cfg.seed), 10, RANDOM_SEED).episode_returns.mean()
-    )
+    r_random = random_return(cfg.env, cfg.seed)
     check_expert_beats_random(cfg.env, r_expert, r_random)  # before the run folder is made
     trainer = JointTrainer(
         problem, follower, problem.model.policy.optimizer, follower_steps=cfg.meta_steps
@@ -198,6 +215,15 @@ def _solve(
             "final_val_normalised_return": history[-1]["val_normalised_return"],
             "expert_return": r_expert,
             "random_return": r_random,
+            **{
+                f"expert_{split}_normalised_return": expert_reference(
+                    cfg.env, expert, episodes, seed, r_random, r_expert
+                )
+                for split, episodes, seed in (
+                    ("val", cfg.eval_episodes, VAL_SEED),
+                    ("test", cfg.test_episodes, TEST_SEED),
+                )
+            },
             "env_steps": history[-1]["env_steps"],
         }
 
