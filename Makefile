@@ -26,7 +26,7 @@ test: lint
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) cli.py bench dro --json runs/bench-dro.json
+	$(PY) cli.py bench dro --reuse --json runs/bench-dro.json
 
 clean:
 	rm -rf runs

@@ -64,12 +64,34 @@ def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path
         (["--seeds", "0,-1"], "--seeds must be between 0 and"),  # numpy's traceback otherwise
         (["--methods", "pgm,magic"], "Unknown --methods"),
         (["--jobs", "0"], "--jobs"),
-        (["--reuse"], "--reuse reuses the runs of a --grid"),  # was ignored: runs retrained
     ],
 )
 def test_bad_bench_options_are_one_sentence(tmp_path: Path, args, words) -> None:
     result = CliRunner().invoke(app, ["bench", "dro", *TINY, "--out", str(tmp_path / "r"), *args])
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["dro", "--methods", "none"], ["ait", "--methods", "ait",
+                                     "--directions", "toward"]])  # fmt: skip
+def test_a_finished_run_in_out_is_refused_not_deleted_and_reused_when_asked(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A bench used to delete a finished run in its folder and train it again: a study's runs,
+    when --reuse was forgotten beside the study's --out."""
+    args = ["bench", *command, "--no-autoattack", *TINY, "--out", str(tmp_path / "runs")]
+    assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    run = next((tmp_path / "runs").glob("*/seed-0"))
+    (run / "study-eval.json").write_text("{}")  # what a study keeps beside its run
+    files = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "holds a finished run" in again.output, again.output
+    assert "--reuse" in again.output and "Traceback" not in again.output
+    reused = CliRunner().invoke(app, [*args, "--reuse"])
+    assert reused.exit_code == 0, reused.output
+    kept = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert {k: kept[k] for k in files} == files  # nothing trained again, nothing deleted
+    other = CliRunner().invoke(app, [*args[:-4], "--epochs", "2", *args[-4:]])
+    assert other.exit_code == 2 and "other options" in other.output, other.output
 
 
 IN_USE = [

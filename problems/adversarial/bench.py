@@ -143,7 +143,9 @@ def run_bench(
     label for every row, or each row's own), as ``ratio_to_<ratio_name>`` and
     ``cpu_ratio_to_<ratio_name>`` (None where the reference is not among the entries).
     With ``reuse``, a finished run of the same configuration already in its folder (e.g. one a
-    study trained) is evaluated as it is instead of being trained again."""
+    study trained) is evaluated as it is instead of being trained again; without it, a folder
+    holding a finished run is refused before anything trains, never deleted (a finished run of
+    other options is refused either way: ``check_finished_run``)."""
     if not seeds:
         raise UserError("--seeds needs at least one seed, like 0,1,2.")
     if jobs < 1:
@@ -153,9 +155,14 @@ def run_bench(
     configs = {  # every bad option stops the bench before it reads or trains anything
         (label, seed): make(seed).resolve() for label, make in entries.items() for seed in seeds
     }
-    if reuse:  # before anything trains
-        for (label, seed), cfg in configs.items():
-            check_finished_run(cfg, Path(out) / folder_name(label) / f"seed-{seed}")
+    for (label, seed), cfg in configs.items():  # before anything trains or is deleted
+        run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
+        check_finished_run(cfg, run_dir)
+        if not reuse and (run_dir / "results.json").is_file():
+            raise UserError(
+                f"{run_dir} holds a finished run of this configuration; pass --reuse to evaluate "
+                "it as it is, or delete that folder to train it again."
+            )
     work, runs = [], []
     for (label, seed), cfg in configs.items():
         run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
@@ -195,6 +202,7 @@ def bench_dro(
     norm: str = "linf",
     eps: float | None = None,
     aa_version: str = "standard",
+    reuse: bool = False,
 ) -> list[dict[str, Any]]:
     """``run_bench`` over the DRO followers in ``methods`` (learned ones with ``update``, or the
     data set's default update mode when it is None), trained and attacked in the ``norm`` ball of
@@ -222,7 +230,9 @@ def bench_dro(
         return f"{method} ({DROConfig(follower=method, update=update).resolve().update})"
 
     entries = {label(m): entry(m) for m in methods}
-    return run_bench(entries, seeds, out, json_path, autoattack, jobs, aa_version=aa_version)
+    return run_bench(
+        entries, seeds, out, json_path, autoattack, jobs, reuse=reuse, aa_version=aa_version
+    )
 
 
 def bench_grid(

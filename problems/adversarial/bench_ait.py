@@ -48,6 +48,7 @@ def bench_ait(
     autoattack: bool = True,
     jobs: int = 1,
     levers: dict[str, Any] | None = None,
+    reuse: bool = False,
 ) -> list[dict[str, Any]]:
     """Train each follower in ``methods`` for each direction and seed; return rows of clean,
     PGD-40, CW-PGD-40 and AutoAttack test accuracy and training seconds (means and stds), with
@@ -81,5 +82,5 @@ def bench_ait(
     ait_of_direction = {f"{names[m]}, {d}": f"AIT, {d}" for d in directions for m in methods}
     return run_bench(
         entries, seeds, out, json_path, autoattack, jobs, cw=True,
-        reference=ait_of_direction, ratio_name="ait",
+        reference=ait_of_direction, ratio_name="ait", reuse=reuse,
     )  # fmt: skip

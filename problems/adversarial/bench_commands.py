@@ -32,6 +32,14 @@ LEVERS = typer.Option(
 )
 
 
+REUSE = typer.Option(
+    False,
+    help="Evaluate a finished run of the same configuration in --out (e.g. a study's: its --grid "
+    "and --out) instead of training it again; without it, a finished run there is refused, "
+    "never deleted.",
+)
+
+
 @user_errors
 def bench_dro(
     context: typer.Context,
@@ -61,11 +69,7 @@ def bench_dro(
     eps: float = typer.Option(
         None, help="Radius ε of the --norm ball (default: 0.3 in L∞, 1.5 in L2, as solve's)."
     ),
-    reuse: bool = typer.Option(
-        False,
-        help="With --grid: evaluate a finished run of the same configuration in --out "
-        "(e.g. the study's, with the same --out) instead of training it again.",
-    ),
+    reuse: bool = REUSE,
     autoattack: bool = typer.Option(
         True, help="Standard AutoAttack on the test split (minutes per robust model on a CPU)."
     ),
@@ -79,8 +83,6 @@ def bench_dro(
     process); clean, PGD-40 (step 0.01) and standard AutoAttack accuracy on the test split.
     With --norm l2, all of it in the L2 ball (ε = 1.5, PGD-L2 step 2.5 ε / 40)."""
     check_paths(folders={"--out": out}, files={"--json": json_path})
-    if reuse and grid is None:
-        raise UserError("--reuse reuses the runs of a --grid; give the grid it trained from.")
     typed = [n for n in GRID_SETS if context.get_parameter_source(n).name != "DEFAULT"]
     if grid is not None and typed:  # they would be ignored
         shown = ", ".join("--" + n.replace("_", "-") for n in typed)
@@ -99,7 +101,7 @@ def bench_dro(
         rows = run_bench(
             split_names(methods), epochs, parse_seeds(seeds or "0"), update, out, json_path,
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
-            norm=norm or "linf", eps=eps, aa_version=aa,
+            norm=norm or "linf", eps=eps, aa_version=aa, reuse=reuse,
         )  # fmt: skip
         first = rows[0]  # an L2 row names its ball
         ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
@@ -200,6 +202,7 @@ def bench_ait(
     directions: str = typer.Option("toward,away", help="Feature directions, comma-separated."),
     seeds: str = typer.Option("0", help="Seeds, comma-separated; rows give mean and std."),
     levers: str = LEVERS,
+    reuse: bool = REUSE,
     autoattack: bool = typer.Option(True, help="Standard AutoAttack on the test split."),
     jobs: int = typer.Option(1, help="Worker processes for the evaluations (after training)."),
     train_size: int = Shared.train_size,
@@ -214,7 +217,7 @@ def bench_ait(
     rows = run_bench(
         split_names(methods), split_names(directions), epochs, parse_seeds(seeds), out, json_path,
         train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
-        levers=_json_object("--levers", levers),
+        levers=_json_object("--levers", levers), reuse=reuse,
     )  # fmt: skip
     shown = [_mean_std_cells(row) for row in rows]
     print_table("bench ait: mnist5k, small CNN, ε = 0.3 (test split, mean ± std)", shown)
