@@ -87,6 +87,7 @@ def test_a_training_checkpoint_gives_the_leader_as_last_trained(run: Path) -> No
         (["evaluate", "/nonexistent/run"], "not a folder"),
         (["evaluate", "{run}", "--attacks", "pgd5,bogus"], "Unknown attack"),
         (["evaluate", "{run}", "--eps", "3"], "--eps"),
+        (["evaluate", "{run}", "--eps", "0"], "--eps must be in (0, 1]"),  # was attacked at 0.3
         (["evaluate", "{run}", "--attacks", "transfer"], "--surrogate"),
         (["evaluate", "{run}", "--aa-margin", "-1"], "--aa-margin must be at least 0"),
         (["evaluate", "{run}", "--device", "cuda:7"], "--device"),
@@ -187,10 +188,26 @@ def test_a_checkpoint_that_does_not_fit_names_the_true_remedy(
         model = _foreign(folder / "best.pt" if where == "best.pt" else tmp_path / "m.pt")
         extra = [] if where == "best.pt" else ["--model", str(model)]
     args = ["evaluate", str(folder), *extra, "--attacks", "fgsm", "--no-checklist"]
-    result = runner.invoke(app, [*args, "--arch", "small-cnn"])
+    bare = ["--arch", "small-cnn"] if where == "--model" else []  # refused beside a config.json
+    result = runner.invoke(app, [*args, *bare])
     assert result.exit_code == 2, result.output
     assert "does not fit the model" in result.output and remedy in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("typed", [["--arch", "trades-cnn"], ["--dataset", "cifar10"]])
+def test_arch_and_dataset_beside_a_config_json_are_refused_not_ignored(
+    tmp_path: Path, typed: list[str]
+) -> None:
+    """A run folder's model comes from its config.json: --arch or --dataset there used to be
+    ignored, and the run's own model evaluated as if they had been read."""
+    from helpers import untrained_dro_run
+
+    folder = untrained_dro_run(tmp_path / "run")
+    result = runner.invoke(app, ["evaluate", str(folder), "--attacks", "fgsm", *typed])
+    assert result.exit_code == 2, result.output
+    assert "apply only where no config.json is" in result.output
+    assert not (folder / "eval.json").exists()
 
 
 def test_a_gail_run_is_named_as_one(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ class EvalOptions:
     surrogate: Path | None = None
     attacker_from: list[Path] = field(default_factory=list)
     model: Path | None = None
-    dataset: str = "mnist5k"
+    dataset: str | None = None  # mnist5k, for a --model file where no config.json is
     arch: str | None = None
     checklist: bool = True
     aa_margin: float = 0.02

@@ -117,14 +117,16 @@ def _fit_remedy(run_dir: Path, config: dict[str, Any], model_path: Path | None) 
 def load_classifier(
     run_dir: Path,
     model_path: Path | None = None,
-    dataset: str = "mnist5k",
+    dataset: str | None = None,
     arch: str | None = None,
     device: torch.device | str = "cpu",
 ) -> LoadedModel:
     """The run's selected leader θ (``best.pt``); with ``model_path``, that state dict instead,
     with architecture and data set from the run's config when there is one, else from
-    ``arch``/``dataset``. This project's checkpoints work too: ``best.pt`` ({"leader": state}) and
-    the training checkpoint ``last.pt`` ({"trainer": {"leader": state, ...}}, θ as last trained).
+    ``arch``/``dataset`` (mnist5k unless given), which are refused where a config.json names the
+    model (they would be ignored). This project's checkpoints work too: ``best.pt`` ({"leader":
+    state}) and the training checkpoint ``last.pt`` ({"trainer": {"leader": state, ...}}, θ as
+    last trained).
     """
     if model_path is None:
         config = read_config(run_dir)
@@ -132,7 +134,12 @@ def load_classifier(
     else:
         config = read_config(run_dir) if RunDir(run_dir).config_path.is_file() else {}
         checkpoint = Path(model_path)
-    info = dataset_info(config.get("dataset", dataset))
+    if config and (arch is not None or dataset is not None):
+        raise UserError(
+            f"--arch and --dataset apply only where no config.json is; {RunDir(run_dir).config_path} "
+            "names the model and the data set, so leave them out."
+        )
+    info = dataset_info(config.get("dataset", dataset or "mnist5k"))
     name = config.get("model") or arch or dataset_default(info.name, "model")
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
     state = load_checkpoint(checkpoint)
@@ -164,10 +171,13 @@ def threat_model(
             )
         norm = recorded
     ball = Norm(norm or Norm.LINF.value)
-    if eps is None and config.get("eps"):
+    if eps is None and config.get("eps") is not None:
         eps = taken["eps"] = config["eps"]
     with blame_recorded(taken, RunDir(source).config_path, "fix it there or give --eps"):
-        return ball, check_eps(eps or dataset_default(dataset, "eps", ball.value), ball)
+        default = dataset_default(dataset, "eps", ball.value)  # only where none is given
+        info = dataset_info(dataset)
+        pixels = info.in_channels * info.image_size**2
+        return ball, check_eps(default if eps is None else eps, ball, pixels)
 
 
 def learned_attack_loss(run_dir: Path) -> str:
