@@ -65,10 +65,13 @@ def check_numbers(config: Any) -> None:
 
 
 def check_seeds(seeds: list[int], option: str) -> None:
-    """One sentence unless every seed is an integer numpy can take, 0 to 2**32 - 1."""
-    for seed in seeds:
+    """One sentence unless every seed is an integer numpy can take, 0 to 2**32 - 1, named once
+    (a seed named twice would be counted twice in a mean ± std, or trained twice at once)."""
+    for i, seed in enumerate(seeds):
         if not 0 <= seed < SEED_LIMIT:
             raise UserError(f"{option} must be between 0 and {SEED_LIMIT - 1}; got {seed}.")
+        if seed in seeds[:i]:
+            raise UserError(f"{option} names seed {seed} twice; name each seed once.")
 
 
 def choose(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -64,6 +64,11 @@ def test_bench_dro_aggregates_seeds_and_evaluates_with_autoattack(tmp_path: Path
         (["--seeds", "0,-1"], "--seeds must be between 0 and"),  # numpy's traceback otherwise
         (["--methods", "pgm,magic"], "Unknown --methods"),
         (["--jobs", "0"], "--jobs"),
+        (["--no-autoattack", "--aa", "apgd-ce-t"], "--aa chooses the AutoAttack"),  # was ignored
+        (["--seeds", "0,0"], "names seed 0 twice"),  # was quietly one seed
+        (["--seeds", ""], "at least one seed"),  # was seed 0
+        (["--norm", ""], "Unknown --norm"),  # was L∞
+        (["--norm", "l2", "--eps", "50"], "L2 diameter"),  # any image: ε > √784 = 28
     ],
 )
 def test_bad_bench_options_are_one_sentence(tmp_path: Path, args, words) -> None:

@@ -107,6 +107,8 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--attacker-lr", "-1e-3"], "--attacker-lr must be positive; got -0.001."),
         (["--momentum", "-0.5"], "--momentum must be at least 0; got -0.5."),
         (["--gap-size", "-1"], "--gap-size must be at least 0; got -1."),
+        (["--norm", ""], "Unknown --norm ''"),  # was trained in L∞
+        (["--norm", "l2", "--eps", "28.5"], "--eps must be in (0, 28] (the L2 diameter"),
     ],
 )
 def test_bad_input_gives_one_sentence_and_exit_code_2(tmp_path, args, words) -> None:

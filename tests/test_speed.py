@@ -118,6 +118,17 @@ def test_a_lever_of_the_wrong_type_is_one_sentence(command, tmp_path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("methods", [",", ""])
+def test_bench_speed_refuses_an_empty_method_list_and_writes_nothing(methods, tmp_path) -> None:
+    """',' measured nothing and overwrote --json with no rows; '' measured every method."""
+    path = tmp_path / "speed.json"
+    path.write_text("earlier measurement\n")
+    args = ["bench", "speed", "--model", "small-cnn", "--methods", methods, "--json", str(path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "--methods names no method" in result.output, result.output
+    assert path.read_text() == "earlier measurement\n"
+
+
 def test_bench_speed_refuses_a_device_that_is_not_one() -> None:
     result = CliRunner().invoke(app, ["bench", "speed", "--model", "small-cnn", "--device", "gpu0"])
     assert result.exit_code == 2 and "Unknown --device 'gpu0'" in result.output, result.output

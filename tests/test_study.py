@@ -188,6 +188,8 @@ def test_pareto_front_and_winner() -> None:
             "the same folder",
         ),
         (json.dumps({"configs": {"x": {}}, "seeds": [2**32]}), "seeds"),  # numpy's limit
+        # counted twice in mean ± std with one job, trained twice at once with two
+        (json.dumps({"configs": {"x": {}}, "seeds": [0, 0]}), "names seed 0 twice"),
         ('{"configs": {"x": {"weight_decay": NaN}}}', "finite number"),  # Python's JSON reads NaN
     ],
 )

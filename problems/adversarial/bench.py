@@ -260,7 +260,7 @@ def bench_grid(
     }
     return run_bench(
         entries,
-        seeds or grid.seeds,
+        grid.seeds if seeds is None else seeds,
         out,
         json_path,
         autoattack,

@@ -84,6 +84,8 @@ def bench_dro(
     With --norm l2, all of it in the L2 ball (ε = 1.5, PGD-L2 step 2.5 ε / 40)."""
     check_paths(folders={"--out": out}, files={"--json": json_path})
     typed = [n for n in GRID_SETS if context.get_parameter_source(n).name != "DEFAULT"]
+    if not autoattack and context.get_parameter_source("aa").name != "DEFAULT":
+        raise UserError("--aa chooses the AutoAttack that --no-autoattack turns off; drop one.")
     if grid is not None and typed:  # they would be ignored
         shown = ", ".join("--" + n.replace("_", "-") for n in typed)
         raise UserError(f"{shown} apply without --grid; a grid sets them in its entries.")
@@ -93,15 +95,15 @@ def bench_dro(
         from problems.adversarial.bench import bench_grid
         from problems.adversarial.study import load_grid
 
-        chosen = parse_seeds(seeds) if seeds else None  # None: the grid's
+        chosen = parse_seeds(seeds) if seeds is not None else None  # None: the grid's
         spec = load_grid(grid)
         rows = bench_grid(spec, out, json_path, autoattack, jobs, chosen, reuse, aa, norm, eps)
         setting = _grid_setting(spec.entries().values())
     else:
         rows = run_bench(
-            split_names(methods), epochs, parse_seeds(seeds or "0"), update, out, json_path,
+            split_names(methods), epochs, parse_seeds(seeds) if seeds is not None else [0], update, out, json_path,
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
-            norm=norm or "linf", eps=eps, aa_version=aa, reuse=reuse,
+            norm=norm if norm is not None else "linf", eps=eps, aa_version=aa, reuse=reuse,
         )  # fmt: skip
         first = rows[0]  # an L2 row names its ball
         ball = f"{'L2 ' if first.get('norm') == 'l2' else ''}ε = {first.get('eps', eps or 0.3):g}"
@@ -183,7 +185,7 @@ def bench_speed(
     from problems.adversarial.speed import METHODS, SpeedConfig
     from problems.adversarial.speed import bench_speed as run_bench
 
-    chosen = tuple(split_names(methods)) if methods else METHODS
+    chosen = tuple(split_names(methods)) if methods is not None else METHODS
     cfg = SpeedConfig(
         model=model, attacker=attacker, attacker_width=attacker_width, batch_size=batch_size,
         batches=batches, rounds=rounds, device=device, amp=amp, channels_last=channels_last,

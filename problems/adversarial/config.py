@@ -212,7 +212,8 @@ class AdversarialConfig:
         choose("--dataset", self.dataset, DATASETS)
         carry_asked = self.carry_decision is not None
         truncated_asked = self.truncated_unroll is not None
-        self.norm = self.norm or Norm.LINF.value  # unset: --resume takes the folder's
+        if self.norm is None:  # unset: --resume takes the folder's
+            self.norm = Norm.LINF.value
         choose("--norm", self.norm, NORMS)
         d = DATASET_DEFAULTS[self.dataset]
         plain = ("model", "attacker", "attacker_width", "epochs", "eps", "batch_size")  # ε: --norm
@@ -236,7 +237,8 @@ class AdversarialConfig:
             self.unroll = LEARNED[self.follower][0]
         if self.device == "auto":  # config.json records the device the run used
             self.device = resolve_device("auto").type
-        self.eps = check_eps(self.eps, self.norm)
+        info = dataset_info(self.dataset)
+        self.eps = check_eps(self.eps, self.norm, info.in_channels * info.image_size**2)
         require_counts(self, COUNTS)  # before any default is computed from them
         check_unroll(self, truncated_asked)
         cifar = self.dataset != "mnist5k"

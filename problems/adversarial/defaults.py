@@ -21,6 +21,7 @@ Defaults (every one is written, resolved, into ``config.json``):
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from bilevel.errors import UserError
@@ -114,12 +115,19 @@ def step_default(dataset: str, option: str, eps: float, norm: str, steps: int) -
     return fixed if eps == paper_eps else fixed * eps / paper_eps
 
 
-def check_eps(eps: float, norm: Norm | str) -> float:
-    """ε as a float: in (0, 1] in L∞ (a larger ε allows any image), positive in L2; else one
-    sentence."""
+def check_eps(eps: float, norm: Norm | str, pixels: int | None = None) -> float:
+    """ε as a float: in (0, 1] in L∞, in (0, √pixels] in L2 for images of ``pixels`` values
+    (positive where unknown): a larger ε allows any image in [0, 1], since it reaches every one;
+    else one sentence."""
     eps, linf = float(eps), Norm(norm) is Norm.LINF
-    if not 0 < eps <= (1 if linf else float("inf")):
-        bound = "in (0, 1] (pixels are in [0, 1])" if linf else "positive"
+    diameter = 1.0 if linf else math.sqrt(pixels) if pixels else math.inf
+    if not 0 < eps <= diameter:
+        if linf:
+            bound = "in (0, 1] (pixels are in [0, 1])"
+        elif pixels:
+            bound = f"in (0, {diameter:g}] (the L2 diameter of these [0, 1] images)"
+        else:
+            bound = "positive"
         raise UserError(f"--eps must be {bound}; got {eps}.")
     return eps
 

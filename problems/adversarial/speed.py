@@ -106,6 +106,8 @@ def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
 def check_methods(cfg: SpeedConfig) -> None:
     """Every method's options and every lever, checked before anything is built, whatever
     ``cfg.methods`` names; levers with no learned method to read them are refused."""
+    if not cfg.methods:
+        raise UserError("--methods names no method; give one or more, like fgsm-rs,pgm-10.")
     check_levers(
         DROConfig, cfg.levers, "--levers", exclude=_NOT_STEP_LEVERS, why=_NOT_STEP_LEVERS_WHY
     )
