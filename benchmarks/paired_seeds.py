@@ -45,28 +45,63 @@ FIELDS = {  # column: how to read it from a run folder's cached files
 ROBUST = ("val APGD-CE+T", "test APGD-CE+T", "test AutoAttack")  # where --margin applies
 
 
+def refuse(sentence: str) -> None:
+    """A bad input: one sentence on stderr, exit code 2."""
+    print(sentence, file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _read(path: Path) -> dict:
     if not path.is_file():
-        raise SystemExit(f"{path} is missing: run bench dro --reuse / bench l2l on it first.")
+        refuse(f"{path} is missing: run bench dro --reuse / bench l2l on it first.")
     return json.loads(path.read_text())
 
 
 def read_run(folder: Path, apgd_root: Path | None) -> dict[str, float]:
-    """One run folder's figures, by column; a missing file is one sentence."""
-    files = {
-        "row": _read(folder / "bench-eval.json")["row"],
-        "study": _read(folder / "study-eval.json"),
-        "results": _read(folder / "results.json"),
-    }
+    """One run folder's figures, by column; a missing file is one sentence. Each accuracy is
+    rounded to 6 decimals: the cached ones are float32 means, so the same count of digits could
+    differ in the eighth decimal between files, a difference no seed has (two counts of n ≤ 10⁶
+    digits differ by 1e-6 or more, so rounding keeps them apart)."""
+    return read_run_measured(folder, apgd_root)[0]
+
+
+def read_run_measured(
+    folder: Path, apgd_root: Path | None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """``read_run``, and how each figure was measured (what the test evaluations were asked, the
+    count of validation digits): a comparison holds only between figures measured alike."""
+    test = _read(folder / "bench-eval.json")
+    files = {"row": test["row"], "study": _read(folder / "study-eval.json")}
+    files["results"] = _read(folder / "results.json")
+    how = {"test": test.get("asked"), "val": files["study"].get("val_examples"), "apgd": None}
     row = files["row"]
     if "aa_beyond_apgd" in row:
         files["apgd"] = row["autoattack_acc"] + row["aa_beyond_apgd"]
     elif apgd_root is None:
-        raise SystemExit(f"{folder} has no aa_beyond_apgd; give --apgd-root for its APGD figure.")
+        refuse(f"{folder} has no aa_beyond_apgd; give --apgd-root for its APGD figure.")
     else:
-        other = apgd_root / folder.parent.name / folder.name / "bench-eval.json"
-        files["apgd"] = _read(other)["row"]["apgd_ce_t_acc"]
-    return {column: float(read(files)) for column, read in FIELDS.items()}
+        other = _read(apgd_root / folder.parent.name / folder.name / "bench-eval.json")
+        files["apgd"], how["apgd"] = other["row"]["apgd_ce_t_acc"], other.get("asked")
+    figures = {column: float(read(files)) for column, read in FIELDS.items()}
+    return {k: v if k == "train CPU s" else round(v, 6) for k, v in figures.items()}, how
+
+
+def check_measured_alike(hows: dict[Path, dict[str, Any]]) -> None:
+    """One sentence (exit 2) unless every run's test evaluation was asked the same (attacks,
+    ``eval_size``), every validation figure counts the same digits, and every APGD figure read
+    from ``--apgd-root`` was asked the same."""
+    for key, what in (("test", "test evaluation"), ("val", "validation digits"),
+                      ("apgd", "--apgd-root evaluation")):  # fmt: skip
+        first: dict[str, Path] = {}  # each way of measuring: the first run measured so
+        for folder, how in hows.items():
+            if key != "apgd" or how["apgd"] is not None:
+                first.setdefault(json.dumps(how[key], sort_keys=True), folder)
+        if len(first) > 1:
+            (v1, f1), (v2, f2) = list(first.items())[:2]
+            refuse(
+                f"{f1} and {f2} were measured otherwise ({what}: {v1} against {v2}); compare "
+                "runs evaluated alike."
+            )
 
 
 def paired_t(diffs: list[float], margin: float | None = None) -> dict[str, Any]:
@@ -140,10 +175,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"--seeds must be comma-separated integers; got {args.seeds!r}.\n")
     if len(seeds) < 2:
         parser.exit(2, f"--seeds needs at least two seeds for a paired t; got {args.seeds!r}.\n")
-    runs = [
-        [read_run(family / f"seed-{s}", args.apgd_root) for s in seeds]
+    if len(set(seeds)) < len(seeds):  # a seed counted twice would halve the standard error
+        parser.exit(2, f"--seeds names a seed twice; name each once. Got {args.seeds!r}.\n")
+    measured = {
+        family / f"seed-{s}": read_run_measured(family / f"seed-{s}", args.apgd_root)
         for family in (args.a, args.b)
-    ]
+        for s in seeds
+    }
+    check_measured_alike({folder: how for folder, (_, how) in measured.items()})
+    runs = [[measured[family / f"seed-{s}"][0] for s in seeds] for family in (args.a, args.b)]
     result = compare(*runs, margin=args.margin)
     print(f"{len(seeds)} seeds; A = {args.a.name}, B = {args.b.name}")
     for column, r in result.items():

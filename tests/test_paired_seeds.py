@@ -49,11 +49,14 @@ def test_the_paired_difference_its_standard_error_and_the_apgd_column(tmp_path, 
     assert "B ahead on 3 of 3" in capsys.readouterr().out
 
 
-def test_an_older_run_takes_its_apgd_figure_from_the_apgd_root_or_says_it_cannot(tmp_path) -> None:
+def test_an_older_run_takes_its_apgd_figure_from_the_apgd_root_or_says_it_cannot(
+    tmp_path, capsys
+) -> None:
     script = load_benchmark()
     write_run(tmp_path / "aa" / "m" / "seed-0", 0.70, beyond=None)
-    with pytest.raises(SystemExit, match="--apgd-root"):
+    with pytest.raises(SystemExit) as refused:
         script.read_run(tmp_path / "aa" / "m" / "seed-0", None)
+    assert refused.value.code == 2 and "--apgd-root" in capsys.readouterr().err
     older = tmp_path / "apgd" / "m" / "seed-0"
     older.mkdir(parents=True)
     (older / "bench-eval.json").write_text(json.dumps({"row": {"apgd_ce_t_acc": 0.72}}))
@@ -103,3 +106,48 @@ def test_a_tied_seed_does_not_count_as_b_ahead() -> None:
     a = [{column: 0.5 for column in script.FIELDS} for _ in range(3)]
     b = [{column: 0.5 + d for column in script.FIELDS} for d in (0.01, 0.0, -0.01)]
     assert {row["b_ahead"] for row in script.compare(a, b).values()} == {1}
+
+
+def _pair(tmp_path: Path, a_acc: list[float], b_acc: list[float]) -> list[str]:
+    for s, (a, b) in enumerate(zip(a_acc, b_acc, strict=True)):
+        write_run(tmp_path / "a" / f"seed-{s}", a)
+        write_run(tmp_path / "b" / f"seed-{s}", b)
+    return [str(tmp_path / "a"), str(tmp_path / "b")]
+
+
+def test_a_seed_named_twice_is_refused(tmp_path, capsys) -> None:
+    """Counted twice, three seeds read as six: p fell from 0.12 to 0.009."""
+    args = _pair(tmp_path, [0.70, 0.75, 0.80], [0.73, 0.76, 0.85])
+    with pytest.raises(SystemExit) as refused:
+        load_benchmark().main([*args, "--seeds", "0,0,1,1,2,2"])
+    assert refused.value.code == 2 and "twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("file", ["bench-eval.json", "study-eval.json"])
+def test_runs_measured_otherwise_are_not_paired(tmp_path, capsys, file: str) -> None:
+    """A seed judged on 200 test or validation digits where the others took the whole split."""
+    args = _pair(tmp_path, [0.70, 0.75, 0.80], [0.73, 0.76, 0.85])
+    for folder in [*(tmp_path / "a").iterdir(), *(tmp_path / "b").iterdir()]:
+        data = json.loads((folder / file).read_text())
+        odd = folder.name == "seed-1" and folder.parent.name == "b"
+        if file == "bench-eval.json":
+            data["asked"] = {"aa": "standard", "eval_size": 200 if odd else None}
+        else:
+            data["val_examples"] = 200 if odd else 500
+        (folder / file).write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as refused:
+        load_benchmark().main([*args, "--seeds", "0,1,2"])
+    assert refused.value.code == 2 and "measured otherwise" in capsys.readouterr().err
+
+
+def test_the_same_count_of_digits_stored_with_float32_noise_is_no_difference(tmp_path) -> None:
+    """759 of 1,000 digits as two float32 means off in the eighth decimal: without rounding,
+    every seed differed by the same −2.9e-8, so 'no spread' gave p 0 and a certain difference."""
+    script = load_benchmark()
+    for s in range(3):
+        write_run(tmp_path / "a" / f"seed-{s}", 0.7590000033, beyond=0.0)
+        write_run(tmp_path / "b" / f"seed-{s}", 0.7589999742, beyond=0.0)
+    out = tmp_path / "cmp.json"
+    script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--seeds", "0,1,2", "--json", str(out)])
+    aa = json.loads(out.read_text())["test AutoAttack"]
+    assert aa["diff_mean"] == 0 and aa["diff_p_two_sided"] == 1.0
