@@ -18,6 +18,7 @@ OUT="${OUT:-runs/gail-study}"
 FOLLOWERS="${FOLLOWERS:-adam,l2l,oneshot,adam-gp,adam-1step}"
 ENVS="${ENVS:-Pendulum-v1 Acrobot-v1}"
 mkdir -p "$OUT"
+: > "$OUT/timing.txt"  # this invocation's wall times only (a rerun reuses finished runs)
 for env in $ENVS; do
   start=$(date +%s)
   "$PY" cli.py gail-stability --env "$env" --seeds "$SEEDS" --steps "$STEPS" \

@@ -23,22 +23,23 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/gpu}"
 source benchmarks/gpu_preamble.sh
-PY="$PY" bash benchmarks/gpu_speed.sh "$out/gpu_speed" || echo "gpu_speed.sh failed: $?"
+PY="$PY" bash benchmarks/gpu_speed.sh "$out/gpu_speed" || failed "gpu_speed.sh" $?
 timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \
   --batch-size 128 --batches 5 --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused \
-  --levers "$levers" --json "$out/speed-l2l-b128.json" || echo "bench speed (L2L) failed: $?"
+  --levers "$levers" --json "$out/speed-l2l-b128.json" || failed "bench speed (L2L)" $?
 for format in channels-last no-channels-last; do  # the second is the format bench dro trains in
   name="speed-small-cnn-b64$([ "$format" = no-channels-last ] && echo -contiguous)"
   timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker slim \
     --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 "--$format" \
     --methods fgsm-rs,pgm-10,2-step-fused --levers "$levers" --json "$out/$name.json" ||
-    echo "bench speed (small CNN, $format) failed: $?"
+    failed "bench speed (small CNN, $format)" $?
 done
 # the coordinate-wise attacker at 0.25ε, which tied the default on validation (study steps 26-27)
 # with 0.48x PGM-10's operators a step: 0.40x and 0.53x a step in two leases' profiles (gpu_cost_audit.sh)
 timeout 60 "$PY" cli.py bench speed --device cuda --model small-cnn --attacker pointwise \
   --attacker-width 0.0625 --batch-size 64 --batches 10 --rounds 3 --no-channels-last \
   --methods fgsm-rs,pgm-10,2-step-fused --levers '{"attacker_random_start": true, "attacker_sign_step": 0.25, "truncated_unroll": true}' \
-  --json "$out/speed-small-cnn-b64-pointwise.json" || echo "bench speed (pointwise) failed: $?"
+  --json "$out/speed-small-cnn-b64-pointwise.json" || failed "bench speed (pointwise)" $?
 timeout 200 "$PY" cli.py bench dro --methods fgsm,pgm,2-step --seeds 0 --aa apgd-ce-t \
-  --out "$out/bench-dro" --json "$out/bench-dro-apgd.json" || echo "bench dro failed: $?"
+  --reuse --out "$out/bench-dro" --json "$out/bench-dro-apgd.json" || failed "bench dro" $?
+finish  # exit 1 if any step failed: a lease's partial results must not look complete

@@ -15,21 +15,22 @@ cd "$(dirname "$0")/.."
 out="${1:-runs/gpu-audit}"
 source benchmarks/gpu_preamble.sh
 timeout 60 "$PY" benchmarks/gpu_profile.py --no-channels-last \
-  --json "$out/profile-small-cnn-b64.json" || echo "profile (small CNN) failed: $?"
+  --json "$out/profile-small-cnn-b64.json" || failed "profile (small CNN)" $?
 timeout 40 "$PY" benchmarks/gpu_profile.py --no-channels-last --methods 2-step-fused \
   --attacker pointwise --levers '{"attacker_sign_step": 0.25}' \
-  --json "$out/profile-small-cnn-b64-pointwise.json" || echo "profile (pointwise) failed: $?"
+  --json "$out/profile-small-cnn-b64-pointwise.json" || failed "profile (pointwise)" $?
 timeout 60 "$PY" benchmarks/gpu_profile.py --model preact-resnet18 --batch-size 128 \
-  --json "$out/profile-preact18-b128.json" || echo "profile (PreAct-18) failed: $?"
+  --json "$out/profile-preact18-b128.json" || failed "profile (PreAct-18)" $?
 # bench speed's per-batch figure for the same step (gpu_check.sh's), beside the profile's
 timeout 90 "$PY" cli.py bench speed --device cuda --attacker slim --attacker-width 0.0625 \
   --batch-size 128 --batches 5 --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused \
   --levers "$levers" \
-  --json "$out/speed-l2l-b128.json" || echo "bench speed (PreAct-18) failed: $?"
+  --json "$out/speed-l2l-b128.json" || failed "bench speed (PreAct-18)" $?
 for follower in 2-step pgm; do
   timeout 60 "$PY" benchmarks/gpu_profile.py \
     --solve "--follower $follower --epochs 1 --seed 0 --out $out/audit-$follower" ||
-    echo "loop audit ($follower) failed: $?"
+    failed "loop audit ($follower)" $?
 done
 timeout 240 "$PY" cli.py bench dro --grid benchmarks/l2l/gpu-cost-seed0.json --no-autoattack \
-  --out "$out/bench-dro" --json "$out/bench-dro.json" || echo "bench dro failed: $?"
+  --reuse --out "$out/bench-dro" --json "$out/bench-dro.json" || failed "bench dro" $?
+finish  # exit 1 if any step failed: a lease's partial results must not look complete

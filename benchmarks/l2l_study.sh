@@ -210,8 +210,9 @@ DIAG="--model trades-cnn --seed 1 --gap-size 0"
 #     `make run`) was replaced by the same reading of step 21's runs (a 500-digit probe), below.
 for seed in 0 1 2; do
   "$PY" cli.py solve adversarial-dro --follower pgm --seed "$seed" --out "runs/gap-check/pgm-10-seed-$seed" &
+  pgm=$!
   "$PY" cli.py solve adversarial-dro --follower 2-step --seed "$seed" --out "runs/gap-check/default-seed-$seed"
-  wait
+  wait "$pgm"  # a bare wait returns 0 and set -e would miss a failed PGM-10 run
 done
 "$PY" benchmarks/robust_generalisation.py runs/gap-check/pgm-10-seed-{0,1,2}
 "$PY" benchmarks/robust_generalisation.py runs/gap-check/default-seed-{0,1,2}

@@ -24,11 +24,22 @@ declare -A CMDS=(
   [gail]="solve gail --env Pendulum-v1 --steps 600 --n-envs 1 --n-steps 200 --eval-episodes 1 --test-episodes 2 --follower l2l --cache-dir $TMP/demos"
 )
 status=0
+run() {  # run cli.py "$@" in the code at $1; a failure names the command and shows its tail
+  local code="$1"; shift
+  (cd "$code" && PYTHONPATH=. "$PY" cli.py "$@" >"$TMP/log" 2>&1) ||
+    { echo "$name: cli.py $* failed under $code:"; tail -5 "$TMP/log"; exit 1; }
+}
 for name in dro ait gail; do
   cmd=${CMDS[$name]}
-  (cd "$TMP/old-code" && PYTHONPATH=. "$PY" cli.py $cmd --out "$TMP/$name-unbroken" >/dev/null 2>&1)
-  (cd "$TMP/old-code" && PYTHONPATH=. "$PY" cli.py $cmd --out "$TMP/$name" --interrupt-after-epoch 1 >/dev/null 2>&1)
-  (cd "$NEW" && PYTHONPATH=. "$PY" cli.py $cmd --out "$TMP/$name" --resume >/dev/null 2>&1)
+  run "$TMP/old-code" $cmd --out "$TMP/$name-unbroken"
+  run "$TMP/old-code" $cmd --out "$TMP/$name" --interrupt-after-epoch 1
+  logged=$(wc -l < "$TMP/$name/metrics.jsonl")
+  if [ "$logged" -ne 1 ] || [ -e "$TMP/$name/results.json" ]; then  # else nothing is resumed
+    echo "$name: the old commit's run did not stop after epoch 1 ($logged epochs logged)"
+    status=1
+    continue
+  fi
+  run "$NEW" $cmd --out "$TMP/$name" --resume
   "$PY" - "$TMP/$name-unbroken/metrics.jsonl" "$TMP/$name/metrics.jsonl" "$name" <<'PYEOF' || status=1
 import json, os, sys
 redefined = os.environ["REDEFINED"].split()
