@@ -5,9 +5,10 @@ follower takes ``follower_steps`` steps up q(θ, z_φ) (a learned optimizer of a
 ``bilevel.optimizer_followers``, up the problem's ``meta_objective``). Three update modes:
 
 - ``alternating``: the paper's separate passes (θ's step, then φ's step at the updated θ), with no
-  pass computed twice: φ's step reuses g_φ's forward, whose gradient input A was made at θ
-  before its step, where Algorithm 3 would make A again at the updated θ (an approximation of
-  order the leader's step). The leader is in eval mode whenever the follower's passes run.
+  pass computed twice: φ's step reuses g_φ's forward, whose gradient input u_i was made at θ
+  before its step, as Algorithm 3 writes it (u_i and δ_i are made once per minibatch); the
+  authors' code makes both again at the updated θ, which differs by the order of the leader's
+  step. The leader is in eval mode whenever the follower's passes run.
 - ``follower-first``: the same passes in Algorithm 4's order: φ's step up q(θ, z_φ), then θ's step
   on that same z_φ (detached). For a hand-designed follower it is ``alternating``.
 - ``fused``: one forward and one backward serve θ and φ. Exact only for zero-sum problems
@@ -59,6 +60,20 @@ def check_update(update: UpdateMode | str, learnable: bool, zero_sum: bool) -> N
         )
 
 
+def takes_its_own_leader_step(problem: BilevelProblem) -> bool:
+    """Whether θ's step is the problem's own: a ``leader_step`` it overrides, or a hypergradient
+    other than Danskin's. The fused update's one backward of L is Danskin's step, so it would skip
+    either."""
+    from bilevel.hypergradients import Hypergradient, Method
+
+    method = problem.hypergradient
+    if isinstance(method, str):
+        method = Hypergradient(method)
+    if method is not None and method.method is not Method.DANSKIN:
+        return True
+    return type(problem).leader_step is not BilevelProblem.leader_step
+
+
 class _ReverseGradient(torch.autograd.Function):
     """Identity forward, negated gradient backward (Ganin & Lempitsky 2015)."""
 
@@ -81,7 +96,8 @@ class JointTrainer:
     """Owns the leader's optimizer and runs one joint step per minibatch.
 
     The leader steps with ``problem.leader_step`` (by default down L at the follower's z, or along
-    the problem's hypergradient); its checkpoint holds θ, φ, both optimizers and, when the problem
+    the problem's hypergradient), except under ``fused``, whose one backward is θ's step and which
+    refuses a problem with a step of its own; its checkpoint holds θ, φ, both optimizers and, when the problem
     has any, ``problem.state_dict()``. ``acceleration.amp`` runs every step under bf16 autocast
     (``bilevel.acceleration``). With ``leader_average``, θ̄ is updated after every step and is
     the leader that ``selected_leader`` names for validation, selection and the test.
@@ -104,6 +120,12 @@ class JointTrainer:
         if follower_steps < 1:
             raise UserError("--follower-steps must be at least 1.")
         check_update(self.update, follower.learnable, problem.zero_sum)
+        if self.update is UpdateMode.FUSED and takes_its_own_leader_step(problem):
+            raise UserError(
+                "--update fused steps θ by its one backward of L, which would skip this "
+                "problem's own leader step (its leader_step, or a hypergradient other than "
+                "Danskin's); use --update alternating or follower-first."
+            )
 
     def _set_modes(self, leader_train: bool, follower_train: bool) -> None:
         self.problem.leader.train(leader_train)
@@ -111,8 +133,9 @@ class JointTrainer:
             self.follower.train(follower_train)
 
     def step(self, batch: Batch) -> dict[str, Tensor]:
-        """One joint step; returns detached tensors (no host sync here), with the problem's
-        ``step_metrics`` beside L and q."""
+        """One joint step; returns detached tensors (no host sync here): L (``leader_loss``), q
+        where a learned follower ascends it (``follower_objective``), and the problem's
+        ``step_metrics``."""
         self.problem.begin_step(batch)
         if not self.acceleration.amp:
             out = self._step(batch)

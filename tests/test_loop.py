@@ -69,6 +69,33 @@ def test_fused_update_refuses_a_hand_designed_follower() -> None:
         JointTrainer(problem, SignGradientAscent(1, 0.1), optimizer, "fused")
 
 
+class _OwnLeaderStep(AdversarialDRO):
+    def leader_step(self, batch, z, optimizer):  # e.g. a clipped or a second-order step
+        return super().leader_step(batch, z, optimizer)
+
+
+@pytest.mark.parametrize(
+    ("problem_kind", "refused"),
+    [("unrolled", True), ("implicit-cg", True), ("leader_step", True), ("danskin", False)],
+)
+def test_fused_update_refuses_a_problem_whose_leader_step_it_would_skip(
+    problem_kind: str, refused: bool
+) -> None:
+    """The fused step takes θ down L from one backward: a hypergradient other than Danskin's,
+    or a problem's own leader_step, was silently never called."""
+    _, follower, _ = _setup(0.1, 0.1)
+    problem = (_OwnLeaderStep if problem_kind == "leader_step" else AdversarialDRO)(SmallCNN(), EPS)
+    if problem_kind != "leader_step":
+        problem.hypergradient = problem_kind
+    optimizer = torch.optim.SGD(problem.leader.parameters(), lr=0.1)
+    if refused:
+        with pytest.raises(UserError, match="would skip this problem's own leader step"):
+            JointTrainer(problem, follower, optimizer, "fused")
+    else:
+        JointTrainer(problem, follower, optimizer, "fused")  # Danskin's step is the fused one
+    JointTrainer(problem, follower, optimizer, "alternating")  # which calls the problem's step
+
+
 def test_follower_steps_gives_that_many_phi_updates() -> None:
     problem, follower, optimizer = _setup(leader_lr=0.0, follower_lr=1e-3)
     batch = image_batch(8)
