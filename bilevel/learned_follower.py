@@ -4,7 +4,8 @@
 
     z_{k+1} = Π_Z(z_k + g_φ(A_k)),        A_k = problem.follower_input([features(z_k), ∇̂_z q]),
 
-which is the one-shot naive/grad/grad-only attacker of Eq. (7) for steps = 1 and the paper's
+which is the one-shot naive or gradient attacker of Eq. (7) (grad-only, ∇ alone, is this
+project's addition) for steps = 1 and the paper's
 "2-Step L2L" RNN for steps = 2 (∇̂: ∇_z q scaled to match the norm, ``GradientScaling``). φ is
 trained online to maximise q (Algorithm 3, last line). The hand-designed followers and the
 ``Follower`` protocol it satisfies are in ``bilevel.followers``.
@@ -23,7 +24,8 @@ from bilevel.protocol import Batch, BilevelProblem, follower_gradient
 
 
 class InputMode(str, Enum):
-    """What the learned follower sees (Section 3): naive [x], grad [x, ∇], grad-only [∇]."""
+    """What the learned follower sees: naive [x] and grad [x, ∇] (Section 3), grad-only [∇] (this
+    project's addition)."""
 
     NAIVE = "naive"
     GRAD = "grad"
@@ -81,7 +83,8 @@ class LearnedFollower(nn.Module):
     gradient flows through every step, as in the reference code's 2-step attacker. ``norm`` is the
     ball's: it scales ∇ for g_φ and gives the sign step's direction (g_φ bounds its own output).
 
-    Levers beyond the paper (each off by default, so the default is the paper's follower):
+    Levers beyond the paper (each off in this class, whose default is the paper's follower; the
+    mnist5k command line turns some on, ``problems/adversarial/defaults.py``):
     ``grad_scaling`` (how ∇ is scaled), ``random_start`` (z0 uniform in Z, as FGSM-RS and PGM
     start), ``memory`` (what g_φ sees of the previous step), and ``sign_step`` s: each step adds
     a steepest-ascent step of s·ε to g_φ's output,

@@ -55,8 +55,9 @@ class BilevelProblem:
     - ``begin_step`` / ``step_metrics``: called before each joint step (nothing by default), and
       extra per-step metrics for ``metrics.jsonl`` (none by default; GAIL's discriminator
       diagnostics).
-    - ``end_step``: called with the follower's decision after each joint step (nothing by
-      default; a perturbation problem may carry it to the next epoch, ``bilevel.carry``).
+    - ``end_step``: called with each joint step's decision as soon as the follower answers,
+      before θ's step (nothing by default; a perturbation problem may carry it to the next
+      epoch, ``bilevel.carry``).
     - ``wants_decision_gradient = False`` / ``decision_gradient``: under the fused update, the
       gradient ∇_z L that the leader's own backward leaves on the decision, at the θ before its
       step (not asked by default; a perturbation problem may take one more step on each carried δ
@@ -124,7 +125,8 @@ class BilevelProblem:
         """Called once before each joint step on ``batch`` (before the follower solves)."""
 
     def end_step(self, batch: Batch, z: Decision) -> None:
-        """Called once per joint step with the follower's decision z on ``batch`` (detached)."""
+        """Called once per joint step with the follower's decision z on ``batch`` (detached), as
+        soon as the follower answers: before θ's step, at the θ that z answered."""
 
     wants_decision_gradient: bool = False
 

@@ -1,4 +1,5 @@
-"""Adversarial training as distributionally robust optimization (paper Eq. 2, 3 and 7).
+"""Adversarial training as distributionally robust optimization (paper Eq. 2 and 3; Eq. 7 is its
+learned follower, ``bilevel.learned_follower``).
 
     min_θ (1/n) Σ_i ℓ(f_θ(x_i + δ_i), y_i)   s.t.  δ_i ∈ argmax_{δ ∈ B(0, ε)} ℓ(f_θ(x_i + δ), y_i)
 
