@@ -100,8 +100,9 @@ def bench_dro(
         rows = bench_grid(spec, out, json_path, autoattack, jobs, chosen, reuse, aa, norm, eps)
         setting = _grid_setting(spec.entries().values())
     else:
+        chosen = parse_seeds(seeds) if seeds is not None else [0]
         rows = run_bench(
-            split_names(methods), epochs, parse_seeds(seeds) if seeds is not None else [0], update, out, json_path,
+            split_names(methods), epochs, chosen, update, out, json_path,
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
             norm=norm if norm is not None else "linf", eps=eps, aa_version=aa, reuse=reuse,
         )  # fmt: skip
