@@ -5,9 +5,9 @@ the return of that policy on held-out test episodes.
 
 Evaluation (every epoch, deterministic policy, ground-truth reward): the return, the normalised
 return (R − R_random) / (R_expert − R_random) (R_expert: the demonstrations' mean return; the
-expert's own score on the scored episodes is in ``results.json``), and imitation fidelity on the learner's own visited
-states: the fraction of its actions that match the expert's (discrete) or the mean absolute
-action error (continuous). Return alone can mislead: on CartPole, survival is rewarded whatever
+expert's own score on the scored episodes is in ``results.json``), and imitation fidelity on the
+learner's own visited states: the fraction of its actions that match the expert's (discrete) or
+the mean absolute action error (continuous). Return alone can mislead: on CartPole, survival is rewarded whatever
 the expert does.
 """
 

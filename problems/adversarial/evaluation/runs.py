@@ -136,8 +136,8 @@ def load_classifier(
         checkpoint = Path(model_path)
     if config and (arch is not None or dataset is not None):
         raise UserError(
-            f"--arch and --dataset apply only where no config.json is; {RunDir(run_dir).config_path} "
-            "names the model and the data set, so leave them out."
+            "--arch and --dataset apply only where no config.json is; "
+            f"{RunDir(run_dir).config_path} names the model and the data set, so leave them out."
         )
     info = dataset_info(config.get("dataset", dataset or "mnist5k"))
     name = config.get("model") or arch or dataset_default(info.name, "model")
