@@ -189,3 +189,25 @@ def test_slim_reference_is_the_authors_build() -> None:
     assert norms[1] == norms[0] + 1
     assert theirs.scale.item() == 5.0 and ours.scale.item() == 1.0
     assert theirs.out.bias is None and n_params(ours) - n_params(theirs) == 1
+
+
+def test_the_l2_bound_squashes_the_norm_by_tanh() -> None:
+    """‖δ‖₂ = ε·tanh(‖z‖₂): inside the ball and smooth; a hard clip would be inside the ball too,
+    but its gradient dies past radius 1."""
+    g = CNNAttacker(2, 1, 0.5, width=0.1, norm="l2")
+    z = torch.zeros(2, 1, 2, 2)
+    z[0, 0, 0, 0], z[1, 0, 0, 0] = 0.3, 2.0
+    norms = g.bound(z).flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, 0.5 * torch.tanh(torch.tensor([0.3, 2.0])))
+
+
+def test_the_slim_attacker_sees_its_input_through_the_skip_connection() -> None:
+    torch.manual_seed(0)
+    g = SlimAttacker(2, 1, 0.3, width=0.1).eval()
+    g(torch.rand(1, 2, 8, 8)).sum().backward()
+    assert g.out.weight.grad[:, -2:].abs().sum() > 0  # the input's channels, last in the concat
+
+
+def test_the_reference_slim_attacker_takes_the_authors_batch_norm_eps() -> None:
+    g = SlimAttacker(2, 1, 0.3, width=0.1, reference=True)
+    assert g.stem[1].eps == g.up[1].eps == 1e-3

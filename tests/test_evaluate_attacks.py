@@ -13,6 +13,7 @@ from helpers import TinyConvAttacker
 from bilevel.learned_follower import LearnedFollower
 from problems.adversarial.dro import AdversarialDRO, cw_margin
 from problems.adversarial.evaluation.attacks import (
+    Attack,
     FollowerAttack,
     TransferAttack,
     fgsm_attack,
@@ -161,3 +162,94 @@ def test_autoattack_adapter_runs_on_a_small_cpu_model(undefended) -> None:
     broken = torch.tensor([b != "" for b in attack.broken_by])
     assert torch.equal(result.correct, clean & ~broken)
     assert (clean & ~result.correct).any()  # it did break something
+
+
+class _RunnerUpAgainstTheGradient(torch.nn.Module):
+    """Logits of a one-pixel image v = x − 0.5: the true class 0 at 0, eight classes at 3v and a
+    runner-up, class 9, at 1 − 3v. Cross-entropy rises with v (eight classes gain), the CW
+    margin Z_0 − max_j Z_j falls with −v (the runner-up gains): the two losses step apart."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x.flatten(1)[:, :1] - 0.5
+        return torch.cat([torch.zeros_like(v), (3 * v).expand(-1, 8), 1 - 3 * v], 1)
+
+
+def test_pgd_cw_climbs_the_margin_and_pgd_ce_the_cross_entropy() -> None:
+    x, y, eps = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0]), 0.1
+    model = _RunnerUpAgainstTheGradient()
+    ce = pgd_attack(1, eps, 3 * eps, "ce")(model, x, y) - x
+    cw = pgd_attack(1, eps, 3 * eps, "cw")(model, x, y) - x
+    assert ce.item() == pytest.approx(eps) and cw.item() == pytest.approx(-eps)
+
+
+def test_max_perturbation_is_the_largest_over_every_batch() -> None:
+    """Batch 1 moves its digits by 0.2, batch 2 by 0.05: the run's largest is 0.2, not the last
+    batch's."""
+
+    class _Shift(Attack):
+        name, eps = "shift", 0.2
+
+        def perturb(self, model, x, y):
+            return x + (0.2 if x[0, 0, 0, 0] == 0.3 else 0.05)
+
+    x = torch.tensor([0.3, 0.3, 0.4, 0.4]).view(4, 1, 1, 1).expand(4, 1, 2, 2).clone()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    result = run_attack(_Shift(), model, x, torch.zeros(4, dtype=torch.long), batch_size=2)
+    assert result.max_perturbation["linf"] == pytest.approx(0.2)
+
+
+def test_an_attack_outside_the_box_is_a_bug_even_inside_the_ball() -> None:
+    class _PastOne(Attack):
+        name, eps = "past-one", 0.1
+
+        def perturb(self, model, x, y):
+            return x + 0.05  # within ε of x = 1, but above 1
+
+    with pytest.raises(RuntimeError, match="box"):
+        _PastOne()(torch.nn.Flatten(), torch.ones(2, 1, 2, 2), torch.zeros(2, dtype=torch.long))
+
+
+def test_the_autoattack_adapter_keeps_its_settings_and_its_kind() -> None:
+    assert AutoAttackAdapter(0.1, ("square",), square_queries=300).params()["square_queries"] == 300
+    assert AutoAttackAdapter(0.1, ("apgd-ce", "square")).white_box  # any gradient component
+    assert not AutoAttackAdapter(0.1, ("square",)).white_box
+
+
+def test_the_cascade_credits_each_break_to_the_first_attack_that_made_it() -> None:
+    """What APGD-CE breaks alone it breaks first in the cascade, and Square sees only the rest:
+    the shattered-gradients reading counts what Square adds beyond APGD."""
+    model, (x, y) = train_mlp(seed=0), split_head(12)
+    alone = AutoAttackAdapter(0.06, ("apgd-ce",), seed=0)
+    run_attack(alone, model, x, y)
+    cascade = AutoAttackAdapter(0.06, ("apgd-ce", "square"), seed=0, square_queries=500)
+    run_attack(cascade, model, x, y)
+    assert "apgd-ce" in alone.broken_by
+    pairs = zip(alone.broken_by, cascade.broken_by, strict=True)
+    assert all(c == "apgd-ce" for a, c in pairs if a == "apgd-ce")
+
+
+def test_random_noise_draws_as_many_samples_as_asked() -> None:
+    calls = []
+
+    class _NeverBroken(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            return torch.stack([torch.ones(len(x)), torch.zeros(len(x))], 1)
+
+    x = torch.full((3, 1, 2, 2), 0.5)
+    RandomNoise(0.1, samples=7)(_NeverBroken(), x, torch.zeros(3, dtype=torch.long))
+    assert len(calls) == 7
+
+
+def test_cw_linf_keeps_the_first_break_not_the_last_iterate() -> None:
+    """Class 1 wins only for x in (0.55, 0.65): Adam's momentum carries the iterate through the
+    band and out, so the last iterate is unbroken; the attack keeps the point that broke."""
+
+    class _Band(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            v = x.flatten(1)[:, :1]
+            return torch.cat([torch.zeros_like(v), 1 - 20 * (v - 0.6).abs()], 1)
+
+    x, y = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0])
+    x_adv = CarliniWagnerLinf(0.3, iterations=12, lr=0.1)(_Band(), x, y)
+    assert _Band()(x_adv).argmax(1).item() == 1

@@ -104,3 +104,19 @@ def test_a_decay_outside_0_1_is_one_sentence(tmp_path: Path, decay: str) -> None
     result = CliRunner().invoke(app, [*TINY, "--leader-ema", decay, "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "--leader-ema must be in [0, 1)" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_batch_norm_statistics_are_averaged_too() -> None:
+    """θ̄ of a network with batch norm is evaluated with its own running statistics: their
+    average, not the statistics it was built with (SmallCNN has none, so no test saw them)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    average = LeaderAverage(net, 0.5)
+    expected = None
+    for _ in range(3):
+        net.train()
+        net(torch.randn(8, 3) + 2.0)
+        average.update(net)
+        mean = net[1].running_mean.clone()
+        expected = mean if expected is None else 0.5 * expected + 0.5 * mean
+    torch.testing.assert_close(average.module[1].running_mean, expected)

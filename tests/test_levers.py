@@ -70,6 +70,20 @@ def test_leader_optimizer_and_schedule_are_built_as_asked() -> None:
     assert optimizer.param_groups[0]["lr"] == 0.05  # mnist5k's SGD default, held
 
 
+def test_the_multistep_schedule_cuts_the_rate_tenfold_and_adam_keeps_weight_decay() -> None:
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    cfg = DROConfig(schedule="multistep", epochs=4, milestones=[2]).resolve()
+    optimizer = leader_optimizer(cfg, params)
+    schedule, lr0 = lr_schedule(cfg, optimizer), optimizer.param_groups[0]["lr"]
+    for _ in range(2):
+        optimizer.step()
+        schedule.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr0)  # Madry et al.'s ×0.1
+    adam = DROConfig(leader_optimizer="adam").resolve()
+    decay = leader_optimizer(adam, params).param_groups[0]["weight_decay"]
+    assert adam.weight_decay > 0 and decay == adam.weight_decay
+
+
 def test_batch_scaling_gives_one_scale_per_batch_and_sample_one_per_sample() -> None:
     g = torch.randn(4, 1, 5, 5) * torch.tensor([1e-3, 1.0, 7.0, 0.1]).view(4, 1, 1, 1)
     batch = GradientScaling.BATCH(g)

@@ -126,3 +126,13 @@ def test_bad_norm_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "Unknown --norm 'l1'; choose one of: linf, l2." in result.output
     assert not out.exists()
+
+
+def test_the_linf_random_start_is_uniform_over_the_whole_ball() -> None:
+    """U(−ε, ε) per coordinate: both signs, mean 0 and standard deviation ε/√3 (a start drawn
+    from U(0, ε) covers one orthant, and no test saw it)."""
+    torch.manual_seed(0)
+    delta = Norm.LINF.sample(torch.zeros(4000, 1, 5, 5), 0.3)
+    assert delta.min() < -0.29 and delta.max() > 0.29
+    assert abs(delta.mean().item()) < 0.003
+    assert abs(delta.std().item() - 0.3 / 3**0.5) < 0.003

@@ -151,3 +151,27 @@ def test_the_same_count_of_digits_stored_with_float32_noise_is_no_difference(tmp
     script.main([str(tmp_path / "a"), str(tmp_path / "b"), "--seeds", "0,1,2", "--json", str(out)])
     aa = json.loads(out.read_text())["test AutoAttack"]
     assert aa["diff_mean"] == 0 and aa["diff_p_two_sided"] == 1.0
+
+
+def test_the_margin_applies_to_the_robust_columns_only() -> None:
+    script = load_benchmark()
+    a = [{c: 0.5 + 0.01 * i for c in script.FIELDS} for i in range(3)]
+    b = [{c: 0.52 + 0.013 * i for c in script.FIELDS} for i in range(3)]
+    out = script.compare(a, b, margin=0.02)
+    assert all("margin" in out[c] for c in script.ROBUST)
+    assert "margin" not in out["test clean"] and "margin" not in out["train CPU s"]
+
+
+def test_apgd_figures_from_the_apgd_root_pair_with_runs_that_carry_their_own(tmp_path) -> None:
+    """A's APGD figure read from --apgd-root (asked recorded there), B's from its own cascade:
+    one source a side is no mismatch."""
+    for family, beyond in (("a", None), ("b", 0.01)):
+        for s in (0, 1):
+            write_run(tmp_path / family / f"seed-{s}", 0.7 + 0.01 * s, beyond=beyond)
+    for s in (0, 1):
+        older = tmp_path / "apgd" / "a" / f"seed-{s}"
+        older.mkdir(parents=True)
+        row = {"row": {"apgd_ce_t_acc": 0.72}, "asked": {"aa": "apgd-ce-t"}}
+        (older / "bench-eval.json").write_text(json.dumps(row))
+    args = [str(tmp_path / "a"), str(tmp_path / "b"), "--seeds", "0,1"]
+    assert load_benchmark().main([*args, "--apgd-root", str(tmp_path / "apgd")]) == 0

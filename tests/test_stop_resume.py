@@ -267,3 +267,15 @@ def test_resume_repairs_a_truncated_metrics_line(unbroken, tmp_path) -> None:
     (out / "metrics.jsonl").write_text(text[: len(text) // 2])  # a line cut in the middle
     assert solve(out, "--resume").exit_code == 0
     assert same_as(out, unbroken)
+
+
+def test_the_signal_handlers_are_given_back_after_training() -> None:
+    """After a run, Ctrl-C is the caller's again (a kept handler would swallow it)."""
+    import signal
+
+    from bilevel.stopping import StopRequests
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with StopRequests():
+        pass
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
