@@ -18,8 +18,11 @@ OUT="${OUT:-runs/gail-study}"
 FOLLOWERS="${FOLLOWERS:-adam,l2l,oneshot,adam-gp,adam-1step}"
 ENVS="${ENVS:-Pendulum-v1 Acrobot-v1}"
 mkdir -p "$OUT"
-: > "$OUT/timing.txt"  # this invocation's wall times only (a rerun reuses finished runs)
+touch "$OUT/timing.txt"
 for env in $ENVS; do
+  # one line a task: a rerun's time replaces the last one's, the other tasks' lines stay
+  { grep -v "^$env: " "$OUT/timing.txt" || true; } > "$OUT/timing.txt.new"
+  mv "$OUT/timing.txt.new" "$OUT/timing.txt"
   start=$(date +%s)
   "$PY" cli.py gail-stability --env "$env" --seeds "$SEEDS" --steps "$STEPS" \
     --followers "$FOLLOWERS" --jobs "$JOBS" --out "$OUT/$env"

@@ -43,7 +43,7 @@ AIT_LEVERS='{"attacker_random_start": true, "attacker_sign_step": 0.625, "attack
 "$PY" cli.py bench l2l --grid benchmarks/l2l/screen3.json --out runs/l2l-screen3   # cost levers
 "$PY" cli.py bench dro --grid benchmarks/l2l/final-test.json --reuse --out runs/l2l-final \
   --seeds 0,1,2 --aa apgd-ce-t --jobs 2 --json benchmarks/results/final-test.json
-"$PY" cli.py bench ait --methods ait,2-step --directions toward --seeds 0,1,2 \
+"$PY" cli.py bench ait --methods ait,2-step --directions toward --seeds 0,1,2 --reuse \
   --levers "$AIT_LEVERS" --out runs/bench-ait-l2l --json benchmarks/results/bench-ait.json
 for width in 0.0625 0.125; do   # the default width, and the study's first choice
   "$PY" cli.py bench speed --attacker slim --attacker-width "$width" --batch-size 32 --batches 2 \
@@ -82,7 +82,7 @@ done
   --aa standard --jobs 2 --json benchmarks/results/carry-b64-test-aa.json
 "$PY" benchmarks/carried_gap.py runs/l2l-b64/default_carried_delta{,_1_of_2_steps_learned}/seed-{0,1,2} \
   runs/l2l-b64/pgm-2_carried_delta/seed-0 runs/l2l-b64/K_1_carried_delta/seed-0
-"$PY" cli.py bench ait --methods ait,2-step --directions toward --seeds 0,1,2 \
+"$PY" cli.py bench ait --methods ait,2-step --directions toward --seeds 0,1,2 --reuse \
   --levers "${AIT_LEVERS%\}}, \"carry_decision\": true, \"plain_steps\": 1}" --out runs/bench-ait-carry \
   --json benchmarks/results/bench-ait-carry.json
 # 8. the truncated unroll (φ through the last g_φ call only; the mnist5k default since): 3 seeds
@@ -98,7 +98,7 @@ for seed in 0 1 2; do copy_for_aa runs/l2l-b64 runs/l2l-b64-aa "$seed"; done
 "$PY" cli.py bench speed --attacker slim --attacker-width 0.0625 --batch-size 32 --batches 2 \
   --rounds 3 --methods fgsm-rs,pgm-10,2-step-fused --json benchmarks/results/speed-truncated-b32.json \
   --levers '{"attacker_random_start": true, "attacker_sign_step": 0.625, "truncated_unroll": true}'
-"$PY" cli.py bench ait --methods 2-step --directions toward --seeds 0,1,2 \
+"$PY" cli.py bench ait --methods 2-step --directions toward --seeds 0,1,2 --reuse \
   --levers "${AIT_LEVERS%\}}, \"carry_decision\": true, \"truncated_unroll\": true}" \
   --out runs/bench-ait-truncated --json benchmarks/results/bench-ait-truncated.json
 # 9. spending the cost budget: the truncated default with an 11th epoch (0.47x) or the leader's

@@ -98,8 +98,8 @@ class JointTrainer:
     The leader steps with ``problem.leader_step`` (by default down L at the follower's z, or along
     the problem's hypergradient), except under ``fused``, whose one backward is θ's step and which
     refuses a problem with a step of its own; its checkpoint holds θ, φ, both optimizers and, when
-    the problem has any, ``problem.state_dict()``. ``acceleration.amp`` runs every step under bf16 autocast
-    (``bilevel.acceleration``). With ``leader_average``, θ̄ is updated after every step and is
+    the problem has any, ``problem.state_dict()``. ``acceleration.amp`` runs every step under bf16
+    autocast (``bilevel.acceleration``). With ``leader_average``, θ̄ is updated after every step and is
     the leader that ``selected_leader`` names for validation, selection and the test.
     """
 

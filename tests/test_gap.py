@@ -206,7 +206,7 @@ def test_the_gap_measures_g_phi_in_eval_mode_and_leaves_its_statistics_alone() -
 
 def test_the_ratio_keeps_its_sign_when_pgd_lowers_the_loss() -> None:
     """(L_f − L_clean) / (L_PGD − L_clean) with L_PGD below L_clean (a model PGD cannot hurt):
-    the follower's rise over PGD's drop, 0.5 here, not a NaN."""
+    the follower's drop over PGD's drop, 0.5 here, not a NaN."""
     from problems.adversarial.gap import _ratio
 
     ratio = _ratio(0.75, {"k_clean_loss": 1.0, "k_pgd10_loss": 0.5}, "k_")

@@ -34,9 +34,9 @@ LEVERS = typer.Option(
 
 REUSE = typer.Option(
     False,
-    help="Evaluate a finished run of the same configuration in --out (e.g. a study's: its --grid "
-    "and --out) instead of training it again; without it, a finished run there is refused, "
-    "never deleted.",
+    help="Evaluate a finished run of the same configuration in --out (e.g. one an earlier bench "
+    "or a study trained there) instead of training it again; without it, a finished run there is "
+    "refused, never deleted.",
 )
 
 

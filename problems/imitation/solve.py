@@ -7,8 +7,8 @@ Evaluation (every epoch, deterministic policy, ground-truth reward): the return,
 return (R − R_random) / (R_expert − R_random) (R_expert: the demonstrations' mean return; the
 expert's own score on the scored episodes is in ``results.json``), and imitation fidelity on the
 learner's own visited states: the fraction of its actions that match the expert's (discrete) or
-the mean absolute action error (continuous). Return alone can mislead: on CartPole, survival is rewarded whatever
-the expert does.
+the mean absolute action error (continuous). Return alone can mislead: on CartPole, survival is
+rewarded whatever the expert does.
 """
 
 from __future__ import annotations

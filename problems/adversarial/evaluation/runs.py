@@ -155,8 +155,8 @@ def threat_model(
     older than ``--norm``, ``LEGACY_VALUES``) and, unless ``eps`` is given, its ε. A plain model
     file has no ``config`` ({}): ``norm`` or L∞, ``eps`` or the data set's ε for that norm
     (``dataset_default``). A ``norm`` that contradicts the run's is one sentence: a run is attacked
-    in the ball it was trained against. ε ∈ (0, 1] under L∞ (a larger ε allows any image), ε > 0
-    under L2."""
+    in the ball it was trained against. ε ∈ (0, 1] under L∞ (a larger ε allows any image),
+    ε ∈ (0, √(C·H·W)] under L2 (the images' diameter)."""
     if norm is not None:
         choose("--norm", norm, NORMS)
     taken = {}  # the values read from the run's config.json: a refusal of one names the file
