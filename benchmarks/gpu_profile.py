@@ -36,6 +36,9 @@ from bilevel.run import atomic_write_text  # noqa: E402
 from problems.adversarial.speed import SpeedConfig, make_trainer, synchronize  # noqa: E402
 
 # the host-side CUDA runtime calls that wait for the device (or for queued work) to finish
+# every runtime and driver kernel launch: the Ex / ExC forms (cudaLaunchKernelExC, cuLaunchKernelEx)
+# launch kernels too, and an exact match on the two plain names would miss them
+LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel")
 WAITING_CALLS = (
     "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy", "cudaEventSynchronize"
 )  # fmt: skip
@@ -129,7 +132,7 @@ def profile_method(method: str, cfg: SpeedConfig, device: torch.device, steps: i
         e for e in events if cuda and str(e.device_type).endswith("CUDA") and not _annotation(e)
     ]
     waits = {e.key: e.count / steps for e in events if e.key.startswith(WAITING_CALLS)}
-    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel"))
+    launches = sum(e.count for e in events if e.key.startswith(LAUNCH_CALLS))
     kernel_s = sum(_device_us(e) for e in kernels) / steps / 1e6
     row = {
         "method": method,
