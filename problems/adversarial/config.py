@@ -237,8 +237,7 @@ class AdversarialConfig:
             self.unroll = LEARNED[self.follower][0]
         if self.device == "auto":  # config.json records the device the run used
             self.device = resolve_device("auto").type
-        info = dataset_info(self.dataset)
-        self.eps = check_eps(self.eps, self.norm, info.in_channels * info.image_size**2)
+        self.eps = check_eps(self.eps, self.norm, dataset_info(self.dataset).pixels)
         require_counts(self, COUNTS)  # before any default is computed from them
         check_unroll(self, truncated_asked)
         cifar = self.dataset != "mnist5k"

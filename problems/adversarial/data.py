@@ -56,6 +56,11 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def pixels(self) -> int:
+        """Values in one image, C·H·W (its L2 diameter in [0, 1] is the square root)."""
+        return self.in_channels * self.image_size**2
+
 
 _INFO = {  # name, classes, channels, size, mean, std
     "mnist5k": DatasetInfo("mnist5k", 10, 1, 28, (0.1307,), (0.3081,)),

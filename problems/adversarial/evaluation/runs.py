@@ -175,9 +175,7 @@ def threat_model(
         eps = taken["eps"] = config["eps"]
     with blame_recorded(taken, RunDir(source).config_path, "fix it there or give --eps"):
         default = dataset_default(dataset, "eps", ball.value)  # only where none is given
-        info = dataset_info(dataset)
-        pixels = info.in_channels * info.image_size**2
-        return ball, check_eps(default if eps is None else eps, ball, pixels)
+        return ball, check_eps(default if eps is None else eps, ball, dataset_info(dataset).pixels)
 
 
 def learned_attack_loss(run_dir: Path) -> str:
