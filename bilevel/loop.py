@@ -42,9 +42,13 @@ class UpdateMode(str, Enum):
     FUSED = "fused"
 
 
-def check_update(update: UpdateMode | str, learnable: bool, zero_sum: bool) -> None:
-    """The update mode's rules, in one place: ``fused`` needs a learned follower (φ to step) and a
-    zero-sum problem (one backward serves L and q only when q = L). One sentence otherwise."""
+def check_update(
+    update: UpdateMode | str, learnable: bool, zero_sum: bool, own_leader_step: bool = False
+) -> None:
+    """The update mode's rules, in one place: ``fused`` needs a learned follower (φ to step), a
+    zero-sum problem (one backward serves L and q only when q = L), and no leader step of the
+    problem's own (``takes_its_own_leader_step``: that backward is θ's step, so it would skip
+    it). One sentence otherwise."""
     if UpdateMode(update) is not UpdateMode.FUSED:
         return
     if not learnable:
@@ -57,6 +61,12 @@ def check_update(update: UpdateMode | str, learnable: bool, zero_sum: bool) -> N
             "--update fused needs a zero-sum problem (follower objective = leader loss), and this "
             "problem's follower objective is not its leader loss; use --update alternating or "
             "follower-first."
+        )
+    if own_leader_step:
+        raise UserError(
+            "--update fused steps θ by its one backward of L, which would skip this problem's "
+            "own leader step (its leader_step, or a hypergradient other than Danskin's); use "
+            "--update alternating or follower-first."
         )
 
 
@@ -119,13 +129,8 @@ class JointTrainer:
         self.update, self.follower_steps = UpdateMode(update), follower_steps
         if follower_steps < 1:
             raise UserError("--follower-steps must be at least 1.")
-        check_update(self.update, follower.learnable, problem.zero_sum)
-        if self.update is UpdateMode.FUSED and takes_its_own_leader_step(problem):
-            raise UserError(
-                "--update fused steps θ by its one backward of L, which would skip this "
-                "problem's own leader step (its leader_step, or a hypergradient other than "
-                "Danskin's); use --update alternating or follower-first."
-            )
+        own = self.update is UpdateMode.FUSED and takes_its_own_leader_step(problem)
+        check_update(self.update, follower.learnable, problem.zero_sum, own_leader_step=own)
 
     def _set_modes(self, leader_train: bool, follower_train: bool) -> None:
         self.problem.leader.train(leader_train)
