@@ -155,17 +155,14 @@ def run_bench(
     configs = {  # every bad option stops the bench before it reads or trains anything
         (label, seed): make(seed).resolve() for label, make in entries.items() for seed in seeds
     }
-    for (label, seed), cfg in configs.items():  # before anything trains or is deleted
-        run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
-        check_finished_run(cfg, run_dir)
-        if not reuse and (run_dir / "results.json").is_file():
-            raise UserError(
-                f"{run_dir} holds a finished run of this configuration; pass --reuse to evaluate "
-                "it as it is, or delete that folder to train it again."
-            )
+    run_dirs = {
+        (label, seed): Path(out) / folder_name(label) / f"seed-{seed}" for label, seed in configs
+    }
+    for key, cfg in configs.items():  # before anything trains or is deleted
+        check_finished_run(cfg, run_dirs[key], reuse)
     work, runs = [], []
     for (label, seed), cfg in configs.items():
-        run_dir = Path(out) / folder_name(label) / f"seed-{seed}"
+        run_dir = run_dirs[label, seed]
         results = (reuse and finished_results(cfg, run_dir)) or train(cfg, run_dir)
         work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw, aa_version))
         ball = {} if cfg.norm == Norm.LINF else {"norm": cfg.norm, "eps": cfg.eps}

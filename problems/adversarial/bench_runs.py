@@ -44,9 +44,11 @@ def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
     return json.loads(results_path.read_text())
 
 
-def check_finished_run(cfg: DROConfig, run_dir: Path) -> None:
+def check_finished_run(cfg: DROConfig, run_dir: Path, reuse: bool = True) -> None:
     """One sentence where ``run_dir`` holds a finished run (``results.json``) with other options
-    than ``cfg``: reusing runs, a bench or study would delete it to train ``cfg`` again."""
+    than ``cfg``: reusing runs, a bench or study would delete it to train ``cfg`` again. Without
+    ``reuse`` (a bench without --reuse), a finished run of ``cfg``'s own options is refused too,
+    never deleted."""
     if not (run_dir / "results.json").is_file():
         return
     if differences := recorded_differences(cfg, run_dir):
@@ -57,6 +59,11 @@ def check_finished_run(cfg: DROConfig, run_dir: Path) -> None:
         raise UserError(
             f"{run_dir} holds a finished run with other options ({shown}); use another "
             "--out or the options it was run with, or delete that folder to train it again."
+        )
+    if not reuse:
+        raise UserError(
+            f"{run_dir} holds a finished run of this configuration; pass --reuse to evaluate "
+            "it as it is, or delete that folder to train it again."
         )
 
 
