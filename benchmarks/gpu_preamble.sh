@@ -9,11 +9,10 @@ mkdir -p "$out"
 export PYTHONPATH="$PWD/.devsite${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY="${PY:-python3}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 fails=0
 failed() { echo "$1 failed: $2"; fails=$((fails + 1)); }
 finish() { [ "$fails" -eq 0 ] || { echo "$fails step(s) failed"; exit 1; }; }
-"$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' ||
+"$PY" -c 'import sys, torch; cuda = torch.cuda.is_available(); print("torch", torch.__version__, "cuda", cuda); sys.exit(0 if cuda else 1)' ||
   { echo "CUDA is not available to $PY, so every step would measure the CPU; stopping."; exit 2; }
 levers="$("$PY" -c 'import json; from problems.adversarial.speed import mnist5k_step_levers as l; print(json.dumps(l()))')" ||
   { echo "The default's levers could not be read (problems/adversarial/speed.py); stopping."; exit 2; }
