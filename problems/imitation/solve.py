@@ -130,12 +130,17 @@ def evaluate(
     expert_actions = np.stack([expert(o) for o in r.observations]).reshape(len(r.actions), -1)
     actions = r.actions.reshape(len(r.actions), -1)
     ret = float(r.episode_returns.mean())
-    out = {"return": ret, "normalised_return": (ret - r_random) / (r_expert - r_random)}
+    out = {"return": ret, "normalised_return": normalised_return(ret, r_random, r_expert)}
     if problem.disc.discrete:
         out["action_agreement"] = float((expert_actions == actions).mean())
     else:
         out["action_error"] = float(np.abs(expert_actions - actions).mean())
     return out
+
+
+def normalised_return(ret: float, r_random: float, r_expert: float) -> float:
+    """(R − R_random) / (R_expert − R_random): 0 is a random policy, 1 the demonstrations."""
+    return (ret - r_random) / (r_expert - r_random)
 
 
 def random_return(env_id: str, seed: int) -> float:
@@ -153,7 +158,7 @@ def expert_reference(
     is the expert's mean over its demonstration episodes, other start states than these, so the
     expert itself reads near 1, not 1, here: the ceiling to read a learner's score against."""
     ret = float(rollout(env_id, expert, episodes, seed).episode_returns.mean())
-    return (ret - r_random) / (r_expert - r_random)
+    return normalised_return(ret, r_random, r_expert)
 
 
 def solve_gail(
