@@ -31,7 +31,9 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bilevel.errors import UserError  # noqa: E402
 from bilevel.files import atomic_write_text  # noqa: E402
+from bilevel.options import check_seeds  # noqa: E402
 from problems.adversarial.bench import mean_std  # noqa: E402
 
 FIELDS = {  # column: how to read it from a run folder's cached files
@@ -57,19 +59,13 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def read_run(folder: Path, apgd_root: Path | None) -> dict[str, float]:
-    """One run folder's figures, by column; a missing file is one sentence. Each accuracy is
-    rounded to 6 decimals: the cached ones are float32 means, so the same count of digits could
-    differ in the eighth decimal between files, a difference no seed has (two counts of n ≤ 10⁶
-    digits differ by 1e-6 or more, so rounding keeps them apart)."""
-    return read_run_measured(folder, apgd_root)[0]
-
-
-def read_run_measured(
-    folder: Path, apgd_root: Path | None
-) -> tuple[dict[str, float], dict[str, Any]]:
-    """``read_run``, and how each figure was measured (what the test evaluations were asked, the
-    count of validation digits): a comparison holds only between figures measured alike."""
+def read_run(folder: Path, apgd_root: Path | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """One run folder's figures, by column, and how they were measured (what the test evaluations
+    were asked, the count of validation digits: a comparison holds only between figures measured
+    alike); a missing file is one sentence. Each accuracy is rounded to 6 decimals: the cached
+    ones are float32 means, so the same count of digits could differ in the eighth decimal
+    between files, a difference no seed has (two counts of n ≤ 10⁶ digits differ by 1e-6 or
+    more, so rounding keeps them apart)."""
     test = _read(folder / "bench-eval.json")
     files = {"row": test["row"], "study": _read(folder / "study-eval.json")}
     files["results"] = _read(folder / "results.json")
@@ -175,10 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"--seeds must be comma-separated integers; got {args.seeds!r}.\n")
     if len(seeds) < 2:
         parser.exit(2, f"--seeds needs at least two seeds for a paired t; got {args.seeds!r}.\n")
-    if len(set(seeds)) < len(seeds):  # a seed counted twice would halve the standard error
-        parser.exit(2, f"--seeds names a seed twice; name each once. Got {args.seeds!r}.\n")
+    try:  # a seed counted twice would halve the standard error
+        check_seeds(seeds, "--seeds")
+    except UserError as err:
+        refuse(str(err))
     measured = {
-        family / f"seed-{s}": read_run_measured(family / f"seed-{s}", args.apgd_root)
+        family / f"seed-{s}": read_run(family / f"seed-{s}", args.apgd_root)
         for family in (args.a, args.b)
         for s in seeds
     }

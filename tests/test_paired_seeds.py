@@ -61,7 +61,7 @@ def test_an_older_run_takes_its_apgd_figure_from_the_apgd_root_or_says_it_cannot
     older.mkdir(parents=True)
     (older / "bench-eval.json").write_text(json.dumps({"row": {"apgd_ce_t_acc": 0.72}}))
     assert (
-        script.read_run(tmp_path / "aa" / "m" / "seed-0", tmp_path / "apgd")["test APGD-CE+T"]
+        script.read_run(tmp_path / "aa" / "m" / "seed-0", tmp_path / "apgd")[0]["test APGD-CE+T"]
         == 0.72
     )
 
