@@ -254,3 +254,21 @@ def test_cw_linf_keeps_the_first_break_not_the_last_iterate() -> None:
     x, y = torch.full((1, 1, 1, 1), 0.5), torch.tensor([0])
     x_adv = CarliniWagnerLinf(0.3, iterations=12, lr=0.1)(_Band(), x, y)
     assert _Band()(x_adv).argmax(1).item() == 1
+
+
+def test_a_learned_attacker_attacks_at_the_evaluations_eps_as_the_warm_up_trains_it(
+    undefended,
+) -> None:
+    """g_φ trained at ε = 0.1 and evaluated at ε = 0.2 takes the steps it would take with its
+    bound set to 0.2 (what the training ε warm-up does), not steps of the trained ε projected
+    into the larger ball; its trained bound is given back afterwards."""
+    model, x, y = undefended
+    follower = _learned_attacker(model, 0.1)
+    torch.manual_seed(0)
+    at_trained = FollowerAttack("learned", follower, 0.2).perturb(model, x, y)
+    assert follower.net.eps == 0.1
+    follower.net.eps = 0.2
+    torch.manual_seed(0)
+    rescaled = FollowerAttack("learned", follower, 0.2).perturb(model, x, y)
+    assert torch.equal(at_trained, rescaled)
+    assert (at_trained - x).abs().max() > 0.1 + 1e-3  # beyond the trained bound's reach

@@ -187,6 +187,18 @@ class FollowerAttack(Attack):
         return [self.follower] if isinstance(self.follower, nn.Module) else []
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        net = self.follower.net if isinstance(self.follower, LearnedFollower) else None
+        if net is None or not isinstance(net.eps, float) or net.eps == self.eps:
+            return self._perturb(model, x, y)
+        # g_φ's bound, and the sign step and δ memory scaled by it, at this evaluation's ε, as
+        # the training ε warm-up sets them (``solve.set_eps``); given back after the attack
+        trained, net.eps = net.eps, self.eps
+        try:
+            return self._perturb(model, x, y)
+        finally:
+            net.eps = trained
+
+    def _perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         ascent = "margin" if self.loss == "cw" else "ce"
         problem = AdversarialDRO(model, self.eps, self.norm, ascent=ascent)
         x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)

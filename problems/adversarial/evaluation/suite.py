@@ -160,5 +160,6 @@ def _learned(name: str, follower: LearnedFollower, source: str, o: SuiteOptions)
         extra["trained_norm"] = follower.norm.value
     # g_φ sees the gradient it trained on: the CW margin's for a run of --ascent-loss margin
     loss = o.learned_losses.get(source, "ce")
-    # g_φ is deterministic: one try; its steps are projected onto this evaluation's ball
+    # g_φ is deterministic: one try; its bound is this evaluation's ε (``trained_eps`` records
+    # the one it was trained at) and its steps are projected onto this evaluation's ball
     return FollowerAttack(name, follower, o.eps, loss, 1, extra, o.norm)
