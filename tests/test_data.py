@@ -267,6 +267,47 @@ def test_pickle_with_code_is_refused(tmp_path, capsys):
     assert "pwned" not in capsys.readouterr().out
 
 
+_GOOD_PIXELS = _flat(range(4))
+
+
+@pytest.mark.parametrize(
+    "pixels, labels, found",
+    [
+        (_GOOD_PIXELS / 255.0, [0, 1, 2, 3], "float64, not uint8"),  # would load as black
+        (np.full((4, 3072), 300, dtype=np.int64), [0, 1, 2, 3], "int64, not uint8"),  # 300 -> 44
+        (_GOOD_PIXELS, [10, 1, 2, 3], "outside 0..9"),
+        (_GOOD_PIXELS, [-1, 1, 2, 3], "outside 0..9"),
+        (_GOOD_PIXELS, [0.0, 1.0, 2.0, 3.0], "not 1-D integers"),
+        (_GOOD_PIXELS, [[0], [1], [2], [3]], "not 1-D integers"),
+    ],
+    ids=[
+        "float-pixels",
+        "pixels-over-255",
+        "label-10",
+        "label-minus-1",
+        "float-labels",
+        "2d-labels",
+    ],
+)
+def test_pixels_and_labels_are_refused_not_cast(tmp_path, pixels, labels, found):
+    folder = _make_cifar10(tmp_path)
+    blob = pickle.dumps({b"data": pixels, b"labels": labels})
+    (folder / "test_batch").write_bytes(blob)
+    with pytest.raises(UserError, match="test_batch is corrupt") as err:
+        data.load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=10)
+    assert found in str(err.value) and "\n" not in str(err.value)
+
+
+def test_labels_are_checked_against_the_data_sets_own_classes(tmp_path):
+    folder = _make_cifar100(tmp_path)
+    (folder / "test").write_bytes(pickle.dumps({b"data": _GOOD_PIXELS, b"fine_labels": [99] * 4}))
+    s = data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
+    assert s.test[1].tolist() == [99] * 4 and s.test[1].dtype == torch.int64
+    (folder / "test").write_bytes(pickle.dumps({b"data": _GOOD_PIXELS, b"fine_labels": [100] * 4}))
+    with pytest.raises(UserError, match="outside 0..99"):
+        data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
+
+
 # ---------------------------------------------------------------- batching
 
 

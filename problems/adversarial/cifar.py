@@ -42,18 +42,21 @@ _CIFAR = {
 
 
 def read_cifar(
-    name: str, data_dir: Path, download: bool
+    name: str, data_dir: Path, download: bool, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """uint8 ``[N, 3072]`` training images, their labels, then the test images and labels of
-    ``name`` (``"cifar10"`` or ``"cifar100"``), read from ``data_dir``."""
+    """uint8 ``[N, 3072]`` training images, their labels in ``[0, num_classes)``, then the test
+    images and labels of ``name`` (``"cifar10"`` or ``"cifar100"``), read from ``data_dir``."""
     source = _CIFAR[name]
     root = data_dir.expanduser()
     if not (root / source.folder).is_dir():
         _download_or_fail(name, source, root, download)
     parts = [
-        _read_cifar_batch(root / source.folder / f, source.label_key) for f in source.train_files
+        _read_cifar_batch(root / source.folder / f, source.label_key, num_classes)
+        for f in source.train_files
     ]
-    x_test, y_test = _read_cifar_batch(root / source.folder / source.test_file, source.label_key)
+    x_test, y_test = _read_cifar_batch(
+        root / source.folder / source.test_file, source.label_key, num_classes
+    )
     return (
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
@@ -104,8 +107,12 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one CIFAR pickle: uint8 ``[N, 3072]`` images (R, G, B planes) and int labels."""
+def _read_cifar_batch(
+    path: Path, label_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR pickle: uint8 ``[N, 3072]`` images (R, G, B planes) and int labels in
+    ``[0, num_classes)``. Nothing is cast: float or wider pixels and labels out of range are
+    refused, not silently wrapped or left to fail later inside the loss."""
     if not path.is_file():
         raise UserError(
             f"{path} is missing; download the data set again into --data-dir "
@@ -117,8 +124,16 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
         if not isinstance(batch, dict):
             raise ValueError(f"expected a dict, found {type(batch).__name__}")
         batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-        images = np.asarray(batch["data"], dtype=np.uint8)
-        labels = np.asarray(batch[label_key], dtype=np.int64)
+        images = np.asarray(batch["data"])
+        labels = np.asarray(batch[label_key])
+        if images.dtype != np.uint8:
+            raise ValueError(f"pixels are {images.dtype}, not uint8")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels are {labels.dtype} of shape {labels.shape}, not 1-D integers")
+        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+            raise ValueError(
+                f"labels span {labels.min()}..{labels.max()}, outside 0..{num_classes - 1}"
+            )
         if images.ndim != 2 or images.shape[1] != 3072 or len(images) != len(labels):
             raise ValueError(f"unexpected shapes {images.shape} and {labels.shape}")
     except (pickle.UnpicklingError, EOFError, OSError, KeyError, TypeError, ValueError) as exc:
@@ -126,4 +141,4 @@ def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarra
             f"{path} is corrupt or unreadable ({exc}); delete its folder under --data-dir "
             "and download it again."
         ) from exc
-    return images, labels
+    return images, labels.astype(np.int64)

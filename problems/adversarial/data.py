@@ -108,7 +108,9 @@ def load_dataset(
         images, labels = _mnist5k_arrays()
         parts = [_to_pair(images[i], labels[i], info) for i in _stratified_split(labels, v)]
         return Splits(*parts, info=info)
-    x_train, y_train, x_test, y_test = cifar.read_cifar(info.name, Path(data_dir), download)
+    x_train, y_train, x_test, y_test = cifar.read_cifar(
+        info.name, Path(data_dir), download, info.num_classes
+    )
     n = len(y_train)
     if not 1 <= v < n:
         raise UserError(f"--val-size must be between 1 and {n - 1} for {info.name}; got {v}.")
