@@ -95,12 +95,22 @@ def check_shares(examples: int, batch_size: int, context: Context) -> None:
         )
 
 
+_TORCHRUN_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")  # what env:// reads beside WORLD_SIZE
+
+
 def init_from_env(device: torch.device) -> Context:
     """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1), else a 1-process one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Context()
     if not dist.is_initialized():
+        missing = [name for name in _TORCHRUN_VARIABLES if not os.environ.get(name)]
+        if missing:
+            raise UserError(
+                f"WORLD_SIZE is {world_size} but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set: launch with torchrun, or "
+                "unset WORLD_SIZE to run one process."
+            )
         # torchrun's store outlives a restart; without a prefix per attempt, a restarted process
         # can read the dead one's gloo address and fail to connect (measured here: most restarts)
         store, rank, world_size = next(dist.rendezvous("env://"))

@@ -254,3 +254,20 @@ def test_the_batch_size_must_split_evenly_over_the_processes() -> None:
     distributed.check_shares(150, 15, distributed.Context())  # one process takes anything
     with pytest.raises(UserError, match="--batch-size 64 does not split evenly over 3"):
         distributed.check_shares(5000, 64, distributed.Context(rank=0, world_size=3))
+
+
+@pytest.mark.parametrize("unset", [("RANK", "MASTER_ADDR", "MASTER_PORT"), ("MASTER_PORT",)])
+def test_world_size_without_torchrun_is_a_user_error(monkeypatch, unset) -> None:
+    """WORLD_SIZE > 1 left in the environment of a plain ``python cli.py`` made the env://
+    rendezvous raise a ValueError, a traceback; the refusal names what torchrun would have set."""
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, {"RANK": "0", "MASTER_ADDR": "127.0.0.1"}.get(name, "29500"))
+    for name in unset:
+        monkeypatch.delenv(name)
+    with pytest.raises(UserError) as err:
+        distributed.init_from_env(torch.device("cpu"))
+    message = str(err.value)
+    assert all(name in message for name in unset) and "torchrun" in message
+    assert "unset WORLD_SIZE" in message and "\n" not in message
