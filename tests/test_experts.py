@@ -183,3 +183,20 @@ def test_a_learner_acting_as_the_expert_scores_the_recorded_expert_reference() -
     assert scored["normalised_return"] == pytest.approx(reference)
     assert scored["action_agreement"] == 1.0
     assert reference != pytest.approx(1.0, abs=1e-3)  # other start states, another return
+
+
+def test_expert_train_reports_the_steps_it_really_trained(tmp_path) -> None:
+    """SB3 trains whole rollouts of 2,048 steps × 4 envs: ``--steps 1`` trained 8,192 steps while
+    the help said "PPO environment steps" and the saved line gave no count (about 5 s)."""
+    from stable_baselines3 import PPO
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    args = ["expert", "train", "--env", "MountainCar-v0", "--steps", "1"]
+    result = CliRunner().invoke(app, [*args, "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    words = " ".join(result.output.split())  # rich wraps the line at the terminal's width
+    assert "after 8,192 environment steps (--steps 1 rounded up" in words
+    path = ppo_expert_path("MountainCar-v0", tmp_path)
+    assert PPO.load(path, device="cpu").num_timesteps == 8192  # what the line says is the file's

@@ -72,7 +72,10 @@ def gail_stability(
 @user_errors
 def expert_train(
     env: str = typer.Option(..., help="A gymnasium id without a scripted expert."),
-    steps: int = typer.Option(200_000, help="PPO environment steps."),
+    steps: int = typer.Option(
+        200_000,
+        help="PPO environment steps, rounded up to whole rollouts of 8,192 (2,048 × 4 envs).",
+    ),
     seed: int = typer.Option(0),
     cache_dir: str = typer.Option("data/demos", help="Where the expert is saved."),
 ) -> None:
@@ -80,5 +83,8 @@ def expert_train(
     check_paths(folders={"--cache-dir": cache_dir})
     from problems.imitation.ppo_expert import train_expert
 
-    path, mean_return = train_expert(env, steps, cache_dir, seed)
-    console.print(f"expert saved to {path}; mean return {mean_return:.1f} over 10 episodes")
+    path, mean_return, trained = train_expert(env, steps, cache_dir, seed)
+    console.print(
+        f"expert saved to {path} after {trained:,} environment steps (--steps {steps:,} rounded "
+        f"up to whole PPO rollouts); mean return {mean_return:.1f} over 10 episodes"
+    )

@@ -76,9 +76,12 @@ def ppo_expert_path(env_id: str, cache_dir: str | Path) -> Path:
 
 def train_expert(
     env_id: str, steps: int, cache_dir: str | Path, seed: int = 0, verbose: int = 0
-) -> tuple[Path, float]:
-    """Train SB3 PPO (default hyper-parameters, 4 envs) on the true reward for ``steps`` steps;
-    save it atomically; return the path and its mean return over 10 deterministic episodes."""
+) -> tuple[Path, float, int]:
+    """Train SB3 PPO (default hyper-parameters, 4 envs) on the true reward for at least ``steps``
+    environment steps: SB3 trains whole rollouts of n_steps × n_envs = 2,048 × 4 = 8,192 steps, so
+    ``steps`` is rounded up to a multiple of 8,192 (1 trains 8,192; 200,000 trains 204,800).
+    Save it atomically; return the path, its mean return over 10 deterministic episodes and the
+    steps it really trained (``num_timesteps``, which the saved file keeps too)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -103,7 +106,7 @@ def train_expert(
             model.save(Path(tmp) / "model.zip")
             (Path(tmp) / "model.zip").replace(path)
         returns = rollout(env_id, _wrap(model), 10, seed=20_000).episode_returns
-    return path, float(returns.mean())
+    return path, float(returns.mean()), int(model.num_timesteps)
 
 
 def _wrap(model) -> Policy:
