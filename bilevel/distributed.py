@@ -100,7 +100,13 @@ _TORCHRUN_VARIABLES = ("RANK", "MASTER_ADDR", "MASTER_PORT")  # what env:// read
 
 def init_from_env(device: torch.device) -> Context:
     """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1), else a 1-process one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    text = os.environ.get("WORLD_SIZE", "1")
+    if not text.strip().isdigit():
+        raise UserError(
+            f"WORLD_SIZE is {text!r}, not a count of processes: launch with torchrun, or unset "
+            "WORLD_SIZE to run one process."
+        )
+    world_size = int(text)
     if world_size <= 1:
         return Context()
     if not dist.is_initialized():

@@ -271,3 +271,11 @@ def test_world_size_without_torchrun_is_a_user_error(monkeypatch, unset) -> None
     message = str(err.value)
     assert all(name in message for name in unset) and "torchrun" in message
     assert "unset WORLD_SIZE" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value", ["abc", "", "-2", "2.5"])
+def test_a_world_size_that_is_not_a_count_is_a_user_error(monkeypatch, value) -> None:
+    """int() on a WORLD_SIZE such as "abc" raised a ValueError, a traceback."""
+    monkeypatch.setenv("WORLD_SIZE", value)
+    with pytest.raises(UserError, match="not a count of processes"):
+        distributed.init_from_env(torch.device("cpu"))
