@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.robust_generalisation import selected_epoch  # noqa: E402
+from benchmarks.robust_generalisation import selected_row  # noqa: E402
 from bilevel.files import atomic_write_text  # noqa: E402
 from bilevel.seeding import seeded  # noqa: E402
 from problems.adversarial.data import load_dataset, subset  # noqa: E402
@@ -55,7 +55,7 @@ def apgd_share(run_dir: Path) -> dict[str, float | int | str]:
     n = len(y)
     return {
         "run": str(run_dir),
-        "val_pgd10_acc": selected_epoch(run_dir)["val_pgd10_acc"],
+        "val_pgd10_acc": selected_row(run_dir, ("val_pgd10_acc",))["val_pgd10_acc"],
         "apgd_ce_acc": final + broken["apgd-t"] / n,
         "apgd_ce_t_acc": final,
         "val_examples": n,

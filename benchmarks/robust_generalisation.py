@@ -25,16 +25,22 @@ from bilevel.run import RunDir  # noqa: E402
 COLUMNS = ("gap_probe_clean_acc", "gap_probe_pgd10_acc", "val_clean_acc", "val_pgd10_acc")
 
 
+def selected_row(run: Path, columns: tuple[str, ...]) -> dict[str, float]:
+    """``columns`` of ``metrics.jsonl`` at the epoch ``run`` selected on validation, and that
+    ``epoch``."""
+    best = json.loads((run / "results.json").read_text())["best_epoch"]
+    row = next(r for r in RunDir(run).read_metrics() if r["epoch"] == best)
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise SystemExit(f"{run} has no {', '.join(missing)} in metrics.jsonl (no --gap-size?).")
+    return {"epoch": best} | {c: row[c] for c in columns}
+
+
 def selected_epoch(run: Path) -> dict[str, float]:
     """The ``COLUMNS`` of ``run``'s selected epoch, and ``robust_gap`` (probe minus validation
     accuracy under PGD-10)."""
-    best = json.loads((run / "results.json").read_text())["best_epoch"]
-    row = next(r for r in RunDir(run).read_metrics() if r["epoch"] == best)
-    missing = [c for c in COLUMNS if c not in row]
-    if missing:
-        raise SystemExit(f"{run} has no {', '.join(missing)} in metrics.jsonl (no --gap-size?).")
-    gap = row["gap_probe_pgd10_acc"] - row["val_pgd10_acc"]
-    return {"epoch": best} | {c: row[c] for c in COLUMNS} | {"robust_gap": gap}
+    row = selected_row(run, COLUMNS)
+    return row | {"robust_gap": row["gap_probe_pgd10_acc"] - row["val_pgd10_acc"]}
 
 
 def main(runs: list[str]) -> None:

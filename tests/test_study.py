@@ -65,6 +65,12 @@ def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> N
     # one-epoch run's last epoch is its selected one, so the two figures agree
     check = load_script("benchmarks", "selection_check").last_against_best(checkpoint.parent)
     assert check["best_epoch"] == 1 and check["last"] == check["best"]
+    # benchmarks/apgd_share.py: the study's cascade split per attack, adding up to its figure
+    share = load_script("benchmarks", "apgd_share").apgd_share(checkpoint.parent)
+    judged = json.loads((checkpoint.parent / "study-eval.json").read_text())
+    assert share["apgd_ce_t_acc"] == pytest.approx(judged["val_apgd_ce_t_acc"], abs=1e-6)
+    assert share["apgd_ce_t_acc"] <= share["apgd_ce_acc"] <= judged["val_clean_acc"]
+    assert share["val_examples"] == 12
 
 
 def test_selection_check_judges_the_average_under_leader_ema(
