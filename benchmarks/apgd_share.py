@@ -15,17 +15,14 @@ The test split is not read.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.robust_generalisation import selected_row  # noqa: E402
-from bilevel.files import atomic_write_text  # noqa: E402
+from benchmarks.run_folders import probe_run_folders  # noqa: E402
 from bilevel.seeding import seeded  # noqa: E402
 from problems.adversarial.data import load_dataset, subset  # noqa: E402
 from problems.adversarial.dro_config import DROConfig  # noqa: E402
@@ -63,19 +60,9 @@ def apgd_share(run_dir: Path) -> dict[str, float | int | str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--json", type=Path, help="Also write the rows here.")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    rows = []
-    for run_dir in args.runs:
-        row = apgd_share(run_dir)
-        rows.append(row)
-        print(f"{run_dir}: PGD-10 {row['val_pgd10_acc']:.3f}, APGD-CE {row['apgd_ce_acc']:.3f}, "
-              f"+ APGD-T {row['apgd_ce_t_acc']:.3f}", flush=True)  # fmt: skip
-        if args.json:  # after every run, so a stopped probe keeps what it measured
-            atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    rows = probe_run_folders(apgd_share, lambda row: (
+        f"PGD-10 {row['val_pgd10_acc']:.3f}, APGD-CE {row['apgd_ce_acc']:.3f}, "
+        f"+ APGD-T {row['apgd_ce_t_acc']:.3f}"), __doc__)  # fmt: skip
     for entry in dict.fromkeys(Path(r["run"]).parent for r in rows):  # a study entry's seeds
         mine = [r for r in rows if Path(r["run"]).parent == entry]
         means = {k: sum(r[k] for r in mine) / len(mine) for k in COLUMNS}

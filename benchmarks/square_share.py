@@ -14,16 +14,12 @@ mislead (Athalye et al. 2018; Croce & Hein 2020).
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bilevel.files import atomic_write_text  # noqa: E402
+from benchmarks.run_folders import probe_run_folders  # noqa: E402
 from problems.adversarial.data import load_dataset  # noqa: E402
 from problems.adversarial.dro_config import DROConfig  # noqa: E402
 from problems.adversarial.evaluation.attacks import run_attack  # noqa: E402
@@ -48,19 +44,9 @@ def square_share(run_dir: Path) -> dict[str, float | int | str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--json", type=Path, help="Also write the rows here.")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    rows = []
-    for run_dir in args.runs:
-        row = square_share(run_dir)
-        rows.append(row)
-        print(f"{run_dir}: APGD-CE + APGD-T {row['apgd_ce_t_acc']:.3f}, "
-              f"Square broke {row['square_broke']} more", flush=True)  # fmt: skip
-        if args.json:  # after every run, so a stopped probe keeps what it measured
-            atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
+    probe_run_folders(square_share, lambda row: (
+        f"APGD-CE + APGD-T {row['apgd_ce_t_acc']:.3f}, Square broke {row['square_broke']} more"
+    ), __doc__)  # fmt: skip
 
 
 if __name__ == "__main__":

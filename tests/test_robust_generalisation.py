@@ -43,3 +43,22 @@ def test_a_run_without_the_instrument_is_one_sentence(tmp_path) -> None:
     (folder / "results.json").write_text(json.dumps({"best_epoch": 1}))
     with pytest.raises(SystemExit, match="no gap_probe_clean_acc"):
         script.selected_epoch(folder)
+
+
+@pytest.mark.parametrize("script", ["apgd_share", "square_share"])
+def test_the_attack_probes_refuse_a_folder_that_is_not_a_run_in_one_line(tmp_path, script) -> None:
+    """The probes of finished runs share robust_generalisation's command line: a folder that is
+    not a run is one ``error:`` line and exit code 2, and rows already probed stay in --json."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rows.json"
+    done = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / f"{script}.py"), str(tmp_path / "none"),
+         "--json", str(out)],
+        capture_output=True, text=True, cwd=root, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error:") and done.stderr.count("\n") == 1
+    assert not out.exists()  # nothing probed, nothing written
