@@ -18,6 +18,12 @@ leader with ``hypergradient_step``; a problem without the attribute keeps the pl
   ``neumann_terms`` terms of step ``neumann_step``. Needs z to be a stationary point (interior) or
   held at bounds of a box constraint.
 
+Modes. The joint loop solves the follower with the leader in eval mode and steps it in train mode
+(``bilevel.loop``). The unrolled and implicit methods differentiate q with the leader in eval mode
+too, the q that z maximises (``protocol.follower_mode``), and only L in train mode: with batch
+norm the hypergradient is that of L_train(θ, z*_eval(θ)), and one step moves the running
+statistics once, as Danskin's does.
+
 Step sizes. ``unroll_step_size`` α and ``neumann_step`` are steps on q, the batch mean
 (``BilevelProblem.follower_objective``). For a per-sample decision (z a batched Tensor, DRO's
 δ_i) each sample's gradient ∇_{z_i} q = (1/B) ∇_{z_i} q_i and its Hessian carry a 1/B factor, so

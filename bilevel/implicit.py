@@ -19,6 +19,10 @@ a coordinate held at a bound has dz*_i/dθ = 0; the theorem then holds on the fr
 ``blocked_mask`` finds the held coordinates (the projection undoes a small step up the gradient)
 and the solve runs on the rest. Other constraint sets (a simplex, a norm ball other than L∞) are not
 handled: parameterise them (e.g. softmax logits) so the follower's problem is unconstrained.
+
+Modes. q is differentiated with the leader in eval mode, the mode the follower solved in
+(``protocol.follower_mode``), so that ∇_z q(θ, z*) = 0 holds for the q differentiated; L keeps the
+caller's (train) mode.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from torch import Tensor
 
 from bilevel.decisions import Decision, dot, flatten, grad_or_zeros, leaf
-from bilevel.protocol import Batch, BilevelProblem
+from bilevel.protocol import Batch, BilevelProblem, follower_mode
 
 LinearMap = Callable[[list[Tensor]], list[Tensor]]
 
@@ -137,7 +141,8 @@ def implicit_hypergradient(
         loss = problem.leader_loss(batch, zz)
         direct = grad_or_zeros(loss, [*params, *zs], retain_graph=False)
         direct_theta, grad_z = direct[: len(params)], direct[len(params) :]
-        dq_dz = grad_or_zeros(problem.follower_objective(batch, zz), zs, create_graph=True)
+        with follower_mode(problem):  # the q whose maximiser z is: the leader in eval mode
+            dq_dz = grad_or_zeros(problem.follower_objective(batch, zz), zs, create_graph=True)
         free = [1 - m for m in blocked_mask(problem, batch, zz, dq_dz, probe)]
 
         def neg_hessian(v: list[Tensor]) -> list[Tensor]:

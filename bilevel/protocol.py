@@ -10,7 +10,8 @@ leaves it out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
 import torch
@@ -162,3 +163,24 @@ def follower_gradient(problem: BilevelProblem, batch: Batch, z: Tensor) -> Tenso
     with torch.enable_grad():
         (grad,) = torch.autograd.grad(problem.ascent_objective(batch, z), z)
     return grad.detach()
+
+
+@contextlib.contextmanager
+def follower_mode(problem: BilevelProblem) -> Iterator[None]:
+    """The leader in eval mode for passes through q inside the leader's step, every module's mode
+    restored after, whatever happens.
+
+    The joint loop solves the follower with the leader in eval mode (``bilevel.loop``), so its z*
+    maximises the eval-mode q, and the implicit hypergradient's ∇_z q(θ, z*) = 0 and H = ∂²q/∂z²
+    (``bilevel.implicit``), like the unrolled steps z_{t+1} = Π(z_t + u(z_t, ∇_z q)), hold for that
+    q only. With batch norm the train-mode q is another function (batch statistics), and each of
+    its passes would also move the running statistics; only L(θ, z) runs in the caller's mode.
+    """
+    modules = list(problem.leader.modules())
+    modes = [m.training for m in modules]
+    problem.leader.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.training = mode

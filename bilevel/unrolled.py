@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from bilevel.decisions import Decision, detach, flatten, grad_or_zeros
-from bilevel.protocol import Batch, BilevelProblem
+from bilevel.protocol import Batch, BilevelProblem, follower_mode
 
 UpdateRule = Callable[[list[Tensor], list[Tensor]], list[Tensor]]  # (z_t, ∇_z q) -> step
 MakeOptimizer = Callable[[list[Tensor]], torch.optim.Optimizer]  # partial(torch.optim.Adam, lr=.1)
@@ -127,16 +127,18 @@ def unrolled_hypergradient(
 ) -> tuple[Tensor, list[Tensor]]:
     """(L(θ, z_T), ∇_θ L(θ, z_T(θ))) through T steps from ``init_follower`` of the rule ``update``
     (e.g. ``ascent(α)``), or of ``optimizer`` when one is given (``optimizer_iterates``, which
-    climbs ``objective_scale``·q; a rule carries its own step size)."""
+    climbs ``objective_scale``·q; a rule carries its own step size). The steps run with the leader
+    in eval mode, as the follower solves (``protocol.follower_mode``); L in the caller's mode."""
     params = [p for p in problem.leader.parameters() if p.requires_grad]
     with torch.enable_grad():
-        if optimizer is None:
-            z_t = unroll(problem, batch, steps, update, first_order=first_order)
-        else:
-            z0 = problem.init_follower(batch)
-            z_t = optimizer_iterates(
-                problem, batch, z0, steps, optimizer, first_order, objective_scale
-            )
+        with follower_mode(problem):  # the follower's steps see the leader as it solves: eval
+            if optimizer is None:
+                z_t = unroll(problem, batch, steps, update, first_order=first_order)
+            else:
+                z0 = problem.init_follower(batch)
+                z_t = optimizer_iterates(
+                    problem, batch, z0, steps, optimizer, first_order, objective_scale
+                )
         loss = problem.leader_loss(batch, z_t)
         grads = grad_or_zeros(loss, params)
     return loss.detach(), grads
