@@ -16,7 +16,7 @@ from enum import Enum
 import torch
 from torch import Tensor
 
-TINY = 1e-12  # the floor of a norm that divides: a zero gradient stays zero
+TINY = 1e-12  # the floor of ‖z_i‖ in ε / ‖z_i‖, which min(1, ·) saturates (``project``)
 
 
 class Norm(str, Enum):
@@ -37,8 +37,19 @@ class Norm(str, Enum):
         return value.view(-1, *([1] * (t.dim() - 1)))
 
     def normalise(self, g: Tensor) -> Tensor:
-        """g / ‖g_i‖ per sample: every sample's own maximum at ±1 (L∞) or unit length (L2)."""
-        return g / self.of(g).clamp_min(TINY)
+        """g / ‖g_i‖ per sample: every non-zero sample's own maximum at ±1 (L∞) or unit length
+        (L2), however small its norm; a zero sample stays zero.
+
+        Under L2, g_i / ‖g_i‖₂ = s_i / ‖s_i‖₂ with s_i = g_i / ‖g_i‖_∞: ‖s_i‖₂ ∈ [1, √d] cannot
+        underflow, where ‖g_i‖₂ computed directly squares coordinates below ~1e-19 (float32) to
+        zero. No norm is floored: a floor would shorten every direction whose norm is below it.
+        """
+        peak = Norm.LINF.of(g)
+        scaled = g / torch.where(peak > 0, peak, 1.0)
+        if self is Norm.LINF:
+            return scaled
+        length = self.of(scaled)
+        return scaled / torch.where(length > 0, length, 1.0)
 
     def steepest(self, g: Tensor) -> Tensor:
         """argmax_{‖d_i‖ ≤ 1} ⟨g_i, d_i⟩: sign g (L∞), g / ‖g_i‖₂ (L2)."""

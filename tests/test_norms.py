@@ -48,6 +48,23 @@ def test_steepest_ascent_direction_is_g_over_its_l2_norm_and_sign_g_under_linf()
     assert torch.equal(Norm.L2.steepest(torch.zeros(2, 3)), torch.zeros(2, 3))  # no 0/0
 
 
+def test_a_tiny_gradient_still_gives_a_unit_direction_and_zero_gives_zero() -> None:
+    """Below 1e-12 (a confident prediction's ∇_δ q), and below where ‖g‖₂'s squares underflow in
+    float32 (~1e-19 a coordinate), the L2 direction has unit length and normalise's maximum is 1,
+    per sample, beside a zero sample that stays zero."""
+    g = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    g = g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    g = g * torch.tensor([1e-20, 5e-15, 1.0, 0.0]).view(-1, 1, 1, 1)  # float32 norms, and a zero
+    direction = Norm.L2.steepest(g)
+    lengths = direction.double().flatten(1).norm(dim=1)
+    torch.testing.assert_close(lengths, torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64))
+    exact = g.double() / g.double().flatten(1).norm(dim=1).clamp_min(1e-300).view(-1, 1, 1, 1)
+    torch.testing.assert_close(direction.double(), exact, rtol=1e-6, atol=1e-7)  # g's direction
+    peaks = Norm.LINF.of(Norm.LINF.normalise(g)).flatten()
+    assert torch.equal(peaks, torch.tensor([1.0, 1.0, 1.0, 0.0]))
+    assert torch.equal(Norm.LINF.steepest(g), g.sign())  # L∞ unchanged: the sign step
+
+
 def test_random_start_is_inside_the_ball() -> None:
     like = torch.zeros(200, 1, 5, 5)
     for norm in Norm:
