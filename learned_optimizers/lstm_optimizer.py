@@ -60,10 +60,11 @@ class CoordinateLSTMOptimizer(nn.Module):
         self.head = nn.Linear(hidden_size, 1)
 
     def init_state(self, coordinates: int, device: torch.device | None = None) -> LSTMState:
-        """Zero hidden and cell states for ``coordinates`` coordinates."""
-        shape = (coordinates, self.hidden_size)
+        """Zero hidden and cell states for ``coordinates`` coordinates, in φ's dtype (the cells
+        multiply them by φ) and on φ's device unless ``device`` names another."""
+        shape, weight = (coordinates, self.hidden_size), self.head.weight
         return [
-            (torch.zeros(shape, device=device), torch.zeros(shape, device=device))
+            (weight.new_zeros(shape, device=device), weight.new_zeros(shape, device=device))
             for _ in self.cells
         ]  # distinct tensors: a loaded state must not write one layer's state into another
 

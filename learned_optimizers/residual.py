@@ -35,9 +35,14 @@ from learned_optimizers.lstm_optimizer import CoordinateLSTMOptimizer, preproces
 OptimizerState = dict[str, Tensor]
 
 
-def adam_init(coordinates: int) -> OptimizerState:
-    """Adam's state before its first step: m = v = 0, t = 0."""
-    return {"m": torch.zeros(coordinates), "v": torch.zeros(coordinates), "t": torch.zeros(())}
+def adam_init(coordinates: int, like: Tensor) -> OptimizerState:
+    """Adam's state before its first step: m = v = 0, t = 0, in ``like``'s dtype and device (those
+    of the network that serves ψ, which must be ψ's: m and v are ψ-shaped)."""
+    return {
+        "m": like.new_zeros(coordinates),
+        "v": like.new_zeros(coordinates),
+        "t": like.new_zeros(()),
+    }
 
 
 def adam_update(
@@ -83,7 +88,8 @@ class ResidualLSTMOptimizer(nn.Module):
         nn.init.zeros_(self.lstm.head.bias)
 
     def init_state(self, coordinates: int) -> OptimizerState:
-        state = adam_init(coordinates)
+        """Adam's zero state and the LSTM's, in φ's dtype and on its device."""
+        state = adam_init(coordinates, self.lstm.head.weight)
         for i, (h, c) in enumerate(self.lstm.init_state(coordinates)):
             state[f"h{i}"], state[f"c{i}"] = h, c
         return state
@@ -125,7 +131,8 @@ class OneShotStepNet(nn.Module):
         nn.init.zeros_(self.body[-1].bias)
 
     def init_state(self, coordinates: int) -> OptimizerState:
-        return adam_init(coordinates)
+        """Adam's zero state, in φ's dtype and on its device."""
+        return adam_init(coordinates, self.body[-1].weight)
 
     def forward(self, grad: Tensor, state: OptimizerState) -> tuple[Tensor, OptimizerState]:
         step, direction, new_state = adam_update(grad, state, self.step_size, self.betas, self.eps)

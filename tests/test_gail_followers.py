@@ -55,6 +55,27 @@ def test_adam_update_is_torch_adam_step_for_step() -> None:
         torch.testing.assert_close(direction * 1e-2, step)
 
 
+@pytest.mark.parametrize("make_net", [ResidualLSTMOptimizer, OneShotStepNet])
+def test_the_nets_at_phi0_are_torch_adam_step_for_step_in_float64(make_net) -> None:
+    """A float64 net keeps a float64 state (Adam's m, v and the LSTM's h, c) and is Adam's ascent
+    step for step, as it is in float32."""
+    torch.manual_seed(1)
+    psi = torch.nn.Parameter(torch.randn(50, dtype=torch.float64))
+    torch_adam = torch.optim.Adam([psi], lr=0.05, betas=(0.5, 0.9), eps=1e-3, maximize=True)
+    net = make_net(0.05, (0.5, 0.9), 1e-3).double()
+    mine, state = psi.detach().clone(), net.init_state(50)
+    assert {t.dtype for t in state.values()} == {torch.float64}
+    for _ in range(5):
+        grad = torch.randn(50, dtype=torch.float64) * 10.0 ** torch.randint(-9, 4, (50,))
+        psi.grad = grad.clone()
+        torch_adam.step()
+        with torch.no_grad():
+            update, state = net(grad, state)
+        mine = mine + update
+        assert mine.dtype == torch.float64
+        assert torch.equal(mine, psi.detach()), (mine - psi.detach()).abs().max()
+
+
 def test_l2l_at_phi0_gives_adam_s_psi_trajectory(problem) -> None:
     n = problem.disc.num_params
     adam = trajectory(problem, AdamFollower(n, steps=3, lr=1e-3))
