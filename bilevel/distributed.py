@@ -43,8 +43,10 @@ run's batches exactly those of a single-process run.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,6 +200,18 @@ def barrier() -> None:
     """Wait for every process (nothing to wait for in a single process)."""
     if active():
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(context: Context) -> Iterator[None]:
+    """Rank 0 runs the block before any other process starts it, so that what it writes there (a
+    data set it downloads into --data-dir) is whole when the others read it, and no two processes
+    download into the same archive at once. One process: the block alone."""
+    if not context.is_main:
+        barrier()  # wait for rank 0 to finish the block
+    yield
+    if context.is_main:
+        barrier()  # let the others start it
 
 
 def agree_on_signal(signum: int | None) -> int | None:

@@ -279,3 +279,15 @@ def test_a_world_size_that_is_not_a_count_is_a_user_error(monkeypatch, value) ->
     monkeypatch.setenv("WORLD_SIZE", value)
     with pytest.raises(UserError, match="not a count of processes"):
         distributed.init_from_env(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_rank_0_reads_the_data_before_any_other_process(monkeypatch, rank) -> None:
+    """Under torchrun every process loads the data set; one that is missing is downloaded, so
+    rank 0 must finish its load (and download) before the others start theirs: rank 0 reaches
+    the barrier after the block, every other rank before it."""
+    events: list[str] = []
+    monkeypatch.setattr(distributed, "barrier", lambda: events.append("barrier"))
+    with distributed.main_process_first(distributed.Context(rank, 2)):
+        events.append("load")
+    assert events == (["load", "barrier"] if rank == 0 else ["barrier", "load"])

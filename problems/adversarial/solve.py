@@ -135,7 +135,8 @@ def _experiment(
 ) -> Experiment:
     """The run as the experiment runner sees it (``bilevel.experiment``)."""
     seed_everything(cfg.seed)  # the same on every process: θ and φ start identical
-    splits = load_dataset(cfg.dataset, cfg.data_dir)
+    with distributed.main_process_first(context):  # rank 0 downloads a missing CIFAR alone
+        splits = load_dataset(cfg.dataset, cfg.data_dir)
     info = splits.info
     train = subset(splits.train, cfg.train_size) if cfg.train_size else splits.train
     val = subset(splits.val, cfg.eval_size) if cfg.eval_size else splits.val
