@@ -58,6 +58,11 @@ def _solve(command: str, tmp_path: Path, *args: str):
         (["--leader-optimizer", "adam", "--momentum", "0.5"], "--momentum is the leader's SGD's"),
         (["--momentum", "5"], "--momentum must be in [0, 1); got 5.0."),
         (["--momentum", "1"], "--momentum must be in [0, 1)"),
+        (["--follower", "none", "--ascent-loss", "margin"], "--ascent-loss shapes the follower"),
+        (["--follower", "none", "--carry-decision"], "--follower none trains on clean inputs"),
+        (["--follower", "none", "--eps-warmup", "3"], "--eps-warmup shapes the follower"),
+        (["--schedule", "cosine", "--milestones", "3"], "--schedule cosine would ignore them"),
+        (["--schedule", "constant", "--milestones", "3"], "--milestones are the multistep"),
     ],
 )
 def test_dro_refuses_a_typed_option_its_follower_or_optimizer_does_not_read(
@@ -83,6 +88,9 @@ def test_ait_net_refuses_a_learned_followers_option(tmp_path) -> None:
         ["--follower", "pgm", "--pgm-steps", "5", "--momentum", "0"],
         ["--follower", "2-step", "--unroll", "3", "--attacker", "cnn", "--momentum", "0.5"],
         ["--leader-optimizer", "adam"],
+        ["--follower", "none", "--ascent-loss", "ce", "--eps-warmup", "0"],  # typed "off"
+        ["--follower", "pgm", "--ascent-loss", "margin", "--carry-decision"],
+        ["--schedule", "multistep", "--milestones", "3"],
     ],
 )
 def test_options_a_run_reads_or_leaves_unset_still_pass(args, tmp_path) -> None:

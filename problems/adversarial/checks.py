@@ -24,6 +24,9 @@ LEARNED_ONLY = (
 # typed at these values, such an option asks for what a hand-designed follower does anyway
 OFF = {"attacker_random_start": False, "attacker_sign_step": 0.0, "attacker_memory": "none"}
 PGM_ONLY = ("pgm_steps", "pgm_step_size")  # PGM-k's k and η
+# what shapes the follower's attack, which --follower none (plain training) does not make; typed
+# at these values they ask for nothing
+ATTACK_ONLY = {"ascent_loss": "ce", "carry_decision": False, "eps_warmup": 0}
 
 
 def check_unused(cfg: AdversarialConfig) -> None:
@@ -31,7 +34,8 @@ def check_unused(cfg: AdversarialConfig) -> None:
     ``with_options``) that the chosen follower or leader optimizer does not read, which would be
     ignored and still recorded in config.json as if used: a learned follower's option with a
     hand-designed follower (unless typed at its ``OFF`` value), PGM-k's with another follower,
-    --momentum with Adam. Options not typed (the defaults, what ``--resume`` takes from the run
+    the attack's (``ATTACK_ONLY``) with --follower none, --momentum with Adam, --milestones with
+    a schedule other than multistep. Options not typed (the defaults, what ``--resume`` takes from the run
     folder, what a bench gives all its rows, a configuration built in code: no ``given``) pass."""
     typed = typed_options(cfg)
     for name in sorted(typed):
@@ -46,10 +50,24 @@ def check_unused(cfg: AdversarialConfig) -> None:
             raise UserError(
                 f"{flag} is PGM-k's (--follower pgm); --follower {cfg.follower} would ignore it."
             )
+        if (
+            name in ATTACK_ONLY
+            and cfg.follower == "none"
+            and getattr(cfg, name) != ATTACK_ONLY[name]
+        ):
+            raise UserError(
+                f"{flag} shapes the follower's attack; --follower none trains on clean inputs "
+                "and would ignore it."
+            )
     if "momentum" in typed and cfg.leader_optimizer != "sgd":
         raise UserError(
             f"--momentum is the leader's SGD's; --leader-optimizer {cfg.leader_optimizer} would "
             "ignore it."
+        )
+    if "milestones" in typed and cfg.schedule != "multistep":
+        raise UserError(
+            f"--milestones are the multistep schedule's; --schedule {cfg.schedule} would ignore "
+            "them."
         )
 
 
