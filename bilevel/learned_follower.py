@@ -58,7 +58,12 @@ class GradientScaling(str, Enum):
         if self is GradientScaling.SAMPLE:
             return norm.normalise(grad)
         if self is GradientScaling.BATCH:
-            return grad / norm.of(grad).amax().clamp_min(1e-12)
+            # as ``Norm.normalise``, over the batch: by the peak |g| first (no underflow in the
+            # norm that follows), then by the largest sample's norm; nothing floored, 0 stays 0
+            peak = grad.abs().amax()
+            scaled = grad / torch.where(peak > 0, peak, 1.0)
+            largest = norm.of(scaled).amax()
+            return scaled / torch.where(largest > 0, largest, 1.0)
         return norm.steepest(grad)  # SIGN
 
 

@@ -11,6 +11,7 @@ from helpers import TinyConvAttacker, image_batch
 from bilevel import JointTrainer, LearnedFollower, SignGradientAscent
 from bilevel.errors import UserError
 from bilevel.learned_follower import GradientScaling, Memory
+from bilevel.norms import Norm
 from bilevel.protocol import follower_gradient
 from bilevel.run import atomic_torch_save
 from learned_optimizers import build_attacker, start_at_zero
@@ -94,6 +95,17 @@ def test_batch_scaling_gives_one_scale_per_batch_and_sample_one_per_sample() -> 
     assert torch.allclose(per_sample, torch.ones(4))
     assert torch.equal(GradientScaling.SIGN(g), g.sign())
     assert torch.equal(GradientScaling.NONE(g), 4 * g)  # the batch mean's 1/B undone
+
+
+@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
+@pytest.mark.parametrize("size", [1e-20, 1e-3, 1e3])
+def test_batch_scaling_puts_the_largest_sample_at_norm_one_at_any_scale(norm, size) -> None:
+    """A confident leader's gradients can be tiny over a whole batch (1e-17 and less in float32);
+    a floored divisor left them near zero, so g_φ saw no gradient where it should see a unit."""
+    g = torch.randn(4, 1, 5, 5) * torch.tensor([1e-3, 1.0, 7.0, 0.1]).view(4, 1, 1, 1) * size
+    largest = norm.of(GradientScaling.BATCH(g, norm)).amax().item()
+    assert largest == pytest.approx(1.0, rel=1e-5)
+    assert torch.equal(GradientScaling.BATCH(torch.zeros_like(g), norm), torch.zeros_like(g))
 
 
 @pytest.mark.parametrize("scaling", ["none", "sample", "sign"])
