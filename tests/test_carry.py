@@ -125,6 +125,41 @@ def test_a_carried_one_step_follower_climbs_one_step_per_visit(carry: bool) -> N
         assert z.abs().amax().item() == pytest.approx(EPS / 4)
 
 
+@pytest.mark.parametrize("update", ["alternating", "fused"])
+@pytest.mark.parametrize("learned", [False, True])
+def test_the_carried_delta_is_stored_detached_and_kept_feasible_when_eps_shrinks(
+    learned: bool, update: str
+) -> None:
+    """What the carry stores is the follower's answer without its graph, inside the ball and the
+    box; a δ carried at ε = 0.3 starts the next visit at ε = 0.05 (a run resumed at another ε)
+    and the answer, and so the stored δ, lies in the smaller ball."""
+    from helpers import TinyConvAttacker
+
+    from bilevel.learned_follower import LearnedFollower
+    from problems.adversarial.solve import set_eps
+
+    if update == "fused" and not learned:
+        pytest.skip("the fused update needs a learned follower")
+    leader, carried = linear_two_class(), CarriedDecisions(6)
+    problem = AdversarialDRO(leader, EPS, carried=carried)
+    follower = (
+        LearnedFollower(TinyConvAttacker(2, 1, EPS), steps=2, lr=1e-2, sign_step=0.625)
+        if learned
+        else SignGradientAscent(1, EPS / 2)
+    )
+    trainer = JointTrainer(problem, follower, torch.optim.SGD(leader.parameters(), lr=0.0), update)
+    x = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y, rows = torch.tensor([0, 1, 0, 1, 0, 1]), torch.arange(6)
+    for eps in (EPS, EPS, 0.05):
+        set_eps(problem, follower, eps)
+        carried.select(rows)
+        trainer.step((x, y))
+        assert carried.store is not None and not carried.store.requires_grad
+        assert carried.store.abs().max().item() <= eps + 1e-6
+        assert (x + carried.store).min() >= -1e-6 and (x + carried.store).max() <= 1 + 1e-6
+    assert carried.store.abs().max().item() == pytest.approx(0.05, abs=1e-3)  # pressed to ε
+
+
 def test_carry_decision_refuses_augmented_batches_in_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--augment none"):
         DROConfig(carry_decision=True, augment="crop-flip").resolve()
