@@ -151,6 +151,47 @@ def test_the_default_evaluation_puts_autoattack_first(run: Path) -> None:
     assert md[table + 2].startswith("| clean") and md[table + 3].startswith("| autoattack")
 
 
+def _aa(components: list[str], accuracy: float) -> dict:
+    """An AutoAttack entry of eval.json as the adapter names and records it."""
+    name = "autoattack" if len(components) == 4 else f"autoattack({','.join(components)})"
+    params = {"components": components, "eps": 0.3}
+    return {"name": name, "white_box": components != ["square"], "params": params,
+            "accuracy": accuracy, "seconds": 1.0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("attacks", "figure"),
+    [
+        (["square", "apgd-ce-t", "pgd20"], "autoattack(apgd-ce,apgd-t)"),
+        (["square", "apgd-ce-t", "autoattack"], "autoattack"),
+        (["square", "pgd20"], None),
+    ],
+)
+def test_the_autoattack_figure_is_the_cascade_or_apgd_never_square_alone(attacks, figure) -> None:
+    """eval.md's bold line and the table's first attack row are the standard cascade if it ran,
+    else APGD-CE + APGD-T; a Square-only run listed first is neither."""
+    from problems.adversarial.evaluation.report import render_markdown
+
+    made = {
+        "square": _aa(["square"], 0.9),
+        "apgd-ce-t": _aa(["apgd-ce", "apgd-t"], 0.4),
+        "autoattack": _aa(["apgd-ce", "apgd-t", "fab-t", "square"], 0.35),
+        "pgd20": {"name": "pgd20", "white_box": True, "params": {}, "accuracy": 0.5, "seconds": 1},
+    }
+    ev = {"run": "r", "checkpoint": "r/best.pt", "dataset": "mnist5k", "n_examples": 20,
+          "eps": 0.3, "seed": 0, "clean_acc": 0.95, "worst_case": {"accuracy": 0.3},
+          "attacks": [made[a] for a in attacks]}  # fmt: skip
+    md = render_markdown(ev, {}).splitlines()
+    bold = [line for line in md if line.startswith("**")]
+    table = next(i for i, line in enumerate(md) if line.startswith("| attack"))
+    if figure is None:
+        assert bold == [] and md[table + 3].startswith("| autoattack(square)")
+    else:
+        accuracy = made["autoattack" if figure == "autoattack" else "apgd-ce-t"]["accuracy"]
+        assert bold[0].startswith(f"**{figure}: {accuracy:.4f}**")
+        assert md[table + 3].startswith(f"| {figure} |")
+
+
 def test_the_run_s_eval_size_is_the_default_and_the_work_is_announced(run: Path) -> None:
     args = ["evaluate", str(run), "--attacks", "fgsm", "--noise-samples", "1", "--no-checklist"]
     result = runner.invoke(app, args, catch_exceptions=False)

@@ -6,6 +6,7 @@ several side by side. Every write is atomic (``bilevel.run``).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from bilevel.options import json_fits
 from bilevel.report import markdown_table, plot_curves
 from bilevel.run import RunDir, atomic_write_text
 from problems.adversarial.evaluation.attacks import AttackResult
+from problems.adversarial.evaluation.autoattack_adapter import STANDARD
 from problems.adversarial.evaluation.checklist import Check
 from problems.adversarial.evaluation.plots import plot_examples, plot_sweeps
 from problems.adversarial.report import panels
@@ -84,8 +86,36 @@ def _is_curve(curve: Any) -> bool:
     )
 
 
+def autoattack_rank(attack: dict[str, Any]) -> int | None:
+    """Where an ``eval.json`` attack stands as the AutoAttack figure: 0 for the standard cascade,
+    1 for APGD-CE + APGD-T, None for any other attack (a Square-only run included). Read from
+    the components it recorded, else from those its name spells (``autoattack`` is the standard
+    cascade, ``autoattack(apgd-ce,apgd-t)`` a sub-list)."""
+    name, params = attack["name"], attack.get("params")
+    if not name.startswith("autoattack"):
+        return None
+    if isinstance(params, dict) and json_fits(params.get("components"), list[str]):
+        components = set(params["components"])
+    else:
+        spelled = re.fullmatch(r"autoattack(?:\((.*)\))?", name)
+        if spelled is None:
+            return None
+        components = set(spelled.group(1).split(",")) if spelled.group(1) else set(STANDARD)
+    if components >= set(STANDARD):
+        return 0
+    return 1 if components >= {"apgd-ce", "apgd-t"} else None
+
+
+def headline_attack(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """The attack of eval.md's bold line: the standard AutoAttack cascade if it ran, else
+    APGD-CE + APGD-T if it ran, else None (never Square alone, which is gradient-free)."""
+    ranked = [(r, i) for i, a in enumerate(ev["attacks"]) if (r := autoattack_rank(a)) is not None]
+    return ev["attacks"][min(ranked)[1]] if ranked else None
+
+
 def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per attack (clean first, then AutoAttack, the per-example worst case last), one
+    """One row per attack (clean first, then the AutoAttack figure: the standard cascade before
+    APGD-CE + APGD-T, the others in the order they ran, the per-example worst case last), one
     column per run."""
     worst = "worst case (per example)"
     accs = {  # run label → attack name → accuracy
@@ -93,8 +123,12 @@ def table_rows(evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         | {"clean": ev["clean_acc"], worst: ev["worst_case"]["accuracy"]}
         for label, ev in evals.items()
     }
-    attacks = dict.fromkeys(a["name"] for ev in evals.values() for a in ev["attacks"])
-    names = ["clean", *sorted(attacks, key=lambda n: not n.startswith("autoattack")), worst]
+    ranks: dict[str, int] = {}  # attack name → 0, 1 (see autoattack_rank) or 2 (any other)
+    for ev in evals.values():
+        for a in ev["attacks"]:
+            rank = autoattack_rank(a)
+            ranks.setdefault(a["name"], 2 if rank is None else rank)
+    names = ["clean", *sorted(ranks, key=ranks.__getitem__), worst]
     return [{"attack": n} | {label: acc.get(n, "-") for label, acc in accs.items()} for n in names]
 
 
@@ -130,7 +164,7 @@ def write_outputs(
 
 
 def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
-    """``eval.md``: after the title, the AutoAttack figure (when AutoAttack ran), then one table
+    """``eval.md``: after the title, the AutoAttack figure (``headline_attack``), then one table
     of ``ev`` beside the runs it is compared with (``others``, by name), each attack's settings,
     the checklist and the plots."""
     lines = [
@@ -142,7 +176,7 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
         "examples of the minimum over the clean input and every attack below.",
         "",
     ]
-    headline = next((a for a in ev["attacks"] if a["name"].startswith("autoattack")), None)
+    headline = headline_attack(ev)
     if headline is not None:
         lines += [
             f"**{headline['name']}: {headline['accuracy']:.4f}** robust accuracy (clean "
