@@ -47,3 +47,31 @@ def test_a_real_evaluation_is_shown_beside(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(run), "--compare", str(other), *QUICK])
     assert result.exit_code == 0, result.output
     assert str(other) in (run / "eval.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("theirs", "this"),
+    [
+        ({"eps": 0.1}, "eps 0.3"),
+        ({"n_examples": 6}, "n_examples 4"),
+        ({"dataset": "cifar10", "eps": 0.031}, "dataset mnist5k and eps 0.3"),
+    ],
+)
+def test_an_evaluation_of_other_examples_or_eps_is_refused_not_put_under_this_title(
+    tmp_path: Path, theirs: dict, this: str
+) -> None:
+    """eval.md's title (data set, first N examples, ε) is every column's: a compared eval.json
+    measured otherwise is one sentence naming what differs, and nothing is written."""
+    run, other = untrained_dro_run(tmp_path / "run"), untrained_dro_run(tmp_path / "other")
+    for folder in (run, other):
+        assert runner.invoke(app, ["evaluate", str(folder), *QUICK]).exit_code == 0
+    ev = json.loads((other / "eval.json").read_text()) | theirs
+    (other / "eval.json").write_text(json.dumps(ev))
+    before = {p: p.read_bytes() for f in (run, other) for p in sorted(f.iterdir())}
+    result = runner.invoke(app, ["evaluate", str(run), "--compare", str(other), *QUICK])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output  # no attack announced
+    them = " and ".join(f"{k} {v}" for k, v in theirs.items())
+    assert f"was evaluated with {them} and this evaluation with {this};" in result.output
+    assert {p: p.read_bytes() for f in (run, other) for p in sorted(f.iterdir())} == before

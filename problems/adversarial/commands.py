@@ -116,7 +116,9 @@ def evaluate_run(
         "aa_margin", help="Largest PGD − AutoAttack gap that passes."
     ),
     compare: list[Path] = _evaluate_option(
-        "compare", help="Run folders with an eval.json to show beside."
+        "compare",
+        help="Run folders with an eval.json to show beside (of the same data set, number of "
+        "examples, ball and ε).",
     ),
     seed: int = _evaluate_option("seed"),
     batch_size: int = _evaluate_option("batch_size"),

@@ -172,8 +172,8 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
         "",
         f"Checkpoint `{ev['checkpoint']}`, {ev['dataset']} **test** split, first {ev['n_examples']} "
         f"examples, {Norm(ev.get('norm', Norm.LINF.value)).label} ε = {ev['eps']:g}, seed "
-        f"{ev['seed']}. The worst case is the mean over "
-        "examples of the minimum over the clean input and every attack below.",
+        f"{ev['seed']}. The worst case (per example) of a column is the mean over examples of "
+        "the minimum over the clean input and every attack in that column.",
         "",
     ]
     headline = headline_attack(ev)
