@@ -123,6 +123,31 @@ def test_a_second_run_into_the_same_folder_is_refused(unbroken, cache) -> None:
     assert (unbroken / "metrics.jsonl").read_bytes() == before
 
 
+def test_the_results_env_steps_are_the_tested_epoch_s_not_the_run_s(cache, tmp_path, monkeypatch):
+    """results.json is the table "Test split (best epoch ...)": its env_steps are those of the
+    epoch whose policy is tested (metrics.jsonl's at best_epoch); the run's are total_env_steps.
+    The validation return is made to fall each epoch, so the first is the best of three."""
+    import problems.imitation.solve as gail_solve
+
+    real, calls = gail_solve.evaluate, []
+
+    def falling(problem, env_id, expert, episodes, seed, r_random, r_expert):
+        scores = real(problem, env_id, expert, episodes, seed, r_random, r_expert)
+        if seed == gail_solve.VAL_SEED:
+            calls.append(seed)
+            scores["return"] = -100.0 * len(calls)
+        return scores
+
+    monkeypatch.setattr(gail_solve, "evaluate", falling)
+    out = tmp_path / "run"
+    assert solve(out, cache).exit_code == 0
+    results = json.loads((out / "results.json").read_text())
+    steps = {row["epoch"]: row["env_steps"] for row in metrics_without_time(out)}
+    assert results["best_epoch"] == 1 and steps == {1: 200, 2: 400, 3: 600}
+    assert results["env_steps"] == 200 and results["total_env_steps"] == 600
+    assert "| env_steps | 200 |" in (out / "report.md").read_text()
+
+
 def test_an_expert_no_better_than_random_is_refused_before_the_run_folder(
     cache, tmp_path, monkeypatch
 ) -> None:

@@ -212,6 +212,8 @@ def _solve(
 
     def test(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
         problem.leader.load_state_dict(leader)
+        best = RunDir(out).best_epoch()  # the epoch of best.pt, whose leader this is
+        selected = next(row for row in history if row["epoch"] == best)
         scores = evaluate(
             problem, cfg.env, expert, cfg.test_episodes, TEST_SEED, r_random, r_expert
         )
@@ -229,7 +231,10 @@ def _solve(
                     ("test", cfg.test_episodes, TEST_SEED),
                 )
             },
-            "env_steps": history[-1]["env_steps"],
+            # the tested policy's environment steps (metrics.jsonl's at the best epoch), and
+            # those of the whole run, which may have gone on past it
+            "env_steps": selected["env_steps"],
+            "total_env_steps": history[-1]["env_steps"],
         }
 
     experiment = Experiment(
