@@ -16,7 +16,7 @@ from typing import Any
 
 from bilevel import distributed
 from bilevel.checkpoint import Scheduler
-from bilevel.fit import fit
+from bilevel.fit import fit, trained_threads
 from bilevel.loop import JointTrainer
 from bilevel.protocol import Batch
 from bilevel.report import DEFAULT_PANELS, Panel, Rows, write_report
@@ -82,6 +82,7 @@ def run_experiment(
     results = {"best_epoch": int(best["epoch"]), **e.test(best["leader"], result.history)}
     results["train_seconds"] = round(result.train_seconds, 2)
     results["train_cpu_seconds"] = round(result.train_cpu_seconds, 2)
+    results["torch_threads"] = trained_threads(result.history)
     results["eval_seconds"] = round(time.perf_counter() - tic, 2)
     run.write_json("results.json", results)
     history = result.history

@@ -45,6 +45,14 @@ class FitResult:
     train_cpu_seconds: float = 0.0  # CPU time of this process in the training loops (all threads)
 
 
+def trained_threads(history: list[dict[str, Any]]) -> int | None:
+    """The torch thread count every epoch of ``history`` trained at (its CPU seconds sum every
+    thread's, so only runs at one count compare); None if the epochs differ (a run resumed at
+    another count) or some were trained before the count was recorded."""
+    counts = {row.get("torch_threads") for row in history}
+    return counts.pop() if len(counts) == 1 else None
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
@@ -204,6 +212,7 @@ class _Loop:
         row = {"epoch": epoch, **means, **self.validate()}
         row["train_seconds"] = round(state.train_seconds, 3)
         row["train_cpu_seconds"] = round(state.train_cpu_seconds, 3)
+        row["torch_threads"] = torch.get_num_threads()  # CPU seconds sum every thread's
         state.history.append(row)
         state.epoch = epoch
         improved = row[self.select_key] > state.best

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from queue import Empty
 from typing import Any, TypeVar
 
@@ -24,13 +25,18 @@ def map_tasks(
     threads: int | None = 1,
 ) -> list[Result]:
     """``[function(*task) for task in tasks]``, in order: here when ``jobs`` is 1, else in
-    ``jobs`` worker processes, each set to ``threads`` torch threads (None: as the parent).
+    ``jobs`` worker processes; either way at ``threads`` torch threads (None: as the parent).
+    Here, the parent's count is restored afterwards, also when a task fails: a run's CPU time
+    (``time.process_time``) sums every thread, so runs are comparable only at one count.
 
     The first task to fail, or a stop (Ctrl-C reaches the workers too), ends the queue: tasks
     not yet started are cancelled, those running finish or stop, and the failure is raised
     without waiting for tasks listed before it."""
     if jobs == 1:
-        return [function(*task) for task in tasks]
+        if threads is None:
+            return [function(*task) for task in tasks]
+        with torch_threads(threads):
+            return [function(*task) for task in tasks]
     thread_setting = {"initializer": torch.set_num_threads, "initargs": (threads,)}
     with ProcessPoolExecutor(jobs, **(thread_setting if threads is not None else {})) as pool:
         futures = [pool.submit(function, *task) for task in tasks]
@@ -43,6 +49,17 @@ def map_tasks(
         finally:
             for future in futures:
                 future.cancel()  # only those not started yet
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """``threads`` torch threads inside, the previous count restored after (also on error)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def value_from_child(

@@ -61,10 +61,11 @@ def image_batch(n: int = 8, channels: int = 1, size: int = 28, classes: int = 10
 
 
 def metrics_without_time(run_dir: Path) -> list[dict]:
-    """A run's ``metrics.jsonl`` rows without ``train_seconds`` and ``train_cpu_seconds``, the
-    fields allowed to differ between a run and its resumed or repeated twin."""
+    """A run's ``metrics.jsonl`` rows without ``train_seconds``, ``train_cpu_seconds`` and
+    ``torch_threads``, the fields allowed to differ between a run and its resumed or repeated
+    twin (torchrun's workers, for one, start at one thread)."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    timers = ("train_seconds", "train_cpu_seconds")
+    timers = ("train_seconds", "train_cpu_seconds", "torch_threads")
     return [{k: v for k, v in row.items() if k not in timers} for row in rows]
 
 

@@ -243,6 +243,42 @@ def test_the_schedule_steps_once_per_epoch_and_a_resume_continues_it(tmp_path: P
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_run_records_the_torch_thread_count_its_cpu_seconds_were_trained_at(
+    tmp_path: Path,
+) -> None:
+    """train_cpu_seconds sums every thread's CPU time, so results.json and each metrics row say
+    the count; a run resumed at another count, or with epochs from before the count was
+    recorded (an older folder), has none in results.json rather than a wrong one."""
+    before = torch.get_num_threads()
+    try:
+        _threads_recorded(tmp_path)
+    finally:
+        torch.set_num_threads(before)
+    from bilevel.fit import trained_threads  # here, so the checks above also run on older code
+
+    older = {"epoch": 1, "train_cpu_seconds": 1.0}
+    assert trained_threads([older, {"epoch": 2, "torch_threads": 1}]) is None
+    assert trained_threads([older]) is None
+
+
+def _threads_recorded(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    results = run_experiment(_experiment(CountingQuadratic(), 2), tmp_path / "one", {}, show_progress=False)  # fmt: skip
+    assert results is not None and results["torch_threads"] == 1
+    assert json.loads((tmp_path / "one" / "results.json").read_text())["torch_threads"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+    assert [row["torch_threads"] for row in rows] == [1, 1]
+
+    out = tmp_path / "mixed"
+    torch.set_num_threads(2)
+    run_experiment(_experiment(CountingQuadratic(), 2), out, {}, interrupt_after_epoch=1, show_progress=False)  # fmt: skip
+    torch.set_num_threads(1)
+    results = run_experiment(_experiment(CountingQuadratic(), 2), out, {}, resume=True, show_progress=False)  # fmt: skip
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["torch_threads"] for row in rows] == [2, 1]
+    assert results is not None and results["torch_threads"] is None
+
+
 def test_markdown_table_has_one_column_per_key_and_blanks_for_missing_values() -> None:
     lines = markdown_table([{"a": 1.0, "b": "x"}, {"a": 2}, {"c": True}])
     assert lines[0] == "| a | b | c |" and lines[1] == "|---|---|---|"

@@ -78,6 +78,7 @@ def test_bench_speed_interleaves_the_methods_and_writes_its_table(tmp_path, monk
             expected = row["seconds_per_batch"] / reference
             assert abs(row[key] - expected) <= 5e-4 + 1.1e-3 * expected, (key, row)
     assert payload["config"]["channels_last"] is True  # the measured-faster default
+    assert payload["torch_threads"] == torch.get_num_threads()  # the count it was timed at
 
 
 def test_bench_speed_rejects_an_unknown_method() -> None:

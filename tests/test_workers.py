@@ -28,6 +28,22 @@ def test_workers_take_one_torch_thread_unless_told_otherwise() -> None:
     assert map_tasks(torch.get_num_threads, [(), ()], jobs=2, threads=None) == [2, 2]
 
 
+def _fail() -> None:
+    raise UserError("this task fails.")
+
+
+def test_tasks_run_here_take_the_thread_count_and_the_parent_gets_its_own_back() -> None:
+    """jobs=1 ran its tasks at the parent's count, though studies promise one thread a run:
+    a run's CPU seconds (all threads) were then not comparable with a one-thread run's."""
+    torch.set_num_threads(2)
+    assert map_tasks(torch.get_num_threads, [(), ()], jobs=1) == [1, 1]
+    assert torch.get_num_threads() == 2
+    assert map_tasks(torch.get_num_threads, [()], jobs=1, threads=None) == [2]
+    with pytest.raises(UserError, match="this task fails"):
+        map_tasks(_fail, [()], jobs=1)
+    assert torch.get_num_threads() == 2
+
+
 def _task(marker: str, seconds: float, fail: bool) -> None:
     """Fails at once, or waits and leaves a marker file."""
     if fail:

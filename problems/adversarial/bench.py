@@ -167,7 +167,7 @@ def run_bench(
         work.append((cfg.to_dict(), str(run_dir), cfg.eval_size, autoattack, cw, aa_version))
         ball = {} if cfg.norm == Norm.LINF else {"norm": cfg.norm, "eps": cfg.eps}
         runs.append({"method": label, "seed": seed, "update": cfg.update} | ball | {
-            k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")
+            k: results.get(k) for k in ("train_seconds", "train_cpu_seconds", "torch_threads")
         })  # fmt: skip
     evaluations = map_tasks(_evaluate_run, work, jobs)
     runs = [run | evaluation for run, evaluation in zip(runs, evaluations, strict=True)]

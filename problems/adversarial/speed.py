@@ -230,6 +230,10 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
         for method in cfg.methods
     ]
     if json_path is not None:
-        payload = {"config": asdict(cfg), "device": str(device), "rows": rows}
+        # the seconds per batch depend on the torch thread count, which is the environment's
+        payload = {
+            "config": asdict(cfg), "device": str(device),
+            "torch_threads": torch.get_num_threads(), "rows": rows,
+        }  # fmt: skip
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2) + "\n")
     return rows

@@ -210,7 +210,9 @@ def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[d
         per_seed = []
         for seed in grid.seeds:
             results, evaluation = finished[name, seed]
-            seconds = {k: results.get(k) for k in ("train_seconds", "train_cpu_seconds")}
+            # torch_threads: None for runs trained before it was recorded
+            timed = ("train_seconds", "train_cpu_seconds", "torch_threads")
+            seconds = {k: results.get(k) for k in timed}
             per_seed.append({"seed": seed} | seconds | evaluation)
         runs.append({"entry": name, "options": options, "runs": per_seed})
         row = {
