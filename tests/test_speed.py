@@ -4,6 +4,8 @@ and what ``bench speed`` measures and writes (interleaved rounds, ratios, JSON).
 from __future__ import annotations
 
 import json
+import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -69,16 +71,57 @@ def test_bench_speed_interleaves_the_methods_and_writes_its_table(tmp_path, monk
     payload = json.loads(out.read_text())
     rows = {row["method"]: row for row in payload["rows"]}
     assert list(rows) == methods
-    plain, pgm = rows["plain"]["seconds_per_batch"], rows["pgm-10"]["seconds_per_batch"]
+    plain, pgm = rows["plain"]["round_seconds"], rows["pgm-10"]["round_seconds"]
     for row in rows.values():
         assert row["seconds_per_batch"] > 0 and row["peak_memory_mib"] >= 0
-        # the table's ratios are of the unrounded times, rounded to 3 decimals (±5e-4); the
-        # seconds it shows have 4 significant digits (±5e-4 relative each, so ~1e-3 on a ratio)
+        assert len(row["round_seconds"]) == 2  # every round's seconds per batch
+        median = statistics.median(row["round_seconds"])
+        assert row["seconds_per_batch"] == float(f"{median:.4g}")  # 4 significant digits
         for key, reference in (("ratio_to_plain", plain), ("ratio_to_pgm10", pgm)):
-            expected = row["seconds_per_batch"] / reference
-            assert abs(row[key] - expected) <= 5e-4 + 1.1e-3 * expected, (key, row)
+            paired = [t / r for t, r in zip(row["round_seconds"], reference, strict=True)]
+            assert row[key] == round(statistics.median(paired), 3), (key, row)
     assert payload["config"]["channels_last"] is True  # the measured-faster default
     assert payload["torch_threads"] == torch.get_num_threads()  # the count it was timed at
+
+
+def test_bench_speed_ratios_pair_each_round_with_the_references_same_round(
+    tmp_path, monkeypatch
+) -> None:
+    """A clock the stub trainers move on by scripted seconds per round. PGM-10 takes 1, 2, 4 s a
+    batch and 2-Step 0.5, 3, 2 s: within each round 2-Step takes 0.5, 1.5, 0.5 times PGM-10's
+    time, median 0.5; the two medians (2 and 2) would give 1.0, pairing rounds that ran at
+    different loads. The seconds per batch stay each method's median, and the JSON keeps every
+    round's."""
+    scripted = {
+        "plain": [1.0, 1.0, 1.0],
+        "pgm-10": [1.0, 2.0, 4.0],
+        "2-step-fused": [0.5, 3.0, 2.0],
+    }
+    clock = [0.0]
+
+    class Stub:
+        def __init__(self, method: str) -> None:
+            # the warm-up step, then 2 batches a round (dyadic seconds: the sums are exact)
+            self.seconds = iter([0.0] + [t for t in scripted[method] for _ in range(2)])
+
+        def step(self, batch) -> None:
+            clock[0] += next(self.seconds)
+
+    monkeypatch.setattr(speed, "make_trainer", lambda method, cfg, device: (Stub(method), None))
+    monkeypatch.setattr(speed, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(speed, "peak_memory_mib", lambda *args: None)
+    cfg = speed.SpeedConfig(
+        model="small-cnn", batch_size=2, batches=2, rounds=3, methods=tuple(scripted)
+    )
+    out = tmp_path / "speed.json"
+    rows = {row["method"]: row for row in speed.bench_speed(cfg, out)}
+    default = rows["2-step-fused"]
+    assert default["ratio_to_pgm10"] == 0.5
+    assert default["ratio_to_plain"] == 2.0  # 0.5, 3, 2: median 2
+    assert default["seconds_per_batch"] == 2.0 and rows["pgm-10"]["seconds_per_batch"] == 2.0
+    assert rows["pgm-10"]["ratio_to_pgm10"] == 1.0 and rows["pgm-10"]["ratio_to_plain"] == 2.0
+    written = {row["method"]: row for row in json.loads(out.read_text())["rows"]}
+    assert {m: row["round_seconds"] for m, row in written.items()} == scripted
 
 
 def test_bench_speed_rejects_an_unknown_method() -> None:

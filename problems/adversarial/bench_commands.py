@@ -168,7 +168,11 @@ def bench_speed(
     attacker_width: float = typer.Option(0.25, help="Channel multiplier of the attacker."),
     batch_size: int = typer.Option(128),
     batches: int = typer.Option(3, help="Timed steps per method in each round."),
-    rounds: int = typer.Option(3, help="Interleaved rounds (A B C ... A B C); the median is kept."),
+    rounds: int = typer.Option(
+        3,
+        help="Interleaved rounds (A B C ... A B C); a method's seconds are its median, its "
+        "ratios the median of its per-round ratios (--json keeps every round).",
+    ),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     amp: bool = typer.Option(False, help="bf16 autocast."),
     channels_last: bool = typer.Option(True, help="channels_last memory format."),
@@ -193,8 +197,12 @@ def bench_speed(
         compile=compile_, methods=chosen, levers=_json_object("--levers", levers),
     )  # fmt: skip
     rows = run_bench(cfg, json_path)
+    shown = ("method", "seconds_per_batch", "ratio_to_plain", "ratio_to_pgm10", "peak_memory_mib")
     print_table(
-        f"bench speed: {model}, attacker {attacker} x{attacker_width}, batch {batch_size}", rows
+        f"bench speed: {model}, attacker {attacker} x{attacker_width}, batch {batch_size} "
+        f"(median over {rounds} rounds; ratios: median of the per-round ratios)",
+        rows,
+        shown,
     )
 
 

@@ -1,5 +1,6 @@
 """``bench speed``: the cost of one training step per method (paper Table 3), measured in one process
-and interleaved (A B C ... A B C ...) so the machine's drift cancels.
+and interleaved (A B C ... A B C ...) so the machine's drift cancels: each ratio to a reference is
+taken within a round, then the median over rounds.
 
 Methods: plain training, FGSM with random start, PGM-10, and Grad / 2-Step L2L with the alternating
 and the fused update, on random batches (timing does not depend on pixel values) shaped as the
@@ -196,8 +197,20 @@ def _mib_rounded(mib: float | None) -> float | None:
     return None if mib is None else round(mib, 1)
 
 
+def paired_ratio(seconds: list[float], reference: list[float] | None) -> float | None:
+    """The median over rounds of ``seconds[r] / reference[r]``, to 3 decimals; None without the
+    reference (not among the methods) or when one of its rounds took no measurable time."""
+    if not reference or not all(reference):
+        return None
+    return round(statistics.median(s / r for s, r in zip(seconds, reference, strict=True)), 3)
+
+
 def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[str, Any]]:
-    """Seconds per batch (median over interleaved rounds), ratios to plain and PGM-10, peak memory."""
+    """Seconds per batch (each method's median over the interleaved rounds), ratios to plain and
+    PGM-10 (the median over rounds of the method's time in a round over the reference's in the
+    same round: a round's methods ran back to back, so the pairing cancels load that changes
+    between rounds, which a ratio of the two medians does not), peak memory; the JSON keeps
+    every round's seconds per batch (``round_seconds``)."""
     require_counts(cfg, ("batch_size", "batches", "rounds"))
     check_methods(cfg)
     device = resolve_device(cfg.device)
@@ -217,15 +230,14 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
             synchronize(device)
             times[method].append((time.perf_counter() - tic) / cfg.batches)
     del trainers
-    seconds = {m: statistics.median(t) for m, t in times.items()}
-    plain, pgm = seconds.get("plain"), seconds.get("pgm-10")
     rows = [
         {
             "method": method,
-            "seconds_per_batch": float(f"{seconds[method]:.4g}"),  # 4 significant digits
-            "ratio_to_plain": round(seconds[method] / plain, 3) if plain else None,
-            "ratio_to_pgm10": round(seconds[method] / pgm, 3) if pgm else None,
+            "seconds_per_batch": float(f"{statistics.median(times[method]):.4g}"),  # 4 digits
+            "ratio_to_plain": paired_ratio(times[method], times.get("plain")),
+            "ratio_to_pgm10": paired_ratio(times[method], times.get("pgm-10")),
             "peak_memory_mib": _mib_rounded(peak_memory_mib(method, cfg, device)),
+            "round_seconds": times[method],
         }
         for method in cfg.methods
     ]
