@@ -8,11 +8,16 @@ CPU one set per parameter; the count takes CUDA's path by default (``--no-foreac
 View operators (``view``, ``t``, ``detach``, ...) launch no kernel, nor do allocations
 (``empty``, ``empty_like``, ``empty_strided``, ...) and ``lift_fresh`` (``torch.tensor``'s
 wrapping of a new tensor), nor does reading Adam's step counter (``_local_scalar_dense``: on CUDA
-that counter stays on the CPU); they are counted apart. (Until 2026-12-05 the allocations and
-``lift_fresh`` were counted as launching: the default's 274 against PGM-10's 395, 0.69x; 260
-against 394, 0.66x, without them.)
+that counter stays on the CPU), nor do the profiler's range markers that the optimizers' ``step``
+and ``zero_grad`` open (``_record_function_enter_new``, ``_record_function_exit``); they are counted
+apart. (Until 2026-12-05 the allocations and ``lift_fresh`` were counted as launching: the
+default's 274 against PGM-10's 395, 0.69x; 260 against 394, 0.66x, without them. Until a later
+correction that day the markers were counted too, 8 in the default's step and 4 in PGM-10's:
+without them 256 against 390, 0.66x, the default's step having gained 4 launching operators in
+between.)
 
     python benchmarks/dispatch_count.py --channels-last --json benchmarks/results/dispatch-count-small-cnn.json
+    python benchmarks/dispatch_count.py --channels-last --model preact-resnet18 --batch-size 8 --json benchmarks/results/dispatch-count-preact18.json
 """
 
 from __future__ import annotations
@@ -41,7 +46,10 @@ VIEWS = frozenset(
 ALLOCATIONS = frozenset(
     "empty empty_like empty_strided new_empty new_empty_strided lift_fresh".split()
 )
-NO_KERNEL = VIEWS | ALLOCATIONS | {"_local_scalar_dense"}
+# the profiler's range markers (``record_function``, which the optimizers' ``step`` and
+# ``zero_grad`` open): host bookkeeping, no kernel
+PROFILER_MARKERS = frozenset({"_record_function_enter_new", "_record_function_exit"})
+NO_KERNEL = VIEWS | ALLOCATIONS | PROFILER_MARKERS | {"_local_scalar_dense"}
 
 
 class CountOperators(TorchDispatchMode):

@@ -36,6 +36,18 @@ def test_allocations_and_lifted_tensors_are_counted_apart_from_launches():
     assert set(counter.counts) <= script.NO_KERNEL
 
 
+def test_the_profilers_range_markers_are_counted_apart_from_launches():
+    """``record_function`` (opened by the optimizers' ``step`` and ``zero_grad``) dispatches an
+    enter and an exit marker: host bookkeeping, no kernel. Both were counted as launching, 4 in
+    PGM-10's step and 8 in the default's."""
+    script = load_benchmark()
+    with script.CountOperators() as counter:
+        with torch.autograd.profiler.record_function("a range"):
+            pass
+    assert set(counter.counts) == {"_record_function_enter_new", "_record_function_exit"}
+    assert set(counter.counts) <= script.NO_KERNEL
+
+
 def test_each_pgm_step_adds_the_same_operators_and_foreach_cuts_the_optimizer():
     """PGM-k's step is k ascent steps and one leader step: the count grows by a constant per k.
     The multi-tensor optimizer path (CUDA's default) dispatches fewer operators than one set per
