@@ -43,14 +43,18 @@ for name in dro ait gail; do
   "$PY" - "$TMP/$name-unbroken/metrics.jsonl" "$TMP/$name/metrics.jsonl" "$name" <<'PYEOF' || status=1
 import json, os, sys
 redefined = os.environ["REDEFINED"].split()
-def rows(path):  # every logged figure except clocks and those redefined since the old commit
+def rows(path):  # every logged figure except clocks, the thread count (a setting, recorded
+    # from 6e4da14 on) and those redefined since the old commit
     return [{k: v for k, v in json.loads(line).items()
-             if "time" not in k and "seconds" not in k and k not in redefined}
+             if "time" not in k and "seconds" not in k and k != "torch_threads"
+             and k not in redefined}
             for line in open(path)]
 old, resumed, name = rows(sys.argv[1]), rows(sys.argv[2]), sys.argv[3]
 same = old == resumed
+differ = sorted({k for a, b in zip(old, resumed) for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
 print(f"{name}: {len(resumed)} epochs, resumed under the current code "
-      f"{'equal' if same else 'DIFFERENT'} to the old commit's unbroken run")
+      f"{'equal' if same else 'DIFFERENT'} to the old commit's unbroken run"
+      + ("" if same else f" ({', '.join(differ) or 'the number of epochs'})"))
 sys.exit(0 if same else 1)
 PYEOF
 done
