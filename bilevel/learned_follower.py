@@ -9,6 +9,11 @@ project's addition) for steps = 1 and the paper's
 "2-Step L2L" RNN for steps = 2 (∇̂: ∇_z q scaled to match the norm, ``GradientScaling``). φ is
 trained online to maximise q (Algorithm 3, last line). The hand-designed followers and the
 ``Follower`` protocol it satisfies are in ``bilevel.followers``.
+
+Π_Z is the problem's whole feasible set, applied after every step: for images, the ε-ball and
+the [0, 1] box, so the second step's gradient and features are taken at a feasible z₁, as PGM's
+are. The authors' code adds the raw outputs and clips to the box once, at the end; where the box
+clips z₁ (the many zero pixels of MNIST) the two differ, a choice of this project.
 """
 
 from __future__ import annotations

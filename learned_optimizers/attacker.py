@@ -6,7 +6,8 @@ inside (−ε, ε):
 
     Conv 3x3 (64)  + BN + ReLU                      Table 1, row 1
     ResBlock 3x3 (128), ResBlock (256), ResBlock (128)  Table 1, rows 2-4; Appendix B
-    BN → Conv 3x3 (out_channels) → tanh → × ε      Table 1, last row
+    BN → Conv 3x3 (out_channels) → tanh → × ε      Table 1, last row (the BN, affine=False,
+                                                   is the authors' released WideAttacker's)
 
 The residual block is the generator block of Miyato et al. (2018), "Spectral Normalization for
 Generative Adversarial Networks" (as cited in Appendix B), without spectral norm and without
@@ -86,8 +87,8 @@ class BoundedOutput(nn.Module):
 
     Subclasses compute a pre-activation ``z`` and return ``self.bound(z)``: ε · tanh(z) per entry
     (L∞) or ε · tanh(‖z‖₂) · z / ‖z‖₂ per sample (L2), tanh clipped below 1 (one float step under
-    L∞, 1e-5 under L2) so the output is *strictly* inside the ball even where tanh rounds to 1 in
-    floating point.
+    L∞, 1e-5 under L2, computed in float32 at least) so the output is *strictly* inside the ball
+    even where tanh rounds to 1 in floating point.
     """
 
     def __init__(self, eps: float, norm: str = "linf") -> None:
@@ -129,10 +130,12 @@ class BoundedOutput(nn.Module):
         below_one = 1.0 - torch.finfo(z.dtype).eps / 2  # the largest float under 1
         if self.norm == "linf":
             return torch.tanh(z).clamp(-below_one, below_one) * self.eps
-        radius = z.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (z.dim() - 1)))
+        # in float32 at least: 1 − 1e-5 rounds to 1 in bfloat16 (an --amp output past the ball)
+        wide = z.float() if torch.finfo(z.dtype).eps > torch.finfo(torch.float32).eps else z
+        radius = wide.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (z.dim() - 1)))
         # the output's norm is recomputed with a sum over every entry, whose rounding (~√d float
         # steps) a one-step margin does not cover: keep 1e-5 of ε to spare
-        return z * (torch.tanh(radius).clamp(max=1.0 - 1e-5) * self.eps / radius)
+        return wide * (torch.tanh(radius).clamp(max=1.0 - 1e-5) * self.eps / radius)
 
     @property
     def output_layer(self) -> nn.Conv2d:

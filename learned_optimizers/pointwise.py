@@ -11,8 +11,9 @@ attackers:
     tanh(s · ·) × ε, s a learnable scalar (init 1)
 
 It sees no neighbouring pixel, so any spatial structure in δ comes from the gradient it is fed.
-It has no batch normalisation: each pixel's step depends only on that pixel's input, as a
-hand-designed step does. Its cost is a few operators a call, where the convolutional attackers
+It has no batch normalisation: under L∞ each pixel's step depends only on that pixel's input,
+as a hand-designed sign step does; under L2 the bound divides by each sample's norm, which couples
+the pixels as the L2 steepest step g / ‖g‖₂ does. Its cost is a few operators a call, where the convolutional attackers
 launch dozens (``benchmarks/dispatch_count.py``).
 """
 

@@ -128,6 +128,18 @@ def test_learned_attackers_lie_strictly_inside_the_chosen_ball(kind: str) -> Non
     assert out.abs().max() > 0.5 / 28  # not the L∞ bound: one pixel may exceed ε / √d
 
 
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_the_bound_holds_strictly_under_bfloat16_autocast(norm: str) -> None:
+    """--amp runs g_φ in bfloat16, where 1 − 1e-5 rounds to 1: the L2 bound's margin must be
+    taken in float32, or a saturated output lies past the ball (1.5046 at ε = 1.5)."""
+    torch.manual_seed(0)
+    net = build_attacker("slim", 2, 1, 1.5, 0.25, norm=norm)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(torch.randn(4, 2, 28, 28) * 100)
+    size = out.float().flatten(1).norm(dim=1) if norm == "l2" else out.float().abs().amax((1, 2, 3))
+    assert (size < 1.5).all()
+
+
 runner = CliRunner()
 TINY = [
     "--train-size", "64", "--eval-size", "32", "--batch-size", "32", "--epochs", "1",
