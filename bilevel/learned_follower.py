@@ -12,8 +12,9 @@ trained online to maximise q (Algorithm 3, last line). The hand-designed followe
 
 Π_Z is the problem's whole feasible set, applied after every step: for images, the ε-ball and
 the [0, 1] box, so the second step's gradient and features are taken at a feasible z₁, as PGM's
-are. The authors' code adds the raw outputs and clips to the box once, at the end; where the box
-clips z₁ (the many zero pixels of MNIST) the two differ, a choice of this project.
+are, and z₂ steps from that z₁. The authors' code also feeds its second call the box-clipped
+x + p₁, but adds the raw outputs, clip_ε(p₁ + p₂), and clips to the box once at the end. Where the
+box clips z₁ (the many zero pixels of MNIST) the two z₂ differ: a choice of this project.
 """
 
 from __future__ import annotations
