@@ -33,6 +33,11 @@ from bilevel.run import RunDir, atomic_torch_save
 from bilevel.seeding import seeded
 from bilevel.stopping import Interrupted, StopRequests
 
+# the advice that ends a stop's message (``_Loop.stop_message``), for the single run command whose
+# ``--resume`` continues it; a command that runs many (``gail-stability``) says its own instead
+RESUME_ADVICE = "to continue, rerun the same command with --resume"
+RESTART_ADVICE = "rerun the same command to start over"
+
 
 @dataclass
 class FitResult:
@@ -254,12 +259,8 @@ class _Loop:
     def stop_message(self, how: str) -> str:
         if not self.is_main:
             return ""
-        if self.saved is None:
-            return f"Stopped {how}; {self.kept_sentence()}; rerun the same command to start over."
-        return (
-            f"Stopped {how}; {self.kept_sentence()}; to continue, rerun the same command with "
-            "--resume."
-        )
+        advice = RESUME_ADVICE if self.saved is not None else RESTART_ADVICE
+        return f"Stopped {how}; {self.kept_sentence()}; {advice}."
 
     def _agreed_stop(self) -> bool:
         """Whether a stop was asked for here or, under torchrun, on any process (all agree)."""

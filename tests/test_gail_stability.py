@@ -5,13 +5,17 @@ unchanged and no run started."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from bilevel.fit import _Loop
+from bilevel.stopping import Interrupted
 from cli import app
+from problems.imitation import stability as stability_module
 from problems.imitation.reliability import final_performance, iqr, permutation_test
 
 TINY = ":n_envs=1:n_steps=100:eval_episodes=1:test_episodes=1"
@@ -81,3 +85,34 @@ def test_bad_inputs_are_one_sentence_exit_2_and_touch_nothing(extra, message, tm
     assert message in result.output and "Traceback" not in result.output
     assert (out / "stability.json").read_text() == '{"rows": "earlier"}\n'
     assert [p.name for p in out.iterdir()] == ["stability.json"]  # no run was started
+
+
+def test_a_stop_says_to_rerun_this_command_which_then_goes_on(tmp_path, monkeypatch) -> None:
+    """gail-stability has no --resume: a stop's advice is its own command, which resumes."""
+    out, cache = tmp_path / "study", tmp_path / "demos"
+
+    def stop_now(loop: _Loop) -> bool:  # as if Ctrl-C came during the first batch
+        loop.signum = signal.SIGINT
+        return True
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_Loop, "_agreed_stop", stop_now)
+        result = stability(out, cache, "--followers", f"adam{TINY}", "--seeds", "2")
+    assert result.exit_code == 130, result.output
+    assert "rerun the same gail-stability command" in result.output
+    assert "--resume" not in result.output and "Traceback" not in result.output
+    assert len(list(out.glob("*-seed0/last.pt"))) == 1
+    again = stability(out, cache, "--followers", f"adam{TINY}", "--seeds", "2")
+    assert again.exit_code == 0, again.output
+    assert len(list(out.glob("*-seed*/results.json"))) == 2
+
+
+def test_a_stop_outside_a_training_loop_says_the_same(tmp_path, monkeypatch) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(stability_module, "solve_gail", interrupted)
+    result = stability(tmp_path / "study", tmp_path / "demos", "--followers", f"adam{TINY}")
+    assert result.exit_code == 143, result.output
+    assert "rerun the same gail-stability command" in result.output
+    assert "--resume" not in result.output

@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from bilevel.errors import UserError
+from bilevel.errors import Stopped, UserError
+from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
 from bilevel.report import markdown_table, table_cell
 from bilevel.run import RunDir, atomic_write_text
+from bilevel.stopping import Interrupted
 from bilevel.workers import map_tasks
 from problems.imitation.config import GAILConfig
 from problems.imitation.plots import PANELS, plot_bands
@@ -53,6 +55,11 @@ from problems.imitation.solve import solve_gail
 from problems.imitation.variants import parse_variant
 
 RETURN = "val_normalised_return"
+# what a stop says to do: this command has no --resume; run again, it reuses and resumes its runs
+RERUN_ADVICE = (
+    "to go on, rerun the same gail-stability command: it reuses the finished runs and resumes "
+    "the others"
+)
 
 
 def _run_one(cfg: GAILConfig, out: str) -> str:
@@ -89,7 +96,17 @@ def run_stability(
         for label, folder, cfg in variants  # seed-major: an early stop leaves every follower seeds
     }  # resolve(): every bad option stops the command before any run starts
     expert_policy(base.env, base.cache_dir)  # a task without an expert, too
-    map_tasks(_run_one, list(runs.values()), jobs, threads=None)
+    try:
+        map_tasks(_run_one, list(runs.values()), jobs, threads=None)
+    except Stopped as stop:  # a run's own advice (``bilevel.fit``) names its --resume
+        message = stop.message.replace(RESUME_ADVICE, RERUN_ADVICE)
+        raise Stopped(message.replace(RESTART_ADVICE, RERUN_ADVICE), stop.exit_code) from None
+    except Interrupted as err:  # outside a run's training loop (or here, waiting on the workers)
+        raise Stopped(
+            f"Stopped by {err.name}; every file written before it is whole (each write is "
+            f"atomic); {RERUN_ADVICE}.",
+            err.exit_code,
+        ) from None
     histories = {key: RunDir(path).read_metrics() for key, (_, path) in runs.items()}
     labels = [label for label, _, _ in variants]
     summary = {
