@@ -93,8 +93,7 @@ class RunDir:
             raise UserError(
                 f"--resume: {self.path} holds no run to resume; drop --resume to start one."
             )
-        if not self.last_checkpoint.is_file():  # a new run, or a start over: nothing to lose?
-            self._check_nothing_to_lose(config)
+        self.check_start(config)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -118,6 +117,14 @@ class RunDir:
         if not has_checkpoint:  # a new run, or one that stopped before its first checkpoint
             self._drop_unfinished()
             self.write_json("config.json", config)
+
+    def check_start(self, config: dict[str, Any]) -> None:
+        """Where the folder holds no ``last.pt`` (a new run, or a start over), what ``prepare``
+        refuses before it touches anything: files a new run would overwrite or mix with
+        (``_check_nothing_to_lose``); also for a caller that checks its folders before any of
+        its runs starts."""
+        if not self.last_checkpoint.is_file():
+            self._check_nothing_to_lose(config)
 
     def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from bilevel.fit import _Loop
 from bilevel.stopping import Interrupted
 from cli import app
 from problems.imitation import stability as stability_module
+from problems.imitation.config import GAILConfig
 from problems.imitation.reliability import final_performance, iqr, permutation_test
+from problems.imitation.variants import parse_variant
 
 TINY = ":n_envs=1:n_steps=100:eval_episodes=1:test_episodes=1"
 runner = CliRunner()
@@ -116,3 +119,21 @@ def test_a_stop_outside_a_training_loop_says_the_same(tmp_path, monkeypatch) -> 
     assert result.exit_code == 143, result.output
     assert "rerun the same gail-stability command" in result.output
     assert "--resume" not in result.output
+
+
+def test_a_later_seed_s_folder_of_other_options_is_refused_before_any_run_trains(
+    tmp_path,
+) -> None:
+    out, cache = tmp_path / "study", tmp_path / "demos"
+    _, folder, cfg = parse_variant(f"adam{TINY}", GAILConfig(steps=5000, cache_dir=str(cache)))
+    seed1 = out / f"{folder}-seed1"  # an unfinished run of --steps 5000
+    seed1.mkdir(parents=True)
+    (seed1 / "config.json").write_text(json.dumps(replace(cfg, seed=1).resolve().to_dict()))
+    (seed1 / "last.pt").write_bytes(b"a checkpoint")
+    result = stability(out, cache, "--followers", f"adam{TINY}", "--seeds", "2")
+    assert result.exit_code == 2, result.output
+    assert sorted(p.name for p in out.iterdir()) == [seed1.name]  # seed 0 was not trained
+    assert sorted(p.name for p in seed1.iterdir()) == ["config.json", "last.pt"]
+    assert "holds an unfinished run with other options (steps 5000 there, 300 here)" in (
+        result.output
+    )

@@ -4,7 +4,8 @@ several seeds, with the reliability metrics of Chan et al. (ICLR 2020, ``reliabi
 Every (follower, seed) pair is one ``solve gail`` run in ``out/<follower>-seed<s>``; a finished run
 (with ``results.json``) is reused and an interrupted one resumed, so the command can be re-run.
 Runs go one after another, or in ``jobs`` worker processes where the machine has the cores. Every
-option is checked, and the task's expert looked up, before any run starts or any file is written.
+option and every run folder is checked (``check_folder``), and the task's expert looked up, before
+any run starts or any file is written.
 
 Outputs: ``stability.json`` and ``stability.md`` (one row per follower) and ``stability.png``
 (median and inter-quartile band across seeds of the normalised return and of every discriminator
@@ -34,10 +35,10 @@ import numpy as np
 from bilevel.errors import Stopped, UserError
 from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
 from bilevel.report import markdown_table, table_cell
-from bilevel.run import RunDir, atomic_write_text
+from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
 from bilevel.stopping import Interrupted
 from bilevel.workers import map_tasks
-from problems.imitation.config import GAILConfig
+from problems.imitation.config import LEGACY_VALUES, GAILConfig
 from problems.imitation.plots import PANELS, plot_bands
 from problems.imitation.ppo_expert import expert_policy
 from problems.imitation.reliability import (
@@ -62,17 +63,36 @@ RERUN_ADVICE = (
 )
 
 
-def _run_one(cfg: GAILConfig, out: str) -> str:
+def check_folder(cfg: GAILConfig, out: str) -> None:
+    """One sentence unless the run folder ``out`` can give the run of ``cfg``: empty or missing
+    (trained), holding a run of ``cfg``'s options, finished (reused) or not (resumed), or what
+    a run that stopped before its first checkpoint leaves (started over). Reads, never writes:
+    every folder is checked before any run starts."""
     run = RunDir(out)
-    if (run.path / "results.json").is_file():
-        old = json.loads(run.config_path.read_text())
-        if old != json.loads(json.dumps(cfg.to_dict())):
-            raise UserError(
-                f"{out} holds a finished run with other options; use another --out "
-                "or the options it was run with."
-            )
-        return out
-    solve_gail(cfg, out, resume=run.last_checkpoint.is_file(), show_progress=False)
+    config = json.loads(json.dumps(cfg.to_dict()))
+    finished = (run.path / "results.json").is_file()
+    if not (finished or run.last_checkpoint.is_file()):
+        run.check_start(config)
+        return
+    old = json.loads(run.config_path.read_text())
+    # as ``RunDir.prepare`` compares a resumed run's: an option newer than the folder counts as
+    # what the older code did
+    old = {k: v for k, v in LEGACY_VALUES.items() if k in config} | old
+    if diff := [k for k in sorted(old) if k not in IGNORED_ON_RESUME and old[k] != config.get(k)]:
+        shown = ", ".join(f"{k} {old[k]!r} there, {config.get(k)!r} here" for k in diff[:4])
+        kind, again = ("a finished", "train") if finished else ("an unfinished", "start")
+        raise UserError(
+            f"{out} holds {kind} run with other options ({shown}); use another --out or the "
+            f"options it was run with, or delete that folder to {again} that seed afresh."
+        )
+
+
+def _run_one(cfg: GAILConfig, out: str) -> str:
+    """The run of ``cfg`` in ``out`` (``check_folder`` accepted it): reused when finished,
+    resumed when it has a checkpoint, else trained."""
+    run = RunDir(out)
+    if not (run.path / "results.json").is_file():
+        solve_gail(cfg, out, resume=run.last_checkpoint.is_file(), show_progress=False)
     return out
 
 
@@ -96,6 +116,8 @@ def run_stability(
         for label, folder, cfg in variants  # seed-major: an early stop leaves every follower seeds
     }  # resolve(): every bad option stops the command before any run starts
     expert_policy(base.env, base.cache_dir)  # a task without an expert, too
+    for cfg, path in runs.values():  # and every run folder, before an earlier run trains
+        check_folder(cfg, path)
     try:
         map_tasks(_run_one, list(runs.values()), jobs, threads=None)
     except Stopped as stop:  # a run's own advice (``bilevel.fit``) names its --resume
