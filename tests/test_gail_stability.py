@@ -5,6 +5,7 @@ unchanged and no run started."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -137,3 +138,53 @@ def test_a_later_seed_s_folder_of_other_options_is_refused_before_any_run_trains
     assert "holds an unfinished run with other options (steps 5000 there, 300 here)" in (
         result.output
     )
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> tuple[Path, Path]:
+    """A finished tiny study (one follower, two seeds of 3 epochs), to copy and damage."""
+    root = tmp_path_factory.mktemp("finished")
+    result = stability(root / "study", root / "demos", "--followers", f"adam{TINY}", "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    return root / "study", root / "demos"
+
+
+def _cut_config(run: Path) -> None:
+    (run / "config.json").write_text((run / "config.json").read_text()[:17])
+
+
+def _cut_last_metrics_line(run: Path) -> None:
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text()[:-40])
+
+
+def _drop_last_metrics_row(run: Path) -> None:
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(lines[:-1]))
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (_cut_config, "finished run whose config.json is missing or unreadable"),
+        (lambda run: (run / "config.json").unlink(), "whose config.json is missing or unreadable"),
+        (lambda run: (run / "metrics.jsonl").unlink(), "finished run with no metrics.jsonl"),
+        (_cut_last_metrics_line, "metrics.jsonl whose line 3 is not a whole row"),
+        (_drop_last_metrics_row, "a metrics.jsonl of 2 rows for its 3 epochs"),
+    ],
+)
+def test_a_damaged_finished_run_is_one_sentence_and_nothing_changes(
+    damage, words, finished_study, tmp_path
+) -> None:
+    """Reused only if its config.json reads and metrics.jsonl holds every epoch's whole row:
+    else the summary is a traceback, or silently cut to the shortest run."""
+    out, cache = tmp_path / "study", finished_study[1]
+    shutil.copytree(finished_study[0], out)
+    seed1 = next(out.glob("*-seed1"))
+    damage(seed1)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = stability(out, cache, "--followers", f"adam{TINY}", "--seeds", "2")
+    assert result.exit_code == 2, result.output
+    assert f"{seed1} holds a " in result.output and words in result.output
+    assert "delete that folder to train that seed again" in result.output
+    assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

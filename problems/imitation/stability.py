@@ -56,6 +56,7 @@ from problems.imitation.solve import solve_gail
 from problems.imitation.variants import parse_variant
 
 RETURN = "val_normalised_return"
+FIDELITY = ("val_action_error", "val_action_agreement")  # continuous, discrete actions
 # what a stop says to do: this command has no --resume; run again, it reuses and resumes its runs
 RERUN_ADVICE = (
     "to go on, rerun the same gail-stability command: it reuses the finished runs and resumes "
@@ -74,17 +75,60 @@ def check_folder(cfg: GAILConfig, out: str) -> None:
     if not (finished or run.last_checkpoint.is_file()):
         run.check_start(config)
         return
-    old = json.loads(run.config_path.read_text())
+    kind, use = ("a finished", "reused") if finished else ("an unfinished", "resumed")
+    delete = "delete that folder to train that seed again"
+    try:
+        old = json.loads(run.config_path.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        old = None
+    if not isinstance(old, dict):
+        raise UserError(
+            f"{out} holds {kind} run whose config.json is missing or unreadable, so it cannot "
+            f"be {use}; {delete}."
+        )
     # as ``RunDir.prepare`` compares a resumed run's: an option newer than the folder counts as
     # what the older code did
     old = {k: v for k, v in LEGACY_VALUES.items() if k in config} | old
     if diff := [k for k in sorted(old) if k not in IGNORED_ON_RESUME and old[k] != config.get(k)]:
         shown = ", ".join(f"{k} {old[k]!r} there, {config.get(k)!r} here" for k in diff[:4])
-        kind, again = ("a finished", "train") if finished else ("an unfinished", "start")
         raise UserError(
             f"{out} holds {kind} run with other options ({shown}); use another --out or the "
-            f"options it was run with, or delete that folder to {again} that seed afresh."
+            f"options it was run with, or {delete}."
         )
+    if finished and (problem := _metrics_problem(run, cfg.epochs)):
+        raise UserError(
+            f"{out} holds a finished run with {problem}, so it cannot be reused; {delete}."
+        )
+
+
+def _metrics_problem(run: RunDir, epochs: int) -> str | None:
+    """What is wrong with a finished run's metrics.jsonl, for the summary (which reads every
+    epoch's row of every run): None when it holds one whole row, with the normalised return,
+    the environment steps and the fidelity, for each of its ``epochs``."""
+    if not run.metrics_path.is_file():
+        return "no metrics.jsonl"
+    try:
+        lines = run.metrics_path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return "an unreadable metrics.jsonl"
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not (
+            isinstance(row, dict)
+            and all(_is_number(row.get(key)) for key in (RETURN, "env_steps"))
+            and any(_is_number(row.get(key)) for key in FIDELITY)
+        ):
+            return f"a metrics.jsonl whose line {number} is not a whole row (cut short or edited)"
+    if len(lines) != epochs:
+        return f"a metrics.jsonl of {len(lines)} rows for its {epochs} epochs"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _run_one(cfg: GAILConfig, out: str) -> str:
@@ -169,9 +213,7 @@ def stability_table(histories: dict, followers: list[str], seeds: int) -> list[d
         final = final_performance(curves)
         finals[f] = final
         drawdown = np.array([drawdown_cvar(c) for c in curves])
-        fidelity_key = next(
-            k for k in ("val_action_error", "val_action_agreement") if k in histories[(f, 0)][0]
-        )
+        fidelity_key = next(k for k in FIDELITY if k in histories[(f, 0)][0])
         fidelity = final_performance(_curves(histories, f, seeds, fidelity_key))
         row = {
             "method": f,
