@@ -10,8 +10,8 @@ import pytest
 
 import problems.imitation.demonstrations as demonstrations
 from bilevel.errors import UserError
-from problems.imitation.demonstrations import demo_path, load_demonstrations
-from problems.imitation.experts import SCRIPTED, random_policy, rollout
+from problems.imitation.demonstrations import demo_path, load_demonstrations, save_rollout
+from problems.imitation.experts import SCRIPTED, Rollout, random_policy, rollout
 from problems.imitation.ppo_expert import ppo_expert_path, train_expert
 from problems.imitation.solve import VAL_SEED, evaluate, expert_reference
 
@@ -72,6 +72,51 @@ def test_bad_requests_are_one_sentence_user_errors(tmp_path) -> None:
     with pytest.raises(UserError, match="has a scripted expert"):  # an expert never used
         train_expert("Pendulum-v1", steps=64, cache_dir=tmp_path)
     assert not ppo_expert_path("Pendulum-v1", tmp_path).exists()
+
+
+def _empty(path, cartpole, pendulum) -> None:
+    path.write_bytes(b"")
+
+
+def _another_environment_s(path, cartpole, pendulum) -> None:
+    save_rollout(path, pendulum)  # Pendulum's 2 episodes under CartPole's name
+
+
+def _fewer_episodes(path, cartpole, pendulum) -> None:
+    episodes = len(cartpole.episode_returns) - 1  # the first episode alone
+    steps = len(cartpole.observations) // 2
+    save_rollout(
+        path,
+        Rollout(
+            cartpole.observations[:steps],
+            cartpole.actions[:steps],
+            cartpole.episode_returns[:episodes],
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (_empty, "is not a readable demonstrations file (EOFError)"),
+        (_another_environment_s, "its observations are 400×3, where 400×4 was expected"),
+        (_fewer_episodes, "its episode_returns are 1 value, where 2 values was expected"),
+    ],
+)
+def test_a_cached_file_that_is_not_what_its_name_promises_is_one_sentence_and_kept(
+    make, words, tmp_path
+) -> None:
+    """Was: an empty file "Aborted." (exit 1), another task's a RuntimeError deep in training,
+    one with fewer episodes than its name says imitated silently."""
+    cartpole = load_demonstrations("CartPole-v1", episodes=2, seed=0, cache_dir=tmp_path)
+    pendulum = rollout("Pendulum-v1", SCRIPTED["Pendulum-v1"], 2, seed=0)
+    path = demo_path("CartPole-v1", 2, 0, tmp_path)
+    make(path, cartpole, pendulum)
+    before = path.read_bytes()
+    with pytest.raises(UserError, match="delete it and it will be generated again") as err:
+        load_demonstrations("CartPole-v1", episodes=2, seed=0, cache_dir=tmp_path)
+    assert str(err.value).startswith(f"{path} ") and words in str(err.value)
+    assert path.read_bytes() == before
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 99_999_999_999])

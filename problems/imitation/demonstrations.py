@@ -5,7 +5,9 @@ A file holds ``observations`` (N, obs_dim), ``actions`` (N, ...) and ``episode_r
 (episodes,); its name records the environment, the number of episodes and the seed, and for a PPO
 expert trained here (``expert train``) a digest of the expert's file, so a cached file is only
 reused for the same request from the same expert: a retrained expert's demonstrations are rolled
-out afresh, never read from its predecessor's. Files are written to a temporary name and renamed.
+out afresh, never read from its predecessor's. A cached file is read only if it holds what its name
+promises, that many episodes of that environment's observations and actions; else one sentence
+says to delete it. Files are written to a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 
 from bilevel.errors import UserError
@@ -52,11 +55,48 @@ def load_rollout(path: Path) -> Rollout:
     try:
         with np.load(path, allow_pickle=False) as data:
             return Rollout(data["observations"], data["actions"], data["episode_returns"])
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as err:
         raise UserError(
             f"{path} is not a readable demonstrations file ({type(err).__name__}); "
             "delete it and it will be generated again."
         ) from None
+
+
+def check_demonstrations(path: Path, demos: Rollout, env_id: str, episodes: int) -> None:
+    """One sentence unless the file ``path`` read as ``demos`` holds what its name promises:
+    ``episodes`` episodes of ``env_id`` (another task's file under this name, or one cut to
+    fewer episodes, would be imitated, or fail deep inside training)."""
+    env = gym.make(env_id)
+    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+    env.close()
+    steps = len(demos.observations)
+    expected = {
+        "observations": (steps, *obs_shape),
+        "actions": (steps, *act_shape),
+        "episode_returns": (episodes,),
+    }
+    for name, shape in expected.items():
+        array = getattr(demos, name)
+        if array.shape != shape or not np.issubdtype(array.dtype, np.number):
+            kind = "" if np.issubdtype(array.dtype, np.number) else f"{array.dtype} "
+            raise UserError(
+                f"{path} does not hold {episodes} episodes of {env_id} demonstrations (its "
+                f"{name} are {kind}{_shape(array.shape)}, where {_shape(shape)} was expected); "
+                "delete it and it will be generated again."
+            )
+    if steps < episodes or not all(np.isfinite(getattr(demos, name)).all() for name in expected):
+        raise UserError(
+            f"{path} does not hold {episodes} episodes of {env_id} demonstrations (it has "
+            f"{'fewer steps than episodes' if steps < episodes else 'NaN or infinite values'}); "
+            "delete it and it will be generated again."
+        )
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    """An array's shape in words: "4000×3", "20 values", "a single value"."""
+    if len(shape) > 1:
+        return "×".join(map(str, shape))
+    return f"{shape[0]} value{'s' * (shape[0] != 1)}" if shape else "a single value"
 
 
 def load_demonstrations(
@@ -71,7 +111,9 @@ def load_demonstrations(
         raise UserError(f"--demo-episodes must be at least 1; got {episodes}.")
     path = demo_path(env_id, episodes, seed, cache_dir)
     if path.is_file():
-        return load_rollout(path)
+        demos = load_rollout(path)
+        check_demonstrations(path, demos, env_id, episodes)
+        return demos
     demos = rollout(env_id, expert_policy(env_id, cache_dir), episodes, seed)
     save_rollout(path, demos)
     return demos
