@@ -111,6 +111,14 @@ def test_options_a_run_reads_or_leaves_unset_still_pass(args, tmp_path) -> None:
             "objective q would",
         ),
         (["--follower", "l2l", "--meta-objective", "q", "--meta-penalty", "1"], "--meta-penalty"),
+        (
+            ["--follower", "l2l", "--lstm-steps", "2", "--disc-steps", "7"],
+            "--disc-steps is read by --follower l2l only as the default of --lstm-steps",
+        ),
+        (
+            ["--follower", "oneshot", "--oneshot-step", "0.001", "--disc-lr", "0.5"],
+            "--disc-lr is read by --follower oneshot only as the default of --oneshot-step",
+        ),
     ],
 )
 def test_gail_refuses_a_typed_option_its_follower_does_not_read(args, words, tmp_path) -> None:
@@ -125,6 +133,8 @@ def test_gail_refuses_a_typed_option_its_follower_does_not_read(args, words, tmp
         ["--follower", "adam", "--disc-steps", "5", "--disc-lr", "3e-3"],
         ["--follower", "l2l", "--lstm-steps", "2", "--meta-objective", "q"],
         ["--follower", "oneshot", "--oneshot-step", "0.01", "--target-accuracy", "0.7"],
+        ["--follower", "l2l", "--disc-steps", "7", "--disc-lr", "3e-3"],  # K = 7; the LSTM's lr
+        ["--follower", "oneshot", "--disc-lr", "0.5"],  # η = 0.5
     ],
 )
 def test_gail_options_its_follower_reads_pass(args, tmp_path) -> None:
@@ -170,5 +180,11 @@ def test_a_gail_stability_override_its_follower_does_not_read_is_refused() -> No
     # named as typed in gail-stability's --followers, not as solve gail's --lstm-steps
     with pytest.raises(UserError, match="'lstm_steps=3' in --followers sets an option the adam"):
         parse_variant("adam:lstm_steps=3", GAILConfig())
+    with pytest.raises(UserError, match="'disc_steps=7' in --followers sets an option the l2l"):
+        parse_variant("l2l:lstm_steps=2:disc_steps=7", GAILConfig())
+    with pytest.raises(
+        UserError, match="'disc_lr=0.5' in --followers sets an option the oneshot run"
+    ):
+        parse_variant("oneshot:oneshot_step=0.001:disc_lr=0.5", GAILConfig())
     label, _, cfg = parse_variant("l2l:meta_objective=q:trust_radius=0", GAILConfig())
     assert cfg.meta_objective == "q" and label == "L2L-GAIL, meta_objective=q, trust_radius=0"

@@ -64,6 +64,9 @@ READ_BY_FOLLOWERS = {
     ),
 }
 READ_BY_OBJECTIVES = {"meta_penalty": ("q-gp", "target"), "target_accuracy": ("target",)}
+# (option, follower) -> the option it is only the default of for that follower (``resolve``): once
+# that one is set, the follower ignores it
+DEFAULT_ONLY = {("disc_steps", "l2l"): "lstm_steps", ("disc_lr", "oneshot"): "oneshot_step"}
 ROUND_SEEDS = ("disjoint", "overlapping")
 # what a run folder older than an option did, for its --resume (``round_seeds``, above)
 LEGACY_VALUES: dict[str, Any] = {"round_seeds": "overlapping"}
@@ -194,7 +197,9 @@ def check_unused(cfg: GAILConfig, typed: frozenset[str] | set[str]) -> None:
     """One sentence for an option in ``typed`` (typed on the command line, ``cfg.given``; or a
     ``gail-stability`` override) that the chosen follower or meta-objective does not read, which
     would be ignored and still recorded in config.json as if used. Options left at their
-    defaults, or taken from the run folder on ``--resume``, pass."""
+    defaults, or taken from the run folder on ``--resume``, pass; so does one that only gives
+    another option's default (``DEFAULT_ONLY``: --disc-steps of the l2l follower, --disc-lr of
+    the one-shot one) while that other option is unset."""
     known = cfg.follower in FOLLOWERS and cfg.meta_objective in META_OBJECTIVES
     for name in sorted(typed) if known else ():  # else: choose's sentence, in resolve
         flag = "--" + name.replace("_", "-")
@@ -203,6 +208,13 @@ def check_unused(cfg: GAILConfig, typed: frozenset[str] | set[str]) -> None:
             kind = " and ".join(followers) + (" followers" if len(followers) > 1 else " follower")
             raise UserError(
                 f"{flag} is an option of the {kind}; --follower {cfg.follower} would ignore it."
+            )
+        other = DEFAULT_ONLY.get((name, cfg.follower))
+        if other is not None and getattr(cfg, other) is not None:
+            other_flag = "--" + other.replace("_", "-")
+            raise UserError(
+                f"{flag} is read by --follower {cfg.follower} only as the default of "
+                f"{other_flag}; with {other_flag} given it would ignore it."
             )
         objectives = READ_BY_OBJECTIVES.get(name, META_OBJECTIVES)
         if cfg.meta_objective not in objectives:
