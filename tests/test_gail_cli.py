@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from helpers import metrics_without_time
+from stable_baselines3 import PPO
 from typer.testing import CliRunner
 
 from bilevel.errors import UserError
@@ -235,3 +237,33 @@ def test_the_digest_reads_the_values_not_their_integer_type() -> None:
     assert demonstrations_digest(Rollout(obs, actions.astype(np.int32), np.zeros(2))) == same
     assert demonstrations_digest(Rollout(obs, actions[::-1].copy(), np.zeros(2))) != same
     assert demonstrations_digest(Rollout(obs.reshape(4, 3), actions, np.zeros(2))) != same
+
+
+def test_a_policy_gone_nan_in_ppo_is_the_nan_sentence(cache, tmp_path) -> None:
+    """Was: SB3's ``ValueError: Expected parameter loc ...`` traceback from inside ``learn``."""
+    out = tmp_path / "nan"
+    result = solve(out, cache, "--ppo-lr", "100")
+    assert result.exit_code == 2, result.output
+    assert "The training loss became NaN or infinite in epoch 1" in result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "config.json"]
+
+
+def test_a_policy_gone_nan_in_the_last_ppo_update_is_the_nan_sentence(
+    cache, tmp_path, monkeypatch
+) -> None:
+    """The update that makes it NaN is the round's last: ``learn`` returns, and it was the
+    validation's rollout that failed, with the same traceback."""
+    learn = PPO.learn
+
+    def learn_then_diverge(model: PPO, *args, **kwargs):
+        done = learn(model, *args, **kwargs)
+        with torch.no_grad():
+            for p in model.policy.parameters():
+                p.fill_(float("nan"))
+        return done
+
+    monkeypatch.setattr(PPO, "learn", learn_then_diverge)
+    result = solve(tmp_path / "nan", cache)
+    assert result.exit_code == 2, result.output
+    assert "The training loss became NaN or infinite in epoch 1" in result.output

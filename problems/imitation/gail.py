@@ -122,7 +122,9 @@ class GAIL(BilevelProblem):
 
     def leader_step(self, batch: GAILBatch, z: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Keep ψ = z, then one PPO update (SB3 ``learn`` for one rollout, ``optimizer`` is the
-        policy's own) on rollouts rewarded by D_ψ. Returns −(mean D-reward of the rollout)."""
+        policy's own) on rollouts rewarded by D_ψ. Returns −(mean D-reward of the rollout), or NaN
+        where the policy's parameters went NaN or infinite in the update (SB3 then fails on its
+        next action), so that the joint loop's NaN guard ends the run in one sentence."""
         psi_step = float((z.detach() - self.psi).norm())
         self.psi = z.detach().clone()
         self.round += 1
@@ -132,11 +134,21 @@ class GAIL(BilevelProblem):
         self.model.env.seed(round_seed)
         self.model._last_obs = None  # start fresh episodes from the seeded resets
         steps = self.model.n_steps * self.model.n_envs
-        self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
+        try:
+            self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
+        except ValueError:  # SB3's action distribution refuses the NaN outputs of a NaN policy
+            if self._policy_is_finite():
+                raise
+            return torch.tensor(float("nan"))  # for fit's NaN guard: one sentence, what is kept
+        if not self._policy_is_finite():  # diverged in the update: validation's rollout would fail
+            return torch.tensor(float("nan"))
         buffer = self.model.rollout_buffer
         self.policy_x = self._policy_inputs(buffer.observations, buffer.actions)
         self.diagnostics = self._diagnose(psi_step)
         return -torch.tensor(self.diagnostics["reward_mean"])
+
+    def _policy_is_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.policy.parameters())
 
     def step_metrics(self) -> dict[str, float]:
         """The round's discriminator diagnostics (``_diagnose``), into ``metrics.jsonl``."""
