@@ -2,6 +2,7 @@
 
 import hashlib
 import pickle
+import socket
 import urllib.error
 from pathlib import Path
 
@@ -209,6 +210,33 @@ def test_failed_download_is_a_user_error(tmp_path, monkeypatch):
     with pytest.raises(UserError) as err:
         data.load_dataset("cifar100", data_dir=tmp_path)
     _assert_offline_hint(err)
+
+
+def test_a_failed_download_removes_the_folders_it_made_and_waits_a_bounded_time(
+    tmp_path, monkeypatch
+):
+    """A download that fails leaves --data-dir as it found it (the folders it made, and a partial
+    archive in them, are removed; a folder that was there is kept), and each network read waits
+    at most DOWNLOAD_TIMEOUT_S (a stalled server hung the run forever); the process's own
+    default timeout is given back."""
+    seen = []
+
+    def partial(url, root, md5):
+        seen.append(socket.getdefaulttimeout())
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "cifar-10-python.tar.gz").write_bytes(b"partial")
+        raise OSError("timed out")
+
+    monkeypatch.setattr(cifar, "_download_archive", partial)
+    socket.setdefaulttimeout(None)
+    with pytest.raises(UserError):
+        data.load_dataset("cifar10", data_dir=tmp_path / "new" / "data")
+    assert not (tmp_path / "new").exists() and tmp_path.exists()
+    assert seen == [cifar.DOWNLOAD_TIMEOUT_S] and socket.getdefaulttimeout() is None
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(UserError):
+        data.load_dataset("cifar10", data_dir=tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()
 
 
 def test_torchvision_downloader_gets_official_archive(tmp_path, monkeypatch):

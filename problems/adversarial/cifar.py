@@ -4,12 +4,16 @@
 folder under ``data_dir``, downloading the archive there with torchvision's downloader (md5
 checked) when the folder is missing and ``download`` allows it. Every failure (no network, a
 corrupt or truncated pickle, a pickle that asks for a global beyond numpy arrays) is a
-``UserError`` that names the offline alternative, mnist5k. Splitting is ``data.load_dataset``'s.
+``UserError`` that names the offline alternative, mnist5k. A download that stalls fails after
+``DOWNLOAD_TIMEOUT_S`` without a byte, and a failed download removes the folders it created.
+Splitting is ``data.load_dataset``'s.
 """
 
 from __future__ import annotations
 
 import pickle
+import shutil
+import socket
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +33,7 @@ class _CifarSource(NamedTuple):
 
 
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
+DOWNLOAD_TIMEOUT_S = 60.0  # seconds a read of the download may wait for data
 _CIFAR = {
     "cifar10": _CifarSource(
         "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch",
@@ -80,12 +85,29 @@ def _download_or_fail(name: str, source: _CifarSource, root: Path, download: boo
     if not download:
         raise UserError(f"{name} was not found at {root / source.folder}; {hint}.")
     check_output_folder(root, "--data-dir")  # the download is written there
+    created = _first_missing(root)  # what a failure leaves behind is removed, down from here
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # urllib's reads wait this long, not forever
     try:
         _download_archive(_CIFAR_URL + source.archive, root, source.md5)
     except Exception as exc:  # network, disk, md5 and archive errors all mean the same here
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         raise UserError(
             f"Could not download {name} to {root} ({type(exc).__name__}: {exc}); {hint}."
         ) from exc
+    finally:
+        socket.setdefaulttimeout(before)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet, or None."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return missing
+        missing = folder
+    return missing
 
 
 class _CifarUnpickler(pickle.Unpickler):

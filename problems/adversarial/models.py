@@ -36,7 +36,7 @@ def check_input_size(name: str, size: int, dataset: str) -> None:
     if name in DIGIT_MODELS and size != 28:
         raise UserError(
             f"--model {name} takes 28x28 digits and {dataset}'s images are {size}x{size}; "
-            "choose preact-resnet18 or wrn-D-W."
+            "choose preact-resnet18 or wrn-34-10."
         )
 
 
