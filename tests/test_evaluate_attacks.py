@@ -272,3 +272,15 @@ def test_a_learned_attacker_attacks_at_the_evaluations_eps_as_the_warm_up_trains
     rescaled = FollowerAttack("learned", follower, 0.2).perturb(model, x, y)
     assert torch.equal(at_trained, rescaled)
     assert (at_trained - x).abs().max() > 0.1 + 1e-3  # beyond the trained bound's reach
+
+
+def test_a_learned_attacker_of_another_ball_keeps_its_own_bound(undefended) -> None:
+    """An L∞ g_φ evaluated in an L2 ball (--attacker-from another run's) keeps its trained ε: the
+    L2 radius is not a per-pixel bound; its answer is projected onto the L2 ball."""
+    model, x, y = undefended
+    follower = _learned_attacker(model, 0.1)
+    seen = []
+    follower.net.register_forward_hook(lambda net, args, out: seen.append(net.eps))
+    x_adv = FollowerAttack("learned", follower, 2.0, norm="l2").perturb(model, x, y)
+    assert seen and set(seen) == {0.1}
+    assert ((x_adv - x).flatten(1).norm(dim=1) <= 2.0 + 1e-5).all()

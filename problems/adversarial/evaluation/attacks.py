@@ -187,11 +187,13 @@ class FollowerAttack(Attack):
         return [self.follower] if isinstance(self.follower, nn.Module) else []
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        net = self.follower.net if isinstance(self.follower, LearnedFollower) else None
+        learned = self.follower if isinstance(self.follower, LearnedFollower) else None
+        net = learned.net if learned is not None and learned.norm is self.norm else None
         if net is None or not isinstance(net.eps, float) or net.eps == self.eps:
             return self._perturb(model, x, y)
         # g_φ's bound, and the sign step and δ memory scaled by it, at this evaluation's ε, as
-        # the training ε warm-up sets them (``solve.set_eps``); given back after the attack
+        # the training ε warm-up sets them (``solve.set_eps``); given back after the attack. A
+        # g_φ trained in another ball keeps its own bound: its ε is not this ball's radius
         trained, net.eps = net.eps, self.eps
         try:
             return self._perturb(model, x, y)
