@@ -188,3 +188,21 @@ def test_a_gail_stability_override_its_follower_does_not_read_is_refused() -> No
         parse_variant("oneshot:oneshot_step=0.001:disc_lr=0.5", GAILConfig())
     label, _, cfg = parse_variant("l2l:meta_objective=q:trust_radius=0", GAILConfig())
     assert cfg.meta_objective == "q" and label == "L2L-GAIL, meta_objective=q, trust_radius=0"
+
+
+@pytest.mark.parametrize(
+    ("follower", "typed"),
+    [("l2l", ["--disc-steps", "3"]), ("oneshot", ["--disc-lr", "0.001"])],
+)
+def test_a_gail_resume_may_restate_the_default_only_option(follower, typed, tmp_path) -> None:
+    """On --resume, --lstm-steps / --oneshot-step hold the folder's values, not typed ones: the
+    option they default to, typed with its recorded value, is not blamed on them."""
+    from problems.imitation.config import GAILConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recorded = GAILConfig(follower=follower).resolve().to_dict()
+    (run / "config.json").write_text(json.dumps(recorded))
+    (run / "last.pt").write_bytes(b"")
+    result = _solve("gail", tmp_path, "--resume", *typed)
+    assert isinstance(result.exception, Accepted), result.output

@@ -193,15 +193,22 @@ class GAILConfig:
         return asdict(self)
 
 
-def check_unused(cfg: GAILConfig, typed: frozenset[str] | set[str]) -> None:
-    """One sentence for an option in ``typed`` (typed on the command line, ``cfg.given``; or a
-    ``gail-stability`` override) that the chosen follower or meta-objective does not read, which
-    would be ignored and still recorded in config.json as if used. Options left at their
-    defaults, or taken from the run folder on ``--resume``, pass; so does one that only gives
-    another option's default (``DEFAULT_ONLY``: --disc-steps of the l2l follower, --disc-lr of
-    the one-shot one) while that other option is unset."""
+def check_unused(
+    cfg: GAILConfig,
+    typed: frozenset[str] | set[str],
+    names: frozenset[str] | set[str] | None = None,
+) -> None:
+    """One sentence for an option in ``names`` (default: all of ``typed``, the options typed on
+    the command line, ``cfg.given``; or a ``gail-stability`` variant's overrides) that the chosen
+    follower or meta-objective does not read, which would be ignored and still recorded in
+    config.json as if used. Options left at their defaults, or taken from the run folder on
+    ``--resume``, pass; so does one that only gives another option's default (``DEFAULT_ONLY``:
+    --disc-steps of the l2l follower, --disc-lr of the one-shot one) unless that other option is
+    in ``typed`` too (on ``--resume`` the other option holds the folder's value without being
+    typed, and the typed one must equal its recorded value: ``RunDir.prepare`` checks that)."""
     known = cfg.follower in FOLLOWERS and cfg.meta_objective in META_OBJECTIVES
-    for name in sorted(typed) if known else ():  # else: choose's sentence, in resolve
+    checked = typed if names is None else names
+    for name in sorted(checked) if known else ():  # else: choose's sentence, in resolve
         flag = "--" + name.replace("_", "-")
         followers = READ_BY_FOLLOWERS.get(name, FOLLOWERS)
         if cfg.follower not in followers:
@@ -210,7 +217,7 @@ def check_unused(cfg: GAILConfig, typed: frozenset[str] | set[str]) -> None:
                 f"{flag} is an option of the {kind}; --follower {cfg.follower} would ignore it."
             )
         other = DEFAULT_ONLY.get((name, cfg.follower))
-        if other is not None and getattr(cfg, other) is not None:
+        if other is not None and other in typed:
             other_flag = "--" + other.replace("_", "-")
             raise UserError(
                 f"{flag} is read by --follower {cfg.follower} only as the default of "

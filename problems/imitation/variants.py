@@ -70,9 +70,10 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
             )
         changes[key] = _value(key, text)
     variant = replace(base, **changes)
+    typed = {item.partition("=")[0] for item in overrides}
     for item in overrides:  # typed, the preset's not; named as typed, in --followers
         try:
-            check_unused(variant, {item.partition("=")[0]})
+            check_unused(variant, typed, names={item.partition("=")[0]})
         except UserError:
             raise UserError(
                 f"{item!r} in --followers sets an option the {name} run does not read (its "
