@@ -48,8 +48,27 @@ def resolve_resumed(config: Any, recorded: Mapping[str, Any] | None, source: Pat
         check_recorded(type(config), recorded, source)
         changed = typed_changes(config, recorded)
         inherited = config.inherit_unset(recorded)
+        check_complete(config, recorded, source)
     with blame_recorded(inherited, source, changed=changed):
         config.resolve()
+
+
+def check_complete(config: Any, recorded: Mapping[str, Any], source: Path) -> None:
+    """One sentence where ``recorded`` (read from ``source``) lacks an option of ``config`` that
+    every run records, one not in ``type(config).RECORD_MAY_LACK`` (an option with a value for
+    folders older than it, one that may differ on a resume, or one whose default is what older
+    runs did): such a file was edited or damaged, and resuming it would train on today's
+    default where the run trained on the value the file lost."""
+    may_lack = getattr(type(config), "RECORD_MAY_LACK", frozenset())
+    names = [f.name for f in dataclasses.fields(config)]
+    missing = [name for name in names if name not in recorded and name not in may_lack]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise UserError(
+            f"--resume: {source} lacks {shown}, which every run records, so the folder "
+            f"{source.parent} was edited or damaged and cannot be resumed as it was trained; "
+            "start a new run with another --out."
+        )
 
 
 def typed_changes(config: Any, recorded: Mapping[str, Any]) -> list[str]:

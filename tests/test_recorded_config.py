@@ -133,3 +133,64 @@ def test_an_ait_run_as_the_learned_attacker_says_it_has_none(tmp_path: Path) -> 
     args = ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist", "--attacker-from"]
     result = runner.invoke(app, [*args, str(ait)])
     one_sentence(result, "was trained with --follower ait, which has no learned attacker")
+
+
+def _without(run: Path, key: str) -> Path:
+    config = json.loads((run / "config.json").read_text())
+    del config[key]
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+@pytest.mark.parametrize("key", ["eps", "eps_warmup", "follower"])
+def test_resume_refuses_a_config_json_that_lost_an_option_every_run_records(
+    tmp_path: Path, key: str, monkeypatch
+) -> None:
+    """Resumed, the lost option took today's default (ε 0.3 for a run trained at 0.1)."""
+    from problems.adversarial import solve as adversarial_solve
+
+    def built(*_: object) -> None:
+        raise AssertionError("the run was built")
+
+    monkeypatch.setattr(adversarial_solve, "_experiment", built)
+    run = _without(untrained_dro_run(tmp_path / "run", eps=0.1), key)
+    (run / "last.pt").write_bytes(b"")
+    result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume"])
+    one_sentence(result, str(run / "config.json"), f"lacks {key}", "edited or damaged", "--out")
+
+
+def test_gail_resume_refuses_a_config_json_that_lost_an_option_every_run_records(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Refused before the run is built (which reads or rolls out the demonstrations)."""
+    from problems.imitation import solve as gail_solve
+
+    def built(*_: object) -> None:
+        raise AssertionError("the run was built")
+
+    monkeypatch.setattr(gail_solve, "build", built)
+    run = tmp_path / "gail"
+    run.mkdir()
+    config = GAILConfig(disc_lr=3e-3).resolve().to_dict()
+    del config["disc_lr"]
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "last.pt").write_bytes(b"")
+    result = runner.invoke(app, ["solve", "gail", "--out", str(run), "--resume"])
+    one_sentence(result, str(run / "config.json"), "lacks disc_lr", "edited or damaged")
+
+
+def test_options_older_folders_lack_still_resume(tmp_path: Path) -> None:
+    """A folder older than the options with a legacy value (or none needed) resolves as before."""
+    from bilevel.recorded import resolve_resumed
+    from problems.adversarial.ait_config import AITConfig
+    from problems.adversarial.defaults import LEGACY_VALUES
+    from problems.imitation.config import LEGACY_VALUES as GAIL_LEGACY
+
+    no_legacy_value = {"gap_size", "unroll", "amp", "compile", "channels_last", "device"}
+    old = set(LEGACY_VALUES) | no_legacy_value
+    for kind in (DROConfig, AITConfig):
+        full = kind(device="cpu").resolve().to_dict()
+        resolve_resumed(kind(), {k: v for k, v in full.items() if k not in old}, tmp_path)
+    full = GAILConfig().resolve().to_dict()
+    recorded = {k: v for k, v in full.items() if k not in GAIL_LEGACY}
+    resolve_resumed(GAILConfig(), recorded, tmp_path)

@@ -34,6 +34,7 @@ from problems.adversarial.defaults import (
     DATASET_DEFAULTS,
     HAND_DESIGNED_LEVERS,
     LEGACY_VALUES,
+    NO_LEGACY_VALUE,
     check_eps,
     dataset_default,
     step_default,
@@ -63,6 +64,10 @@ class AdversarialConfig:
     """The options DRO and AIT share; ``None`` means "the data set's default" until ``resolve()``."""
 
     FOLLOWER_CHOICES: ClassVar[tuple[str, ...]] = FOLLOWERS
+    # the options a run folder's config.json may lack (``bilevel.recorded.check_complete``)
+    RECORD_MAY_LACK: ClassVar[frozenset[str]] = frozenset(
+        (*LEGACY_VALUES, *NO_LEGACY_VALUE, *IGNORED_ON_RESUME)
+    )
 
     dataset: str = option("mnist5k", "mnist5k (embedded, offline), cifar10 or cifar100.")
     data_dir: str = option("./data", "Where CIFAR is read from (downloaded if missing).")

@@ -28,7 +28,7 @@ from bilevel.errors import UserError
 from bilevel.norms import Norm
 
 # What a run made before an option existed did, for --resume of older run folders (an option
-# missing here and in the old config.json, such as --gap-size, does not change training).
+# missing here and in the old config.json must be one of NO_LEGACY_VALUE).
 LEGACY_VALUES: dict[str, Any] = {
     "leader_optimizer": "sgd",
     "schedule": "multistep",
@@ -48,6 +48,12 @@ LEGACY_VALUES: dict[str, Any] = {
     "leader_ema": 0.0,
     "ascent_loss": "ce",
 }
+# Options newer than some run folders that need no legacy value: --gap-size only measures, the
+# speed levers (--amp, --compile, --channels-last) default to what runs before them did, and so
+# does --unroll (1, or 2 for 2-step). Any other option missing from a folder's config.json (and
+# from LEGACY_VALUES) was recorded by every run that lacks no other: the file was edited or
+# damaged, and ``--resume`` refuses it rather than train on today's default.
+NO_LEGACY_VALUE = ("gap_size", "unroll", "amp", "compile", "channels_last")
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist5k": dict(
         model="small-cnn",

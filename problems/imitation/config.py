@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from bilevel.errors import UserError, require_counts, require_positive
 from bilevel.options import (
@@ -82,6 +82,11 @@ class GAILConfig:
     """Every option of a GAIL run, declared once with its default and help (``solve gail``'s
     options are generated from them); ``None`` means "the environment's default" until
     ``resolve``."""
+
+    # the options a run folder's config.json may lack (``bilevel.recorded.check_complete``): every
+    # other one has been recorded by every run this code can resume (older ones recorded options
+    # since renamed, which ``check_same_command`` refuses)
+    RECORD_MAY_LACK: ClassVar[frozenset[str]] = frozenset((*LEGACY_VALUES, *IGNORED_ON_RESUME))
 
     env: str = option("Pendulum-v1", "A gymnasium id (Pendulum-v1, CartPole-v1 ...).")
     follower: str = option("adam", "adam (GAIL), l2l (residual LSTM on Adam, L2L-GAIL) or oneshot.")
