@@ -126,13 +126,25 @@ class RunDir:
         if not self.last_checkpoint.is_file():
             self._check_nothing_to_lose(config)
 
-    def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
+    def read_recorded(self) -> dict[str, Any] | None:
+        """For ``--resume``, before anything is resolved or built from it: ``config.json`` as a
+        dict; None where there is none (``prepare`` says so). One sentence where the file is
+        unreadable or no JSON object (it was read as {}, and a run built from the defaults)."""
+        if not self.config_path.is_file():
+            return None
         try:
             old = json.loads(self.config_path.read_text())
         except (json.JSONDecodeError, OSError, UnicodeDecodeError):
-            raise UserError(f"--resume: {self.config_path} is unreadable; start anew.") from None
-        if not isinstance(old, dict):
-            raise UserError(f"--resume: {self.config_path} is not a run configuration; start anew.")
+            old = None
+        if isinstance(old, dict):
+            return old
+        raise UserError(
+            f"--resume: {self.config_path} is unreadable or not a run configuration (damaged or "
+            "edited), so there are no options to resume with; choose another --out."
+        )
+
+    def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
+        old = self.read_recorded() or {}
         old = {k: v for k, v in legacy.items() if k in config} | old
         diff = sorted(k for k in old if k not in IGNORED_ON_RESUME and old[k] != config.get(k))
         if diff:

@@ -118,6 +118,29 @@ def test_bad_inputs_are_one_sentence_and_exit_2(extra, message, cache, tmp_path)
     assert not out.exists()
 
 
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_resume_from_an_unreadable_config_json_is_refused_before_anything_is_built(
+    tmp_path, monkeypatch, checkpoint
+) -> None:
+    """It was read as {}: the run was built from the defaults (the demonstrations read or rolled
+    out) before the folder's check refused it."""
+    from problems.imitation import solve as gail_solve
+
+    def built(*_: object) -> None:
+        raise AssertionError("the run was built")
+
+    monkeypatch.setattr(gail_solve, "build", built)
+    out = tmp_path / "damaged"
+    out.mkdir()
+    (out / "config.json").write_text('{"env": "Pendu')
+    if checkpoint:
+        (out / "last.pt").write_bytes(b"")
+    result = runner.invoke(app, ["solve", "gail", "--out", str(out), "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "readable config.json" in result.output or "is unreadable" in result.output
+    assert "another --out" in result.output and "Traceback" not in result.output
+
+
 def test_a_second_run_into_the_same_folder_is_refused(unbroken, cache) -> None:
     before = (unbroken / "metrics.jsonl").read_bytes()
     result = solve(unbroken, cache, "--follower", "l2l")

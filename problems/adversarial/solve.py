@@ -115,7 +115,7 @@ def _train(
 ) -> dict[str, Any] | None:
     run = RunDir(out)
     resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
-    recorded = run.read_config() if resume and run.config_path.is_file() else None
+    recorded = run.read_recorded() if resume else None  # an unreadable one: refused here
     resolve_resumed(cfg, recorded, run.config_path)
     device = resolve_device(cfg.device)
     context = distributed.init_from_env(device)

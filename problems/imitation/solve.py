@@ -185,7 +185,7 @@ def _solve(
     show_progress: bool,
 ) -> dict[str, Any] | None:
     run = RunDir(out)
-    recorded = run.read_config() if resume and run.config_path.is_file() else None
+    recorded = run.read_recorded() if resume else None  # an unreadable one: refused here
     resolve_resumed(cfg, recorded, run.config_path)
     problem, follower, demos = build(cfg)  # before the folder: a missing expert writes nothing
     expert = expert_policy(cfg.env, cfg.cache_dir)
