@@ -89,6 +89,8 @@ class RunDir:
         value that the older code behaved as; an absent option without one is not compared.
         """
         check_output_folder(self.path, "--out")
+        if resume:
+            self.read_recorded()  # a checkpoint without a readable config.json: one sentence
         if resume and not self.config_path.is_file():
             raise UserError(
                 f"--resume: {self.path} holds no run to resume; drop --resume to start one."
@@ -104,6 +106,7 @@ class RunDir:
             if resume:
                 self._check_same_options(config, legacy or {})
             elif has_checkpoint:
+                self.read_recorded()  # not a run that --resume could continue: say so
                 raise UserError(
                     f"{self.path} already holds a run; pass --resume to continue it "
                     "or choose another --out."
@@ -128,9 +131,12 @@ class RunDir:
 
     def read_recorded(self) -> dict[str, Any] | None:
         """For ``--resume``, before anything is resolved or built from it: ``config.json`` as a
-        dict; None where there is none (``prepare`` says so). One sentence where the file is
-        unreadable or no JSON object (it was read as {}, and a run built from the defaults)."""
-        if not self.config_path.is_file():
+        dict; None where the folder holds neither it nor ``last.pt`` (no run: ``prepare`` says
+        so). One sentence, pointing to another ``--out`` only (nothing here can be resumed or
+        started over without losing what is there), where the file is unreadable or no JSON
+        object, or where ``last.pt`` is there without it."""
+        checkpoint = self.last_checkpoint.is_file()
+        if not self.config_path.is_file() and not checkpoint:
             return None
         try:
             old = json.loads(self.config_path.read_text())
@@ -138,6 +144,12 @@ class RunDir:
             old = None
         if isinstance(old, dict):
             return old
+        if checkpoint:
+            raise UserError(
+                f"{self.path} holds a checkpoint (last.pt) without a readable config.json, so "
+                "the options it was trained with are unknown and it can be neither resumed nor "
+                "started over; choose another --out."
+            )
         raise UserError(
             f"--resume: {self.config_path} is unreadable or not a run configuration (damaged or "
             "edited), so there are no options to resume with; choose another --out."

@@ -86,3 +86,26 @@ def test_only_what_an_early_stop_leaves_is_started_over(tmp_path) -> None:
     assert snapshot(out) == before
     (out / "notes.txt").unlink()
     assert solve(out, "--epochs", "1").exit_code == 0  # config.json, best.pt of epoch 1, .lock
+
+
+@pytest.mark.parametrize("config", [None, "not JSON\n", "[1, 2]\n"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_checkpoint_without_a_readable_config_json_points_only_to_another_out(
+    finished, tmp_path, config, resume
+) -> None:
+    """--resume said to drop --resume, and without it the folder was said to need --resume: the
+    advice looped. Neither can go on without the options the run trained with."""
+    out = tmp_path / "finished"
+    shutil.copytree(finished, out)
+    if config is None:
+        (out / "config.json").unlink()
+    else:
+        (out / "config.json").write_text(config)
+    before = snapshot(out)
+    result = solve(out, *["--resume"] * resume)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1, line
+    assert "holds a checkpoint (last.pt) without a readable config.json" in line, line
+    assert "choose another --out" in line and "--resume" not in line, line
+    assert snapshot(out) == before
