@@ -9,6 +9,7 @@ since the option named in the check's sentence was never typed (``blame_recorded
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -44,12 +45,17 @@ def resolve_resumed(config: Any, recorded: Mapping[str, Any] | None, source: Pat
     the typed options that clash with it (``blame_recorded``)."""
     inherited: dict[str, Any] = {}
     changed: list[str] = []
+    alone = None
     if recorded is not None:
         check_recorded(type(config), recorded, source)
         changed = typed_changes(config, recorded)
+        if changed:  # the recorded run's options as they were, the typed changes left out
+            alone = copy.deepcopy(config)
+            alone.given = typed_options(config) - set(changed)
+            alone.inherit_unset(recorded)
         inherited = config.inherit_unset(recorded)
         check_complete(config, recorded, source)
-    with blame_recorded(inherited, source, changed=changed):
+    with blame_recorded(inherited, source, changed=changed, alone=alone):
         config.resolve()
 
 
@@ -71,6 +77,17 @@ def check_complete(config: Any, recorded: Mapping[str, Any], source: Path) -> No
         )
 
 
+def _resolves(config: Any) -> bool:
+    """Whether ``config`` (None: not known) resolves without a refusal."""
+    if config is None:
+        return False
+    try:
+        config.resolve()
+    except Exception:  # refused (or worse): not a configuration that holds on its own
+        return False
+    return True
+
+
 def typed_changes(config: Any, recorded: Mapping[str, Any]) -> list[str]:
     """The options typed on the command line (``config.given``) with another value than
     ``recorded`` holds for them: a resume that mixes two configurations."""
@@ -84,24 +101,30 @@ def blame_recorded(
     source: Path | str,
     remedy: str = "fix it there or start the run anew",
     changed: list[str] | None = None,
+    alone: Any = None,
 ) -> Iterator[None]:
     """Inside: a ``UserError`` whose sentence names options (``--norm``), every one of which took
     its value from ``inherited`` (the values read from ``source``, not typed), is raised again
     saying that the value is a key of ``source`` and what to do (``remedy``); where options were
-    typed with other values than ``source`` records (``changed``, ``typed_changes``), the error is
-    the mixture's, not the file's, and says so; any other error passes unchanged."""
+    typed with other values than ``source`` records (``changed``, ``typed_changes``), the error
+    is the mixture's, not the file's, and says so, where it names one of them (or no option at
+    all), or where the recorded options without those changes (``alone``, an unresolved
+    configuration) resolve: ``--norm linf`` typed for an L2 run fails ε's check on the
+    recorded 1.5 only with it. An error the recorded options make alone is the file's as above
+    (a recorded ``norm: "l7"`` is the file's whatever --seed was typed); any other error passes
+    unchanged."""
     try:
         yield
     except UserError as err:
         text = str(err)
-        if changed:
+        keys = [flag.replace("-", "_") for flag in _FLAG.findall(text)]
+        if changed and (not keys or set(keys) & set(changed) or _resolves(alone)):
             flags = ", ".join("--" + k.replace("_", "-") for k in changed)
             raise UserError(
                 f"{text.rstrip('.')}; {flags} typed for this resume differ from what {source} "
                 "records, and the mixture of the two configurations does not hold: resume "
                 f"without {flags}, or start a new run with another --out."
             ) from None
-        keys = [flag.replace("-", "_") for flag in _FLAG.findall(text)]
         if not keys or any(key not in inherited for key in keys):
             raise
         raise UserError(

@@ -122,6 +122,16 @@ def test_a_typed_option_that_clashes_with_the_recorded_ones_is_not_blamed_on_the
     assert "fix it there" not in result.output
 
 
+@pytest.mark.parametrize("typed", [["--seed", "3"], ["--seed", "3", "--eps", "0.2"]])
+def test_a_bad_recorded_value_is_the_file_s_whatever_else_was_typed(tmp_path: Path, typed) -> None:
+    """Any typed option that differs from the record used to blame every refusal on the mixture,
+    sending the user to drop --seed for a norm the file got wrong."""
+    run = untrained_dro_run(tmp_path / "run", norm="l7")
+    result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume", *typed])
+    one_sentence(result, "'l7'", f"comes from {run / 'config.json'}, where norm is")
+    assert "typed for this resume differ" not in result.output
+
+
 def test_an_ait_run_as_the_learned_attacker_says_it_has_none(tmp_path: Path) -> None:
     from problems.adversarial.ait_config import AITConfig
 
