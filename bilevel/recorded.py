@@ -20,6 +20,7 @@ from typing import Any
 
 from bilevel.errors import UserError
 from bilevel.options import check_types, typed_options
+from bilevel.run import READ_FROM_ON_RESUME
 
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 _EDITED = " (the file is damaged or was edited by hand: fix that value)"
@@ -90,8 +91,9 @@ def _resolves(config: Any) -> bool:
 
 def typed_changes(config: Any, recorded: Mapping[str, Any]) -> list[str]:
     """The options typed on the command line (``config.given``) with another value than
-    ``recorded`` holds for them: a resume that mixes two configurations."""
-    typed = typed_options(config)
+    ``recorded`` holds for them: a resume that mixes two configurations (a path to read data
+    from is no part of one: ``READ_FROM_ON_RESUME``)."""
+    typed = typed_options(config) - set(READ_FROM_ON_RESUME)
     return sorted(k for k in typed if k in recorded and recorded[k] != getattr(config, k))
 
 

@@ -35,6 +35,13 @@ except ImportError:  # not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
 IGNORED_ON_RESUME = ("resume", "out", "device")  # options that may differ between run and resume
+# Options that say where data are read from, not what is trained: one typed on --resume may differ
+# from the recorded one (the same folder seen from another working folder, or moved), and is
+# used; left out, the recorded one is. The data read are the same whatever the path: mnist5k is
+# embedded (--data-dir unused), CIFAR is its official release, whose split is fixed by its files,
+# and GAIL's checkpoint holds its demonstrations' digest, so a resume on other demonstrations is
+# refused (``problems.imitation.gail.GAIL.load_state_dict``).
+READ_FROM_ON_RESUME = ("data_dir", "cache_dir")
 LOCK_NAME = ".lock"
 _HELD: dict[Path, IO[str]] = {}  # folders this process holds the lock of
 
@@ -158,7 +165,8 @@ class RunDir:
     def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
         old = self.read_recorded() or {}
         old = {k: v for k, v in legacy.items() if k in config} | old
-        diff = sorted(k for k in old if k not in IGNORED_ON_RESUME and old[k] != config.get(k))
+        ignored = (*IGNORED_ON_RESUME, *READ_FROM_ON_RESUME)
+        diff = sorted(k for k in old if k not in ignored and old[k] != config.get(k))
         if diff:
             shown = ", ".join(f"{k} ({old.get(k)!r} vs {config.get(k)!r})" for k in diff[:4])
             raise UserError(

@@ -239,6 +239,31 @@ def test_a_resume_on_other_demonstrations_is_refused_and_touches_nothing(cache, 
     assert after == before
 
 
+@pytest.mark.parametrize("same", [True, False])
+def test_a_resume_may_name_another_cache_dir_of_the_same_demonstrations(
+    unbroken, cache, tmp_path, same
+) -> None:
+    """--cache-dir says where demonstrations are read: typed on a resume it was refused as
+    another configuration; other demonstrations there are still refused by their digest."""
+    first_dir, other_dir = tmp_path / "demos", tmp_path / "elsewhere" / "demos"
+    shutil.copytree(cache, first_dir)
+    shutil.copytree(cache, other_dir)
+    out = tmp_path / "run"
+    assert solve(out, first_dir, "--follower", "l2l", "--interrupt-after-epoch", "1").exit_code == 0
+    if not same:
+        (path,) = other_dir.glob("Pendulum-v1-*.npz")
+        demos = load_rollout(path)
+        demos.observations[:, 0] += 0.01
+        save_rollout(path, demos)
+    args = ["solve", "gail", "--out", str(out), "--resume", "--cache-dir", str(other_dir)]
+    second = runner.invoke(app, args)
+    if same:
+        assert second.exit_code == 0, second.output
+        assert metrics_without_time(out) == metrics_without_time(unbroken)
+    else:
+        assert second.exit_code == 2 and "demonstrations are not the ones" in second.output
+
+
 def test_a_checkpoint_from_before_the_digest_resumes_as_before(unbroken, cache, tmp_path) -> None:
     out = tmp_path / "older"
     first = solve(out, cache, "--follower", "l2l", "--interrupt-after-epoch", "1")

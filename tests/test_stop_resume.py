@@ -98,6 +98,18 @@ def test_a_bare_resume_continues_with_the_options_the_run_recorded(unbroken, tmp
     assert same_as(out, unbroken)
 
 
+def test_a_resume_may_name_another_data_dir(unbroken, tmp_path) -> None:
+    """--data-dir says where data are read, not what is trained: typed on a resume (the same
+    data seen from another working folder) it was refused as another configuration."""
+    out = tmp_path / "moved"
+    assert solve(out, "--interrupt-after-epoch", "1").exit_code == 0
+    args = ["solve", "adversarial-dro", "--out", str(out), "--resume"]
+    resumed = runner.invoke(app, [*args, "--data-dir", str(tmp_path)], catch_exceptions=False)
+    assert resumed.exit_code == 0, resumed.output
+    assert same_as(out, unbroken)
+    assert json.loads((out / "config.json").read_text())["data_dir"] == "./data"  # as recorded
+
+
 def test_a_bare_resume_of_a_hand_designed_run_is_not_refused_its_recorded_levers(tmp_path):
     """config.json records every option resolved, the learned follower's too (a PGM run's at
     their hand-designed values, slim attacker and all): taken from the folder on --resume, they

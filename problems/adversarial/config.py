@@ -19,7 +19,7 @@ from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode
 from bilevel.norms import Norm
 from bilevel.options import check_numbers, check_same_command, choose, fill_unset, inherit, option
-from bilevel.run import IGNORED_ON_RESUME
+from bilevel.run import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
     check_attacker_levers,
@@ -66,7 +66,7 @@ class AdversarialConfig:
     FOLLOWER_CHOICES: ClassVar[tuple[str, ...]] = FOLLOWERS
     # the options a run folder's config.json may lack (``bilevel.recorded.check_complete``)
     RECORD_MAY_LACK: ClassVar[frozenset[str]] = frozenset(
-        (*LEGACY_VALUES, *NO_LEGACY_VALUE, *IGNORED_ON_RESUME)
+        (*LEGACY_VALUES, *NO_LEGACY_VALUE, *IGNORED_ON_RESUME, *READ_FROM_ON_RESUME)
     )
 
     dataset: str = option("mnist5k", "mnist5k (embedded, offline), cifar10 or cifar100.")

@@ -39,7 +39,7 @@ from bilevel.options import (
     option,
     typed_options,
 )
-from bilevel.run import IGNORED_ON_RESUME
+from bilevel.run import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
 from problems.imitation.discriminator import DISC_NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
 
@@ -86,7 +86,9 @@ class GAILConfig:
     # the options a run folder's config.json may lack (``bilevel.recorded.check_complete``): every
     # other one has been recorded by every run this code can resume (older ones recorded options
     # since renamed, which ``check_same_command`` refuses)
-    RECORD_MAY_LACK: ClassVar[frozenset[str]] = frozenset((*LEGACY_VALUES, *IGNORED_ON_RESUME))
+    RECORD_MAY_LACK: ClassVar[frozenset[str]] = frozenset(
+        (*LEGACY_VALUES, *IGNORED_ON_RESUME, *READ_FROM_ON_RESUME)
+    )
 
     env: str = option("Pendulum-v1", "A gymnasium id (Pendulum-v1, CartPole-v1 ...).")
     follower: str = option("adam", "adam (GAIL), l2l (residual LSTM on Adam, L2L-GAIL) or oneshot.")
