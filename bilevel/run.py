@@ -46,6 +46,19 @@ LOCK_NAME = ".lock"
 _HELD: dict[Path, IO[str]] = {}  # folders this process holds the lock of
 
 
+def recorded_differences(
+    recorded: dict[str, Any],
+    config: dict[str, Any],
+    legacy: dict[str, Any],
+    ignored: tuple[str, ...] = IGNORED_ON_RESUME,
+) -> dict[str, Any]:
+    """The options a folder's ``recorded`` config.json gives another value than ``config``, by
+    name (sorted), with the recorded value; an option newer than the folder counts as ``legacy``
+    says the older code ran it, and ``ignored`` options are not compared."""
+    old = {k: v for k, v in legacy.items() if k in config} | recorded
+    return {k: old[k] for k in sorted(old) if k not in ignored and old[k] != config.get(k)}
+
+
 def json_text(obj: Any) -> str:
     """A run folder's JSON files as ``RunDir.write_json`` writes them: indented, keys sorted."""
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
@@ -163,12 +176,12 @@ class RunDir:
         )
 
     def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
-        old = self.read_recorded() or {}
-        old = {k: v for k, v in legacy.items() if k in config} | old
         ignored = (*IGNORED_ON_RESUME, *READ_FROM_ON_RESUME)
-        diff = sorted(k for k in old if k not in ignored and old[k] != config.get(k))
+        diff = recorded_differences(self.read_recorded() or {}, config, legacy, ignored)
         if diff:
-            shown = ", ".join(f"{k} ({old.get(k)!r} vs {config.get(k)!r})" for k in diff[:4])
+            shown = ", ".join(
+                f"{k} ({v!r} vs {config.get(k)!r})" for k, v in list(diff.items())[:4]
+            )
             raise UserError(
                 f"--resume: {self.path} was trained with another configuration ({shown}); "
                 "resume with the same options or choose another --out."

@@ -35,7 +35,7 @@ import numpy as np
 from bilevel.errors import Stopped, UserError
 from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
 from bilevel.report import markdown_table, table_cell
-from bilevel.run import IGNORED_ON_RESUME, RunDir, atomic_write_text
+from bilevel.run import RunDir, atomic_write_text, recorded_differences
 from bilevel.stopping import Interrupted
 from bilevel.workers import map_tasks
 from problems.imitation.config import LEGACY_VALUES, GAILConfig
@@ -86,11 +86,12 @@ def check_folder(cfg: GAILConfig, out: str) -> None:
             f"{out} holds {kind} run whose config.json is missing or unreadable, so it cannot "
             f"be {use}; {delete}."
         )
-    # as ``RunDir.prepare`` compares a resumed run's: an option newer than the folder counts as
-    # what the older code did
-    old = {k: v for k, v in LEGACY_VALUES.items() if k in config} | old
-    if diff := [k for k in sorted(old) if k not in IGNORED_ON_RESUME and old[k] != config.get(k)]:
-        shown = ", ".join(f"{k} {old[k]!r} there, {config.get(k)!r} here" for k in diff[:4])
+    # as ``RunDir.prepare`` compares a resumed run's, paths included (a reused run's data are not
+    # checked by digest)
+    if diff := recorded_differences(old, config, LEGACY_VALUES):
+        shown = ", ".join(
+            f"{k} {v!r} there, {config.get(k)!r} here" for k, v in list(diff.items())[:4]
+        )
         raise UserError(
             f"{out} holds {kind} run with other options ({shown}); use another --out or the "
             f"options it was run with, or {delete}."
