@@ -4,7 +4,9 @@ The file is JSON the user can edit or damage, so its values are checked where it
 the wrong JSON type for its option (``"abc"`` for ε, ``"1,2"`` for a list of epochs) is one
 sentence naming the file and the key (``check_recorded``), before anything computes with it; one
 of the right type that an option's check refuses (``norm: "l7"``) is said to come from the file,
-since the option named in the check's sentence was never typed (``blame_recorded``).
+since the option named in the check's sentence was never typed (``blame_recorded``). Which
+recorded options a resume compares with the typed ones, and how (``differing_options``), is here
+too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,29 @@ from typing import Any
 
 from bilevel.errors import UserError
 from bilevel.options import check_types, typed_options
-from bilevel.run import READ_FROM_ON_RESUME
+
+IGNORED_ON_RESUME = ("resume", "out", "device")  # options that may differ between run and resume
+# Options that say where data are read from, not what is trained: one typed on --resume may differ
+# from the recorded one (the same folder seen from another working folder, or moved), and is
+# used; left out, the recorded one is. The data read are the same whatever the path: mnist5k is
+# embedded (--data-dir unused), CIFAR is its official release, whose split is fixed by its files,
+# and GAIL's checkpoint holds its demonstrations' digest, so a resume on other demonstrations is
+# refused (``problems.imitation.gail.GAIL.load_state_dict``).
+READ_FROM_ON_RESUME = ("data_dir", "cache_dir")
+
+
+def differing_options(
+    recorded: dict[str, Any],
+    config: dict[str, Any],
+    legacy: dict[str, Any],
+    ignored: tuple[str, ...] = IGNORED_ON_RESUME,
+) -> dict[str, Any]:
+    """The options a folder's ``recorded`` config.json gives another value than ``config``, by
+    name (sorted), with the recorded value; an option newer than the folder counts as ``legacy``
+    says the older code ran it, and ``ignored`` options are not compared."""
+    old = {k: v for k, v in legacy.items() if k in config} | recorded
+    return {k: old[k] for k in sorted(old) if k not in ignored and old[k] != config.get(k)}
+
 
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 _EDITED = " (the file is damaged or was edited by hand: fix that value)"

@@ -28,35 +28,15 @@ from bilevel.files import atomic_write_bytes as atomic_write_bytes
 from bilevel.files import atomic_write_figure as atomic_write_figure
 from bilevel.files import new_figure as new_figure
 from bilevel.paths import check_output_folder
+from bilevel.recorded import IGNORED_ON_RESUME, READ_FROM_ON_RESUME, differing_options
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
-IGNORED_ON_RESUME = ("resume", "out", "device")  # options that may differ between run and resume
-# Options that say where data are read from, not what is trained: one typed on --resume may differ
-# from the recorded one (the same folder seen from another working folder, or moved), and is
-# used; left out, the recorded one is. The data read are the same whatever the path: mnist5k is
-# embedded (--data-dir unused), CIFAR is its official release, whose split is fixed by its files,
-# and GAIL's checkpoint holds its demonstrations' digest, so a resume on other demonstrations is
-# refused (``problems.imitation.gail.GAIL.load_state_dict``).
-READ_FROM_ON_RESUME = ("data_dir", "cache_dir")
 LOCK_NAME = ".lock"
 _HELD: dict[Path, IO[str]] = {}  # folders this process holds the lock of
-
-
-def recorded_differences(
-    recorded: dict[str, Any],
-    config: dict[str, Any],
-    legacy: dict[str, Any],
-    ignored: tuple[str, ...] = IGNORED_ON_RESUME,
-) -> dict[str, Any]:
-    """The options a folder's ``recorded`` config.json gives another value than ``config``, by
-    name (sorted), with the recorded value; an option newer than the folder counts as ``legacy``
-    says the older code ran it, and ``ignored`` options are not compared."""
-    old = {k: v for k, v in legacy.items() if k in config} | recorded
-    return {k: old[k] for k in sorted(old) if k not in ignored and old[k] != config.get(k)}
 
 
 def json_text(obj: Any) -> str:
@@ -177,7 +157,7 @@ class RunDir:
 
     def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
         ignored = (*IGNORED_ON_RESUME, *READ_FROM_ON_RESUME)
-        diff = recorded_differences(self.read_recorded() or {}, config, legacy, ignored)
+        diff = differing_options(self.read_recorded() or {}, config, legacy, ignored)
         if diff:
             shown = ", ".join(
                 f"{k} ({v!r} vs {config.get(k)!r})" for k, v in list(diff.items())[:4]

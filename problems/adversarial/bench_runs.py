@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
-from bilevel.run import IGNORED_ON_RESUME, RunDir
+from bilevel.recorded import IGNORED_ON_RESUME
+from bilevel.run import RunDir
 from problems.adversarial.defaults import LEGACY_VALUES
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.solve import solve

@@ -19,7 +19,7 @@ from bilevel.learned_follower import GradientScaling, Memory
 from bilevel.loop import UpdateMode
 from bilevel.norms import Norm
 from bilevel.options import check_numbers, check_same_command, choose, fill_unset, inherit, option
-from bilevel.run import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
+from bilevel.recorded import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
 from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
     check_attacker_levers,

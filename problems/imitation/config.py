@@ -39,7 +39,7 @@ from bilevel.options import (
     option,
     typed_options,
 )
-from bilevel.run import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
+from bilevel.recorded import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
 from problems.imitation.discriminator import DISC_NORMS, REWARDS
 from problems.imitation.meta_objective import META_OBJECTIVES
 

@@ -34,8 +34,9 @@ import numpy as np
 
 from bilevel.errors import Stopped, UserError
 from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
+from bilevel.recorded import differing_options
 from bilevel.report import markdown_table, table_cell
-from bilevel.run import RunDir, atomic_write_text, recorded_differences
+from bilevel.run import RunDir, atomic_write_text
 from bilevel.stopping import Interrupted
 from bilevel.workers import map_tasks
 from problems.imitation.config import LEGACY_VALUES, GAILConfig
@@ -88,7 +89,7 @@ def check_folder(cfg: GAILConfig, out: str) -> None:
         )
     # as ``RunDir.prepare`` compares a resumed run's, paths included (a reused run's data are not
     # checked by digest)
-    if diff := recorded_differences(old, config, LEGACY_VALUES):
+    if diff := differing_options(old, config, LEGACY_VALUES):
         shown = ", ".join(
             f"{k} {v!r} there, {config.get(k)!r} here" for k, v in list(diff.items())[:4]
         )
