@@ -191,6 +191,24 @@ def test_a_gail_stability_override_its_follower_does_not_read_is_refused() -> No
 
 
 @pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("adam:disc_steps=1:disc_steps=5", "sets disc_steps a second time"),
+        ("adam:follower=l2l", "sets follower that the adam preset sets"),
+        ("adam-1step:disc_steps=3", "sets disc_steps that the adam-1step preset sets"),
+    ],
+)
+def test_a_gail_stability_variant_that_would_be_misnamed_is_refused(spec, words) -> None:
+    """The table labels a run by its preset and overrides: a key given twice (the last won) or
+    one the preset sets (adam:follower=l2l ran L2L-GAIL labelled GAIL) would misname it."""
+    from problems.imitation.config import GAILConfig
+    from problems.imitation.variants import parse_variant
+
+    with pytest.raises(UserError, match=words):
+        parse_variant(spec, GAILConfig())
+
+
+@pytest.mark.parametrize(
     ("follower", "typed"),
     [("l2l", ["--disc-steps", "3"]), ("oneshot", ["--disc-lr", "0.001"])],
 )

@@ -60,7 +60,7 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
             f"Unknown follower {name!r} in --followers; choose from: {', '.join(PRESETS)} "
             "(optionally with :field=value overrides)."
         )
-    changes = dict(PRESETS[name])
+    changes, overrides_seen = dict(PRESETS[name]), set()
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or key not in _FIELDS or key in _NOT_PER_VARIANT:
@@ -68,6 +68,13 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
                 f"{item!r} in --followers is not field=value for a per-run option of solve gail "
                 f"(such as disc_steps=1 or meta_objective=q)."
             )
+        if key in PRESETS[name] or key in overrides_seen:  # the label would misname the run
+            raise UserError(
+                f"{item!r} in --followers sets {key} "
+                + ("a second time" if key in overrides_seen else f"that the {name} preset sets")
+                + "; give each option once, and start from adam for another follower or D steps."
+            )
+        overrides_seen.add(key)
         changes[key] = _value(key, text)
     variant = replace(base, **changes)
     typed = {item.partition("=")[0] for item in overrides}
