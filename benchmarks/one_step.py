@@ -11,10 +11,21 @@ from problems.adversarial.defaults import DATASET_DEFAULTS
 from problems.adversarial.speed import SpeedConfig, mnist5k_step_levers
 
 
+def _positive(text: str) -> int:
+    """A count of at least 1 (argparse prints the error and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1; got {text!r}")
+    return value
+
+
 def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="fgsm-rs,pgm-10,2-step-fused")
     parser.add_argument("--model", default="small-cnn")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=_positive, default=64)
     parser.add_argument("--attacker", default="slim", help="the learned follower's g_φ")
 
 

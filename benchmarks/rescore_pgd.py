@@ -14,21 +14,24 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bilevel.errors import UserError  # noqa: E402
 from bilevel.run import RunDir  # noqa: E402
 from bilevel.seeding import seeded  # noqa: E402
-from problems.adversarial.bench import LINF_PGD40_STEP  # noqa: E402
-from problems.adversarial.data import load_dataset  # noqa: E402
+from problems.adversarial.bench import pgd40_step  # noqa: E402
+from problems.adversarial.data import load_dataset, subset  # noqa: E402
 from problems.adversarial.evaluation.attacks import pgd_attack, robust_accuracy  # noqa: E402
 from problems.adversarial.evaluation.runs import load_classifier  # noqa: E402
 
 
 def rescore(run_dir: Path) -> dict[str, float]:
-    """PGD-40 (bench dro's step) and PGD-20 (solve's 0.0375) on the run's test split, both ways."""
+    """PGD-40 (bench dro's step) and PGD-20 (the run's own test step) on the test examples the
+    run scored (its ``eval_size`` first ones, else all), both ways."""
     cfg = RunDir(run_dir).read_config()
     model = load_classifier(run_dir).model
     test = load_dataset(cfg["dataset"], cfg["data_dir"]).test
+    test = subset(test, cfg["eval_size"]) if cfg.get("eval_size") else test
     out = {}
-    for steps, step in ((40, LINF_PGD40_STEP), (20, cfg["eval_step_size"])):
+    for steps, step in ((40, pgd40_step(cfg["eps"], cfg["norm"])), (20, cfg["eval_step_size"])):
         for from_clean, label in ((False, "x+δ"), (True, "worst")):
             attack = pgd_attack(steps, cfg["eps"], step, norm=cfg["norm"], from_clean=from_clean)
             with seeded(cfg["seed"]):
@@ -41,7 +44,12 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     torch.set_num_threads(1)
     for run in parser.parse_args().runs:
-        print(run, "  ".join(f"{k} {v:.3f}" for k, v in rescore(run).items()), flush=True)
+        try:
+            scores = rescore(run)
+        except (UserError, OSError, KeyError) as err:  # a folder that is not a run
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(run, "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,11 @@ AA_VERSIONS = {"standard": STANDARD, "apgd-ce-t": ("apgd-ce", "apgd-t")}
 AA_KEYS = {"standard": "autoattack_acc", "apgd-ce-t": "apgd_ce_t_acc"}
 
 
+def pgd40_step(eps: float, norm: Norm | str = Norm.LINF) -> float:
+    """PGD-40's step: 0.01 in L∞ (the paper's test attack), 2.5 ε / 40 in L2 (Madry et al.)."""
+    return LINF_PGD40_STEP if Norm(norm) is Norm.LINF else madry_step(eps, 40)
+
+
 def evaluate_leader(
     model: nn.Module, eps: float, test: tuple[torch.Tensor, torch.Tensor], seed: int,
     autoattack: bool, cw: bool = False, aa_version: str = "standard", norm: Norm | str = Norm.LINF,
@@ -66,7 +71,7 @@ def evaluate_leader(
     broke; under the standard cascade ``aa_beyond_apgd`` is the accuracy FAB-T and Square took
     after the gradient attacks, where a large share would be a sign of gradient masking."""
     norm = Norm(norm)
-    step = LINF_PGD40_STEP if norm is Norm.LINF else madry_step(eps, 40)
+    step = pgd40_step(eps, norm)
     with seeded(seed):
         pgd = pgd_attack(40, eps, step, norm=norm)  # robust: x and x + δ both right
         row = {
