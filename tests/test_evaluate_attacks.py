@@ -9,6 +9,7 @@ import torch
 from evaluate_helpers import digits_head as split_head
 from evaluate_helpers import train_mlp
 from helpers import TinyConvAttacker
+from torch import nn
 
 from bilevel.learned_follower import LearnedFollower
 from problems.adversarial.dro import AdversarialDRO, cw_margin
@@ -284,3 +285,20 @@ def test_a_learned_attacker_of_another_ball_keeps_its_own_bound(undefended) -> N
     x_adv = FollowerAttack("learned", follower, 2.0, norm="l2").perturb(model, x, y)
     assert seen and set(seen) == {0.1}
     assert ((x_adv - x).flatten(1).norm(dim=1) <= 2.0 + 1e-5).all()
+
+
+def test_cw_linf_scores_the_point_its_last_step_reaches_and_runs_under_no_grad() -> None:
+    """Class 0 iff Σx > 1.9, x at the box's centre (Σx = 2): one Adam step of 0.1 in tanh-space
+    moves every pixel down, to Σx ≈ 1.8, which breaks it; that point was never scored, so one
+    iteration scored only the start. The attack also runs inside torch.no_grad(), as PGD does."""
+    model = nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 1, 1, 1], [0, 0, 0, 0]]))
+        model.bias.copy_(torch.tensor([-1.9, 0.0]))
+    x, y = torch.full((1, 4), 0.5), torch.tensor([0])
+    assert model(x).argmax(1).item() == 0
+    x_adv = CarliniWagnerLinf(0.5, iterations=1)(model, x, y)
+    assert model(x_adv).argmax(1).item() == 1
+    with torch.no_grad():
+        x_adv = CarliniWagnerLinf(0.5, iterations=3)(model, x, y)
+    assert model(x_adv).argmax(1).item() == 1

@@ -50,8 +50,9 @@ class RandomNoise(Attack):
 
 class CarliniWagnerLinf(Attack):
     """CW-L∞ at τ = ε: x_adv = lo + (hi − lo)(tanh w + 1)/2 over the feasible box
-    [max(x − ε, 0), min(x + ε, 1)], Adam on the margin max(Z_y − max_{j≠y} Z_j, −κ) for
-    ``iterations`` steps; an example is broken if any iterate is misclassified."""
+        [max(x − ε, 0), min(x + ε, 1)], Adam on the margin max(Z_y − max_{j≠y} Z_j, −κ) for
+        ``iterations`` steps; an example is broken if any iterate (the start and each step's point,
+    the last included) is misclassified."""
 
     name = "cw-linf"
 
@@ -81,12 +82,13 @@ class CarliniWagnerLinf(Attack):
         optimizer = torch.optim.Adam([w], lr=self.lr)
         x_adv, broken = x.clone(), torch.zeros_like(y, dtype=torch.bool)
         for _ in range(self.iterations):
-            candidate = lo + width * (torch.tanh(w) + 1) / 2
-            with torch.enable_grad():
+            with torch.enable_grad():  # also where the caller runs under no_grad
+                candidate = lo + width * (torch.tanh(w) + 1) / 2
                 loss = (-cw_margin(model(candidate), y)).clamp_min(-self.kappa).sum()
                 (w.grad,) = torch.autograd.grad(loss, w)  # the model's .grad stays untouched
-            optimizer.step()
             x_adv, broken = keep_first_break(model, x_adv, candidate.detach(), y, broken)
             if broken.all():
-                break
-        return x_adv
+                return x_adv
+            optimizer.step()
+        last = (lo + width * (torch.tanh(w) + 1) / 2).detach()  # the last step's point, scored too
+        return keep_first_break(model, x_adv, last, y, broken)[0]
