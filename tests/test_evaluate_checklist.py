@@ -142,3 +142,21 @@ def test_the_autoattack_line_judges_the_strongest_autoattack_run() -> None:
     lines = _checklist([square, full, pgd], results, sweeps, n, 10, OPTIONS)
     margin = next(c for c in lines if c.name.startswith("AutoAttack within"))
     assert margin.passed is False and "autoattack" in margin.detail
+
+
+def test_a_weak_pgd_is_not_hidden_by_a_strong_cw_and_the_printed_tolerance_is_the_one_applied():
+    """Iterative vs FGSM judges the weakest iterative attack (PGD-20 at 0.90 against FGSM's 0.40
+    is masking, whatever CW-L∞ scores); the white/black line prints the count it allows (300
+    examples at 0.5%: 1, not "2" for 1.5) and fails at 2; the AutoAttack line says what it lacks
+    when AutoAttack ran but no PGD did."""
+    n = 100
+    fgsm, pgd20, cw = (torch.arange(n) < k for k in (40, 90, 30))
+    assert cl.check_iterative_beats_fgsm({"pgd20": pgd20, "cw-linf": cw}, fgsm).passed is False
+    assert cl.check_iterative_beats_fgsm({"pgd20": fgsm, "cw-linf": cw}, fgsm).passed is True
+    white = {"pgd20": torch.ones(300, dtype=torch.bool)}
+    two = {"noise": torch.arange(300) >= 2}  # two examples broken only by noise
+    check = cl.check_white_beats_black(white, two)
+    assert check.passed is False and "tolerance 1;" in check.detail
+    assert cl.check_white_beats_black(white, {"noise": torch.arange(300) >= 1}).passed is True
+    missing = cl.check_autoattack_margin(0.30, {}, label="autoattack")
+    assert missing.passed is None and "was not run" not in missing.detail

@@ -17,6 +17,7 @@ line while a real reversal does; the per-example white-box/black-box count allow
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -98,31 +99,34 @@ def check_white_beats_black(
     n = len(white_robust)
     # a per-example count has no sampling floor: any break beyond tol · n fails
     counts = {k: int((~v & white_robust).sum()) for k, v in black.items()}
+    allowed = math.floor(tol * n + 1e-9)  # the most examples tol · n allows, as printed
     shown = ", ".join(f"{k}: {c}" for k, c in counts.items())
     detail = (
         f"examples broken only by black-box attacks: {shown} of {n} "
-        f"(tolerance {tol * n:.0f}; white-box: {', '.join(white)})"
+        f"(tolerance {allowed}; white-box: {', '.join(white)})"
     )
-    return Check(name, max(counts.values()) / n <= tol, detail)
+    return Check(name, max(counts.values()) <= allowed, detail)
 
 
 def check_iterative_beats_fgsm(
     iterative: dict[str, Tensor], fgsm: Tensor | None, tol: float = 0.005
 ) -> Check:
-    """The best iterative attack's accuracy must not exceed FGSM's by more than the tolerance."""
+    """Every iterative attack's accuracy must not exceed FGSM's by more than the tolerance: an
+    iterative attack weaker than one step is the masking sign (Carlini et al. 2019), which a
+    strong attack beside it (CW-L∞ beside a weak PGD) must not hide."""
     name = "iterative attacks at least as strong as FGSM"
     if fgsm is None or not iterative:
         return Check(name, None, "needs FGSM and an iterative attack")
     n = len(fgsm)
     slack = tolerance(n, tol)
-    best_name = min(iterative, key=lambda k: share(iterative[k]))
-    best, fgsm_acc = share(iterative[best_name]), share(fgsm)
+    weakest = max(iterative, key=lambda k: share(iterative[k]))
+    worst, fgsm_acc = share(iterative[weakest]), share(fgsm)
     only_fgsm = int((~fgsm & all_correct(iterative.values())).sum())
     detail = (
-        f"{best_name} {best:.3f} vs fgsm {fgsm_acc:.3f} (tolerance {slack:.3f}); "
+        f"the weakest, {weakest}, {worst:.3f} vs fgsm {fgsm_acc:.3f} (tolerance {slack:.3f}); "
         f"{only_fgsm} examples broken by FGSM but by no iterative attack"
     )
-    return Check(name, best <= fgsm_acc + slack, detail)
+    return Check(name, worst <= fgsm_acc + slack, detail)
 
 
 def check_autoattack_margin(
@@ -130,8 +134,10 @@ def check_autoattack_margin(
 ) -> Check:
     """AutoAttack's accuracy within ``margin`` of the best PGD's; a larger gap is masking."""
     name = f"AutoAttack within {margin:.3f} of the best PGD"
-    if autoattack_acc is None or not pgd:
+    if autoattack_acc is None:
         return Check(name, None, "AutoAttack was not run (use --attacks full)")
+    if not pgd:
+        return Check(name, None, "needs a PGD attack to compare AutoAttack with")
     best_name = min(pgd, key=pgd.get)
     gap = pgd[best_name] - autoattack_acc
     detail = f"{best_name} {pgd[best_name]:.3f} vs {label or 'AutoAttack'} {autoattack_acc:.3f} (gap {gap:+.3f})"
