@@ -91,6 +91,7 @@ def test_a_training_checkpoint_gives_the_leader_as_last_trained(run: Path) -> No
         (["evaluate", "{run}", "--attacks", "transfer"], "--surrogate"),
         (["evaluate", "{run}", "--aa-margin", "-1"], "--aa-margin must be at least 0"),
         (["evaluate", "{run}", "--device", "cuda:7"], "--device"),
+        (["evaluate", "{run}", "--attacks", "pgd99999999999999999999"], "PGD takes 1 to 10,000"),
     ],
 )
 def test_bad_inputs_are_one_sentence_and_exit_2(run: Path, args, words) -> None:
@@ -106,6 +107,30 @@ def test_bad_inputs_are_one_sentence_and_exit_2(run: Path, args, words) -> None:
 def test_a_folder_without_config_is_one_sentence(tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_one_pgd_spelled_two_ways_is_one_column() -> None:
+    """pgd020 is PGD-20: it ran twice, under one name, in two rows of eval.md's settings."""
+    from problems.adversarial.evaluation.suite import SuiteOptions, attack_names
+
+    names = attack_names("pgd20,pgd020,pgd05-cw", SuiteOptions(eps=0.1, cifar=False))
+    assert names == ["pgd20", "pgd5-cw"]
+
+
+def test_a_rerun_leaves_no_plot_of_the_earlier_evaluation(run: Path, tmp_path: Path) -> None:
+    """eval_sweeps.png and eval_examples.png of an evaluation with the checklist were left
+    beside a later eval.json that has no sweeps and names no such plot."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "eval_sweeps.png").write_bytes(b"an earlier evaluation's")
+    (copy / "eval_examples.png").write_bytes(b"an earlier evaluation's")
+    args = ["evaluate", str(copy), "--attacks", "noise", "--no-checklist", "--n-examples", "8"]
+    assert runner.invoke(app, args).exit_code == 0
+    listed = set(json.loads((copy / "eval.json").read_text())["plots"])
+    present = {p.name for p in copy.iterdir() if p.name.startswith("eval_")}
+    assert present <= listed  # every plot in the folder is one this eval.json describes
 
 
 def test_default_attacks_include_apgd_and_full_the_standard_autoattack() -> None:

@@ -159,6 +159,8 @@ def write_outputs(
         plot_curves(run.path / CURVES_PLOT, history, panels(history))
         plots.append(CURVES_PLOT)
     ev["plots"] = plots
+    for stale in {SWEEP_PLOT, EXAMPLES_PLOT, CURVES_PLOT} - set(plots):  # an earlier evaluation's
+        (run.path / stale).unlink(missing_ok=True)
     run.write_json("eval.json", ev)
     atomic_write_text(run.path / "eval.md", render_markdown(ev, others))
 

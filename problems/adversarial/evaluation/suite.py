@@ -45,6 +45,7 @@ OPTIONAL = ("learned", "transfer")  # in "default" when the run / options provid
 FIXED_NAMES = (*DEFAULT, *OPTIONAL, "autoattack", "square")
 _PGD = re.compile(r"pgd(\d+)(-cw)?")
 LINF_ONLY = ("cw-linf",)  # attacks of the L∞ ball alone
+MAX_PGD_STEPS = 10_000  # pgdK beyond it would run for days, not add strength
 
 
 @dataclass
@@ -99,8 +100,15 @@ def attack_names(spec: str, options: SuiteOptions) -> list[str]:
                 f"Unknown attack(s) {', '.join(unknown) or '(none given)'}; choose default, full, "
                 f"or a list of: {', '.join(FIXED_NAMES)}, pgdK, pgdK-cw."
             )
+        names = [_canonical(n) for n in names]  # pgd020 is pgd20: one column, not two
     names += [f"learned:{k}" for k in options.other_learned]
     return list(dict.fromkeys(names))
+
+
+def _canonical(name: str) -> str:
+    """An attack's name as its column is named: PGD's step count without leading zeros."""
+    pgd = _PGD.fullmatch(name)
+    return f"pgd{int(pgd.group(1))}{pgd.group(2) or ''}" if pgd else name
 
 
 def build_attack(name: str, options: SuiteOptions) -> Attack:
@@ -109,8 +117,8 @@ def build_attack(name: str, options: SuiteOptions) -> Attack:
     pgd = _PGD.fullmatch(name)
     if pgd:
         steps = int(pgd.group(1))
-        if steps < 1:
-            raise UserError(f"{name}: PGD needs at least one step.")
+        if not 1 <= steps <= MAX_PGD_STEPS:
+            raise UserError(f"{name}: PGD takes 1 to {MAX_PGD_STEPS:,} steps; got {steps:,}.")
         loss = "cw" if pgd.group(2) else "ce"
         return pgd_attack(steps, o.eps, o.pgd_step(steps), loss, o.restarts, o.norm)
     if name == "fgsm":
