@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +19,22 @@ from bilevel.errors import UserError
 from bilevel.files import atomic_write_text
 
 
+@contextmanager
+def not_a_run_exits_2() -> Iterator[None]:
+    """Inside: an error of a folder that is not a run is one line ``error: ...``, exit code 2."""
+    try:
+        yield
+    except (UserError, OSError, KeyError, StopIteration) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def over_run_folders(main: Callable[[list[str]], None], doc: str) -> None:
     """Parse ``RUN [RUN ...]`` and call ``main`` with them."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders written by solve adversarial-dro")
-    try:
+    with not_a_run_exits_2():
         main(parser.parse_args().runs)
-    except (UserError, OSError, KeyError, StopIteration) as err:  # a folder that is not a run
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def probe_run_folders(
@@ -41,17 +49,10 @@ def probe_run_folders(
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows: list[dict[str, Any]] = []
-
-    def each(runs: list[Path]) -> None:
-        for run_dir in runs:
+    with not_a_run_exits_2():
+        for run_dir in args.runs:
             rows.append(probe(run_dir))
             print(f"{run_dir}: {line(rows[-1])}", flush=True)
             if args.json:
                 atomic_write_text(args.json, json.dumps(rows, indent=2) + "\n")
-
-    try:
-        each(args.runs)
-    except (UserError, OSError, KeyError, StopIteration) as err:  # a folder that is not a run
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
     return rows
