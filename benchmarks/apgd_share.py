@@ -4,9 +4,9 @@
 
 For each run folder (trained by ``solve adversarial-dro``), reads the validation PGD-10 accuracy
 of its selected epoch from ``metrics.jsonl`` and attacks its best-on-validation leader on the
-validation split as the study judges it (``bench l2l``: the first ``val_examples`` digits of
-``study-eval.json``, APGD-CE then APGD-T on what APGD-CE left, the run's seed), counting what
-each component breaks. The accuracy after both equals the study's ``val_apgd_ce_t_acc``; the
+validation split as the study judges it (``study.validation_robustness``: the first
+``val_examples`` digits of ``study-eval.json``, APGD-CE then APGD-T on what APGD-CE left, the
+run's seed), counting what each component breaks. The accuracy after both equals the study's ``val_apgd_ce_t_acc``; the
 script checks it. The split says which attack a training adversary's robustness does not reach:
 APGD-CE (Croce & Hein 2020) climbs the same cross-entropy as PGD with an adaptive step and
 momentum, APGD-T climbs the margin to each of the nine runner-up classes in turn.
@@ -23,13 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.robust_generalisation import selected_row  # noqa: E402
 from benchmarks.run_folders import probe_run_folders  # noqa: E402
-from bilevel.seeding import seeded  # noqa: E402
-from problems.adversarial.data import load_dataset, subset  # noqa: E402
 from problems.adversarial.dro_config import DROConfig  # noqa: E402
-from problems.adversarial.evaluation.attacks import run_attack  # noqa: E402
-from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter  # noqa: E402
-from problems.adversarial.evaluation.runs import load_classifier, read_config  # noqa: E402
-from problems.adversarial.study import VAL_ATTACK  # noqa: E402
+from problems.adversarial.evaluation.runs import read_config  # noqa: E402
+from problems.adversarial.study import validation_robustness  # noqa: E402
 
 COLUMNS = ("val_pgd10_acc", "apgd_ce_acc", "apgd_ce_t_acc")
 
@@ -38,22 +34,18 @@ def apgd_share(run_dir: Path) -> dict[str, float | int | str]:
     """One run's validation accuracy under PGD-10 (as trained), after APGD-CE, and after APGD-T."""
     cfg = DROConfig.as_trained(read_config(run_dir))
     judged = json.loads((run_dir / "study-eval.json").read_text())
-    x, y = subset(load_dataset(cfg.dataset, cfg.data_dir).val, judged["val_examples"])
-    model = load_classifier(run_dir).model
-    attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=cfg.seed, norm=cfg.norm)
-    with seeded(cfg.seed):  # as the study's judgement draws it
-        final = run_attack(attack, model, x, y).accuracy
+    mine = validation_robustness(run_dir, cfg, judged["val_examples"], by_component=True)
+    final = mine["val_apgd_ce_t_acc"]
     if abs(final - judged["val_apgd_ce_t_acc"]) > 1e-6:
         raise SystemExit(
             f"{run_dir}: APGD-CE + APGD-T gives {final:.4f} here, {judged['val_apgd_ce_t_acc']:.4f}"
             " in study-eval.json; the run was judged differently."
         )
-    broken = attack.broken_counts()
-    n = len(y)
+    n = mine["val_examples"]
     return {
         "run": str(run_dir),
         "val_pgd10_acc": selected_row(run_dir, ("val_pgd10_acc",))["val_pgd10_acc"],
-        "apgd_ce_acc": final + broken["apgd-t"] / n,
+        "apgd_ce_acc": final + mine["val_broken_by"]["apgd-t"] / n,
         "apgd_ce_t_acc": final,
         "val_examples": n,
     }

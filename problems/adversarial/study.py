@@ -142,11 +142,17 @@ def load_grid(path: Path) -> Grid:
 
 
 def validation_robustness(
-    run_dir: Path, cfg: DROConfig, val_examples: int | None, checkpoint: Path | None = None
+    run_dir: Path,
+    cfg: DROConfig,
+    val_examples: int | None,
+    checkpoint: Path | None = None,
+    by_component: bool = False,
 ) -> dict[str, Any]:
     """The study's judgement of a run's leader (``best.pt``, or ``checkpoint``): APGD-CE + APGD-T
     accuracy and clean accuracy on the first ``val_examples`` of the validation split, in the
-    run's ball, with the attack's randomness drawn from the run's seed."""
+    run's ball, with the attack's randomness drawn from the run's seed; ``by_component`` adds
+    ``val_broken_by``, the digits each of the two attacks broke (APGD-T only those APGD-CE
+    left)."""
     seed = cfg.seed
     model = load_classifier(run_dir, model_path=checkpoint).model
     val = load_dataset(cfg.dataset, cfg.data_dir).val
@@ -154,11 +160,12 @@ def validation_robustness(
     attack = AutoAttackAdapter(cfg.eps, VAL_ATTACK, seed=seed, norm=cfg.norm)  # the run's ball
     with seeded(seed):
         robust = run_attack(attack, model, x, y).accuracy
-    return {
+    judged = {
         "val_examples": len(y),
         "val_apgd_ce_t_acc": robust,
         "val_clean_acc": (predict(model, x) == y).float().mean().item(),
     }
+    return judged | ({"val_broken_by": attack.broken_counts()} if by_component else {})
 
 
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
