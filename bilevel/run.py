@@ -89,9 +89,9 @@ class RunDir:
         value that the older code behaved as; an absent option without one is not compared.
         """
         check_output_folder(self.path, "--out")
-        if resume:
-            self.read_recorded()  # a checkpoint without a readable config.json: one sentence
-        if resume and not self.config_path.is_file():
+        # a checkpoint without a readable config.json: one sentence
+        recorded = self.read_recorded() if resume else None
+        if resume and recorded is None:
             raise UserError(
                 f"--resume: {self.path} holds no run to resume; drop --resume to start one."
             )
@@ -104,7 +104,7 @@ class RunDir:
         try:
             has_checkpoint = self.last_checkpoint.is_file()
             if resume:
-                self._check_same_options(config, legacy or {})
+                self._check_same_options(recorded or {}, config, legacy or {})
             elif has_checkpoint:
                 self.read_recorded()  # not a run that --resume could continue: say so
                 raise UserError(
@@ -155,9 +155,11 @@ class RunDir:
             "edited), so there are no options to resume with; choose another --out."
         )
 
-    def _check_same_options(self, config: dict[str, Any], legacy: dict[str, Any]) -> None:
+    def _check_same_options(
+        self, recorded: dict[str, Any], config: dict[str, Any], legacy: dict[str, Any]
+    ) -> None:
         ignored = (*IGNORED_ON_RESUME, *READ_FROM_ON_RESUME)
-        diff = differing_options(self.read_recorded() or {}, config, legacy, ignored)
+        diff = differing_options(recorded, config, legacy, ignored)
         if diff:
             shown = ", ".join(
                 f"{k} ({v!r} vs {config.get(k)!r})" for k, v in list(diff.items())[:4]
