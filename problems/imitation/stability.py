@@ -79,10 +79,10 @@ def check_folder(cfg: GAILConfig, out: str) -> None:
     kind, use = ("a finished", "reused") if finished else ("an unfinished", "resumed")
     delete = "delete that folder to train that seed again"
     try:
-        old = json.loads(run.config_path.read_text())
-    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        old = run.read_recorded()  # this command's own sentence for a file it cannot read
+    except UserError:
         old = None
-    if not isinstance(old, dict):
+    if old is None:
         raise UserError(
             f"{out} holds {kind} run whose config.json is missing or unreadable, so it cannot "
             f"be {use}; {delete}."
