@@ -33,8 +33,6 @@ def map_tasks(
     not yet started are cancelled, those running finish or stop, and the failure is raised
     without waiting for tasks listed before it."""
     if jobs == 1:
-        if threads is None:
-            return [function(*task) for task in tasks]
         with torch_threads(threads):
             return [function(*task) for task in tasks]
     thread_setting = {"initializer": torch.set_num_threads, "initargs": (threads,)}
@@ -52,10 +50,11 @@ def map_tasks(
 
 
 @contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """``threads`` torch threads inside, the previous count restored after (also on error)."""
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``threads`` torch threads inside (None: the count as it is), the previous count restored
+    after (also on error)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(before if threads is None else threads)
     try:
         yield
     finally:
