@@ -51,6 +51,16 @@ def conjugate_gradient(
     the step length and for the residual update, so x does not depend on s (betty's CG used the
     scaled product for one and the unscaled for the other, which is wrong for s ≠ 1). Stops early
     when ‖r‖ ≤ tol·‖s·b‖, or when the residual is exactly zero.
+
+    Non-positive curvature (truncated CG; Steihaug 1983, Nocedal & Wright Alg. 7.1). CG minimises
+    m(x) = ½xᵀAx − bᵀx over growing Krylov subspaces. If a direction has pᵀAp ≤ 0, m is unbounded
+    below along p (A is not positive definite there: a follower objective q that is linear or not
+    strictly concave in z), no minimiser exists and the step rr/pᵀAp is ±inf, NaN or climbs m. The
+    solve then stops and returns the iterate so far, the minimiser of m over the subspace where
+    every direction had positive curvature (A restricted to it is positive definite). At the first
+    iteration that is x = 0: the implicit correction vanishes and the hypergradient is Danskin's.
+    The scaled-b fallback of truncated Newton is not used: it serves a line search, and a linear
+    solve has no length to give it. The test is on pᵀAp's sign, so s < 0 changes nothing.
     """
     x = [torch.zeros_like(t) for t in b]
     r = [scale * t for t in b]
@@ -61,7 +71,10 @@ def conjugate_gradient(
         if rr <= stop or rr == 0:
             break
         ap = [scale * t for t in apply_a(p)]
-        step = rr / dot(p, ap)
+        curvature = dot(p, ap)  # pᵀ(sA)p: its sign times s's is pᵀAp's
+        if curvature * scale <= 0:
+            break
+        step = rr / curvature
         x = [xi + step * pi for xi, pi in zip(x, p, strict=True)]
         r = [ri - step * api for ri, api in zip(r, ap, strict=True)]
         rr_next = dot(r, r)
