@@ -1,6 +1,7 @@
 """Write an evaluation into its run folder: ``eval.json`` (every number), ``eval.md`` (the table
 a person reads, the checklist lines, the plots) and the PNGs; and build table rows for one run or
-several side by side. Every write is atomic (``bilevel.run``).
+several side by side. Every write is atomic (``bilevel.run``), and eval.md, written last, is
+removed first, so it never outlives the evaluation it describes (``write_outputs``).
 """
 
 from __future__ import annotations
@@ -140,9 +141,16 @@ def checklist_lines(ev: dict[str, Any]) -> list[str]:
 def write_outputs(
     run: RunDir, ev: dict[str, Any], x: Tensor, results: list[AttackResult], compare: list[Path]
 ) -> None:
-    """eval.json, the plots and eval.md, in that order (eval.md links the plots)."""
+    """The plots, eval.json and eval.md, in that order (eval.md links the plots).
+
+    Each write is atomic, the set of them is not: an earlier evaluation's eval.md is removed
+    before the first write, so a crash part-way leaves eval.json (the old one or the new) without
+    an eval.md, never beside one that describes a different evaluation. eval.md present means it
+    was written with the eval.json and plots beside it.
+    """
     plots = []
     others = {str(p): read_eval(p) for p in compare}
+    (run.path / "eval.md").unlink(missing_ok=True)
     if "sweeps" in ev:
         curves = {str(run.path): ev["sweeps"]} | {
             k: v["sweeps"] for k, v in others.items() if "sweeps" in v
