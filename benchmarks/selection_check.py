@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,23 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.run_folders import over_run_folders  # noqa: E402
 from bilevel.errors import UserError  # noqa: E402
-from bilevel.run import RunDir, load_checkpoint  # noqa: E402
+from bilevel.run import RunDir  # noqa: E402
 from problems.adversarial.dro_config import DROConfig  # noqa: E402
 from problems.adversarial.evaluation.runs import read_config  # noqa: E402
 from problems.adversarial.study import validation_robustness  # noqa: E402
-
-
-def last_leader(run: Path) -> dict[str, torch.Tensor]:
-    """The leader of ``run``'s last.pt as ``best.pt`` would hold it: θ̄ (the trainer's
-    ``leader_average``, an ``AveragedModel`` state whose ``module.`` entries are θ̄) when the run
-    averaged the leader, θ as last trained otherwise. Judging raw θ beside best.pt's θ̄ measured
-    averaging as much as the choice of epoch (+13.0 points on a one-epoch run)."""
-    trainer = load_checkpoint(RunDir(run).path / "last.pt")["trainer"]
-    if "leader_average" not in trainer:
-        return trainer["leader"]
-    prefix = "module."
-    average = trainer["leader_average"]
-    return {k.removeprefix(prefix): v for k, v in average.items() if k.startswith(prefix)}
 
 
 def last_against_best(run: Path) -> dict[str, float]:
@@ -48,10 +34,10 @@ def last_against_best(run: Path) -> dict[str, float]:
     leader (θ̄ under ``--leader-ema``, as best.pt holds)."""
     best = json.loads((RunDir(run).path / "study-eval.json").read_text())
     cfg = DROConfig(**read_config(run)).resolve()
-    with tempfile.TemporaryDirectory() as scratch:  # the run folder is only read
-        leader = Path(scratch) / "last-leader.pt"
-        torch.save({"leader": last_leader(run)}, leader)
-        last = validation_robustness(run, cfg, best["val_examples"], leader)
+    # last.pt's leader as best.pt holds it (``leader_state``): θ̄ under --leader-ema, since judging
+    # raw θ beside best.pt's θ̄ measured averaging as much as the epoch (+13.0 points on a
+    # one-epoch run)
+    last = validation_robustness(run, cfg, best["val_examples"], RunDir(run).last_checkpoint)
     return {
         "best_epoch": best["best_epoch"],
         "best": best["val_apgd_ce_t_acc"],

@@ -120,3 +120,23 @@ def test_batch_norm_statistics_are_averaged_too() -> None:
         mean = net[1].running_mean.clone()
         expected = mean if expected is None else 0.5 * expected + 0.5 * mean
     torch.testing.assert_close(average.module[1].running_mean, expected)
+
+
+def test_evaluating_last_pt_evaluates_the_average_and_says_so(tmp_path: Path) -> None:
+    """``evaluate --model last.pt`` of a one-epoch run: its θ̄ is best.pt's, so the two evaluations
+    are one, and eval.json and eval.md name the weights; θ itself (≠ θ̄) would score otherwise."""
+    out = tmp_path / "run"
+    done = CliRunner().invoke(app, [*BASE, "--epochs", "1", "--leader-ema", "0.5", "--out", str(out)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    evals = {}
+    for name in ("best.pt", "last.pt"):
+        args = ["evaluate", str(out), "--model", str(out / name), "--attacks", "fgsm",
+                "--noise-samples", "1", "--no-checklist", "--n-examples", "64"]  # fmt: skip
+        done = CliRunner().invoke(app, args)
+        assert done.exit_code == 0, done.output
+        evals[name] = json.loads((out / "eval.json").read_text())
+        assert evals[name]["weights"] == "θ̄, the --leader-ema average"
+        assert "(θ̄, the --leader-ema average)" in (out / "eval.md").read_text()
+    last, best = evals["last.pt"], evals["best.pt"]
+    assert last["clean_correct"] == best["clean_correct"]  # example by example
+    assert last["attacks"][0]["correct"] == best["attacks"][0]["correct"]

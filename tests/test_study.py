@@ -100,7 +100,7 @@ def test_selection_check_judges_the_average_under_leader_ema(
     script.last_against_best(run)
     best, raw = (
         load_checkpoint(run / "best.pt")["leader"],
-        leader_state(load_checkpoint(run / "last.pt")),
+        load_checkpoint(run / "last.pt")["trainer"]["leader"],
     )
     assert best.keys() == judged[0].keys()
     assert all(torch.equal(best[k], judged[0][k]) for k in best)  # θ̄ of the one epoch

@@ -103,7 +103,7 @@ def evaluate_run(
     model: Path = _evaluate_option(
         "model",
         help="A state-dict file to evaluate instead of best.pt: a plain one, or a run's last.pt "
-        "(θ as last trained).",
+        "(θ as last trained; θ̄ for a run with --leader-ema, as best.pt).",
     ),
     dataset: str = _evaluate_option(
         "dataset", help="With --model and no config.json: the data set."

@@ -197,6 +197,7 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
     out = {
         "run": str(run_dir),
         "checkpoint": str(loaded.checkpoint),
+        "weights": loaded.weights,
         "dataset": info.name,
         "model": type(model).__name__,
         "split": "test",

@@ -173,6 +173,13 @@ def write_outputs(
     atomic_write_text(run.path / "eval.md", render_markdown(ev, others))
 
 
+def _weights(ev: dict[str, Any]) -> str:
+    """The evaluated weights in brackets after the checkpoint's name, e.g. θ̄, the --leader-ema
+    average; nothing for θ itself (and for an eval.json older than the "weights" key)."""
+    weights = ev.get("weights", "θ")
+    return "" if weights == "θ" else f" ({weights})"
+
+
 def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> str:
     """``eval.md``: after the title, the AutoAttack figure (``headline_attack``), then one table
     of ``ev`` beside the runs it is compared with (``others``, by name), each attack's settings,
@@ -180,7 +187,8 @@ def render_markdown(ev: dict[str, Any], others: dict[str, dict[str, Any]]) -> st
     lines = [
         f"# Robustness evaluation of {ev['run']}",
         "",
-        f"Checkpoint `{ev['checkpoint']}`, {ev['dataset']} **test** split, first {ev['n_examples']} "
+        f"Checkpoint `{ev['checkpoint']}`{_weights(ev)}, {ev['dataset']} **test** split, first "
+        f"{ev['n_examples']} "
         f"examples, {Norm(ev.get('norm', Norm.LINF.value)).label} ε = {ev['eps']:g}, seed "
         f"{ev['seed']}. The worst case (per example) of a column is the mean over examples of "
         "the minimum over the clean input and every attack in that column.",

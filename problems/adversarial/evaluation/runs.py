@@ -37,6 +37,7 @@ class LoadedModel:
     info: DatasetInfo
     config: dict[str, Any]  # the run's config.json ({} for a plain checkpoint)
     checkpoint: Path
+    weights: str = "θ"  # or AVERAGE: θ̄, the --leader-ema average
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -78,13 +79,34 @@ def run_config(run_dir: Path) -> DROConfig:
         return DROConfig.as_trained(config)
 
 
+AVERAGE = "θ̄, the --leader-ema average"
+"""``LoadedModel.weights`` of a run that averaged its leader; θ otherwise."""
+
+
 def leader_state(state: dict[str, Any]) -> dict[str, Any]:
-    """θ's state dict in a file of this project (selected leader or training checkpoint), or the
-    file itself when it is a plain state dict."""
+    """The leader's state dict in a file of this project, as ``best.pt`` holds it: the selected
+    leader ({"leader": state}); from the training checkpoint ``last.pt``, θ̄ where the run kept a
+    ``--leader-ema`` average (the trainer's ``leader_average``, an ``AveragedModel`` state whose
+    ``module.`` entries are θ̄), θ as last trained otherwise; or the file itself when it is a plain
+    state dict. θ̄ because it is what such a run validates, selects and tests: last.pt's raw θ
+    beside best.pt's θ̄ would measure averaging as well as the epoch."""
     trainer = state.get("trainer")
+    if isinstance(trainer, dict) and isinstance(average := trainer.get("leader_average"), dict):
+        prefix = "module."
+        return {k.removeprefix(prefix): v for k, v in average.items() if k.startswith(prefix)}
     if isinstance(trainer, dict) and isinstance(trainer.get("leader"), dict):
         return trainer["leader"]
     return state.get("leader", state)
+
+
+def _weights(state: dict[str, Any], checkpoint: Path, run_dir: Path, config: dict) -> str:
+    """Which leader a file holds, in words: θ̄ for a last.pt with an average, and for the run's
+    own best.pt when its config.json records --leader-ema; θ for anything else."""
+    trainer = state.get("trainer")
+    if isinstance(trainer, dict):
+        return AVERAGE if "leader_average" in trainer else "θ"
+    own_best = checkpoint.resolve() == RunDir(run_dir).best_checkpoint.resolve()
+    return AVERAGE if own_best and config.get("leader_ema") else "θ"
 
 
 def _fit(model: nn.Module, state: dict[str, Any], source: Path, remedy: str) -> None:
@@ -125,8 +147,8 @@ def load_classifier(
     with architecture and data set from the run's config when there is one, else from
     ``arch``/``dataset`` (mnist5k unless given), which are refused where a config.json names the
     model (they would be ignored). This project's checkpoints work too: ``best.pt`` ({"leader":
-    state}) and the training checkpoint ``last.pt`` ({"trainer": {"leader": state, ...}}, θ as
-    last trained).
+    state}) and the training checkpoint ``last.pt`` ({"trainer": {"leader": state, ...}}: θ as
+    last trained, or θ̄ where the run kept a ``--leader-ema`` average; ``leader_state``).
     """
     if model_path is None:
         config = read_config(run_dir)
@@ -144,7 +166,8 @@ def load_classifier(
     model = build_model(name, info.num_classes, info.in_channels, info.mean, info.std)
     state = load_checkpoint(checkpoint)
     _fit(model, leader_state(state), checkpoint, _fit_remedy(run_dir, config, model_path))
-    return LoadedModel(model.to(device).eval(), info, config, checkpoint)
+    weights = _weights(state, checkpoint, run_dir, config)
+    return LoadedModel(model.to(device).eval(), info, config, checkpoint, weights)
 
 
 def threat_model(
