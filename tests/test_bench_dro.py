@@ -97,6 +97,9 @@ def test_a_finished_run_in_out_is_refused_not_deleted_and_reused_when_asked(
     assert {k: kept[k] for k in files} == files  # nothing trained again, nothing deleted
     other = CliRunner().invoke(app, [*args[:-4], "--epochs", "2", *args[-4:]])
     assert other.exit_code == 2 and "other options" in other.output, other.output
+    # the value asked beside the recorded one, in words that fit a bench without a grid
+    said = " ".join(other.output.split())
+    assert "(epochs 1 there, 2 here);" in said and "grid" not in said, said
 
 
 IN_USE = [

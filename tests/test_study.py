@@ -121,7 +121,7 @@ def test_a_changed_entry_is_refused_and_its_finished_run_kept(tmp_path: Path) ->
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     run = tmp_path / "runs" / "fast" / "seed-0"
-    assert f"{run} holds a finished run with other options (lr 0.05 there, 0.02 in the" in " ".join(
+    assert f"{run} holds a finished run with other options (lr 0.05 there, 0.02 here);" in " ".join(
         result.output.split()
     )
     assert {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()} == before

@@ -53,9 +53,9 @@ def check_finished_run(cfg: DROConfig, run_dir: Path, reuse: bool = True) -> Non
     if not (run_dir / "results.json").is_file():
         return
     if differences := recorded_differences(cfg, run_dir):
+        # "here": what this bench or study asks, from a grid or from its own options alike
         shown = ", ".join(
-            f"{k} {old!r} there, {new!r} in the grid"
-            for k, (old, new) in list(differences.items())[:4]
+            f"{k} {old!r} there, {new!r} here" for k, (old, new) in list(differences.items())[:4]
         )
         raise UserError(
             f"{run_dir} holds a finished run with other options ({shown}); use another "
