@@ -272,6 +272,23 @@ def test_bench_ait_rows_order_the_attacks_and_refuse_unknown_directions(tmp_path
     assert bad.exit_code == 2 and "--directions" in bad.output
 
 
+def test_bench_ait_json_records_what_each_row_trained(tmp_path: Path) -> None:
+    """Two bench JSON files had rows of one label with other results and nothing in them said
+    that --levers differed: each label's options are now in the file, seeds aside."""
+    path = tmp_path / "bench.json"
+    args = ["bench", "ait", "--epochs", "1", "--methods", "ait,grad", "--directions", "toward",
+            "--seeds", "0,1", "--train-size", "32", "--eval-size", "16", "--no-autoattack",
+            "--levers", '{"lr": 0.02}', "--out", str(tmp_path / "runs"), "--json", str(path)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    trained = json.loads(path.read_text())["trained"]
+    ait, learned = trained["AIT, toward"], trained["L2L-AIT (grad), toward"]
+    assert learned["lr"] == 0.02 and ait["lr"] != 0.02  # the levers shape the learned rows only
+    for options in (ait, learned):
+        assert (options["epochs"], options["train_size"], options["eval_size"]) == (1, 32, 16)
+        assert "seed" not in options  # one entry for the row's two seeds
+
+
 def test_the_milestones_help_names_the_default_ait_resolves_on_cifar() -> None:
     """AIT's CIFAR schedule drops the rate at 60 and 90 of 200 epochs, not at 1/2 and 3/4."""
     assert AITConfig(dataset="cifar10", follower="ait").resolve().milestones == [60, 90]

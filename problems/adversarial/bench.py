@@ -29,7 +29,13 @@ from bilevel.options import choose
 from bilevel.run import RunDir, atomic_write_text
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
-from problems.adversarial.bench_runs import check_finished_run, finished_results, folder_name, train
+from problems.adversarial.bench_runs import (
+    check_finished_run,
+    finished_results,
+    folder_name,
+    train,
+    trained_options,
+)
 from problems.adversarial.checks import check_for_learned
 from problems.adversarial.config import FOLLOWERS
 from problems.adversarial.data import load_dataset, subset
@@ -150,7 +156,8 @@ def run_bench(
     With ``reuse``, a finished run of the same configuration already in its folder (e.g. one a
     study trained) is evaluated as it is instead of being trained again; without it, a folder
     holding a finished run is refused before anything trains, never deleted (a finished run of
-    other options is refused either way: ``check_finished_run``)."""
+    other options is refused either way: ``check_finished_run``). ``json_path`` gets the seeds,
+    the rows, every run's row and, under "trained", each label's options (``trained_options``)."""
     if not seeds:
         raise UserError("--seeds needs at least one seed, like 0,1,2.")
     if jobs < 1:
@@ -185,7 +192,11 @@ def run_bench(
             known = row.get(key) is not None and base.get(key)
             row[f"{ratio}_{ratio_name}"] = round(row[key] / base[key], 3) if known else None
     if json_path is not None:
-        payload = {"seeds": seeds, "autoattack": autoattack, "rows": rows, "runs": runs}
+        # what each row trained, its levers, epochs and sizes among them, resolved (a default
+        # changed since shows too): two files' rows of one label compare only where they agree
+        trained = {label: trained_options(configs[label, seeds[0]]) for label in entries}
+        payload = {"seeds": seeds, "autoattack": autoattack, "rows": rows, "runs": runs,
+                   "trained": trained}  # fmt: skip
         atomic_write_text(Path(json_path), json.dumps(payload, indent=2) + "\n")
     return rows
 

@@ -1,6 +1,7 @@
 """The run folders a bench or study trains into (``out/<label>/seed-<s>``): their names, whether
 a finished run in one asks for the same training as a configuration (and may be reused), the
-refusal of a finished run of other options, and a fresh run under the folder's lock."""
+refusal of a finished run of other options, a fresh run under the folder's lock, and what a
+configuration trains, as a bench's JSON records it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
-from bilevel.recorded import IGNORED_ON_RESUME
+from bilevel.recorded import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
 from bilevel.run import RunDir
 from problems.adversarial.defaults import LEGACY_VALUES
 from problems.adversarial.dro_config import DROConfig
@@ -34,6 +35,14 @@ def recorded_differences(cfg: DROConfig, run_dir: Path) -> dict[str, tuple[Any, 
     keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
     pairs = {k: (recorded.get(k), wanted.get(k)) for k in sorted(keys)}
     return {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
+
+
+def trained_options(cfg: DROConfig) -> dict[str, Any]:
+    """What a resolved ``cfg`` trains, alike for each of its seeds: its options, the seed, those
+    that may differ on --resume (a reused run may have trained on another device) and the paths
+    data are read from aside."""
+    aside = {"seed", *IGNORED_ON_RESUME, *READ_FROM_ON_RESUME}
+    return {k: v for k, v in cfg.to_dict().items() if k not in aside}
 
 
 def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
