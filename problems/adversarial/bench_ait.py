@@ -1,13 +1,14 @@
 """``bench ait``: the AIT issue's benchmark. AIT Net (one signed step) and L2L-AIT (the learned
 attackers, Algorithm 4) train on mnist5k with the small CNN, ε = 0.3, ε_y = 0.5, the same epochs
-and seeds (ε ramped up over the first third of the epochs, the mnist5k default), one after another
-in this process, with the follower pulling features ``toward`` the partner's and, as a second set
-of rows, pushing them ``away`` (Eq. 6 as printed). ``levers`` (AITConfig options, e.g. those the
-DRO study chose) shape the learned followers' rows only, the leader's options among them (its
-learning rate, batch size); those the bench sets itself, alike for every row, the problem's
-definition among them (``ROW_OPTIONS``), are refused. Each best-on-validation model is attacked
-on the test split with PGD-40 (step 0.01, uniform random start) on the cross-entropy and on the CW
-margin loss, and with the standard AutoAttack (``bench.run_bench``).
+and seeds (ε ramped up over the first ``epochs // 3`` epochs, the mnist5k default: under 3 epochs,
+no ramp), one after another in this process, with the follower pulling features ``toward`` the
+partner's and, as a second set of rows, pushing them ``away`` (Eq. 6 as printed). ``levers``
+(AITConfig options, e.g. those the DRO study chose) shape the learned followers' rows only, the
+leader's options among them (its learning rate, batch size); those the bench sets itself, alike
+for every row, the problem's definition among them (``ROW_OPTIONS``), are refused. Each
+best-on-validation model is attacked on the test split with PGD-40 (step 0.01, uniform random
+start) on the cross-entropy and on the CW margin loss, and with the standard AutoAttack
+(``bench.run_bench``).
 """
 
 from __future__ import annotations
