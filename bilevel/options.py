@@ -10,7 +10,8 @@ a value outside its choices; ``fill_unset`` gives the options left unset their d
 (``json_fits``) and finiteness, and refuses those the command sets itself;
 ``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
 ``check_numbers`` refuses what every command refuses: a NaN or infinite number (which a check
-written ``x < 0`` lets through) and a ``--seed`` numpy cannot take (``check_seeds``).
+written ``x < 0`` lets through), or a whole number too large for a float (``finite``), and a
+``--seed`` numpy cannot take (``check_seeds``).
 """
 
 from __future__ import annotations
@@ -51,15 +52,30 @@ def field_default(config_class: type, name: str) -> Any:
 SEED_LIMIT = 2**32  # numpy's generators take seeds in [0, 2**32)
 
 
+def finite(value: Any) -> bool:
+    """Whether ``value`` is no number that a computation with floats fails on or makes
+    meaningless: a NaN or an infinite float, or a whole number ``float()`` cannot hold (above
+    about 1.8e308, which the command line and JSON both give as an int, and whose first use as a
+    float, like ``2.5 * eps / steps``, raises ``OverflowError``). Anything else passes."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            return False
+    return True
+
+
 def check_numbers(config: Any) -> None:
     """One sentence for a number option of the dataclass ``config`` (or an entry of a list
-    option) that is NaN or infinite, or for a ``seed`` option numpy cannot take."""
+    option) that is not ``finite``, or for a ``seed`` option numpy cannot take."""
     if hasattr(config, "seed"):
         check_seeds([config.seed], "--seed")
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         values = value if isinstance(value, list | tuple) else [value]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        if not all(finite(v) for v in values):
             flag = f.metadata.get("name") or f"--{f.name.replace('_', '-')}"
             raise UserError(f"{flag} must be a finite number; got {value}.")
 
@@ -119,7 +135,7 @@ def check_levers(
     run alike, ``why`` saying so: a lever would override a run's identity, e.g. its seed behind
     a folder named for another, or be ignored), or whose JSON value has the wrong type
     (``"false"`` for a flag, ``"5,7"`` for a list, 1.5 for a count), or that is NaN or infinite
-    (Python's JSON reads both), so a lever given as JSON is refused before anything trains, never
+    (Python's JSON reads both) or a whole number too large for a float, so a lever given as JSON is refused before anything trains, never
     silently misread."""
     known = {f.name for f in dataclasses.fields(config_class)}
     bad = sorted(set(values) - known)
@@ -135,12 +151,12 @@ def check_levers(
 
 def check_types(config_class: type, values: dict[str, Any], where: str, advice: str = "") -> None:
     """One sentence, ``<where>: <name> must be <kind>; got <value><advice>.``, for the first of
-    ``values`` (options of the dataclass ``config_class`` by name, read as JSON) that is NaN or
-    infinite or whose value does not fit the option's type (``json_fits``)."""
+    ``values`` (options of the dataclass ``config_class`` by name, read as JSON) that is not
+    ``finite`` (NaN, infinite, a whole number too large for a float) or whose value does not fit the option's type (``json_fits``)."""
     hints = typing.get_type_hints(config_class)
     for name, value in values.items():
         numbers = value if isinstance(value, list) else [value]
-        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        if not all(finite(v) for v in numbers):
             kind = "finite numbers" if isinstance(value, list) else "a finite number"
             raise UserError(f"{where}: {name} must be {kind}; got {json.dumps(value)}{advice}.")
         if not json_fits(value, hints[name]):

@@ -130,6 +130,8 @@ def test_bench_dro_refuses_what_a_grid_sets_beside_the_grid(option, tmp_path) ->
             '{"attacker_betas": [0.5, Infinity]}',
             "attacker_betas must be finite numbers; got [0.5, Infinity]",
         ),
+        # too large for a float: an OverflowError where the first row used it
+        (f'{{"attacker_sign_step": {10**400}}}', "attacker_sign_step must be a finite number"),
         ('{"attacker_sign_step": 0.5}', "--levers shape the learned followers only"),
     ],
 )

@@ -103,6 +103,8 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--seed", str(2**32)], "--seed must be between 0 and"),
         (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
         (["--attacker-sign-step", "nan"], "--attacker-sign-step must be a finite number"),
+        # a count too large for a float: an OverflowError in PGM's default step 2.5 ε / k
+        (["--follower", "pgm", "--pgm-steps", str(10**400)], "--pgm-steps must be a finite"),
         (["--lr", "0"], "--lr must be positive; got 0.0."),
         (["--attacker-lr", "-1e-3"], "--attacker-lr must be positive; got -0.001."),
         (["--momentum", "-0.5"], "--momentum must be at least 0; got -0.5."),

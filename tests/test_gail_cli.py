@@ -103,6 +103,8 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--follower", "l2l", "--disc-lr", "-1"], "--disc-lr must be positive"),
         (["--trust-radius", "nan"], "--trust-radius must be a finite number"),  # PPO's traceback
         (["--ent-coef", "inf"], "--ent-coef must be a finite number"),
+        # too large for a float: an OverflowError once the environments were built
+        (["--steps", str(10**400)], "--steps must be a finite number"),
         (["--seed", "-1"], "--seed must be between 0 and"),  # numpy's traceback otherwise
         (["--n-envs", "1", "--n-steps", "1"], "at least 2 each"),  # SB3 would assert
         (["--ppo-batch-size", "1"], "at least 2 each"),

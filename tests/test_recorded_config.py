@@ -51,6 +51,23 @@ def test_evaluate_names_the_file_and_the_key_of_a_wrong_type(tmp_path: Path, key
     one_sentence(result, f"{run / 'config.json'}: {key} must be", json.dumps(value))
 
 
+# a whole number too large for a float is as unusable as NaN: it crashed with an OverflowError
+NOT_FINITE = [("eps", float("nan")), ("eps", 10**400), ("attacker_betas", [0.9, -(10**400)])]
+
+
+@pytest.mark.parametrize(("key", "value"), NOT_FINITE, ids=["nan", "huge", "huge-in-a-list"])
+def test_evaluate_and_resume_name_the_file_and_the_key_of_a_number_no_float_holds(
+    tmp_path: Path, key, value
+) -> None:
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
+    for args in (
+        ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist"],
+        ["solve", "adversarial-dro", "--out", str(run), "--resume"],
+    ):
+        result = runner.invoke(app, args)
+        one_sentence(result, f"{run / 'config.json'}: {key} must be", "finite", json.dumps(value))
+
+
 def test_resume_says_a_refused_value_comes_from_the_file(tmp_path: Path) -> None:
     run = untrained_dro_run(tmp_path / "run", norm="l7")
     result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume"])
