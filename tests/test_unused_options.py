@@ -53,6 +53,9 @@ def _solve(command: str, tmp_path: Path, *args: str):
         (["--follower", "pgm", "--attacker-random-start"], "--attacker-random-start is an"),
         (["--follower", "pgm", "--attacker-lr", "0.01"], "--attacker-lr is an option"),
         (["--follower", "fgsm", "--follower-steps", "2"], "--follower-steps is an option"),
+        # no φ to step: the order was recorded in config.json and never read
+        (["--follower", "pgm", "--update", "follower-first"], "--update is an option of the"),
+        (["--follower", "none", "--update", "follower-first"], "--follower none would ignore it"),
         (["--follower", "2-step", "--pgm-steps", "5"], "--pgm-steps is PGM-k's"),
         (["--follower", "fgsm", "--pgm-step-size", "0.1"], "--pgm-step-size is PGM-k's"),
         (["--leader-optimizer", "adam", "--momentum", "0.5"], "--momentum is the leader's SGD's"),
@@ -73,9 +76,17 @@ def test_dro_refuses_a_typed_option_its_follower_or_optimizer_does_not_read(
     assert words in result.output and "Traceback" not in result.output
 
 
-def test_ait_net_refuses_a_learned_followers_option(tmp_path) -> None:
-    result = _solve("adversarial-ait", tmp_path, "--follower", "ait", "--attacker-width", "0.5")
+@pytest.mark.parametrize("option", [["--attacker-width", "0.5"], ["--update", "alternating"]])
+def test_ait_net_refuses_a_learned_followers_option(option, tmp_path) -> None:
+    result = _solve("adversarial-ait", tmp_path, "--follower", "ait", *option)
     assert result.exit_code == 2 and "--follower ait would ignore it" in result.output
+
+
+@pytest.mark.parametrize("update", [[], ["--update", "follower-first"]])
+def test_ait_net_passes_the_update_it_records_anyway(update, tmp_path) -> None:
+    """AIT's default, follower-first, is what the AIT Net records unasked."""
+    result = _solve("adversarial-ait", tmp_path, "--follower", "ait", *update)
+    assert isinstance(result.exception, Accepted), result.output
 
 
 @pytest.mark.parametrize(

@@ -7,21 +7,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bilevel.errors import UserError
-from bilevel.options import fill_unset, typed_options
+from bilevel.options import field_default, fill_unset, typed_options
 from bilevel.run import RunDir
+from problems.adversarial.defaults import HAND_DESIGNED_LEVERS
 
 if TYPE_CHECKING:
     from problems.adversarial.config import AdversarialConfig
     from problems.adversarial.dro_config import DROConfig
 
-# the options of a learned follower's g_φ, its optimiser and its unroll, which a hand-designed
-# follower (none, fgsm, pgm, ait) does not have (--plain-steps and --truncated-unroll: check_unroll)
+# the options of a learned follower's g_φ, its optimiser, its unroll and the order of θ's and φ's
+# steps (--update), which a hand-designed follower (none, fgsm, pgm, ait) does not have
+# (--plain-steps and --truncated-unroll: check_unroll)
 LEARNED_ONLY = (
     "attacker", "attacker_width", "attacker_lr", "attacker_betas", "attacker_weight_decay",
     "follower_steps", "unroll", "grad_scaling", "attacker_random_start", "attacker_memory",
-    "attacker_sign_step", "attacker_init",
+    "attacker_sign_step", "attacker_init", "update",
 )  # fmt: skip
 # typed at these values, such an option asks for what a hand-designed follower does anyway
+# (--update: ``asks_nothing``)
 OFF = {"attacker_random_start": False, "attacker_sign_step": 0.0, "attacker_memory": "none"}
 PGM_ONLY = ("pgm_steps", "pgm_step_size")  # PGM-k's k and η
 # what shapes the follower's attack, which --follower none (plain training) does not make; typed
@@ -33,15 +36,14 @@ def check_unused(cfg: AdversarialConfig) -> None:
     """One sentence for an option typed on the command line (``cfg.given``, from
     ``with_options``) that the chosen follower or leader optimizer does not read, which would be
     ignored and still recorded in config.json as if used: a learned follower's option with a
-    hand-designed follower (unless typed at its ``OFF`` value), PGM-k's with another follower,
+    hand-designed follower (unless it ``asks_nothing``), PGM-k's with another follower,
     the attack's (``ATTACK_ONLY``) with --follower none, --momentum with Adam, --milestones with
     a schedule other than multistep. Options not typed (the defaults, what ``--resume`` takes from the run
     folder, what a bench gives all its rows, a configuration built in code: no ``given``) pass."""
     typed = typed_options(cfg)
     for name in sorted(typed):
         flag = "--" + name.replace("_", "-")
-        off = name in OFF and getattr(cfg, name) == OFF[name]
-        if name in LEARNED_ONLY and not cfg.learned and not off:
+        if name in LEARNED_ONLY and not cfg.learned and not asks_nothing(cfg, name):
             raise UserError(
                 f"{flag} is an option of the learned followers (like --follower 2-step); "
                 f"--follower {cfg.follower} would ignore it."
@@ -69,6 +71,18 @@ def check_unused(cfg: AdversarialConfig) -> None:
             f"--milestones are the multistep schedule's; --schedule {cfg.schedule} would ignore "
             "them."
         )
+
+
+def asks_nothing(cfg: AdversarialConfig, name: str) -> bool:
+    """Whether the learned follower's option ``name`` is at the value that asks a hand-designed
+    follower for what it does anyway: its ``OFF`` value; for --update, the one such a follower
+    records where it is not typed (alternating; AIT's follower-first): with no φ to step, every
+    order is the same step of θ on the follower's decision, and another value would be recorded
+    as if it had been used."""
+    if name == "update":
+        default = field_default(type(cfg), "update")
+        return cfg.update == (HAND_DESIGNED_LEVERS["update"] if default is None else default)
+    return name in OFF and getattr(cfg, name) == OFF[name]
 
 
 def check_milestones(cfg: AdversarialConfig) -> None:
