@@ -9,6 +9,7 @@ a value outside its choices; ``fill_unset`` gives the options left unset their d
 ``check_levers`` checks options given as JSON (a study's grid, ``--levers``) by name, type
 (``json_fits``) and finiteness, and refuses those the command sets itself;
 ``inherit`` gives a resumed run the options its folder recorded, where the command line is silent.
+``as_written`` names an option given by field name (a lever) in a check's sentence as written.
 ``check_numbers`` refuses what every command refuses: a NaN or infinite number (which a check
 written ``x < 0`` lets through), or a whole number too large for a float (``finite``), and a
 ``--seed`` numpy cannot take (``check_seeds``).
@@ -21,9 +22,11 @@ import functools
 import inspect
 import json
 import math
+import re
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import field
 from typing import Any
 
@@ -167,6 +170,29 @@ def check_types(config_class: type, values: dict[str, Any], where: str, advice: 
             else:
                 label = _WORDS.get(wanted, str(wanted))
             raise UserError(f"{where}: {name} must be {label}; got {json.dumps(value)}{advice}.")
+
+
+@contextmanager
+def as_written(where: str, names: Iterable[str]) -> Iterator[None]:
+    """Inside: a ``UserError`` whose sentence names one of ``names`` (options given by field
+    name: ``--levers``' keys, gail-stability's ``field=value`` overrides) as a ``solve`` flag is
+    raised again as ``<where>: <sentence>``, each such flag spelt as written (``--x-y`` as
+    ``x_y``, ``--no-x-y`` as ``x_y false``): the command that read them has no such flag, and the
+    sentence said neither which flag nor where. A sentence about no such option passes unchanged:
+    it is about an option the command has itself (as ``bilevel.recorded.blame_recorded`` does for
+    a run folder's values)."""
+    try:
+        yield
+    except UserError as err:
+        text, found = str(err), 0
+        for name in names:
+            flag = re.escape(name.replace("_", "-"))
+            text, off = re.subn(rf"--no-{flag}(?![\w-])", f"{name} false", text)
+            text, on = re.subn(rf"--{flag}(?![\w-])", name, text)
+            found += off + on
+        if not found:
+            raise
+        raise UserError(f"{where}: {text}") from None
 
 
 def _given_on_command_line(context: Any, names: dict[str, Any]) -> frozenset[str]:

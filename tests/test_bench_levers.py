@@ -141,8 +141,29 @@ def test_levers_are_checked_whatever_the_methods(lever, words, tmp_path) -> None
     _refused(_bench_speed("--methods", "plain,pgm-10", "--levers", lever), words)
 
 
+@pytest.mark.parametrize(
+    ("lever", "words"),
+    [
+        ('{"attacker_sign_step": -1}', "--levers: attacker_sign_step must be >= 0; got -1"),
+        ('{"attacker_lr": 0}', "--levers: attacker_lr must be positive"),
+    ],
+)
+def test_a_lever_a_row_refuses_is_named_as_written(lever, words, tmp_path) -> None:
+    """Neither bench has an --attacker-sign-step: the sentence names the lever as given."""
+    _refused(_bench_ait(tmp_path, "--methods", "ait,grad", "--levers", lever), words)
+    _refused(_bench_speed("--methods", "grad-fused", "--levers", lever), words)
+
+
+def test_a_bench_option_s_refusal_is_not_blamed_on_the_levers(tmp_path) -> None:
+    result = _bench_ait(
+        tmp_path, "--methods", "grad", "--train-size", "0", "--levers", '{"lr": 0.1}'
+    )
+    _refused(result, "--train-size must be at least 1")
+    assert "--levers" not in result.output
+
+
 def test_bench_speed_checks_every_method_before_it_builds_one() -> None:
     result = _bench_speed(
         "--methods", "plain,2-step-fused", "--levers", '{"attacker_betas": [2, 3]}'
     )
-    _refused(result, "--attacker-betas takes two numbers in [0, 1)")
+    _refused(result, "--levers: attacker_betas takes two numbers in [0, 1)")

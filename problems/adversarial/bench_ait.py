@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
-from bilevel.options import check_levers
+from bilevel.options import as_written, check_levers
 from problems.adversarial.ait import Direction
 from problems.adversarial.ait_config import AIT_FOLLOWERS, AITConfig
 from problems.adversarial.bench import BENCH_EPS, run_bench
@@ -81,6 +81,10 @@ def bench_ait(
     names = {m: "AIT" if m == "ait" else f"L2L-AIT ({m})" for m in methods}
     entries = {f"{names[m]}, {d}": entry(m, d) for d in directions for m in methods}
     ait_of_direction = {f"{names[m]}, {d}": f"AIT, {d}" for d in directions for m in methods}
+    if levers:  # a row's refusal of a lever names it as written: bench ait has no flag of it
+        with as_written("--levers", levers):
+            for method in methods:
+                entry(method, directions[0])(0).resolve()
     return run_bench(
         entries, seeds, out, json_path, autoattack, jobs, cw=True,
         reference=ait_of_direction, ratio_name="ait", reuse=reuse,

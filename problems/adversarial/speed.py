@@ -27,7 +27,7 @@ from bilevel.acceleration import Acceleration, keep_freed_memory, resolve_device
 from bilevel.errors import UserError, require_counts
 from bilevel.learned_follower import LearnedFollower
 from bilevel.loop import JointTrainer
-from bilevel.options import check_levers
+from bilevel.options import as_written, check_levers
 from bilevel.run import atomic_write_text
 from bilevel.workers import value_from_child
 from problems.adversarial.checks import check_for_learned
@@ -97,11 +97,12 @@ def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
     update = "fused" if method.endswith("fused") else "alternating"
     levers = cfg.levers if name not in ("none", "fgsm", "pgm") else {}
     check_levers(DROConfig, levers, "--levers", exclude=_NOT_STEP_LEVERS, why=_NOT_STEP_LEVERS_WHY)
-    return DROConfig(
-        **{"dataset": "cifar10", "follower": name, "eps": EPS, "update": update,
-           "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
-           "attacker": cfg.attacker, "attacker_width": cfg.attacker_width} | levers
-    ).resolve()  # fmt: skip
+    with as_written("--levers", levers):  # bench speed has no --attacker-sign-step
+        return DROConfig(
+            **{"dataset": "cifar10", "follower": name, "eps": EPS, "update": update,
+               "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
+               "attacker": cfg.attacker, "attacker_width": cfg.attacker_width} | levers
+        ).resolve()  # fmt: skip
 
 
 def check_methods(cfg: SpeedConfig) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 
 from bilevel.errors import Stopped, UserError
 from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
+from bilevel.options import as_written
 from bilevel.recorded import differing_options
 from bilevel.report import markdown_table, table_cell
 from bilevel.run import RunDir, atomic_write_text
@@ -54,7 +55,7 @@ from problems.imitation.reliability import (
     within_run_dispersion,
 )
 from problems.imitation.solve import solve_gail
-from problems.imitation.variants import parse_variant
+from problems.imitation.variants import overridden, parse_variant
 
 RETURN = "val_normalised_return"
 FIDELITY = ("val_action_error", "val_action_agreement")  # continuous, discrete actions
@@ -156,11 +157,13 @@ def run_stability(
     if len({folder for _, folder, _ in variants}) < len(variants):
         raise UserError("--followers names the same follower twice; name each once.")
     out = Path(out)
-    runs = {
-        (label, s): (replace(cfg, seed=s).resolve(), str(out / f"{folder}-seed{s}"))
-        for s in range(seeds)
-        for label, folder, cfg in variants  # seed-major: an early stop leaves every follower seeds
-    }  # resolve(): every bad option stops the command before any run starts
+    # resolve(): every bad option stops the command before any run starts; seed-major: an early
+    # stop leaves every follower seeds
+    runs: dict[tuple[str, int], tuple[GAILConfig, str]] = {}
+    for s in range(seeds):
+        for spec, (label, folder, cfg) in zip(specs, variants, strict=True):
+            with as_written(f"{spec!r} in --followers", overridden(spec)):  # no --disc-lr here
+                runs[label, s] = (replace(cfg, seed=s).resolve(), str(out / f"{folder}-seed{s}"))
     expert_policy(base.env, base.cache_dir)  # a task without an expert, too
     for cfg, path in runs.values():  # and every run folder, before an earlier run trains
         check_folder(cfg, path)

@@ -52,6 +52,11 @@ def _value(name: str, text: str) -> Any:
     return text
 
 
+def overridden(spec: str) -> list[str]:
+    """The fields a ``--followers`` entry ``spec`` overrides, by name."""
+    return [item.partition("=")[0] for item in spec.split(":")[1:]]
+
+
 def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
     """(label for tables, folder-safe name, the run's config without its seed) of ``spec``."""
     name, *overrides = spec.split(":")
@@ -77,7 +82,7 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
         overrides_seen.add(key)
         changes[key] = _value(key, text)
     variant = replace(base, **changes)
-    typed = {item.partition("=")[0] for item in overrides}
+    typed = set(overridden(spec))
     for item in overrides:  # typed, the preset's not; named as typed, in --followers
         try:
             check_unused(variant, typed, names={item.partition("=")[0]})
