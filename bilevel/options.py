@@ -138,8 +138,8 @@ def check_levers(
     run alike, ``why`` saying so: a lever would override a run's identity, e.g. its seed behind
     a folder named for another, or be ignored), or whose JSON value has the wrong type
     (``"false"`` for a flag, ``"5,7"`` for a list, 1.5 for a count), or that is NaN or infinite
-    (Python's JSON reads both) or a whole number too large for a float, so a lever given as JSON is refused before anything trains, never
-    silently misread."""
+    (Python's JSON reads both) or a whole number too large for a float, so a lever given as JSON
+    is refused before anything trains, never silently misread."""
     known = {f.name for f in dataclasses.fields(config_class)}
     bad = sorted(set(values) - known)
     if bad:
@@ -155,7 +155,8 @@ def check_levers(
 def check_types(config_class: type, values: dict[str, Any], where: str, advice: str = "") -> None:
     """One sentence, ``<where>: <name> must be <kind>; got <value><advice>.``, for the first of
     ``values`` (options of the dataclass ``config_class`` by name, read as JSON) that is not
-    ``finite`` (NaN, infinite, a whole number too large for a float) or whose value does not fit the option's type (``json_fits``)."""
+    ``finite`` (NaN, infinite, a whole number too large for a float) or whose value does not fit
+    the option's type (``json_fits``)."""
     hints = typing.get_type_hints(config_class)
     for name, value in values.items():
         numbers = value if isinstance(value, list) else [value]
