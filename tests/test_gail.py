@@ -15,7 +15,12 @@ from helpers import tiny_gail_problem
 from stable_baselines3.common.env_util import make_vec_env
 
 from bilevel.optimizer_followers import AdamFollower
-from problems.imitation.discriminator import Discriminator, discriminator_objective, policy_reward
+from problems.imitation.discriminator import (
+    Discriminator,
+    discriminator_accuracy,
+    discriminator_objective,
+    policy_reward,
+)
 from problems.imitation.reward import DiscriminatorReward
 
 
@@ -190,6 +195,20 @@ def test_the_expert_is_labelled_one_by_a_discriminator_that_separates() -> None:
     policy_x = torch.cat([centre, torch.full((8, 1), -1.0)], 1)
     q = discriminator_objective(disc, psi, expert_x, policy_x)
     assert float(q) == pytest.approx(2 * math.log(1 / (1 + math.exp(-1.0))), abs=1e-6)
+
+
+def test_accuracy_is_one_half_for_a_discriminator_that_tells_nothing_apart() -> None:
+    """ψ = 0 gives D = 1/2 on every pair: a coin flip scores 1/2 (a tie counts right on one side,
+    not wrong on both), and a ψ that separates the two scores 1."""
+    disc = _linear_discriminator()
+    centre = disc.obs_mean.expand(8, 3)
+    expert_x = torch.cat([centre, torch.full((8, 1), 1.0)], 1)
+    policy_x = torch.cat([centre, torch.full((8, 1), -1.0)], 1)
+    psi = torch.zeros(disc.num_params)
+    assert discriminator_accuracy(disc, psi, expert_x, policy_x) == 0.5
+    psi[3] = 1.0  # ℓ = the action: +1 on the expert's pairs, −1 on the policy's
+    assert discriminator_accuracy(disc, psi, expert_x, policy_x) == 1.0
+    assert discriminator_accuracy(disc, -psi, expert_x, policy_x) == 0.0
 
 
 def test_the_gradient_penalty_of_a_linear_discriminator_is_norm_w_minus_one_squared() -> None:

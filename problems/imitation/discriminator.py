@@ -169,11 +169,19 @@ def discriminator_objective(
     return q
 
 
+def side_accuracies(expert_logits: Tensor, policy_logits: Tensor) -> tuple[float, float]:
+    """The share of expert pairs called expert (D ≥ 1/2, logit ≥ 0) and of policy pairs called
+    policy (D < 1/2). A tie, D = 1/2, is called expert, so that it counts right on one side: a
+    discriminator that cannot tell the two apart scores 1/2 on average, not 0."""
+    expert = (expert_logits >= 0).float().mean()
+    policy = (policy_logits < 0).float().mean()
+    return float(expert), float(policy)
+
+
 def discriminator_accuracy(
     disc: Discriminator, psi: Tensor, expert_x: Tensor, policy_x: Tensor
 ) -> float:
-    """Fraction of expert pairs with D > 1/2 and policy pairs with D < 1/2, averaged."""
+    """The mean of the two ``side_accuracies``: 1/2 for a discriminator that tells nothing apart."""
     with torch.no_grad():
-        expert = (disc.logits(psi, expert_x) > 0).float().mean()
-        policy = (disc.logits(psi, policy_x) < 0).float().mean()
-    return float((expert + policy) / 2)
+        expert, policy = side_accuracies(disc.logits(psi, expert_x), disc.logits(psi, policy_x))
+    return (expert + policy) / 2

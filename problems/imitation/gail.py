@@ -32,6 +32,7 @@ from problems.imitation.discriminator import (
     Discriminator,
     discriminator_objective,
     policy_reward,
+    side_accuracies,
 )
 from problems.imitation.experts import Rollout, rollout
 from problems.imitation.meta_objective import MetaObjective, soft_accuracy
@@ -170,9 +171,10 @@ class GAIL(BilevelProblem):
             expert = self.disc.logits(self.psi, self.expert_x)
             policy = self.disc.logits(self.psi, self.policy_x)
             rewards = policy_reward(policy, self.reward_kind)
+        acc_expert, acc_policy = side_accuracies(expert, policy)
         return {
-            "disc_acc_expert": float((expert > 0).float().mean()),
-            "disc_acc_policy": float((policy < 0).float().mean()),
+            "disc_acc_expert": acc_expert,
+            "disc_acc_policy": acc_policy,
             "disc_logit_expert": float(expert.mean()),
             "disc_logit_policy": float(policy.mean()),
             "disc_soft_acc": float(soft_accuracy(expert, policy)),
