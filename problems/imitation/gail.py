@@ -193,7 +193,9 @@ class GAIL(BilevelProblem):
         return self.disc.inputs(obs, act)
 
     def collect_initial(self, env_id: str, episodes: int) -> None:
-        """Fill the policy buffer with rollouts of the initial policy (before round 1)."""
+        """Fill the policy buffer with rollouts of the initial policy (before round 1). Their
+        environment steps are not in ``env_steps`` (PPO's ``num_timesteps``): the same cost for
+        every follower, paid once."""
 
         def act(obs: np.ndarray) -> np.ndarray:
             return np.asarray(self.model.predict(obs, deterministic=False)[0])
