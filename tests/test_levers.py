@@ -108,6 +108,43 @@ def test_batch_scaling_puts_the_largest_sample_at_norm_one_at_any_scale(norm, si
     assert torch.equal(GradientScaling.BATCH(torch.zeros_like(g), norm), torch.zeros_like(g))
 
 
+@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
+def test_sign_scaling_is_the_steepest_direction_of_the_norm(norm: Norm) -> None:
+    """``sign``: sign g under L∞ (FGSM's step), g / ‖g_i‖₂ per sample under L2 (PGD-L2's)."""
+    g = torch.randn(4, 1, 5, 5) * torch.tensor([1e-3, 1.0, 7.0, 0.1]).view(4, 1, 1, 1)
+    scaled = GradientScaling.SIGN(g, norm)
+    if norm is Norm.LINF:
+        assert torch.equal(scaled, g.sign())
+    else:
+        lengths = g.flatten(1).norm(dim=1).view(4, 1, 1, 1)
+        torch.testing.assert_close(scaled, g / lengths)
+        torch.testing.assert_close(scaled.flatten(1).norm(dim=1), torch.ones(4))
+
+
+@pytest.mark.parametrize("norm", [Norm.LINF, Norm.L2])
+@pytest.mark.parametrize("scaling", ["sample", "sign"])
+def test_g_phi_sees_the_gradient_scaled_in_the_balls_norm(norm: Norm, scaling: str) -> None:
+    """Under --norm l2, g_φ's ∇ input is ∇ / ‖∇_i‖₂ per sample (``sample`` and ``sign`` alike);
+    under L∞ it is ∇ / max|∇_i| (``sample``) or sign ∇ (``sign``), all from the start z0 = 0."""
+    eps = 0.3 if norm is Norm.LINF else 1.5
+    problem = AdversarialDRO(SmallCNN().eval(), eps, norm)
+    x, y = image_batch(4)
+    net = CountingNet(1)
+    follower = LearnedFollower(net, input_mode="grad-only", grad_scaling=scaling, norm=norm)
+    follower.solve(problem, (x, y))
+    (seen,) = net.inputs
+    g = follower_gradient(problem, (x, y), torch.zeros_like(x))
+    if norm is Norm.L2:
+        expected = g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    else:
+        expected = (
+            g / g.flatten(1).abs().amax(1).view(-1, 1, 1, 1) if scaling == "sample" else g.sign()
+        )
+    torch.testing.assert_close(seen, expected)
+    unit = seen.flatten(1).norm(dim=1) if norm is Norm.L2 else seen.flatten(1).abs().amax(1)
+    torch.testing.assert_close(unit, torch.ones(4))
+
+
 @pytest.mark.parametrize("scaling", ["none", "sample", "sign"])
 def test_what_g_phi_sees_of_an_example_does_not_depend_on_its_batch(scaling: str) -> None:
     """The same φ answers an example alike alone and among 31 others: under ``none`` it used to
