@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from bilevel import BilevelProblem, JointTrainer, SignGradientAscent
 from bilevel.followers import GradientAscent
 from bilevel.hypergradients import Hypergradient, hypergradient
-from bilevel.implicit import conjugate_gradient, implicit_hypergradient
+from bilevel.implicit import blocked_mask, conjugate_gradient, implicit_hypergradient
 from bilevel.unrolled import ascent, unroll, unrolled_hypergradient
 from problems.adversarial.dro import AdversarialDRO
 
@@ -90,6 +90,23 @@ def test_cg_scaling_does_not_change_the_iterates() -> None:
         one = conjugate_gradient(apply_a, b, k, scale=1.0)[0]
         torch.testing.assert_close(conjugate_gradient(apply_a, b, k, scale=0.1)[0], one)
     torch.testing.assert_close(one, torch.linalg.solve(p.a, b[0]), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("tol", [1e-2, 1e-3])
+def test_cg_stops_once_the_residual_is_within_tol_of_b(tol: float) -> None:
+    """Stops at ‖Ax − b‖ ≤ tol·‖b‖ (not later: before the budget on a spectrum of 1 to 1e4, and
+    not earlier: the residual it returns is within tol)."""
+    a = torch.logspace(0, 4, 50, dtype=DT)
+    b = torch.ones(50, dtype=DT)
+    calls = []
+
+    def apply_a(v: list[Tensor]) -> list[Tensor]:
+        calls.append(1)
+        return [a * v[0]]
+
+    (x,) = conjugate_gradient(apply_a, [b], iterations=200, tol=tol)
+    assert (a * x - b).norm() <= tol * b.norm()
+    assert len(calls) < 200
 
 
 @pytest.mark.parametrize("terms", [1, 4, 9])
@@ -263,19 +280,21 @@ def test_joint_trainer_steps_dro_identically_with_danskin_and_implicit_cg() -> N
 
 
 class BoxedQuadratic(BilevelProblem):
-    """Follower: max_{z ∈ [−1, 1]^n} −½‖z − Mθ‖², so z* = clamp(Mθ, −1, 1) and
-    dz*/dθ = diag(|Mθ| < 1) M. Leader: ½‖z − c‖²."""
+    """Follower: max_{z ∈ [lo, hi]^n} −½‖z − Mθ‖², so z* = clamp(Mθ, lo, hi) and
+    dz*/dθ = diag(lo < Mθ < hi) M. Leader: ½‖z − c‖². The box is [−1, 1] unless given."""
 
     zero_sum = False
 
-    def __init__(self, m: Tensor, c: Tensor, theta: Tensor) -> None:
-        self.m, self.c, self.leader = m, c, Vector(theta)
+    def __init__(
+        self, m: Tensor, c: Tensor, theta: Tensor, lo: float = -1.0, hi: float = 1.0
+    ) -> None:
+        self.m, self.c, self.leader, self.lo, self.hi = m, c, Vector(theta), lo, hi
 
     def init_follower(self, batch, random_start: bool = False) -> Tensor:
         return torch.zeros(len(self.c), dtype=DT)
 
     def project(self, batch, z: Tensor) -> Tensor:
-        return z.clamp(-1.0, 1.0)
+        return z.clamp(self.lo, self.hi)
 
     def follower_objective(self, batch, z: Tensor) -> Tensor:
         return -0.5 * (z - self.m @ self.leader.value).pow(2).sum()
@@ -301,4 +320,34 @@ def test_implicit_gradient_on_a_box_uses_only_the_free_coordinates(method: str) 
     torch.testing.assert_close(z, target.clamp(-1, 1), rtol=0, atol=1e-15)
     config = Hypergradient(method, cg_iterations=8, neumann_terms=3, neumann_step=1.0)
     _, (grad,) = hypergradient(p, None, z, config)
+    torch.testing.assert_close(grad, m.T @ (free.to(DT) * (z - p.c)), rtol=1e-12, atol=1e-14)
+
+
+def test_a_coordinate_held_at_the_bound_zero_is_blocked() -> None:
+    """In the box [0, 1], z = (0, 0.5, 1) with ∇q = (−1, −1, +1): the first and last are held
+    at their bound against the ascent, the middle one is free. The probe's step must not vanish
+    at z_i = 0 (a step of τ·|z_i| would leave 0 unmoved and call it free)."""
+    p = BoxedQuadratic(
+        torch.zeros(3, 1, dtype=DT), torch.zeros(3, dtype=DT), torch.zeros(1, dtype=DT), 0.0, 1.0
+    )
+    z = torch.tensor([0.0, 0.5, 1.0], dtype=DT)
+    grad = torch.tensor([-1.0, -1.0, 1.0], dtype=DT)
+    (mask,) = blocked_mask(p, None, z, [grad], 1e-6)
+    assert mask.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_implicit_cg_on_the_unit_box_with_coordinates_held_at_zero_is_the_closed_form() -> None:
+    """z* = clamp(Mθ, 0, 1): the coordinates where Mθ < 0 sit at exactly 0 and have dz*/dθ = 0,
+    so ∇θ = Mᵀ (free · (z − c)) with free = (0 < Mθ < 1)."""
+    g = torch.Generator().manual_seed(4)
+    m = torch.randn(8, 3, generator=g, dtype=DT)
+    p = BoxedQuadratic(
+        m, torch.randn(8, generator=g, dtype=DT), torch.randn(3, generator=g, dtype=DT), 0.0, 1.0
+    )
+    target = m @ p.leader.value.detach()
+    free = (target > 0) & (target < 1)
+    assert int((target < 0).sum()) >= 2 and int(free.sum()) >= 2  # held at 0, and free
+    z = GradientAscent(steps=3, step_size=1.0).solve(p, None)
+    assert torch.equal(z[target < 0], torch.zeros(int((target < 0).sum()), dtype=DT))
+    _, (grad,) = hypergradient(p, None, z, Hypergradient("implicit-cg", cg_iterations=8))
     torch.testing.assert_close(grad, m.T @ (free.to(DT) * (z - p.c)), rtol=1e-12, atol=1e-14)
