@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TinyConvAttacker, image_batch
+from helpers import TinyConvAttacker, image_batch, linear_two_class
 
 from bilevel import InputMode, LearnedFollower, NoFollower, SignGradientAscent, normalise_per_sample
 from learned_optimizers import build_attacker
+from problems.adversarial.data import dataset_info
 from problems.adversarial.dro import AdversarialDRO
+from problems.adversarial.dro_config import DROConfig
+from problems.adversarial.followers import build_follower
 from problems.adversarial.models import SmallCNN
 
 EPS = 0.3
@@ -110,3 +113,61 @@ def test_pgm_projects_after_every_step_eq_4() -> None:
         z = ((x + z).clamp(0, 1) - x).detach()
     pgm = SignGradientAscent(3, step).solve(problem, (x, y))
     torch.testing.assert_close(pgm, z, rtol=0, atol=1e-6)
+
+
+def _pgm(step: float) -> SignGradientAscent:
+    return SignGradientAscent(1, step, random_start=True)
+
+
+def _zero_g_phi(step: float) -> LearnedFollower:
+    """A learned follower whose g_φ outputs 0, with a sign step of ``step`` (0: no step)."""
+    net = TinyConvAttacker(2, 1, EPS)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    return LearnedFollower(net, steps=1, random_start=True, sign_step=step / EPS)
+
+
+@pytest.mark.parametrize("make", [_pgm, _zero_g_phi], ids=["pgm", "learned"])
+def test_the_random_start_is_uniform_in_the_ball_and_projected_into_the_box(make) -> None:
+    """With a step of 0 the answer is the start Π(u), u ~ U(−ε, ε): uniform where the box does not
+    bind (x = 0.5: mean |δ| = ε/2), max(u, 0) at a black pixel (half at 0). With a step η the
+    ascent starts from Π(u), not u: on the linear two-class model ∇_x q has the fixed sign of
+    w_1 − w_0 (labels 0), so a black pixel it brightens ends at δ ≥ η and a white pixel it
+    darkens at δ ≤ −η (from an unprojected start, u < −η would end at 0)."""
+    problem = AdversarialDRO(linear_two_class(), EPS)
+    torch.manual_seed(0)
+    x = torch.randint(0, 3, (256, 1, 4, 4)) / 2.0  # pixels 0, 0.5 and 1
+    batch = (x, torch.zeros(256, dtype=torch.long))
+    start = make(0.0).solve(problem, batch)
+    _feasible(batch, start)
+    mid, black = start[x == 0.5], start[x == 0]
+    assert abs(float(mid.abs().mean()) / EPS - 0.5) < 0.05 and abs(float(mid.mean())) < 0.05 * EPS
+    assert mid.abs().max() > 0.95 * EPS
+    assert abs(float((black == 0).float().mean()) - 0.5) < 0.06 and black.max() > 0.95 * EPS
+    torch.manual_seed(1)
+    assert not torch.equal(make(0.0).solve(problem, batch), start)
+
+    eta = 0.1
+    up = (problem.leader[1].weight[1] - problem.leader[1].weight[0]).sign().view(1, 1, 4, 4)
+    delta = make(eta).solve(problem, batch)
+    _feasible(batch, delta)
+    brightened, darkened = (x == 0) & (up > 0), (x == 1) & (up < 0)
+    assert brightened.sum() > 100 and darkened.sum() > 100
+    assert delta[brightened].min() >= eta - 1e-6 and delta[darkened].max() <= -eta + 1e-6
+
+
+def test_the_pgm_follower_of_the_command_line_starts_at_random() -> None:
+    """--follower pgm is Madry et al.'s PGM: a uniform random start (Eq. 4 of the paper starts
+    at 0), so δ varies with the seed and is the same under the same seed; it stays feasible."""
+    follower = build_follower(DROConfig(follower="pgm").resolve(), dataset_info("mnist5k"))
+    problem, batch = _problem(), image_batch(8)
+
+    def solve(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return follower.solve(problem, batch)
+
+    first = solve(0)
+    _feasible(batch, first)
+    assert torch.equal(solve(0), first)
+    assert not torch.equal(solve(1), first)
