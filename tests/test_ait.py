@@ -16,6 +16,7 @@ from helpers import TinyConvAttacker, metrics_without_time
 from typer.testing import CliRunner
 
 from bilevel import JointTrainer, LearnedFollower, SignGradientAscent
+from bilevel.protocol import follower_gradient
 from bilevel.run import load_checkpoint
 from cli import app
 from problems.adversarial.ait import (
@@ -25,7 +26,8 @@ from problems.adversarial.ait import (
     partners,
 )
 from problems.adversarial.ait_config import AITConfig
-from problems.adversarial.data import load_dataset
+from problems.adversarial.data import dataset_info, load_dataset
+from problems.adversarial.followers import build_follower
 from problems.adversarial.models import SmallCNN
 
 EPS = 0.3
@@ -131,6 +133,50 @@ def test_ait_follower_moves_features_toward_or_away_inside_the_ball(direction: s
     # q is what the follower maximises: −mean(1 − cos) toward, +mean(1 − cos) away
     sign = -1.0 if direction == "toward" else 1.0
     torch.testing.assert_close(problem.follower_objective(batch, delta), sign * after.mean())
+
+
+def _interior_batch(n: int = 32):
+    """Images in [0.35, 0.65]: the [0, 1] box never binds within ε = 0.3."""
+    torch.manual_seed(3)
+    return pair_batch(0.35 + 0.3 * torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,)), "reversed")
+
+
+@pytest.mark.parametrize("random_start", [False, True])
+def test_ait_starts_uniformly_in_the_ball_whatever_is_asked(random_start: bool) -> None:
+    """δ0 ~ U(−ε, ε) per pixel (the AIT Net's and L2L-AIT's start), with or without random_start:
+    mean |δ0| = ε/2, mean δ0 = 0, and a new draw under another seed."""
+    problem, batch = _problem(), _interior_batch()
+    start = problem.init_follower(batch, random_start=random_start)
+    assert start.abs().max() <= EPS
+    assert abs(float(start.abs().mean()) / EPS - 0.5) < 0.02 and abs(float(start.mean())) < 0.01
+    assert not torch.equal(problem.init_follower(batch, random_start=random_start), start)
+    net = TinyConvAttacker(2, 1, EPS)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()  # g_φ ≡ 0: the learned follower answers its start
+    delta = LearnedFollower(net, random_start=False).solve(problem, batch)
+    assert abs(float(delta.abs().mean()) / EPS - 0.5) < 0.02
+
+
+def test_the_ait_follower_takes_one_signed_step_of_size_eps_from_its_uniform_start() -> None:
+    """--follower ait: δ = Π(δ0 + ε sign ∇q(δ0)), δ0 ~ U(−ε, ε). Where ∇q ≠ 0 and the box does not
+    bind, δ·sign ∇q = min(δ0·sign ∇q + ε, ε) ∈ [0, ε]: at the corner ε exactly when δ0·sign ∇q ≥ 0
+    (about half the pixels: ∇q(δ0) depends a little on δ0), else in [0, ε), so mean |δ|/ε is
+    about 3/4 (a step of 2ε puts every such pixel at the corner)."""
+    problem, batch = _problem(), _interior_batch()
+    follower = build_follower(AITConfig(follower="ait").resolve(), dataset_info("mnist5k"))
+    torch.manual_seed(7)
+    start = problem.init_follower(batch)
+    torch.manual_seed(7)
+    delta = follower.solve(problem, batch)
+    sign = follower_gradient(problem, batch, start).sign()
+    moved = sign != 0
+    assert moved.float().mean() > 0.5
+    torch.testing.assert_close(delta, (start + EPS * sign).clamp(-EPS, EPS), rtol=0, atol=1e-6)
+    along = (delta * sign)[moved] / EPS
+    assert along.min() >= -1e-6 and along.max() <= 1 + 1e-6
+    assert 0.3 < float((along > 1 - 1e-6).float().mean()) < 0.7
+    assert 0.6 < float(along.mean()) < 0.9
 
 
 @pytest.mark.parametrize(
