@@ -63,6 +63,27 @@ def test_fused_and_alternating_give_the_same_gradients_without_batch_norm(steps:
         torch.testing.assert_close(fused[name], alternating[name], rtol=1e-4, atol=1e-7)
 
 
+def test_consecutive_fused_steps_do_not_accumulate_gradients() -> None:
+    """The second of two fused steps moves θ and φ as a fresh trainer, loaded with the state
+    after the first, moves them on the same batch: each step's update uses its own backward only
+    (θ's and φ's gradients from the step before are cleared, not added to)."""
+    problem, follower, optimizer = _setup(leader_lr=0.05, follower_lr=1e-2)
+    trainer = JointTrainer(problem, follower, optimizer, "fused")
+    first, second = image_batch(8), image_batch(8)
+    trainer.step(first)
+    after_first = copy.deepcopy(trainer.state_dict())
+    trainer.step(second)
+
+    fresh_problem, fresh_follower, fresh_optimizer = _setup(leader_lr=0.05, follower_lr=1e-2)
+    fresh = JointTrainer(fresh_problem, fresh_follower, fresh_optimizer, "fused")
+    fresh.load_state_dict(after_first)
+    fresh.step(second)
+    for name, value in trainer.state_dict()["leader"].items():
+        torch.testing.assert_close(value, fresh_problem.leader.state_dict()[name], msg=name)
+    for name, value in follower.state_dict().items():
+        torch.testing.assert_close(value, fresh_follower.state_dict()[name], msg=name)
+
+
 def test_fused_update_refuses_a_hand_designed_follower() -> None:
     problem, _, optimizer = _setup(0.1, 0.1)
     with pytest.raises(UserError, match="learned follower"):
