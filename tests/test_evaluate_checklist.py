@@ -112,6 +112,27 @@ def test_chance_level_and_autoattack_margin_lines() -> None:
     assert cl.check_autoattack_margin(None, {"pgd20": 0.5}).passed is None
 
 
+@pytest.mark.parametrize(("n", "classes"), [(50, 10), (100, 10), (200, 10), (1000, 10), (100, 4)])
+def test_chance_plus_exactly_the_tolerance_passes_and_one_more_example_fails(n, classes) -> None:
+    """At the large ε accuracy may exceed chance 1/C by the tolerance (one example or 0.5 points)
+    and no more: chance + tolerance passes, one example more fails (accuracies as float32 means)."""
+    chance, slack = n // classes, max(round(0.005 * n), 1)  # in examples
+
+    def acc(c: int) -> float:
+        return torch.arange(n).lt(c).float().mean().item()
+
+    assert cl.check_reaches_chance(0.5, acc(chance + slack), classes, n=n).passed
+    assert not cl.check_reaches_chance(0.5, acc(chance + slack + 1), classes, n=n).passed
+
+
+def test_the_autoattack_margin_is_measured_from_the_strongest_pgd() -> None:
+    """The best PGD is the one with the lowest accuracy: AutoAttack at 0.45 is 0.01 under PGD-100's
+    0.46 (within 0.02), though 0.05 under the weaker PGD-20's 0.50."""
+    check = cl.check_autoattack_margin(0.45, {"pgd20": 0.50, "pgd100": 0.46})
+    assert check.passed is True
+    assert check.detail.startswith("pgd100 0.460") and "gap +0.010" in check.detail
+
+
 def test_black_box_only_breaks_fail_per_example() -> None:
     white = {"pgd20": torch.tensor([True, True, False, False])}
     fine = {"noise": torch.tensor([True, True, True, False])}
