@@ -220,3 +220,23 @@ def test_the_gradient_penalty_of_a_linear_discriminator_is_norm_w_minus_one_squa
     with_penalty = discriminator_objective(disc, psi, x, x, grad_penalty=1.0)
     without = discriminator_objective(disc, psi, x, x, grad_penalty=0.0)
     assert float(without - with_penalty) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_gradient_penalty_is_taken_on_the_segment_between_expert_and_policy_inputs() -> None:
+    """ℓ = relu(a − 1) + relu(1/2 − a) in the action a: flat on the segment between the expert's
+    a = 1 and the policy's a = 1/2, slope ±1 outside it. Every x̂ = u·x_E + (1 − u)·x_π has
+    ∇ℓ = 0, so the penalty is λ · (0 − 1)² = λ exactly; a point off the segment would lower it."""
+    env = gym.make("Pendulum-v1")
+    expert = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    disc = Discriminator(env.observation_space, env.action_space, expert, hidden=(2,))
+    # ψ = [W1 (2×4), b1 (2), W2 (1×2), b2 (1)]; the inputs are (obs, a), obs weighted 0
+    psi = torch.zeros(disc.num_params)
+    psi[3], psi[7], psi[8], psi[9], psi[10:12] = 1.0, -1.0, -1.0, 0.5, 1.0
+    n, centre = 64, disc.obs_mean.expand(64, 3)
+    expert_x = torch.cat([centre, torch.full((n, 1), 1.0)], 1)
+    policy_x = torch.cat([centre, torch.full((n, 1), 0.5)], 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        with_penalty = discriminator_objective(disc, psi, expert_x, policy_x, grad_penalty=2.0)
+    without = discriminator_objective(disc, psi, expert_x, policy_x, grad_penalty=0.0)
+    assert float((without - with_penalty).detach()) == pytest.approx(2.0, abs=1e-6)
