@@ -85,6 +85,18 @@ def test_the_multistep_schedule_cuts_the_rate_tenfold_and_adam_keeps_weight_deca
     assert adam.weight_decay > 0 and decay == adam.weight_decay
 
 
+@pytest.mark.parametrize(
+    ("epochs", "milestones"),
+    [(1, [1]), (2, [1]), (4, [2, 3]), (7, [3, 5]), (12, [6, 9]), (100, [30, 60, 90])],
+)
+def test_default_milestones_are_at_half_and_three_quarters_of_the_epochs(
+    epochs, milestones
+) -> None:
+    """As --milestones' help says: 30,60,90 for 100 epochs, else at 1/2 and 3/4 of --epochs (floored,
+    at least epoch 1, a repeat kept once)."""
+    assert DROConfig(epochs=epochs).resolve().milestones == milestones
+
+
 def test_batch_scaling_gives_one_scale_per_batch_and_sample_one_per_sample() -> None:
     g = torch.randn(4, 1, 5, 5) * torch.tensor([1e-3, 1.0, 7.0, 0.1]).view(4, 1, 1, 1)
     batch = GradientScaling.BATCH(g)
