@@ -82,6 +82,16 @@ def test_ait_net_refuses_a_learned_followers_option(option, tmp_path) -> None:
     assert result.exit_code == 2 and "--follower ait would ignore it" in result.output
 
 
+@pytest.mark.parametrize("option", [["--pgm-steps", "5"], ["--pgm-step-size", "0.1"]])
+def test_ait_leaves_pgm_k_out_of_its_help_and_refuses_it_typed(option, tmp_path) -> None:
+    """No AIT follower is PGM-k: its help does not offer PGM-k's options, and one typed anyway
+    is one sentence, not recorded as if used."""
+    help_text = runner.invoke(app, ["solve", "adversarial-ait", "--help"]).output
+    assert option[0] not in help_text and "--eps-y" in help_text
+    result = _solve("adversarial-ait", tmp_path, "--follower", "grad", *option)
+    assert result.exit_code == 2 and f"{option[0]} is PGM-k's" in result.output
+
+
 @pytest.mark.parametrize("update", [[], ["--update", "follower-first"]])
 def test_ait_net_passes_the_update_it_records_anyway(update, tmp_path) -> None:
     """AIT's default, follower-first, is what the AIT Net records unasked."""
