@@ -90,6 +90,19 @@ def test_an_empty_path_is_one_sentence_not_the_current_folder(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("option", ["--surrogate", "--attacker-from", "--model", "--compare"])
+def test_an_empty_path_of_evaluate_is_one_sentence_not_the_current_folder(
+    tmp_path, monkeypatch, option
+) -> None:
+    """evaluate's other paths name runs or a checkpoint to read: "" would read the current folder
+    (a run there is attacked, compared or loaded in its stead); refused before the run is read."""
+    monkeypatch.chdir(tmp_path)
+    one_sentence(
+        run_cli("evaluate", "no-such-run", option, ""), f"error: {option} is empty; give a"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", [["bench", "dro"], ["bench", "ait"], ["bench", "speed"]])
 def test_a_json_path_that_cannot_be_a_file_is_one_sentence(tmp_path, command) -> None:
     (tmp_path / "a-file").write_text("mine\n")

@@ -13,7 +13,7 @@ import typer
 
 from bilevel.commands import Shared, console, path_option, print_solved, print_table, user_errors
 from bilevel.options import field_default, with_options
-from bilevel.paths import check_paths, keep_empty
+from bilevel.paths import check_not_empty, check_paths, keep_empty
 from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation import EvalOptions  # loaded with the package already
@@ -57,10 +57,12 @@ def solve_adversarial_ait(
     print_solved(results, title, out, interrupt_after_epoch, "curves.png")
 
 
-def _evaluate_option(name: str, help: str | None = None) -> Any:
+def _evaluate_option(name: str, help: str | None = None, path: bool = False) -> Any:
     """An option of ``evaluate`` whose default is the ``EvalOptions`` field's of that ``name``,
-    so that the default is written once, on the dataclass."""
-    return typer.Option(field_default(EvalOptions, name), help=help)
+    so that the default is written once, on the dataclass; a ``path`` keeps "" as "" for
+    ``evaluate_run`` to refuse (``Path("")`` is the current folder)."""
+    parser = keep_empty if path else None
+    return typer.Option(field_default(EvalOptions, name), help=help, parser=parser)
 
 
 @user_errors
@@ -95,13 +97,14 @@ def evaluate_run(
     ),
     noise_samples: int = _evaluate_option("noise_samples", help="Random-noise draws per example."),
     surrogate: Path = _evaluate_option(
-        "surrogate", help="Run folder of a transfer (black-box) source."
+        "surrogate", path=True, help="Run folder of a transfer (black-box) source."
     ),
     attacker_from: list[Path] = _evaluate_option(
-        "attacker_from", help="Also attack with this L2L run's g_φ."
+        "attacker_from", path=True, help="Also attack with this L2L run's g_φ."
     ),
     model: Path = _evaluate_option(
         "model",
+        path=True,
         help="A state-dict file to evaluate instead of best.pt: a plain one, or a run's last.pt "
         "(θ as last trained; θ̄ for a run with --leader-ema, as best.pt).",
     ),
@@ -117,6 +120,7 @@ def evaluate_run(
     ),
     compare: list[Path] = _evaluate_option(
         "compare",
+        path=True,
         help="Run folders with an eval.json to show beside (of the same data set, number of "
         "examples, ball and ε).",
     ),
@@ -131,6 +135,11 @@ def evaluate_run(
 ) -> None:
     """Attack a trained run on the test split; write eval.json, eval.md and plots into it."""
     check_paths(inputs={"--data-dir": data_dir})
+    for option, given in (("--surrogate", [surrogate]), ("--attacker-from", attacker_from),
+                          ("--model", [model]), ("--compare", compare)):  # fmt: skip
+        for one in given:
+            if one is not None:
+                check_not_empty(one, option, "file" if option == "--model" else "folder")
     from problems.adversarial.evaluation import evaluate
     from problems.adversarial.evaluation.report import checklist_lines, read_eval, table_rows
 
