@@ -176,36 +176,46 @@ def test_one_runner_trains_any_problem_into_a_run_folder_and_resumes_it(tmp_path
     assert "scheduler" in load_checkpoint(out / "last.pt")  # None: no schedule was asked for
 
 
-@pytest.mark.parametrize("stop_after", [None, 2])
+@pytest.mark.parametrize(
+    ("scores", "stop_after", "best_epoch"),
+    [
+        ([0.2, 0.9, 0.5], None, 2),
+        ([0.2, 0.9, 0.5], 2, 2),
+        ([0.5, 0.9, 0.9], None, 2),  # a tie: the first epoch with the highest value
+        ([0.2, 0.9, 0.5, 0.1], 3, 2),  # stopped after an epoch that is not the best
+    ],
+)
 def test_best_pt_and_the_test_get_the_epoch_of_the_highest_validation_value(
-    tmp_path: Path, stop_after: int | None
+    tmp_path: Path, scores: list[float], stop_after: int | None, best_epoch: int
 ) -> None:
-    """Validation scores 0.2, 0.9, 0.5 over three epochs: best.pt keeps epoch 2 and its θ, and the
-    test gets that θ, not the last epoch's; also when the run stops after epoch 2 and resumes."""
-    scores, thetas, tested = iter([0.2, 0.9, 0.5]), [], []
+    """best.pt keeps the first epoch with the highest validation score and its θ, and the test
+    gets that θ, not the last epoch's; also when the run stops (after the best epoch or after a
+    later one) and resumes: the resume checks best.pt against the best epoch, not the last."""
+    epochs, values, thetas, tested = len(scores), iter(scores), [], []
 
     def experiment() -> Experiment:
         problem = CountingQuadratic()
 
         def validate() -> dict[str, float]:
             thetas.append(problem.leader.theta.detach().clone())
-            return {"val_closeness": next(scores)}
+            return {"val_closeness": next(values)}
 
         def test(leader: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
             tested.append(leader["theta"].clone())
             return {}
 
-        return replace(_experiment(problem, 3), validate=validate, test=test)
+        return replace(_experiment(problem, epochs), validate=validate, test=test)
 
     out = tmp_path / "toy"
     if stop_after:
         run_experiment(experiment(), out, {}, interrupt_after_epoch=stop_after, show_progress=False)
     results = run_experiment(experiment(), out, {}, resume=bool(stop_after), show_progress=False)
     best = load_checkpoint(out / "best.pt")
-    assert results["best_epoch"] == best["epoch"] == 2
-    assert len(thetas) == 3 and not torch.equal(thetas[1], thetas[2])  # the last θ is another
-    assert torch.equal(best["leader"]["theta"], thetas[1])
-    assert len(tested) == 1 and torch.equal(tested[0], thetas[1])
+    assert results["best_epoch"] == best["epoch"] == best_epoch
+    assert len(thetas) == epochs
+    assert all(not torch.equal(thetas[best_epoch - 1], t) for t in thetas[best_epoch:])  # θ moved
+    assert torch.equal(best["leader"]["theta"], thetas[best_epoch - 1])
+    assert len(tested) == 1 and torch.equal(tested[0], thetas[best_epoch - 1])
 
 
 def test_the_schedule_steps_once_per_epoch_and_a_resume_continues_it(tmp_path: Path) -> None:
