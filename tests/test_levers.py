@@ -85,6 +85,18 @@ def test_the_multistep_schedule_cuts_the_rate_tenfold_and_adam_keeps_weight_deca
     assert adam.weight_decay > 0 and decay == adam.weight_decay
 
 
+def test_the_sgd_leader_decays_its_weights_by_lr_times_weight_decay() -> None:
+    """The paper's SGD leader keeps weight decay too: from θ = 1 with a zero loss gradient, one
+    step (the momentum buffer starts at the first gradient, wd·θ) moves θ to 1 − lr·wd."""
+    cfg = DROConfig().resolve()
+    assert cfg.leader_optimizer == "sgd" and cfg.weight_decay > 0
+    theta = torch.nn.Parameter(torch.ones(1))
+    optimizer = leader_optimizer(cfg, [theta])
+    theta.grad = torch.zeros(1)
+    optimizer.step()
+    assert float(theta.detach()) == pytest.approx(1 - cfg.lr * cfg.weight_decay, rel=1e-6)
+
+
 @pytest.mark.parametrize(
     ("epochs", "milestones"),
     [(1, [1]), (2, [1]), (4, [2, 3]), (7, [3, 5]), (12, [6, 9]), (100, [30, 60, 90])],
