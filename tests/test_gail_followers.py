@@ -110,6 +110,19 @@ def test_one_shot_step_stays_in_its_trust_region(problem) -> None:
         problem.psi = psi.detach()
 
 
+def test_the_adam_follower_stays_in_its_trust_region(problem) -> None:
+    """GAIL's hand-designed follower projects after each Adam step: three steps of lr 0.01 would
+    move ψ by ≈ 0.03 per coordinate, far beyond ε = 0.01, so ψ ends on the sphere ‖ψ − ψ_t‖ = ε."""
+    n, eps = problem.disc.num_params, 0.01
+    problem.trust_radius = eps
+    follower = AdamFollower(n, steps=3, lr=1e-2)
+    for r in range(2):
+        psi_t = problem.psi.clone()
+        batch = problem.sample_batch(torch.Generator().manual_seed(r))
+        problem.psi = follower.solve(problem, batch)
+        assert float((problem.psi - psi_t).norm()) == pytest.approx(eps, rel=1e-5)
+
+
 def test_projection_onto_the_trust_region_in_closed_form(problem) -> None:
     problem.trust_radius = 0.5
     centre = problem.init_follower(None)  # the round starts at ψ_t
