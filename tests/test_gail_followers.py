@@ -12,6 +12,7 @@ import torch
 from helpers import tiny_gail_problem
 
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
+from learned_optimizers.lstm_optimizer import preprocess_gradient
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer, adam_update
 from problems.imitation.meta_objective import MetaObjective
 
@@ -74,6 +75,43 @@ def test_the_nets_at_phi0_are_torch_adam_step_for_step_in_float64(make_net) -> N
         mine = mine + update
         assert mine.dtype == torch.float64
         assert torch.equal(mine, psi.detach()), (mine - psi.detach()).abs().max()
+
+
+@pytest.mark.parametrize(("options", "bound"), [({}, 1e-3), ({"residual_scale": 0.05}, 0.05)])
+def test_the_lstm_residual_stays_within_its_scale_which_defaults_to_lr(options, bound) -> None:
+    """u − Adam_step = s · tanh(·): a large head bias (5, tanh ≈ 0.9999) pushes the residual to
+    its bound s and no further; s defaults to Adam's lr (1e-3 here)."""
+    torch.manual_seed(0)
+    net = ResidualLSTMOptimizer(lr=1e-3, hidden_size=4, **options)
+    with torch.no_grad():
+        net.lstm.head.bias.fill_(5.0)
+    state = net.init_state(20)
+    adam_state = {key: state[key] for key in ("m", "v", "t")}
+    for _ in range(2):
+        grad = torch.randn(20)
+        with torch.no_grad():
+            update, state = net(grad, state)
+        step, _, adam_state = adam_update(grad, adam_state, 1e-3, (0.9, 0.999), 1e-8)
+        residual = (update - step).abs()
+        assert residual.max() <= bound and residual.min() > 0.99 * bound
+
+
+def test_the_one_shot_net_reads_the_gradient_and_adam_s_direction() -> None:
+    """f_φ's input is A = [pre(g), d] with d = m̂/(√v̂ + ε), Adam's direction (≈ sign g at t = 1),
+    not Adam's step η · d."""
+    torch.manual_seed(0)
+    net, seen = OneShotStepNet(step_size=3e-3), []
+    net.body[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    state = net.init_state(20)
+    adam_state = dict(state)
+    for _ in range(2):
+        grad = torch.randn(20)
+        with torch.no_grad():
+            _, state = net(grad, state)
+        _, direction, adam_state = adam_update(grad, adam_state, 3e-3, (0.9, 0.999), 1e-8)
+        torch.testing.assert_close(seen[-1][:, :2], preprocess_gradient(grad))
+        torch.testing.assert_close(seen[-1][:, 2], direction)
+    torch.testing.assert_close(seen[0][:, 2].abs(), torch.ones(20))  # t = 1: d = ±1
 
 
 def test_l2l_at_phi0_gives_adam_s_psi_trajectory(problem) -> None:
