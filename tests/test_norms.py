@@ -119,6 +119,26 @@ def test_pgd_l2_stays_feasible_and_its_first_step_is_eps_along_the_normalised_gr
     assert problem.follower_objective(batch, step) > problem.follower_objective(batch, random)
 
 
+def test_the_l2_projection_is_the_ball_then_the_box_in_closed_form() -> None:
+    """x = (0, 0.9), δ = (1, 1), ε = 0.5: the ball gives (0.5/√2)(1, 1) ≈ (0.354, 0.354), the box
+    then cuts x₂ + δ₂ to 1, so δ = (0.354, 0.1); the box first would give ≈ (0.498, 0.050)."""
+    problem = AdversarialDRO(SmallCNN().eval(), 0.5, "l2")
+    x = torch.tensor([[0.0, 0.9]])
+    delta = problem.project((x, None), torch.ones(1, 2))
+    torch.testing.assert_close(delta, torch.tensor([[0.5 / 2**0.5, 0.1]]))
+
+
+def test_the_perturbed_input_keeps_its_gradient_to_delta() -> None:
+    """x + δ is the learned follower's input: the unroll's meta-gradient reaches φ through δ, so
+    ∂ Σ(x + δ)/∂δ is all ones, not cut by a detach."""
+    problem, batch = _dro("linf", 0.3)
+    delta = torch.zeros_like(batch[0]).requires_grad_(True)
+    features = problem.follower_features(batch, delta)
+    assert features.requires_grad
+    (grad,) = torch.autograd.grad(features.sum(), delta)
+    assert torch.equal(grad, torch.ones_like(delta))
+
+
 @pytest.mark.parametrize("kind", ["cnn", "slim", "pointwise"])
 def test_learned_attackers_lie_strictly_inside_the_chosen_ball(kind: str) -> None:
     net = build_attacker(kind, 2, 1, 0.5, 0.25, norm="l2")
