@@ -230,6 +230,17 @@ def test_the_logged_training_loss_covers_every_process_share(tmp_path) -> None:
         assert a["leader_loss"] == pytest.approx(b["leader_loss"], rel=1e-4)
 
 
+def test_shard_deals_every_world_size_th_example_to_each_process() -> None:
+    """Dealt round the processes, as the docstring says: of 0..7, rank 1 of 2 takes 1, 3, 5, 7 (not
+    the block 4..7), and of 3 examples rank 0 takes two and rank 1 one (the uneven last batch)."""
+    deal = [distributed.shard(torch.arange(8), distributed.Context(r, 2)) for r in (0, 1)]
+    assert [d.tolist() for d in deal] == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    thirds = [distributed.shard(torch.arange(6), distributed.Context(r, 3)) for r in range(3)]
+    assert [t.tolist() for t in thirds] == [[0, 3], [1, 4], [2, 5]]
+    last = [distributed.shard(torch.arange(3), distributed.Context(r, 2)) for r in (0, 1)]
+    assert [t.tolist() for t in last] == [[0, 2], [1]]
+
+
 def test_every_process_must_get_a_share_of_every_minibatch() -> None:
     """``shard`` deals each minibatch out round the processes: a last batch of one example
     leaves the second process nothing, whose NaN loss ended the run with a wrong hint."""
