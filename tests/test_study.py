@@ -281,3 +281,35 @@ def test_a_pareto_front_of_one_point_is_drawn(monkeypatch, tmp_path) -> None:
     (front,) = [line for line in figures[0].axes[0].lines if line.get_label() == "Pareto front"]
     assert front.get_marker() not in (None, "None", "", " ")
     assert list(front.get_xdata()) == [10.0] and list(front.get_ydata()) == [0.7]
+
+
+def test_validation_robustness_attacks_the_validation_split_never_the_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study picks its winner from these figures: they must come from the validation split
+    (its first ``val_examples``), never from the test split. Splits told apart by their labels."""
+    from types import SimpleNamespace
+
+    from problems.adversarial import study
+    from problems.adversarial.data import Splits
+    from problems.adversarial.dro_config import DROConfig
+
+    def pair(label: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((n, 1, 2, 2), float(label)), torch.full((n,), label)
+
+    splits = Splits(pair(0, 10), pair(1, 6), pair(2, 8), None)
+    monkeypatch.setattr(study, "load_dataset", lambda *a, **k: splits)
+    monkeypatch.setattr(study, "load_classifier", lambda *a, **k: SimpleNamespace(model=None))
+    attacked = []
+
+    def attack(adapter, model, x, y):
+        attacked.append(y)
+        return SimpleNamespace(accuracy=0.25)
+
+    monkeypatch.setattr(study, "run_attack", attack)
+    monkeypatch.setattr(study, "predict", lambda model, x: x[:, 0, 0, 0].long())  # the label
+    cfg = DROConfig(train_size=32, eval_size=16, epochs=1).resolve()
+    judged = study.validation_robustness(tmp_path, cfg, val_examples=4)
+    assert [y.tolist() for y in attacked] == [[1, 1, 1, 1]]  # the first 4 validation labels
+    assert judged["val_examples"] == 4
+    assert judged["val_apgd_ce_t_acc"] == 0.25 and judged["val_clean_acc"] == 1.0
