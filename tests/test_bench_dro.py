@@ -198,3 +198,33 @@ def test_bench_pgd_counts_an_example_robust_only_if_clean_and_attacked_are_both_
     row = evaluate_leader(_RightOnlyWhenPerturbed(), 0.3, test, 0, autoattack=False)
     assert row["clean_acc"] == 0.0
     assert row["pgd40_acc"] == 0.0
+
+
+def test_a_bench_runs_test_row_is_scored_on_the_test_split_never_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bench's test accuracy is the leader's on ``subset(test, eval_size)``: scored on the
+    validation split it would be the split the leader was selected on. Splits told apart by
+    their labels."""
+    from types import SimpleNamespace
+
+    from problems.adversarial import bench
+    from problems.adversarial.data import Splits
+    from problems.adversarial.dro_config import DROConfig
+
+    def pair(label: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((n, 1, 2, 2), float(label)), torch.full((n,), label)
+
+    monkeypatch.setattr(bench, "load_dataset", lambda *a, **k: Splits(pair(0, 9), pair(1, 7), pair(2, 8), None))  # fmt: skip
+    monkeypatch.setattr(bench, "load_classifier", lambda *a, **k: SimpleNamespace(model=None))
+    scored = []
+
+    def evaluate(model, eps, test, *rest):
+        scored.append(test[1].tolist())
+        return {"test_clean_acc": 1.0}
+
+    monkeypatch.setattr(bench, "evaluate_leader", evaluate)
+    options = DROConfig(train_size=32, eval_size=16, epochs=1).resolve().to_dict()
+    row = bench._evaluate_run(options, str(tmp_path), 5, False, False, "standard")
+    assert scored == [[2] * 5]  # the first 5 test labels
+    assert row == {"test_clean_acc": 1.0}
