@@ -317,3 +317,39 @@ def test_a_policy_gone_nan_in_the_last_ppo_update_is_the_nan_sentence(
     result = solve(tmp_path / "nan", cache)
     assert result.exit_code == 2, result.output
     assert "The training loss became NaN or infinite in epoch 1" in result.output
+
+
+def test_demonstration_random_validation_and_test_episodes_start_from_disjoint_seeds(
+    tmp_path, monkeypatch
+) -> None:
+    """Episode i of a rollout starts from reset(seed + i): the demonstrations, R_random's
+    episodes, the validation episodes (model selection) and the test episodes must start from
+    disjoint seed ranges for the episode counts a run uses, or the test scores a policy on the
+    start states it was selected (or imitated) on."""
+    import problems.imitation.demonstrations as demonstrations
+    import problems.imitation.solve as gail_solve
+    from problems.imitation.config import GAILConfig
+
+    starts: dict[str, tuple[int, int]] = {}
+
+    def recorder(name: str):
+        def fake(env_id, policy, episodes, seed):
+            starts[name] = (seed, episodes)
+            return Rollout(np.zeros((episodes, 4), np.float32), np.zeros(episodes, np.int64),
+                           np.zeros(episodes))  # fmt: skip
+
+        return fake
+
+    monkeypatch.setattr(demonstrations, "expert_policy", lambda *a, **k: None)
+    monkeypatch.setattr(demonstrations, "rollout", recorder("demonstrations"))
+    monkeypatch.setattr(gail_solve, "rollout", recorder("random"))
+    cfg = GAILConfig()
+    demonstrations.load_demonstrations("CartPole-v1", cfg.demo_episodes, cache_dir=tmp_path)
+    gail_solve.random_return("CartPole-v1", seed=0)
+    starts["val"] = (gail_solve.VAL_SEED, cfg.eval_episodes)
+    starts["test"] = (gail_solve.TEST_SEED, cfg.test_episodes)
+    ranges = {name: set(range(seed, seed + n)) for name, (seed, n) in starts.items()}
+    assert len(ranges) == 4
+    for a in ranges:
+        for b in ranges:
+            assert a == b or not ranges[a] & ranges[b], (a, b, starts[a], starts[b])
