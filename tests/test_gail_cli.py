@@ -353,3 +353,37 @@ def test_demonstration_random_validation_and_test_episodes_start_from_disjoint_s
     for a in ranges:
         for b in ranges:
             assert a == b or not ranges[a] & ranges[b], (a, b, starts[a], starts[b])
+
+
+def test_validation_selects_on_val_seeds_and_the_test_is_scored_on_test_seeds(
+    cache, tmp_path, monkeypatch
+) -> None:
+    """Model selection (validate, and the expert's validation reference) rolls out from VAL_SEED,
+    the test (and the expert's test reference) from TEST_SEED; final_val_normalised_return is
+    the last epoch's, not the selected one's. The validation return falls each epoch, so the
+    selected epoch (1) is not the last (3)."""
+    import problems.imitation.solve as gail_solve
+
+    seeds: dict[str, list[int]] = {"evaluate": [], "expert_reference": []}
+
+    def evaluate(problem, env_id, expert, episodes, seed, r_random, r_expert):
+        seeds["evaluate"].append(seed)
+        n = len(seeds["evaluate"])
+        return {"return": -100.0 * n, "normalised_return": -float(n), "action_error": 0.5}
+
+    def expert_reference(env_id, expert, episodes, seed, r_random, r_expert):
+        seeds["expert_reference"].append(seed)
+        return 1.0
+
+    monkeypatch.setattr(gail_solve, "evaluate", evaluate)
+    monkeypatch.setattr(gail_solve, "expert_reference", expert_reference)
+    out = tmp_path / "run"
+    assert solve(out, cache).exit_code == 0
+    val, test = gail_solve.VAL_SEED, gail_solve.TEST_SEED
+    assert seeds == {"evaluate": [val, val, val, test], "expert_reference": [val, test]}
+    results = json.loads((out / "results.json").read_text())
+    rows = metrics_without_time(out)
+    assert results["best_epoch"] == 1 and [row["epoch"] for row in rows] == [1, 2, 3]
+    assert [row["val_normalised_return"] for row in rows] == [-1.0, -2.0, -3.0]
+    assert results["final_val_normalised_return"] == -3.0  # the last epoch's, not epoch 1's
+    assert results["test_normalised_return"] == -4.0
