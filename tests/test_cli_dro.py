@@ -206,3 +206,27 @@ def test_real_process_exit_code_and_no_traceback(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--eps" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_the_test_pgd_counts_an_example_robust_only_if_it_is_clean_right_validation_not(
+    tmp_path, monkeypatch
+) -> None:
+    """results.json's test PGD accuracy counts an example robust only if x and x + δ are both
+    classified right (``from_clean=True``), as ``evaluate`` and AutoAttack count; validation
+    scores x + δ alone (``from_clean=False``), the follower gap's PGD-10 which it may reuse.
+    The attacks the run builds are caught on their way out: validation first, the test last."""
+    import problems.adversarial.solve as dro_solve
+
+    real, built = dro_solve.pgd_attack, []
+
+    def catch(*args, from_clean, **kwargs):
+        built.append(from_clean)
+        return real(*args, from_clean=from_clean, **kwargs)
+
+    monkeypatch.setattr(dro_solve, "pgd_attack", catch)
+    args = ["solve", "adversarial-dro", "--train-size", "32", "--eval-size", "16",
+            "--gap-size", "0", "--batch-size", "32", "--epochs", "2", "--eps", "0.1",
+            "--follower", "fgsm", "--out", str(tmp_path / "run")]  # fmt: skip
+    result = runner.invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert built == [False, False, True]  # validation after epochs 1 and 2, then the test
