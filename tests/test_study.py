@@ -313,3 +313,36 @@ def test_validation_robustness_attacks_the_validation_split_never_the_test_split
     assert [y.tolist() for y in attacked] == [[1, 1, 1, 1]]  # the first 4 validation labels
     assert judged["val_examples"] == 4
     assert judged["val_apgd_ce_t_acc"] == 0.25 and judged["val_clean_acc"] == 1.0
+
+
+def test_the_study_rows_cost_ratios_and_seed_counts_from_faked_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's cost against PGM-10 is its own seconds over PGM-10's (2 = twice as slow), and its
+    ``*_seeds`` count the seeds that recorded the value: a run trained before CPU time was
+    recorded has none, and the mean is over the others. Training and judging are faked."""
+    from problems.adversarial import study, study_report
+
+    seconds = {("pgm-10", 0): (10.0, 20.0), ("pgm-10", 1): (10.0, 20.0),
+               ("x", 0): (30.0, 40.0), ("x", 1): (50.0, None)}  # fmt: skip
+
+    def fake_map(fn, tasks, jobs):
+        out = []
+        for _options, seed, run_dir, _ in tasks:
+            wall, cpu = seconds[run_dir.parent.name, seed]
+            results = {"train_seconds": wall, "train_cpu_seconds": cpu}
+            out.append((results, {"val_apgd_ce_t_acc": 0.5, "val_clean_acc": 0.9}))
+        return out
+
+    monkeypatch.setattr(study, "map_tasks", fake_map)
+    monkeypatch.setattr(study, "check_finished_runs", lambda tasks: None)
+    written = []
+    monkeypatch.setattr(study_report, "write_study", lambda *args: written.append(args))
+    grid = study.Grid("g", {}, {"x": {"follower": "fgsm"}}, seeds=[0, 1], references=["pgm-10"])
+    rows = {r["entry"]: r for r in study.run_study(grid, tmp_path / "runs", tmp_path / "out")}
+    assert rows["x"]["train_seconds"] == 40.0 and rows["x"]["seconds_vs_pgm10"] == 4.0
+    assert rows["x"]["train_cpu_seconds"] == 40.0 and rows["x"]["cpu_vs_pgm10"] == 2.0
+    assert rows["pgm-10"]["seconds_vs_pgm10"] == rows["pgm-10"]["cpu_vs_pgm10"] == 1.0
+    assert rows["x"]["train_cpu_seconds_seeds"] == 1  # seed 1 recorded no CPU time
+    assert rows["x"]["train_seconds_seeds"] == rows["pgm-10"]["train_cpu_seconds_seeds"] == 2
+    assert len(written) == 1
