@@ -346,3 +346,20 @@ def test_the_study_rows_cost_ratios_and_seed_counts_from_faked_runs(
     assert rows["x"]["train_cpu_seconds_seeds"] == 1  # seed 1 recorded no CPU time
     assert rows["x"]["train_seconds_seeds"] == rows["pgm-10"]["train_cpu_seconds_seeds"] == 2
     assert len(written) == 1
+
+
+def test_the_table_gives_each_accuracy_its_own_standard_deviation(tmp_path: Path) -> None:
+    """The "val APGD-CE+T" cell's ± is the robust accuracy's std, the "val clean" cell's the
+    clean accuracy's: rows whose two stds differ tell them apart."""
+    from types import SimpleNamespace
+
+    from problems.adversarial.study_report import write_study
+
+    row = {"entry": "x", "reference": False, "val_apgd_ce_t_acc": 0.8, "val_apgd_ce_t_std": 0.012,
+           "val_clean_acc": 0.95, "val_clean_std": 0.034, "train_cpu_seconds": 100.0,
+           "train_cpu_seconds_std": 1.0, "train_cpu_seconds_seeds": 3, "train_seconds": 50.0,
+           "train_seconds_std": 1.0, "train_seconds_seeds": 3, "cpu_vs_pgm10": None,
+           "seconds_vs_pgm10": None}  # fmt: skip
+    write_study(SimpleNamespace(name="g", seeds=[0, 1, 2], val_examples=None), [row], [], tmp_path)
+    line = next(x for x in (tmp_path / "g.md").read_text().splitlines() if x.startswith("| x |"))
+    assert "| 0.800 ± 0.012 | 0.950 ± 0.034 |" in line, line
