@@ -228,3 +228,17 @@ def test_a_bench_runs_test_row_is_scored_on_the_test_split_never_validation(
     row = bench._evaluate_run(options, str(tmp_path), 5, False, False, "standard")
     assert scored == [[2] * 5]  # the first 5 test labels
     assert row == {"test_clean_acc": 1.0}
+
+
+def test_a_bench_row_counts_seeds_only_where_some_runs_lack_the_value() -> None:
+    """A ``*_seeds`` key marks a mean over fewer seeds than the row's "seeds" (older runs lack
+    CPU time): runs that all recorded a value give none, a value no run recorded gives none."""
+    from problems.adversarial.bench import _summary
+
+    complete = [{"clean_acc": 0.9, "pgd40_acc": 0.5, "train_seconds": 10.0,
+                 "train_cpu_seconds": 20.0} for _ in range(3)]  # fmt: skip
+    row = _summary("m", complete)
+    assert row["seeds"] == 3 and row["train_cpu_seconds"] == 20.0
+    assert not [k for k in row if k.endswith("_seeds")], row
+    partial = complete[:2] + [complete[2] | {"train_cpu_seconds": None}]
+    assert _summary("m", partial)["train_cpu_seconds_seeds"] == 2
