@@ -190,6 +190,15 @@ def test_default_val_size_larger_than_tiny_training_set(tmp_path):
         data.load_dataset("cifar100", data_dir=tmp_path, download=False)
 
 
+@pytest.mark.parametrize("val_size", [0, 60])
+def test_a_cifar_validation_split_of_none_or_all_the_training_set_is_refused(tmp_path, val_size):
+    """No validation examples leaves model selection nothing to select on, all of them leaves
+    nothing to train on: both are the --val-size sentence (the fake CIFAR-100 trains on 60)."""
+    _make_cifar100(tmp_path)
+    with pytest.raises(UserError, match="--val-size must be between 1 and 59"):
+        data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=val_size)
+
+
 def _assert_offline_hint(err: pytest.ExceptionInfo) -> None:
     message = str(err.value)
     assert "--data-dir" in message and "mnist5k" in message
