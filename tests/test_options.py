@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from bilevel.errors import UserError
-from bilevel.options import option, with_options
+from bilevel.options import inherit, option, with_options
 from cli import app
 from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.dro_config import DROConfig
@@ -84,3 +84,22 @@ def test_the_generated_command_builds_the_dataclass_and_keeps_its_own_options() 
     bad = runner.invoke(_app(seen), ["--sizes", "4,x"])
     assert isinstance(bad.exception, UserError) and len(seen) == 2  # cli.py says it, exit 2
     assert str(bad.exception) == "--sizes takes numbers separated by commas, like 1,2; got '4,x'."
+
+
+@dataclasses.dataclass
+class _Resumed:
+    lr: float | None = option(None, "A learning rate.")
+    epochs: int = option(10, "Epochs.")
+    device: str = option("auto", "Where to run.")
+
+
+def test_a_resume_inherits_what_was_not_typed_except_what_may_differ_on_a_resume() -> None:
+    """``--out RUN --resume`` alone continues the run as trained: the silent options take the
+    recorded values, a typed one keeps its own, and ``keep``'s (the device) stay as given here,
+    never the recorded machine's."""
+    config = _Resumed(epochs=12)
+    config.given = frozenset({"epochs"})
+    recorded = {"lr": 0.05, "epochs": 10, "device": "cuda"}
+    taken = inherit(config, recorded, keep=("device",))
+    assert (config.lr, config.epochs, config.device) == (0.05, 12, "auto")
+    assert taken == {"lr": 0.05}
