@@ -34,7 +34,7 @@ import numpy as np
 
 from bilevel.errors import Stopped, UserError
 from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
-from bilevel.options import as_written
+from bilevel.options import as_written, json_fits
 from bilevel.recorded import differing_options
 from bilevel.report import markdown_table, table_cell
 from bilevel.run import RunDir, atomic_write_text
@@ -121,17 +121,13 @@ def _metrics_problem(run: RunDir, epochs: int) -> str | None:
             row = None
         if not (
             isinstance(row, dict)
-            and all(_is_number(row.get(key)) for key in (RETURN, "env_steps"))
-            and any(_is_number(row.get(key)) for key in FIDELITY)
+            and all(json_fits(row.get(key), float) for key in (RETURN, "env_steps"))
+            and any(json_fits(row.get(key), float) for key in FIDELITY)
         ):
             return f"a metrics.jsonl whose line {number} is not a whole row (cut short or edited)"
     if len(lines) != epochs:
         return f"a metrics.jsonl of {len(lines)} rows for its {epochs} epochs"
     return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _run_one(cfg: GAILConfig, out: str) -> str:
