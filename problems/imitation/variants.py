@@ -65,7 +65,7 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
             f"Unknown follower {name!r} in --followers; choose from: {', '.join(PRESETS)} "
             "(optionally with :field=value overrides)."
         )
-    changes, overrides_seen = dict(PRESETS[name]), set()
+    changes, typed = dict(PRESETS[name]), set()  # typed: the fields overridden so far
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or key not in _FIELDS or key in _NOT_PER_VARIANT:
@@ -73,16 +73,15 @@ def parse_variant(spec: str, base: GAILConfig) -> tuple[str, str, GAILConfig]:
                 f"{item!r} in --followers is not field=value for a per-run option of solve gail "
                 f"(such as disc_steps=1 or meta_objective=q)."
             )
-        if key in PRESETS[name] or key in overrides_seen:  # the label would misname the run
+        if key in PRESETS[name] or key in typed:  # the label would misname the run
             raise UserError(
                 f"{item!r} in --followers sets {key} "
-                + ("a second time" if key in overrides_seen else f"that the {name} preset sets")
+                + ("a second time" if key in typed else f"that the {name} preset sets")
                 + "; give each option once, and start from adam for another follower or D steps."
             )
-        overrides_seen.add(key)
+        typed.add(key)
         changes[key] = _value(key, text)
     variant = replace(base, **changes)
-    typed = set(overridden(spec))
     for item in overrides:  # typed, the preset's not; named as typed, in --followers
         try:
             check_unused(variant, typed, names={item.partition("=")[0]})
