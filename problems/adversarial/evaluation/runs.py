@@ -91,7 +91,7 @@ def leader_state(state: dict[str, Any]) -> dict[str, Any]:
     state dict. θ̄ because it is what such a run validates, selects and tests: last.pt's raw θ
     beside best.pt's θ̄ would measure averaging as well as the epoch."""
     trainer = state.get("trainer")
-    if isinstance(trainer, dict) and isinstance(average := trainer.get("leader_average"), dict):
+    if (average := _leader_average(state)) is not None:
         prefix = "module."
         return {k.removeprefix(prefix): v for k, v in average.items() if k.startswith(prefix)}
     if isinstance(trainer, dict) and isinstance(trainer.get("leader"), dict):
@@ -99,12 +99,19 @@ def leader_state(state: dict[str, Any]) -> dict[str, Any]:
     return state.get("leader", state)
 
 
-def _weights(state: dict[str, Any], checkpoint: Path, run_dir: Path, config: dict) -> str:
-    """Which leader a file holds, in words: θ̄ for a last.pt with an average, and for the run's
-    own best.pt when its config.json records --leader-ema; θ for anything else."""
+def _leader_average(state: dict[str, Any]) -> dict[str, Any] | None:
+    """A training checkpoint's ``leader_average`` (θ̄'s ``AveragedModel`` state), or None."""
     trainer = state.get("trainer")
-    if isinstance(trainer, dict):
-        return AVERAGE if "leader_average" in trainer else "θ"
+    average = trainer.get("leader_average") if isinstance(trainer, dict) else None
+    return average if isinstance(average, dict) else None
+
+
+def _weights(state: dict[str, Any], checkpoint: Path, run_dir: Path, config: dict) -> str:
+    """Which leader a file holds, in words, as ``leader_state`` takes it: θ̄ for a last.pt with
+    an average, and for the run's own best.pt when its config.json records --leader-ema; θ for
+    anything else."""
+    if isinstance(state.get("trainer"), dict):
+        return AVERAGE if _leader_average(state) is not None else "θ"
     own_best = checkpoint.resolve() == RunDir(run_dir).best_checkpoint.resolve()
     return AVERAGE if own_best and config.get("leader_ema") else "θ"
 
