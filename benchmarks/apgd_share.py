@@ -6,8 +6,8 @@ For each run folder (trained by ``solve adversarial-dro``), reads the validation
 of its selected epoch from ``metrics.jsonl`` and attacks its best-on-validation leader on the
 validation split as the study judges it (``study.validation_robustness``: the first
 ``val_examples`` digits of ``study-eval.json``, APGD-CE then APGD-T on what APGD-CE left, the
-run's seed), counting what each component breaks. The accuracy after both equals the study's ``val_apgd_ce_t_acc``; the
-script checks it. The split says which attack a training adversary's robustness does not reach:
+run's seed), counting what each component breaks. The accuracy after both equals the study's
+``val_apgd_ce_t_acc``; the script checks it. The split says which attack a training adversary's robustness does not reach:
 APGD-CE (Croce & Hein 2020) climbs the same cross-entropy as PGD with an adaptive step and
 momentum, APGD-T climbs the margin to each of the nine runner-up classes in turn.
 The test split is not read.

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bilevel.errors import UserError  # noqa: E402
+from benchmarks.run_folders import not_a_run_exits_2  # noqa: E402
 from bilevel.run import RunDir  # noqa: E402
 from bilevel.seeding import seeded  # noqa: E402
 from problems.adversarial.bench import pgd40_step  # noqa: E402
@@ -44,11 +44,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     torch.set_num_threads(1)
     for run in parser.parse_args().runs:
-        try:
+        with not_a_run_exits_2():
             scores = rescore(run)
-        except (UserError, OSError, KeyError) as err:  # a folder that is not a run
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
         print(run, "  ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
 
 
