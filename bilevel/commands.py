@@ -79,9 +79,14 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def split_names(text: str) -> list[str]:
-    """A comma-separated option as a list of names."""
-    return [name.strip() for name in text.split(",") if name.strip()]
+def split_names(text: str, option: str) -> list[str]:
+    """A comma-separated option as a list of names, each named once (one sentence otherwise: a
+    bench keyed its rows by name and ran a method named twice once, without a word)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise UserError(f"{option} names {name} twice; name each once.")
+    return names
 
 
 def print_solved(

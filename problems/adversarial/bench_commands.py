@@ -102,7 +102,7 @@ def bench_dro(
     else:
         chosen = parse_seeds(seeds) if seeds is not None else [0]
         rows = run_bench(
-            split_names(methods), epochs, chosen, update, out, json_path,
+            split_names(methods, "--methods"), epochs, chosen, update, out, json_path,
             train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
             norm=norm if norm is not None else "linf", eps=eps, aa_version=aa, reuse=reuse,
         )  # fmt: skip
@@ -190,7 +190,7 @@ def bench_speed(
     from problems.adversarial.speed import METHODS, SpeedConfig
     from problems.adversarial.speed import bench_speed as run_bench
 
-    chosen = tuple(split_names(methods)) if methods is not None else METHODS
+    chosen = tuple(split_names(methods, "--methods")) if methods is not None else METHODS
     cfg = SpeedConfig(
         model=model, attacker=attacker, attacker_width=attacker_width, batch_size=batch_size,
         batches=batches, rounds=rounds, device=device, amp=amp, channels_last=channels_last,
@@ -225,8 +225,10 @@ def bench_ait(
     check_paths(folders={"--out": out}, files={"--json": json_path})
     from problems.adversarial.bench_ait import bench_ait as run_bench
 
+    method_names = split_names(methods, "--methods")
+    direction_names = split_names(directions, "--directions")
     rows = run_bench(
-        split_names(methods), split_names(directions), epochs, parse_seeds(seeds), out, json_path,
+        method_names, direction_names, epochs, parse_seeds(seeds), out, json_path,
         train_size=train_size, eval_size=eval_size, autoattack=autoattack, jobs=jobs,
         levers=_json_object("--levers", levers), reuse=reuse,
     )  # fmt: skip

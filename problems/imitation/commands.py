@@ -60,7 +60,7 @@ def gail_stability(
     from problems.imitation.stability import run_stability, target_checks
 
     base = GAILConfig(env=env, steps=steps, reward=reward, cache_dir=cache_dir)
-    summary = run_stability(base, split_names(followers), seeds, out, jobs)
+    summary = run_stability(base, split_names(followers, "--followers"), seeds, out, jobs)
     keys = ("method", "final_median", "final_iqr", "final_cvar", "drawdown_cvar", "short_term_risk")
     rows = summary["rows"]
     print_table(f"gail-stability: {env}, {seeds} seeds, {steps} steps per run", rows, keys)
