@@ -100,6 +100,10 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--epochs", "4", "--milestones", "2,9"], "--milestones must lie between 1 and 3"),
         # a drop after the last epoch: no batch would train at the lower rate
         (["--epochs", "4", "--milestones", "4"], "--milestones must lie between 1 and 3"),
+        # a multistep schedule that never stepped, recorded as multistep
+        (["--epochs", "4", "--milestones", ""], "--milestones names no epoch"),
+        # MultiStepLR drops ×0.1 once for each time an epoch is named: ×0.01 at 2
+        (["--epochs", "4", "--milestones", "2,2"], "--milestones names epoch 2 twice"),
         (["--seed", str(2**32)], "--seed must be between 0 and"),
         (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
         (["--attacker-sign-step", "nan"], "--attacker-sign-step must be a finite number"),
