@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bilevel.errors import UserError
-from bilevel.options import check_levers, check_seeds, json_fits
+from bilevel.options import as_written, check_levers, check_seeds, json_fits
 from bilevel.run import RunDir, load_checkpoint
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
@@ -126,14 +126,17 @@ def load_grid(path: Path) -> Grid:
             )
         folders[folder] = name
     for name, options in entries.items():  # every value checked before any training
+        where = f"--grid {path}, entry {name!r}"
         try:
-            cfg = DROConfig(**options)
-            # an entry's own options as if typed: one its follower does not read is refused;
-            # the base's, given to every entry (references too), are not
-            cfg.given = frozenset(grid.configs.get(name, {}))
-            cfg.resolve()
-        except UserError as err:
-            raise UserError(f"--grid {path}, entry {name!r}: {err}") from None
+            with as_written(where, options):  # a grid's keys are field names, not solve's flags
+                cfg = DROConfig(**options)
+                # an entry's own options as if typed: one its follower does not read is
+                # refused; the base's, given to every entry (references too), are not
+                cfg.given = frozenset(grid.configs.get(name, {}))
+                cfg.resolve()
+        except UserError as err:  # as_written prefixed where only if it spelt a name anew
+            text = str(err)
+            raise UserError(text if text.startswith(where) else f"{where}: {text}") from None
         except (TypeError, ValueError) as err:
             raise UserError(
                 f"--grid {path}, entry {name!r}: a value has the wrong type ({err})."
