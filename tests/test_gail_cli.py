@@ -355,6 +355,32 @@ def test_demonstration_random_validation_and_test_episodes_start_from_disjoint_s
             assert a == b or not ranges[a] & ranges[b], (a, b, starts[a], starts[b])
 
 
+@pytest.mark.parametrize(
+    ("round_seeds", "most_rounds", "reached"),
+    [("disjoint", 2499, 10003), ("overlapping", 9996, 10000)],
+)
+def test_a_run_whose_rounds_would_start_at_held_out_seeds_is_refused(
+    round_seeds: str, most_rounds: int, reached: int, tmp_path: Path
+) -> None:
+    """Round r's env i starts from seed·100003 + r·stride + i (stride n_envs; 1 for the older
+    "overlapping" runs): with 4 environments the last of R rounds starts at 4R + 3, so 2,499
+    rounds stay below the demonstrations' seed 10,000 and 2,500 reach 10,003 (R + 3 with stride
+    1). A longer run replayed the demonstrations', then the validation's and the test's starts
+    (from 20,000 and 40,000)."""
+    from problems.imitation.config import GAILConfig
+
+    base = dict(env="CartPole-v1", n_steps=16, n_envs=4, round_seeds=round_seeds)  # 64 a round
+    assert GAILConfig(**base, steps=most_rounds * 64).resolve().epochs == most_rounds
+    with pytest.raises(UserError, match=f"seeds up to {reached},"):
+        GAILConfig(**base, steps=(most_rounds + 1) * 64).resolve()
+    GAILConfig(**base, steps=(most_rounds + 1) * 64, seed=1).resolve()  # from 100,007: apart
+    out = tmp_path / "run"
+    args = ["solve", "gail", "--env", "CartPole-v1", "--n-steps", "16", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--steps", str(2500 * 64)])
+    assert result.exit_code == 2 and "seeds up to 10003" in result.output, result.output
+    assert not out.exists()
+
+
 def test_validation_selects_on_val_seeds_and_the_test_is_scored_on_test_seeds(
     cache, tmp_path, monkeypatch
 ) -> None:

@@ -68,6 +68,12 @@ READ_BY_OBJECTIVES = {"meta_penalty": ("q-gp", "target"), "target_accuracy": ("t
 # that one is set, the follower ignores it
 DEFAULT_ONLY = {("disc_steps", "l2l"): "lstm_steps", ("disc_lr", "oneshot"): "oneshot_step"}
 ROUND_SEEDS = ("disjoint", "overlapping")
+# Where episodes start (``env.reset(seed)``): the expert's demonstrations at DEMO_SEED + i, the
+# validation, random-policy and test episodes at VAL_SEED, RANDOM_SEED and TEST_SEED + i, and run
+# seed s's training round r at s·ROUND_SEED_BLOCK + r·stride + i (``GAIL.leader_step``), kept
+# below the held-out ones for seed 0 by ``check_round_seeds``
+DEMO_SEED, VAL_SEED, RANDOM_SEED, TEST_SEED = 10_000, 20_000, 30_000, 40_000
+ROUND_SEED_BLOCK = 100_003
 # what a run folder older than an option did, for its --resume (``round_seeds``, above)
 LEGACY_VALUES: dict[str, Any] = {"round_seeds": "overlapping"}
 COUNTS = (  # options that count something: at least 1
@@ -160,6 +166,7 @@ class GAILConfig:
         step, radius = (self.oneshot_step, 0.05) if oneshot else (self.disc_lr, 0.0)
         fill_unset(self, dict(residual_scale=step, trust_radius=radius))
         require_counts(self, COUNTS)
+        check_round_seeds(self)
         if self.n_steps * self.n_envs < 2 or self.ppo_batch_size < 2:
             raise UserError(
                 "PPO needs --n-steps × --n-envs and --ppo-batch-size of at least 2 each; got "
@@ -182,6 +189,12 @@ class GAILConfig:
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             raise UserError("--gamma must be in (0, 1] and --gae-lambda in [0, 1].")
         return self
+
+    @property
+    def round_seed_stride(self) -> int:
+        """How far apart two rounds' first seeds are: n_envs, so that every round's environments
+        start from seeds of their own; 1 for the runs of before 2026-12-05 ("overlapping")."""
+        return self.n_envs if self.round_seeds == "disjoint" else 1
 
     @property
     def epochs(self) -> int:
@@ -236,3 +249,20 @@ def check_unused(
                 f"{flag} is read by --meta-objective {' or '.join(objectives)}; "
                 f"--meta-objective {cfg.meta_objective} would ignore it."
             )
+
+
+def check_round_seeds(cfg: GAILConfig) -> None:
+    """One sentence if a training round would start an episode where a held-out one starts: the
+    rounds of run seed 0 take seeds from ``round_seed_stride`` up, so a run of more than about
+    10⁴ × --n-steps environment steps reached the demonstrations' starts, then the validation's
+    and the test's, and trained on the episodes it was selected and scored on."""
+    first_round = cfg.seed * ROUND_SEED_BLOCK + cfg.round_seed_stride
+    rounds = cfg.epochs * cfg.rounds_per_epoch
+    last_start = first_round + (rounds - 1) * cfg.round_seed_stride + cfg.n_envs - 1
+    if first_round <= TEST_SEED + cfg.test_episodes - 1 and last_start >= DEMO_SEED:
+        raise UserError(
+            f"--steps {cfg.steps} is {rounds} PPO rounds of {cfg.n_envs} environments, whose "
+            f"episodes would start from seeds up to {last_start}, where the demonstrations' "
+            f"(from {DEMO_SEED}), validation and test episodes start: take fewer --steps, a "
+            "larger --n-steps, or another --seed."
+        )

@@ -22,6 +22,7 @@ import numpy as np
 
 from bilevel.errors import UserError
 from bilevel.run import atomic_write_bytes
+from problems.imitation.config import DEMO_SEED
 from problems.imitation.experts import SCRIPTED, Rollout, rollout
 from problems.imitation.ppo_expert import expert_policy, ppo_expert_path
 
@@ -100,7 +101,7 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def load_demonstrations(
-    env_id: str, episodes: int = 20, seed: int = 10_000, cache_dir: str | Path = DEFAULT_CACHE
+    env_id: str, episodes: int = 20, seed: int = DEMO_SEED, cache_dir: str | Path = DEFAULT_CACHE
 ) -> Rollout:
     """The expert's demonstrations for ``env_id``: read from the cache, or rolled out and cached.
 

@@ -31,7 +31,14 @@ from bilevel.recorded import resolve_resumed
 from bilevel.run import RunDir
 from bilevel.seeding import seed_everything, seeded
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer
-from problems.imitation.config import LEGACY_VALUES, GAILConfig
+from problems.imitation.config import (
+    LEGACY_VALUES,
+    RANDOM_SEED,
+    ROUND_SEED_BLOCK,
+    TEST_SEED,
+    VAL_SEED,
+    GAILConfig,
+)
 from problems.imitation.demonstrations import load_demonstrations
 from problems.imitation.discriminator import Discriminator, discriminator_accuracy
 from problems.imitation.experts import SCRIPTED, Policy, random_policy, rollout, single_thread
@@ -40,8 +47,6 @@ from problems.imitation.meta_objective import MetaObjective
 from problems.imitation.plots import plot_gail_curves
 from problems.imitation.ppo_expert import expert_policy, folderless_logger
 from problems.imitation.reward import DiscriminatorReward
-
-VAL_SEED, TEST_SEED, RANDOM_SEED = 20_000, 40_000, 30_000
 
 
 def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
@@ -73,7 +78,7 @@ def build(cfg: GAILConfig) -> tuple[GAIL, Any, Any]:
     meta = MetaObjective(cfg.meta_objective, cfg.meta_penalty, cfg.target_accuracy)
     problem = GAIL(
         model, disc, demos, cfg.disc_batch_size, cfg.reward, cfg.grad_penalty, cfg.seed,
-        cfg.trust_radius, meta, cfg.n_envs if cfg.round_seeds == "disjoint" else 1,
+        cfg.trust_radius, meta, cfg.round_seed_stride,
     )  # fmt: skip
     problem_ref.append(problem)
     return problem, build_follower(cfg, disc.num_params), demos
@@ -200,7 +205,9 @@ def _solve(
 
     def train_batches(epoch: int) -> Iterator[GAILBatch]:
         for _ in range(cfg.rounds_per_epoch):
-            generator = torch.Generator().manual_seed(cfg.seed * 100_003 + problem.round + 1)
+            generator = torch.Generator().manual_seed(
+                cfg.seed * ROUND_SEED_BLOCK + problem.round + 1
+            )
             yield problem.sample_batch(generator)
 
     def validate() -> dict[str, float]:
