@@ -19,6 +19,7 @@ from bilevel.stopping import Interrupted
 from cli import app
 from problems.imitation import stability as stability_module
 from problems.imitation.config import GAILConfig
+from problems.imitation.demonstrations import load_rollout, save_rollout
 from problems.imitation.reliability import final_performance, iqr, permutation_test
 from problems.imitation.variants import parse_variant
 
@@ -66,6 +67,23 @@ def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
     assert again.exit_code == 0, again.output
     assert [p.stat().st_mtime_ns for p in finished] == stamps
     assert json.loads((out / "stability.json").read_text()) == summary
+
+
+def test_a_finished_run_trained_on_other_demonstrations_is_not_reused(tmp_path) -> None:
+    """A finished run was reused on its options alone: demonstrations changed under the same
+    options (an expert retrained, a cache replaced) left its seeds in the table beside seeds
+    trained on the new ones. A resumed run already refused them (GAIL.load_state_dict)."""
+    out, cache = tmp_path / "study", tmp_path / "demos"
+    followers = ["--followers", f"adam{TINY}", "--seeds", "2"]
+    assert stability(out, cache, *followers).exit_code == 0
+    (demos,) = cache.glob("*.npz")
+    rollout = load_rollout(demos)
+    save_rollout(demos, replace(rollout, observations=rollout.observations + 0.01))
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    again = stability(out, cache, *followers)
+    assert again.exit_code == 2, again.output
+    assert "trained on other demonstrations" in again.output and "seed0" in again.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
 
 
 @pytest.mark.parametrize(

@@ -37,10 +37,12 @@ from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
 from bilevel.options import as_written, json_fits
 from bilevel.recorded import differing_options
 from bilevel.report import markdown_table, table_cell
-from bilevel.run import RunDir, atomic_write_text
+from bilevel.run import RunDir, atomic_write_text, load_checkpoint
 from bilevel.stopping import Interrupted
 from bilevel.workers import map_tasks
 from problems.imitation.config import LEGACY_VALUES, GAILConfig
+from problems.imitation.demonstrations import load_demonstrations
+from problems.imitation.gail import demonstrations_digest
 from problems.imitation.plots import PANELS, plot_bands
 from problems.imitation.ppo_expert import expert_policy
 from problems.imitation.reliability import (
@@ -66,11 +68,13 @@ RERUN_ADVICE = (
 )
 
 
-def check_folder(cfg: GAILConfig, out: str) -> None:
+def check_folder(cfg: GAILConfig, out: str, digest: str) -> None:
     """One sentence unless the run folder ``out`` can give the run of ``cfg``: empty or missing
     (trained), holding a run of ``cfg``'s options, finished (reused) or not (resumed), or what
-    a run that stopped before its first checkpoint leaves (started over). Reads, never writes:
-    every folder is checked before any run starts."""
+    a run that stopped before its first checkpoint leaves (started over). A finished run must
+    have trained on the demonstrations of ``digest`` (``demonstrations_digest``), as a resumed
+    one must (``GAIL.load_state_dict``): a retrained expert gives new demonstrations under the
+    same options. Reads, never writes: every folder is checked before any run starts."""
     run = RunDir(out)
     config = json.loads(json.dumps(cfg.to_dict()))
     finished = (run.path / "results.json").is_file()
@@ -102,6 +106,24 @@ def check_folder(cfg: GAILConfig, out: str) -> None:
         raise UserError(
             f"{out} holds a finished run with {problem}, so it cannot be reused; {delete}."
         )
+    trained_on = _trained_digest(run) if finished else None
+    if trained_on not in (None, digest):
+        raise UserError(
+            f"{out} holds a finished run trained on other demonstrations (digest {trained_on}, "
+            f"now {digest}: was the expert retrained, or the cache changed?), so it cannot be "
+            f"reused; {delete}."
+        )
+
+
+def _trained_digest(run: RunDir) -> str | None:
+    """The digest of the demonstrations a finished run trained on, from its ``last.pt``; None
+    where it cannot tell (no readable last.pt, or one older than the digest)."""
+    try:
+        state = load_checkpoint(run.last_checkpoint)
+    except UserError:
+        return None
+    problem = state.get("trainer", {}).get("problem", {}) if isinstance(state, dict) else {}
+    return problem.get("demos_digest") if isinstance(problem, dict) else None
 
 
 def _metrics_problem(run: RunDir, epochs: int) -> str | None:
@@ -161,8 +183,12 @@ def run_stability(
             with as_written(f"{spec!r} in --followers", overridden(spec)):  # no --disc-lr here
                 runs[label, s] = (replace(cfg, seed=s).resolve(), str(out / f"{folder}-seed{s}"))
     expert_policy(base.env, base.cache_dir)  # a task without an expert, too
+    digests: dict[tuple[str, int, str], str] = {}  # of each set of demonstrations the runs read
     for cfg, path in runs.values():  # and every run folder, before an earlier run trains
-        check_folder(cfg, path)
+        key = (cfg.env, cfg.demo_episodes, cfg.cache_dir)
+        if key not in digests:
+            digests[key] = demonstrations_digest(load_demonstrations(*key[:2], cache_dir=key[2]))
+        check_folder(cfg, path, digests[key])
     try:
         map_tasks(_run_one, list(runs.values()), jobs, threads=None)
     except Stopped as stop:  # a run's own advice (``bilevel.fit``) names its --resume
