@@ -1,0 +1,108 @@
+"""What the README and docs quote still runs as written: every ``cli.py`` command they give parses
+under today's options (flag names and value types; nothing is trained), and every grid file the
+study commands name loads. A renamed flag or lever would otherwise leave the command quoted
+beside a figure failing for the next user who copies it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import typer
+from helpers import ROOT
+
+from bilevel.errors import UserError
+from cli import app
+from problems.adversarial.study import load_grid
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+INLINE = re.compile(r"`([^`]*\bcli\.py [^`]+)`")  # a command in a code span, wrapped or not
+FENCED = re.compile(r"```(?:bash|sh)?\n(.*?)```", re.S)
+
+
+def quoted_commands() -> list[tuple[str, str]]:
+    """(where, the arguments after ``cli.py``) of every command the docs quote, inline or in a
+    fenced block, one per ``&&``-separated part, comments dropped."""
+    found = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        spans, prose = [], text  # prose: the text with its fenced blocks blanked, lines kept
+        for block in FENCED.finditer(text):
+            offset = block.start(1)
+            for line in block.group(1).splitlines(keepends=True):
+                if "cli.py" in line:
+                    spans.append((offset, line))
+                offset += len(line)
+            blank = re.sub(r"[^\n]", " ", block.group(0))
+            prose = prose[: block.start()] + blank + prose[block.end() :]
+        spans += [(m.start(), m.group(1)) for m in INLINE.finditer(prose)]
+        for start, span in spans:
+            where = f"{path.name}:{text.count(chr(10), 0, start) + 1}"
+            for part in span.split("&&"):
+                words = shlex.split(part, comments=True)
+                if "cli.py" in words:
+                    found.append((where, shlex.join(words[words.index("cli.py") + 1 :])))
+    return found
+
+
+def test_the_docs_quote_commands() -> None:
+    """Not vacuous: the README's usage block and the results' commands are found."""
+    commands = quoted_commands()
+    assert len(commands) > 80
+    assert any(args.startswith("bench dro --grid") for _, args in commands)
+
+
+def parse_only() -> typer.main.TyperGroup:
+    """The command line of ``cli.py`` with every command's body replaced by nothing: parsing
+    checks each flag's name and its value's type, as typer would before running it."""
+    root = typer.main.get_command(app)
+    pending = [root]
+    while pending:
+        command = pending.pop()
+        if getattr(command, "commands", None):
+            pending.extend(command.commands.values())
+        else:
+            command.callback = lambda *args, **kwargs: None
+    return root
+
+
+@pytest.mark.parametrize(("where", "args"), quoted_commands())
+def test_a_quoted_command_parses_under_today_s_options(where: str, args: str) -> None:
+    try:
+        parse_only().main(shlex.split(args), prog_name="cli.py", standalone_mode=False)
+    except typer._click.exceptions.ClickException as error:
+        pytest.fail(f"{where}: cli.py {args}\n{error.format_message()}")
+
+
+def test_a_renamed_flag_would_be_caught() -> None:
+    """The check can fail: a flag no command has, and a value of the wrong type."""
+    for args in ("bench dro --no-such-flag", "solve adversarial-dro --epochs ten"):
+        with pytest.raises(typer._click.exceptions.ClickException):
+            parse_only().main(shlex.split(args), prog_name="cli.py", standalone_mode=False)
+
+
+GRIDS = sorted((ROOT / "benchmarks" / "l2l").glob("*.json"))
+
+
+@pytest.mark.parametrize("grid", GRIDS, ids=[g.name for g in GRIDS])
+def test_every_committed_grid_loads(grid: Path, tmp_path: Path) -> None:
+    """Each grid's options are checked as ``bench l2l`` checks them before training (names,
+    types, what each entry's follower reads). An entry warm-started from another run
+    (``attacker_init``) needs that run's folder, which a fresh clone lacks: such a grid is then
+    refused for that alone, and loads without it."""
+    data = json.loads(grid.read_text(encoding="utf-8"))
+    entries = [data.get("base", {}), *data["configs"].values()]
+    warm = [Path(options["attacker_init"]) for options in entries if "attacker_init" in options]
+    if all((ROOT / folder / "last.pt").is_file() for folder in warm):  # none, or all trained here
+        load_grid(grid)
+        return
+    with pytest.raises(UserError, match="holds no last.pt to warm-start"):
+        load_grid(grid)
+    for options in entries:
+        options.pop("attacker_init", None)
+    cold = tmp_path / grid.name
+    cold.write_text(json.dumps(data), encoding="utf-8")
+    load_grid(cold)
