@@ -3,6 +3,7 @@ and bad inputs (one sentence, exit code 2, nothing written)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -266,12 +267,31 @@ def test_a_resume_may_name_another_cache_dir_of_the_same_demonstrations(
         assert second.exit_code == 2 and "demonstrations are not the ones" in second.output
 
 
-def test_a_checkpoint_from_before_the_digest_resumes_as_before(unbroken, cache, tmp_path) -> None:
+def raw_bytes_digest(demos: Rollout) -> str:
+    """The digest as 6e679d6 to 6aa05b3 wrote it: the arrays' raw bytes, no shapes."""
+    raw = hashlib.sha256()
+    for array in (demos.observations, demos.actions):
+        raw.update(np.ascontiguousarray(array).tobytes())
+    return raw.hexdigest()[:12]
+
+
+@pytest.mark.parametrize("written_by", ["before the digest", "the raw-bytes digest"])
+def test_a_checkpoint_of_an_older_digest_resumes_as_before(
+    unbroken, cache, tmp_path, written_by
+) -> None:
+    """Runs of the same demonstrations whose checkpoints hold no digest, or the digest of their
+    raw bytes, resume: the second was refused as other demonstrations once the digest changed."""
     out = tmp_path / "older"
     first = solve(out, cache, "--follower", "l2l", "--interrupt-after-epoch", "1")
     assert first.exit_code == 0, first.output
     checkpoint = load_checkpoint(out / "last.pt")
-    del checkpoint["trainer"]["problem"]["demos_digest"]  # as the code before it wrote
+    problem = checkpoint["trainer"]["problem"]
+    if written_by == "before the digest":
+        del problem["demos_digest"]
+    else:
+        (path,) = cache.glob("Pendulum-v1-*.npz")
+        problem["demos_digest"] = raw_bytes_digest(load_rollout(path))
+        assert problem["demos_digest"] != demonstrations_digest(load_rollout(path))
     atomic_torch_save(checkpoint, out / "last.pt")
     second = runner.invoke(app, ["solve", "gail", "--out", str(out), "--resume"])
     assert second.exit_code == 0, second.output

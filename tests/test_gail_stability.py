@@ -4,6 +4,7 @@ unchanged and no run started."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bilevel.fit import _Loop
+from bilevel.run import atomic_torch_save, load_checkpoint
 from bilevel.stopping import Interrupted
 from cli import app
 from problems.imitation import stability as stability_module
@@ -69,21 +71,44 @@ def test_two_followers_two_seeds_in_parallel_then_reused(tmp_path) -> None:
     assert json.loads((out / "stability.json").read_text()) == summary
 
 
-def test_a_finished_run_trained_on_other_demonstrations_is_not_reused(tmp_path) -> None:
+def test_a_run_trained_on_other_demonstrations_is_neither_reused_nor_resumed(tmp_path) -> None:
     """A finished run was reused on its options alone: demonstrations changed under the same
     options (an expert retrained, a cache replaced) left its seeds in the table beside seeds
-    trained on the new ones. A resumed run already refused them (GAIL.load_state_dict)."""
+    trained on the new ones. An unfinished one was refused by its own resume only after the
+    runs before it had trained. The same demonstrations under the older raw-bytes digest are
+    still reused."""
     out, cache = tmp_path / "study", tmp_path / "demos"
     followers = ["--followers", f"adam{TINY}", "--seeds", "2"]
     assert stability(out, cache, *followers).exit_code == 0
     (demos,) = cache.glob("*.npz")
-    rollout = load_rollout(demos)
-    save_rollout(demos, replace(rollout, observations=rollout.observations + 0.01))
+    original = load_rollout(demos)
+    save_rollout(demos, replace(original, observations=original.observations + 0.01))
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     again = stability(out, cache, *followers)
     assert again.exit_code == 2, again.output
-    assert "trained on other demonstrations" in again.output and "seed0" in again.output
+    assert "finished run trained on other demonstrations" in again.output
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
+    (seed0,) = out.glob("*-seed0")
+    (seed1,) = out.glob("*-seed1")
+    shutil.rmtree(seed0)  # would train first
+    (seed1 / "results.json").unlink()  # would be resumed
+    unfinished = stability(out, cache, *followers)
+    assert unfinished.exit_code == 2 and "unfinished run trained on other" in unfinished.output
+    assert not seed0.exists()
+    # the first demonstrations back, the runs' last.pt recording them by their raw bytes
+    save_rollout(demos, original)
+    assert stability(out, cache, *followers).exit_code == 0  # seed 0 trained, seed 1 resumed
+    raw = hashlib.sha256()
+    for array in (original.observations, original.actions):
+        raw.update(np.ascontiguousarray(array).tobytes())
+    for run in (seed0, seed1):
+        checkpoint = load_checkpoint(run / "last.pt")
+        checkpoint["trainer"]["problem"]["demos_digest"] = raw.hexdigest()[:12]
+        atomic_torch_save(checkpoint, run / "last.pt")
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*-seed*/results.json")}
+    reused = stability(out, cache, *followers)
+    assert reused.exit_code == 0, reused.output
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*-seed*/results.json")} == stamps
 
 
 @pytest.mark.parametrize(

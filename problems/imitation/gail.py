@@ -77,6 +77,7 @@ class GAIL(BilevelProblem):
         self.meta_draws = 0  # fresh batches drawn for φ this round
         self.expert_x = disc.inputs(demos.observations, demos.actions)
         self.demos_digest = demonstrations_digest(demos)
+        self.demos_digests = accepted_digests(demos)  # what a checkpoint of them may record
         self.psi = disc.init_params()
         self.round_start = self.psi.clone()  # ψ_t of the current round (``init_follower``)
         self.round = 0
@@ -237,7 +238,7 @@ class GAIL(BilevelProblem):
         """Restore a checkpoint; one sentence if the demonstrations are not the ones it was
         trained on (a checkpoint older than the digest is taken as it is: it cannot tell)."""
         recorded = state.get("demos_digest", self.demos_digest)
-        if recorded != self.demos_digest:
+        if recorded not in self.demos_digests:
             raise UserError(
                 "--resume: the expert's demonstrations are not the ones this run was trained on "
                 f"(digest {recorded}, now {self.demos_digest}: was the expert retrained, or the "
@@ -263,3 +264,13 @@ def demonstrations_digest(demos: Rollout) -> str:
         digest.update(repr(np.shape(array)).encode())
         digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
     return digest.hexdigest()[:12]
+
+
+def accepted_digests(demos: Rollout) -> frozenset[str]:
+    """The digests a checkpoint trained on ``demos`` may record: today's
+    (``demonstrations_digest``) and the raw-bytes one that runs trained between 6e679d6 and
+    6aa05b3 (2026-12-05) recorded, the same demonstrations under the older hash."""
+    raw = hashlib.sha256()
+    for array in (demos.observations, demos.actions):
+        raw.update(np.ascontiguousarray(array).tobytes())
+    return frozenset({demonstrations_digest(demos), raw.hexdigest()[:12]})

@@ -42,7 +42,7 @@ from bilevel.stopping import Interrupted
 from bilevel.workers import map_tasks
 from problems.imitation.config import LEGACY_VALUES, GAILConfig
 from problems.imitation.demonstrations import load_demonstrations
-from problems.imitation.gail import demonstrations_digest
+from problems.imitation.gail import accepted_digests
 from problems.imitation.plots import PANELS, plot_bands
 from problems.imitation.ppo_expert import expert_policy
 from problems.imitation.reliability import (
@@ -68,13 +68,13 @@ RERUN_ADVICE = (
 )
 
 
-def check_folder(cfg: GAILConfig, out: str, digest: str) -> None:
+def check_folder(cfg: GAILConfig, out: str, digests: frozenset[str]) -> None:
     """One sentence unless the run folder ``out`` can give the run of ``cfg``: empty or missing
     (trained), holding a run of ``cfg``'s options, finished (reused) or not (resumed), or what
-    a run that stopped before its first checkpoint leaves (started over). A finished run must
-    have trained on the demonstrations of ``digest`` (``demonstrations_digest``), as a resumed
-    one must (``GAIL.load_state_dict``): a retrained expert gives new demonstrations under the
-    same options. Reads, never writes: every folder is checked before any run starts."""
+    a run that stopped before its first checkpoint leaves (started over). A run's last.pt must
+    record one of ``digests`` (``gail.accepted_digests`` of today's demonstrations) where it
+    records one: a retrained expert gives new demonstrations under the same options. Reads,
+    never writes: every folder is checked before any run starts."""
     run = RunDir(out)
     config = json.loads(json.dumps(cfg.to_dict()))
     finished = (run.path / "results.json").is_file()
@@ -106,12 +106,11 @@ def check_folder(cfg: GAILConfig, out: str, digest: str) -> None:
         raise UserError(
             f"{out} holds a finished run with {problem}, so it cannot be reused; {delete}."
         )
-    trained_on = _trained_digest(run) if finished else None
-    if trained_on not in (None, digest):
+    trained_on = _trained_digest(run)
+    if trained_on is not None and trained_on not in digests:
         raise UserError(
-            f"{out} holds a finished run trained on other demonstrations (digest {trained_on}, "
-            f"now {digest}: was the expert retrained, or the cache changed?), so it cannot be "
-            f"reused; {delete}."
+            f"{out} holds {kind} run trained on other demonstrations (digest {trained_on}; "
+            f"was the expert retrained, or the cache changed?), so it cannot be {use}; {delete}."
         )
 
 
@@ -183,11 +182,11 @@ def run_stability(
             with as_written(f"{spec!r} in --followers", overridden(spec)):  # no --disc-lr here
                 runs[label, s] = (replace(cfg, seed=s).resolve(), str(out / f"{folder}-seed{s}"))
     expert_policy(base.env, base.cache_dir)  # a task without an expert, too
-    digests: dict[tuple[str, int, str], str] = {}  # of each set of demonstrations the runs read
+    digests: dict[tuple[str, int], frozenset[str]] = {}  # of each set of demonstrations read
     for cfg, path in runs.values():  # and every run folder, before an earlier run trains
-        key = (cfg.env, cfg.demo_episodes, cfg.cache_dir)
+        key = (cfg.env, cfg.demo_episodes)  # the cache folder is the command's, not a variant's
         if key not in digests:
-            digests[key] = demonstrations_digest(load_demonstrations(*key[:2], cache_dir=key[2]))
+            digests[key] = accepted_digests(load_demonstrations(*key, cache_dir=cfg.cache_dir))
         check_folder(cfg, path, digests[key])
     try:
         map_tasks(_run_one, list(runs.values()), jobs, threads=None)
