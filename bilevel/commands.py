@@ -19,7 +19,7 @@ from rich.console import Console
 from bilevel import report
 from bilevel.distributed import leave_process_group
 from bilevel.errors import Stopped, UserError
-from bilevel.options import check_seeds, parse_list
+from bilevel.options import check_named_once, check_seeds, parse_list
 from bilevel.paths import keep_empty
 from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 
@@ -83,9 +83,7 @@ def split_names(text: str, option: str) -> list[str]:
     """A comma-separated option as a list of names, each named once (one sentence otherwise: a
     bench keyed its rows by name and ran a method named twice once, without a word)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise UserError(f"{option} names {name} twice; name each once.")
+    check_named_once(names, option)
     return names
 
 

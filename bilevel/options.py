@@ -25,7 +25,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import field
 from typing import Any
@@ -86,11 +86,19 @@ def check_numbers(config: Any) -> None:
 def check_seeds(seeds: list[int], option: str) -> None:
     """One sentence unless every seed is an integer numpy can take, 0 to 2**32 - 1, named once
     (a seed named twice would be counted twice in a mean ± std, or trained twice at once)."""
-    for i, seed in enumerate(seeds):
+    for seed in seeds:
         if not 0 <= seed < SEED_LIMIT:
             raise UserError(f"{option} must be between 0 and {SEED_LIMIT - 1}; got {seed}.")
-        if seed in seeds[:i]:
-            raise UserError(f"{option} names seed {seed} twice; name each seed once.")
+    check_named_once(seeds, option, "seed")
+
+
+def check_named_once(values: Sequence[Any], option: str, kind: str = "") -> None:
+    """One sentence for the first of ``values`` (each a ``kind``: "seed", "epoch"; or a name)
+    that ``option`` names twice: a list of seeds, methods or milestones means each one once."""
+    for i, value in enumerate(values):
+        if value in values[:i]:
+            each = f"{kind} " if kind else ""
+            raise UserError(f"{option} names {each}{value} twice; name each {each}once.")
 
 
 def choose(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -85,6 +85,16 @@ def test_the_multistep_schedule_cuts_the_rate_tenfold_and_adam_keeps_weight_deca
     assert adam.weight_decay > 0 and decay == adam.weight_decay
 
 
+def test_milestones_named_twice_are_refused_where_typed_and_kept_where_recorded() -> None:
+    """Typed, [2, 2] is refused (MultiStepLR drops ×0.01 at 2, not the help's ×0.1); recorded by a
+    folder of before the check (not typed), it resumes as it ran."""
+    typed = DROConfig(epochs=4, milestones=[2, 2])
+    typed.given = frozenset({"milestones"})
+    with pytest.raises(UserError, match="--milestones names epoch 2 twice"):
+        typed.resolve()
+    assert DROConfig(epochs=4, milestones=[2, 2]).resolve().milestones == [2, 2]
+
+
 def test_the_sgd_leader_decays_its_weights_by_lr_times_weight_decay() -> None:
     """The paper's SGD leader keeps weight decay too: from θ = 1 with a zero loss gradient, one
     step (the momentum buffer starts at the first gradient, wd·θ) moves θ to 1 − lr·wd."""

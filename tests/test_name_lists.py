@@ -24,7 +24,7 @@ TINY = ["--epochs", "1", "--train-size", "32", "--eval-size", "8", "--no-autoatt
             ["bench", "speed", "--model", "small-cnn", "--methods", "plain,plain"],
             "names plain twice",
         ),
-        (["gail-stability", "--steps", "300", "--followers", "gail,gail"], "names gail twice"),
+        (["gail-stability", "--steps", "300", "--followers", "adam,adam"], "names adam twice"),
     ],
 )
 def test_a_name_listed_twice_is_one_sentence_and_nothing_runs(args, words, tmp_path: Path) -> None:

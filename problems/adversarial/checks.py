@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bilevel.errors import UserError
-from bilevel.options import field_default, fill_unset, typed_options
+from bilevel.options import check_named_once, field_default, fill_unset, typed_options
 from bilevel.run import RunDir
 from problems.adversarial.defaults import HAND_DESIGNED_LEVERS
 
@@ -89,18 +89,17 @@ def check_milestones(cfg: AdversarialConfig) -> None:
     """Milestone m drops the leader's rate ×0.1 after epoch m (the scheduler steps at each epoch's
     end), so it must lie between 1 and --epochs − 1: one past that is silently never reached, and
     one at --epochs drops the rate after training. The latter passes where not typed (the 1-epoch
-    default [1], a folder that recorded one): nothing trains at the dropped rate either way. An
-    empty list (a multistep schedule recorded that never steps: --schedule constant is that) and
-    an epoch named twice (the scheduler then drops ×0.01 there, not the ×0.1 the help promises)
-    are refused."""
+    default [1], a folder that recorded one): nothing trains at the dropped rate either way. Typed,
+    an empty list (a multistep schedule recorded that never steps: --schedule constant is that)
+    and an epoch named twice (the scheduler then drops ×0.01 there, not the ×0.1 the help
+    promises) are refused too; a folder that recorded either resumes as it began."""
     typed = "milestones" in typed_options(cfg)
     if typed and not cfg.milestones:
         raise UserError(
             "--milestones names no epoch; for a rate that never drops, use --schedule constant."
         )
-    for i, m in enumerate(cfg.milestones):
-        if m in cfg.milestones[:i]:
-            raise UserError(f"--milestones names epoch {m} twice; name each drop once.")
+    if typed:
+        check_named_once(cfg.milestones, "--milestones", "epoch")
     last = cfg.epochs - 1 if typed else cfg.epochs
     if not all(1 <= m <= last for m in cfg.milestones):
         raise UserError(
