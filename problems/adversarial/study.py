@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,10 @@ def reference_options(name: str) -> dict[str, Any]:
     return {"follower": name}
 
 
+# every option a grid entry may set, by the name the grid writes it with (its flag is solve's)
+_FIELD_NAMES = tuple(f.name for f in fields(DROConfig))
+
+
 def load_grid(path: Path) -> Grid:
     """Read and check a grid file; anything wrong is one sentence (``UserError``)."""
     try:
@@ -128,7 +132,7 @@ def load_grid(path: Path) -> Grid:
     for name, options in entries.items():  # every value checked before any training
         where = f"--grid {path}, entry {name!r}"
         try:
-            with as_written(where, options):  # a grid's keys are field names, not solve's flags
+            with as_written(where, _FIELD_NAMES):  # a grid's keys, not solve's flags
                 cfg = DROConfig(**options)
                 # an entry's own options as if typed: one its follower does not read is
                 # refused; the base's, given to every entry (references too), are not
