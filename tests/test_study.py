@@ -180,6 +180,8 @@ def test_pareto_front_and_winner() -> None:
         (json.dumps({"configs": {"x": {"truncated_unroll": "false"}}}), "true or false"),
         (json.dumps({"configs": {"x": {"milestones": "5,7"}}}), "a list of whole numbers"),
         (json.dumps({"configs": {"x": {"momentum": -1}}}), "'x': momentum must be at least 0"),
+        # every option in the grid's spelling, also one the entry does not set (unroll)
+        (json.dumps({"configs": {"x": {"plain_steps": 5}}}), "below unroll (2)"),
         (json.dumps({"configs": {"x": {"seed": 3}}}), "cannot be set by a lever: the study sets"),
         (json.dumps({"configs": {"x": {}}, "seeds": []}), "seeds"),
         (json.dumps({"configs": {"x": {}}, "seeds": 5}), "seeds"),
