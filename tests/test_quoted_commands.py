@@ -1,5 +1,6 @@
 """What the README and docs quote still runs as written: every ``cli.py`` command they give parses
-under today's options (flag names and value types; nothing is trained), and every grid file the
+under today's options (flag names and value types, and a ``--levers`` object's names and types;
+nothing is trained: a command's own checks of its values are not run), and every grid file the
 study commands name loads. A renamed flag or lever would otherwise leave the command quoted
 beside a figure failing for the next user who copies it."""
 
@@ -9,18 +10,22 @@ import json
 import re
 import shlex
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from helpers import ROOT
 
 from bilevel.errors import UserError
+from bilevel.options import check_levers
 from cli import app
+from problems.adversarial.ait_config import AITConfig
+from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.study import load_grid
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 INLINE = re.compile(r"`([^`]*\bcli\.py [^`]+)`")  # a command in a code span, wrapped or not
-FENCED = re.compile(r"```(?:bash|sh)?\n(.*?)```", re.S)
+FENCED = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)  # its language, its lines
 
 
 def quoted_commands() -> list[tuple[str, str]]:
@@ -31,9 +36,9 @@ def quoted_commands() -> list[tuple[str, str]]:
         text = path.read_text(encoding="utf-8")
         spans, prose = [], text  # prose: the text with its fenced blocks blanked, lines kept
         for block in FENCED.finditer(text):
-            offset = block.start(1)
-            for line in block.group(1).splitlines(keepends=True):
-                if "cli.py" in line:
+            offset = block.start(2)
+            for line in block.group(2).splitlines(keepends=True):
+                if "cli.py" in line and block.group(1) in ("", "bash", "sh"):
                     spans.append((offset, line))
                 offset += len(line)
             blank = re.sub(r"[^\n]", " ", block.group(0))
@@ -55,7 +60,7 @@ def test_the_docs_quote_commands() -> None:
     assert any(args.startswith("bench dro --grid") for _, args in commands)
 
 
-def parse_only() -> typer.main.TyperGroup:
+def parse_only() -> Any:
     """The command line of ``cli.py`` with every command's body replaced by nothing: parsing
     checks each flag's name and its value's type, as typer would before running it."""
     root = typer.main.get_command(app)
@@ -69,34 +74,51 @@ def parse_only() -> typer.main.TyperGroup:
     return root
 
 
-@pytest.mark.parametrize(("where", "args"), quoted_commands())
-def test_a_quoted_command_parses_under_today_s_options(where: str, args: str) -> None:
+def parse(args: list[str]) -> int:
+    """The exit code of parsing ``args`` as a user's shell would (0: accepted; 2: a usage error,
+    its sentence on stderr)."""
     try:
-        parse_only().main(shlex.split(args), prog_name="cli.py", standalone_mode=False)
-    except typer._click.exceptions.ClickException as error:
-        pytest.fail(f"{where}: cli.py {args}\n{error.format_message()}")
+        parse_only().main(args, prog_name="cli.py")
+    except SystemExit as stop:
+        return stop.code or 0
+    return 0
 
 
-def test_a_renamed_flag_would_be_caught() -> None:
-    """The check can fail: a flag no command has, and a value of the wrong type."""
-    for args in ("bench dro --no-such-flag", "solve adversarial-dro --epochs ten"):
-        with pytest.raises(typer._click.exceptions.ClickException):
-            parse_only().main(shlex.split(args), prog_name="cli.py", standalone_mode=False)
+LEVER_CLASSES = {"ait": AITConfig, "speed": DROConfig}  # whose options each bench's levers are
+
+
+@pytest.mark.parametrize(("where", "args"), quoted_commands())
+def test_a_quoted_command_parses_under_today_s_options(where: str, args: str, capsys) -> None:
+    words = shlex.split(args)
+    assert parse(words) == 0, f"{where}: cli.py {args}\n{capsys.readouterr().err}"
+    if "--levers" in words:
+        levers = json.loads(words[words.index("--levers") + 1])
+        check_levers(LEVER_CLASSES[words[1]], levers, f"{where} --levers")
+
+
+def test_a_renamed_flag_would_be_caught(capsys) -> None:
+    """The check can fail: a flag no command has, a value of the wrong type, an unknown lever."""
+    assert parse(["bench", "dro", "--no-such-flag"]) == 2
+    assert "No such option" in capsys.readouterr().err
+    assert parse(["solve", "adversarial-dro", "--epochs", "ten"]) == 2
+    with pytest.raises(UserError, match="unknown lever"):
+        check_levers(AITConfig, {"no_such_lever": True}, "--levers")
 
 
 GRIDS = sorted((ROOT / "benchmarks" / "l2l").glob("*.json"))
 
 
 @pytest.mark.parametrize("grid", GRIDS, ids=[g.name for g in GRIDS])
-def test_every_committed_grid_loads(grid: Path, tmp_path: Path) -> None:
+def test_every_committed_grid_loads(grid: Path, tmp_path: Path, monkeypatch) -> None:
     """Each grid's options are checked as ``bench l2l`` checks them before training (names,
     types, what each entry's follower reads). An entry warm-started from another run
     (``attacker_init``) needs that run's folder, which a fresh clone lacks: such a grid is then
     refused for that alone, and loads without it."""
+    monkeypatch.chdir(ROOT)  # where the grids' run folders are named from
     data = json.loads(grid.read_text(encoding="utf-8"))
     entries = [data.get("base", {}), *data["configs"].values()]
     warm = [Path(options["attacker_init"]) for options in entries if "attacker_init" in options]
-    if all((ROOT / folder / "last.pt").is_file() for folder in warm):  # none, or all trained here
+    if all((folder / "last.pt").is_file() for folder in warm):  # none, or all trained here
         load_grid(grid)
         return
     with pytest.raises(UserError, match="holds no last.pt to warm-start"):
