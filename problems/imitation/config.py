@@ -254,8 +254,9 @@ def check_unused(
 def check_round_seeds(cfg: GAILConfig) -> None:
     """One sentence if a training round would start an episode where a held-out one starts: the
     rounds of run seed 0 take seeds from ``round_seed_stride`` up, so a run of more than about
-    10⁴ × --n-steps environment steps reached the demonstrations' starts, then the validation's
-    and the test's, and trained on the episodes it was selected and scored on."""
+    10⁴ × --n-steps environment steps (10⁴ rounds with the "overlapping" seeds of older runs)
+    reached the demonstrations' starts, then the validation's and the test's, and trained on the
+    episodes it was selected and scored on."""
     first_round = cfg.seed * ROUND_SEED_BLOCK + cfg.round_seed_stride
     rounds = cfg.epochs * cfg.rounds_per_epoch
     last_start = first_round + (rounds - 1) * cfg.round_seed_stride + cfg.n_envs - 1
@@ -263,6 +264,6 @@ def check_round_seeds(cfg: GAILConfig) -> None:
         raise UserError(
             f"--steps {cfg.steps} is {rounds} PPO rounds of {cfg.n_envs} environments, whose "
             f"episodes would start from seeds up to {last_start}, where the demonstrations' "
-            f"(from {DEMO_SEED}), validation and test episodes start: take fewer --steps, a "
-            "larger --n-steps, or another --seed."
+            f"(from {DEMO_SEED}), validation and test episodes start: take fewer --steps or a "
+            "larger --n-steps."
         )

@@ -18,6 +18,7 @@ import numpy as np
 from bilevel.errors import UserError
 from bilevel.options import check_seeds
 from bilevel.seeding import untouched
+from problems.imitation.config import VAL_SEED
 from problems.imitation.experts import SCRIPTED, Policy, single_thread
 
 if TYPE_CHECKING:  # SB3 is imported where it runs, so that the commands' --help stays fast
@@ -105,7 +106,7 @@ def train_expert(
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             model.save(Path(tmp) / "model.zip")
             (Path(tmp) / "model.zip").replace(path)
-        returns = rollout(env_id, _wrap(model), 10, seed=20_000).episode_returns
+        returns = rollout(env_id, _wrap(model), 10, seed=VAL_SEED).episode_returns
     return path, float(returns.mean()), int(model.num_timesteps)
 
 
