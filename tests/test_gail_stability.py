@@ -19,7 +19,7 @@ from bilevel.fit import _Loop
 from bilevel.run import atomic_torch_save, load_checkpoint
 from bilevel.stopping import Interrupted
 from cli import app
-from problems.imitation import stability as stability_module
+from problems.imitation import stability_runs
 from problems.imitation.config import GAILConfig
 from problems.imitation.demonstrations import load_rollout, save_rollout
 from problems.imitation.reliability import final_performance, iqr, permutation_test
@@ -166,7 +166,7 @@ def test_a_stop_outside_a_training_loop_says_the_same(tmp_path, monkeypatch) -> 
     def interrupted(*_: object, **__: object) -> None:
         raise Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(stability_module, "solve_gail", interrupted)
+    monkeypatch.setattr(stability_runs, "solve_gail", interrupted)
     result = stability(tmp_path / "study", tmp_path / "demos", "--followers", f"adam{TINY}")
     assert result.exit_code == 143, result.output
     assert "rerun the same gail-stability command" in result.output
