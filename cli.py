@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typer
 
+from bilevel.commands import flowing
 from problems.adversarial import bench_commands as adversarial_bench
 from problems.adversarial import commands as adversarial
 from problems.imitation import commands as imitation
@@ -26,16 +27,20 @@ app.add_typer(solve_app, name="solve", no_args_is_help=True)
 app.add_typer(bench_app, name="bench", no_args_is_help=True)
 app.add_typer(expert_app, name="expert", no_args_is_help=True)
 
-solve_app.command("adversarial-dro")(adversarial.solve_adversarial_dro)
-solve_app.command("adversarial-ait")(adversarial.solve_adversarial_ait)
-solve_app.command("gail")(imitation.solve_gail_command)
-app.command("evaluate")(adversarial.evaluate_run)
-app.command("gail-stability")(imitation.gail_stability)
-expert_app.command("train")(imitation.expert_train)
-bench_app.command("dro")(adversarial_bench.bench_dro)
-bench_app.command("l2l")(adversarial_bench.bench_l2l)
-bench_app.command("speed")(adversarial_bench.bench_speed)
-bench_app.command("ait")(adversarial_bench.bench_ait)
+COMMANDS = [
+    (solve_app, "adversarial-dro", adversarial.solve_adversarial_dro),
+    (solve_app, "adversarial-ait", adversarial.solve_adversarial_ait),
+    (solve_app, "gail", imitation.solve_gail_command),
+    (app, "evaluate", adversarial.evaluate_run),
+    (app, "gail-stability", imitation.gail_stability),
+    (expert_app, "train", imitation.expert_train),
+    (bench_app, "dro", adversarial_bench.bench_dro),
+    (bench_app, "l2l", adversarial_bench.bench_l2l),
+    (bench_app, "speed", adversarial_bench.bench_speed),
+    (bench_app, "ait", adversarial_bench.bench_ait),
+]
+for group, name, command in COMMANDS:  # the docstring is the help, each paragraph flowing
+    group.command(name, help=flowing(command.__doc__))(command)
 
 if __name__ == "__main__":
     app()

@@ -79,6 +79,15 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def flowing(doc: str | None) -> str | None:
+    """A command's docstring as its help: each paragraph on one line, for the terminal to wrap
+    (typer's rich help kept a docstring's line breaks, mid-sentence, in the command list and in
+    every paragraph after the first)."""
+    if doc is None:
+        return None
+    return "\n\n".join(" ".join(part.split()) for part in doc.strip().split("\n\n"))
+
+
 def split_names(text: str, option: str) -> list[str]:
     """A comma-separated option as a list of names, each named once (one sentence otherwise: a
     bench keyed its rows by name and ran a method named twice once, without a word)."""
