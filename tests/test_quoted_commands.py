@@ -1,15 +1,14 @@
 """What the README and docs quote still runs as written: every ``cli.py`` command they give parses
 under today's options (flag names and value types, and a ``--levers`` object's names and types;
-nothing is trained: a command's own checks of its values are not run), and every grid file the
-study commands name loads. A renamed flag or lever would otherwise leave the command quoted
-beside a figure failing for the next user who copies it."""
+nothing is trained: a command's own checks of its values are not run). A renamed flag or lever
+would otherwise leave the command quoted beside a figure failing for the next user who copies it
+(the grid files they name: ``test_unused_options.py::test_every_grid_of_the_study_still_loads``)."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ from bilevel.options import check_levers
 from cli import app
 from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.dro_config import DROConfig
-from problems.adversarial.study import load_grid
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 INLINE = re.compile(r"`([^`]*\bcli\.py [^`]+)`")  # a command in a code span, wrapped or not
@@ -103,28 +101,3 @@ def test_a_renamed_flag_would_be_caught(capsys) -> None:
     assert parse(["solve", "adversarial-dro", "--epochs", "ten"]) == 2
     with pytest.raises(UserError, match="unknown lever"):
         check_levers(AITConfig, {"no_such_lever": True}, "--levers")
-
-
-GRIDS = sorted((ROOT / "benchmarks" / "l2l").glob("*.json"))
-
-
-@pytest.mark.parametrize("grid", GRIDS, ids=[g.name for g in GRIDS])
-def test_every_committed_grid_loads(grid: Path, tmp_path: Path, monkeypatch) -> None:
-    """Each grid's options are checked as ``bench l2l`` checks them before training (names,
-    types, what each entry's follower reads). An entry warm-started from another run
-    (``attacker_init``) needs that run's folder, which a fresh clone lacks: such a grid is then
-    refused for that alone, and loads without it."""
-    monkeypatch.chdir(ROOT)  # where the grids' run folders are named from
-    data = json.loads(grid.read_text(encoding="utf-8"))
-    entries = [data.get("base", {}), *data["configs"].values()]
-    warm = [Path(options["attacker_init"]) for options in entries if "attacker_init" in options]
-    if all((folder / "last.pt").is_file() for folder in warm):  # none, or all trained here
-        load_grid(grid)
-        return
-    with pytest.raises(UserError, match="holds no last.pt to warm-start"):
-        load_grid(grid)
-    for options in entries:
-        options.pop("attacker_init", None)
-    cold = tmp_path / grid.name
-    cold.write_text(json.dumps(data), encoding="utf-8")
-    load_grid(cold)
