@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -21,12 +22,19 @@ from problems.imitation.discriminator import (
     discriminator_objective,
     policy_reward,
 )
+from problems.imitation.gail import GAIL
 from problems.imitation.reward import DiscriminatorReward
 
 
 @pytest.fixture(scope="module")
-def problem(tmp_path_factory):
-    return tiny_gail_problem(tmp_path_factory.mktemp("d"))
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's demonstrations cache: every problem built here rolls them out once."""
+    return tmp_path_factory.mktemp("d")
+
+
+@pytest.fixture(scope="module")
+def problem(cache: Path) -> GAIL:
+    return tiny_gail_problem(cache)
 
 
 def constant_psi(problem, logit: float) -> torch.Tensor:
@@ -240,3 +248,36 @@ def test_the_gradient_penalty_is_taken_on_the_segment_between_expert_and_policy_
         with_penalty = discriminator_objective(disc, psi, expert_x, policy_x, grad_penalty=2.0)
     without = discriminator_objective(disc, psi, expert_x, policy_x, grad_penalty=0.0)
     assert float((without - with_penalty).detach()) == pytest.approx(2.0, abs=1e-6)
+
+
+def action_sign_psi(disc: Discriminator) -> torch.Tensor:
+    """ψ with ℓ_ψ(s, a) = a: two ReLU units carry a⁺ and a⁻ through every layer, out a⁺ − a⁻."""
+    blocks, action = [], disc.obs_dim  # the action input, which D does not standardise
+    for name, shape in zip(disc.names, disc.shapes, strict=True):
+        block = torch.zeros(shape)
+        if name.endswith("weight") and shape[0] == 1:  # the output layer
+            block[0, 0], block[0, 1] = 1.0, -1.0
+        elif name.endswith("weight") and not blocks:  # the first layer reads the action
+            block[0, action], block[1, action] = 1.0, -1.0
+        elif name.endswith("weight"):
+            block[0, 0], block[1, 1] = 1.0, 1.0
+        blocks.append(block.reshape(-1))
+    return torch.cat(blocks)
+
+
+def test_the_round_s_diagnostics_report_each_side_on_its_own_pairs(problem: GAIL) -> None:
+    """The logged accuracy and mean logit of each side are D's on that side's pairs."""
+    # with ℓ = a, D calls a pair expert iff its action is ≥ 0: the expert accuracy is the share of
+    # expert actions ≥ 0, the policy's the share of the rollout's actions < 0, each side's mean
+    # logit its mean action (a constant ℓ would score swapped sides the same)
+    psi = action_sign_psi(problem.disc)
+    x = torch.randn(16, problem.expert_x.shape[1])
+    torch.testing.assert_close(problem.disc.logits(psi, x), x[:, -1])  # ℓ = a indeed
+    batch = problem.sample_batch(torch.Generator().manual_seed(5))
+    problem.leader_step(batch, psi, problem.model.policy.optimizer)
+    metrics = problem.step_metrics()
+    expert_a, policy_a = problem.expert_x[:, -1], problem.policy_x[:, -1]
+    assert metrics["disc_acc_expert"] == pytest.approx(float((expert_a >= 0).float().mean()))
+    assert metrics["disc_acc_policy"] == pytest.approx(float((policy_a < 0).float().mean()))
+    assert metrics["disc_logit_expert"] == pytest.approx(float(expert_a.mean()), abs=1e-6)
+    assert metrics["disc_logit_policy"] == pytest.approx(float(policy_a.mean()), abs=1e-6)
