@@ -281,3 +281,19 @@ def test_the_round_s_diagnostics_report_each_side_on_its_own_pairs(problem: GAIL
     assert metrics["disc_acc_policy"] == pytest.approx(float((policy_a < 0).float().mean()))
     assert metrics["disc_logit_expert"] == pytest.approx(float(expert_a.mean()), abs=1e-6)
     assert metrics["disc_logit_policy"] == pytest.approx(float(policy_a.mean()), abs=1e-6)
+
+
+def test_the_policy_pairs_hold_the_actions_the_environment_executed(cache: Path) -> None:
+    """D sees the rollout's actions clipped to the action space, as the environment ran them."""
+    # PPO's buffer keeps the Gaussian's raw actions; the environment executes them clipped and
+    # the expert's never leave [−2, 2], so unclipped ones would tell the policy apart by actions
+    # no policy can execute. The initial policy without gSDE has σ = 1: P(|a| > 2) = 4.6%, about
+    # 9 of the round's 200 actions.
+    gaussian = tiny_gail_problem(cache, use_sde=False)
+    batch = gaussian.sample_batch(torch.Generator().manual_seed(6))
+    gaussian.leader_step(batch, constant_psi(gaussian, 0.5), gaussian.model.policy.optimizer)
+    high = gaussian.model.action_space.high
+    raw = gaussian.model.rollout_buffer.actions.reshape(-1)
+    assert float(np.abs(raw).max()) > high[0]  # some raw action left the box
+    executed = gaussian.disc.inputs(np.zeros((len(raw), 3)), np.clip(raw, -high, high)[:, None])
+    torch.testing.assert_close(gaussian.policy_x[:, -1], executed[:, -1])
