@@ -297,3 +297,16 @@ def test_the_policy_pairs_hold_the_actions_the_environment_executed(cache: Path)
     assert float(np.abs(raw).max()) > high[0]  # some raw action left the box
     executed = gaussian.disc.inputs(np.zeros((len(raw), 3)), np.clip(raw, -high, high)[:, None])
     torch.testing.assert_close(gaussian.policy_x[:, -1], executed[:, -1])
+
+
+def test_the_initial_policy_pairs_are_sampled_not_the_mean_action(cache: Path) -> None:
+    """Before round 1, D's policy pairs are sampled from the initial policy, as PPO samples."""
+    # sampled from the Gaussian (σ = 1 without gSDE), the actions differ from the mean action at
+    # their states by about σ (a little less for the clip to [−2, 2]); the mean action
+    # (deterministic=True) would hand D a policy with no spread at all
+    gaussian = tiny_gail_problem(cache, use_sde=False)  # collects the initial pairs
+    obs = gaussian.policy_x[:, :3].numpy()
+    mean, _ = gaussian.model.predict(obs, deterministic=True)
+    executed = gaussian.policy_x[:, -1] * float(gaussian.disc.action_scale[0])  # D reads a / 2
+    spread = float((executed - torch.as_tensor(mean[:, 0])).std())
+    assert 0.5 < spread < 1.5  # the mean action would leave 0 (up to rounding)
