@@ -310,3 +310,19 @@ def test_the_initial_policy_pairs_are_sampled_not_the_mean_action(cache: Path) -
     executed = gaussian.policy_x[:, -1] * float(gaussian.disc.action_scale[0])  # D reads a / 2
     spread = float((executed - torch.as_tensor(mean[:, 0])).std())
     assert 0.5 < spread < 1.5  # the mean action would leave 0 (up to rounding)
+
+
+def test_a_value_error_from_inside_a_finite_policy_s_round_is_raised_not_called_divergence(
+    problem: GAIL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a policy gone NaN is returned as NaN; another ValueError in the round surfaces."""
+    # NaN is what fit's guard turns into "the training loss became NaN": a reward function's
+    # (or an environment's) own ValueError must not be reported as a diverged policy
+
+    def broken_reward(observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        raise ValueError("the reward function's own error")
+
+    monkeypatch.setattr(problem, "reward", broken_reward)
+    batch = problem.sample_batch(torch.Generator().manual_seed(7))
+    with pytest.raises(ValueError, match="the reward function's own error"):
+        problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
