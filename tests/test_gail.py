@@ -326,3 +326,15 @@ def test_a_value_error_from_inside_a_finite_policy_s_round_is_raised_not_called_
     batch = problem.sample_batch(torch.Generator().manual_seed(7))
     with pytest.raises(ValueError, match="the reward function's own error"):
         problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
+
+
+def test_the_environment_pays_the_airl_reward_when_it_is_chosen(cache: Path) -> None:
+    """With --reward airl PPO's environment pays r = log D − log(1 − D) = ℓ, signed."""
+    # gail's softplus(ℓ) is always positive; with a constant logit ℓ every step pays exactly ℓ
+    airl = tiny_gail_problem(cache, reward="airl")
+    env = airl.model.env
+    env.reset()
+    for logit in (-1.0, 3.0):
+        airl.psi = constant_psi(airl, logit)
+        _, rewards, _, _ = env.step(np.zeros((env.num_envs, 1), dtype=np.float32))
+        np.testing.assert_allclose(rewards, logit, rtol=1e-6)
