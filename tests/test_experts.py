@@ -3,6 +3,7 @@ demonstrations are cached as ``.npz`` on first use and read back afterwards."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -95,12 +96,19 @@ def _fewer_episodes(path, cartpole, pendulum) -> None:
     )
 
 
+def _fewer_steps_than_episodes(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
+    save_rollout(  # the shapes agree with 2 episodes of 1 step: no episode is that short
+        path, Rollout(cartpole.observations[:1], cartpole.actions[:1], cartpole.episode_returns)
+    )
+
+
 @pytest.mark.parametrize(
     "make, words",
     [
         (_empty, "is not a readable demonstrations file (EOFError)"),
         (_another_environment_s, "its observations are 400×3, where 400×4 was expected"),
         (_fewer_episodes, "its episode_returns are 1 value, where 2 values was expected"),
+        (_fewer_steps_than_episodes, "(it has fewer steps than episodes)"),
     ],
 )
 def test_a_cached_file_that_is_not_what_its_name_promises_is_one_sentence_and_kept(
