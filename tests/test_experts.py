@@ -102,6 +102,12 @@ def _fewer_steps_than_episodes(path: Path, cartpole: Rollout, pendulum: Rollout)
     )
 
 
+def _a_nan_observation(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
+    observations = cartpole.observations.copy()
+    observations[7, 2] = np.nan
+    save_rollout(path, Rollout(observations, cartpole.actions, cartpole.episode_returns))
+
+
 @pytest.mark.parametrize(
     "make, words",
     [
@@ -109,6 +115,7 @@ def _fewer_steps_than_episodes(path: Path, cartpole: Rollout, pendulum: Rollout)
         (_another_environment_s, "its observations are 400×3, where 400×4 was expected"),
         (_fewer_episodes, "its episode_returns are 1 value, where 2 values was expected"),
         (_fewer_steps_than_episodes, "(it has fewer steps than episodes)"),
+        (_a_nan_observation, "(it has NaN or infinite values)"),
     ],
 )
 def test_a_cached_file_that_is_not_what_its_name_promises_is_one_sentence_and_kept(
