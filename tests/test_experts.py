@@ -108,6 +108,11 @@ def _a_nan_observation(path: Path, cartpole: Rollout, pendulum: Rollout) -> None
     save_rollout(path, Rollout(observations, cartpole.actions, cartpole.episode_returns))
 
 
+def _text_actions(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
+    actions = cartpole.actions.astype("U1")  # "0" and "1": the right shape, not numbers
+    save_rollout(path, Rollout(cartpole.observations, actions, cartpole.episode_returns))
+
+
 @pytest.mark.parametrize(
     "make, words",
     [
@@ -116,13 +121,15 @@ def _a_nan_observation(path: Path, cartpole: Rollout, pendulum: Rollout) -> None
         (_fewer_episodes, "its episode_returns are 1 value, where 2 values was expected"),
         (_fewer_steps_than_episodes, "(it has fewer steps than episodes)"),
         (_a_nan_observation, "(it has NaN or infinite values)"),
+        (_text_actions, "its actions are <U1 1000 values, where 1000 values was expected"),
     ],
 )
 def test_a_cached_file_that_is_not_what_its_name_promises_is_one_sentence_and_kept(
     make, words, tmp_path
 ) -> None:
     """Was: an empty file "Aborted." (exit 1), another task's a RuntimeError deep in training,
-    one with fewer episodes than its name says imitated silently."""
+    one with fewer episodes than its name says imitated silently. A NaN would be imitated (or
+    end the run), text actions fail deep inside numpy."""
     cartpole = load_demonstrations("CartPole-v1", episodes=2, seed=0, cache_dir=tmp_path)
     pendulum = rollout("Pendulum-v1", SCRIPTED["Pendulum-v1"], 2, seed=0)
     path = demo_path("CartPole-v1", 2, 0, tmp_path)
