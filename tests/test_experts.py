@@ -97,7 +97,7 @@ def _fewer_episodes(path, cartpole, pendulum) -> None:
 
 
 def _fewer_steps_than_episodes(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
-    save_rollout(  # the shapes agree with 2 episodes of 1 step: no episode is that short
+    save_rollout(  # shapes that agree, but 1 step cannot hold 2 episodes
         path, Rollout(cartpole.observations[:1], cartpole.actions[:1], cartpole.episode_returns)
     )
 
