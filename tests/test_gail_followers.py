@@ -14,6 +14,7 @@ from helpers import tiny_gail_problem
 from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from learned_optimizers.lstm_optimizer import preprocess_gradient
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer, adam_update
+from problems.imitation.gail import GAIL
 from problems.imitation.meta_objective import MetaObjective
 
 
@@ -297,3 +298,28 @@ def test_a_joint_step_draws_one_fresh_batch_for_phi(tmp_path, monkeypatch, updat
     trainer = JointTrainer(gail, follower, gail.model.policy.optimizer, update)
     trainer.step(gail.sample_batch(torch.Generator().manual_seed(0)))
     assert len(drawn) == 1
+
+
+def recorded_meta_batches(problem: GAIL, monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """The expert side of every batch the problem's meta-objective J is evaluated on, in order."""
+    seen, meta = [], problem.meta
+
+    def recording(disc, z, expert, policy):
+        seen.append(expert.clone())
+        return meta(disc, z, expert, policy)
+
+    monkeypatch.setattr(problem, "meta", recording)
+    return seen
+
+
+def test_each_phi_step_of_a_round_is_meta_trained_on_a_batch_of_its_own(
+    problem: GAIL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every meta-objective call of a round draws a fresh batch of its own."""
+    seen = recorded_meta_batches(problem, monkeypatch)
+    batch = problem.sample_batch(torch.Generator().manual_seed(9))
+    for _ in range(3):
+        problem.meta_objective(batch, problem.psi)
+    assert len(seen) == 3
+    for i, expert in enumerate(seen):
+        assert not any(torch.equal(expert, other) for other in seen[i + 1 :])
