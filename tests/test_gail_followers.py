@@ -6,6 +6,7 @@ the meta-gradient reaches φ, and the meta-objectives match their closed forms."
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -323,3 +324,23 @@ def test_each_phi_step_of_a_round_is_meta_trained_on_a_batch_of_its_own(
     assert len(seen) == 3
     for i, expert in enumerate(seen):
         assert not any(torch.equal(expert, other) for other in seen[i + 1 :])
+
+
+def test_a_round_s_meta_batches_do_not_depend_on_earlier_rounds_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's meta-objective batches are the same however many φ steps earlier rounds took."""
+    # the draw count restarts every round: a count carried over would make a round's batches
+    # depend on the run's history, and after 1,000 φ steps in all reach the seeds of the next
+    # round's batches, (seed·100003 + r)·1000 + draw, and draw them again
+    firsts = []
+    for earlier_draws in (1, 3):
+        gail = tiny_gail_problem(tmp_path)
+        seen = recorded_meta_batches(gail, monkeypatch)
+        batch = gail.sample_batch(torch.Generator().manual_seed(0))
+        for _ in range(earlier_draws):
+            gail.meta_objective(batch, gail.psi)
+        gail.leader_step(batch, gail.psi, gail.model.policy.optimizer)
+        gail.meta_objective(batch, gail.psi)  # round 2's first
+        firsts.append(seen[-1])
+    torch.testing.assert_close(firsts[0], firsts[1], rtol=0, atol=0)
