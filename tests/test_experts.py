@@ -113,6 +113,17 @@ def _text_actions(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
     save_rollout(path, Rollout(cartpole.observations, actions, cartpole.episode_returns))
 
 
+def _an_action_cartpole_lacks(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
+    actions = np.full_like(cartpole.actions, 2)  # CartPole's actions are 0 and 1
+    save_rollout(path, Rollout(cartpole.observations, actions, cartpole.episode_returns))
+
+
+def _a_fractional_action(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
+    actions = cartpole.actions.astype(np.float64)
+    actions[3] = 0.7  # was read as action 0 by the discriminator's one-hot
+    save_rollout(path, Rollout(cartpole.observations, actions, cartpole.episode_returns))
+
+
 @pytest.mark.parametrize(
     "make, words",
     [
@@ -122,6 +133,8 @@ def _text_actions(path: Path, cartpole: Rollout, pendulum: Rollout) -> None:
         (_fewer_steps_than_episodes, "(it has fewer steps than episodes)"),
         (_a_nan_observation, "(it has NaN or infinite values)"),
         (_text_actions, "its actions are <U1 1000 values, where 1000 values was expected"),
+        (_an_action_cartpole_lacks, "its actions are not all among CartPole-v1's 0 to 1"),
+        (_a_fractional_action, "its actions are not all among CartPole-v1's 0 to 1"),
     ],
 )
 def test_a_cached_file_that_is_not_what_its_name_promises_is_one_sentence_and_kept(

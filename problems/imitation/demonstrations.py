@@ -69,6 +69,7 @@ def check_demonstrations(path: Path, demos: Rollout, env_id: str, episodes: int)
     fewer episodes, would be imitated, or fail deep inside training)."""
     env = gym.make(env_id)
     obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
+    space = env.action_space
     env.close()
     steps = len(demos.observations)
     expected = {
@@ -90,6 +91,15 @@ def check_demonstrations(path: Path, demos: Rollout, env_id: str, episodes: int)
             f"{path} does not hold {episodes} episodes of {env_id} demonstrations (it has "
             f"{'fewer steps than episodes' if steps < episodes else 'NaN or infinite values'}); "
             "delete it and it will be generated again."
+        )
+    actions = demos.actions
+    if isinstance(space, gym.spaces.Discrete) and not (
+        np.all(actions == np.round(actions)) and np.all((0 <= actions) & (actions < space.n))
+    ):  # the discriminator one-hot encodes them: 2 crashed it, 0.7 was read as 0
+        raise UserError(
+            f"{path} does not hold {episodes} episodes of {env_id} demonstrations (its actions "
+            f"are not all among {env_id}'s 0 to {space.n - 1}); delete it and it will be "
+            "generated again."
         )
 
 
