@@ -16,6 +16,7 @@ from helpers import tiny_gail_problem
 from stable_baselines3.common.env_util import make_vec_env
 
 from bilevel.optimizer_followers import AdamFollower
+from problems.imitation.config import round_seed
 from problems.imitation.discriminator import (
     Discriminator,
     discriminator_accuracy,
@@ -182,6 +183,28 @@ def test_every_round_starts_its_environments_from_states_of_their_own(tmp_path) 
         batch = problem.sample_batch(torch.Generator().manual_seed(r))
         problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
     assert len(starts) == 6 and len(set(starts)) == 6, starts
+
+
+def test_the_rounds_start_where_the_held_out_check_says(tmp_path) -> None:
+    """Round r's env i starts where ``reset(round_seed(seed, r, stride) + i)`` starts: the seeds
+    ``check_round_seeds`` keeps below the demonstrations', validation's and test's starts. Each
+    round's start states are compared with fresh Pendulum resets from those seeds."""
+    problem = tiny_gail_problem(tmp_path, n_envs=2, n_steps=64, ppo_batch_size=64, seed=3)
+    starts, reset = [], problem.model.env.reset
+
+    def recording_reset():
+        obs = reset()
+        starts.append(obs.copy())
+        return obs
+
+    problem.model.env.reset = recording_reset
+    for r in range(1, 3):
+        batch = problem.sample_batch(torch.Generator().manual_seed(r))
+        problem.leader_step(batch, constant_psi(problem, 0.5), problem.model.policy.optimizer)
+        env = gym.make("Pendulum-v1")
+        first = round_seed(3, r, stride=2)  # stride n_envs: the rounds' seeds are disjoint
+        expected = [env.reset(seed=first + i)[0] for i in range(2)]
+        np.testing.assert_allclose(starts[-1], np.stack(expected), rtol=1e-6)
 
 
 def _linear_discriminator() -> Discriminator:

@@ -74,6 +74,14 @@ ROUND_SEEDS = ("disjoint", "overlapping")
 # below the held-out ones for seed 0 by ``check_round_seeds``
 DEMO_SEED, VAL_SEED, RANDOM_SEED, TEST_SEED = 10_000, 20_000, 30_000, 40_000
 ROUND_SEED_BLOCK = 100_003
+
+
+def round_seed(seed: int, round_index: int, stride: int) -> int:
+    """The seed env 0 of training round ``round_index`` (1, 2, ...) of run seed ``seed`` resets
+    from; env i resets from it + i (``GAIL.leader_step``, ``check_round_seeds``)."""
+    return seed * ROUND_SEED_BLOCK + round_index * stride
+
+
 # what a run folder older than an option did, for its --resume (``round_seeds``, above)
 LEGACY_VALUES: dict[str, Any] = {"round_seeds": "overlapping"}
 COUNTS = (  # options that count something: at least 1
@@ -257,10 +265,10 @@ def check_round_seeds(cfg: GAILConfig) -> None:
     10⁴ × --n-steps environment steps (10⁴ rounds with the "overlapping" seeds of older runs)
     reached the demonstrations' starts, then the validation's and the test's, and trained on the
     episodes it was selected and scored on."""
-    first_round = cfg.seed * ROUND_SEED_BLOCK + cfg.round_seed_stride
     rounds = cfg.epochs * cfg.rounds_per_epoch
-    last_start = first_round + (rounds - 1) * cfg.round_seed_stride + cfg.n_envs - 1
-    if first_round <= TEST_SEED + cfg.test_episodes - 1 and last_start >= DEMO_SEED:
+    first_start = round_seed(cfg.seed, 1, cfg.round_seed_stride)
+    last_start = round_seed(cfg.seed, rounds, cfg.round_seed_stride) + cfg.n_envs - 1
+    if first_start <= TEST_SEED + cfg.test_episodes - 1 and last_start >= DEMO_SEED:
         raise UserError(
             f"--steps {cfg.steps} is {rounds} PPO rounds of {cfg.n_envs} environments, whose "
             f"episodes would start from seeds up to {last_start}, where the demonstrations' "

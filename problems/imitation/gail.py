@@ -28,6 +28,7 @@ from torch import Tensor
 
 from bilevel.errors import UserError
 from bilevel.protocol import BilevelProblem
+from problems.imitation.config import ROUND_SEED_BLOCK, round_seed
 from problems.imitation.discriminator import (
     Discriminator,
     discriminator_objective,
@@ -71,8 +72,8 @@ class GAIL(BilevelProblem):
         self.leader = model.policy
         self.batch_size, self.grad_penalty, self.seed = batch_size, grad_penalty, seed
         self.trust_radius, self.meta = trust_radius, meta or MetaObjective()
-        # round r's env i is seeded round_seed + i, round_seed = seed·100003 + r·stride: a stride
-        # of n_envs gives every round's environments seeds of their own (``round_seeds``)
+        # round r's env i is seeded round_seed(seed, r, stride) + i: a stride of n_envs gives
+        # every round's environments seeds of their own (``config.round_seed``)
         self.round_seed_stride = round_seed_stride
         self.meta_draws = 0  # fresh batches drawn for φ this round
         self.expert_x = disc.inputs(demos.observations, demos.actions)
@@ -131,9 +132,9 @@ class GAIL(BilevelProblem):
         self.psi = z.detach().clone()
         self.round += 1
         self.meta_draws = 0
-        round_seed = self.seed * 100_003 + self.round * self.round_seed_stride
-        np.random.seed(round_seed % 2**32)
-        self.model.env.seed(round_seed)
+        first_seed = round_seed(self.seed, self.round, self.round_seed_stride)
+        np.random.seed(first_seed % 2**32)
+        self.model.env.seed(first_seed)  # env i resets from first_seed + i
         self.model._last_obs = None  # start fresh episodes from the seeded resets
         steps = self.model.n_steps * self.model.n_envs
         try:
@@ -213,7 +214,7 @@ class GAIL(BilevelProblem):
     def fresh_batch(self, batch: GAILBatch | None, draw: int = 0) -> GAILBatch:
         """Sample number ``draw`` of this round, apart from the round's training batch (the
         learned follower's meta-objective batches; ``draw`` 0 also serves validation)."""
-        seed = (self.seed * 100_003 + self.round) * 1_000 + draw + 50_000
+        seed = (self.seed * ROUND_SEED_BLOCK + self.round) * 1_000 + draw + 50_000
         return self.sample_batch(torch.Generator().manual_seed(seed))
 
     def reward(self, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
