@@ -42,8 +42,8 @@ def check_folder(cfg: GAILConfig, out: str, digests: frozenset[str]) -> None:
             f"{out} holds {kind} run whose config.json is missing or unreadable, so it cannot "
             f"be {use}; {delete}."
         )
-    # as ``RunDir.prepare`` compares a resumed run's, paths included (a reused run's data are not
-    # checked by digest)
+    # as ``RunDir.prepare`` compares a resumed run's, paths included (the demonstrations
+    # themselves are compared by their digest, below)
     if diff := differing_options(old, config, LEGACY_VALUES):
         shown = ", ".join(
             f"{k} {v!r} there, {config.get(k)!r} here" for k, v in list(diff.items())[:4]
