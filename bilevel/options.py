@@ -182,14 +182,15 @@ def check_types(config_class: type, values: dict[str, Any], where: str, advice: 
 
 
 @contextmanager
-def as_written(where: str, names: Iterable[str]) -> Iterator[None]:
+def as_written(where: str, names: Iterable[str], always: bool = False) -> Iterator[None]:
     """Inside: a ``UserError`` whose sentence names one of ``names`` (options given by field
     name: ``--levers``' keys, gail-stability's ``field=value`` overrides) as a ``solve`` flag is
     raised again as ``<where>: <sentence>``, each such flag spelt as written (``--x-y`` as
     ``x_y``, ``--no-x-y`` as ``x_y false``): the command that read them has no such flag, and the
     sentence said neither which flag nor where. A sentence about no such option passes unchanged:
     it is about an option the command has itself (as ``bilevel.recorded.blame_recorded`` does for
-    a run folder's values)."""
+    a run folder's values), unless ``always`` (every option is one of ``names``: a grid entry's),
+    which prefixes ``where`` to every sentence."""
     try:
         yield
     except UserError as err:
@@ -199,7 +200,7 @@ def as_written(where: str, names: Iterable[str]) -> Iterator[None]:
             text, off = re.subn(rf"--no-{flag}(?![\w-])", f"{name} false", text)
             text, on = re.subn(rf"--{flag}(?![\w-])", name, text)
             found += off + on
-        if not found:
+        if not (found or always):
             raise
         raise UserError(f"{where}: {text}") from None
 

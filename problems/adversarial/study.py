@@ -130,17 +130,15 @@ def load_grid(path: Path) -> Grid:
             )
         folders[folder] = name
     for name, options in entries.items():  # every value checked before any training
-        where = f"--grid {path}, entry {name!r}"
-        try:
-            with as_written(where, _FIELD_NAMES):  # a grid's keys, not solve's flags
+        try:  # a refusal names the grid's keys, not solve's flags
+            with as_written(f"--grid {path}, entry {name!r}", _FIELD_NAMES, always=True):
                 cfg = DROConfig(**options)
                 # an entry's own options as if typed: one its follower does not read is
                 # refused; the base's, given to every entry (references too), are not
                 cfg.given = frozenset(grid.configs.get(name, {}))
                 cfg.resolve()
-        except UserError as err:  # as_written prefixed where only if it spelt a name anew
-            text = str(err)
-            raise UserError(text if text.startswith(where) else f"{where}: {text}") from None
+        except UserError:  # a ValueError too, already one sentence
+            raise
         except (TypeError, ValueError) as err:
             raise UserError(
                 f"--grid {path}, entry {name!r}: a value has the wrong type ({err})."
