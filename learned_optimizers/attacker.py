@@ -28,12 +28,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+# 16 times the channels of the paper's Table 1 attacker (width 1), 256 times its parameters: far
+# beyond any attacker studied, and below the widths whose layers cannot be allocated at all
+MAX_WIDTH = 16.0
+
 
 def scaled_channels(channels: int, width: float) -> int:
-    """``channels`` times the width multiplier (which must be > 0), rounded, and at least one
-    channel."""
-    if width <= 0:
-        raise ValueError(f"The attacker's width must be > 0, got {width}.")
+    """``channels`` times the width multiplier (which must be in (0, ``MAX_WIDTH``]), rounded,
+    and at least one channel."""
+    if not 0 < width <= MAX_WIDTH:
+        raise ValueError(f"The attacker's width must be in (0, {MAX_WIDTH:g}], got {width}.")
     return max(1, round(channels * width))
 
 

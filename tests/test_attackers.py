@@ -91,6 +91,16 @@ def test_eps_is_not_a_parameter(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["cnn", "slim", "slim-reference", "pointwise"])
+@pytest.mark.parametrize("width", [0.0, -1.0, 16.5, 1e20])
+def test_a_width_outside_zero_to_sixteen_is_refused_before_any_layer_is_allocated(
+    kind: str, width: float
+) -> None:
+    """0 or less has no channels; 1e20 asked the allocator for terabytes (a traceback in solve)."""
+    with pytest.raises(ValueError, match=r"width must be in \(0, 16\]"):
+        KINDS[kind](2, 1, 0.3, width=width)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "slim", "slim-reference", "pointwise"])
 def test_width_shrinks_parameters_quadratically(kind: str) -> None:
     full = n_params(KINDS[kind](6, 3, 0.03, width=1.0))
     half = n_params(KINDS[kind](6, 3, 0.03, width=0.5))

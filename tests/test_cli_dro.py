@@ -102,6 +102,11 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--epochs", "4", "--milestones", "4"], "--milestones must lie between 1 and 3"),
         # a multistep schedule that never stepped, recorded as multistep
         (["--epochs", "4", "--milestones", ""], "--milestones names no epoch"),
+        # a g_φ of 1e20 times the paper's channels ended in a traceback from the allocator
+        (["--attacker-width", "99999999999999999999"], "--attacker-width must be at most 16"),
+        # a PGD of 1e20 steps ran for ever, where evaluate's pgdK stops at 10,000
+        (["--select-pgd-steps", "10001"], "--select-pgd-steps takes 1 to 10,000 steps"),
+        (["--follower", "pgm", "--pgm-steps", "10001"], "--pgm-steps takes 1 to 10,000 steps"),
         # MultiStepLR drops ×0.1 once for each time an epoch is named: ×0.01 at 2
         (["--epochs", "4", "--milestones", "2,2"], "--milestones names epoch 2 twice"),
         (["--seed", str(2**32)], "--seed must be between 0 and"),

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 from bilevel.errors import UserError
 from bilevel.options import check_named_once, field_default, fill_unset, typed_options
 from bilevel.run import RunDir
-from problems.adversarial.defaults import HAND_DESIGNED_LEVERS
+from learned_optimizers.attacker import MAX_WIDTH
+from problems.adversarial.defaults import HAND_DESIGNED_LEVERS, MAX_PGD_STEPS
 
 if TYPE_CHECKING:
     from problems.adversarial.config import AdversarialConfig
@@ -128,6 +129,22 @@ def check_attacker_levers(cfg: AdversarialConfig) -> None:
         raise UserError(
             f"--attacker-init: {init} holds no last.pt to warm-start g_φ from; "
             "give the folder of a finished L2L run."
+        )
+
+
+def check_limits(cfg: AdversarialConfig) -> None:
+    """The PGD step counts (PGM-k's k, and the attacks that select and score the epochs) up to
+    ``MAX_PGD_STEPS``, as ``evaluate``'s pgdK, and g_φ's width up to the attacker's
+    ``MAX_WIDTH``: beyond, a run would go on for days, or end in a traceback from an allocation
+    of terabytes."""
+    for name in ("pgm_steps", "select_pgd_steps", "eval_pgd_steps"):
+        if (steps := getattr(cfg, name)) > MAX_PGD_STEPS:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} takes 1 to {MAX_PGD_STEPS:,} steps; got {steps:,}.")
+    if cfg.attacker_width is not None and cfg.attacker_width > MAX_WIDTH:
+        raise UserError(
+            f"--attacker-width must be at most {MAX_WIDTH:g} (16 times the paper's Table 1 "
+            f"attacker's channels); got {cfg.attacker_width:g}."
         )
 
 

@@ -24,6 +24,7 @@ from learned_optimizers import ATTACKER_KINDS
 from problems.adversarial.checks import (
     check_attacker_levers,
     check_carry,
+    check_limits,
     check_milestones,
     check_momentum,
     check_unroll,
@@ -261,6 +262,7 @@ class AdversarialConfig:
         check_carry(self, carry_asked)
         require_positive(self, POSITIVE)
         require_at_least_zero(self, AT_LEAST_ZERO)
+        check_limits(self)
         check_momentum(self)
         fill_unset(self, dict(leader_ema=0.0))
         check_decay(self.leader_ema)

@@ -29,6 +29,7 @@ from bilevel.norms import Norm
 
 # What a run made before an option existed did, for --resume of older run folders (an option
 # missing here and in the old config.json must be one of NO_LEGACY_VALUE).
+MAX_PGD_STEPS = 10_000  # a PGD of more steps would run for days, not add strength
 LEGACY_VALUES: dict[str, Any] = {
     "leader_optimizer": "sgd",
     "schedule": "multistep",

@@ -28,7 +28,7 @@ from torch import nn
 from bilevel.errors import UserError
 from bilevel.learned_follower import LearnedFollower
 from bilevel.norms import Norm
-from problems.adversarial.defaults import step_default
+from problems.adversarial.defaults import MAX_PGD_STEPS, step_default
 from problems.adversarial.evaluation.attacks import (
     Attack,
     FollowerAttack,
@@ -45,7 +45,6 @@ OPTIONAL = ("learned", "transfer")  # in "default" when the run / options provid
 FIXED_NAMES = (*DEFAULT, *OPTIONAL, "autoattack", "square")
 _PGD = re.compile(r"pgd(\d+)(-cw)?")
 LINF_ONLY = ("cw-linf",)  # attacks of the L∞ ball alone
-MAX_PGD_STEPS = 10_000  # pgdK beyond it would run for days, not add strength
 
 
 @dataclass
