@@ -95,6 +95,9 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         (["--env", "CliffWalking-v0"], "use CliffWalking-v1 instead"),
         (["--reward", "wasserstein"], "Unknown --reward"),
         (["--follower", "l2l", "--lstm-steps", "0"], "--lstm-steps must be at least 1"),
+        # 1e20 environments were built for ever; a round of 1e20 steps a numpy traceback
+        (["--n-envs", "99999999999999999999"], "--n-envs must be at most 256"),
+        (["--n-steps", "99999999999999999999"], "at most 1,000,000 steps"),
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),

@@ -74,6 +74,8 @@ ROUND_SEEDS = ("disjoint", "overlapping")
 # below the held-out ones for seed 0 by ``check_round_seeds``
 DEMO_SEED, VAL_SEED, RANDOM_SEED, TEST_SEED = 10_000, 20_000, 30_000, 40_000
 ROUND_SEED_BLOCK = 100_003
+# one PPO round at most, far above any default here (Pendulum's rounds are 4 × 1,000 steps)
+MAX_ENVS, MAX_ROUND_STEPS = 256, 1_000_000
 
 
 def round_seed(seed: int, round_index: int, stride: int) -> int:
@@ -175,6 +177,11 @@ class GAILConfig:
         fill_unset(self, dict(residual_scale=step, trust_radius=radius))
         require_counts(self, COUNTS)
         check_round_seeds(self)
+        if self.n_envs > MAX_ENVS or self.n_steps * self.n_envs > MAX_ROUND_STEPS:
+            raise UserError(  # more envs were built for ever; a larger buffer is not allocated
+                f"--n-envs must be at most {MAX_ENVS} and a PPO round, --n-steps × --n-envs, at "
+                f"most {MAX_ROUND_STEPS:,} steps; got {self.n_envs:,} × {self.n_steps:,}."
+            )
         if self.n_steps * self.n_envs < 2 or self.ppo_batch_size < 2:
             raise UserError(
                 "PPO needs --n-steps × --n-envs and --ppo-batch-size of at least 2 each; got "
