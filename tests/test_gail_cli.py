@@ -98,6 +98,8 @@ def test_resume_after_an_interrupt_ends_with_the_unbrokenmetrics_without_time(
         # 1e20 environments were built for ever; a round of 1e20 steps a numpy traceback
         (["--n-envs", "99999999999999999999"], "--n-envs must be at most 256"),
         (["--n-steps", "99999999999999999999"], "at most 1,000,000 steps"),
+        (["--disc-hidden", "99999999999999999999"], "--disc-hidden must be at most 4,096"),
+        (["--disc-batch-size", "99999999999999999999"], "--disc-batch-size at most 1,000,000"),
         (["--meta-objective", "accuracy"], "Unknown --meta-objective"),
         (["--disc-norm", "batch"], "Unknown --disc-norm"),
         (["--trust-radius", "-1"], "--trust-radius must be at least 0"),

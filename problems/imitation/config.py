@@ -74,8 +74,9 @@ ROUND_SEEDS = ("disjoint", "overlapping")
 # below the held-out ones for seed 0 by ``check_round_seeds``
 DEMO_SEED, VAL_SEED, RANDOM_SEED, TEST_SEED = 10_000, 20_000, 30_000, 40_000
 ROUND_SEED_BLOCK = 100_003
-# one PPO round at most, far above any default here (Pendulum's rounds are 4 × 1,000 steps)
-MAX_ENVS, MAX_ROUND_STEPS = 256, 1_000_000
+# one PPO round, and D's width and batch, at most: far above any default here (Pendulum's rounds
+# are 4 × 1,000 steps, D has 32 units a layer and 256 pairs a side), below what cannot be allocated
+MAX_ENVS, MAX_ROUND_STEPS, MAX_DISC_HIDDEN, MAX_DISC_BATCH = 256, 1_000_000, 4_096, 1_000_000
 
 
 def round_seed(seed: int, round_index: int, stride: int) -> int:
@@ -181,6 +182,11 @@ class GAILConfig:
             raise UserError(  # more envs were built for ever; a larger buffer is not allocated
                 f"--n-envs must be at most {MAX_ENVS} and a PPO round, --n-steps × --n-envs, at "
                 f"most {MAX_ROUND_STEPS:,} steps; got {self.n_envs:,} × {self.n_steps:,}."
+            )
+        if self.disc_hidden > MAX_DISC_HIDDEN or self.disc_batch_size > MAX_DISC_BATCH:
+            raise UserError(  # a traceback from the allocator, beyond
+                f"--disc-hidden must be at most {MAX_DISC_HIDDEN:,} and --disc-batch-size at most "
+                f"{MAX_DISC_BATCH:,}; got {self.disc_hidden:,} and {self.disc_batch_size:,}."
             )
         if self.n_steps * self.n_envs < 2 or self.ppo_batch_size < 2:
             raise UserError(
