@@ -100,6 +100,8 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--epochs", "4", "--milestones", "2,9"], "--milestones must lie between 1 and 3"),
         # a drop after the last epoch: no batch would train at the lower rate
         (["--epochs", "4", "--milestones", "4"], "--milestones must lie between 1 and 3"),
+        # a drop "after epoch 0" is MultiStepLR's at its construction: all of training at lr / 10
+        (["--epochs", "4", "--milestones", "0"], "--milestones must lie between 1 and 3"),
         # a multistep schedule that never stepped, recorded as multistep
         (["--epochs", "4", "--milestones", ""], "--milestones names no epoch"),
         # a g_φ of 1e20 times the paper's channels ended in a traceback from the allocator
@@ -109,6 +111,7 @@ def test_resume_after_an_interrupt_ends_with_the_unbroken_metrics(unbroken: Path
         (["--follower", "pgm", "--pgm-steps", "10001"], "--pgm-steps takes 1 to 10,000 steps"),
         # MultiStepLR drops ×0.1 once for each time an epoch is named: ×0.01 at 2
         (["--epochs", "4", "--milestones", "2,2"], "--milestones names epoch 2 twice"),
+        (["--epochs", "4", "--milestones", "2,3,2"], "--milestones names epoch 2 twice"),  # apart
         (["--seed", str(2**32)], "--seed must be between 0 and"),
         (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
         (["--attacker-sign-step", "nan"], "--attacker-sign-step must be a finite number"),

@@ -95,6 +95,16 @@ def test_milestones_named_twice_are_refused_where_typed_and_kept_where_recorded(
     assert DROConfig(epochs=4, milestones=[2, 2]).resolve().milestones == [2, 2]
 
 
+def test_an_empty_list_of_milestones_is_refused_where_typed_and_kept_where_recorded() -> None:
+    """Typed, --milestones "" is refused (a multistep schedule that never steps: --schedule
+    constant says that); recorded by a folder (not typed), [] resumes as it began."""
+    typed = DROConfig(epochs=4, milestones=[])
+    typed.given = frozenset({"milestones"})
+    with pytest.raises(UserError, match="--milestones names no epoch"):
+        typed.resolve()
+    assert DROConfig(epochs=4, milestones=[]).resolve().milestones == []
+
+
 def test_the_sgd_leader_decays_its_weights_by_lr_times_weight_decay() -> None:
     """The paper's SGD leader keeps weight decay too: from θ = 1 with a zero loss gradient, one
     step (the momentum buffer starts at the first gradient, wd·θ) moves θ to 1 − lr·wd."""
