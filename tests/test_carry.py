@@ -92,6 +92,8 @@ def test_carry_restart_refuses_values_outside_0_1_and_runs_without_the_carry() -
     with pytest.raises(UserError, match="--carry-decision"):
         DROConfig(follower="pgm", carry_restart=0.5).resolve()
     assert DROConfig(carry_restart=0.5).resolve().carry_restart == 0.5  # mnist5k L2L: carried
+    # [0, 1] is closed: at 1 every seen example starts afresh, as the sentence allows
+    assert DROConfig(carry_restart=1.0).resolve().carry_restart == 1.0
     with pytest.raises(UserError, match="--carry-jitter needs --carry-decision"):
         DROConfig(follower="fgsm", carry_jitter=0.5).resolve()
     with pytest.raises(UserError, match="--attacker-random-start"):  # z0 = 0: nothing to jitter by

@@ -43,6 +43,10 @@ def test_resolved_levers_are_written_to_config_json(tmp_path: Path) -> None:
         (["--schedule", "linear"], "--schedule"),
         (["--attacker-betas", "0.9"], "--attacker-betas"),
         (["--attacker-betas", "a,b"], "--attacker-betas"),
+        # torch's Adam refuses β = 1 with a traceback once the run is built
+        (["--attacker-betas", "0.9,1"], "--attacker-betas takes two numbers in [0, 1)"),
+        # Adam reads two: a third was recorded in config.json and never used
+        (["--attacker-betas", "0.9,0.99,0.5"], "--attacker-betas takes two numbers in [0, 1)"),
         (["--attacker-sign-step", "-1"], "--attacker-sign-step"),
         (["--unroll", "0"], "--unroll"),
         (["--attacker-init", "/nonexistent/run"], "--attacker-init"),
