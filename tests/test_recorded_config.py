@@ -68,6 +68,20 @@ def test_evaluate_and_resume_name_the_file_and_the_key_of_a_number_no_float_hold
         one_sentence(result, f"{run / 'config.json'}: {key} must be", "finite", json.dumps(value))
 
 
+# JSON's true is Python's True, an int: taken as a number it was silently 1 (ε = 1, the whole
+# pixel range; seed 1); null is None, which only an option whose default is None may record
+@pytest.mark.parametrize(
+    ("key", "value", "kind"),
+    [("eps", True, "a number"), ("seed", True, "a whole number"), ("seed", None, "a whole number")],
+)
+def test_evaluate_refuses_true_or_null_for_a_number_in_the_file(
+    tmp_path: Path, key, value, kind
+) -> None:
+    run = untrained_dro_run(tmp_path / "run", **{key: value})
+    result = runner.invoke(app, ["evaluate", str(run), "--attacks", "fgsm", "--no-checklist"])
+    one_sentence(result, f"{run / 'config.json'}: {key} must be {kind}; got {json.dumps(value)}")
+
+
 def test_resume_says_a_refused_value_comes_from_the_file(tmp_path: Path) -> None:
     run = untrained_dro_run(tmp_path / "run", norm="l7")
     result = runner.invoke(app, ["solve", "adversarial-dro", "--out", str(run), "--resume"])
