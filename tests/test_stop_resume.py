@@ -255,6 +255,35 @@ def test_a_full_disk_is_one_sentence_and_the_old_checkpoint_survives(tmp_path, m
     assert not list(out.glob(".*.partial"))
 
 
+def test_a_full_disk_while_rewriting_metrics_or_config_keeps_the_old_file_whole(tmp_path) -> None:
+    """metrics.jsonl is rewritten whole at each epoch and config.json at a run's start: a write
+    cut short by a full disk (here a file size limit, which fails the write part way, with EFBIG
+    where a full disk gives ENOSPC) leaves the file as it was, never a prefix of the new one."""
+    run = RunDir(tmp_path)
+    run.write_metrics([{"epoch": 1, "loss": 0.5}])
+    run.write_json("config.json", {"seed": 0})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    limit = 64  # bytes: above either file as written here, below either rewrite in the child
+    child = (
+        "import resource, signal, sys\n"
+        "from bilevel.run import RunDir\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails; the process lives\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "run = RunDir(sys.argv[1])\n"
+        "rows = [{'epoch': e, 'loss': 0.5, 'note': 'x' * 40} for e in (1, 2)]\n"
+        "for name, write in (('metrics', run.write_metrics), ('config', run.write_json)):\n"
+        "    try:\n"
+        "        write(rows) if name == 'metrics' else write('config.json', rows[1])\n"
+        "    except Exception as err:\n"
+        "        print(name, type(err).__name__)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-c", child, str(tmp_path)]
+    done = subprocess.run(command, cwd=root, text=True, capture_output=True, timeout=120)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, done.stdout
+    assert done.stdout.split("\n") == ["metrics WriteError", "config WriteError", ""], done
+
+
 def test_a_full_disk_at_the_first_best_pt_says_there_is_none(tmp_path, monkeypatch):
     save, out = torch.save, tmp_path / "full"
 
