@@ -236,6 +236,29 @@ def test_a_second_process_on_the_same_out_is_refused_until_the_first_dies(tmp_pa
     assert run_cli(*args).exit_code == 0  # the dead process does not block the folder
 
 
+def test_a_folder_locked_by_another_runs_own_lock_is_refused(tmp_path) -> None:
+    """As above, but the other process takes the lock as a second `solve` on the same --out
+    does, with RunDir.lock (held_lock takes it exclusively whatever RunDir does): two shared
+    locks would both be granted, and both runs would train into one folder."""
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from bilevel.run import RunDir; "
+         "RunDir(sys.argv[1]).lock(); print('held', flush=True); sys.stdin.read()", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        args = ["solve", "adversarial-dro", "--follower", "none", "--train-size", "16"]
+        args += ["--eval-size", "8", "--batch-size", "16", "--epochs", "1", "--out", out]
+        before = snapshot(out)
+        one_sentence(run_cli(*args), "is in use by another process")  # no owner line: not _claim's
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_files_get_the_umask_mode_not_a_private_one(tmp_path) -> None:
     for umask in (0o022, 0o002):
         old = os.umask(umask)

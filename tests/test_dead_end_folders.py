@@ -57,6 +57,8 @@ def test_a_finished_run_whose_last_pt_is_gone_is_refused_and_kept(
         '{"my":"precious settings"}',
         json.dumps({"my": "precious settings"}, indent=2, sort_keys=True) + "\n",  # no option
         "not JSON\n",
+        # an option's key (seed), but not as a run writes config.json (indented, keys sorted)
+        '{"seed": 7, "note": "my own settings"}',
     ],
 )
 def test_a_config_json_that_is_no_runs_is_refused_and_kept(tmp_path, text) -> None:
@@ -86,6 +88,16 @@ def test_only_what_an_early_stop_leaves_is_started_over(tmp_path) -> None:
     assert snapshot(out) == before
     (out / "notes.txt").unlink()
     assert solve(out, "--epochs", "1").exit_code == 0  # config.json, best.pt of epoch 1, .lock
+
+
+def test_a_users_file_named_like_a_cut_short_write_is_refused_and_kept(tmp_path) -> None:
+    """A write of ours cut short is .<name>.<random>.partial (bilevel.files), which a start over
+    drops; draft.partial, without the leading dot, is the user's and is refused like notes.txt."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "draft.partial").write_text("mine\n")
+    assert "holds draft.partial but no last.pt" in refused(solve(out), out)
+    assert snapshot(out) == {"draft.partial": b"mine\n"}
 
 
 @pytest.mark.parametrize("config", [None, "not JSON\n", "[1, 2]\n"])
