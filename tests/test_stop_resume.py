@@ -310,6 +310,16 @@ def test_resume_repairs_a_truncated_metrics_line(unbroken, tmp_path) -> None:
     assert same_as(out, unbroken)
 
 
+def test_metrics_lines_that_are_not_whole_json_objects_are_left_out(tmp_path) -> None:
+    """A number or a list on a line (an edit), or a line cut short, is no epoch's row, and the
+    curves evaluate and solve gail plot read every row kept as one (mutation round 7 found the
+    check unpinned)."""
+    run = RunDir(tmp_path)
+    lines = ['{"epoch": 1, "loss": 0.5}', "3", "[1, 2]", '"text"', '{"epoch": 2, "lo']
+    run.metrics_path.write_text("\n".join(lines) + "\n")
+    assert run.read_metrics() == [{"epoch": 1, "loss": 0.5}]
+
+
 def test_the_signal_handlers_are_given_back_after_training() -> None:
     """After a run, Ctrl-C is the caller's again (a kept handler would swallow it)."""
     import signal
