@@ -181,7 +181,7 @@ class GAILConfig:
         if self.n_envs > MAX_ENVS or self.n_steps * self.n_envs > MAX_ROUND_STEPS:
             raise UserError(  # more envs were built for ever; a larger buffer is not allocated
                 f"--n-envs must be at most {MAX_ENVS} and a PPO round, --n-steps × --n-envs, at "
-                f"most {MAX_ROUND_STEPS:,} steps; got {self.n_envs:,} × {self.n_steps:,}."
+                f"most {MAX_ROUND_STEPS:,} steps; got {self.n_steps:,} × {self.n_envs:,}."
             )
         if self.disc_hidden > MAX_DISC_HIDDEN or self.disc_batch_size > MAX_DISC_BATCH:
             raise UserError(  # a traceback from the allocator, beyond
