@@ -6,6 +6,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 
+def as_flag(name: str) -> str:
+    """The command-line flag of the option field ``name``: ``--x-y`` for ``x_y``."""
+    return "--" + name.replace("_", "-")
+
+
 class UserError(ValueError):
     """An error the user caused and can fix; the CLI prints its message (one sentence saying what
     to do) and exits with code 2. A bad value, so a ``ValueError``: code that checks a value it
@@ -53,4 +58,4 @@ def _require(
     ``fails``."""
     for name in names:
         if fails(value := vars(options)[name]):
-            raise UserError(f"--{name.replace('_', '-')} must be {requirement}; got {value}.")
+            raise UserError(f"{as_flag(name)} must be {requirement}; got {value}.")

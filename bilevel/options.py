@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import field
 from typing import Any
 
-from bilevel.errors import UserError
+from bilevel.errors import UserError, as_flag
 
 
 def option(
@@ -79,7 +79,7 @@ def check_numbers(config: Any) -> None:
         value = getattr(config, f.name)
         values = value if isinstance(value, list | tuple) else [value]
         if not all(finite(v) for v in values):
-            flag = f.metadata.get("name") or f"--{f.name.replace('_', '-')}"
+            flag = f.metadata.get("name") or as_flag(f.name)
             raise UserError(f"{flag} must be a finite number; got {value}.")
 
 
@@ -265,8 +265,7 @@ def parse_list(name: str, text: str, item: type, example: str) -> list[Any]:
         return [item(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(
-            f"--{name.replace('_', '-')} takes numbers separated by commas, like {example}; "
-            f"got {text!r}."
+            f"{as_flag(name)} takes numbers separated by commas, like {example}; got {text!r}."
         ) from None
 
 

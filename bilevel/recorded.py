@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bilevel.errors import UserError
+from bilevel.errors import UserError, as_flag
 from bilevel.options import check_types, typed_options
 
 IGNORED_ON_RESUME = ("resume", "out", "device")  # options that may differ between run and resume
@@ -145,7 +145,7 @@ def blame_recorded(
         text = str(err)
         keys = [flag.replace("-", "_") for flag in _FLAG.findall(text)]
         if changed and (not keys or set(keys) & set(changed) or _resolves(alone)):
-            flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+            flags = ", ".join(as_flag(k) for k in changed)
             raise UserError(
                 f"{text.rstrip('.')}; {flags} typed for this resume differ from what {source} "
                 "records, and the mixture of the two configurations does not hold: resume "

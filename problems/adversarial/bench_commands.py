@@ -20,7 +20,7 @@ from bilevel.commands import (
     split_names,
     user_errors,
 )
-from bilevel.errors import UserError
+from bilevel.errors import UserError, as_flag
 from bilevel.paths import check_paths
 
 # bench dro's options that a --grid's entries set instead (typed beside --grid, one sentence)
@@ -87,7 +87,7 @@ def bench_dro(
     if not autoattack and context.get_parameter_source("aa").name != "DEFAULT":
         raise UserError("--aa chooses the AutoAttack that --no-autoattack turns off; drop one.")
     if grid is not None and typed:  # they would be ignored
-        shown = ", ".join("--" + n.replace("_", "-") for n in typed)
+        shown = ", ".join(as_flag(n) for n in typed)
         raise UserError(f"{shown} apply without --grid; a grid sets them in its entries.")
     from problems.adversarial.bench import bench_dro as run_bench
 

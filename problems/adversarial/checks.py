@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bilevel.errors import UserError
+from bilevel.errors import UserError, as_flag
 from bilevel.options import check_named_once, field_default, fill_unset, typed_options
 from bilevel.run import RunDir
 from learned_optimizers.attacker import MAX_WIDTH
@@ -43,7 +43,7 @@ def check_unused(cfg: AdversarialConfig) -> None:
     folder, what a bench gives all its rows, a configuration built in code: no ``given``) pass."""
     typed = typed_options(cfg)
     for name in sorted(typed):
-        flag = "--" + name.replace("_", "-")
+        flag = as_flag(name)
         if name in LEARNED_ONLY and not cfg.learned and not asks_nothing(cfg, name):
             raise UserError(
                 f"{flag} is an option of the learned followers (like --follower 2-step); "
@@ -139,8 +139,7 @@ def check_limits(cfg: AdversarialConfig) -> None:
     of terabytes."""
     for name in ("pgm_steps", "select_pgd_steps", "eval_pgd_steps"):
         if (steps := getattr(cfg, name)) > MAX_PGD_STEPS:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} takes 1 to {MAX_PGD_STEPS:,} steps; got {steps:,}.")
+            raise UserError(f"{as_flag(name)} takes 1 to {MAX_PGD_STEPS:,} steps; got {steps:,}.")
     if cfg.attacker_width is not None and cfg.attacker_width > MAX_WIDTH:
         raise UserError(
             f"--attacker-width must be at most {MAX_WIDTH:g} (16 times the paper's Table 1 "
@@ -192,8 +191,9 @@ def check_carry(cfg: AdversarialConfig, carry_asked: bool) -> None:
         raise UserError(f"--carry-jitter must be at least 0; got {cfg.carry_jitter}.")
     for name in ("carry_restart", "carry_jitter"):
         if vars(cfg)[name] > 0 and not cfg.carry_decision:
-            flag = "--" + name.replace("_", "-")
-            raise UserError(f"{flag} needs --carry-decision: it changes where carried δs start.")
+            raise UserError(
+                f"{as_flag(name)} needs --carry-decision: it changes where carried δs start."
+            )
 
 
 def check_free_step(cfg: DROConfig) -> None:

@@ -29,7 +29,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
-from bilevel.errors import UserError, require_counts, require_positive
+from bilevel.errors import UserError, as_flag, require_counts, require_positive
 from bilevel.options import (
     check_numbers,
     check_same_command,
@@ -250,7 +250,7 @@ def check_unused(
     known = cfg.follower in FOLLOWERS and cfg.meta_objective in META_OBJECTIVES
     checked = typed if names is None else names
     for name in sorted(checked) if known else ():  # else: choose's sentence, in resolve
-        flag = "--" + name.replace("_", "-")
+        flag = as_flag(name)
         followers = READ_BY_FOLLOWERS.get(name, FOLLOWERS)
         if cfg.follower not in followers:
             kind = " and ".join(followers) + (" followers" if len(followers) > 1 else " follower")
@@ -259,7 +259,7 @@ def check_unused(
             )
         other = DEFAULT_ONLY.get((name, cfg.follower))
         if other is not None and other in typed:
-            other_flag = "--" + other.replace("_", "-")
+            other_flag = as_flag(other)
             raise UserError(
                 f"{flag} is read by --follower {cfg.follower} only as the default of "
                 f"{other_flag}; with {other_flag} given it would ignore it."
