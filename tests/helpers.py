@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -10,9 +11,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from problems.imitation.experts import Rollout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,3 +131,12 @@ def held_lock(folder: Path) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def raw_bytes_digest(demos: Rollout) -> str:
+    """A demonstrations digest as 6e679d6 to 6aa05b3 wrote it into GAIL checkpoints: the SHA-256
+    of the observations' and actions' raw bytes (no shapes), its first 12 hex digits."""
+    raw = hashlib.sha256()
+    for array in (demos.observations, demos.actions):
+        raw.update(np.ascontiguousarray(array).tobytes())
+    return raw.hexdigest()[:12]

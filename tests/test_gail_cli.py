@@ -3,7 +3,6 @@ and bad inputs (one sentence, exit code 2, nothing written)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import metrics_without_time
+from helpers import metrics_without_time, raw_bytes_digest
 from stable_baselines3 import PPO
 from typer.testing import CliRunner
 
@@ -270,14 +269,6 @@ def test_a_resume_may_name_another_cache_dir_of_the_same_demonstrations(
         assert metrics_without_time(out) == metrics_without_time(unbroken)
     else:
         assert second.exit_code == 2 and "demonstrations are not the ones" in second.output
-
-
-def raw_bytes_digest(demos: Rollout) -> str:
-    """The digest as 6e679d6 to 6aa05b3 wrote it: the arrays' raw bytes, no shapes."""
-    raw = hashlib.sha256()
-    for array in (demos.observations, demos.actions):
-        raw.update(np.ascontiguousarray(array).tobytes())
-    return raw.hexdigest()[:12]
 
 
 @pytest.mark.parametrize("written_by", ["before the digest", "the raw-bytes digest"])

@@ -4,7 +4,6 @@ unchanged and no run started."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import raw_bytes_digest
 from typer.testing import CliRunner
 
 from bilevel.fit import _Loop
@@ -98,12 +98,9 @@ def test_a_run_trained_on_other_demonstrations_is_neither_reused_nor_resumed(tmp
     # the first demonstrations back, the runs' last.pt recording them by their raw bytes
     save_rollout(demos, original)
     assert stability(out, cache, *followers).exit_code == 0  # seed 0 trained, seed 1 resumed
-    raw = hashlib.sha256()
-    for array in (original.observations, original.actions):
-        raw.update(np.ascontiguousarray(array).tobytes())
     for run in (seed0, seed1):
         checkpoint = load_checkpoint(run / "last.pt")
-        checkpoint["trainer"]["problem"]["demos_digest"] = raw.hexdigest()[:12]
+        checkpoint["trainer"]["problem"]["demos_digest"] = raw_bytes_digest(original)
         atomic_torch_save(checkpoint, run / "last.pt")
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*-seed*/results.json")}
     reused = stability(out, cache, *followers)
