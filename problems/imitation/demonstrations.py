@@ -68,13 +68,12 @@ def check_demonstrations(path: Path, demos: Rollout, env_id: str, episodes: int)
     ``episodes`` episodes of ``env_id`` (another task's file under this name, or one cut to
     fewer episodes, would be imitated, or fail deep inside training)."""
     env = gym.make(env_id)
-    obs_shape, act_shape = env.observation_space.shape, env.action_space.shape
-    space = env.action_space
+    obs_shape, space = env.observation_space.shape, env.action_space
     env.close()
     steps = len(demos.observations)
     expected = {
         "observations": (steps, *obs_shape),
-        "actions": (steps, *act_shape),
+        "actions": (steps, *space.shape),
         "episode_returns": (episodes,),
     }
     for name, shape in expected.items():
