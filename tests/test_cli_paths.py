@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from bilevel.files import atomic_write_text
 from bilevel.loop import JointTrainer
+from bilevel.run import LOCK_NAME, RunDir
 from cli import app
 from problems.imitation import ppo_expert
 
@@ -257,6 +258,28 @@ def test_a_folder_locked_by_another_runs_own_lock_is_refused(tmp_path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_clearing_a_folder_keeps_its_lock_so_no_other_process_can_take_the_folder(tmp_path) -> None:
+    """``RunDir.clear`` (bench's retrain of a run) deletes the folder's files but not ``.lock``:
+    deleting it while held would let a second process create a new lock file and lock that, and
+    both would then train into one folder."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("{}\n")
+    (out / "plots").mkdir()
+    RunDir(out).clear()
+    try:
+        assert [p.name for p in out.iterdir()] == [LOCK_NAME]
+        probe = subprocess.run(
+            [sys.executable, "-c", "import sys\nfrom bilevel.errors import UserError\n"
+             "from bilevel.run import RunDir\ntry:\n    RunDir(sys.argv[1]).lock()\n"
+             "except UserError:\n    print('refused')\nelse:\n    print('taken')", str(out)],
+            capture_output=True, text=True, cwd=ROOT, check=True,
+        )  # fmt: skip
+        assert probe.stdout.strip() == "refused"
+    finally:
+        RunDir(out).release()
 
 
 def test_files_get_the_umask_mode_not_a_private_one(tmp_path) -> None:
