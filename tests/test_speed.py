@@ -176,3 +176,21 @@ def test_bench_speed_refuses_an_empty_method_list_and_writes_nothing(methods, tm
 def test_bench_speed_refuses_a_device_that_is_not_one() -> None:
     result = CliRunner().invoke(app, ["bench", "speed", "--model", "small-cnn", "--device", "gpu0"])
     assert result.exit_code == 2 and "Unknown --device 'gpu0'" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    ("option", "sentence"),
+    [
+        (["--batch-size", "60001"], "--batch-size takes 1 to 60,000 examples"),
+        (["--batch-size", str(10**20)], "got 100,000,000,000,000,000,000."),  # past int64
+        (["--methods", "pgm-10001"], "pgm-K takes K from 1 to 10,000 steps; got pgm-10001."),
+    ],
+)
+def test_bench_speed_refuses_a_batch_or_a_pgm_k_past_its_limit(option, sentence, tmp_path) -> None:
+    """A batch past MNIST's training set (a size past int64 was a traceback from torch.rand);
+    a PGM-K of more steps than `evaluate`'s PGD takes, in bench's words (it has no --pgm-steps)."""
+    path = tmp_path / "speed.json"
+    args = ["bench", "speed", "--model", "small-cnn", "--methods", "plain", *option]
+    result = CliRunner().invoke(app, [*args, "--json", str(path)])
+    assert result.exit_code == 2 and sentence in result.output, result.output
+    assert "--pgm-steps" not in result.output and not path.exists()

@@ -32,7 +32,7 @@ from bilevel.run import atomic_write_text
 from bilevel.workers import value_from_child
 from problems.adversarial.checks import check_for_learned
 from problems.adversarial.data import DatasetInfo
-from problems.adversarial.defaults import DATASET_DEFAULTS
+from problems.adversarial.defaults import DATASET_DEFAULTS, MAX_PGD_STEPS
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.followers import build_follower
@@ -43,6 +43,9 @@ METHODS = ("plain", "fgsm-rs", "pgm-10") + tuple(
     f"{follower}-{update}" for follower in ("grad", "2-step") for update in ("alternating", "fused")
 )
 EPS = 8 / 255
+# MNIST's 60,000 training digits, the largest training set here: a larger batch is no training
+# step (and a size past int64 or the machine's memory was a traceback from torch.rand)
+MAX_BATCH_SIZE = 60_000
 # the options of a learned follower that one timed step reads (``build_follower``, and the ascent
 # loss): bench speed's levers. It sets the others itself, alike for every method, or its step has
 # none of them (epochs, the leader's schedule, the carried δ)
@@ -92,6 +95,8 @@ def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
     pgm = re.fullmatch(r"pgm-(\d+)", method)
     if method not in METHODS and not (pgm and int(pgm.group(1)) >= 1):
         raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}, pgm-K.")
+    if pgm and int(pgm.group(1)) > MAX_PGD_STEPS:  # in its own words: bench has no --pgm-steps
+        raise UserError(f"pgm-K takes K from 1 to {MAX_PGD_STEPS:,} steps; got {method}.")
     name = {"plain": "none", "fgsm-rs": "fgsm"}.get(method, "pgm" if pgm else method)
     name = name.removesuffix("-fused").removesuffix("-alternating")
     update = "fused" if method.endswith("fused") else "alternating"
@@ -213,6 +218,11 @@ def bench_speed(cfg: SpeedConfig, json_path: Path | None = None) -> list[dict[st
     between rounds, which a ratio of the two medians does not), peak memory; the JSON keeps
     every round's seconds per batch (``round_seconds``)."""
     require_counts(cfg, ("batch_size", "batches", "rounds"))
+    if cfg.batch_size > MAX_BATCH_SIZE:
+        raise UserError(
+            f"--batch-size takes 1 to {MAX_BATCH_SIZE:,} examples (MNIST's training set, the "
+            f"largest here); got {cfg.batch_size:,}."
+        )
     check_methods(cfg)
     device = resolve_device(cfg.device)
     if device.type == "cpu":
