@@ -245,6 +245,20 @@ def test_a_missing_grid_file_is_one_sentence(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "cannot be read" in result.output
 
 
+@pytest.mark.parametrize("command", ["l2l", "dro"])
+@pytest.mark.parametrize(
+    ("grid", "words"),
+    [("", "--grid is empty; give a file name."), (".", "is a folder; give a JSON grid file.")],
+)
+def test_an_empty_grid_path_or_a_folder_is_one_sentence(tmp_path, command, grid, words) -> None:
+    """'' was Path('') = the current folder, refused as "--grid . cannot be read (Is a
+    directory)", a path the user never typed."""
+    args = ["bench", command, "--grid", grid, "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_table_says_when_a_cost_mean_covers_fewer_seeds(tmp_path: Path) -> None:
     """Runs trained before the study recorded CPU time have none: the mean over the others must
     not pass for a mean over every seed."""

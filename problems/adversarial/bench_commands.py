@@ -51,7 +51,7 @@ def bench_dro(
     seeds: str = typer.Option(
         None, help="Seeds, comma-separated; rows give mean and std (default: 0, or the grid's)."
     ),
-    grid: Path = typer.Option(
+    grid: Path = path_option(
         None,
         help="A study grid (bench l2l) whose entries replace --methods, --epochs, --update, "
         "--train-size and --eval-size.",
@@ -139,7 +139,7 @@ def _mean_std_cells(row: dict[str, Any]) -> dict[str, Any]:
 
 @user_errors
 def bench_l2l(
-    grid: Path = typer.Option(..., help="A JSON grid of configurations (benchmarks/l2l/*.json)."),
+    grid: Path = path_option(..., help="A JSON grid of configurations (benchmarks/l2l/*.json)."),
     out: Path = path_option(Path("runs/l2l-study"), help="Folder for the runs (reused)."),
     results: Path = path_option(
         Path("benchmarks/results"), help="Where <grid>.md, <grid>.json and <grid>.png go."

@@ -33,6 +33,7 @@ from typing import Any
 
 from bilevel.errors import UserError
 from bilevel.options import as_written, check_levers, check_seeds, json_fits
+from bilevel.paths import check_not_empty
 from bilevel.run import RunDir, load_checkpoint
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
@@ -85,8 +86,11 @@ _FIELD_NAMES = tuple(f.name for f in fields(DROConfig))
 
 def load_grid(path: Path) -> Grid:
     """Read and check a grid file; anything wrong is one sentence (``UserError``)."""
+    check_not_empty(path, "--grid", "file")  # Path("") would be the current folder
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise UserError(f"--grid {path} is a folder; give a JSON grid file.") from None
     except OSError as err:
         raise UserError(f"--grid {path} cannot be read ({err.strerror}).") from None
     except UnicodeDecodeError as err:  # a binary file, or text in another encoding
