@@ -31,7 +31,9 @@ def map_tasks(
 
     The first task to fail, or a stop (Ctrl-C reaches the workers too), ends the queue: tasks
     not yet started are cancelled, those running finish or stop, and the failure is raised
-    without waiting for tasks listed before it."""
+    without waiting for tasks listed before it. More ``jobs`` than tasks start only one worker
+    a task: the others would idle (and a count past a C int was a traceback from the pool)."""
+    jobs = min(jobs, max(len(tasks), 1))
     if jobs == 1:
         with torch_threads(threads):
             return [function(*task) for task in tasks]

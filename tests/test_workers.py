@@ -22,6 +22,14 @@ def test_results_keep_the_tasks_order_here_and_in_workers() -> None:
     assert map_tasks(pow, tasks, jobs=2) == [8, 9, 32]
 
 
+def test_more_jobs_than_tasks_start_one_worker_a_task() -> None:
+    """`--jobs 99999999999999999999` (bench l2l, dro, ait) was an OverflowError from the pool;
+    each task still runs in a worker, not here."""
+    here = os.getpid()
+    assert here not in map_tasks(os.getpid, [(), ()], jobs=10**20)
+    assert map_tasks(pow, [(2, 3), (3, 2)], jobs=10**20) == [8, 9]
+
+
 def test_workers_take_one_torch_thread_unless_told_otherwise() -> None:
     torch.set_num_threads(2)
     assert map_tasks(torch.get_num_threads, [(), ()], jobs=2) == [1, 1]
