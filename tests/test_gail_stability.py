@@ -112,6 +112,8 @@ def test_a_run_trained_on_other_demonstrations_is_neither_reused_nor_resumed(tmp
     "extra, message",
     [
         (["--seeds", "1"], "--seeds must be at least 2"),
+        # 1e20 configs were resolved, in memory, before the first run trained
+        (["--seeds", "99999999999999999999"], "--seeds takes at most 4,294,967,296"),
         (["--followers", "adam,sgd"], "Unknown follower 'sgd'"),
         (["--followers", "adam:no_such_option=1"], "is not field=value"),
         (["--followers", "adam:disc_steps=many"], "is not a valid int"),

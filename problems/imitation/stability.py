@@ -34,7 +34,7 @@ import numpy as np
 
 from bilevel.errors import Stopped, UserError
 from bilevel.fit import RESTART_ADVICE, RESUME_ADVICE
-from bilevel.options import as_written
+from bilevel.options import SEED_LIMIT, as_written
 from bilevel.report import markdown_table, table_cell
 from bilevel.run import RunDir, atomic_write_text
 from bilevel.stopping import Interrupted
@@ -71,6 +71,10 @@ def run_stability(
     """Run every (follower, seed) pair, then write the plot and the tables; returns the summary."""
     if seeds < 2:
         raise UserError(f"--seeds must be at least 2 (the metrics compare runs); got {seeds}.")
+    if seeds > SEED_LIMIT:  # every run's config was built before the first trained: for ever
+        raise UserError(
+            f"--seeds takes at most {SEED_LIMIT:,} (seeds 0 to N - 1 must be numpy's); got {seeds:,}."
+        )
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}.")
     if not specs:
