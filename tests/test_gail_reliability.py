@@ -42,6 +42,29 @@ def test_cvar_is_the_mean_of_the_worst_tail() -> None:
         cvar(values, 0.1, "middle")
 
 
+def test_cvar_counts_the_tail_in_exact_arithmetic_not_floating_point() -> None:
+    """0.28 · 25 and 0.07 · 100 are 7 exactly, though in floating point both come out as
+    7.000000000000001: the tail still holds ⌈7⌉ = 7 values, the mean of 0, …, 6, not 8."""
+    assert cvar(np.arange(25.0), 0.28) == pytest.approx(3.0)
+    assert cvar(np.arange(100.0), 0.07) == pytest.approx(3.0)
+    assert cvar(np.arange(25.0), 0.28, "upper") == pytest.approx(21.0)  # 24, …, 18
+
+
+def test_dispersion_across_runs_averages_the_last_ceil_tail_t_points_and_at_least_one() -> None:
+    """The last ⌈tail · T⌉ of T evaluations (the CVaR's rounding): with T = 5 and tail ½ the last
+    3, and with tail 0 still the last one. IQRs across the 3 runs at t = 1, …, 4: 10, 2, 4, 1."""
+    curves = np.array(
+        [
+            [0.0, 0.0, 1.0, 1.0, 0.0],
+            [0.0, 10.0, 3.0, 5.0, 1.0],
+            [0.0, 20.0, 5.0, 9.0, 2.0],
+        ]
+    )
+    assert across_run_dispersion(curves, tail=0.5) == pytest.approx((2 + 4 + 1) / 3)
+    assert across_run_dispersion(curves, tail=0.0) == pytest.approx(1.0)
+    assert across_run_dispersion(curves, tail=1.0) == pytest.approx((0 + 10 + 2 + 4 + 1) / 5)
+
+
 def test_final_performance_is_the_mean_of_the_last_three_evaluations() -> None:
     curves = np.array([[0.0, 1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0, 0.0]])
     np.testing.assert_allclose(final_performance(curves), [3.0, 1.0])
@@ -89,6 +112,14 @@ def test_bootstrap_interval() -> None:
         assert (high - low) / (2 * se) == pytest.approx(z, rel=0.05)
 
 
+def test_every_bootstrap_resample_holds_as_many_runs_as_the_sample() -> None:
+    """Resamples of n runs draw n with replacement: the means of resamples of (0, 1) are 0, ½, 1
+    with probabilities ¼, ½, ¼, so the 30% and 70% quantiles (level 0.4) are both ½; resamples of
+    one run would give 0 and 1."""
+    assert bootstrap_ci(np.arange(7.0), len, level=0.9) == (7.0, 7.0)
+    assert bootstrap_ci(np.array([0.0, 1.0]), np.mean, level=0.4) == (0.5, 0.5)
+
+
 def test_permutation_test_is_exact_for_small_samples() -> None:
     a, b = np.array([10.0, 11.0, 12.0]), np.array([0.0, 1.0, 2.0])
     # 20 relabellings; only the observed one and its mirror reach the observed |difference|
@@ -99,6 +130,16 @@ def test_permutation_test_is_exact_for_small_samples() -> None:
     # observed labelling counts as one: p = (0 + 1) / (100 + 1)
     far, near = np.arange(15.0) + 100, np.arange(15.0)
     assert permutation_test(far, near, permutations=100) == pytest.approx(1 / 101)
+
+
+def test_permutation_test_is_two_sided_and_exact_up_to_the_budget() -> None:
+    """The p-value of |mean(a) − mean(b)| does not depend on which sample comes first, and 20
+    relabellings with a budget of 20 are all enumerated: 2 of 20 reach the observed difference
+    (the observed split and its mirror), so p = 2/20 exactly, not a sampled (hits + 1)/21."""
+    a, b = np.array([10.0, 11.0, 12.0]), np.array([0.0, 1.0, 2.0])
+    assert permutation_test(b, a) == pytest.approx(2 / 20)
+    assert permutation_test(a, b, permutations=20) == pytest.approx(2 / 20)
+    assert permutation_test(b, a, permutations=20) == pytest.approx(2 / 20)
 
 
 def test_stability_table_and_target_from_synthetic_curves() -> None:
