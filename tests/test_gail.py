@@ -273,6 +273,43 @@ def test_the_gradient_penalty_is_taken_on_the_segment_between_expert_and_policy_
     assert float((without - with_penalty).detach()) == pytest.approx(2.0, abs=1e-6)
 
 
+def test_the_gradient_penalty_is_differentiable_in_psi() -> None:
+    """ℓ = wᵀ x̂ + b: the penalty λ (‖w‖ − 1)² has ∇_w = 2λ (‖w‖ − 1) w / ‖w‖ and ∇_b = 0, so with
+    w = 2 e₀ and λ = 1 it lowers ∂q/∂w₀ by 2 and no other coordinate: the ascent on q sees it."""
+    disc = _linear_discriminator()
+    psi = torch.zeros(disc.num_params)
+    psi[0] = 2.0
+    psi.requires_grad_(True)
+    x = torch.randn(8, 4)
+    (with_penalty,) = torch.autograd.grad(
+        discriminator_objective(disc, psi, x, x, grad_penalty=1.0), psi
+    )
+    (without,) = torch.autograd.grad(discriminator_objective(disc, psi, x, x), psi)
+    expected = torch.zeros(disc.num_params)
+    expected[0] = -2.0
+    torch.testing.assert_close(with_penalty - without, expected)
+
+
+def test_the_gradient_penalty_points_fill_the_segment_not_one_end() -> None:
+    """ℓ = relu(a) in the action a, expert a = 1, policy a = −1: x̂ has a = 2u − 1, slope 1 (no
+    penalty) where u > ½ and 0 (penalty λ) where u < ½, so the penalty is λ/2 in expectation; all
+    x̂ at the expert's end would give 0 and all at the policy's λ."""
+    env = gym.make("Pendulum-v1")
+    expert = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    disc = Discriminator(env.observation_space, env.action_space, expert, hidden=(1,))
+    psi = torch.zeros(disc.num_params)  # ψ = [W1 (1×4), b1 (1), W2 (1×1), b2 (1)]
+    psi[3], psi[5] = 1.0, 1.0
+    n, centre = 2048, disc.obs_mean.expand(2048, 3)
+    expert_x = torch.cat([centre, torch.full((n, 1), 1.0)], 1)
+    policy_x = torch.cat([centre, torch.full((n, 1), -1.0)], 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        with_penalty = discriminator_objective(disc, psi, expert_x, policy_x, grad_penalty=2.0)
+    without = discriminator_objective(disc, psi, expert_x, policy_x, grad_penalty=0.0)
+    # the share of u < ½ among 2048 uniform draws: ½ ± 0.011 (one standard error)
+    assert float((without - with_penalty).detach()) == pytest.approx(1.0, abs=0.1)
+
+
 def action_sign_psi(disc: Discriminator) -> torch.Tensor:
     """ψ with ℓ_ψ(s, a) = a: two ReLU units carry a⁺ and a⁻ through every layer, out a⁺ − a⁻."""
     blocks, action = [], disc.obs_dim  # the action input, which D does not standardise
