@@ -16,7 +16,7 @@ from bilevel.optimizer_followers import AdamFollower, LearnedOptimizerFollower
 from learned_optimizers.lstm_optimizer import preprocess_gradient
 from learned_optimizers.residual import OneShotStepNet, ResidualLSTMOptimizer, adam_update
 from problems.imitation.gail import GAIL
-from problems.imitation.meta_objective import MetaObjective
+from problems.imitation.meta_objective import MetaObjective, soft_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,52 @@ def test_the_one_shot_net_reads_the_gradient_and_adam_s_direction() -> None:
     # t = 1, bias-corrected: m̂ = g, v̂ = g², so d = g / (|g| + ε), ±1 up to ε/|g| whatever the seed
     g = grads[0]
     torch.testing.assert_close(seen[0][:, 2], g / (g.abs() + 1e-8))
+
+
+def test_the_lstm_residual_reads_the_gradient_and_adam_s_direction() -> None:
+    """The LSTM's input is [pre(g), d] with d = m̂/(√v̂ + ε), Adam's direction, as for the one-shot
+    net: at t = 1 (bias-corrected, m̂ = g, v̂ = g²) d = g / (|g| + ε), ±1 up to ε/|g|, not lr · d."""
+    torch.manual_seed(0)
+    net, seen = ResidualLSTMOptimizer(lr=1e-3, hidden_size=4), []
+    net.lstm.cells[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    g = torch.randn(20)
+    with torch.no_grad():
+        net(g, net.init_state(20))
+    torch.testing.assert_close(seen[0][:, :2], preprocess_gradient(g))
+    torch.testing.assert_close(seen[0][:, 2], g / (g.abs() + 1e-8))
+
+
+@pytest.mark.parametrize(("options", "bound"), [({}, 3e-3), ({"residual_scale": 0.05}, 0.05)])
+def test_the_one_shot_residual_stays_within_its_scale_which_defaults_to_eta(options, bound) -> None:
+    """Δψ − η · d = s · tanh(f_φ): a large last-layer bias (5, tanh ≈ 0.9999) pushes the residual
+    to its bound s and no further; s defaults to the step size η (3e-3 here)."""
+    net = OneShotStepNet(step_size=3e-3, **options)
+    with torch.no_grad():
+        net.body[-1].bias.fill_(5.0)
+    grad = torch.randn(20)
+    with torch.no_grad():
+        update, _ = net(grad, net.init_state(20))
+    # t = 1: Adam's step is η · g / (|g| + ε)
+    residual = (update - 3e-3 * grad / (grad.abs() + 1e-8)).abs()
+    assert residual.max() <= bound and residual.min() > 0.99 * bound
+
+
+def test_the_target_objective_on_logits_that_tell_the_sides_apart() -> None:
+    """J = E_E log σ(ℓ) + E_π log σ(−ℓ) − λ (A − a*)², A = ½ (E_E σ(ℓ) + E_π σ(−ℓ)), by hand for
+    ℓ = 2 on the expert pairs and 1 on the policy pairs, with a stand-in D whose logit is x."""
+
+    class Identity:
+        def logits(self, psi, x):
+            return x + psi
+
+    expert_x, policy_x, psi = torch.full((4,), 2.0), torch.full((6,), 1.0), torch.zeros(())
+    s2, s1 = 1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(-1.0))
+    q = math.log(s2) + math.log(1 - s1)
+    accuracy = (s2 + (1 - s1)) / 2
+    target = MetaObjective("target", penalty=4.0, target_accuracy=0.8)
+    expected = q - 4.0 * (accuracy - 0.8) ** 2
+    assert float(target(Identity(), psi, expert_x, policy_x)) == pytest.approx(expected, abs=1e-6)
+    assert float(soft_accuracy(torch.tensor([2.0]), torch.tensor([1.0]))) == pytest.approx(accuracy)
 
 
 def test_l2l_at_phi0_gives_adam_s_psi_trajectory(problem) -> None:
