@@ -194,3 +194,88 @@ def test_bench_speed_refuses_a_batch_or_a_pgm_k_past_its_limit(option, sentence,
     result = CliRunner().invoke(app, [*args, "--json", str(path)])
     assert result.exit_code == 2 and sentence in result.output, result.output
     assert "--pgm-steps" not in result.output and not path.exists()
+
+
+def test_levers_reach_the_learned_methods_of_a_mixed_list_and_not_the_references() -> None:
+    """--levers with plain and PGM-10 beside a learned method are accepted (a learned one reads
+    them), and shape that one alone: the references are timed as solve trains them."""
+    levers = {"unroll": 3, "ascent_loss": "margin"}
+    cfg = speed.SpeedConfig(
+        model="small-cnn", batch_size=2, methods=("plain", "pgm-10", "2-step-fused"), levers=levers
+    )
+    speed.check_methods(cfg)
+    trainers = {m: speed.make_trainer(m, cfg, torch.device("cpu"))[0] for m in cfg.methods}
+    assert trainers["2-step-fused"].problem.ascent == "margin"
+    assert trainers["2-step-fused"].follower.steps == 3
+    assert trainers["plain"].problem.ascent == trainers["pgm-10"].problem.ascent == "ce"
+    assert trainers["pgm-10"].follower.steps == 10
+
+
+def _queued_work_bench(monkeypatch, cfg: speed.SpeedConfig, seconds: dict[str, float]):
+    """``bench_speed`` on stub trainers whose step only queues ``seconds[method]`` of device work
+    (as CUDA queues kernels): the clock reaches it at the next ``synchronize``. Returns the rows
+    and how many steps each method took before the first timed one."""
+    clock, queued, warm_up = [0.0], [0.0], {m: 0 for m in cfg.methods}
+
+    class Stub:
+        def __init__(self, method: str) -> None:
+            self.method = method
+
+        def step(self, batch) -> None:
+            queued[0] += seconds[self.method]
+            if not started:
+                warm_up[self.method] += 1
+
+    def synchronize(device) -> None:
+        clock[0], queued[0] = clock[0] + queued[0], 0.0
+
+    started = False
+
+    def perf_counter() -> float:
+        nonlocal started
+        started = True
+        return clock[0]
+
+    monkeypatch.setattr(speed, "make_trainer", lambda method, cfg, device: (Stub(method), None))
+    monkeypatch.setattr(speed, "synchronize", synchronize)
+    monkeypatch.setattr(speed, "time", SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(speed, "peak_memory_mib", lambda *args: None)
+    return {row["method"]: row for row in speed.bench_speed(cfg)}, warm_up
+
+
+def test_the_timed_seconds_are_the_device_s_work_and_not_the_warm_up_s(monkeypatch) -> None:
+    """Each round waits for the device's queued work before it reads the clock, so a batch's
+    seconds are its work (0.5 s, 2 s) and the ratio theirs (4); the warm-up's work, waited for
+    before the first round, is in no round."""
+    cfg = speed.SpeedConfig(model="small-cnn", batches=2, rounds=3, methods=("plain", "pgm-10"))
+    rows, _ = _queued_work_bench(monkeypatch, cfg, {"plain": 0.5, "pgm-10": 2.0})
+    assert rows["plain"]["round_seconds"] == [0.5] * 3
+    assert rows["pgm-10"]["round_seconds"] == [2.0] * 3
+    assert rows["pgm-10"]["ratio_to_plain"] == 4.0 and rows["plain"]["ratio_to_pgm10"] == 0.25
+
+
+@pytest.mark.parametrize(("compile", "untimed"), [(False, 1), (True, 2)])
+def test_compile_takes_a_second_untimed_step_before_the_rounds(monkeypatch, compile, untimed):
+    """torch.compile compiles at the first step (and may recompile at the second): under
+    --compile every method takes two steps before the timed rounds, else one."""
+    cfg = speed.SpeedConfig(
+        model="small-cnn", batches=1, rounds=1, compile=compile, methods=("plain", "fgsm-rs")
+    )
+    _, warm_up = _queued_work_bench(monkeypatch, cfg, {"plain": 1.0, "fgsm-rs": 1.0})
+    assert warm_up == {"plain": untimed, "fgsm-rs": untimed}
+
+
+def test_a_ratio_is_the_median_of_the_rounds_to_3_decimals_or_none() -> None:
+    """1/3, 2/3 and 2/2 in the three rounds: median 2/3, kept to 3 decimals; a reference round
+    that took no measurable time (a coarse clock) gives no ratio rather than a division by 0."""
+    assert speed.paired_ratio([1.0, 2.0, 2.0], [3.0, 3.0, 2.0]) == 0.667
+    assert speed.paired_ratio([1.0, 2.0], [0.0, 1.0]) is None
+    assert speed.paired_ratio([1.0, 2.0], None) is None
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--batches", "--rounds"])
+def test_bench_speed_refuses_a_count_below_one_before_it_builds_anything(option) -> None:
+    """--rounds 0 timed nothing and ended in a traceback (the median of no rounds)."""
+    result = CliRunner().invoke(app, ["bench", "speed", "--model", "small-cnn", option, "0"])
+    assert result.exit_code == 2, result.output
+    assert f"{option} must be at least 1" in result.output and "Traceback" not in result.output
