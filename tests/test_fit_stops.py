@@ -1,0 +1,171 @@
+"""``fit``'s bookkeeping around stops, on a toy problem in this process: what a resumed run counts
+as its training time, what a stop or a non-finite loss says is kept, and where a stop asked for
+outside a batch takes effect (mutation round 8 found these unpinned)."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from bilevel import BilevelProblem, Experiment, JointTrainer, NoFollower, UserError, run_experiment
+from bilevel import fit as fit_module
+from bilevel.errors import Stopped
+from bilevel.run import load_checkpoint
+from bilevel.stopping import Interrupted, StopRequests
+
+BATCHES = 4  # per epoch
+CENTRE = torch.tensor([1.0, -1.0])
+
+
+class Centre(BilevelProblem):
+    """L = mean ½‖x − θ‖² over x near ``CENTRE``; plain training (z = 0, no follower)."""
+
+    zero_sum = True
+
+    def __init__(self) -> None:
+        self.leader = nn.Module()
+        self.leader.theta = nn.Parameter(torch.zeros(2))
+
+    def init_follower(self, batch: Tensor, random_start: bool = False) -> Tensor:
+        return torch.zeros_like(batch)
+
+    def project(self, batch: Tensor, z: Tensor) -> Tensor:
+        return z
+
+    def follower_objective(self, batch: Tensor, z: Tensor) -> Tensor:
+        return 0.5 * (batch + z - self.leader.theta).pow(2).sum(1).mean()
+
+    leader_loss = follower_objective
+
+
+def toy(epochs: int, validate: Callable[[], dict[str, float]] | None = None) -> Experiment:
+    problem = Centre()
+    optimizer = torch.optim.SGD(problem.leader.parameters(), lr=0.1)
+    trainer = JointTrainer(problem, NoFollower(), optimizer)
+
+    def batches(epoch: int):
+        generator = torch.Generator().manual_seed(epoch)
+        for _ in range(BATCHES):
+            yield CENTRE + torch.rand(8, 2, generator=generator) - 0.5
+
+    def closeness() -> dict[str, float]:
+        return {"val_closeness": -float((problem.leader.theta.detach() - CENTRE).norm())}
+
+    return Experiment(
+        trainer, batches, BATCHES, epochs, validate or closeness, "val_closeness", lambda *_: {}
+    )
+
+
+def patch_steps(monkeypatch, clock: list[float], signal_at: int | None = None, bad: float = 0.0):
+    """Each training step of this process moves ``clock`` (fit's wall and CPU clock) on by 1 s;
+    the ``signal_at``-th step first sends this process SIGINT; ``bad`` (NaN or inf) is added to
+    every logged step metric."""
+    step, count = JointTrainer.step, [0]
+
+    def stepping(self: JointTrainer, batch: Any) -> dict[str, Any]:
+        count[0] += 1
+        if count[0] == signal_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        clock[0] += 1.0
+        return {k: v + bad for k, v in step(self, batch).items()}
+
+    monkeypatch.setattr(JointTrainer, "step", stepping)
+    now = SimpleNamespace(perf_counter=lambda: clock[0], process_time=lambda: clock[0])
+    monkeypatch.setattr(fit_module, "time", now)
+
+
+def test_a_run_stopped_twice_in_an_epoch_counts_every_stretch_of_its_training(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Every step takes 1 s of the patched clock, so 2 epochs of 4 batches train for 8 s, wall
+    and CPU, however often the run stops: here after batch 2, then after batch 3 of the same
+    epoch (the second stop's checkpoint adds its stretch to the first's), then to the end."""
+    clock = [0.0]
+    patch_steps(monkeypatch, clock)
+    unbroken = run_experiment(toy(2), tmp_path / "unbroken", {}, show_progress=False)
+    assert unbroken is not None
+    assert (unbroken["train_seconds"], unbroken["train_cpu_seconds"]) == (8.0, 8.0)
+
+    out = tmp_path / "stopped"
+    for signal_at, resume, batches in ((2, False, 2), (1, True, 3)):
+        monkeypatch.undo()
+        patch_steps(monkeypatch, clock, signal_at=signal_at)
+        with pytest.raises(Stopped, match=f"after batch {batches} of 4 in epoch 1"):
+            run_experiment(toy(2), out, {}, resume=resume, show_progress=False)
+        partial = load_checkpoint(out / "last.pt")["partial"]
+        assert (partial["seconds"], partial["cpu_seconds"]) == (batches, batches)
+    monkeypatch.undo()
+    patch_steps(monkeypatch, clock)
+    resumed = run_experiment(toy(2), out, {}, resume=True, show_progress=False)
+    assert resumed is not None
+    assert (resumed["train_seconds"], resumed["train_cpu_seconds"]) == (8.0, 8.0)
+
+
+def test_a_nan_in_the_epoch_a_resume_continued_names_the_checkpoint_it_continued_from(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The resumed run has written nothing yet, but its folder keeps the last.pt of the stop: the
+    error says so, and sends the user to a new --out (a rerun of this one would start over)."""
+    out, clock = tmp_path / "nan", [0.0]
+    patch_steps(monkeypatch, clock, signal_at=2)
+    with pytest.raises(Stopped):
+        run_experiment(toy(2), out, {}, show_progress=False)
+    monkeypatch.undo()
+    patch_steps(monkeypatch, clock, bad=math.nan)
+    with pytest.raises(UserError) as err:
+        run_experiment(toy(2), out, {}, resume=True, show_progress=False)
+    assert str(err.value) == (
+        f"The training loss became NaN or infinite in epoch 1; {out} keeps last.pt (after batch 2 "
+        "of epoch 1); lower the learning rate or ε and start a new run with another --out."
+    )
+
+
+def test_an_infinite_loss_stops_the_run_as_a_nan_does(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "inf"
+    patch_steps(monkeypatch, [0.0], bad=math.inf)
+    with pytest.raises(UserError, match="NaN or infinite in epoch 1; no checkpoint was written"):
+        run_experiment(toy(2), out, {}, show_progress=False)
+    assert not (out / "last.pt").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_a_stop_asked_for_during_validation_ends_the_run_after_that_epoch(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A signal that comes after the epoch's last batch (here in its validation) stops the run
+    at the epoch's end, with last.pt of the whole epoch, not after a batch of the next one."""
+    out = tmp_path / "validating"
+    patch_steps(monkeypatch, [0.0])
+
+    def validate() -> dict[str, float]:
+        os.kill(os.getpid(), signal.SIGINT)
+        return {"val_closeness": 0.0}
+
+    with pytest.raises(Stopped) as stopped:
+        run_experiment(toy(2, validate), out, {}, show_progress=False)
+    assert stopped.value.exit_code == 130
+    assert stopped.value.message.startswith(f"Stopped by SIGINT after epoch 1; {out} keeps last.pt")
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 1 and last.get("partial") is None
+
+
+def test_stop_requests_keep_the_first_signal_and_a_second_forces_only_if_asked() -> None:
+    """A single process stops at once on a second signal; under torchrun (no forcing) the second
+    is ignored, and the first one's name and exit code stand."""
+    with StopRequests(force_on_second=False) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert stop.signum == signal.SIGTERM and stop.name == "SIGTERM"
+    with pytest.raises(Interrupted) as second, StopRequests() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert stop.signum == signal.SIGTERM
+    assert (second.value.name, second.value.exit_code) == ("SIGINT", 130)
