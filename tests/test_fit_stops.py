@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import metrics_without_time
 from torch import Tensor, nn
 
 from bilevel import BilevelProblem, Experiment, JointTrainer, NoFollower, UserError, run_experiment
@@ -47,7 +48,11 @@ class Centre(BilevelProblem):
     leader_loss = follower_objective
 
 
-def toy(epochs: int, validate: Callable[[], dict[str, float]] | None = None) -> Experiment:
+def toy(
+    epochs: int, validate: Callable[[], dict[str, float]] | None = None, jitter: float = 0.0
+) -> Experiment:
+    """``jitter``: each batch is moved by that times a draw of torch's global generator (as a
+    random augmentation drawn there would be), besides its own generator's draws."""
     problem = Centre()
     optimizer = torch.optim.SGD(problem.leader.parameters(), lr=0.1)
     trainer = JointTrainer(problem, NoFollower(), optimizer)
@@ -55,7 +60,8 @@ def toy(epochs: int, validate: Callable[[], dict[str, float]] | None = None) -> 
     def batches(epoch: int):
         generator = torch.Generator().manual_seed(epoch)
         for _ in range(BATCHES):
-            yield CENTRE + torch.rand(8, 2, generator=generator) - 0.5
+            x = CENTRE + torch.rand(8, 2, generator=generator) - 0.5
+            yield x + jitter * torch.randn(8, 2) if jitter else x
 
     def closeness() -> dict[str, float]:
         return {"val_closeness": -float((problem.leader.theta.detach() - CENTRE).norm())}
@@ -169,3 +175,78 @@ def test_stop_requests_keep_the_first_signal_and_a_second_forces_only_if_asked()
         os.kill(os.getpid(), signal.SIGINT)
     assert stop.signum == signal.SIGTERM
     assert (second.value.name, second.value.exit_code) == ("SIGINT", 130)
+
+
+def test_a_resume_inside_an_epoch_replays_its_batches_without_drawing_from_the_global_stream(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The batches before the stop are replayed, not trained on, and what they draw from torch's
+    global generator is given back: the resumed run trains on the jitter the unbroken run drew,
+    and ends with its metrics."""
+    patch_steps(monkeypatch, [0.0])
+    torch.manual_seed(0)
+    run_experiment(toy(2, jitter=0.5), tmp_path / "unbroken", {}, show_progress=False)
+    out = tmp_path / "stopped"
+    monkeypatch.undo()
+    patch_steps(monkeypatch, [0.0], signal_at=2)
+    torch.manual_seed(0)
+    with pytest.raises(Stopped):
+        run_experiment(toy(2, jitter=0.5), out, {}, show_progress=False)
+    monkeypatch.undo()
+    patch_steps(monkeypatch, [0.0])
+    torch.manual_seed(123)  # last.pt sets the global generator, whatever it was
+    run_experiment(toy(2, jitter=0.5), out, {}, resume=True, show_progress=False)
+    assert metrics_without_time(out) == metrics_without_time(tmp_path / "unbroken")
+
+
+def test_a_resume_rewrites_a_cut_metrics_line_before_it_trains(tmp_path: Path, monkeypatch):
+    """metrics.jsonl is rewritten from last.pt as the resume starts: a line cut short (as a copy
+    or an edit can leave it) is gone even if the resumed run stops before its first epoch ends."""
+    out = tmp_path / "cut"
+    patch_steps(monkeypatch, [0.0])
+    run_experiment(toy(2), out, {}, interrupt_after_epoch=1, show_progress=False)
+    whole = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text(whole + whole[: len(whole) // 2])  # a second row, cut
+    monkeypatch.undo()
+    patch_steps(monkeypatch, [0.0], signal_at=1)
+    with pytest.raises(Stopped, match="after batch 1 of 4 in epoch 2"):
+        run_experiment(toy(2), out, {}, resume=True, show_progress=False)
+    assert (out / "metrics.jsonl").read_text() == whole
+
+
+def test_an_interrupt_after_the_last_epoch_is_no_stop(tmp_path: Path, monkeypatch) -> None:
+    """--interrupt-after-epoch stops a run as a kill after that epoch's checkpoint would, so that
+    --resume can be tested; after the last epoch nothing is left to resume: the run ends whole,
+    with its results, as it does without the option."""
+    patch_steps(monkeypatch, [0.0])
+    out = tmp_path / "last"
+    results = run_experiment(toy(2), out, {}, interrupt_after_epoch=2, show_progress=False)
+    assert results is not None and results["best_epoch"] in (1, 2)
+    assert (out / "results.json").is_file()
+
+
+def test_a_resume_inside_an_epoch_never_writes_best_pt_from_the_unfinished_epoch_s_theta(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """best.pt only ever holds the θ of the epoch it names. A best.pt lost (here deleted) while
+    last.pt is inside the next epoch cannot be mended at the resume: last.pt's θ is the one of
+    that batch, not of the best epoch's end."""
+    out, thetas = tmp_path / "lost", []
+
+    def validate() -> dict[str, float]:  # epoch 1 is the best
+        thetas.append(experiment.trainer.problem.leader.theta.detach().clone())
+        return {"val_closeness": 1.0 - len(thetas)}
+
+    patch_steps(monkeypatch, [0.0], signal_at=BATCHES + 2)
+    experiment = toy(2, validate)
+    with pytest.raises(Stopped, match="after batch 2 of 4 in epoch 2"):
+        run_experiment(experiment, out, {}, show_progress=False)
+    (out / "best.pt").unlink()
+    monkeypatch.undo()
+    patch_steps(monkeypatch, [0.0], signal_at=1)
+    experiment = toy(2, validate)
+    with pytest.raises(Stopped, match="after batch 3 of 4 in epoch 2"):
+        run_experiment(experiment, out, {}, resume=True, show_progress=False)
+    if (out / "best.pt").exists():
+        best = load_checkpoint(out / "best.pt")
+        assert best["epoch"] == 1 and torch.equal(best["leader"]["theta"], thetas[0])
