@@ -183,6 +183,7 @@ def test_one_runner_trains_any_problem_into_a_run_folder_and_resumes_it(tmp_path
         ([0.2, 0.9, 0.5], 2, 2),
         ([0.5, 0.9, 0.9], None, 2),  # a tie: the first epoch with the highest value
         ([0.2, 0.9, 0.5, 0.1], 3, 2),  # stopped after an epoch that is not the best
+        ([0.5, 0.9, 0.9, 0.1], 3, 2),  # stopped after a tie: the resume keeps the first
     ],
 )
 def test_best_pt_and_the_test_get_the_epoch_of_the_highest_validation_value(
