@@ -27,6 +27,17 @@ class WriteError(UserError):
     """A file could not be written (disk full, read-only folder, a file where a folder must be)."""
 
 
+def is_cut_write(path: Path) -> bool:
+    """Whether ``path`` may be a temporary file of a write cut short by a kill: a hidden regular
+    file ``.<name>.<random>.partial`` (a folder or a link of that name is a user's)."""
+    name = path.name
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX) and _regular_file(path)
+
+
+def _regular_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 def write_error(path: Path, err: OSError) -> WriteError:
     """The one sentence for an ``OSError`` met while writing ``path``."""
     reason = err.strerror or type(err).__name__

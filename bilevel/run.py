@@ -22,7 +22,7 @@ from typing import IO, Any
 import torch
 
 from bilevel.errors import UserError
-from bilevel.files import PARTIAL_SUFFIX, atomic_write_text, write_error
+from bilevel.files import PARTIAL_SUFFIX, atomic_write_text, is_cut_write, write_error
 from bilevel.files import atomic_torch_save as atomic_torch_save  # re-exported, as are the next
 from bilevel.files import atomic_write_bytes as atomic_write_bytes
 from bilevel.files import atomic_write_figure as atomic_write_figure
@@ -116,7 +116,8 @@ class RunDir:
             raise
         self._claim()
         for leftover in self.path.glob(f".*{PARTIAL_SUFFIX}"):  # a write cut short by a kill
-            leftover.unlink(missing_ok=True)
+            if is_cut_write(leftover):
+                leftover.unlink(missing_ok=True)
         if not has_checkpoint:  # a new run, or one that stopped before its first checkpoint
             self._drop_unfinished()
             self.write_json("config.json", config)
@@ -193,8 +194,10 @@ class RunDir:
         cut short, the ``config.json`` that ``prepare`` wrote (as ``write_json`` writes it, with
         an option of ``config`` among its keys, or both empty), or ``best.pt`` of epoch 1 (which
         runs before 2026-12-05 wrote just before the first ``last.pt``; now it follows it)."""
-        if path.name == LOCK_NAME or path.name.endswith(PARTIAL_SUFFIX):
-            return path.is_file() and path.name.startswith(".")
+        if path.name == LOCK_NAME:
+            return path.is_file()
+        if path.name.endswith(PARTIAL_SUFFIX):
+            return is_cut_write(path)
         if path == self.config_path:
             try:
                 text = path.read_text()

@@ -100,6 +100,23 @@ def test_a_users_file_named_like_a_cut_short_write_is_refused_and_kept(tmp_path)
     assert snapshot(out) == {"draft.partial": b"mine\n"}
 
 
+def test_a_users_folder_named_like_a_cut_short_write_survives_a_resume(finished, tmp_path) -> None:
+    """Every start drops the hidden .*.partial files a kill left; a folder of that name is the
+    user's: the resume ended in IsADirectoryError from unlink, and a start over is refused."""
+    out = tmp_path / "finished"
+    shutil.copytree(finished, out)
+    (out / ".notes.partial").mkdir()
+    (out / ".notes.partial" / "n.txt").write_text("mine\n")
+    (out / ".last.pt.abc12345.partial").write_bytes(b"cut")  # ours: dropped
+    assert solve(out, "--resume").exit_code == 0
+    assert (out / ".notes.partial" / "n.txt").read_text() == "mine\n"
+    assert not (out / ".last.pt.abc12345.partial").exists()
+    (out / "last.pt").unlink()
+    for name in ("best.pt", "results.json", "report.md", "curves.png", "metrics.jsonl"):
+        (out / name).unlink()
+    assert "holds .notes.partial/ but no last.pt" in refused(solve(out), out)
+
+
 @pytest.mark.parametrize("config", [None, "not JSON\n", "[1, 2]\n"])
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_checkpoint_without_a_readable_config_json_points_only_to_another_out(
