@@ -39,7 +39,7 @@ from problems.adversarial.evaluation.attacks import (
     share,
 )
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
-from problems.adversarial.evaluation.report import read_eval, write_outputs
+from problems.adversarial.evaluation.report import check_eval_files, read_eval, write_outputs
 from problems.adversarial.evaluation.runs import (
     learned_attack_loss,
     load_classifier,
@@ -162,6 +162,7 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
     norm, eps = threat_model(config, info.name, o.norm, o.eps, run_dir)
     _check_options(o, norm)
     check_output_folder(run_dir, "RUN_DIR")  # eval.json and the plots go there
+    check_eval_files(run_dir)
     test = load_dataset(info.name, o.data_dir or config.get("data_dir", "./data")).test
     n_examples = o.n_examples or config.get("eval_size")
     x, y = subset(test, n_examples) if n_examples else test

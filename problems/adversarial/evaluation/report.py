@@ -28,6 +28,18 @@ EXAMPLE_ATTACKS = ("fgsm", "pgd20", "learned")  # Figure 4/5 of the paper
 SWEEP_PLOT = "eval_sweeps.png"
 EXAMPLES_PLOT = "eval_examples.png"
 CURVES_PLOT = "training_curves.png"
+EVAL_FILES = ("eval.json", "eval.md", SWEEP_PLOT, EXAMPLES_PLOT, CURVES_PLOT)  # what it writes
+
+
+def check_eval_files(run_dir: Path) -> None:
+    """One sentence, before any attack runs, where a folder stands in the place of a file the
+    evaluation writes (it ended, after the attacks, in IsADirectoryError)."""
+    for name in EVAL_FILES:
+        if (Path(run_dir) / name).is_dir():
+            raise UserError(
+                f"{Path(run_dir) / name} is a folder, where evaluate writes its {name}; move it "
+                "away and evaluate again."
+            )
 
 
 def read_eval(run_dir: Path) -> dict[str, Any]:
