@@ -186,3 +186,56 @@ def test_a_weak_pgd_is_not_hidden_by_a_strong_cw_and_the_printed_tolerance_is_th
     assert cl.check_white_beats_black(white, {"noise": torch.arange(300) >= 1}).passed is True
     missing = cl.check_autoattack_margin(0.30, {}, label="autoattack")
     assert missing.passed is None and "was not run" not in missing.detail
+
+
+def test_one_point_is_a_skipped_line_not_a_pass() -> None:
+    """A series of one point orders nothing: the line is SKIP (None), never PASS."""
+    check = cl.check_non_increasing("s", [20], [0.5], n=100)
+    assert check.passed is None and check.line().startswith("[SKIP]")
+    assert cl.check_non_increasing("s", [], [], n=100).passed is None
+
+
+def test_the_detail_names_the_largest_rise() -> None:
+    """Two rises beyond the tolerance (0.01 at n = 100): 10 → 20 by 0.05, 50 → 100 by 0.20; the
+    line reports the larger, the one a reader must look at."""
+    check = cl.check_non_increasing("s", [10, 20, 50, 100], [0.40, 0.45, 0.30, 0.50], n=100)
+    assert check.passed is False
+    assert check.detail.endswith("rises by 0.200 from 50 to 100")
+
+
+def test_a_missing_side_of_white_against_black_is_skipped() -> None:
+    """Without a white-box attack, or without a black-box one, there is nothing to compare."""
+    flags = {"x": torch.tensor([True, False])}
+    assert cl.check_white_beats_black({}, flags).passed is None
+    assert cl.check_white_beats_black(flags, {}).passed is None
+
+
+def test_the_fgsm_line_counts_the_examples_only_fgsm_breaks() -> None:
+    """FGSM breaks examples 0 and 1; PGD-20 breaks 1 and 2, CW 1 and 3: only example 0 is broken
+    by FGSM and by no iterative attack."""
+    fgsm = torch.tensor([False, False, True, True, True, True])
+    iterative = {
+        "pgd20": torch.tensor([True, False, False, True, True, True]),
+        "cw-linf": torch.tensor([True, False, True, False, True, True]),
+    }
+    check = cl.check_iterative_beats_fgsm(iterative, fgsm)
+    assert "1 examples broken by FGSM but by no iterative attack" in check.detail
+
+
+def test_autoattack_weaker_than_pgd_is_no_masking_sign() -> None:
+    """The margin bounds how far AutoAttack may fall under the best PGD (PGD overrating the
+    model): AutoAttack above PGD (0.60 against 0.50) is no sign of masking and passes."""
+    assert cl.check_autoattack_margin(0.60, {"pgd20": 0.50}).passed is True
+    assert cl.check_autoattack_margin(0.47, {"pgd20": 0.50}).passed is False
+
+
+def test_one_black_box_attack_breaking_what_white_box_left_fails_the_line() -> None:
+    """Noise breaks nothing beyond PGD, Square breaks two examples PGD left correct: the line is
+    judged on the black-box attack that breaks the most, and fails (n = 4: no slack)."""
+    white = {"pgd20": torch.tensor([True, True, True, False])}
+    black = {
+        "noise": torch.tensor([True, True, True, False]),
+        "square": torch.tensor([False, False, True, False]),
+    }
+    check = cl.check_white_beats_black(white, black)
+    assert check.passed is False and "noise: 0, square: 2 of 4" in check.detail
