@@ -59,3 +59,44 @@ def test_a_folder_where_a_file_goes_is_one_sentence_before_any_attack(tmp_path, 
     assert result.exit_code == 2, result.output
     assert f"{out / name} is a folder, where evaluate writes its {name}" in result.output
     assert [p.name for p in out.iterdir()] == [name]  # nothing written beside it
+
+
+def _full_ev() -> dict[str, Any]:
+    """An evaluation with PGD-20 run before the standard AutoAttack cascade."""
+    aa = {"name": "autoattack", "white_box": True, "accuracy": 0.30, "seconds": 1,
+          "params": {"components": ["apgd-ce", "apgd-t", "fab-t", "square"]}}  # fmt: skip
+    pgd = {"name": "pgd20", "white_box": True, "params": {}, "accuracy": 0.50, "seconds": 1}
+    return _ev(0.9) | {"attacks": [pgd, aa], "worst_case": {"accuracy": 0.25}}
+
+
+def test_table_rows_clean_then_autoattack_then_the_rest_and_the_worst_case_last() -> None:
+    """Rows: clean, the AutoAttack figure, the other attacks in the order they ran, the
+    per-example worst case last, each with that run's own number ("-" where a run lacks it)."""
+    other = _ev(0.6) | {"clean_acc": 0.8, "worst_case": {"accuracy": 0.55}}
+    rows = report.table_rows({"a": _full_ev(), "b": other})
+    assert rows == [
+        {"attack": "clean", "a": 0.9, "b": 0.8},
+        {"attack": "autoattack", "a": 0.30, "b": "-"},
+        {"attack": "pgd20", "a": 0.50, "b": "-"},
+        {"attack": "fgsm", "a": "-", "b": 0.6},
+        {"attack": "worst case (per example)", "a": 0.25, "b": 0.55},
+    ]
+
+
+def test_eval_md_heads_with_autoattack_and_puts_this_run_first_in_the_table() -> None:
+    """The bold line gives AutoAttack's accuracy, the clean one and the worst case; the table's
+    first column of numbers is the run evaluated, then the runs compared with it."""
+    md = report.render_markdown(_full_ev(), {"other": _ev(0.6)}).splitlines()
+    assert (
+        "**autoattack: 0.3000** robust accuracy (clean 0.9000); the worst case over every "
+        "attack: 0.2500." in md
+    )
+    header = next(line for line in md if line.startswith("| attack"))
+    assert header.replace(" ", "") == "|attack|r|other|"
+
+
+def test_a_sweep_whose_x_and_accuracies_differ_in_length_is_no_evaluation() -> None:
+    """A curve pairs each x with one accuracy: three x and two accuracies is no curve."""
+    ev = _ev(0.5) | {"sweeps": {"eps": {"x": [0.1, 0.2, 0.3], "acc": [0.5, 0.4]}}}
+    assert report.eval_problem(ev) != ""
+    assert report.eval_problem(_ev(0.5) | {"sweeps": {"eps": {"x": [0.1], "acc": [0.5]}}}) == ""
