@@ -380,3 +380,25 @@ def test_the_table_gives_each_accuracy_its_own_standard_deviation(tmp_path: Path
     write_study(SimpleNamespace(name="g", seeds=[0, 1, 2], val_examples=None), [row], [], tmp_path)
     line = next(x for x in (tmp_path / "g.md").read_text().splitlines() if x.startswith("| x |"))
     assert "| 0.800 ± 0.012 | 0.950 ± 0.034 |" in line, line
+
+
+def test_the_table_marks_the_pareto_entries_and_only_them(tmp_path: Path) -> None:
+    """ "fast" costs less and scores more than "slow": only "fast" is on the front, in the JSON
+    and in the table's Pareto column."""
+    from types import SimpleNamespace
+
+    from problems.adversarial.study_report import write_study
+
+    def row(entry: str, cpu: float, acc: float) -> dict:
+        return {"entry": entry, "reference": False, "val_apgd_ce_t_acc": acc,
+                "val_apgd_ce_t_std": 0.01, "val_clean_acc": 0.95, "val_clean_std": 0.01,
+                "train_cpu_seconds": cpu, "train_cpu_seconds_std": 1.0,
+                "train_cpu_seconds_seeds": 1, "train_seconds": cpu, "train_seconds_std": 1.0,
+                "train_seconds_seeds": 1, "cpu_vs_pgm10": None, "seconds_vs_pgm10": None}  # fmt: skip
+
+    grid = SimpleNamespace(name="g", seeds=[0], val_examples=None)
+    write_study(grid, [row("fast", 50.0, 0.8), row("slow", 100.0, 0.7)], [], tmp_path)
+    assert json.loads((tmp_path / "g.json").read_text())["pareto_front"] == ["fast"]
+    lines = (tmp_path / "g.md").read_text().splitlines()
+    fast, slow = (next(x for x in lines if x.startswith(f"| {e} |")) for e in ("fast", "slow"))
+    assert fast.endswith("| yes |") and "yes" not in slow
