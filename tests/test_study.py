@@ -1,5 +1,5 @@
 """``bench l2l --grid FILE``: end to end on a tiny slice (table, Pareto plot, JSON, reuse of
-finished runs), the Pareto front's maths, and every bad grid as one sentence with exit 2."""
+finished runs) and the Pareto front's maths; every bad grid is in test_study_grid.py."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ TINY = {
 }  # fmt: skip
 
 
-def _bench(grid: Path, tmp_path: Path, *extra: str):
+def run_bench(grid: Path, tmp_path: Path, *extra: str):
     args = ["bench", "l2l", "--grid", str(grid), "--out", str(tmp_path / "runs"), "--results",
             str(tmp_path / "results"), *extra]  # fmt: skip
     return CliRunner().invoke(app, args)
@@ -35,7 +35,7 @@ def _bench(grid: Path, tmp_path: Path, *extra: str):
 def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> None:
     grid = tmp_path / "tiny.json"
     grid.write_text(json.dumps(TINY))
-    result = _bench(grid, tmp_path)
+    result = run_bench(grid, tmp_path)
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "results" / "tiny.json").read_text())
     assert [r["entry"] for r in data["rows"]] == ["pgm-2", "grad fused"]
@@ -52,12 +52,12 @@ def test_the_study_runs_end_to_end_and_reuses_finished_runs(tmp_path: Path) -> N
     assert (tmp_path / "results" / "tiny.png").read_bytes()[:4] == b"\x89PNG"
     checkpoint = tmp_path / "runs" / "grad_fused" / "seed-1" / "last.pt"
     before = checkpoint.stat().st_mtime_ns
-    again = _bench(grid, tmp_path)
+    again = run_bench(grid, tmp_path)
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == before  # a finished run is not trained again
     # the same runs judged on more validation digits: trained runs reused, judgements redone
     grid.write_text(json.dumps(TINY | {"val_examples": 12}))
-    assert _bench(grid, tmp_path).exit_code == 0
+    assert run_bench(grid, tmp_path).exit_code == 0
     assert checkpoint.stat().st_mtime_ns == before
     rows = json.loads((tmp_path / "results" / "tiny.json").read_text())["runs"]
     assert {run["val_examples"] for entry in rows for run in entry["runs"]} == {12}
@@ -85,7 +85,7 @@ def test_selection_check_judges_the_average_under_leader_ema(
     grid.write_text(json.dumps(TINY | {"base": TINY["base"] | {"train_size": 64},
                                        "seeds": [0], "references": ["none"],
                                        "configs": {"ema": ema}}))  # fmt: skip
-    assert _bench(grid, tmp_path).exit_code == 0
+    assert run_bench(grid, tmp_path).exit_code == 0
     run = tmp_path / "runs" / "ema" / "seed-0"
     script = load_script("benchmarks", "selection_check")
     check = script.last_against_best(run)
@@ -113,11 +113,11 @@ def test_a_changed_entry_is_refused_and_its_finished_run_kept(tmp_path: Path) ->
     finished run and train the entry again, as gail-stability refuses to."""
     grid, small = tmp_path / "g.json", TINY | {"seeds": [0], "references": ["none"]}
     grid.write_text(json.dumps(small | {"configs": {"fast": {"follower": "fgsm"}}}))
-    assert _bench(grid, tmp_path).exit_code == 0
+    assert run_bench(grid, tmp_path).exit_code == 0
     before = {p: p.read_bytes() for p in (tmp_path / "runs").rglob("*") if p.is_file()}
     results = (tmp_path / "results" / "g.json").read_bytes()
     grid.write_text(json.dumps(small | {"configs": {"fast": {"follower": "fgsm", "lr": 0.02}}}))
-    result = _bench(grid, tmp_path)
+    result = run_bench(grid, tmp_path)
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     run = tmp_path / "runs" / "fast" / "seed-0"
@@ -141,7 +141,7 @@ def test_parallel_jobs_train_the_same_runs_as_one_process(tmp_path: Path) -> Non
     figures = ("seed", "val_apgd_ce_t_acc", "val_clean_acc", "best_epoch")
     found = []
     for jobs in ("1", "2"):
-        result = _bench(grid, tmp_path / f"jobs-{jobs}", "--jobs", jobs)
+        result = run_bench(grid, tmp_path / f"jobs-{jobs}", "--jobs", jobs)
         assert result.exit_code == 0, result.output
         data = json.loads((tmp_path / f"jobs-{jobs}" / "results" / "tiny.json").read_text())
         found.append([[{k: r[k] for k in figures} for r in e["runs"]] for e in data["runs"]])
@@ -163,100 +163,6 @@ def test_pareto_front_and_winner() -> None:
     assert winner(rows) == "b"  # the best learned entry, references aside
     rows.append({"entry": "f", "reference": True, "train_seconds": None, "val_apgd_ce_t_acc": 0.9})
     assert pareto_front(rows, cost="train_seconds") == ["a", "b", "d"]  # f has no cost to place
-
-
-@pytest.mark.parametrize(
-    ("content", "words"),
-    [
-        ("{not json", "not valid JSON"),
-        (json.dumps({"configs": {}}), "non-empty"),
-        (json.dumps({"configs": {"x": {"follower": "grad"}}, "epochs": 3}), "unknown key"),
-        (json.dumps({"configs": {"x": {"attacker_magic": 1}}}), "unknown lever"),
-        # named as the grid writes it: bench l2l has no --grad-scaling flag
-        (json.dumps({"configs": {"x": {"grad_scaling": "max"}}}), "Unknown grad_scaling 'max'"),
-        (json.dumps({"configs": {"x": {"epochs": "ten"}}}), "epochs must be a whole number"),
-        (json.dumps({"configs": {"x": {"epochs": 1.5}}}), "epochs must be a whole number"),
-        # JSON's string "false" is truthy and "5,7" not a list: both would be misread silently
-        (json.dumps({"configs": {"x": {"truncated_unroll": "false"}}}), "true or false"),
-        (json.dumps({"configs": {"x": {"milestones": "5,7"}}}), "a list of whole numbers"),
-        (json.dumps({"configs": {"x": {"momentum": -1}}}), "'x': momentum must be at least 0"),
-        # every option in the grid's spelling, also one the entry does not set (unroll)
-        (json.dumps({"configs": {"x": {"plain_steps": 5}}}), "below unroll (2)"),
-        (json.dumps({"configs": {"x": {"seed": 3}}}), "cannot be set by a lever: the study sets"),
-        (json.dumps({"configs": {"x": {}}, "seeds": []}), "seeds"),
-        (json.dumps({"configs": {"x": {}}, "seeds": 5}), "seeds"),
-        (json.dumps({"configs": {"x": {}}, "references": ["pgd-7"]}), "Unknown reference"),
-        (json.dumps({"configs": {"x": {}}, "references": "pgm-10"}), '"references" must be'),
-        (json.dumps({"configs": {"x": {}}, "references": [5]}), '"references" must be'),
-        # two names, one folder: the second run would delete the first's
-        (json.dumps({"configs": {"x y": {}, "x_y": {"pgm_steps": 2}}}), "the same folder"),
-        (json.dumps({"configs": {"..": {}}}), "no folder name"),  # outside --out otherwise
-        # a config named as a reference would be trained and reported as that reference
-        (
-            json.dumps({"configs": {"pgm-10": {"follower": "fgsm"}}, "references": ["pgm-10"]}),
-            "the same folder",
-        ),
-        (json.dumps({"configs": {"x": {}}, "seeds": [2**32]}), "seeds"),  # numpy's limit
-        # counted twice in mean ± std with one job, trained twice at once with two
-        (json.dumps({"configs": {"x": {}}, "seeds": [0, 0]}), "names seed 0 twice"),
-        ('{"configs": {"x": {"weight_decay": NaN}}}', "finite number"),  # Python's JSON reads NaN
-    ],
-)
-def test_a_bad_grid_is_one_sentence_and_exit_2(tmp_path: Path, content: str, words: str) -> None:
-    grid = tmp_path / "bad.json"
-    grid.write_text(content)
-    result = _bench(grid, tmp_path)
-    assert result.exit_code == 2
-    assert words in result.output and "Traceback" not in result.output
-    assert not (tmp_path / "results").exists() and not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize("command", ["l2l", "dro"])
-def test_a_grid_that_is_not_utf8_is_one_sentence(tmp_path: Path, command: str) -> None:
-    grid = tmp_path / "bin.json"
-    grid.write_bytes(b'{"configs": {"\xff\xfe": {}}}')  # bytes no UTF-8 text holds
-    args = ["bench", command, "--grid", str(grid), "--out", str(tmp_path / "runs")]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2 and "is not UTF-8 text" in result.output, result.output
-    assert "Traceback" not in result.output and not (tmp_path / "runs").exists()
-
-
-def test_zero_jobs_is_one_sentence_before_any_training(tmp_path: Path) -> None:
-    grid = tmp_path / "tiny.json"
-    grid.write_text(json.dumps(TINY))
-    result = _bench(grid, tmp_path, "--jobs", "0")
-    assert result.exit_code == 2 and "--jobs must be at least 1" in result.output
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
-
-
-def test_an_unwritable_results_folder_is_refused_before_any_training(tmp_path: Path) -> None:
-    grid = tmp_path / "tiny.json"
-    grid.write_text(json.dumps(TINY))
-    (tmp_path / "a-file").write_text("mine\n")
-    args = ["bench", "l2l", "--grid", str(grid), "--out", str(tmp_path / "runs"), "--results",
-            str(tmp_path / "a-file" / "results")]  # fmt: skip
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2 and "--results" in result.output, result.output
-    assert not (tmp_path / "runs").exists()
-
-
-def test_a_missing_grid_file_is_one_sentence(tmp_path: Path) -> None:
-    result = _bench(tmp_path / "nowhere.json", tmp_path)
-    assert result.exit_code == 2 and "cannot be read" in result.output
-
-
-@pytest.mark.parametrize("command", ["l2l", "dro"])
-@pytest.mark.parametrize(
-    ("grid", "words"),
-    [("", "--grid is empty; give a file name."), (".", "is a folder; give a JSON grid file.")],
-)
-def test_an_empty_grid_path_or_a_folder_is_one_sentence(tmp_path, command, grid, words) -> None:
-    """'' was Path('') = the current folder, refused as "--grid . cannot be read (Is a
-    directory)", a path the user never typed."""
-    args = ["bench", command, "--grid", grid, "--out", str(tmp_path / "runs")]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2 and words in result.output, result.output
-    assert not (tmp_path / "runs").exists()
 
 
 def test_the_table_says_when_a_cost_mean_covers_fewer_seeds(tmp_path: Path) -> None:
