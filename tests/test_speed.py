@@ -271,11 +271,3 @@ def test_a_ratio_is_the_median_of_the_rounds_to_3_decimals_or_none() -> None:
     assert speed.paired_ratio([1.0, 2.0, 2.0], [3.0, 3.0, 2.0]) == 0.667
     assert speed.paired_ratio([1.0, 2.0], [0.0, 1.0]) is None
     assert speed.paired_ratio([1.0, 2.0], None) is None
-
-
-@pytest.mark.parametrize("option", ["--batch-size", "--batches", "--rounds"])
-def test_bench_speed_refuses_a_count_below_one_before_it_builds_anything(option) -> None:
-    """--rounds 0 timed nothing and ended in a traceback (the median of no rounds)."""
-    result = CliRunner().invoke(app, ["bench", "speed", "--model", "small-cnn", option, "0"])
-    assert result.exit_code == 2, result.output
-    assert f"{option} must be at least 1" in result.output and "Traceback" not in result.output
