@@ -31,11 +31,8 @@ def is_cut_write(path: Path) -> bool:
     """Whether ``path`` may be a temporary file of a write cut short by a kill: a hidden regular
     file ``.<name>.<random>.partial`` (a folder or a link of that name is a user's)."""
     name = path.name
-    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX) and _regular_file(path)
-
-
-def _regular_file(path: Path) -> bool:
-    return path.is_file() and not path.is_symlink()
+    hidden_partial = name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+    return hidden_partial and path.is_file() and not path.is_symlink()
 
 
 def write_error(path: Path, err: OSError) -> WriteError:
