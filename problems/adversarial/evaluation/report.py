@@ -35,10 +35,10 @@ def check_eval_files(run_dir: Path) -> None:
     """One sentence, before any attack runs, where a folder stands in the place of a file the
     evaluation writes (it ended, after the attacks, in IsADirectoryError)."""
     for name in EVAL_FILES:
-        if (Path(run_dir) / name).is_dir():
+        if (path := Path(run_dir) / name).is_dir():
             raise UserError(
-                f"{Path(run_dir) / name} is a folder, where evaluate writes its {name}; move it "
-                "away and evaluate again."
+                f"{path} is a folder, where evaluate writes its {name}; move it away and "
+                "evaluate again."
             )
 
 
