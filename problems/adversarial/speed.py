@@ -93,9 +93,10 @@ def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
     CIFAR's shape and ε = 8/255, with ``cfg.levers`` over a learned one's (``STEP_LEVERS`` only:
     a lever of another option would be ignored or override what the command sets)."""
     pgm = re.fullmatch(r"pgm-(\d+)", method)
-    if method not in METHODS and not (pgm and int(pgm.group(1)) >= 1):
+    steps = int(pgm.group(1)) if pgm else None  # PGM-K's K
+    if method not in METHODS and not (steps and steps >= 1):
         raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}, pgm-K.")
-    if pgm and int(pgm.group(1)) > MAX_PGD_STEPS:  # in its own words: bench has no --pgm-steps
+    if steps and steps > MAX_PGD_STEPS:  # in its own words: bench has no --pgm-steps
         raise UserError(f"pgm-K takes K from 1 to {MAX_PGD_STEPS:,} steps; got {method}.")
     name = {"plain": "none", "fgsm-rs": "fgsm"}.get(method, "pgm" if pgm else method)
     name = name.removesuffix("-fused").removesuffix("-alternating")
@@ -105,7 +106,7 @@ def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
     with as_written("--levers", levers):  # bench speed has no --attacker-sign-step
         return DROConfig(
             **{"dataset": "cifar10", "follower": name, "eps": EPS, "update": update,
-               "pgm_steps": int(pgm.group(1)) if pgm else 10, "pgm_step_size": 2 / 255,
+               "pgm_steps": steps or 10, "pgm_step_size": 2 / 255,
                "attacker": cfg.attacker, "attacker_width": cfg.attacker_width} | levers
         ).resolve()  # fmt: skip
 
