@@ -142,8 +142,8 @@ def check_limits(cfg: AdversarialConfig) -> None:
             raise UserError(f"{as_flag(name)} takes 1 to {MAX_PGD_STEPS:,} steps; got {steps:,}.")
     if cfg.attacker_width is not None and cfg.attacker_width > MAX_WIDTH:
         raise UserError(
-            f"--attacker-width must be at most {MAX_WIDTH:g} (16 times the paper's Table 1 "
-            f"attacker's channels); got {cfg.attacker_width:g}."
+            f"--attacker-width must be at most {MAX_WIDTH:g} ({MAX_WIDTH:g} times the paper's "
+            f"Table 1 attacker's channels); got {cfg.attacker_width:g}."
         )
 
 
