@@ -73,7 +73,8 @@ def run_stability(
         raise UserError(f"--seeds must be at least 2 (the metrics compare runs); got {seeds}.")
     if seeds > SEED_LIMIT:  # every run's config was built before the first trained: for ever
         raise UserError(
-            f"--seeds takes at most {SEED_LIMIT:,} (seeds 0 to N - 1 must be numpy's); got {seeds:,}."
+            f"--seeds takes at most {SEED_LIMIT:,} (seeds 0 to N - 1 must be numpy's); "
+            f"got {seeds:,}."
         )
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}.")
