@@ -121,9 +121,17 @@ def fit(
         trainer, scheduler, train_batches, batches_per_epoch, validate, run, select_key, is_main,
         saved,
     )  # fmt: skip
-    if is_main and state.partial is None and _best_epoch(state.history, select_key) == state.epoch:
-        if run.best_epoch() != state.epoch:  # killed between last.pt and best.pt, or unreadable
-            loop.keep_best(state.epoch)
+    best = _best_epoch(state.history, select_key)
+    if best is not None and run.best_epoch() != best:
+        if state.partial is None and best == state.epoch:  # killed between last.pt and best.pt
+            if is_main:
+                loop.keep_best(best)
+        else:  # that epoch's θ is trained on: every process refuses alike, before any training
+            raise UserError(
+                f"{run.best_checkpoint} is missing or does not hold epoch {best}, the best so far "
+                f"by {select_key}, and last.pt cannot rebuild it (θ has trained on since); put "
+                "the file back, or train the run afresh in a new folder."
+            )
     with (
         StopRequests(force_on_second=not distributed.active()) as stop,
         _progress(show_progress and is_main) as progress,
@@ -138,10 +146,13 @@ def fit(
 
 
 def _best_epoch(history: list[dict[str, Any]], select_key: str) -> int | None:
-    """The epoch ``_end_epoch`` kept as the best: the first with the highest ``select_key``."""
-    if not history:
-        return None
-    return max(history, key=lambda row: row[select_key])["epoch"]
+    """The epoch ``_end_epoch`` kept as the best, by its own rule: the first with the highest
+    ``select_key`` (a NaN is never higher); None where no epoch was kept."""
+    best, epoch = -math.inf, None
+    for row in history:
+        if row[select_key] > best:
+            best, epoch = row[select_key], row["epoch"]
+    return epoch
 
 
 @dataclass

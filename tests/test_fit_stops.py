@@ -225,28 +225,52 @@ def test_an_interrupt_after_the_last_epoch_is_no_stop(tmp_path: Path, monkeypatc
     assert (out / "results.json").is_file()
 
 
-def test_a_resume_inside_an_epoch_never_writes_best_pt_from_the_unfinished_epoch_s_theta(
-    tmp_path: Path, monkeypatch
+@pytest.mark.parametrize(
+    ("stop_at", "where", "damage"),
+    [
+        (BATCHES + 2, "after batch 2 of 4 in epoch 2", "delete"),
+        (BATCHES + 2, "after batch 2 of 4 in epoch 2", "epoch 2"),
+        (None, "", "delete"),  # after epoch 2's end: the best, epoch 1, is trained on too
+    ],
+)
+def test_a_resume_refuses_before_training_when_the_best_epoch_s_best_pt_is_lost(
+    tmp_path: Path, monkeypatch, stop_at: int | None, where: str, damage: str
 ) -> None:
-    """best.pt only ever holds the θ of the epoch it names. A best.pt lost (here deleted) while
-    last.pt is inside the next epoch cannot be mended at the resume: last.pt's θ is the one of
-    that batch, not of the best epoch's end."""
-    out, thetas = tmp_path / "lost", []
+    """best.pt only ever holds the θ of the epoch it names, and last.pt holds a later θ, so a
+    best.pt lost (deleted, or replaced by another epoch's) cannot be rebuilt: the resume says so
+    in one sentence before it trains, and leaves the folder as it was (it used to train on and
+    end, if no later epoch did better, on "No checkpoint at .../best.pt")."""
+    out, scores = tmp_path / "lost", iter([-1.0, -2.0, -3.0])  # epoch 1 is the best
+    patch_steps(monkeypatch, [0.0], signal_at=stop_at)
+    experiment = toy(3, lambda: {"val_closeness": next(scores)})
+    if stop_at:
+        with pytest.raises(Stopped, match=where):
+            run_experiment(experiment, out, {}, show_progress=False)
+    else:
+        run_experiment(experiment, out, {}, interrupt_after_epoch=2, show_progress=False)
+    if damage == "delete":
+        (out / "best.pt").unlink()
+    else:
+        torch.save(load_checkpoint(out / "best.pt") | {"epoch": 2}, out / "best.pt")
+    kept = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file() and f.name != ".lock"}
+    with pytest.raises(UserError) as err:
+        run_experiment(toy(3), out, {}, resume=True, show_progress=False)
+    assert str(err.value).startswith(
+        f"{out / 'best.pt'} is missing or does not hold epoch 1, the best so far by val_closeness"
+    )
+    assert {
+        f.name: f.read_bytes() for f in out.iterdir() if f.is_file() and f.name != ".lock"
+    } == kept
 
-    def validate() -> dict[str, float]:  # epoch 1 is the best
-        thetas.append(experiment.trainer.problem.leader.theta.detach().clone())
-        return {"val_closeness": 1.0 - len(thetas)}
 
-    patch_steps(monkeypatch, [0.0], signal_at=BATCHES + 2)
-    experiment = toy(2, validate)
-    with pytest.raises(Stopped, match="after batch 2 of 4 in epoch 2"):
-        run_experiment(experiment, out, {}, show_progress=False)
-    (out / "best.pt").unlink()
-    monkeypatch.undo()
-    patch_steps(monkeypatch, [0.0], signal_at=1)
-    experiment = toy(2, validate)
-    with pytest.raises(Stopped, match="after batch 3 of 4 in epoch 2"):
-        run_experiment(experiment, out, {}, resume=True, show_progress=False)
-    if (out / "best.pt").exists():
-        best = load_checkpoint(out / "best.pt")
-        assert best["epoch"] == 1 and torch.equal(best["leader"]["theta"], thetas[0])
+def test_a_resume_finds_the_best_epoch_by_the_run_s_own_rule_a_nan_is_never_the_best(
+    tmp_path: Path,
+) -> None:
+    """A NaN validation score never becomes the best (NaN > x is false), so epoch 2 is; the
+    resume after epoch 2 must find the same epoch in the history, not the NaN row first."""
+    out, scores = tmp_path / "nan", iter([math.nan, -0.5, -0.9])
+    validate = lambda: {"val_closeness": next(scores)}  # noqa: E731
+    run_experiment(toy(3, validate), out, {}, interrupt_after_epoch=2, show_progress=False)
+    results = run_experiment(toy(3, validate), out, {}, resume=True, show_progress=False)
+    assert results is not None and results["best_epoch"] == 2
+    assert load_checkpoint(out / "best.pt")["epoch"] == 2
