@@ -10,7 +10,6 @@ every attack's settings, per-example results included), ``eval.md`` and plots in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from problems.adversarial.evaluation.attacks import (
     share,
 )
 from problems.adversarial.evaluation.autoattack_adapter import AutoAttackAdapter
-from problems.adversarial.evaluation.report import check_eval_files, read_eval, write_outputs
+from problems.adversarial.evaluation.report import check_compared, check_eval_files, write_outputs
 from problems.adversarial.evaluation.runs import (
     learned_attack_loss,
     load_classifier,
@@ -122,31 +121,6 @@ def _check_options(o: EvalOptions, norm: Norm) -> None:
         raise UserError(f"--aa-margin must be at least 0; got {o.aa_margin}.")
 
 
-def _check_compared(compare: list[Path], this: dict[str, Any]) -> None:
-    """Side by side only where the same examples were attacked in the same ball: eval.md's title
-    (data set, first N examples, norm, ε) is every column's. ``this`` holds those four of this
-    evaluation, by their eval.json keys; a compared eval.json without "norm" is L∞."""
-    for other in compare:
-        theirs = {"norm": Norm.LINF.value} | read_eval(other)
-        differ = [k for k, v in this.items() if not _same(theirs.get(k), v)]
-        if differ:
-            raise UserError(
-                f"--compare {other} was evaluated with {_fields(theirs, differ)} and this "
-                f"evaluation with {_fields(this, differ)}; compare evaluations of the same data "
-                "set, examples, ball and ε."
-            )
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float | int) and isinstance(b, float) and not isinstance(a, bool):
-        return math.isclose(a, b, rel_tol=1e-9)  # ε as eval.json's JSON gives it back
-    return a == b
-
-
-def _fields(ev: dict[str, Any], keys: list[str]) -> str:
-    return " and ".join(f"{k} {ev.get(k, '(none recorded)')}" for k in keys)
-
-
 def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Evaluate one run (see the module docstring); returns what ``eval.json`` holds.
 
@@ -168,7 +142,7 @@ def evaluate(o: EvalOptions, announce: Callable[[str], None] | None = None) -> d
     x, y = subset(test, n_examples) if n_examples else test
     x, y = x.to(device), y.to(device)
     this = {"dataset": info.name, "n_examples": len(y), "norm": norm.value, "eps": eps}
-    _check_compared(o.compare, this)
+    check_compared(o.compare, this)
 
     suite = SuiteOptions(
         eps=eps, cifar=info.name != "mnist5k", norm=norm, restarts=o.restarts,

@@ -1,12 +1,14 @@
 """Write an evaluation into its run folder: ``eval.json`` (every number), ``eval.md`` (the table
 a person reads, the checklist lines, the plots) and the PNGs; and build table rows for one run or
-several side by side. Every write is atomic (``bilevel.run``), and eval.md, written last, is
-removed first, so it never outlives the evaluation it describes (``write_outputs``).
+several side by side (``check_compared``: only evaluations of the same examples in the same ball).
+Every write is atomic (``bilevel.run``), and eval.md, written last, is removed first, so it never
+outlives the evaluation it describes (``write_outputs``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,31 @@ SWEEP_PLOT = "eval_sweeps.png"
 EXAMPLES_PLOT = "eval_examples.png"
 CURVES_PLOT = "training_curves.png"
 EVAL_FILES = ("eval.json", "eval.md", SWEEP_PLOT, EXAMPLES_PLOT, CURVES_PLOT)  # what it writes
+
+
+def check_compared(compare: list[Path], this: dict[str, Any]) -> None:
+    """Side by side only where the same examples were attacked in the same ball: eval.md's title
+    (data set, first N examples, norm, ε) is every column's. ``this`` holds those four of this
+    evaluation, by their eval.json keys; a compared eval.json without "norm" is L∞."""
+    for other in compare:
+        theirs = {"norm": Norm.LINF.value} | read_eval(other)
+        differ = [k for k, v in this.items() if not _same(theirs.get(k), v)]
+        if differ:
+            raise UserError(
+                f"--compare {other} was evaluated with {_fields(theirs, differ)} and this "
+                f"evaluation with {_fields(this, differ)}; compare evaluations of the same data "
+                "set, examples, ball and ε."
+            )
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float | int) and isinstance(b, float) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=1e-9)  # ε as eval.json's JSON gives it back
+    return a == b
+
+
+def _fields(ev: dict[str, Any], keys: list[str]) -> str:
+    return " and ".join(f"{k} {ev.get(k, '(none recorded)')}" for k in keys)
 
 
 def check_eval_files(run_dir: Path) -> None:
