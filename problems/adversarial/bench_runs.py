@@ -27,12 +27,13 @@ def folder_name(label: str) -> str:
 def recorded_differences(cfg: DROConfig, run_dir: Path) -> dict[str, tuple[Any, Any]]:
     """The options ``run_dir``'s config.json records otherwise than ``cfg`` asks, as
     ``{option: (recorded, asked)}`` (the options that may differ on --resume, e.g. the device,
-    aside; an option newer than the folder counts as what the run did, ``LEGACY_VALUES``, where
-    ``cfg`` has that option: DRO's, such as ``ascent_loss``, are no AIT run's)."""
+    and the paths data are read from, aside; an option newer than the folder counts as what the
+    run did, ``LEGACY_VALUES``, where ``cfg`` has that option: DRO's, such as ``ascent_loss``,
+    are no AIT run's)."""
     wanted = cfg.to_dict()
     legacy = {k: v for k, v in LEGACY_VALUES.items() if k in wanted}
     recorded = legacy | RunDir(run_dir).read_config()
-    keys = (set(recorded) | set(wanted)) - set(IGNORED_ON_RESUME)
+    keys = (set(recorded) | set(wanted)) - {*IGNORED_ON_RESUME, *READ_FROM_ON_RESUME}
     pairs = {k: (recorded.get(k), wanted.get(k)) for k in sorted(keys)}
     return {k: pair for k, pair in pairs.items() if pair[0] != pair[1]}
 
