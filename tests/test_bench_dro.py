@@ -248,7 +248,7 @@ def test_a_finished_run_is_reused_whatever_path_its_data_were_read_from(tmp_path
     """--data-dir says where data are read from, not what is trained (a resume takes another one,
     the folder seen from elsewhere): a finished run recorded with another path is reused, not
     refused as "other options"; a trained option that differs still is."""
-    from problems.adversarial.bench_runs import check_finished_run, finished_results
+    from problems.adversarial.bench_runs import check_run_folder, finished_results
     from problems.adversarial.dro_config import DROConfig
 
     run = tmp_path / "run"
@@ -257,9 +257,9 @@ def test_a_finished_run_is_reused_whatever_path_its_data_were_read_from(tmp_path
     recorded = cfg.to_dict() | {"data_dir": str(tmp_path / "elsewhere" / "data")}
     (run / "config.json").write_text(json.dumps(recorded))
     (run / "results.json").write_text(json.dumps({"test_clean_acc": 0.5}))
-    check_finished_run(cfg, run, reuse=True)
+    check_run_folder(cfg, run, reuse=True)
     assert finished_results(cfg, run) == {"test_clean_acc": 0.5}
     other = DROConfig(train_size=64, eval_size=16, epochs=2).resolve()
     assert finished_results(other, run) is None
     with pytest.raises(ValueError, match="other options \\(epochs 1 there, 2 here\\)"):
-        check_finished_run(other, run, reuse=True)
+        check_run_folder(other, run, reuse=True)

@@ -258,7 +258,7 @@ def test_the_study_rows_cost_ratios_and_seed_counts_from_faked_runs(
         return out
 
     monkeypatch.setattr(study, "map_tasks", fake_map)
-    monkeypatch.setattr(study, "check_finished_runs", lambda tasks: None)
+    monkeypatch.setattr(study, "check_run_folders", lambda tasks: None)
     written = []
     monkeypatch.setattr(study_report, "write_study", lambda *args: written.append(args))
     grid = study.Grid("g", {}, {"x": {"follower": "fgsm"}}, seeds=[0, 1], references=["pgm-10"])

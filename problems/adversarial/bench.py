@@ -30,7 +30,7 @@ from bilevel.run import RunDir, atomic_write_text
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
 from problems.adversarial.bench_runs import (
-    check_finished_run,
+    check_run_folder,
     finished_results,
     folder_name,
     train,
@@ -156,7 +156,7 @@ def run_bench(
     With ``reuse``, a finished run of the same configuration already in its folder (e.g. one a
     study trained) is evaluated as it is instead of being trained again; without it, a folder
     holding a finished run is refused before anything trains, never deleted (a finished run of
-    other options is refused either way: ``check_finished_run``). ``json_path`` gets the seeds,
+    other options is refused either way: ``check_run_folder``). ``json_path`` gets the seeds,
     the rows, every run's row and, under "trained", each label's options (``trained_options``)."""
     if not seeds:
         raise UserError("--seeds needs at least one seed, like 0,1,2.")
@@ -171,7 +171,7 @@ def run_bench(
         (label, seed): Path(out) / folder_name(label) / f"seed-{seed}" for label, seed in configs
     }
     for key, cfg in configs.items():  # before anything trains or is deleted
-        check_finished_run(cfg, run_dirs[key], reuse)
+        check_run_folder(cfg, run_dirs[key], reuse)
     work, runs = [], []
     for (label, seed), cfg in configs.items():
         run_dir = run_dirs[label, seed]

@@ -13,6 +13,7 @@ from typing import Any
 from bilevel.errors import UserError
 from bilevel.recorded import IGNORED_ON_RESUME, READ_FROM_ON_RESUME
 from bilevel.run import RunDir
+from problems.adversarial.checks import check_warm_start
 from problems.adversarial.defaults import LEGACY_VALUES
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.solve import solve
@@ -55,12 +56,14 @@ def finished_results(cfg: DROConfig, run_dir: Path) -> dict[str, Any] | None:
     return json.loads(results_path.read_text())
 
 
-def check_finished_run(cfg: DROConfig, run_dir: Path, reuse: bool = True) -> None:
+def check_run_folder(cfg: DROConfig, run_dir: Path, reuse: bool = True) -> None:
     """One sentence where ``run_dir`` holds a finished run (``results.json``) with other options
     than ``cfg``: reusing runs, a bench or study would delete it to train ``cfg`` again. Without
     ``reuse`` (a bench without --reuse), a finished run of ``cfg``'s own options is refused too,
-    never deleted."""
+    never deleted. A run that will train (none to reuse) needs its warm start's folder
+    (``check_warm_start``)."""
     if not (run_dir / "results.json").is_file():
+        check_warm_start(cfg)
         return
     if differences := recorded_differences(cfg, run_dir):
         # "here": what this bench or study asks, from a grid or from its own options alike
@@ -82,5 +85,6 @@ def train(cfg: DROConfig, run_dir: Path) -> dict[str, Any]:
     """A fresh run of ``cfg`` in ``run_dir`` (a benchmark always starts afresh); a folder another
     process is training in is refused, before anything in it is deleted."""
     cfg.resolve()  # a bad option stops the bench here, before an earlier run is deleted
+    check_warm_start(cfg)
     RunDir(run_dir).clear()
     return solve(cfg, run_dir, show_progress=False)

@@ -117,7 +117,7 @@ def check_momentum(cfg: AdversarialConfig) -> None:
 
 
 def check_attacker_levers(cfg: AdversarialConfig) -> None:
-    """φ's Adam betas, the sign step s·ε and the warm start of φ."""
+    """φ's Adam betas and the sign step s·ε (the warm start's folder: ``check_warm_start``)."""
     betas = cfg.attacker_betas = [float(b) for b in cfg.attacker_betas]
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise UserError(
@@ -125,6 +125,13 @@ def check_attacker_levers(cfg: AdversarialConfig) -> None:
         )
     if cfg.attacker_sign_step < 0:
         raise UserError(f"--attacker-sign-step must be >= 0; got {cfg.attacker_sign_step}.")
+
+
+def check_warm_start(cfg: AdversarialConfig) -> None:
+    """The folder ``--attacker-init`` names holds a last.pt to warm-start g_φ from. Checked where
+    a run will start afresh, before anything is written or deleted, not in ``resolve``: a resumed
+    run takes φ from its own last.pt, and a finished run's readers (``evaluate``, a bench's
+    reuse) never warm-start, so neither needs that folder to be there still."""
     if (init := cfg.attacker_init) is not None and not RunDir(init).last_checkpoint.is_file():
         raise UserError(
             f"--attacker-init: {init} holds no last.pt to warm-start g_φ from; "

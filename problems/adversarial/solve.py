@@ -30,6 +30,7 @@ from bilevel.run import RunDir
 from bilevel.seeding import seed_everything, seeded
 from problems.adversarial.ait import AdversarialInterpolation, pair_batch
 from problems.adversarial.ait_config import AITConfig
+from problems.adversarial.checks import check_warm_start
 from problems.adversarial.config import AdversarialConfig
 from problems.adversarial.data import (
     DatasetInfo,
@@ -117,11 +118,14 @@ def _train(
     resume = resume or (distributed.restarted_by_torchrun() and run.last_checkpoint.is_file())
     recorded = run.read_recorded() if resume else None  # an unreadable one: refused here
     resolve_resumed(cfg, recorded, run.config_path)
+    afresh = not (resume and run.last_checkpoint.is_file())  # else φ comes from last.pt
+    if afresh:
+        check_warm_start(cfg)
     device = resolve_device(cfg.device)
     context = distributed.init_from_env(device)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on every step's large tensors (bilevel.acceleration)
-    experiment = _experiment(cfg, device, context)
+    experiment = _experiment(cfg, device, context, warm_start=afresh)
     return run_experiment(
         experiment, run.path, cfg.to_dict(), resume, LEGACY_VALUES, interrupt_after_epoch,
         show_progress, context.is_main,
@@ -132,8 +136,10 @@ def _experiment(
     cfg: AdversarialConfig,
     device: torch.device,
     context: distributed.Context,
+    warm_start: bool = True,
 ) -> Experiment:
-    """The run as the experiment runner sees it (``bilevel.experiment``)."""
+    """The run as the experiment runner sees it (``bilevel.experiment``); ``warm_start``: φ from
+    ``--attacker-init``'s run (a resume's comes from its own last.pt)."""
     seed_everything(cfg.seed)  # the same on every process: θ and φ start identical
     with distributed.main_process_first(context):  # rank 0 downloads a missing CIFAR alone
         splits = load_dataset(cfg.dataset, cfg.data_dir)
@@ -145,7 +151,7 @@ def _experiment(
     speedup = cfg.acceleration()
     model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std)
     model = speedup.prepare(model, device)
-    follower = build_follower(cfg, info)
+    follower = build_follower(cfg, info, warm_start)
     if isinstance(follower, LearnedFollower):
         follower.to(device)
         speedup.prepare(follower.net, device)

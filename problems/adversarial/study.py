@@ -38,7 +38,7 @@ from bilevel.run import RunDir, load_checkpoint
 from bilevel.seeding import seeded
 from bilevel.workers import map_tasks
 from problems.adversarial.bench import HAND_DESIGNED_FOLLOWERS, mean_std
-from problems.adversarial.bench_runs import check_finished_run, finished_results, folder_name, train
+from problems.adversarial.bench_runs import check_run_folder, finished_results, folder_name, train
 from problems.adversarial.data import load_dataset, subset
 from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.attacks import predict, run_attack
@@ -180,7 +180,7 @@ def validation_robustness(
 def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: int | None):
     """Train (or reuse) one run and attack its selected leader on the validation split."""
     cfg = DROConfig(**options, seed=seed).resolve()
-    # an unfinished run in the folder: the study starts it afresh (``check_finished_runs``)
+    # an unfinished run in the folder: the study starts it afresh (``check_run_folders``)
     results = finished_results(cfg, run_dir) or train(cfg, run_dir)
     cached = run_dir / "study-eval.json"
     if cached.is_file():  # reused if it judged as many validation examples as the grid asks
@@ -195,11 +195,12 @@ def _run_one(options: dict[str, Any], seed: int, run_dir: Path, val_examples: in
     return results, evaluation
 
 
-def check_finished_runs(tasks: list[tuple[dict[str, Any], int, Path, int | None]]) -> None:
+def check_run_folders(tasks: list[tuple[dict[str, Any], int, Path, int | None]]) -> None:
     """One sentence for the first task's folder that holds a finished run (``results.json``) with
-    other options than its grid entry's: the study would delete it to train the entry again."""
+    other options than its grid entry's (the study would delete it to train the entry again), or
+    whose entry will train from a warm start's folder that holds no last.pt."""
     for options, seed, run_dir, _ in tasks:
-        check_finished_run(DROConfig(**options, seed=seed).resolve(), run_dir)
+        check_run_folder(DROConfig(**options, seed=seed).resolve(), run_dir)
 
 
 def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[dict[str, Any]]:
@@ -219,7 +220,7 @@ def run_study(grid: Grid, out: Path, results_dir: Path, jobs: int = 1) -> list[d
         (entries[name], seed, Path(out) / folder_name(name) / f"seed-{seed}", grid.val_examples)
         for name, seed in keys
     ]
-    check_finished_runs(tasks)  # before anything trains
+    check_run_folders(tasks)  # before anything trains
     finished = dict(zip(keys, map_tasks(_run_one, tasks, jobs), strict=True))
     rows, runs = [], []
     for name, options in entries.items():
