@@ -183,3 +183,9 @@ def test_bench_dro_with_a_grid_refuses_an_eps_or_norm_of_its_own(tmp_path, optio
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "--norm and --eps apply without --grid" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_bench_dro_of_no_methods_is_refused_not_an_empty_table(fake_runs, tmp_path) -> None:
+    with pytest.raises(UserError, match=r"Unknown --methods \[\]; choose from: "):
+        bench.bench_dro([], 1, [0], None, tmp_path)
+    assert fake_runs == []
