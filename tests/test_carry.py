@@ -272,3 +272,16 @@ def test_carried_gap_script_reproduces_the_gap_solve_logged(tmp_path: Path) -> N
     keys = ["pgd10_loss", "follower_loss", "follower_ratio", "carried_loss", "carried_ratio"]
     for key in (f"gap_probe_{k}" for k in keys):
         assert found[key] == pytest.approx(logged[key], rel=1e-6), key
+
+
+def test_an_unseen_probe_s_carried_gap_is_the_fresh_gap_from_the_same_seed() -> None:
+    """Before any visit every probe example starts fresh: PGD-10 as the training follower then
+    draws PGD-10's own random starts (the gap's seed) and scores carried ratio 1 exactly."""
+    model = SmallCNN().eval()
+    probe = image_batch(40)
+    problem = AdversarialDRO(model, EPS)
+    pgd10 = reference_followers(EPS)["pgd10"]
+    gap = follower_gap(model, pgd10, problem, {"probe": probe}, EPS, seed=3)
+    out = carried_gap(model, pgd10, problem, CarriedDecisions(40), probe, gap, seed=3)
+    assert out["gap_probe_carried_loss"] == gap["gap_probe_pgd10_loss"]
+    assert out["gap_probe_carried_ratio"] == 1.0

@@ -211,3 +211,43 @@ def test_the_ratio_keeps_its_sign_when_pgd_lowers_the_loss() -> None:
 
     ratio = _ratio(0.75, {"k_clean_loss": 1.0, "k_pgd10_loss": 0.5}, "k_")
     assert ratio == pytest.approx(0.5)
+
+
+def test_the_follower_at_z0_scores_the_clean_loss_and_accuracy() -> None:
+    """NoFollower's x + 0 is the clean input: its loss and accuracy are the clean ones, in
+    batches of 16 as in one batch of 40 (accuracy counts examples, not batches)."""
+    model = SmallCNN().eval()
+    x, y = image_batch(40)
+    problem = AdversarialDRO(model, EPS)
+    for batch_size in (500, 16):
+        gap = follower_gap(
+            model, NoFollower(), problem, {"p": (x, y)}, EPS, 3, batch_size=batch_size
+        )
+        with torch.no_grad():
+            logits = model(x)
+        acc = (logits.argmax(1) == y).float().mean().item()
+        assert gap["gap_p_clean_acc"] == pytest.approx(acc)
+        assert gap["gap_p_follower_acc"] == pytest.approx(acc)
+        assert gap["gap_p_clean_loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+
+
+def test_the_references_attack_at_the_full_eps_the_plain_batches_whatever_the_followers() -> None:
+    """The follower's problem may be a warm-up's (ε/2) and its batches AIT's pairs
+    (``make_batch``): PGD-10 and FGSM-RS still attack the model at ε on plain (x, y) batches."""
+    model = SmallCNN().eval()
+    splits = {"val": image_batch(24)}
+    full = follower_gap(model, NoFollower(), AdversarialDRO(model, EPS), splits, EPS, seed=5)
+
+    class TaggedFollower(NoFollower):
+        def solve(self, problem, batch):
+            x, y, tag = batch
+            assert tag == "paired"
+            return torch.zeros_like(x)
+
+    half = AdversarialDRO(model, EPS / 2)
+    gap = follower_gap(
+        model, TaggedFollower(), half, splits, EPS, seed=5, make_batch=lambda x, y: (x, y, "paired")
+    )
+    for name in ("pgd10", "fgsm_rs"):
+        assert gap[f"gap_val_{name}_loss"] == full[f"gap_val_{name}_loss"], name
+        assert gap[f"gap_val_{name}_acc"] == full[f"gap_val_{name}_acc"], name
