@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_data import _GOOD_PIXELS, _make_cifar10
 
@@ -84,8 +85,10 @@ def test_a_missing_batch_file_is_said_to_be_missing_not_corrupt(tmp_path):
         ({b"data": _GOOD_PIXELS[:, :3000], b"labels": [0, 1, 2, 3]}, "unexpected shapes"),
         ({b"data": _GOOD_PIXELS[None], b"labels": [0, 1, 2, 3]}, "unexpected shapes"),
         ({b"data": _GOOD_PIXELS, b"labels": [0, 1, 2]}, "unexpected shapes (4, 3072) and (3,)"),
+        # a cut download: CIFAR's batches hold 10,000 images; none gave a split of none
+        ({b"data": _GOOD_PIXELS[:0], b"labels": np.zeros(0, np.int64)}, "it holds no images"),
     ],
-    ids=["a-list", "no-labels", "3000-values-an-image", "3-d-pixels", "fewer-labels"],
+    ids=["a-list", "no-labels", "3000-values-an-image", "3-d-pixels", "fewer-labels", "empty"],
 )
 def test_a_batch_of_another_shape_or_kind_is_refused(tmp_path, content, found):
     """Each was a traceback later (a reshape, a dict lookup) or, for fewer labels than images,

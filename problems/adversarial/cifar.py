@@ -152,7 +152,9 @@ def _read_cifar_batch(
             raise ValueError(f"pixels are {images.dtype}, not uint8")
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"labels are {labels.dtype} of shape {labels.shape}, not 1-D integers")
-        if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        if labels.size == 0:  # a cut file: CIFAR's batches hold 10,000 images each
+            raise ValueError("it holds no images")
+        if labels.min() < 0 or labels.max() >= num_classes:
             raise ValueError(
                 f"labels span {labels.min()}..{labels.max()}, outside 0..{num_classes - 1}"
             )
