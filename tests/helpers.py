@@ -140,3 +140,16 @@ def raw_bytes_digest(demos: Rollout) -> str:
     for array in (demos.observations, demos.actions):
         raw.update(np.ascontiguousarray(array).tobytes())
     return raw.hexdigest()[:12]
+
+
+def spawn_two(worker, *args) -> None:
+    """Run ``worker(rank, port, *args)`` in two spawned processes, ranks 0 and 1, that meet at a
+    free local ``port`` (a gloo group of two); returns when both have ended."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(port, *args), nprocs=2, join=True)

@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,8 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import TinyConvAttacker, metrics_without_time
+from helpers import TinyConvAttacker, metrics_without_time, spawn_two
 
 from bilevel import JointTrainer, LearnedFollower, distributed
 from bilevel.errors import UserError
@@ -70,11 +68,8 @@ def _worker(rank: int, port: int, out: str, update: str) -> None:
 
 @pytest.mark.parametrize("update", ["alternating", "fused"])
 def test_one_distributed_step_averages_to_the_single_process_gradient(tmp_path, update) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "grads.pt"
-    mp.spawn(_worker, args=(port, str(out), update), nprocs=2, join=True)
+    spawn_two(_worker, str(out), update)
     two_process = torch.load(out, weights_only=True)
 
     problem, follower, optimizer, batch = _trainer_and_batch()

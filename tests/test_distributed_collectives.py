@@ -5,14 +5,13 @@ every process, with shares of unequal size, and what each returns in a single pr
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from helpers import spawn_two
 
 from bilevel import distributed
 
@@ -57,11 +56,8 @@ def _worker(rank: int, port: int, out: str) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path_factory.mktemp("collectives")
-    mp.spawn(_worker, args=(port, str(out)), nprocs=2, join=True)
+    spawn_two(_worker, str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 

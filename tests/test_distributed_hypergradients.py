@@ -17,13 +17,12 @@ two processes average the shares' hypergradients.
 from __future__ import annotations
 
 import os
-import socket
 from functools import partial
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from helpers import spawn_two
 
 from bilevel import BilevelProblem, JointTrainer, NoFollower, distributed
 from bilevel.followers import HandDesigned
@@ -113,11 +112,8 @@ def _worker(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> list[dict]:
     """Each rank's θ after its step, for every case."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path_factory.mktemp("ddp_hyper") / "theta.pt"
-    mp.spawn(_worker, args=(port, str(out)), nprocs=2, join=True)
+    spawn_two(_worker, str(out))
     return [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
 
 

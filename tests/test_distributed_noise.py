@@ -6,15 +6,13 @@ the last minibatch splits unevenly. A single process draws and writes as before.
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import linear_two_class
+from helpers import linear_two_class, spawn_two
 
 from bilevel import JointTrainer, NoFollower, distributed
 from bilevel.checkpoint import State, position_state, restore_generators
@@ -84,11 +82,8 @@ def _noise_worker(rank: int, port: int, out: str) -> None:
 def noisy_ranks(tmp_path_factory) -> list[dict]:
     """Each rank's random starts and final θ: a 2-epoch run, and one stopped after epoch 1 and
     resumed."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path_factory.mktemp("noise")
-    mp.spawn(_noise_worker, args=(port, str(out)), nprocs=2, join=True)
+    spawn_two(_noise_worker, str(out))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
