@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fake_cifar import GOOD_PIXELS, flat, image, make_cifar10, make_cifar100
 
 from bilevel.errors import UserError
 from problems.adversarial import cifar, data
@@ -103,67 +104,22 @@ def test_unknown_dataset_lists_valid_names():
 # ---------------------------------------------------------------- tiny CIFAR in the real layout
 
 
-def _image(i: int) -> np.ndarray:
-    """A distinct uint8 image [3, 32, 32] whose red pixel (0, 0) is its id."""
-    c, r, col = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
-    img = (i + 37 * c + 5 * r + 11 * col + (r * col) % 7) % 256
-    img[0, 0, 0] = i
-    return img.astype(np.uint8)
-
-
-def _flat(ids) -> np.ndarray:
-    # The documented layout: 1024 red values, then 1024 green, then 1024 blue, each row-major.
-    return np.stack([np.concatenate([_image(i)[ch].ravel() for ch in range(3)]) for i in ids])
-
-
-def _write(path: Path, ids, label_key: bytes, num_classes: int, protocol: int) -> None:
-    batch = {
-        b"batch_label": b"tiny",
-        b"data": _flat(ids),
-        label_key: [(3 * i + 1) % num_classes for i in ids],
-    }
-    if label_key == b"fine_labels":
-        batch[b"coarse_labels"] = [i % 20 for i in ids]
-    blob = pickle.dumps(batch, protocol=protocol)
-    if protocol == 2:  # name numpy's module as the official (numpy 1) files do
-        blob = blob.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
-        assert b"numpy.core.multiarray" in blob
-    path.write_bytes(blob)
-
-
-def _make_cifar10(root: Path) -> Path:
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for b in range(5):
-        _write(folder / f"data_batch_{b + 1}", range(20 * b, 20 * b + 20), b"labels", 10, 2)
-    _write(folder / "test_batch", range(100, 120), b"labels", 10, 2)
-    return folder
-
-
-def _make_cifar100(root: Path) -> Path:
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    _write(folder / "train", range(60), b"fine_labels", 100, pickle.HIGHEST_PROTOCOL)
-    _write(folder / "test", range(200, 220), b"fine_labels", 100, pickle.HIGHEST_PROTOCOL)
-    return folder
-
-
 def _check_read_back(pair, num_classes: int) -> list[int]:
     x, y = pair
     assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32)
     ids = (x[:, 0, 0, 0] * 255).round().long().tolist()
     for k, i in enumerate(ids):
-        img = _image(i)
+        img = image(i)
         assert torch.equal(x[k], torch.from_numpy(img).float() / 255)
-        flat = _flat([i])[0]
-        assert x[k, 1, 0, 0] == flat[1024] / 255  # green channel starts at 1024
-        assert x[k, 2, 3, 5] == flat[2048 + 3 * 32 + 5] / 255  # blue, row 3, column 5
+        planes = flat([i])[0]
+        assert x[k, 1, 0, 0] == planes[1024] / 255  # green channel starts at 1024
+        assert x[k, 2, 3, 5] == planes[2048 + 3 * 32 + 5] / 255  # blue, row 3, column 5
         assert y[k] == (3 * i + 1) % num_classes
     return ids
 
 
 def test_cifar10_is_read_back_exactly(tmp_path):
-    _make_cifar10(tmp_path)
+    make_cifar10(tmp_path)
     s = data.load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=15)
     train = _check_read_back(s.train, 10)
     val = _check_read_back(s.val, 10)
@@ -177,7 +133,7 @@ def test_cifar10_is_read_back_exactly(tmp_path):
 
 
 def test_cifar100_is_read_back_exactly(tmp_path):
-    _make_cifar100(tmp_path)
+    make_cifar100(tmp_path)
     s = data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
     train, val = _check_read_back(s.train, 100), _check_read_back(s.val, 100)
     assert sorted(train + val) == list(range(60)) and len(val) == 10
@@ -185,7 +141,7 @@ def test_cifar100_is_read_back_exactly(tmp_path):
 
 
 def test_default_val_size_larger_than_tiny_training_set(tmp_path):
-    _make_cifar100(tmp_path)
+    make_cifar100(tmp_path)
     with pytest.raises(UserError, match="--val-size"):
         data.load_dataset("cifar100", data_dir=tmp_path, download=False)
 
@@ -194,7 +150,7 @@ def test_default_val_size_larger_than_tiny_training_set(tmp_path):
 def test_a_cifar_validation_split_of_none_or_all_the_training_set_is_refused(tmp_path, val_size):
     """No validation examples leaves model selection nothing to select on, all of them leaves
     nothing to train on: both are the --val-size sentence (the fake CIFAR-100 trains on 60)."""
-    _make_cifar100(tmp_path)
+    make_cifar100(tmp_path)
     with pytest.raises(UserError, match="--val-size must be between 1 and 59"):
         data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=val_size)
 
@@ -271,13 +227,13 @@ def test_torchvision_downloader_gets_official_archive(tmp_path, monkeypatch):
 
 
 def test_successful_download_is_then_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(cifar, "_download_archive", lambda url, root, md5: _make_cifar10(root))
+    monkeypatch.setattr(cifar, "_download_archive", lambda url, root, md5: make_cifar10(root))
     s = data.load_dataset("cifar10", data_dir=tmp_path, val_size=20)
     assert len(s.train[0]) == 80 and len(s.test[0]) == 20
 
 
 def test_truncated_pickle_is_a_user_error(tmp_path):
-    folder = _make_cifar10(tmp_path)
+    folder = make_cifar10(tmp_path)
     blob = (folder / "data_batch_3").read_bytes()
     (folder / "data_batch_3").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(UserError, match="data_batch_3"):
@@ -285,7 +241,7 @@ def test_truncated_pickle_is_a_user_error(tmp_path):
 
 
 def test_missing_batch_file_is_a_user_error(tmp_path):
-    folder = _make_cifar10(tmp_path)
+    folder = make_cifar10(tmp_path)
     (folder / "test_batch").unlink()
     with pytest.raises(UserError, match="test_batch"):
         data.load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=10)
@@ -297,25 +253,22 @@ class _Evil:
 
 
 def test_pickle_with_code_is_refused(tmp_path, capsys):
-    folder = _make_cifar100(tmp_path)
+    folder = make_cifar100(tmp_path)
     (folder / "test").write_bytes(pickle.dumps({b"data": _Evil(), b"fine_labels": [1]}))
     with pytest.raises(UserError, match="corrupt"):
         data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
     assert "pwned" not in capsys.readouterr().out
 
 
-_GOOD_PIXELS = _flat(range(4))
-
-
 @pytest.mark.parametrize(
     "pixels, labels, found",
     [
-        (_GOOD_PIXELS / 255.0, [0, 1, 2, 3], "float64, not uint8"),  # would load as black
+        (GOOD_PIXELS / 255.0, [0, 1, 2, 3], "float64, not uint8"),  # would load as black
         (np.full((4, 3072), 300, dtype=np.int64), [0, 1, 2, 3], "int64, not uint8"),  # 300 -> 44
-        (_GOOD_PIXELS, [10, 1, 2, 3], "outside 0..9"),
-        (_GOOD_PIXELS, [-1, 1, 2, 3], "outside 0..9"),
-        (_GOOD_PIXELS, [0.0, 1.0, 2.0, 3.0], "not 1-D integers"),
-        (_GOOD_PIXELS, [[0], [1], [2], [3]], "not 1-D integers"),
+        (GOOD_PIXELS, [10, 1, 2, 3], "outside 0..9"),
+        (GOOD_PIXELS, [-1, 1, 2, 3], "outside 0..9"),
+        (GOOD_PIXELS, [0.0, 1.0, 2.0, 3.0], "not 1-D integers"),
+        (GOOD_PIXELS, [[0], [1], [2], [3]], "not 1-D integers"),
     ],
     ids=[
         "float-pixels",
@@ -327,7 +280,7 @@ _GOOD_PIXELS = _flat(range(4))
     ],
 )
 def test_pixels_and_labels_are_refused_not_cast(tmp_path, pixels, labels, found):
-    folder = _make_cifar10(tmp_path)
+    folder = make_cifar10(tmp_path)
     blob = pickle.dumps({b"data": pixels, b"labels": labels})
     (folder / "test_batch").write_bytes(blob)
     with pytest.raises(UserError, match="test_batch is corrupt") as err:
@@ -336,11 +289,11 @@ def test_pixels_and_labels_are_refused_not_cast(tmp_path, pixels, labels, found)
 
 
 def test_labels_are_checked_against_the_data_sets_own_classes(tmp_path):
-    folder = _make_cifar100(tmp_path)
-    (folder / "test").write_bytes(pickle.dumps({b"data": _GOOD_PIXELS, b"fine_labels": [99] * 4}))
+    folder = make_cifar100(tmp_path)
+    (folder / "test").write_bytes(pickle.dumps({b"data": GOOD_PIXELS, b"fine_labels": [99] * 4}))
     s = data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
     assert s.test[1].tolist() == [99] * 4 and s.test[1].dtype == torch.int64
-    (folder / "test").write_bytes(pickle.dumps({b"data": _GOOD_PIXELS, b"fine_labels": [100] * 4}))
+    (folder / "test").write_bytes(pickle.dumps({b"data": GOOD_PIXELS, b"fine_labels": [100] * 4}))
     with pytest.raises(UserError, match="outside 0..99"):
         data.load_dataset("cifar100", data_dir=tmp_path, download=False, val_size=10)
 

@@ -10,7 +10,7 @@ import importlib.resources
 import numpy as np
 import pytest
 import torch
-from test_data import _make_cifar10, _make_cifar100
+from fake_cifar import make_cifar10, make_cifar100
 
 from bilevel.errors import UserError
 from problems.adversarial import data
@@ -27,7 +27,7 @@ def test_cifar_validation_is_a_fixed_draw_from_every_training_batch(tmp_path):
     """Validation is a fixed permutation's tail, not the last images read (all of data_batch_5,
     one file's images): the 15 of the fake's 100 are drawn from all five batch files (20 images
     each), and are these same 15 on every machine, whatever the global seed."""
-    _make_cifar10(tmp_path)
+    make_cifar10(tmp_path)
     torch.manual_seed(123), np.random.seed(123)
     s = data.load_dataset("cifar10", data_dir=tmp_path, download=False, val_size=15)
     val = _ids(s.val)
@@ -36,7 +36,7 @@ def test_cifar_validation_is_a_fixed_draw_from_every_training_batch(tmp_path):
     assert not set(val) & set(_ids(s.train)) and not set(val) & set(_ids(s.test))
 
 
-@pytest.mark.parametrize("make, name", [(_make_cifar10, "cifar10"), (_make_cifar100, "cifar100")])
+@pytest.mark.parametrize("make, name", [(make_cifar10, "cifar10"), (make_cifar100, "cifar100")])
 def test_a_cifar_validation_split_is_5000_images_unless_asked(tmp_path, make, name):
     """The documented default: 5,000 of the official 50,000 (the fakes hold fewer, so the
     default is refused, and the sentence shows the size it was asked for)."""
@@ -69,7 +69,7 @@ def test_the_largest_mnist5k_validation_split_leaves_one_training_digit_per_clas
 def test_data_set_names_are_read_whatever_their_case_and_spaces(tmp_path):
     assert data.dataset_info(" MNIST5k ") == data.dataset_info("mnist5k")
     assert data.dataset_info("CIFAR100").num_classes == 100
-    _make_cifar10(tmp_path)
+    make_cifar10(tmp_path)
     s = data.load_dataset("Cifar10", data_dir=tmp_path, download=False, val_size=10)
     assert s.info.name == "cifar10" and len(s.train[1]) == 90
 
