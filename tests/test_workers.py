@@ -5,6 +5,7 @@ process, or None when that process ends without one or overruns its deadline."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +21,15 @@ def test_results_keep_the_tasks_order_here_and_in_workers() -> None:
     tasks = [(2, 3), (3, 2), (2, 5)]
     assert map_tasks(pow, tasks, jobs=1) == [8, 9, 32]
     assert map_tasks(pow, tasks, jobs=2) == [8, 9, 32]
+
+
+def test_one_job_runs_every_task_here_in_no_worker() -> None:
+    """jobs=1 is no pool at all: a task may be a closure no worker could be sent, and sees what
+    this process holds."""
+    here = os.getpid()
+    assert map_tasks(os.getpid, [(), ()], jobs=1) == [here, here]
+    seen = {"mark": 7}
+    assert map_tasks(lambda k: seen[k], [("mark",)], jobs=1) == [7]
 
 
 def test_more_jobs_than_tasks_start_one_worker_a_task() -> None:
@@ -69,6 +79,33 @@ def test_the_first_failure_ends_the_queue(tmp_path) -> None:
     with pytest.raises(UserError, match="task .*1 cannot run"):
         map_tasks(_task, tasks, jobs=2)
     assert len(list(tmp_path.iterdir())) <= 10
+
+
+def _fail_after(seconds: float, words: str) -> None:
+    time.sleep(seconds)
+    raise UserError(words)
+
+
+def test_the_failure_raised_is_the_first_to_happen_not_the_first_listed() -> None:
+    """The first task fails after 1 s, the second at once: the second's failure is the one
+    raised, without waiting on the first's result."""
+    tasks = [(1.0, "the listed-first task failed late."), (0.0, "the second failed at once.")]
+    with pytest.raises(UserError, match="the second failed at once"):
+        map_tasks(_fail_after, tasks, jobs=2)
+
+
+MARK = "as imported"
+
+
+def _put_mark(queue) -> None:
+    queue.put(MARK)
+
+
+def test_the_child_is_a_fresh_process_not_a_copy_of_this_one(monkeypatch) -> None:
+    """A forked child would start from this process's memory (the heap a peak-memory measurement
+    must not see); a spawned one imports what it runs afresh."""
+    monkeypatch.setattr(sys.modules[__name__], "MARK", "changed in the parent")
+    assert value_from_child(_put_mark, (), poll_s=0.2) == "as imported"
 
 
 def test_a_child_that_ends_without_a_value_gives_none_instead_of_a_wait() -> None:
