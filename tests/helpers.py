@@ -153,3 +153,17 @@ def spawn_two(worker, *args) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(worker, args=(port, *args), nprocs=2, join=True)
+
+
+def join_gloo(rank: int, port: int) -> None:
+    """In a ``spawn_two`` worker: one torch thread, and join the group of two at ``port``; a
+    collective that waits longer than a minute fails rather than hangs."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+        timeout=timedelta(seconds=60),
+    )  # fmt: skip

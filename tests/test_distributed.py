@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import TinyConvAttacker, metrics_without_time, spawn_two
+from helpers import TinyConvAttacker, join_gloo, metrics_without_time, spawn_two
 
 from bilevel import JointTrainer, LearnedFollower, distributed
 from bilevel.errors import UserError
@@ -47,8 +47,7 @@ def _gradients(problem, follower) -> dict[str, torch.Tensor]:
 
 
 def _worker(rank: int, port: int, out: str, update: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    join_gloo(rank, port)
     problem, follower, optimizer, (x, y) = _trainer_and_batch()
     problem.leader = distributed.data_parallel(problem.leader, torch.device("cpu"))
     follower.distribute(lambda net: distributed.data_parallel(net, torch.device("cpu")))

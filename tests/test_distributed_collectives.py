@@ -5,13 +5,12 @@ every process, with shares of unequal size, and what each returns in a single pr
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import spawn_two
+from helpers import join_gloo, spawn_two
 
 from bilevel import distributed
 
@@ -43,11 +42,7 @@ def _collectives(rank: int) -> dict:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(  # a collective that waits longer than a minute fails, not hangs
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-        timeout=timedelta(seconds=60),
-    )  # fmt: skip
+    join_gloo(rank, port)
     torch.save(_collectives(rank), Path(out) / f"rank{rank}.pt")
     dist.barrier()
     distributed.shutdown()

@@ -22,7 +22,7 @@ from functools import partial
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import spawn_two
+from helpers import join_gloo, spawn_two
 
 from bilevel import BilevelProblem, JointTrainer, NoFollower, distributed
 from bilevel.followers import HandDesigned
@@ -100,8 +100,7 @@ def _batch() -> torch.Tensor:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    join_gloo(rank, port)
     share = distributed.shard(_batch(), distributed.Context(rank, 2))
     torch.save({case: _step(share, *case) for case in CASES}, f"{out}.{rank}")
     dist.barrier()

@@ -6,13 +6,12 @@ the last minibatch splits unevenly. A single process draws and writes as before.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import linear_two_class, spawn_two
+from helpers import join_gloo, linear_two_class, spawn_two
 
 from bilevel import JointTrainer, NoFollower, distributed
 from bilevel.checkpoint import State, position_state, restore_generators
@@ -60,11 +59,7 @@ def _noisy_fit(
 
 
 def _noise_worker(rank: int, port: int, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(  # a collective that waits longer than a minute fails, not hangs
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
-        timeout=timedelta(seconds=60),
-    )  # fmt: skip
+    join_gloo(rank, port)
     context, root = distributed.Context(rank, 2), Path(out)
     unbroken_starts, unbroken = _noisy_fit(root / "unbroken", context, 2)
     _noisy_fit(root / "stopped", context, 2, stop_after=1)
