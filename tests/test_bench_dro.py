@@ -242,24 +242,3 @@ def test_a_bench_row_counts_seeds_only_where_some_runs_lack_the_value() -> None:
     assert not [k for k in row if k.endswith("_seeds")], row
     partial = complete[:2] + [complete[2] | {"train_cpu_seconds": None}]
     assert _summary("m", partial)["train_cpu_seconds_seeds"] == 2
-
-
-def test_a_finished_run_is_reused_whatever_path_its_data_were_read_from(tmp_path: Path) -> None:
-    """--data-dir says where data are read from, not what is trained (a resume takes another one,
-    the folder seen from elsewhere): a finished run recorded with another path is reused, not
-    refused as "other options"; a trained option that differs still is."""
-    from problems.adversarial.bench_runs import check_run_folder, finished_results
-    from problems.adversarial.dro_config import DROConfig
-
-    run = tmp_path / "run"
-    run.mkdir()
-    cfg = DROConfig(train_size=64, eval_size=16, epochs=1).resolve()
-    recorded = cfg.to_dict() | {"data_dir": str(tmp_path / "elsewhere" / "data")}
-    (run / "config.json").write_text(json.dumps(recorded))
-    (run / "results.json").write_text(json.dumps({"test_clean_acc": 0.5}))
-    check_run_folder(cfg, run, reuse=True)
-    assert finished_results(cfg, run) == {"test_clean_acc": 0.5}
-    other = DROConfig(train_size=64, eval_size=16, epochs=2).resolve()
-    assert finished_results(other, run) is None
-    with pytest.raises(ValueError, match="other options \\(epochs 1 there, 2 here\\)"):
-        check_run_folder(other, run, reuse=True)

@@ -1,7 +1,8 @@
 """``--attacker-init``'s folder is read once, when φ first starts from it: a resumed run takes φ
 from its own last.pt and a finished run's readers (``evaluate``, a bench's reuse) read no warm
 start, so none of them needs that folder to be there still; a run that will start afresh is
-refused, before anything is written, where the folder holds no last.pt."""
+refused, before anything is written, where the folder holds no last.pt (a bench's side of it:
+tests/test_bench_run_folders.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,10 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 from helpers import metrics_without_time
 from typer.testing import CliRunner
 
-from bilevel.errors import UserError
 from cli import app
-from problems.adversarial.bench_runs import check_run_folder
-from problems.adversarial.dro_config import DROConfig
 from problems.adversarial.evaluation.runs import load_learned_attacker
 
 TINY = ["solve", "adversarial-dro", "--follower", "grad", "--train-size", "32", "--eval-size"]
@@ -41,17 +38,3 @@ def test_a_run_resumes_and_is_evaluated_after_its_warm_start_folder_is_gone(tmp_
     assert json.loads((run / "config.json").read_text())["attacker_init"] == str(source)
     assert (run / "results.json").is_file()
     assert load_learned_attacker(run).steps == 1  # evaluate's g_φ: the run's own
-
-
-def test_a_bench_reuses_a_finished_run_whose_warm_start_is_gone_and_refuses_a_new_one(
-    tmp_path: Path,
-) -> None:
-    cfg = DROConfig(follower="grad", attacker_init=str(tmp_path / "gone"), train_size=64)
-    cfg.resolve()  # the options alone are fine: the folder is checked where a run will train
-    finished, empty = tmp_path / "finished", tmp_path / "empty"
-    finished.mkdir()
-    (finished / "config.json").write_text(json.dumps(cfg.to_dict()))
-    (finished / "results.json").write_text("{}")
-    check_run_folder(cfg, finished, reuse=True)
-    with pytest.raises(UserError, match="--attacker-init: .*gone holds no last.pt"):
-        check_run_folder(cfg, empty, reuse=True)
