@@ -94,7 +94,7 @@ def step_options(method: str, cfg: SpeedConfig) -> DROConfig:
     a lever of another option would be ignored or override what the command sets)."""
     pgm = re.fullmatch(r"pgm-(\d+)", method)
     steps = int(pgm.group(1)) if pgm else None  # PGM-K's K
-    if method not in METHODS and not (steps and steps >= 1):
+    if method not in METHODS and not steps:  # pgm-0 included
         raise UserError(f"Unknown method {method!r}; choose from: {', '.join(METHODS)}, pgm-K.")
     if steps and steps > MAX_PGD_STEPS:  # in its own words: bench has no --pgm-steps
         raise UserError(f"pgm-K takes K from 1 to {MAX_PGD_STEPS:,} steps; got {method}.")
