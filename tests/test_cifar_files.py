@@ -1,11 +1,10 @@
 """CIFAR files and downloads (``problems.adversarial.cifar``) beyond test_data.py: a ``~`` in
---data-dir, the CIFAR-100 archive, a --data-dir that is a file, any failure of the downloader,
-and batch files of the wrong shape or kind. Nothing is fetched: the downloader is replaced."""
+--data-dir, a --data-dir that is a file, any failure of the downloader, and batch files of the
+wrong shape or kind. Nothing is fetched: the downloader is replaced."""
 
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,27 +19,6 @@ def test_a_data_dir_under_home_is_read_from_home(tmp_path, monkeypatch):
     make_cifar10(tmp_path / "datasets")
     s = data.load_dataset("cifar10", data_dir="~/datasets", download=False, val_size=10)
     assert (len(s.train[1]), len(s.val[1]), len(s.test[1])) == (90, 10, 20)
-
-
-def test_cifar100_is_downloaded_from_its_official_archive(tmp_path, monkeypatch):
-    import torchvision.datasets.utils as tv_utils
-
-    calls = []
-
-    def refuse(url, download_root, md5=None, **kwargs):
-        calls.append((url, Path(download_root), md5))
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(tv_utils, "download_and_extract_archive", refuse)
-    with pytest.raises(UserError, match="mnist5k"):
-        data.load_dataset("cifar100", data_dir=tmp_path)
-    assert calls == [
-        (
-            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-            tmp_path,
-            "eb9058c3a382ffc7106e4002c42a8d85",
-        )
-    ]
 
 
 def test_a_data_dir_that_is_a_file_is_refused_before_any_download(tmp_path, monkeypatch):

@@ -204,7 +204,14 @@ def test_a_failed_download_removes_the_folders_it_made_and_waits_a_bounded_time(
     assert (tmp_path / "kept").is_dir()
 
 
-def test_torchvision_downloader_gets_official_archive(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "archive", "md5"),
+    [
+        ("cifar10", "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+        ("cifar100", "cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+    ],
+)
+def test_torchvision_downloader_gets_official_archive(tmp_path, monkeypatch, name, archive, md5):
     import torchvision.datasets.utils as tv_utils
 
     calls = []
@@ -215,15 +222,9 @@ def test_torchvision_downloader_gets_official_archive(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tv_utils, "download_and_extract_archive", refuse)
     with pytest.raises(UserError) as err:
-        data.load_dataset("cifar10", data_dir=tmp_path)
+        data.load_dataset(name, data_dir=tmp_path)
     _assert_offline_hint(err)
-    assert calls == [
-        (
-            "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-            tmp_path,
-            "c58f30108f718f92721af3b95e74349a",
-        )
-    ]
+    assert calls == [(f"https://www.cs.toronto.edu/~kriz/{archive}", tmp_path, md5)]
 
 
 def test_successful_download_is_then_read(tmp_path, monkeypatch):
