@@ -17,9 +17,10 @@ import typer
 from rich.console import Console
 
 from bilevel import report
+from bilevel.command_options import parse_list
 from bilevel.distributed import leave_process_group
 from bilevel.errors import Stopped, UserError
-from bilevel.options import check_named_once, check_seeds, parse_list
+from bilevel.options import check_named_once, check_seeds
 from bilevel.paths import keep_empty
 from bilevel.stopping import INTERRUPTED_KEEPS, Interrupted, signals_raise
 
@@ -63,7 +64,7 @@ def path_option(default: Path | None, *names: str, help: str | None = None) -> A
 
 class Shared:
     """typer options that are not a run's configuration, shared by several commands (a run's
-    options come from its configuration dataclass, ``bilevel.options.with_options``)."""
+    options come from its configuration dataclass, ``bilevel.command_options.with_options``)."""
 
     train_size = typer.Option(None, help="Use only the first N training examples.")
     eval_size = typer.Option(None, help="Use only the first N validation and test examples.")

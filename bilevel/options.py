@@ -1,5 +1,6 @@
 """Options declared once: a dataclass field carries its default and its help text, and the
-command line is generated from the dataclass (``cli.py``), so no default is written twice.
+command line is generated from the dataclass (``bilevel.command_options.with_options``), so no
+default is written twice.
 
 ``option(default, help)`` is such a field; ``comma=True`` marks a list given as "a,b,c" on the
 command line (its ``example`` shows how), ``name`` an option spelled otherwise than the field
@@ -18,14 +19,12 @@ written ``x < 0`` lets through), or a whole number too large for a float (``fini
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import json
 import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import field
 from typing import Any
@@ -115,12 +114,18 @@ def fill_unset(config: Any, values: dict[str, Any]) -> None:
             setattr(config, f.name, values[f.name])
 
 
+def inner_type(hint: Any) -> Any:
+    """``X`` of ``X | None``; the hint itself otherwise."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
+
+
 def json_fits(value: Any, hint: Any) -> bool:
     """Whether a JSON value fits the field type ``hint`` (bool, int, float, str, list[...],
     ``X | None``): no bool where a number is meant, no float where a count is."""
     if value is None:
         return type(None) in typing.get_args(hint)
-    hint = _inner(hint)
+    hint = inner_type(hint)
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         return isinstance(value, list) and all(json_fits(v, item) for v in value)
@@ -172,7 +177,7 @@ def check_types(config_class: type, values: dict[str, Any], where: str, advice: 
             kind = "finite numbers" if isinstance(value, list) else "a finite number"
             raise UserError(f"{where}: {name} must be {kind}; got {json.dumps(value)}{advice}.")
         if not json_fits(value, hints[name]):
-            wanted = _inner(hints[name])
+            wanted = inner_type(hints[name])
             if typing.get_origin(wanted) is list:
                 items = {int: "whole numbers", float: "numbers", str: "strings"}
                 label = f"a list of {items[typing.get_args(wanted)[0]]}"
@@ -203,16 +208,6 @@ def as_written(where: str, names: Iterable[str], always: bool = False) -> Iterat
         if not (found or always):
             raise
         raise UserError(f"{where}: {text}") from None
-
-
-def _given_on_command_line(context: Any, names: dict[str, Any]) -> frozenset[str]:
-    """The options of ``names`` the user typed, not left at their defaults (the command's typer
-    context says where each value came from)."""
-    defaults = ("DEFAULT", "DEFAULT_MAP")
-    sources = {n: context.get_parameter_source(n) for n in names}
-    return frozenset(
-        n for n, src in sources.items() if src is not None and src.name not in defaults
-    )
 
 
 def typed_options(config: Any) -> frozenset[str]:
@@ -251,69 +246,3 @@ def inherit(config: Any, recorded: dict[str, Any], keep: tuple[str, ...] = ()) -
             setattr(config, f.name, recorded[f.name])
             taken[f.name] = recorded[f.name]
     return taken
-
-
-def _inner(hint: Any) -> Any:
-    """``X`` of ``X | None``; the hint itself otherwise."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if isinstance(hint, types.UnionType) and len(args) == 1 else hint
-
-
-def parse_list(name: str, text: str, item: type, example: str) -> list[Any]:
-    """A comma option's text as a list of ``item``; one sentence for a bad entry."""
-    try:
-        return [item(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(
-            f"{as_flag(name)} takes numbers separated by commas, like {example}; got {text!r}."
-        ) from None
-
-
-_CONTEXT = "typer_context"  # the generated command's context: which options were typed
-
-
-def with_options(config_class: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A typer command whose first parameter is a ``config_class`` built from its options: one
-    typer option per field of the dataclass, with the field's default and help (a ``bool | None``
-    field as ``--x/--no-x``, a ``comma`` field as text "a,b,c"), followed by the command's own
-    parameters. So a default or a help text is written once, on the dataclass."""
-    import typer
-
-    hints = typing.get_type_hints(config_class)
-    params, lists = [], {}
-    for f in dataclasses.fields(config_class):
-        meta = f.metadata
-        default = field_default(config_class, f.name)
-        hint = _inner(hints[f.name])
-        decls = [meta["name"]] if meta.get("name") else []
-        if meta.get("comma"):
-            lists[f.name] = (typing.get_args(hint)[0], meta["example"])
-            hint, default = str, None if default is None else ",".join(map(str, default))
-        elif hint is bool:
-            flag = f.name.replace("_", "-")
-            decls = [f"--{flag}/--no-{flag}"]
-        info = typer.Option(default, *decls, help=meta.get("help") or None, hidden=meta.get("hidden", False))  # fmt: skip
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=hint))  # fmt: skip
-
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]
-
-        @functools.wraps(command)
-        def wrapper(**kwargs: Any) -> Any:
-            rest = {p.name: kwargs.pop(p.name) for p in own}  # what remains: the options
-            for name, (item, example) in lists.items():
-                if (text := kwargs.pop(name)) is not None:  # unset: the field's own default
-                    kwargs[name] = parse_list(name, text, item, example)
-            context = kwargs.pop(_CONTEXT)
-            config = config_class(**kwargs)
-            config.given = _given_on_command_line(context, kwargs)
-            return command(config, **rest)
-
-        keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-        keyword.append(inspect.Parameter(_CONTEXT, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context))  # fmt: skip
-        wrapper.__signature__ = inspect.Signature(params + keyword)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in params + keyword}
-        del wrapper.__wrapped__  # typer reads the signature above, not the command's
-        return wrapper
-
-    return decorate

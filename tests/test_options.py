@@ -1,5 +1,5 @@
 """Defaults declared once: every option of a solve command is generated from its configuration
-dataclass (``bilevel.options.with_options``), with the field's default and help."""
+dataclass (``bilevel.command_options.with_options``), with the field's default and help."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from bilevel.command_options import with_options
 from bilevel.errors import UserError
-from bilevel.options import inherit, option, with_options
+from bilevel.options import inherit, option
 from cli import app
 from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.dro_config import DROConfig

@@ -11,8 +11,9 @@ from typing import Any
 
 import typer
 
+from bilevel.command_options import with_options
 from bilevel.commands import Shared, console, path_option, print_solved, print_table, user_errors
-from bilevel.options import field_default, with_options
+from bilevel.options import field_default
 from bilevel.paths import check_not_empty, check_paths, keep_empty
 from problems.adversarial.ait_config import AITConfig
 from problems.adversarial.dro_config import DROConfig

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from bilevel.command_options import with_options
 from bilevel.commands import (
     Shared,
     console,
@@ -18,7 +19,6 @@ from bilevel.commands import (
     split_names,
     user_errors,
 )
-from bilevel.options import with_options
 from bilevel.paths import check_paths
 from problems.imitation.config import GAILConfig
 
