@@ -17,7 +17,8 @@
 #      trains mnist5k, in the contiguous format;
 #   5. the same for the pointwise attacker at 0.25ε (contiguous), which tied the default on
 #      validation with fewer operators.
-# Measured 2026-12-04 (H200): benchmarks/results/gpu/ (docs/results.md, "On a GPU").
+# Measured 2026-12-04 (H200), by the script as it then was (bench dro last, on --methods
+# fgsm,pgm,2-step, without the GPU-only tests): benchmarks/results/gpu/ (docs/results.md, "On a GPU").
 # Packages missing on the GPU image (mlxtend, higher, pyautoattack, gymnasium, farama-notifications:
 # all pure Python) may sit unpacked in .devsite/, which goes on PYTHONPATH; made on a machine with
 # pip: `pip download --no-deps --only-binary=:all: -d .whl NAME...`, then `unzip` each wheel into
