@@ -74,3 +74,10 @@ def test_the_adapters_seed_drives_the_packages_random_draws() -> None:
     first = square(0)
     assert torch.equal(square(0), first)
     assert any(not torch.equal(square(seed), first) for seed in (1, 2, 3))
+
+
+def test_the_full_cascade_is_the_autoattack_row_and_a_sub_list_names_its_components() -> None:
+    """eval.json's and the checklist's "autoattack" row is the standard cascade; a sub-list must
+    not pass for it."""
+    assert AutoAttackAdapter(0.1).name == "autoattack"
+    assert AutoAttackAdapter(0.1, ("apgd-ce", "apgd-t")).name == "autoattack(apgd-ce,apgd-t)"
