@@ -47,6 +47,8 @@ from cli import app
         (json.dumps({"configs": {"x": {}}, "seeds": [2**32]}), "seeds"),  # numpy's limit
         # counted twice in mean ± std with one job, trained twice at once with two
         (json.dumps({"configs": {"x": {}}, "seeds": [0, 0]}), "names seed 0 twice"),
+        # 0 judged every validation digit (``subset`` of 0 is falsy), not none
+        (json.dumps({"configs": {"x": {}}, "val_examples": 0}), '"val_examples" must be'),
         ('{"configs": {"x": {"weight_decay": NaN}}}', "finite number"),  # Python's JSON reads NaN
     ],
 )
