@@ -57,8 +57,10 @@ def test_a_references_own_options_and_an_entrys_own_options_win_over_the_base(tm
     FGSM-RS under a base that names another follower and PGM step count; an entry's lr wins."""
     base = {"follower": "grad", "pgm_steps": 7, "lr": 0.05}
     grid = study.load_grid(
-        _grid(tmp_path, {"base": base, "references": ["fgsm", "pgm-3"],
-                         "configs": {"x": {"lr": 0.02}}})  # fmt: skip
+        _grid(
+            tmp_path,
+            {"base": base, "references": ["fgsm", "pgm-3"], "configs": {"x": {"lr": 0.02}}},
+        )
     )
     entries = grid.entries()
     assert entries["fgsm"]["follower"] == "fgsm"
