@@ -60,6 +60,18 @@ class TinyConvAttacker(nn.Module):
         return self.eps * torch.tanh(self.body(a))
 
 
+class RecordingAttacker(TinyConvAttacker):
+    """A one-output ``TinyConvAttacker`` that keeps the inputs it saw, one per g_φ call."""
+
+    def __init__(self, in_channels: int, eps: float) -> None:
+        super().__init__(in_channels, 1, eps)
+        self.inputs: list[Tensor] = []
+
+    def forward(self, a: Tensor) -> Tensor:
+        self.inputs.append(a.detach().clone())
+        return super().forward(a)
+
+
 def image_batch(n: int = 8, channels: int = 1, size: int = 28, classes: int = 10):
     x = torch.rand(n, channels, size, size)
     y = torch.randint(0, classes, (n,))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TinyConvAttacker, linear_two_class
+from helpers import RecordingAttacker, TinyConvAttacker, linear_two_class
 
 from bilevel import LearnedFollower
 from bilevel.protocol import follower_gradient
@@ -63,23 +63,11 @@ def test_solve_answers_without_a_graph_to_phi(truncated: bool) -> None:
     assert follower(problem, batch).requires_grad  # the unroll itself does learn through φ
 
 
-class Recording(TinyConvAttacker):
-    """A g_φ that keeps the inputs it saw."""
-
-    def __init__(self, in_channels: int) -> None:
-        super().__init__(in_channels, 1, EPS)
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(a.detach().clone())
-        return super().forward(a)
-
-
 def test_the_naive_follower_remembers_the_previous_gradient_it_never_sees_itself() -> None:
     """naive + prev-grad: g_φ's own input has no ∇, but its memory channel at step 2 is step 1's
     ∇_z q at z0 = 0 scaled per sample (max |·| = 1), and zeros at step 1."""
     problem, batch = _toy()
-    net = Recording(2)
+    net = RecordingAttacker(2, EPS)
     LearnedFollower(net, steps=2, input_mode="naive", memory="prev-grad").solve(problem, batch)
     first, second = net.inputs
     assert torch.count_nonzero(first[:, 1:]) == 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TinyConvAttacker, image_batch
+from helpers import RecordingAttacker, TinyConvAttacker, image_batch
 
 from bilevel import JointTrainer, LearnedFollower, SignGradientAscent
 from bilevel.errors import UserError
@@ -33,18 +33,6 @@ def _problem() -> AdversarialDRO:
 def _feasible(x: torch.Tensor, delta: torch.Tensor) -> None:
     assert delta.abs().max() <= EPS + 1e-6
     assert (x + delta).min() >= -1e-6 and (x + delta).max() <= 1 + 1e-6
-
-
-class CountingNet(TinyConvAttacker):
-    """A g_φ that counts its forward passes and the inputs it saw."""
-
-    def __init__(self, in_channels: int) -> None:
-        super().__init__(in_channels, 1, EPS)
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(a.detach().clone())
-        return super().forward(a)
 
 
 def test_leader_optimizer_and_schedule_are_built_as_asked() -> None:
@@ -173,7 +161,7 @@ def test_g_phi_sees_the_gradient_scaled_in_the_balls_norm(norm: Norm, scaling: s
     eps = 0.3 if norm is Norm.LINF else 1.5
     problem = AdversarialDRO(SmallCNN().eval(), eps, norm)
     x, y = image_batch(4)
-    net = CountingNet(1)
+    net = RecordingAttacker(1, EPS)
     follower = LearnedFollower(net, input_mode="grad-only", grad_scaling=scaling, norm=norm)
     follower.solve(problem, (x, y))
     (seen,) = net.inputs
@@ -207,7 +195,7 @@ def test_what_g_phi_sees_of_an_example_does_not_depend_on_its_batch(scaling: str
 
 @pytest.mark.parametrize("steps", [1, 3, 5])
 def test_the_k_step_unroll_takes_k_steps_and_stays_feasible(steps: int) -> None:
-    net = CountingNet(2)
+    net = RecordingAttacker(2, EPS)
     follower = LearnedFollower(net, steps=steps)
     with torch.no_grad():
         for p in net.parameters():
@@ -222,7 +210,7 @@ def test_the_k_step_unroll_takes_k_steps_and_stays_feasible(steps: int) -> None:
 def test_plain_steps_are_sign_steps_and_g_phi_runs_only_after_them() -> None:
     """K = 3 with two plain steps: g_φ runs once, at the point two PGM sign steps reach."""
     problem, (x, y) = _problem(), image_batch(6)
-    net = CountingNet(2)
+    net = RecordingAttacker(2, EPS)
     follower = LearnedFollower(net, steps=3, random_start=True, sign_step=0.5, plain_steps=2)
     torch.manual_seed(2)
     delta = follower.solve(problem, (x, y))
@@ -232,9 +220,13 @@ def test_plain_steps_are_sign_steps_and_g_phi_runs_only_after_them() -> None:
     assert torch.allclose(net.inputs[0][:, :1], x + pgm2, atol=1e-6)  # A's image part: x + z_2
     _feasible(x, delta)
     with pytest.raises(ValueError, match="plain_steps"):
-        LearnedFollower(CountingNet(2), steps=2, plain_steps=1)  # no sign step to take instead
+        LearnedFollower(
+            RecordingAttacker(2, EPS), steps=2, plain_steps=1
+        )  # no sign step to take instead
     with pytest.raises(ValueError, match="plain_steps"):
-        LearnedFollower(CountingNet(2), steps=2, sign_step=0.5, plain_steps=2)  # no g_φ at all
+        LearnedFollower(
+            RecordingAttacker(2, EPS), steps=2, sign_step=0.5, plain_steps=2
+        )  # no g_φ at all
 
 
 def test_a_truncated_unroll_takes_the_same_steps_but_learns_through_the_last_g_phi_call_only():
@@ -306,13 +298,13 @@ def test_memory_feeds_the_delta_or_the_previous_gradient() -> None:
     assert LearnedFollower.in_channels("grad", "delta", 1) == 3
     assert LearnedFollower.in_channels("grad-only", "prev-grad", 3) == 6
 
-    net = CountingNet(3)
+    net = RecordingAttacker(3, EPS)
     LearnedFollower(net, steps=2, memory=Memory.DELTA, random_start=True).solve(problem, (x, y))
     first = net.inputs[0]
     x_plus_delta = first[:, :1]
     assert torch.allclose(first[:, 2:] * EPS, x_plus_delta - x, atol=1e-6)  # z / ε
 
-    net = CountingNet(3)
+    net = RecordingAttacker(3, EPS)
     LearnedFollower(net, steps=2, memory="prev-grad").solve(problem, (x, y))
     assert torch.count_nonzero(net.inputs[0][:, 2:]) == 0  # no previous step yet
     assert torch.equal(net.inputs[1][:, 2:], net.inputs[0][:, 1:2])  # step 1's scaled ∇
