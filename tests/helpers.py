@@ -72,6 +72,12 @@ class RecordingAttacker(TinyConvAttacker):
         return super().forward(a)
 
 
+def largest_entry_one(g: Tensor) -> Tensor:
+    """``g`` scaled per sample so that its largest |entry| is 1: what g_φ sees of ∇ under L∞
+    (``--grad-scaling sample``), written out independently of ``bilevel.norms``."""
+    return g / g.flatten(1).abs().amax(1).view(-1, *[1] * (g.dim() - 1))
+
+
 def image_batch(n: int = 8, channels: int = 1, size: int = 28, classes: int = 10):
     x = torch.rand(n, channels, size, size)
     y = torch.randint(0, classes, (n,))
