@@ -1,5 +1,5 @@
 """The cost of each update mode as behaviour, not timings: how many passes each mode computes,
-and what ``bench speed`` measures and writes (interleaved rounds, ratios, JSON)."""
+and what ``bench speed`` measures and writes (interleaved rounds, ratios, JSON, its limits)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from bilevel import JointTrainer, LearnedFollower
 from cli import app
 from problems.adversarial import speed
+from problems.adversarial.defaults import MAX_PGD_STEPS
 from problems.adversarial.dro import AdversarialDRO
 from problems.adversarial.models import SmallCNN
 
@@ -40,13 +41,27 @@ def test_no_pass_is_computed_twice(steps, update, leader_passes, attacker_passes
     trainer = JointTrainer(
         AdversarialDRO(model, EPS), follower, torch.optim.SGD(model.parameters(), lr=0.01), update
     )
+    assert _passes(trainer, image_batch(8)) == {
+        "leader": leader_passes,
+        "attacker": attacker_passes,
+    }
+
+
+def _passes(trainer: JointTrainer, batch) -> dict[str, int]:
+    """The forward passes of the leader (the classifier) and of g_φ in one training step."""
     counts = {"leader": 0, "attacker": 0}
-    model.register_forward_hook(lambda *_: counts.__setitem__("leader", counts["leader"] + 1))
-    follower.net.register_forward_hook(
-        lambda *_: counts.__setitem__("attacker", counts["attacker"] + 1)
-    )
-    trainer.step(image_batch(8))
-    assert counts == {"leader": leader_passes, "attacker": attacker_passes}
+    for name, net in (("leader", trainer.problem.leader), ("attacker", trainer.follower.net)):
+        net.register_forward_hook(lambda *_, name=name: counts.__setitem__(name, counts[name] + 1))
+    trainer.step(batch)
+    return counts
+
+
+def test_a_timed_learned_step_takes_one_phi_step() -> None:
+    """bench speed's 2-Step fused step is solve's (the (2, "fused") case above): a second φ step
+    per batch would add a fresh solve and time a method solve does not train."""
+    cfg = speed.SpeedConfig(model="small-cnn", batch_size=2, methods=("2-step-fused",))
+    trainer, batch = speed.make_trainer("2-step-fused", cfg, torch.device("cpu"))
+    assert _passes(trainer, batch) == {"leader": 3, "attacker": 2}
 
 
 def test_bench_speed_interleaves_the_methods_and_writes_its_table(tmp_path, monkeypatch) -> None:
@@ -271,3 +286,14 @@ def test_a_ratio_is_the_median_of_the_rounds_to_3_decimals_or_none() -> None:
     assert speed.paired_ratio([1.0, 2.0, 2.0], [3.0, 3.0, 2.0]) == 0.667
     assert speed.paired_ratio([1.0, 2.0], [0.0, 1.0]) is None
     assert speed.paired_ratio([1.0, 2.0], None) is None
+
+
+def test_the_largest_batch_and_pgm_k_are_accepted(monkeypatch) -> None:
+    """MNIST's whole training set is a batch, and pgm-K takes K up to evaluate's PGD limit; one
+    past either is refused (above)."""
+    big = f"pgm-{MAX_PGD_STEPS}"
+    assert speed.step_options(big, speed.SpeedConfig()).pgm_steps == MAX_PGD_STEPS
+    cfg = speed.SpeedConfig(batch_size=speed.MAX_BATCH_SIZE, batches=1, rounds=1,
+                            methods=("plain", big))  # fmt: skip
+    rows, _ = _queued_work_bench(monkeypatch, cfg, {"plain": 1.0, big: 2.0})
+    assert rows[big]["ratio_to_plain"] == 2.0
