@@ -229,20 +229,6 @@ def test_the_cascade_credits_each_break_to_the_first_attack_that_made_it() -> No
     assert all(c == "apgd-ce" for a, c in pairs if a == "apgd-ce")
 
 
-def test_random_noise_draws_as_many_samples_as_asked() -> None:
-    """A model no draw breaks sees every example once per draw, however the draws are batched."""
-    calls = []
-
-    class _NeverBroken(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            calls.append(len(x))
-            return torch.stack([torch.ones(len(x)), torch.zeros(len(x))], 1)
-
-    x = torch.full((3, 1, 2, 2), 0.5)
-    RandomNoise(0.1, samples=7)(_NeverBroken(), x, torch.zeros(3, dtype=torch.long))
-    assert sum(calls) == 7 * 3
-
-
 def test_cw_linf_keeps_the_first_break_not_the_last_iterate() -> None:
     """Class 1 wins only for x in (0.55, 0.65): Adam's momentum carries the iterate through the
     band and out, so the last iterate is unbroken; the attack keeps the point that broke."""

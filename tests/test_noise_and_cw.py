@@ -1,5 +1,6 @@
-"""Random noise and CW-L∞ on closed-form toy models: noise draws at least once and stops drawing
-for a broken example; CW keeps each example's first break while others are still attacked."""
+"""Random noise and CW-L∞ on closed-form toy models: noise draws at least once, as often as
+asked, and stops drawing for a broken example; CW keeps each example's first break while others
+are still attacked."""
 
 from __future__ import annotations
 
@@ -16,19 +17,31 @@ def test_noise_with_no_draw_is_refused() -> None:
         RandomNoise(0.1, samples=0)
 
 
+class _Constant(torch.nn.Module):
+    """Calls every image class ``winner``, and counts the images it is shown."""
+
+    def __init__(self, winner: int) -> None:
+        super().__init__()
+        self.winner, self.seen = winner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return torch.nn.functional.one_hot(torch.full((len(x),), self.winner), 2).float()
+
+
+def test_random_noise_draws_as_many_samples_as_asked() -> None:
+    """A model no draw breaks sees every example once per draw, however the draws are batched."""
+    model, x = _Constant(0), torch.full((3, 1, 2, 2), 0.5)
+    RandomNoise(0.1, samples=7)(model, x, torch.zeros(3, dtype=torch.long))
+    assert model.seen == 7 * 3
+
+
 def test_noise_stops_drawing_for_an_example_once_it_is_broken() -> None:
     """A model that calls every image class 1 breaks every label-0 example at the first draw:
     the other 6 draws are not made, so the model sees each example once."""
-    seen = []
-
-    class _AlwaysOne(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen.append(len(x))
-            return torch.stack([torch.zeros(len(x)), torch.ones(len(x))], 1)
-
-    x = torch.full((3, 1, 2, 2), 0.5)
-    x_adv = RandomNoise(0.1, samples=7)(_AlwaysOne(), x, torch.zeros(3, dtype=torch.long))
-    assert sum(seen) == 3
+    model, x = _Constant(1), torch.full((3, 1, 2, 2), 0.5)
+    x_adv = RandomNoise(0.1, samples=7)(model, x, torch.zeros(3, dtype=torch.long))
+    assert model.seen == 3
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
 
 
